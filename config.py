@@ -1,0 +1,73 @@
+"""Defaults for every stage of the toolkit.
+
+Only entry points (``python -m ...``) read this module; library code receives
+explicit arguments.  Edit a value here and rerun, or override it for one run:
+
+    python -m training.train --epochs 20 --seed 0
+    python -m training.train --set LEARNING_RATE=3e-4 --set HIDDEN_DIM=256
+
+``--set KEY=VALUE`` is type-checked against the default below; an unknown key is
+an error (with a "did you mean"), never silently ignored.  Values that depend on
+the data (column lists, input/output sizes) are *not* constants: they are read
+from the CSV headers and travel inside every checkpoint.
+"""
+
+# ---- paths
+DATA_DIR = "data"          # folder holding <circuit>/<source|target>/*features*.csv, *targets*.csv
+RESULTS_DIR = "results"    # checkpoints, scalers, metrics JSON, plots, run log
+
+# ---- run
+OPAMP_TYPE = "5t_opamp"    # a circuit folder under DATA_DIR: '5t_opamp' | 'two_stage_opamp' | yours
+DEVICE = "auto"            # 'auto' (CUDA when available, else CPU) | 'cpu' | 'cuda' | 'cuda:N'
+NUM_THREADS = 1            # torch CPU threads; 1 measured 3-16x faster than 2 on these small nets
+SEED = 42                  # seeds the split, the weights' init and the batch order
+
+# ---- data
+VAL_SPLIT = 0.2            # fraction of the non-test target rows used for validation / early stopping
+TEST_SPLIT = 0.2           # fraction of target rows held out first, never used for fitting or selection
+LOG_Y_COLS = ["ugf", "cmrr"]   # metrics modelled as log1p(y); names absent from the data are ignored
+LOG_X_COLS = "auto"        # features modelled as log(x): a list of names, or 'auto' = strictly positive
+                           # features whose max/min >= LOG_X_MIN_SPAN in the pooled data
+LOG_X_MIN_SPAN = 10.0      # ratio max/min at which 'auto' logs a feature (one decade)
+X_SCALER_FIT = "both"      # 'both' (fit x scaler on source+target inputs; label-free) | 'source'
+# A row is a failed simulation (dropped after splitting, reported by reason) when any value is
+# NaN/inf, or it breaks one of these rules.  Rules naming metrics absent from the data are ignored.
+FAIL_POSITIVE = ["slewrate_pos", "dc_gain", "ugf", "cmrr"]   # must be > 0
+FAIL_MIN = {"dc_gain": 1.0}                                  # value < bound -> failed
+FAIL_MAX = {"ugf": 1e10}                                     # value >= bound -> sentinel, failed
+
+# ---- model
+HIDDEN_DIM = 512           # width of every hidden layer
+NUM_LAYERS = 6             # hidden layers in the shared backbone
+DROPOUT_RATE = 0.1         # dropout after each hidden activation, 0..1
+
+# ---- training (shared loop)
+EPOCHS = 50                # max epochs per stage / per fine-tune phase
+PATIENCE = 10              # early-stopping patience in epochs (on the validation criterion)
+LEARNING_RATE = 1e-4       # AdamW learning rate for baseline / align / target-only
+BATCH_SIZE = 256           # rows per batch
+WEIGHT_DECAY = 1e-4        # AdamW weight decay
+
+# ---- align (AlignHeteroMLP + CORAL)
+LAMBDA_CORAL = 0.05        # weight of the CORAL term, >= 0
+ALPHA_R2 = 1.0             # weight of (1 - batch R^2), >= 0
+
+# ---- finetune (DualHeadMLP, three phases)
+L2SP_LAMBDA = 1e-4         # L2-SP weight toward the pretrained weights, >= 0
+LR_BIAS = 3e-4             # phase 1: head_B.bias only
+LR_HEAD = 1e-4             # phase 2: head_B weights (+ L2-SP)
+LR_UNFREEZE = 5e-5         # phase 3: last backbone layer + head_B (+ L2-SP)
+
+# ---- inverse (MDN and optimisation)
+MDN_COMPONENTS = 10        # mixture components
+MDN_HIDDEN = 256           # hidden width
+MDN_LAYERS = 4             # hidden layers
+MDN_BATCH_SIZE = 128       # rows per batch
+MDN_EPOCHS = 60            # epochs
+MDN_LR = 1e-3              # Adam learning rate
+
+# ---- per-circuit overrides: applied on top of the values above when OPAMP_TYPE matches
+CIRCUIT_OVERRIDES = {
+    "5t_opamp": {},
+    "two_stage_opamp": {},
+}

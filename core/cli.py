@@ -1,0 +1,100 @@
+"""Argument parsing shared by every ``python -m`` entry point.
+
+Each stage declares the flags it accepts and the config key each one overrides::
+
+    cli = StageCLI("training.train", __doc__)
+    cli.flag("--epochs", "EPOCHS")
+    args, settings = cli.parse(argv)
+
+Every stage gets ``--opamp --data-dir --results-dir --device --seed`` and the generic
+``--set KEY=VALUE``.  Flag types follow the config default's type.  A mistyped flag is an
+argparse error with a "did you mean" suggestion; user errors raised inside ``main`` are
+printed on one line and exit with status 2 (``run_main``).
+"""
+import argparse
+import difflib
+import sys
+
+import config
+from core.errors import ToolkitError
+from core.settings import coerce, parse_set_pairs, resolve, snapshot
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a "did you mean" for unknown or abbreviated flags."""
+
+    def error(self, message):
+        if "unrecognized arguments" in message:
+            known = [s for a in self._actions for s in a.option_strings]
+            for token in message.split(":", 1)[1].split():
+                if token.startswith("--"):
+                    close = difflib.get_close_matches(token.split("=")[0], known, n=1, cutoff=0.6)
+                    if close:
+                        message += f" (did you mean {close[0]}?)"
+        super().error(message)
+
+
+class StageCLI:
+    COMMON = [
+        ("--opamp", "OPAMP_TYPE", "circuit folder under the data dir"),
+        ("--data-dir", "DATA_DIR", "root of the data layout <dir>/<circuit>/<source|target>/"),
+        ("--results-dir", "RESULTS_DIR", "where checkpoints, metrics and plots go"),
+        ("--device", "DEVICE", "auto | cpu | cuda | cuda:N"),
+        ("--seed", "SEED", "seed for split, init and batch order"),
+    ]
+
+    def __init__(self, prog: str, description: str | None = None, *, common: bool = True):
+        self.parser = _Parser(prog=f"python -m {prog}", description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              allow_abbrev=False)
+        self._keys: dict[str, str] = {}
+        self._defaults = snapshot(config)
+        if common:
+            for flag, key, help_text in self.COMMON:
+                self.flag(flag, key, help_text)
+            self.parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                                     help="override any config.py constant, e.g. --set HIDDEN_DIM=256")
+
+    def flag(self, name: str, key: str, help_text: str = "", **kwargs):
+        """Add ``name`` overriding config ``key`` (type from the default; None = keep config)."""
+        if key not in self._defaults:
+            raise KeyError(f"config.py has no {key}")  # programming error, not user error
+        default = self._defaults[key]
+        dest = name.lstrip("-").replace("-", "_")
+        self._keys[dest] = key
+        self.parser.add_argument(name, dest=dest, default=None, metavar=key,
+                                 help=f"{help_text} [config {key}={default!r}]".strip(),
+                                 type=lambda raw, k=key, d=default: _argparse_coerce(k, raw, d), **kwargs)
+        return self
+
+    def add_argument(self, *args, **kwargs):
+        """A stage-only argument that does not map to config.py."""
+        return self.parser.add_argument(*args, **kwargs)
+
+    def parse(self, argv=None):
+        args = self.parser.parse_args(argv)
+        overrides = parse_set_pairs(getattr(args, "set", []))
+        for dest, key in self._keys.items():
+            value = getattr(args, dest)
+            if value is not None:
+                overrides[key] = value
+        return args, resolve(config, overrides)
+
+
+def _argparse_coerce(key, raw, default):
+    try:
+        return coerce(key, raw, default)
+    except ToolkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_main(main, argv=None):
+    """Run ``main(argv)``; print a ToolkitError as one line and exit 2 instead of a traceback."""
+    try:
+        return main(argv)
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: files already written are complete (writes are atomic).", file=sys.stderr)
+        sys.exit(130)
