@@ -1,0 +1,145 @@
+"""Load -> validate -> split -> drop failed simulations -> log/scale: the one data API.
+
+    from data_loader import get_data_and_scalers
+    d = get_data_and_scalers(opamp_type="5t_opamp", data_dir="data", val_split=0.2, test_split=0.2, seed=42)
+    X_src, y_src = d["source"]; X_tr, y_tr = d["target_train"]; X_val, y_val = d["target_val"]
+
+Arrays are float32 in model space (log + standardised).  ``d["preprocessing"]`` converts
+back to physical units and travels inside checkpoints; ``d["raw"]`` keeps each split's
+physical x and y as DataFrames.
+"""
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from core.errors import ToolkitError
+from data_loader.failures import FailureRule, count_reasons, failure_reasons
+from data_loader.layout import check_same_columns, read_domain
+from data_loader.preprocessing import auto_log_columns, fit_preprocessing
+from data_loader.scaler_utils import fingerprint, load_scalers, save_scalers, scaler_path
+from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
+
+DEFAULT_RULE = FailureRule(positive=("slewrate_pos", "dc_gain", "ugf", "cmrr"),
+                           minimum={"dc_gain": 1.0}, maximum={"ugf": 1e10})
+FEW_TARGET_ROWS = 50  # warn below this many target training rows
+
+
+def data_kwargs_from_settings(settings: dict) -> dict:
+    """Map resolved config settings (UPPER keys) to ``get_data_and_scalers`` keyword arguments."""
+    return dict(opamp_type=settings["OPAMP_TYPE"], data_dir=settings["DATA_DIR"],
+                val_split=settings["VAL_SPLIT"], test_split=settings["TEST_SPLIT"], seed=settings["SEED"],
+                log_y_cols=settings["LOG_Y_COLS"], log_x_cols=settings["LOG_X_COLS"],
+                log_x_min_span=settings["LOG_X_MIN_SPAN"], x_scaler_fit=settings["X_SCALER_FIT"],
+                failure_rule=FailureRule(positive=tuple(settings["FAIL_POSITIVE"]),
+                                         minimum=dict(settings["FAIL_MIN"]), maximum=dict(settings["FAIL_MAX"])))
+
+
+def _resolve_log_x(log_x_cols, x_pool: pd.DataFrame, min_span: float) -> list:
+    if isinstance(log_x_cols, str):
+        if log_x_cols != "auto":
+            raise ToolkitError(f"LOG_X_COLS must be a list of feature names or 'auto', got {log_x_cols!r}.")
+        return auto_log_columns(x_pool, min_span)
+    unknown = [c for c in log_x_cols if c not in x_pool.columns]
+    if unknown:
+        warnings.warn(f"LOG_X_COLS names {unknown}, which are not features of this data; ignored.")
+    return [c for c in x_pool.columns if c in log_x_cols]
+
+
+def _warn_constant_features(x_src: pd.DataFrame, x_tgt: pd.DataFrame, x_scaler_fit: str) -> None:
+    for col in x_src.columns:
+        s_const = np.ptp(x_src[col].to_numpy()) == 0
+        t_const = np.ptp(x_tgt[col].to_numpy()) == 0
+        if s_const and not t_const:
+            how = ("the x scaler is fitted on both domains' inputs, so it keeps its spread"
+                   if x_scaler_fit == "both" else "it is centred on the source value and left unscaled")
+            warnings.warn(f"Feature {col!r} is constant in the source domain but varies in the target; {how}. "
+                          f"Source-trained weights learn nothing about it: rely on target-trained stages.")
+        elif s_const and t_const:
+            warnings.warn(f"Feature {col!r} is constant in both domains; it carries no information.")
+
+
+def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_split: float = 0.2,
+                         test_split: float = 0.2, seed: int = 42, log_y_cols=("ugf", "cmrr"),
+                         log_x_cols="auto", log_x_min_span: float = 10.0, x_scaler_fit: str = "both",
+                         failure_rule: FailureRule | None = None, results_dir=None, verbose: bool = False) -> dict:
+    """Everything a stage needs from one circuit's dataset.
+
+    Returns a dict with the seed's keys ``source``, ``target_train``, ``target_val``,
+    ``x_scaler``, ``y_scaler`` (each split a float32 ``(X, y)`` pair in model space), plus
+    ``target_test`` (when test_split > 0), ``x_cols``, ``y_cols``, ``log_x_cols``,
+    ``log_y_cols``, ``preprocessing`` (a :class:`Preprocessing`), ``split`` (row indices into
+    the target files and the protocol), ``dropped`` (failed rows per split and reason),
+    ``raw`` (physical DataFrames per split), ``files``, ``failure_rule``.
+    With ``results_dir`` the scalers are saved there and reused while the data matches.
+    """
+    rule = failure_rule or DEFAULT_RULE
+    if x_scaler_fit not in ("both", "source"):
+        raise ToolkitError(f"X_SCALER_FIT must be 'both' or 'source', got {x_scaler_fit!r}.")
+    src = read_domain(data_dir, opamp_type, "source")
+    tgt = read_domain(data_dir, opamp_type, "target")
+    check_same_columns(src, tgt)
+    x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
+    tgt.features, tgt.targets = tgt.features[x_cols], tgt.targets[y_cols]  # same order as source
+
+    parts = split_target_rows(len(tgt.targets), val_split=val_split, test_split=test_split, seed=seed)
+    why_src = failure_reasons(src.features, src.targets, rule, src.status)
+    why_tgt = failure_reasons(tgt.features, tgt.targets, rule, tgt.status)
+    keep_src = np.flatnonzero(why_src == "")
+    kept = {name: idx[why_tgt[idx] == ""] for name, idx in parts.items()}
+    dropped = {"source": count_reasons(why_src)}
+    dropped.update({f"target_{k}": count_reasons(why_tgt[idx]) for k, idx in parts.items()})
+    if len(keep_src) < 2:
+        raise ToolkitError(f"Only {len(keep_src)} usable source rows in {src.targets_file} after dropping "
+                           f"failed simulations ({dropped['source']}). Check the data or the FAIL_* rules in config.py.")
+    if len(kept["train"]) < MIN_TRAIN_ROWS or len(kept["val"]) < MIN_VAL_ROWS:
+        raise ToolkitError(f"The split leaves {len(kept['train'])} target training and {len(kept['val'])} validation "
+                           f"rows after dropping failed ones (need >= {MIN_TRAIN_ROWS} and >= {MIN_VAL_ROWS}). "
+                           f"Lower --test-split/--val-split or provide more target rows.")
+    if len(kept["train"]) < FEW_TARGET_ROWS:
+        warnings.warn(f"Only {len(kept['train'])} target training rows; expect noisy target-domain models.")
+
+    raw = {"source": (src.features.iloc[keep_src], src.targets.iloc[keep_src])}
+    for name, idx in kept.items():
+        raw[f"target_{name}"] = (tgt.features.iloc[idx], tgt.targets.iloc[idx])
+    fit_tgt_x = pd.concat([raw["target_train"][0], raw["target_val"][0]])  # inputs only, never test rows
+    x_pool = pd.concat([raw["source"][0], fit_tgt_x]) if x_scaler_fit == "both" else raw["source"][0]
+    resolved_log_x = _resolve_log_x(log_x_cols, pd.concat([raw["source"][0], fit_tgt_x]), log_x_min_span)
+    _warn_constant_features(raw["source"][0], fit_tgt_x, x_scaler_fit)
+
+    fp_settings = dict(val_split=val_split, test_split=test_split, seed=seed, log_y=list(log_y_cols),
+                       log_x=resolved_log_x, x_fit=x_scaler_fit, rule=rule.describe(), version=1)
+    files = [src.features_file, src.targets_file, tgt.features_file, tgt.targets_file]
+    pre = None
+    if results_dir is not None:
+        path = scaler_path(results_dir, opamp_type)
+        fp = fingerprint(files, fp_settings)
+        pre, old_fp = load_scalers(path)
+        if pre is not None and old_fp != fp:
+            print(f"[data] {path} was fitted on other data or settings; refitting the scalers.")
+            pre = None
+        elif pre is not None and verbose:
+            print(f"[data] reusing scalers from {path}")
+    if pre is None:
+        y_range = pd.concat([raw["source"][1], raw["target_train"][1], raw["target_val"][1]])
+        pre = fit_preprocessing(x_fit=x_pool, y_fit=raw["source"][1], y_range=y_range,
+                                log_x_cols=resolved_log_x, log_y_cols=list(log_y_cols))
+        if results_dir is not None:
+            save_scalers(path, pre, fp)
+
+    out = {name: (pre.transform_x(x), pre.transform_y(y)) for name, (x, y) in raw.items()}
+    if test_split == 0:
+        out.pop("target_test")
+        raw.pop("target_test")
+    out.update(
+        x_scaler=pre.x_scaler(), y_scaler=pre.y_scaler(), preprocessing=pre,
+        x_cols=x_cols, y_cols=y_cols, log_x_cols=pre.log_x_cols, log_y_cols=pre.log_y_cols,
+        split={"protocol": "sklearn train_test_split: test first from target file order, then val from the rest",
+               "seed": seed, "val_split": val_split, "test_split": test_split,
+               "n_source": int(len(keep_src)),
+               **{f"target_{k}_idx": v.tolist() for k, v in kept.items()}},
+        dropped=dropped, raw=raw, files={k: str(f) for k, f in zip(
+            ["source_features", "source_targets", "target_features", "target_targets"], files)},
+        failure_rule=rule,
+    )
+    return out

@@ -1,0 +1,126 @@
+"""Find and read one domain of a dataset laid out as
+
+    <data_dir>/<circuit>/<source|target>/ *features*.csv  *targets*.csv
+
+Rows of the two CSVs are matched by position.  Column names come from the headers.
+Every problem a user can cause is a ToolkitError naming the path, what was expected and
+what to do.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import ToolkitError
+
+DOMAINS = ("source", "target")
+STATUS_COL = "status"  # optional column in *targets*.csv written by `spice.generate --keep-failed`
+
+
+@dataclass
+class DomainData:
+    features: pd.DataFrame      # numeric, one column per design variable
+    targets: pd.DataFrame       # numeric, one column per metric
+    status: pd.Series | None    # simulator status per row when the file carries one, else None
+    features_file: Path
+    targets_file: Path
+
+
+def list_circuits(data_dir) -> list[str]:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        return []
+    return sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def circuit_dir(data_dir, circuit: str) -> Path:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ToolkitError(f"Data dir {data_dir} does not exist. Expected a folder holding "
+                           f"<circuit>/source/ and <circuit>/target/; pass --data-dir or set DATA_DIR in config.py.")
+    path = data_dir / circuit
+    if not path.is_dir():
+        found = list_circuits(data_dir)
+        raise ToolkitError(f"Unknown circuit {circuit!r}: no folder {path}. Circuits found in {data_dir}: "
+                           f"{', '.join(found) if found else 'none'}. Pass --opamp with one of them.")
+    return path
+
+
+def _one_file(folder: Path, pattern: str, what: str) -> Path:
+    files = sorted(p for p in folder.glob(pattern) if p.is_file())
+    if len(files) != 1:
+        got = "none" if not files else ", ".join(p.name for p in files)
+        raise ToolkitError(f"{folder} must hold exactly one {pattern} ({what}); found {got}. "
+                           f"Keep one file per domain (e.g. features.csv) and move the others away.")
+    return files[0]
+
+
+def _read_numeric(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ToolkitError(f"{path} is empty. Expected a header row of column names and one row per design.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ToolkitError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]}). "
+                           f"Save it as comma-separated UTF-8 text with a header row.") from None
+    if frame.shape[1] == 0 or len(frame) == 0:
+        raise ToolkitError(f"{path} has no data rows. Expected a header row and one row per design.")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if dupes:
+        raise ToolkitError(f"{path} repeats column(s) {dupes}. Give every column a unique name.")
+    return frame
+
+
+def _to_numbers(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Strings -> float; empty/'nan'/'inf' are kept as NaN/inf (failed simulations), text is an error."""
+    out = {}
+    for col in frame.columns:
+        text = frame[col].str.strip()
+        values = pd.to_numeric(text, errors="coerce")
+        blank = text.str.lower().isin(["", "nan", "na", "none", "null"])
+        bad = values.isna() & ~blank
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ToolkitError(f"{path}: column {col!r} has a non-numeric value {frame[col].iloc[row]!r} "
+                               f"on line {row + 2} (data row {row + 1}). Every cell must be a number "
+                               f"(leave it empty or write nan for a failed simulation).")
+        out[col] = values.astype(float)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def read_domain(data_dir, circuit: str, domain: str) -> DomainData:
+    """Read and validate one domain folder (features and targets, rows matched by position)."""
+    if domain not in DOMAINS:
+        raise ToolkitError(f"Unknown domain {domain!r}; expected one of {DOMAINS}.")
+    folder = circuit_dir(data_dir, circuit) / domain
+    if not folder.is_dir():
+        raise ToolkitError(f"Missing folder {folder}. Expected {domain}/ beside "
+                           f"{'target' if domain == 'source' else 'source'}/ under {folder.parent}, "
+                           f"holding one *features*.csv and one *targets*.csv.")
+    features_file = _one_file(folder, "*features*.csv", "design variables, one row per design")
+    targets_file = _one_file(folder, "*targets*.csv", "simulated metrics, rows matched to the features file")
+    x_text, y_text = _read_numeric(features_file), _read_numeric(targets_file)
+    if len(x_text) != len(y_text):
+        raise ToolkitError(f"{features_file.name} has {len(x_text)} rows but {targets_file.name} has "
+                           f"{len(y_text)} in {folder}. Rows are matched by position: both files need one row per design.")
+    status = None
+    if STATUS_COL in y_text.columns:
+        status = y_text.pop(STATUS_COL).str.strip()
+    overlap = sorted(set(x_text.columns) & set(y_text.columns))
+    if overlap:
+        raise ToolkitError(f"Columns {overlap} appear in both {features_file.name} and {targets_file.name}. "
+                           f"A column is either a design variable or a metric.")
+    return DomainData(_to_numbers(x_text, features_file), _to_numbers(y_text, targets_file),
+                      status, features_file, targets_file)
+
+
+def check_same_columns(src: DomainData, tgt: DomainData) -> None:
+    """Both domains must describe the same design variables and metrics (order may differ)."""
+    for kind, a, b in (("feature", src.features.columns, tgt.features.columns),
+                       ("metric", src.targets.columns, tgt.targets.columns)):
+        only_src, only_tgt = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        if only_src or only_tgt:
+            raise ToolkitError(f"Source and target have different {kind} columns: only in source {only_src}, "
+                               f"only in target {only_tgt}. Both domains must have the same {kind} columns.")

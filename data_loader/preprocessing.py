@@ -1,0 +1,169 @@
+"""Preprocessing: log transforms, then standardisation, stored as plain numbers.
+
+    x_model = (log(x) if col in log_x_cols else x - x_mean) / x_scale
+    y_model = (log1p(y) if col in log_y_cols else y - y_mean) / y_scale
+
+The log on features is natural for sizes/currents/capacitances that span decades; log1p on
+metrics (seed: ``ugf``, ``cmrr``) tames their heavy tails.  ``Preprocessing`` holds only
+lists and strings so it travels inside checkpoints (``to_dict``/``from_dict``) and a model
+can be used without today's config.py or the original scaler files.
+
+``inverse_y`` clips predictions in model space to the range seen in fitting data widened by
+``CLIP_MARGIN`` of that range on each side: a log-space prediction far outside the data
+would otherwise explode through expm1 and dominate physical-unit errors.
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+
+from core.errors import ToolkitError
+
+CLIP_MARGIN = 0.25  # fraction of the fitted range added on each side before clipping predictions
+
+
+@dataclass
+class Preprocessing:
+    x_cols: list
+    y_cols: list
+    log_x_cols: list
+    log_y_cols: list
+    x_mean: list
+    x_scale: list
+    y_mean: list
+    y_scale: list
+    y_clip_lo: list   # model-space (scaled) lower clip per metric
+    y_clip_hi: list   # model-space (scaled) upper clip per metric
+
+    # ---- (de)serialisation
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        if missing:
+            raise ToolkitError(f"Preprocessing record lacks {missing}; it was written by an incompatible version. "
+                               f"Retrain the stage that made it.")
+        return cls(**{k: list(d[k]) for k in cls.__dataclass_fields__})
+
+    # ---- column checks
+    def _as_array(self, data, cols, what) -> np.ndarray:
+        if isinstance(data, pd.DataFrame):
+            got = [str(c) for c in data.columns]
+            missing = [c for c in cols if c not in got]
+            unseen = [c for c in got if c not in cols]
+            if missing or unseen:
+                raise ToolkitError(f"{what} columns do not match the model: missing {missing}, unexpected {unseen}. "
+                                   f"Expected exactly {cols} (any order).")
+            data = data[cols].to_numpy(dtype=float)  # reorders by name
+        arr = np.asarray(data, dtype=float)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != len(cols):
+            raise ToolkitError(f"{what} must have shape (N, {len(cols)}) for columns {cols}, got {arr.shape}.")
+        return arr
+
+    def _mask(self, cols, log_cols):
+        return np.array([c in log_cols for c in cols], dtype=bool)
+
+    # ---- x
+    def x_to_model_space(self, x_raw) -> np.ndarray:
+        x = self._as_array(x_raw, self.x_cols, "Design (x)").copy()
+        m = self._mask(self.x_cols, self.log_x_cols)
+        if m.any():
+            bad = x[:, m] <= 0
+            if bad.any():
+                col = np.array(self.x_cols)[m][np.argwhere(bad)[0][1]]
+                raise ToolkitError(f"Feature {col!r} is log-scaled and must be > 0, got {x[:, m][bad][0]:g}. "
+                                   f"Give positive sizes or remove it from LOG_X_COLS.")
+            x[:, m] = np.log(x[:, m])
+        return x
+
+    def transform_x(self, x_raw) -> np.ndarray:
+        return ((self.x_to_model_space(x_raw) - np.asarray(self.x_mean)) / np.asarray(self.x_scale)).astype(np.float32)
+
+    def inverse_x(self, x_scaled) -> np.ndarray:
+        x = np.asarray(x_scaled, dtype=float) * np.asarray(self.x_scale) + np.asarray(self.x_mean)
+        m = self._mask(self.x_cols, self.log_x_cols)
+        x[:, m] = np.exp(x[:, m])
+        return x
+
+    # ---- y
+    def y_to_model_space(self, y_raw) -> np.ndarray:
+        y = self._as_array(y_raw, self.y_cols, "Metric (y)").copy()
+        m = self._mask(self.y_cols, self.log_y_cols)
+        if m.any():
+            bad = y[:, m] <= -1
+            if bad.any():
+                col = np.array(self.y_cols)[m][np.argwhere(bad)[0][1]]
+                raise ToolkitError(f"Metric {col!r} is in LOG_Y_COLS (log1p) and must be > -1, got "
+                                   f"{y[:, m][bad][0]:g}. Remove it from LOG_Y_COLS or fix the data.")
+            y[:, m] = np.log1p(y[:, m])
+        return y
+
+    def transform_y(self, y_raw) -> np.ndarray:
+        return ((self.y_to_model_space(y_raw) - np.asarray(self.y_mean)) / np.asarray(self.y_scale)).astype(np.float32)
+
+    def clip_y_scaled(self, y_scaled) -> np.ndarray:
+        return np.clip(np.asarray(y_scaled, dtype=float), self.y_clip_lo, self.y_clip_hi)
+
+    def inverse_y(self, y_scaled, *, clip: bool = True) -> np.ndarray:
+        """Scaled predictions -> physical units (expm1 on log columns), clipped first when ``clip``."""
+        y = self.clip_y_scaled(y_scaled) if clip else np.asarray(y_scaled, dtype=float)
+        y = y * np.asarray(self.y_scale) + np.asarray(self.y_mean)
+        m = self._mask(self.y_cols, self.log_y_cols)
+        y[:, m] = np.expm1(y[:, m])
+        return y
+
+    def y_std_to_physical(self, y_scaled_mean, y_scaled_std) -> np.ndarray:
+        """Propagate a model-space std to physical units (delta method through expm1 on log columns)."""
+        std = np.asarray(y_scaled_std, dtype=float) * np.asarray(self.y_scale)
+        m = self._mask(self.y_cols, self.log_y_cols)
+        if m.any():
+            mean_model = self.clip_y_scaled(y_scaled_mean) * np.asarray(self.y_scale) + np.asarray(self.y_mean)
+            std[:, m] = std[:, m] * np.exp(mean_model[:, m])  # d expm1(u)/du = e^u
+        return std
+
+    # ---- sklearn views (seed API compatibility: x_scaler / y_scaler objects)
+    def _scaler(self, mean, scale) -> StandardScaler:
+        s = StandardScaler()
+        s.mean_, s.scale_ = np.asarray(mean, float), np.asarray(scale, float)
+        s.var_, s.n_features_in_, s.n_samples_seen_ = s.scale_ ** 2, len(mean), 0
+        return s
+
+    def x_scaler(self) -> StandardScaler:
+        return self._scaler(self.x_mean, self.x_scale)
+
+    def y_scaler(self) -> StandardScaler:
+        return self._scaler(self.y_mean, self.y_scale)
+
+
+def fit_preprocessing(*, x_fit: pd.DataFrame, y_fit: pd.DataFrame, y_range: pd.DataFrame,
+                      log_x_cols, log_y_cols) -> Preprocessing:
+    """Fit on explicit data: ``x_fit`` rows for the x scaler, ``y_fit`` rows for the y scaler,
+    ``y_range`` rows (no test rows!) for the prediction clip range."""
+    x_cols, y_cols = [str(c) for c in x_fit.columns], [str(c) for c in y_fit.columns]
+    pre = Preprocessing(x_cols, y_cols, [c for c in x_cols if c in log_x_cols],
+                        [c for c in y_cols if c in log_y_cols], [], [], [], [], [], [])
+    xs = StandardScaler().fit(pre.x_to_model_space(x_fit))
+    ys = StandardScaler().fit(pre.y_to_model_space(y_fit))
+    pre.x_mean, pre.x_scale = xs.mean_.tolist(), xs.scale_.tolist()
+    pre.y_mean, pre.y_scale = ys.mean_.tolist(), ys.scale_.tolist()
+    y_seen = (pre.y_to_model_space(y_range) - ys.mean_) / ys.scale_
+    lo, hi = y_seen.min(axis=0), y_seen.max(axis=0)
+    pad = CLIP_MARGIN * np.maximum(hi - lo, 1e-6)
+    pre.y_clip_lo, pre.y_clip_hi = (lo - pad).tolist(), (hi + pad).tolist()
+    return pre
+
+
+def auto_log_columns(frame: pd.DataFrame, min_span: float) -> list:
+    """Strictly positive columns whose max/min >= min_span (they span at least that ratio)."""
+    out = []
+    for col in frame.columns:
+        v = frame[col].to_numpy(float)
+        v = v[np.isfinite(v)]
+        if len(v) and v.min() > 0 and v.max() / v.min() >= min_span:
+            out.append(str(col))
+    return out

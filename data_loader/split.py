@@ -1,0 +1,41 @@
+"""The target split protocol, fixed so numbers are comparable with published ones.
+
+Test rows are taken first from the raw target rows in file order with
+``sklearn.model_selection.train_test_split(test_size=test_split, random_state=seed)``;
+validation rows are then taken from the remainder the same way (``val_split`` is a fraction
+of the remainder).  Failed rows are dropped afterwards, so the same seed always selects the
+same rows whatever the failure rule.  ``target_test`` is never used for fitting or selection.
+"""
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from core.errors import ToolkitError
+
+MIN_TRAIN_ROWS = 8   # below this no stage can fit anything meaningful
+MIN_VAL_ROWS = 2     # early stopping needs at least a couple of rows to compare epochs
+
+
+def check_fraction(name: str, value: float, *, allow_zero: bool) -> None:
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value < 1):
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ToolkitError(f"{name} must be in {interval}, got {value}. Example: --{name.lower().replace('_', '-')} 0.2")
+
+
+def split_target_rows(n_rows: int, *, val_split: float, test_split: float, seed: int) -> dict:
+    """Row indices (into the target files) of train / val / test; test is empty when test_split == 0."""
+    check_fraction("VAL_SPLIT", val_split, allow_zero=False)
+    check_fraction("TEST_SPLIT", test_split, allow_zero=True)
+    idx = np.arange(n_rows)
+    if test_split > 0:
+        if round(n_rows * test_split) < 1 or n_rows - int(np.ceil(n_rows * test_split)) < 2:
+            raise ToolkitError(f"TEST_SPLIT={test_split} cannot split {n_rows} target rows into test and rest. "
+                               f"Use more target rows or a different --test-split.")
+        rest, test = train_test_split(idx, test_size=test_split, random_state=seed)
+    else:
+        rest, test = idx, idx[:0]
+    if len(rest) * val_split < 1:
+        raise ToolkitError(f"VAL_SPLIT={val_split} of the {len(rest)} non-test target rows is < 1 row. "
+                           f"Raise --val-split or provide more target rows.")
+    train, val = train_test_split(rest, test_size=val_split, random_state=seed)
+    return {"train": np.asarray(train), "val": np.asarray(val), "test": np.asarray(test)}
