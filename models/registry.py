@@ -1,0 +1,13 @@
+"""Name -> class, used to rebuild a model from a checkpoint (``model_class`` + ``model_kwargs``).
+
+Explicit on purpose: a checkpoint can only name a class listed here, never an arbitrary import.
+"""
+from models.align_hetero import AlignHeteroMLP
+from models.dual_head import DualHeadMLP
+from models.mlp import MLP
+
+MODEL_CLASSES = {
+    "MLP": MLP,
+    "AlignHeteroMLP": AlignHeteroMLP,
+    "DualHeadMLP": DualHeadMLP,
+}

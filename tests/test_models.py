@@ -1,0 +1,152 @@
+"""Model classes: shapes, input validation, registry, backbone transfer (tiny dims)."""
+import pytest
+import torch
+
+from core.errors import ToolkitError
+from models import MODEL_CLASSES, AlignHeteroMLP, DualHeadMLP, MLP
+from models.model_utils import load_backbone_from_trained_mlp
+
+TINY = dict(hidden_dim=8, num_layers=2)
+N, D_IN, D_OUT = 5, 4, 3
+
+
+def _x(n=N, d=D_IN, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def _outputs(model, x):
+    out = model(x)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def test_registry_names_match_classes():
+    assert MODEL_CLASSES == {"MLP": MLP, "AlignHeteroMLP": AlignHeteroMLP, "DualHeadMLP": DualHeadMLP}
+    for name, cls in MODEL_CLASSES.items():
+        assert cls.__name__ == name
+
+
+def test_mlp_shapes_and_seed_positional_call():
+    torch.manual_seed(0)
+    assert MLP(D_IN, D_OUT, **TINY)(_x()).shape == (N, D_OUT)
+    default = MLP(D_IN, D_OUT)                    # seed: MLP(input_dim, output_dim)
+    assert default.constructor_kwargs() == dict(input_dim=D_IN, output_dim=D_OUT, hidden_dim=512,
+                                                 num_layers=6, dropout=0.1, activation="silu")
+    assert len(default.backbone) == 6
+    with pytest.raises(TypeError):
+        MLP(D_IN, D_OUT, 8)                       # hidden_dim is keyword-only
+
+
+def test_align_hetero_outputs_and_logvar_clamp():
+    torch.manual_seed(0)
+    m = AlignHeteroMLP(input_dim=D_IN, output_dim=D_OUT, **TINY)
+    mu, logvar, feat = m(_x())
+    assert mu.shape == (N, D_OUT) and logvar.shape == (N, D_OUT) and feat.shape == (N, 8)
+    with torch.no_grad():
+        m.logvar_head.bias.fill_(1e3)
+    _, logvar, _ = m(_x())
+    assert torch.all(logvar == AlignHeteroMLP.LOGVAR_MAX)
+
+
+def test_align_features_are_backbone_output_in_eval():
+    m = AlignHeteroMLP(D_IN, D_OUT, **TINY).eval()
+    _, _, feat = m(_x())
+    assert torch.equal(feat, m.backbone(_x()))
+
+
+def test_dual_head_domains():
+    torch.manual_seed(0)
+    m = DualHeadMLP(D_IN, D_OUT, **TINY).eval()
+    y_a, y_b = m(_x(), domain="A"), m(_x(), domain="B")
+    assert y_a.shape == y_b.shape == (N, D_OUT)
+    assert not torch.allclose(y_a, y_b)                          # separate heads
+    assert torch.equal(m(_x()), y_b)                             # default domain is B
+    with pytest.raises(ValueError, match="domain must be 'A'"):
+        m(_x(), domain="C")
+
+
+@pytest.mark.parametrize("cls", list(MODEL_CLASSES.values()), ids=list(MODEL_CLASSES))
+def test_input_shape_errors(cls):
+    m = cls(D_IN, D_OUT, **TINY)
+    with pytest.raises(ToolkitError, match=r"expects input of shape \(N, 4\), got \(4,\).*unsqueeze"):
+        m(torch.zeros(D_IN))
+    with pytest.raises(ToolkitError, match=r"expects input of shape \(N, 4\), got \(2, 5\).*x_cols"):
+        m(torch.zeros(2, D_IN + 1))
+    with pytest.raises(ToolkitError, match="torch.Tensor"):
+        m([[0.0] * D_IN])
+
+
+@pytest.mark.parametrize("cls", list(MODEL_CLASSES.values()), ids=list(MODEL_CLASSES))
+def test_rebuild_from_constructor_kwargs(cls):
+    m = cls(D_IN, D_OUT, **TINY, dropout=0.0, activation="relu")
+    twin = MODEL_CLASSES[type(m).__name__](**m.constructor_kwargs())
+    assert twin.constructor_kwargs() == m.constructor_kwargs()
+    twin.load_state_dict(m.state_dict(), strict=True)
+    for a, b in zip(_outputs(m.eval(), _x()), _outputs(twin.eval(), _x())):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(input_dim=0, output_dim=3), "input_dim must be a positive int"),
+    (dict(input_dim=4, output_dim=3, num_layers=0), "num_layers"),
+    (dict(input_dim=4, output_dim=3, dropout=1.0), "dropout"),
+    (dict(input_dim=4, output_dim=3, activation="tanh"), "activation"),
+])
+def test_bad_constructor_args(kwargs, needle):
+    with pytest.raises(ToolkitError, match=needle):
+        MLP(**kwargs)
+
+
+def test_last_backbone_layer_is_addressable():
+    m = DualHeadMLP(D_IN, D_OUT, **TINY)
+    names = m.backbone.last_layer_param_names()
+    assert names == ["backbone.blocks.1.linear.weight", "backbone.blocks.1.linear.bias"]
+    params = dict(m.named_parameters())
+    assert params[names[0]] is m.backbone.last_linear.weight
+    assert m.backbone[-1].linear is m.backbone.last_linear
+    assert len(m.backbone.linears) == 2
+
+
+@pytest.mark.parametrize("cls,heads", [(AlignHeteroMLP, ["mu_head"]),
+                                       (DualHeadMLP, ["head_A", "head_B"]), (MLP, ["head"])])
+def test_load_backbone_copies_exactly(cls, heads):
+    torch.manual_seed(0)
+    src = MLP(D_IN, D_OUT, **TINY)
+    torch.manual_seed(1)
+    dst = cls(D_IN, D_OUT, **TINY)
+    assert not torch.equal(dst.backbone.last_linear.weight, src.backbone.last_linear.weight)  # control
+    fresh_logvar = dst.logvar_head.weight.clone() if hasattr(dst, "logvar_head") else None
+    assert load_backbone_from_trained_mlp(src, dst) is dst
+    for key, value in src.backbone.state_dict().items():
+        assert torch.equal(dst.backbone.state_dict()[key], value)
+    for head in heads:
+        for key, value in src.head.state_dict().items():
+            assert torch.equal(getattr(dst, head).state_dict()[key], value)
+    if fresh_logvar is not None:
+        assert torch.equal(dst.logvar_head.weight, fresh_logvar)  # logvar head untouched
+    with torch.no_grad():                                          # copied, not shared
+        src.backbone.last_linear.weight.add_(1.0)
+    assert not torch.equal(dst.backbone.last_linear.weight, src.backbone.last_linear.weight)
+
+
+@pytest.mark.parametrize("dst_kwargs", [
+    dict(input_dim=D_IN + 1, output_dim=D_OUT, hidden_dim=8, num_layers=2),
+    dict(input_dim=D_IN, output_dim=D_OUT, hidden_dim=16, num_layers=2),
+    dict(input_dim=D_IN, output_dim=D_OUT, hidden_dim=8, num_layers=3),
+    dict(input_dim=D_IN, output_dim=D_OUT + 1, hidden_dim=8, num_layers=2),
+    dict(input_dim=D_IN, output_dim=D_OUT, hidden_dim=8, num_layers=2, activation="relu"),
+])
+def test_load_backbone_refuses_mismatch_and_leaves_target_unchanged(dst_kwargs):
+    src = MLP(D_IN, D_OUT, **TINY)
+    dst = AlignHeteroMLP(**dst_kwargs)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ToolkitError) as info:
+        load_backbone_from_trained_mlp(src, dst)
+    msg = str(info.value)
+    assert "MLP(input_dim=4" in msg and "AlignHeteroMLP(input_dim=" in msg
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_load_backbone_requires_an_mlp_source():
+    with pytest.raises(ToolkitError, match="must be a trained models.MLP"):
+        load_backbone_from_trained_mlp(DualHeadMLP(D_IN, D_OUT, **TINY), MLP(D_IN, D_OUT, **TINY))
