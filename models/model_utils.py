@@ -83,8 +83,10 @@ def _plain(value, where: str = "value"):
     else (a scaler object, a set, a function) is refused, because ``torch.load(weights_only=True)``
     could not read it back.
     """
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return str(value)          # str subclasses (torch.__version__ is a TorchVersion) -> str
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -164,8 +166,9 @@ def _write(path, model: nn.Module, meta: dict) -> dict:
     path = Path(path)
     json_path = sidecar_path(path)
     meta = dict(meta)
-    meta["versions"] = {"torch": torch.__version__, "numpy": np.__version__,
-                        "python": platform.python_version(), "package": _package_version()}
+    meta["versions"] = _plain({"torch": torch.__version__, "numpy": np.__version__,
+                               "python": platform.python_version(),
+                               "package": _package_version()}, "versions")
     meta["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     state = OrderedDict((k, v.detach().cpu()) for k, v in model.state_dict().items())
     payload = dict(meta)
@@ -222,8 +225,11 @@ def _load_raw(path, map_location="cpu", *, mmap: bool = False):
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # I/O boundary: corrupt file, pickled objects, wrong format
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")),
+                   lines[0] if lines else "")
         raise ToolkitError(f"Could not read checkpoint {path} with torch.load(weights_only=True): "
-                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+                           f"{type(exc).__name__}: {why} "
                            f"Is it a toolkit checkpoint (not a pickled object)? Re-create it with "
                            f"the stage that writes it.") from None
 
@@ -415,7 +421,7 @@ def load_backbone_from_trained_mlp(pretrained_mlp: nn.Module, target_model: nn.M
                 problems.append(f"{where}.{key}: {shape_a} vs {shape_b}")
     if problems:
         raise ToolkitError(f"Cannot transfer weights from {src} to {dst}: "
-                           f"{'; '.join(problems[:4])}{' ...' if len(problems) > 4 else ''}. "
+                           f"{'; '.join(problems[:4])}{' (and more)' if len(problems) > 4 else ''}. "
                            f"Fix: build the target with the same input_dim, hidden_dim, num_layers, "
                            f"output_dim and activation as the baseline MLP.")
     with torch.no_grad():

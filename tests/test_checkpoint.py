@@ -1,0 +1,238 @@
+"""The one checkpoint format: round trip, weights_only, sidecar, column checks, atomic writes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import models.model_utils as mu
+from core.errors import ToolkitError
+from models import MODEL_CLASSES, AlignHeteroMLP, DualHeadMLP, MLP
+from models.model_utils import (CHECKPOINT_FORMAT_VERSION, load_checkpoint, load_model,
+                                read_checkpoint_meta, save_checkpoint, save_model, sidecar_path)
+
+X_COLS = ["w1", "l1", "ibias", "cl"]
+Y_COLS = ["slewrate_pos", "dc_gain", "ugf"]
+TINY = dict(hidden_dim=8, num_layers=2)
+KEYS = {"format_version", "stage", "model_class", "model_kwargs", "state_dict", "x_cols", "y_cols",
+        "preprocessing", "config", "seed", "split", "metrics", "parent", "history", "extra",
+        "versions", "created"}
+
+
+def _prep():
+    return {"x_cols": list(X_COLS), "y_cols": list(Y_COLS), "log_x_cols": ["ibias"],
+            "log_y_cols": ["ugf"], "x_mean": np.zeros(4), "x_scale": np.ones(4).tolist(),
+            "y_mean": [0.0, 1.0, 2.0], "y_scale": [np.float64(1.5)] * 3}
+
+
+def _x(seed=0):
+    return torch.randn(6, len(X_COLS), generator=torch.Generator().manual_seed(seed))
+
+
+def _outputs(model, x):
+    out = model(x)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _save(path, model, **over):
+    kwargs = dict(stage="test", x_cols=X_COLS, y_cols=Y_COLS, preprocessing=_prep(),
+                  config={"HIDDEN_DIM": 8, "LR": 1e-4}, seed=np.int64(3),
+                  split={"val_idx": np.arange(3), "n_test": np.int32(2)},
+                  metrics={"val_mse": np.float32(0.25)}, parent=None,
+                  history={"train_loss": [1.0, 0.5]}, extra={"temperature": [1.0, 1.1, 0.9]})
+    kwargs.update(over)
+    return save_checkpoint(path, model, **kwargs)
+
+
+@pytest.mark.parametrize("cls", list(MODEL_CLASSES.values()), ids=list(MODEL_CLASSES))
+def test_round_trip_identical_outputs(tmp_path, cls):
+    torch.manual_seed(0)
+    model = cls(len(X_COLS), len(Y_COLS), **TINY).eval()
+    path = tmp_path / "m.pth"
+    _save(path, model)
+    loaded, meta = load_checkpoint(path, expect_x_cols=X_COLS, expect_y_cols=Y_COLS, expect_class=cls)
+    assert type(loaded) is cls and not loaded.training
+    for a, b in zip(_outputs(model, _x()), _outputs(loaded, _x())):
+        assert torch.equal(a, b)
+    torch.manual_seed(1)                                     # control: a fresh init differs
+    fresh = cls(len(X_COLS), len(Y_COLS), **TINY).eval()
+    assert not torch.allclose(_outputs(fresh, _x())[0], _outputs(loaded, _x())[0])
+    assert meta["model_class"] == cls.__name__
+    assert meta["model_kwargs"] == model.constructor_kwargs()
+
+
+def test_dict_keys_plain_types_and_weights_only(tmp_path):
+    path = tmp_path / "m.pth"
+    _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY), parent=tmp_path / "parent.pth")
+    raw = torch.load(path, weights_only=True)
+    assert set(raw) == KEYS
+    assert raw["format_version"] == CHECKPOINT_FORMAT_VERSION
+    assert raw["seed"] == 3 and type(raw["seed"]) is int
+    assert raw["split"] == {"val_idx": [0, 1, 2], "n_test": 2}
+    assert type(raw["metrics"]["val_mse"]) is float
+    assert raw["preprocessing"]["x_mean"] == [0.0] * 4
+    assert raw["parent"] == str(tmp_path / "parent.pth")
+    assert set(raw["versions"]) == {"torch", "numpy", "python", "package"}
+
+    def walk(v):
+        if isinstance(v, dict):
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+        else:
+            assert v is None or type(v) in (str, int, float, bool), type(v)
+    walk({k: v for k, v in raw.items() if k != "state_dict"})
+
+
+def test_sidecar_matches_meta(tmp_path):
+    path = tmp_path / "m.pth"
+    written = _save(path, DualHeadMLP(len(X_COLS), len(Y_COLS), **TINY))
+    side = json.loads(sidecar_path(path).read_text())
+    assert sidecar_path(path) == tmp_path / "m.json"
+    _, meta = load_checkpoint(path)
+    assert side == meta == written == read_checkpoint_meta(path)
+    assert "state_dict" not in side
+
+
+@pytest.mark.parametrize("expect,needle", [
+    (dict(expect_x_cols=["w1", "l1", "ibias", "vdd"]), r"missing from checkpoint: \['vdd'\]; only in checkpoint: \['cl'\]"),
+    (dict(expect_x_cols=["l1", "w1", "ibias", "cl"]), "same names in a different order"),
+    (dict(expect_y_cols=["slewrate_pos", "dc_gain"]), r"only in checkpoint: \['ugf'\]"),
+])
+def test_column_mismatch_names_both_lists(tmp_path, expect, needle):
+    path = tmp_path / "m.pth"
+    _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY))
+    with pytest.raises(ToolkitError, match=needle) as info:
+        load_checkpoint(path, **expect)
+    expected_list = next(iter(expect.values()))
+    saved_list = X_COLS if "expect_x_cols" in expect else Y_COLS
+    assert str(expected_list) in str(info.value) and str(saved_list) in str(info.value)
+
+
+def test_expect_class_mismatch(tmp_path):
+    path = tmp_path / "m.pth"
+    _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY))
+    with pytest.raises(ToolkitError, match="holds a MLP .* but a AlignHeteroMLP or DualHeadMLP"):
+        load_checkpoint(path, expect_class=["AlignHeteroMLP", DualHeadMLP])
+
+
+def test_missing_file_and_newer_format(tmp_path):
+    with pytest.raises(ToolkitError, match="Checkpoint not found: .*nope.pth"):
+        load_checkpoint(tmp_path / "nope.pth")
+    path = tmp_path / "m.pth"
+    _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY))
+    raw = torch.load(path, weights_only=True)
+    raw["format_version"] = CHECKPOINT_FORMAT_VERSION + 1
+    torch.save(raw, path)
+    with pytest.raises(ToolkitError, match="newer than this code supports"):
+        load_checkpoint(path)
+
+
+def test_older_checkpoint_missing_optional_key_gets_default_with_warning(tmp_path):
+    path = tmp_path / "m.pth"
+    _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY))
+    raw = torch.load(path, weights_only=True)
+    del raw["history"]
+    torch.save(raw, path)
+    with pytest.warns(UserWarning, match="no 'history'"):
+        _, meta = load_checkpoint(path)
+    assert meta["history"] is None
+
+
+def test_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "bad.pth"
+    torch.save({"scaler": object.__new__(json.JSONDecoder)}, path)
+    with pytest.raises(ToolkitError, match="weights_only=True"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("over,needle", [
+    (dict(x_cols=X_COLS[:3]), "x_cols has 3 names but the model's input_dim is 4"),
+    (dict(y_cols="ugf"), "list of column-name strings"),
+    (dict(extra={"scaler": object()}), r"extra\['scaler'\] is a builtins.object"),
+    (dict(preprocessing={"x_cols": X_COLS}), "preprocessing lacks"),
+    (dict(preprocessing={**_prep(), "x_cols": X_COLS[::-1]}), "differs from x_cols"),
+    (dict(metrics={1: 0.5}), "non-string key"),
+    (dict(stage=""), "stage"),
+])
+def test_save_refuses_bad_metadata_and_writes_nothing(tmp_path, over, needle):
+    path = tmp_path / "m.pth"
+    with pytest.raises(ToolkitError, match=needle):
+        _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY), **over)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unregistered_class_is_refused(tmp_path):
+    class Custom(MLP):
+        pass
+    with pytest.raises(ToolkitError, match="only .* can be rebuilt"):
+        _save(tmp_path / "m.pth", Custom(len(X_COLS), len(Y_COLS), **TINY))
+
+
+def test_atomic_write_no_tmp_and_interrupted_save_keeps_old(tmp_path, monkeypatch):
+    path = tmp_path / "m.pth"
+    model = MLP(len(X_COLS), len(Y_COLS), **TINY).eval()
+    _save(path, model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pth"]   # no tmp left
+    good = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half a file")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(mu.torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY))
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pth"]
+    loaded, _ = load_checkpoint(path)
+    assert torch.equal(loaded(_x()), model(_x()))
+
+
+def test_save_model_load_model_round_trip(tmp_path):
+    path = tmp_path / "s.pth"
+    torch.manual_seed(0)
+    model = AlignHeteroMLP(len(X_COLS), len(Y_COLS), **TINY).eval()
+    save_model(model, path)
+    assert set(torch.load(path, weights_only=True)) == KEYS
+    torch.manual_seed(1)
+    other = AlignHeteroMLP(len(X_COLS), len(Y_COLS), **TINY)
+    assert not torch.equal(other(_x())[0], model(_x())[0])          # control
+    assert load_model(other, path) is other and not other.training
+    for a, b in zip(model(_x()), other(_x())):
+        assert torch.equal(a, b)
+    rebuilt, meta = load_checkpoint(path)                              # also rebuildable
+    assert meta["stage"] == "save_model" and meta["x_cols"] is None
+    with pytest.raises(ToolkitError, match="records no x_cols"):
+        load_checkpoint(path, expect_x_cols=X_COLS)
+
+
+@pytest.mark.parametrize("target", [
+    lambda: AlignHeteroMLP(4, 3, hidden_dim=16, num_layers=2),        # same class, other sizes
+    lambda: DualHeadMLP(4, 3, **TINY),                                 # other class
+    lambda: AlignHeteroMLP(4, 3, **TINY, activation="relu"),           # same shapes, other act
+])
+def test_load_model_architecture_mismatch_names_both(tmp_path, target):
+    path = tmp_path / "s.pth"
+    save_model(AlignHeteroMLP(4, 3, **TINY), path)
+    model = target()
+    with pytest.raises(ToolkitError) as info:
+        load_model(model, path)
+    msg = str(info.value)
+    assert "AlignHeteroMLP(input_dim=4, output_dim=3, hidden_dim=8" in msg
+    assert f"{type(model).__name__}(input_dim=4" in msg and "load_checkpoint" in msg
+
+
+def test_load_model_accepts_bare_state_dict_and_reports_mismatch(tmp_path):
+    path = tmp_path / "legacy.pth"
+    src = MLP(4, 3, **TINY).eval()
+    torch.save(src.state_dict(), path)                                 # the seed's old format
+    dst = load_model(MLP(4, 3, **TINY), path)
+    assert torch.equal(dst(_x()), src(_x()))
+    with pytest.raises(ToolkitError, match="bare state_dict"):
+        load_model(MLP(4, 3, hidden_dim=16, num_layers=2), path)
+    with pytest.raises(ToolkitError, match="bare state_dict"):
+        load_checkpoint(path)
