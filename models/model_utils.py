@@ -8,8 +8,9 @@ Checkpoint = one ``.pth`` dict readable with ``torch.load(path, weights_only=Tru
     model_kwargs    dict, ``model.constructor_kwargs()``; rebuilds the architecture alone
     state_dict      the weights (CPU tensors) -- the only non-plain entry
     x_cols, y_cols  lists of column names, in model input / output order
-    preprocessing   dict from the data loader: x_cols, y_cols, log_x_cols, log_y_cols,
-                    x_mean, x_scale, y_mean, y_scale (lists / strings / floats)
+    preprocessing   dict from the data loader (``Preprocessing.to_dict()``; a record with a
+                    ``to_dict`` method is accepted too): at least x_cols, y_cols, log_x_cols,
+                    log_y_cols, x_mean, x_scale, y_mean, y_scale (lists / strings / floats)
     config          snapshot dict of the run settings
     seed            int
     split           dict of plain lists / ints, or None
@@ -127,6 +128,8 @@ def _check_cols(name: str, cols, expected_len: int, dim_name: str) -> list:
 
 
 def _check_preprocessing(prep, x_cols, y_cols) -> dict:
+    if not isinstance(prep, dict) and callable(getattr(prep, "to_dict", None)):
+        prep = prep.to_dict()      # data_loader's Preprocessing record -> its plain dict
     if not isinstance(prep, dict):
         raise ToolkitError(f"preprocessing must be the data loader's plain dict, got "
                            f"{type(prep).__name__}. Do not pass scaler objects.")

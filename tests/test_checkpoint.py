@@ -236,3 +236,13 @@ def test_load_model_accepts_bare_state_dict_and_reports_mismatch(tmp_path):
         load_model(MLP(4, 3, hidden_dim=16, num_layers=2), path)
     with pytest.raises(ToolkitError, match="bare state_dict"):
         load_checkpoint(path)
+
+
+def test_preprocessing_record_with_to_dict_is_accepted(tmp_path):
+    class Record:                      # stands in for data_loader's Preprocessing dataclass
+        def to_dict(self):
+            return {**_prep(), "y_clip_lo": [-3.0] * 3, "y_clip_hi": [3.0] * 3}
+    path = tmp_path / "m.pth"
+    meta = _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY), preprocessing=Record())
+    assert meta["preprocessing"]["y_clip_hi"] == [3.0] * 3
+    assert read_checkpoint_meta(path)["preprocessing"]["log_y_cols"] == ["ugf"]
