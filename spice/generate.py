@@ -1,0 +1,207 @@
+"""Generate a dataset: random designs simulated with ngspice, written in the data layout.
+
+    python -m spice.generate --opamp 5t_opamp --domain source --n 10000 --seed 0 --workers 2 --out data/
+    python -m spice.generate --opamp two_stage_opamp --domain target --n 1000 --seed 1 --out data/
+    python -m spice.generate --opamp 5t_opamp --domain target --process sky130 --n 200 --out /tmp/d
+    python -m spice.generate ... --backend dask --scheduler tcp://head:8786    # an existing cluster
+
+Writes <out>/<opamp>/<domain>/features.csv, targets.csv (rows matched by position) and
+meta.json.  --n counts designs that simulated OK: designs are drawn by index (design i depends
+only on (seed, i)) until n of them are OK; the files hold the first n OK designs in index order,
+so the result is the same for any --workers, --chunk or backend.  Failed designs are left out
+(meta.json counts them by status); --keep-failed writes every drawn design with a status column.
+--domain source uses process A and target process B unless --process says otherwise.
+
+Resumable: each finished chunk is saved under <out>/<opamp>/<domain>/.partial/ at once; running
+the same command again skips the chunks already there.  The partial folder is removed after the
+final files are written (atomically).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from core.atomic import atomic_path, atomic_write_text
+from core.cli import run_main
+from core.errors import ToolkitError
+from spice.circuits import FEATURES
+from spice.measure import METRICS, OK, STATUSES
+from spice.sampling import RANGES, sample_designs
+from spice.simulate import ngspice_version, resolve_process, simulate
+
+DOMAIN_PROCESS = {"source": "A", "target": "B"}
+FLOAT_FORMAT = "%.7g"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m spice.generate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--opamp", required=True, choices=sorted(FEATURES))
+    p.add_argument("--domain", required=True, choices=sorted(DOMAIN_PROCESS),
+                   help="output folder name; picks process A (source) or B (target) by default")
+    p.add_argument("--process", choices=["A", "B", "sky130"], help="override the domain's process")
+    p.add_argument("--pdk-path", help="SKY130 ngspice model folder (default $PDK_ROOT/sky130A/libs.tech/ngspice)")
+    p.add_argument("--n", type=int, required=True, help="number of OK designs to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (local backend)")
+    p.add_argument("--chunk", type=int, default=25, help="designs per task (the unit of resume)")
+    p.add_argument("--backend", choices=["local", "dask"], default="local",
+                   help="local process pool (joblib/loky) or a Dask distributed cluster")
+    p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.1:8786 (with --backend dask)")
+    p.add_argument("--sim-backend", choices=["auto", "shared", "batch"], default="auto",
+                   help="libngspice in each worker (shared), ngspice -b per design (batch), or auto")
+    p.add_argument("--keep-failed", action="store_true", help="also write failed designs, with a status column")
+    p.add_argument("--out", default="data", help="data root; files go to <out>/<opamp>/<domain>/")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.n < 1 or args.chunk < 1 or args.workers < 1:
+        raise ToolkitError(f"--n, --chunk and --workers must be >= 1, got {args.n}, {args.chunk}, {args.workers}")
+    if args.backend == "dask" and not args.scheduler:
+        raise ToolkitError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786); "
+                           "for this machine alone use --backend local")
+    return args
+
+
+def simulate_chunk(opamp, process, pdk_path, seed, start, stop, sim_backend) -> pd.DataFrame:
+    """Designs start..stop-1: features, metrics and status, indexed by design index (runs in a worker)."""
+    x = sample_designs(opamp, seed, start, stop)
+    y = simulate(opamp, x, process, backend=sim_backend, pdk_path=pdk_path)
+    return pd.concat([x, y], axis=1)
+
+
+def _chunk_path(partial: Path, start: int) -> Path:
+    return partial / f"chunk_{start:09d}.csv"
+
+
+def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
+    done = {}
+    for f in sorted(partial.glob("chunk_*.csv")):
+        df = pd.read_csv(f, index_col="index", keep_default_na=True)
+        start = int(f.stem.split("_")[1])
+        if start % chunk or len(df) != chunk:
+            raise ToolkitError(f"{f} was written with another --chunk than {chunk}; rerun with the "
+                               f"original --chunk, or delete {partial} to start over")
+        done[start] = df
+    return done
+
+
+def _first_ok_enough(done: dict[int, pd.DataFrame], n: int) -> int | None:
+    """Number of designs drawn up to and including the n-th OK one, if the done prefix has n OK."""
+    ok, start = 0, 0
+    while start in done:
+        status = done[start]["status"].to_numpy()
+        for j, s in enumerate(status):
+            ok += s == OK
+            if ok == n:
+                return start + j + 1
+        start += len(status)
+    return None
+
+
+def _parallel(args):
+    from joblib import Parallel, parallel_config
+    if args.backend == "dask":
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise ToolkitError("--backend dask needs dask[distributed]: pip install 'dask[distributed]'") from None
+        client = Client(args.scheduler)
+        return client, parallel_config(backend="dask"), Parallel(n_jobs=-1, return_as="generator_unordered")
+    return None, parallel_config(backend="loky"), Parallel(n_jobs=args.workers, return_as="generator_unordered")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from joblib import delayed
+    from tqdm import tqdm
+
+    t0 = time.time()
+    process = args.process or DOMAIN_PROCESS[args.domain]
+    proc = resolve_process(process, pdk_path=args.pdk_path)  # fails early if SKY130 is missing
+    version = ngspice_version(args.sim_backend)
+    if version == "not installed":
+        raise ToolkitError("ngspice is not installed; sudo apt-get install ngspice libngspice0 (docs/SPICE.md)")
+    out_dir = Path(args.out) / args.opamp / args.domain
+    partial = out_dir / ".partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    done = _load_done(partial, args.chunk)
+    reused = len(done)
+    print(f"generate {args.opamp} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
+          f"seed={args.seed}, {args.backend} x{args.workers}, ngspice {version}; {reused} chunks already done")
+
+    client, ctx, parallel = _parallel(args)
+    bar = tqdm(total=args.n, unit="ok", disable=args.no_progress, desc=f"{args.opamp}/{args.domain}")
+    try:
+        with ctx:
+            while (requested := _first_ok_enough(done, args.n)) is None:
+                n_ok = sum(int((d["status"] == OK).sum()) for d in done.values())
+                n_sim = sum(len(d) for d in done.values())
+                bar.n = n_ok
+                bar.refresh()
+                # Draw enough new chunks for the OK designs still missing, at the failure rate so far.
+                rate = (n_ok + 1) / (n_sim + 1)
+                want = math.ceil((args.n - n_ok) / max(rate, 0.05) * 1.05) + args.chunk
+                starts, s = [], 0
+                while len(starts) * args.chunk < want:
+                    if s not in done:
+                        starts.append(s)
+                    s += args.chunk
+                tasks = (delayed(simulate_chunk)(args.opamp, process, args.pdk_path, args.seed,
+                                                 st, st + args.chunk, args.sim_backend) for st in starts)
+                for df in parallel(tasks):
+                    st = int(df.index[0])
+                    with atomic_path(_chunk_path(partial, st)) as tmp:
+                        df.to_csv(tmp, float_format=FLOAT_FORMAT)
+                    done[st] = df
+                    bar.update(min(int((df["status"] == OK).sum()), args.n - bar.n))
+    finally:
+        bar.close()
+        if client is not None:
+            client.close()
+
+    rows = pd.concat([done[s] for s in sorted(done)]).loc[: requested - 1]
+    kept = rows if args.keep_failed else rows[rows["status"] == OK]
+    counts = rows["status"].value_counts().to_dict()
+    feat_cols = FEATURES[args.opamp]
+    tgt_cols = METRICS + (["status"] if args.keep_failed else [])
+    with atomic_path(out_dir / "features.csv") as tmp:
+        kept[feat_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
+    with atomic_path(out_dir / "targets.csv") as tmp:
+        kept[tgt_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
+    ok = rows[rows["status"] == OK]
+    meta = {
+        "opamp": args.opamp, "domain": args.domain, "process": process,
+        "process_description": proc.description, "vdd_V": proc.vdd, "cl_F": proc.cl,
+        "buffer_step_V": list(proc.step), "vcm_V": proc.vcm,
+        "ngspice_version": version, "seed": args.seed,
+        "command": "python -m spice.generate " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "sampling_ranges": RANGES,
+        "requested": int(requested), "ok": int(counts.get(OK, 0)),
+        "failed": {s: int(counts[s]) for s in STATUSES if s != OK and s in counts},
+        "rows_written": int(len(kept)), "keep_failed": bool(args.keep_failed),
+        "negative_phase_margin_fraction": float((ok["phase_margin"] < 0).mean()),
+        "feature_columns": feat_cols, "target_columns": METRICS,
+        "units": {"w*,l*": "um", "cc": "F", "cr": "ohm", "ibias": "A", "slewrate_pos": "V/s",
+                  "dc_gain": "V/V", "ugf": "Hz", "phase_margin": "deg", "cmrr": "V/V"},
+        "wall_time_s": round(time.time() - t0, 1), "resumed_chunks": reused,
+        "backend": args.backend, "workers": args.workers, "chunk": args.chunk,
+        "python": platform.python_version(),
+    }
+    atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
+    for f in partial.glob("chunk_*.csv"):
+        f.unlink()
+    partial.rmdir()
+    print(f"wrote {len(kept)} rows to {out_dir} (requested {requested}, ok {meta['ok']}, "
+          f"failed {meta['failed']}, {meta['wall_time_s']} s)")
+    return meta
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,146 @@
+"""``simulate(opamp, designs, process)``: the five metrics and a status per design.
+
+This is the API other stages call (inverse design verifies its candidates here).  It runs in the
+calling process with its own ngspice instance (libngspice through ctypes), or falls back to one
+``ngspice -b`` process per design when the shared library is not installed.
+"""
+import numpy as np
+import pandas as pd
+
+from core.errors import ToolkitError
+from spice import batch, measure
+from spice.circuits import FEATURES, testbench
+from spice.measure import METRICS, NO_UGF, NONCONVERGENCE, OK, SIM_ERROR, INCOMPLETE_STEP
+from spice.processes import PROCESSES
+from spice.shared_lib import engine
+from spice.tran_length import POINTS, RETRY_FACTOR, SETTLE_TAUS, SLEW_MARGIN, estimate_tstop
+
+AC_CMD = batch.AC_CMD
+BACKENDS = ("auto", "shared", "batch")
+INSTALL_HINT = "install it with `sudo apt-get install ngspice libngspice0` (see docs/SPICE.md)"
+
+
+def resolve_process(process: str, *, pdk_path=None):
+    """(Process, model lines or None) for "A", "B" or "sky130"."""
+    if process in PROCESSES:
+        return PROCESSES[process]
+    if process == "sky130":
+        from spice import sky130
+        return sky130.process(pdk_path)
+    raise ToolkitError(f"unknown process {process!r}: expected one of {sorted(PROCESSES) + ['sky130']}")
+
+
+def _designs_frame(opamp: str, designs) -> pd.DataFrame:
+    if opamp not in FEATURES:
+        raise ToolkitError(f"unknown opamp {opamp!r}: expected one of {list(FEATURES)}")
+    if isinstance(designs, dict):
+        designs = [designs]
+    df = pd.DataFrame(designs)
+    cols = FEATURES[opamp]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ToolkitError(f"{opamp} designs lack columns {missing}: expected exactly {cols} "
+                           f"(w, l in um; cc in F; cr in ohm; ibias in A), got {list(df.columns)}")
+    x = df[cols].apply(pd.to_numeric, errors="coerce")
+    bad = ~np.isfinite(x.to_numpy(float)).all(axis=1) | (x.to_numpy(float) <= 0).any(axis=1)
+    if bad.any():
+        raise ToolkitError(f"{int(bad.sum())} design(s) have missing, non-numeric or non-positive "
+                           f"values (first at row {int(np.argmax(bad))}); every feature must be > 0")
+    return x
+
+
+def _finish(m: dict, status: str) -> dict:
+    return {**{k: m.get(k, np.nan) for k in METRICS}, "status": status} if status == OK else \
+        {**{k: np.nan for k in METRICS}, "status": status}
+
+
+def _one_shared(eng, opamp, design, proc) -> dict:
+    eng.load(testbench(opamp, design, proc, model_lines=getattr(proc, "model_lines", None)))
+    if eng.errors:
+        return _finish({}, SIM_ERROR)
+    if not eng.run(AC_CMD):
+        return _finish({}, NONCONVERGENCE)
+    freq, adm, acm = eng.vector("frequency"), eng.vector("out_dm"), eng.vector("out_cm")
+    if freq is None or adm is None or acm is None:
+        return _finish({}, SIM_ERROR)
+    m, status = measure.ac_metrics(freq.real, adm, acm)
+    if status != OK:
+        return _finish(m, status)
+    vlo, vhi = proc.step
+    tstop = estimate_tstop(opamp, design, proc.cl, vhi - vlo, m["ugf"])
+    for _ in range(2):
+        dt = tstop / POINTS
+        if not eng.run(f"tran {dt:.6e} {tstop:.6e} 0 {dt:.6e}"):
+            return _finish(m, NONCONVERGENCE)
+        t, v = eng.vector("time"), eng.vector("out_tr")
+        if t is None or v is None or t[-1] < 0.999 * tstop:
+            return _finish(m, NONCONVERGENCE)
+        sr = measure.slew_rate(t, v, vhi - vlo)
+        if sr is not None:
+            m["slewrate_pos"] = sr
+            return _finish(m, OK)
+        tstop *= RETRY_FACTOR
+    return _finish(m, INCOMPLETE_STEP)
+
+
+def _one_batch(exe, opamp, design, proc) -> dict:
+    lines = testbench(opamp, design, proc, model_lines=getattr(proc, "model_lines", None))
+    vlo, vhi = proc.step
+    slew_part = SLEW_MARGIN * (estimate_tstop(opamp, design, proc.cl, vhi - vlo, 1e300))
+    r = batch.run_design(exe, lines, slew_time=slew_part, settle_taus=SETTLE_TAUS, points=POINTS)
+    if "adm" not in r:
+        return _finish({}, NONCONVERGENCE)
+    m, status = measure.ac_metrics(r["freq"], r["adm"], r["acm"])
+    if status != OK:
+        return _finish(m, status)
+    tstop = estimate_tstop(opamp, design, proc.cl, vhi - vlo, m["ugf"])
+    for attempt in range(2):
+        if attempt:
+            r = batch.run_design(exe, lines, slew_time=0, settle_taus=0, points=POINTS,
+                                 tran_only_tstop=tstop)
+        if "vout" not in r:
+            return _finish(m, NONCONVERGENCE)
+        sr = measure.slew_rate(r["t"], r["vout"], vhi - vlo)
+        if sr is not None:
+            m["slewrate_pos"] = sr
+            return _finish(m, OK)
+        tstop = r["t"][-1] * RETRY_FACTOR
+    return _finish(m, INCOMPLETE_STEP)
+
+
+def simulate(opamp: str, designs, process: str = "A", *, backend: str = "auto",
+             pdk_path=None) -> pd.DataFrame:
+    """Simulate designs of ``opamp`` in ``process`` ("A", "B" or "sky130").
+
+    designs: a DataFrame, a list of dicts or one dict with the opamp's feature columns
+    (w*, l* in um; cc in F; cr in ohm; ibias in A).  Returns a DataFrame with the same index
+    and columns slewrate_pos (V/s), dc_gain (V/V), ugf (Hz), phase_margin (deg), cmrr (V/V)
+    and status ("ok" or a failure reason; failed rows have NaN metrics).
+    backend: "shared" (libngspice in this process), "batch" (ngspice -b per design) or
+    "auto" (shared when available, else batch).
+    """
+    if backend not in BACKENDS:
+        raise ToolkitError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
+    x = _designs_frame(opamp, designs)
+    proc = resolve_process(process, pdk_path=pdk_path)
+    eng = engine() if backend in ("auto", "shared") else None
+    exe = batch.find_ngspice() if eng is None else None
+    if eng is None and backend == "shared":
+        raise ToolkitError(f"libngspice (the ngspice shared library) was not found; {INSTALL_HINT}, "
+                           f"or set NGSPICE_LIBRARY=/path/to/libngspice.so, or use backend='batch'")
+    if eng is None and exe is None:
+        raise ToolkitError(f"ngspice is not installed (neither libngspice nor the ngspice "
+                           f"executable was found); {INSTALL_HINT}")
+    rows = []
+    for design in x.to_dict("records"):
+        rows.append(_one_shared(eng, opamp, design, proc) if eng is not None
+                    else _one_batch(exe, opamp, design, proc))
+    return pd.DataFrame(rows, index=x.index, columns=METRICS + ["status"])
+
+
+def ngspice_version(backend: str = "auto") -> str:
+    eng = engine() if backend in ("auto", "shared") else None
+    if eng is not None:
+        return eng.version
+    exe = batch.find_ngspice()
+    return batch.version(exe) if exe else "not installed"
