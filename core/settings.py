@@ -27,7 +27,8 @@ def _did_you_mean(key, known):
 def coerce(key: str, raw, default):
     """Convert ``raw`` (usually a CLI string) to the type of ``default``; clear error if it cannot."""
     if not isinstance(raw, str):
-        if default is None or isinstance(raw, type(default)) or (
+        bool_mismatch = isinstance(raw, bool) and not isinstance(default, bool)  # True is an int to Python
+        if default is None or (isinstance(raw, type(default)) and not bool_mismatch) or (
                 isinstance(default, float) and isinstance(raw, int) and not isinstance(raw, bool)):
             return float(raw) if isinstance(default, float) else raw
         raise ToolkitError(f"{key} expects a {type(default).__name__} (default {default!r}), "

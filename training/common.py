@@ -1,0 +1,233 @@
+"""Plumbing shared by the stage entry points: setup, data, checkpoint names, parent
+checkpoints, evaluation in physical units, saving (with the better-checkpoint guard), the
+run log and the one-screen summary.  Entry points pass the resolved settings dict in;
+nothing here imports config.
+"""
+import json
+import shutil
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.atomic import atomic_write_text
+from core.errors import ToolkitError
+from core.runtime import resolve_device, seed_everything, set_threads
+from data_loader import data_kwargs_from_settings, get_data_and_scalers
+from inference.metrics import format_report, regression_report
+from models import AlignHeteroMLP, DualHeadMLP
+from models.model_utils import load_checkpoint, read_checkpoint_meta, save_checkpoint, sidecar_path
+
+DRY_RUN_EPOCHS = 2       # --dry-run: epochs per stage / phase
+DRY_RUN_BATCHES = 2      # --dry-run: batches per epoch
+
+COMMANDS = {  # what makes each checkpoint (named in "missing checkpoint" errors)
+    "baseline": "python -m training.train",
+    "align_hetero": "python -m training.train_align_coral",
+    "target_only": "python -m training.train_target_only",
+    "dualhead": "python -m fine_tune.fine_tune",
+}
+
+
+def checkpoint_path(settings: dict, kind: str) -> Path:
+    """Seed file names under RESULTS_DIR."""
+    opamp, root = settings["OPAMP_TYPE"], Path(settings["RESULTS_DIR"])
+    names = {"baseline": f"{opamp}_baseline_model.pth",
+             "align_hetero": f"{opamp}_align_hetero_lambda{settings['LAMBDA_CORAL']:.3f}.pth",
+             "target_only": f"{opamp}_target_only_hetero.pth",
+             "dualhead": f"{opamp}_dualhead_finetuned.pth"}
+    return root / names[kind]
+
+
+def metrics_path(ckpt: Path) -> Path:
+    return Path(ckpt).with_name(Path(ckpt).stem + "_metrics.json")
+
+
+def start_stage(settings: dict, stage: str, *, dry_run: bool = False):
+    """Threads, seed, device, data.  Returns ``(device, data, t0)``."""
+    t0 = time.perf_counter()
+    set_threads(settings["NUM_THREADS"])
+    seed_everything(settings["SEED"])
+    device = resolve_device(settings["DEVICE"])
+    print(f"[{stage}] opamp={settings['OPAMP_TYPE']} data={settings['DATA_DIR']} results={settings['RESULTS_DIR']} "
+          f"seed={settings['SEED']} device={device}{' DRY-RUN' if dry_run else ''}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = get_data_and_scalers(**data_kwargs_from_settings(settings),
+                                    results_dir=settings["RESULTS_DIR"], verbose=True)
+    for w in caught:
+        print(f"warning: {w.message}")
+    sizes = ", ".join(f"{k}={len(data[k][0])}" for k in ("source", "target_train", "target_val", "target_test")
+                      if k in data)
+    print(f"[{stage}] rows: {sizes}")
+    return device, data, t0
+
+
+def tensors(data: dict, split: str, device) -> tuple:
+    x, y = data[split]
+    return torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+
+
+def epochs_and_batches(settings: dict, dry_run: bool):
+    if dry_run:
+        return min(settings["EPOCHS"], DRY_RUN_EPOCHS), DRY_RUN_BATCHES
+    return settings["EPOCHS"], None
+
+
+def model_kwargs(settings: dict, data: dict) -> dict:
+    return dict(input_dim=len(data["x_cols"]), output_dim=len(data["y_cols"]),
+                hidden_dim=settings["HIDDEN_DIM"], num_layers=settings["NUM_LAYERS"],
+                dropout=settings["DROPOUT_RATE"])
+
+
+def _same_preprocessing(a: dict, b: dict) -> bool:
+    for key in a:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, list) and va and isinstance(va[0], float):
+            if len(va) != len(vb) or not np.allclose(va, vb, rtol=1e-6, atol=1e-9):
+                return False
+        elif va != vb:
+            return False
+    return True
+
+
+def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
+    """Load the checkpoint a stage starts from; refuse one made for other data with the fix."""
+    path = checkpoint_path(settings, kind)
+    if not path.is_file():
+        raise ToolkitError(f"Missing {path} (the {kind} checkpoint this stage starts from). Make it with: "
+                           f"{COMMANDS[kind]} --opamp {settings['OPAMP_TYPE']} --results-dir {settings['RESULTS_DIR']}")
+    meta = read_checkpoint_meta(path)
+    made_for = meta.get("config", {}).get("OPAMP_TYPE")
+    if made_for != settings["OPAMP_TYPE"]:
+        raise ToolkitError(f"{path} was trained for circuit {made_for!r}, this run is for {settings['OPAMP_TYPE']!r}. "
+                           f"Rerun {COMMANDS[kind]} --opamp {settings['OPAMP_TYPE']}.")
+    model, meta = load_checkpoint(path, expect_x_cols=data["x_cols"], expect_y_cols=data["y_cols"],
+                                  expect_class=expect_class, map_location=device)
+    if not _same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
+        raise ToolkitError(f"{path} was trained with other preprocessing (scalers/log columns/split) than this run. "
+                           f"Rerun {COMMANDS[kind]} with the same settings first.")
+    return model, meta, path
+
+
+@torch.no_grad()
+def predict_scaled(model, x: torch.Tensor, *, batch: int = 8192):
+    """Model-space mean and variance (variance None for point models), as float64 numpy."""
+    model.eval()
+    means, variances = [], []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        if isinstance(model, AlignHeteroMLP):
+            mu, logvar, _ = model(xb)
+            means.append(mu)
+            variances.append(logvar.exp())
+        elif isinstance(model, DualHeadMLP):
+            means.append(model(xb, domain="B"))
+        else:
+            means.append(model(xb))
+    mean = torch.cat(means).double().cpu().numpy()
+    var = torch.cat(variances).double().cpu().numpy() if variances else None
+    return mean, var
+
+
+def positive_floor(data: dict) -> np.ndarray:
+    """Per metric, half the smallest positive training value: floor for log-space R^2."""
+    ys = np.vstack([data["raw"]["source"][1].to_numpy(float), data["raw"]["target_train"][1].to_numpy(float)])
+    out = []
+    for j in range(ys.shape[1]):
+        pos = ys[:, j][ys[:, j] > 0]
+        out.append(0.5 * pos.min() if len(pos) else 1e-30)
+    return np.asarray(out)
+
+
+def eval_split(data: dict) -> str:
+    return "target_test" if "target_test" in data else "target_val"
+
+
+def evaluate_physical(model, data: dict, device, split: str | None = None) -> dict:
+    """Report (physical units, clipped inverse transform) of ``model`` on ``split``."""
+    split = split or eval_split(data)
+    x, _ = tensors(data, split, device)
+    mean, _ = predict_scaled(model, x)
+    pred = data["preprocessing"].inverse_y(mean)
+    truth = data["raw"][split][1].to_numpy(float)
+    report = regression_report(truth, pred, data["y_cols"], floor=positive_floor(data))
+    report["split"], report["n"] = split, int(len(truth))
+    return report
+
+
+def _guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: dict) -> None:
+    """Never silently replace a better checkpoint made on the same split: keep it beside."""
+    if not path.is_file():
+        return
+    try:
+        old = read_checkpoint_meta(path)
+    except ToolkitError:
+        return
+    old_value = (old.get("metrics") or {}).get("val", {}).get(monitor)
+    same_split = (old.get("split") or {}).get("target_val_idx") == split.get("target_val_idx")
+    if old_value is not None and same_split and old_value < new_value:
+        keep = path.with_name(path.stem + ".previous_best.pth")
+        shutil.copy2(path, keep)
+        if sidecar_path(path).is_file():
+            shutil.copy2(sidecar_path(path), sidecar_path(keep))
+        print(f"warning: the new val {monitor}={new_value:.5g} is worse than the previous checkpoint's "
+              f"{old_value:.5g}; the previous one is kept at {keep}.")
+
+
+def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, device, fit_results: dict,
+                 monitor: str, val_value: float, t0: float, parent=None, extra=None, dry_run=False) -> dict:
+    """Evaluate, save checkpoint + metrics JSON, append the run log, print the summary."""
+    report = evaluate_physical(model, data, device)
+    path = checkpoint_path(settings, kind)
+    wall = time.perf_counter() - t0
+    metrics = {"val": {monitor: float(val_value)}, "test": report, "wall_s": round(wall, 2),
+               "dry_run": bool(dry_run)}
+    history = {name: r.history for name, r in fit_results.items()}
+    _guard_better_checkpoint(path, monitor, float(val_value), data["split"])
+    save_checkpoint(path, model.cpu(), stage=stage, x_cols=data["x_cols"], y_cols=data["y_cols"],
+                    preprocessing=data["preprocessing"].to_dict(), config=settings, seed=settings["SEED"],
+                    split=data["split"], metrics=metrics, parent=parent, history=history, extra=extra)
+    model.to(device)
+    summary = {"stage": stage, "opamp": settings["OPAMP_TYPE"], "checkpoint": str(path), "seed": settings["SEED"],
+               "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metrics,
+               "best_epochs": {n: r.best_epoch for n, r in fit_results.items()}}
+    atomic_write_text(metrics_path(path), json.dumps(summary, indent=2) + "\n")
+    log = Path(settings["RESULTS_DIR"]) / "runs.jsonl"
+    with open(log, "a", encoding="utf-8") as f:  # one line per run: tables can be rebuilt from history
+        f.write(json.dumps({k: summary[k] for k in ("time", "stage", "opamp", "seed", "checkpoint", "wall_s",
+                                                     "dry_run")}
+                           | {"val": metrics["val"], "test_mean": report["mean"], "test_split": report["split"]})
+                + "\n")
+    print()
+    print(format_report(report, data["y_cols"], f"{stage} on {report['split']} (n={report['n']}, physical units)"))
+    epochs = ", ".join(f"{n}: best epoch {r.best_epoch}/{len(r.history)}" for n, r in fit_results.items())
+    print(f"[{stage}] {epochs}; val {monitor}={val_value:.5g}; wall {wall:.1f}s")
+    print(f"[{stage}] wrote {path} (+ {sidecar_path(path).name}, {metrics_path(path).name})")
+    return summary
+
+
+def add_training_flags(cli) -> None:
+    """Flags every training stage shares (beyond --opamp/--data-dir/--results-dir/--device/--seed)."""
+    for flag, key in (("--epochs", "EPOCHS"), ("--patience", "PATIENCE"), ("--lr", "LEARNING_RATE"),
+                      ("--batch-size", "BATCH_SIZE"), ("--hidden-dim", "HIDDEN_DIM"), ("--num-layers", "NUM_LAYERS"),
+                      ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT")):
+        cli.flag(flag, key)
+    cli.add_argument("--dry-run", action="store_true", help="2 epochs of 2 batches per phase (smoke test)")
+    cli.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+
+
+def epoch_printer(train_label: str, val_label: str, *, train_key="train_loss", val_key=None):
+    """A fit(on_epoch=...) callback printing the seed's per-epoch log line."""
+    def show(row):
+        vk = val_key or next(k for k in row if k.startswith("val_"))
+        tqdm_write(f"  epoch {row['epoch']:>3}  {train_label}={row[train_key]:.5f}  {val_label}={row[vk]:.5f}")
+    return show
+
+
+def tqdm_write(line: str) -> None:
+    from tqdm.auto import tqdm
+    tqdm.write(line)

@@ -1,0 +1,51 @@
+"""Target-only heteroscedastic model: the ensemble's second member and the honest baseline.
+
+    python -m training.train_target_only
+    python -m training.train_target_only --dry-run --data-dir /tmp/tiny --results-dir /tmp/res
+
+The same AlignHeteroMLP as stage 2, randomly initialised and trained on target_train only:
+    loss = NLL(mu, logvar, y) + ALPHA_R2 * (1 - R2_batch(y, mu))
+Early stopping on val NLL.  Writes ``results/{OPAMP}_target_only_hetero.pth``.  Every
+transfer stage must beat it to be worth its source data.
+"""
+import torch
+
+from core.cli import StageCLI, run_main
+from models import AlignHeteroMLP
+from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage,
+                             model_kwargs, start_stage, tensors)
+from training.loop import TensorBatches, fit
+from training.objectives import make_hetero_loss, val_hetero
+from training.train_align_coral import check_weights
+
+
+def parse_args(argv=None):
+    cli = StageCLI("training.train_target_only", __doc__)
+    add_training_flags(cli)
+    cli.flag("--alpha-r2", "ALPHA_R2", "weight of (1 - batch R^2) (>= 0)")
+    return cli.parse(argv)
+
+
+def main(argv=None):
+    args, settings = parse_args(argv)
+    check_weights(settings, "ALPHA_R2")
+    device, data, t0 = start_stage(settings, "target_only", dry_run=args.dry_run)
+    epochs, max_batches = epochs_and_batches(settings, args.dry_run)
+    model = AlignHeteroMLP(**model_kwargs(settings, data)).to(device)
+    x_tr, y_tr = tensors(data, "target_train", device)
+    x_val, y_val = tensors(data, "target_val", device)
+    loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
+                           max_batches=max_batches)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
+                                  weight_decay=settings["WEIGHT_DECAY"])
+    result = fit(model, loader=loader, optimizer=optimizer, loss_fn=make_hetero_loss(settings["ALPHA_R2"]),
+                 evaluate=val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"]), monitor="nll",
+                 epochs=epochs, patience=settings["PATIENCE"], desc="target-only", progress=not args.quiet,
+                 on_epoch=None if args.quiet else epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
+    return finish_stage(settings, data, model, stage="target_only", kind="target_only", device=device,
+                        fit_results={"target_only": result}, monitor="nll", val_value=result.best_value,
+                        t0=t0, dry_run=args.dry_run, extra={"alpha_r2": settings["ALPHA_R2"]})
+
+
+if __name__ == "__main__":
+    run_main(main)
