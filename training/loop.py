@@ -114,7 +114,7 @@ def run_epoch(model, loader, optimizer, loss_fn, phase: str, pretrained_state=No
             if pretrained_state is not None and l2sp_lambda > 0:
                 reg = l2sp_penalty(model, pretrained_state, param_names=l2sp_params)
                 loss = loss + l2sp_lambda * reg
-                parts = {**parts, "l2sp": float(reg)}
+                parts = {**parts, "l2sp": float(reg.detach())}
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"The {phase} loss became {float(loss)} (parts: "
                                        f"{ {k: round(v, 4) for k, v in parts.items()} }). Nothing was saved. "

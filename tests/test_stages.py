@@ -1,0 +1,169 @@
+"""Forward stages: the chain runs end to end on test-made data, and each mechanism acts."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fine_tune import fine_tune
+from models import DualHeadMLP
+from models.model_utils import read_checkpoint_meta
+from tests.synthetic import write_dataset
+from training import train, train_align_coral, train_target_only
+from training.loop import PairedBatches, TensorBatches, fit
+from training.objectives import make_align_loss
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data"), n_source=200, n_target=100)
+
+
+def _args(dataset, results, *extra):
+    return ["--data-dir", str(dataset), "--results-dir", str(results), "--device", "cpu", *TINY, *extra]
+
+
+def test_chain_dry_run_end_to_end(dataset, tmp_path):
+    res = tmp_path / "res"
+    for stage in (train, train_align_coral, train_target_only, fine_tune):
+        summary = stage.main(_args(dataset, res, "--dry-run"))
+        assert summary["test"]["split"] == "target_test"
+    names = sorted(p.name for p in res.glob("*.pth"))
+    assert names == ["5t_opamp_align_hetero_lambda0.050.pth", "5t_opamp_baseline_model.pth",
+                     "5t_opamp_dualhead_finetuned.pth", "5t_opamp_target_only_hetero.pth"]
+    meta = read_checkpoint_meta(res / "5t_opamp_dualhead_finetuned.pth")
+    assert meta["parent"].endswith("5t_opamp_baseline_model.pth")
+    assert set(meta["history"]) == {"bias", "head", "unfreeze"}
+    metrics = json.loads((res / "5t_opamp_align_hetero_lambda0.050_metrics.json").read_text())
+    for col in ("slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"):
+        assert set(metrics["test"][col]) >= {"mse", "mae", "r2", "r2_log", "mape"}
+    # never evaluated or selected on test rows: the val indices are disjoint from test
+    split = meta["split"]
+    assert not set(split["target_val_idx"]) & set(split["target_test_idx"])
+    assert len((res / "runs.jsonl").read_text().splitlines()) == 4
+
+
+def test_baseline_as_subprocess(dataset, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "training.train", *_args(dataset, tmp_path, "--dry-run")],
+                         cwd=REPO, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": ""},
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "baseline on target_test" in out.stdout and "R2_log" in out.stdout
+
+
+def test_training_learns(dataset, tmp_path):
+    """Control: the trained baseline beats its own first epoch on val MSE."""
+    s = train.main(_args(dataset, tmp_path, "--epochs", "30", "--set", "LEARNING_RATE=3e-3"))
+    hist = read_checkpoint_meta(tmp_path / "5t_opamp_baseline_model.pth")["history"]["baseline"]
+    assert s["val"]["mse"] < hist[0]["val_mse"] * 0.8
+
+
+def test_missing_baseline_names_command(dataset, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "training.train_align_coral", *_args(dataset, tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "python -m training.train" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    (["--epochs", "0"], "EPOCHS must be >= 1"),
+    (["--lambda-coral", "-1"], "LAMBDA_CORAL must be >= 0"),
+])
+def test_bad_settings(dataset, tmp_path, flags, phrase):
+    train.main(_args(dataset, tmp_path, "--dry-run"))
+    with pytest.raises(ValueError, match=phrase):
+        train_align_coral.main(_args(dataset, tmp_path, *flags))
+
+
+def test_checkpoint_from_other_circuit_refused(dataset, tmp_path):
+    train.main(_args(dataset, tmp_path, "--dry-run"))
+    other = write_dataset(tmp_path / "other", circuit="two_stage_opamp", n_source=200, n_target=100)
+    (tmp_path / "5t_opamp_baseline_model.pth").rename(tmp_path / "two_stage_opamp_baseline_model.pth")
+    with pytest.raises(ValueError, match="circuit '5t_opamp'"):
+        train_align_coral.main(["--opamp", "two_stage_opamp", *_args(other, tmp_path, "--dry-run")])
+
+
+def test_nan_loss_keeps_last_good_checkpoint(dataset, tmp_path):
+    train.main(_args(dataset, tmp_path, "--dry-run"))
+    ckpt = tmp_path / "5t_opamp_baseline_model.pth"
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match="Nothing was saved"):
+        train.main(_args(dataset, tmp_path, "--epochs", "3", "--set", "LEARNING_RATE=1e30"))
+    assert ckpt.read_bytes() == before
+
+
+def test_worse_checkpoint_keeps_previous_best(dataset, tmp_path, capsys):
+    train.main(_args(dataset, tmp_path, "--epochs", "20", "--set", "LEARNING_RATE=3e-3"))
+    train.main(_args(dataset, tmp_path, "--dry-run", "--set", "LEARNING_RATE=1e-7"))
+    assert (tmp_path / "5t_opamp_baseline_model.previous_best.pth").is_file()
+    assert "previous one is kept" in capsys.readouterr().out
+
+
+def _dual(seed=0):
+    torch.manual_seed(seed)
+    return DualHeadMLP(7, 5, hidden_dim=16, num_layers=2, dropout=0.0)
+
+
+def _data(n=64):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 7, generator=g)
+    return x, torch.randn(n, 5, generator=g) + x[:, :5]
+
+
+def test_phase1_changes_only_head_b_bias():
+    model = _dual()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    name, trainable, _, lr = fine_tune.phase_plan(model, {"LR_BIAS": 1e-2, "LR_HEAD": 1, "LR_UNFREEZE": 1})[0]
+    frozen = fine_tune.set_trainable(model, trainable)
+    x, y = _data()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    fit(model, loader=TensorBatches(x, y, batch_size=16), optimizer=opt,
+        loss_fn=lambda m, b: (F.mse_loss(m(b[0], domain="B"), b[1]), {}),
+        evaluate=lambda m: {"mse": F.mse_loss(m(x, domain="B"), y).item()}, monitor="mse",
+        epochs=3, patience=3, progress=False, frozen_modules=frozen)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == ["head_B.bias"]
+
+
+@pytest.mark.parametrize("l2sp, should_stay", [(1e6, True), (0.0, False)])
+def test_huge_l2sp_keeps_pretrained_weights(l2sp, should_stay):
+    model = _dual()
+    pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _, trainable, reg, _ = fine_tune.phase_plan(model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1})[2]
+    fine_tune.set_trainable(model, trainable)
+    x, y = _data()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-7 if l2sp else 1e-2)
+    fit(model, loader=TensorBatches(x, y, batch_size=16), optimizer=opt,
+        loss_fn=lambda m, b: (F.mse_loss(m(b[0], domain="B"), b[1]), {}),
+        evaluate=lambda m: {"mse": -1.0 * len(m.state_dict())}, monitor="mse", epochs=3, patience=3,
+        progress=False, pretrained_state=pretrained, l2sp_lambda=l2sp, l2sp_params=reg)
+    drift = max((model.state_dict()[k] - pretrained[k]).abs().max().item() for k in reg)
+    assert (drift < 1e-4) if should_stay else (drift > 1e-3)
+
+
+def _coral_history(lambda_coral):
+    from models import AlignHeteroMLP
+    torch.manual_seed(0)
+    model = AlignHeteroMLP(7, 5, hidden_dim=16, num_layers=2, dropout=0.0)
+    g = torch.Generator().manual_seed(2)
+    x_src = torch.randn(256, 7, generator=g)
+    x_tgt = torch.randn(128, 7, generator=g) * 4 + 1.0   # shifted and wider: different feature covariance
+    y_tgt = torch.randn(128, 5, generator=g)
+    loader = PairedBatches(TensorBatches(x_tgt, y_tgt, batch_size=64), (x_src, torch.zeros(256, 5)))
+    res = fit(model, loader=loader, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
+              loss_fn=make_align_loss(0.0, lambda_coral), evaluate=lambda m: {"x": 0.0}, monitor="x",
+              epochs=30, patience=100, progress=False)
+    return [row["train_coral"] for row in res.history]
+
+
+def test_coral_term_falls_during_training():
+    aligned = _coral_history(100.0)
+    control = _coral_history(1e-12)   # ~no alignment: NLL training alone lets the domains drift apart
+    assert aligned[-1] < 0.2 * aligned[0]
+    assert aligned[-1] < 0.2 * control[-1]
