@@ -20,7 +20,7 @@ One testbench holds three copies of the op-amp (ngspice solves them together):
        inputs carry the same AC signal.
   xbuf unity-gain buffer driven by a fast step vlo -> vhi for the slew-rate transient.
 """
-from spice.processes import Process, diffusion
+from spice.processes import Process
 
 FEATURES = {
     "5t_opamp": ["w1", "w2", "w3", "l1", "l2", "l3", "ibias"],
@@ -34,13 +34,23 @@ STEP_DELAY = 1e-9  # s: buffer step starts here ...
 STEP_RISE = 1e-9   # s: ... and rises this fast (faster than any design here can slew)
 
 
-def _mos(name, d, g, s, b, model, w, l, process: Process) -> str:
-    return f"{name} {d} {g} {s} {b} {model} w={w:.6g}u l={l:.6g}u {diffusion(process.ldiff, w)}"
+# Which (w, l) feature pair sizes which device type; SKY130 loads only the bins these need.
+DEVICE_SIZES = {"nmos": [("w1", "l1"), ("w3", "l3"), ("w5", "l5")], "pmos": [("w2", "l2"), ("w4", "l4")]}
+
+
+def device_sizes(design: dict) -> dict[str, list[tuple[float, float]]]:
+    """{"nmos": [(w, l), ...], "pmos": [...]} in um for the pairs this design has."""
+    return {kind: [(design[w], design[l]) for w, l in pairs if w in design]
+            for kind, pairs in DEVICE_SIZES.items()}
+
+
+def _mos(name, d, g, s, b, kind, w, l, process: Process) -> str:
+    return process.mos_line(name, d, g, s, b, kind, w, l)
 
 
 def opamp_subckt(opamp: str, design: dict, process: Process) -> list[str]:
     """The op-amp as ``.subckt opamp inp inn out vdd gnd`` (inp = non-inverting input)."""
-    d, n, p = design, process.nmos, process.pmos
+    d, n, p = design, "nmos", "pmos"
     if opamp == "5t_opamp":
         # The first stage is non-inverting from m1's gate, so m1 takes the + input.
         g1, g2 = "inp", "inn"
@@ -77,7 +87,7 @@ def testbench(opamp: str, design: dict, process: Process, *, model_lines=None) -
     vlo, vhi = process.step
     period = 1.0  # s: far beyond any transient we run, so the pulse never falls
     lines = [f"* {opamp} process {process.name}"]
-    lines += model_lines if model_lines is not None else process.model_text.splitlines()
+    lines += model_lines if model_lines is not None else process.model_lines(design, opamp)
     lines += opamp_subckt(opamp, design, process)
     lines += [
         f"vdd vdd 0 dc {process.vdd}",

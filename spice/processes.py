@@ -24,6 +24,15 @@ class Process:
     pmos: str
     model_text: str      # the .model cards
 
+    def model_lines(self, design: dict, opamp: str) -> list[str]:
+        """The model cards a netlist for ``design`` needs (all of them, for our own cards)."""
+        return self.model_text.splitlines()
+
+    def mos_line(self, name, d, g, s, b, kind, w, l) -> str:
+        """One transistor instance; w, l in um; kind "nmos" | "pmos"."""
+        model = self.nmos if kind == "nmos" else self.pmos
+        return f"{name} {d} {g} {s} {b} {model} w={w:.6g}u l={l:.6g}u {diffusion(self.ldiff, w)}"
+
     @property
     def vcm(self) -> float:
         """Input common-mode voltage (V) of the AC testbenches: mid-supply."""

@@ -55,7 +55,7 @@ def _finish(m: dict, status: str) -> dict:
 
 
 def _one_shared(eng, opamp, design, proc) -> dict:
-    eng.load(testbench(opamp, design, proc, model_lines=getattr(proc, "model_lines", None)))
+    eng.load(testbench(opamp, design, proc))
     if eng.errors:
         return _finish({}, SIM_ERROR)
     if not eng.run(AC_CMD):
@@ -84,7 +84,7 @@ def _one_shared(eng, opamp, design, proc) -> dict:
 
 
 def _one_batch(exe, opamp, design, proc) -> dict:
-    lines = testbench(opamp, design, proc, model_lines=getattr(proc, "model_lines", None))
+    lines = testbench(opamp, design, proc)
     vlo, vhi = proc.step
     slew_part = SLEW_MARGIN * (estimate_tstop(opamp, design, proc.cl, vhi - vlo, 1e300))
     r = batch.run_design(exe, lines, slew_time=slew_part, settle_taus=SETTLE_TAUS, points=POINTS)
