@@ -65,6 +65,14 @@ class Preprocessing:
             raise ToolkitError(f"{what} must have shape (N, {len(cols)}) for columns {cols}, got {arr.shape}.")
         return arr
 
+    def _as_scaled(self, data, cols, what) -> np.ndarray:
+        """Model-space input: (N, len(cols)) or one row (len(cols),); never silently broadcast (N, 1)."""
+        arr = np.atleast_2d(np.asarray(data, dtype=float))
+        if arr.ndim != 2 or arr.shape[1] != len(cols):
+            raise ToolkitError(f"Scaled {what} must have shape (N, {len(cols)}) for columns {cols}, got "
+                               f"{np.shape(data)}.")
+        return arr
+
     def _mask(self, cols, log_cols):
         return np.array([c in log_cols for c in cols], dtype=bool)
 
@@ -85,7 +93,7 @@ class Preprocessing:
         return ((self.x_to_model_space(x_raw) - np.asarray(self.x_mean)) / np.asarray(self.x_scale)).astype(np.float32)
 
     def inverse_x(self, x_scaled) -> np.ndarray:
-        x = np.asarray(x_scaled, dtype=float) * np.asarray(self.x_scale) + np.asarray(self.x_mean)
+        x = self._as_scaled(x_scaled, self.x_cols, "x") * np.asarray(self.x_scale) + np.asarray(self.x_mean)
         m = self._mask(self.x_cols, self.log_x_cols)
         x[:, m] = np.exp(x[:, m])
         return x
@@ -107,11 +115,11 @@ class Preprocessing:
         return ((self.y_to_model_space(y_raw) - np.asarray(self.y_mean)) / np.asarray(self.y_scale)).astype(np.float32)
 
     def clip_y_scaled(self, y_scaled) -> np.ndarray:
-        return np.clip(np.asarray(y_scaled, dtype=float), self.y_clip_lo, self.y_clip_hi)
+        return np.clip(self._as_scaled(y_scaled, self.y_cols, "y"), self.y_clip_lo, self.y_clip_hi)
 
     def inverse_y(self, y_scaled, *, clip: bool = True) -> np.ndarray:
         """Scaled predictions -> physical units (expm1 on log columns), clipped first when ``clip``."""
-        y = self.clip_y_scaled(y_scaled) if clip else np.asarray(y_scaled, dtype=float)
+        y = self.clip_y_scaled(y_scaled) if clip else self._as_scaled(y_scaled, self.y_cols, "y")
         y = y * np.asarray(self.y_scale) + np.asarray(self.y_mean)
         m = self._mask(self.y_cols, self.log_y_cols)
         y[:, m] = np.expm1(y[:, m])
@@ -119,7 +127,7 @@ class Preprocessing:
 
     def y_std_to_physical(self, y_scaled_mean, y_scaled_std) -> np.ndarray:
         """Propagate a model-space std to physical units (delta method through expm1 on log columns)."""
-        std = np.asarray(y_scaled_std, dtype=float) * np.asarray(self.y_scale)
+        std = self._as_scaled(y_scaled_std, self.y_cols, "y std") * np.asarray(self.y_scale)
         m = self._mask(self.y_cols, self.log_y_cols)
         if m.any():
             mean_model = self.clip_y_scaled(y_scaled_mean) * np.asarray(self.y_scale) + np.asarray(self.y_mean)

@@ -37,5 +37,8 @@ def split_target_rows(n_rows: int, *, val_split: float, test_split: float, seed:
     if len(rest) * val_split < 1:
         raise ToolkitError(f"VAL_SPLIT={val_split} of the {len(rest)} non-test target rows is < 1 row. "
                            f"Raise --val-split or provide more target rows.")
+    if len(rest) - int(np.ceil(len(rest) * val_split)) < 1:  # sklearn's own error would escape as a traceback
+        raise ToolkitError(f"VAL_SPLIT={val_split} of the {len(rest)} non-test target rows leaves no training rows. "
+                           f"Lower --val-split or provide more target rows.")
     train, val = train_test_split(rest, test_size=val_split, random_state=seed)
     return {"train": np.asarray(train), "val": np.asarray(val), "test": np.asarray(test)}

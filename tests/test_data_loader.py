@@ -1,0 +1,463 @@
+"""data_loader: split protocol, failed-row rule, preprocessing round trips, scaler reuse, bad inputs.
+
+All data is written by ``tests.synthetic`` into tmp folders (300 source / 120 target rows).
+"""
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import train_test_split
+
+from core.errors import ToolkitError
+from data_loader import DEFAULT_RULE, FailureRule, failure_reasons, get_data_and_scalers
+from data_loader.preprocessing import Preprocessing
+from data_loader.split import split_target_rows
+from tests.synthetic import X_COLS, Y_COLS, write_dataset
+
+CIRCUIT = "5t_opamp"
+N_TGT = 120
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data"), CIRCUIT, n_target=N_TGT)
+
+
+@pytest.fixture(scope="module")
+def d42(data_root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_data_and_scalers(CIRCUIT, data_root, val_split=0.2, test_split=0.2, seed=42)
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A fresh, writable copy of the dataset for tests that damage it."""
+    return write_dataset(tmp_path / "data", CIRCUIT, n_target=N_TGT)
+
+
+def _load(root, **kw):
+    kw = {"val_split": 0.2, "test_split": 0.2, "seed": 42, **kw}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_data_and_scalers(CIRCUIT, root, **kw)
+
+
+def _files(root, domain):
+    folder = root / CIRCUIT / domain
+    return folder / "features.csv", folder / "targets.csv"
+
+
+def _failed_target_rows(root) -> set:
+    """Failed target rows computed here from the CSV, independently of data_loader.failures."""
+    y = pd.read_csv(_files(root, "target")[1])
+    bad = y.isna().any(axis=1) | (y.ugf >= 1e10) | (y.dc_gain < 1)
+    for col in ("slewrate_pos", "dc_gain", "ugf", "cmrr"):
+        bad |= y[col] <= 0
+    return set(np.flatnonzero(bad.to_numpy()).tolist())
+
+
+def _expected_split(n, seed, val=0.2, test=0.2):
+    rest, test_idx = train_test_split(np.arange(n), test_size=test, random_state=seed)
+    train_idx, val_idx = train_test_split(rest, test_size=val, random_state=seed)
+    return {"train": train_idx, "val": val_idx, "test": test_idx}
+
+
+# ---------------------------------------------------------------- split protocol
+@pytest.mark.parametrize("seed", [42, 7])
+def test_split_matches_sklearn_protocol_minus_failed_rows(data_root, seed):
+    d = _load(data_root, seed=seed)
+    failed = _failed_target_rows(data_root)
+    assert len(failed) == 6  # control: the synthetic data really carries failed rows
+    exp = _expected_split(N_TGT, seed)
+    for name in ("train", "val", "test"):
+        want = [i for i in exp[name] if i not in failed]
+        assert d["split"][f"target_{name}_idx"] == want, name
+        assert len(d[f"target_{name}"][0]) == len(want)
+    # the raw frames are exactly those target rows, in that order
+    y_tgt = pd.read_csv(_files(data_root, "target")[1])
+    np.testing.assert_allclose(d["raw"]["target_test"][1].to_numpy(),
+                               y_tgt.iloc[d["split"]["target_test_idx"]].to_numpy())
+
+
+def test_same_seed_same_rows_other_seed_other_rows(data_root, d42):
+    again = _load(data_root, seed=42)
+    other = _load(data_root, seed=43)
+    for name in ("train", "val", "test"):
+        key = f"target_{name}_idx"
+        assert again["split"][key] == d42["split"][key]
+        np.testing.assert_array_equal(again[f"target_{name}"][0], d42[f"target_{name}"][0])
+    assert set(other["split"]["target_test_idx"]) != set(d42["split"]["target_test_idx"])
+    assert set(other["split"]["target_val_idx"]) != set(d42["split"]["target_val_idx"])
+
+
+def test_splits_are_disjoint_and_never_hold_failed_rows(data_root, d42):
+    failed = _failed_target_rows(data_root)
+    parts = [set(d42["split"][f"target_{k}_idx"]) for k in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert set().union(*parts) == set(range(N_TGT)) - failed
+    for name in ("source", "target_train", "target_val", "target_test"):
+        x, y = d42[name]
+        assert np.isfinite(x).all() and np.isfinite(y).all()
+        y_raw = d42["raw"][name][1]
+        assert (y_raw.dc_gain >= 1).all() and (y_raw.ugf < 1e10).all()
+    assert sum(d42["dropped"]["source"].values()) == 6
+    assert sum(sum(d42["dropped"][f"target_{k}"].values()) for k in ("train", "val", "test")) == 6
+
+
+def test_test_split_zero_has_no_test_key(data_root):
+    d = _load(data_root, test_split=0.0)
+    assert "target_test" not in d and "target_test" not in d["raw"]
+    # all non-failed target rows are used for train + val, val taken from the whole file
+    _, val_idx = train_test_split(np.arange(N_TGT), test_size=0.2, random_state=42)
+    failed = _failed_target_rows(data_root)
+    assert d["split"]["target_val_idx"] == [i for i in val_idx if i not in failed]
+    assert len(d["target_train"][0]) + len(d["target_val"][0]) == N_TGT - len(failed)
+
+
+def test_dropping_happens_after_splitting(data_root, d42):
+    # A stricter rule (phase_margin must be >= its target median) drops many more rows ...
+    pm = pd.read_csv(_files(data_root, "target")[1]).phase_margin
+    bound = float(pm.median())
+    strict = FailureRule(positive=DEFAULT_RULE.positive, minimum={**DEFAULT_RULE.minimum, "phase_margin": bound},
+                         maximum=DEFAULT_RULE.maximum)
+    d = _load(data_root, failure_rule=strict)
+    newly_failed = set(np.flatnonzero((pm < bound).to_numpy()).tolist())
+    for name in ("train", "val", "test"):
+        loose = d42["split"][f"target_{name}_idx"]
+        tight = d["split"][f"target_{name}_idx"]
+        # ... but the rows that survive both rules land in the same split, in the same order.
+        assert tight == [i for i in loose if i not in newly_failed]
+    # control: the stricter rule really removed test rows
+    assert len(d["split"]["target_test_idx"]) < len(d42["split"]["target_test_idx"])
+
+
+# ---------------------------------------------------------------- failed-row rule
+def test_failure_reasons_each_rule_and_first_reason_wins():
+    x = pd.DataFrame({"a": [1.0, np.nan, 1, 1, 1, 1, 1, 1]})
+    y = pd.DataFrame({"dc_gain": [10, 10, 10, 0.5, 10, 10, 10, np.nan],
+                      "ugf": [1e6, 1e6, 1e10, 1e6, 1e6, 1e6, 1e6, 1e6],
+                      "cmrr": [5.0, 5, 5, 5, -1, 5, 0, 5]})
+    status = pd.Series(["ok", "ok", "ok", "ok", "ok", " FAILED", "ok", "timeout"])
+    got = failure_reasons(x, y, DEFAULT_RULE, status)
+    assert got.tolist() == ["", "nan/inf in features", "ugf >= 1e+10 (sentinel)", "dc_gain < 1",
+                            "cmrr <= 0", "status=failed", "cmrr <= 0", "status=timeout"]
+    # control: without the status column the last row fails for its NaN instead
+    assert failure_reasons(x, y, DEFAULT_RULE)[-1] == "nan/inf in metrics"
+    assert failure_reasons(x, y, FailureRule())[2:5].tolist() == ["", "", ""]
+
+
+def test_failed_rows_dropped_and_counted_by_reason(root):
+    f_x, f_y = _files(root, "source")
+    x, y = pd.read_csv(f_x), pd.read_csv(f_y)
+    # the synthetic failures: 2 NaN ugf, 2 ugf sentinels, 2 dc_gain < 1; add more of each kind
+    before = failure_reasons(x, y, DEFAULT_RULE)
+    good = np.flatnonzero(before == "")
+    x.loc[good[0], "w1"] = np.nan
+    y.loc[good[1], "slewrate_pos"] = 0.0
+    y.loc[good[2], "cmrr"] = -3.0
+    y.loc[good[3], "ugf"] = 2e10
+    y.loc[good[4], "dc_gain"] = 0.9
+    y["status"] = "ok"
+    y.loc[good[5:8], "status"] = "failed"
+    y.loc[good[8], "status"] = "timeout"
+    x.to_csv(f_x, index=False)
+    y.to_csv(f_y, index=False)
+
+    d = _load(root)
+    assert "status" not in d["y_cols"] and d["y_cols"] == Y_COLS
+    assert d["dropped"]["source"] == {
+        "status=failed": 3, "ugf >= 1e+10 (sentinel)": 3, "dc_gain < 1": 3, "nan/inf in metrics": 2,
+        "nan/inf in features": 1, "slewrate_pos <= 0": 1, "cmrr <= 0": 1, "status=timeout": 1}
+    assert d["split"]["n_source"] == len(d["source"][0]) == 300 - 15
+    kept_idx = d["raw"]["source"][1].index
+    assert not set(good[:9]) & set(kept_idx)
+
+
+# ---------------------------------------------------------------- preprocessing
+def test_scaler_round_trip_in_physical_units(d42):
+    pre = d42["preprocessing"]
+    for name in ("source", "target_train", "target_test"):
+        x_raw, y_raw = d42["raw"][name]
+        x_s, y_s = d42[name]
+        assert x_s.dtype == np.float32 and y_s.dtype == np.float32
+        np.testing.assert_allclose(pre.inverse_y(y_s), y_raw.to_numpy(), rtol=1e-5)
+        np.testing.assert_allclose(pre.inverse_x(x_s), x_raw.to_numpy(), rtol=1e-5)
+    # control: the scaled values are not the physical ones
+    assert not np.allclose(d42["source"][1], d42["raw"]["source"][1].to_numpy(), rtol=0.1)
+
+
+def test_log_columns(d42):
+    # ugf / cmrr span decades: log1p; w1..w3 span 0.5..50 (100x): auto-logged; l*, ibias span < 10x: not.
+    assert d42["log_y_cols"] == ["ugf", "cmrr"]
+    assert d42["log_x_cols"] == ["w1", "w2", "w3"]
+    pre = d42["preprocessing"]
+    y_raw = d42["raw"]["source"][1]
+    j = d42["y_cols"].index("ugf")
+    expect = (np.log1p(y_raw.ugf.to_numpy()) - pre.y_mean[j]) / pre.y_scale[j]
+    np.testing.assert_allclose(d42["source"][1][:, j], expect, rtol=1e-5, atol=1e-5)
+    k = d42["x_cols"].index("l1")
+    expect = (d42["raw"]["source"][0].l1.to_numpy() - pre.x_mean[k]) / pre.x_scale[k]
+    np.testing.assert_allclose(d42["source"][0][:, k], expect, rtol=1e-5, atol=1e-5)
+
+
+def test_y_scaler_fitted_on_source_only(d42):
+    y_src, y_tgt = d42["source"][1], d42["target_train"][1]
+    np.testing.assert_allclose(y_src.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(y_src.std(axis=0), 1, atol=1e-4)
+    # control: the shifted target is not centred by the source scaler
+    assert np.abs(y_tgt.mean(axis=0)).max() > 0.2
+
+
+@pytest.mark.parametrize("fit", ["both", "source"])
+def test_x_scaler_fit_pool(data_root, fit):
+    d = _load(data_root, x_scaler_fit=fit)
+    pre = d["preprocessing"]
+    src = pre.x_to_model_space(d["raw"]["source"][0])
+    tgt = pre.x_to_model_space(pd.concat([d["raw"]["target_train"][0], d["raw"]["target_val"][0]]))
+    both = np.vstack([src, tgt])
+    pool = both if fit == "both" else src
+    other = src if fit == "both" else both
+    np.testing.assert_allclose(pre.x_mean, pool.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(pre.x_scale, pool.std(axis=0), rtol=1e-9)
+    assert not np.allclose(pre.x_mean, other.mean(axis=0), rtol=1e-3)  # control: the pool matters
+    # test rows never enter the fit
+    with_test = np.vstack([pool, pre.x_to_model_space(d["raw"]["target_test"][0])])
+    assert not np.allclose(pre.x_mean, with_test.mean(axis=0), rtol=1e-6)
+
+
+def test_preprocessing_dict_round_trip_is_json(d42):
+    pre = d42["preprocessing"]
+    blob = json.loads(json.dumps(pre.to_dict()))
+    back = Preprocessing.from_dict(blob)
+    assert back == pre
+    x_raw, y_raw = d42["raw"]["target_val"]
+    np.testing.assert_array_equal(back.transform_x(x_raw), pre.transform_x(x_raw))
+    np.testing.assert_array_equal(back.transform_y(y_raw), pre.transform_y(y_raw))
+    np.testing.assert_array_equal(back.inverse_y(d42["target_val"][1]), pre.inverse_y(d42["target_val"][1]))
+    with pytest.raises(ValueError, match="y_clip_hi"):
+        Preprocessing.from_dict({k: v for k, v in blob.items() if k != "y_clip_hi"})
+
+
+def test_dataframe_columns_by_name(d42):
+    pre = d42["preprocessing"]
+    x_raw, y_raw = d42["raw"]["target_train"]
+    np.testing.assert_array_equal(pre.transform_x(x_raw[x_raw.columns[::-1]]), pre.transform_x(x_raw))
+    np.testing.assert_array_equal(pre.transform_y(y_raw[y_raw.columns[::-1]]), pre.transform_y(y_raw))
+    np.testing.assert_array_equal(pre.transform_x(x_raw.to_numpy()), pre.transform_x(x_raw))
+    # control: a reordered plain array is *not* reordered (it has no names), so it differs
+    assert not np.allclose(pre.transform_x(x_raw[x_raw.columns[::-1]].to_numpy()), pre.transform_x(x_raw))
+    with pytest.raises(ValueError, match="missing \\['ibias'\\]"):
+        pre.transform_x(x_raw.drop(columns="ibias"))
+    with pytest.raises(ValueError, match="unexpected \\['vdd'\\]"):
+        pre.transform_x(x_raw.assign(vdd=1.8))
+    with pytest.raises(ValueError, match="missing \\['cmrr'\\]"):
+        pre.transform_y(y_raw.rename(columns={"cmrr": "CMRR"}))
+    with pytest.raises(ValueError, match="shape"):
+        pre.transform_x(x_raw.to_numpy()[:, :3])
+
+
+def test_inverse_y_clips_wild_predictions(d42):
+    pre = d42["preprocessing"]
+    wild = np.full((2, len(d42["y_cols"])), 1e6)
+    wild[1] = -1e6
+    y = pre.inverse_y(wild)
+    assert np.isfinite(y).all()
+    seen = pd.concat([d42["raw"][k][1] for k in ("source", "target_train", "target_val")]).to_numpy()
+    span = seen.max(axis=0) - seen.min(axis=0)
+    assert (y[0] <= seen.max(axis=0) * 10).all() and (y[0] > seen.max(axis=0)).all()
+    assert (y[1] >= seen.min(axis=0) - span).all()
+    # control: without clipping the log1p metrics overflow
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(pre.inverse_y(wild, clip=False)).all()
+    # in-range predictions are untouched by the clip
+    np.testing.assert_array_equal(pre.inverse_y(d42["target_val"][1]), pre.inverse_y(d42["target_val"][1], clip=False))
+
+
+def test_inverse_accepts_single_row(d42):
+    pre = d42["preprocessing"]
+    x_s, y_s = d42["target_val"][0][0], d42["target_val"][1][0]  # (n_x,), (n_y,)
+    np.testing.assert_allclose(pre.inverse_x(x_s), pre.inverse_x(x_s[None, :]))
+    np.testing.assert_allclose(pre.inverse_y(y_s), pre.inverse_y(y_s[None, :]))
+    # the (N, 1) broadcasting trap: one column for five metrics is an error, not a silent broadcast
+    with pytest.raises(ValueError, match="shape"):
+        pre.inverse_y(d42["target_val"][1][:, :1])
+    with pytest.raises(ValueError, match="shape"):
+        pre.inverse_x(d42["target_val"][0][:, :1])
+    with pytest.raises(ValueError, match="shape"):
+        pre.y_std_to_physical(d42["target_val"][1], d42["target_val"][1][:, :1])
+
+
+# ---------------------------------------------------------------- constant feature
+@pytest.mark.parametrize("fit", ["both", "source"])
+def test_feature_constant_in_source_keeps_target_spread(root, fit):
+    f_x = _files(root, "source")[0]
+    x = pd.read_csv(f_x)
+    x["l1"] = 1.0
+    x.to_csv(f_x, index=False)
+    with pytest.warns(UserWarning, match="'l1' is constant in the source"):
+        d = get_data_and_scalers(CIRCUIT, root, seed=42, x_scaler_fit=fit)
+    k = d["x_cols"].index("l1")
+    assert np.all(d["source"][0][:, k] == d["source"][0][0, k])
+    assert d["target_train"][0][:, k].std() > 0.1
+    assert np.isfinite(d["target_train"][0]).all()
+    np.testing.assert_allclose(d["preprocessing"].inverse_x(d["target_train"][0])[:, k],
+                               d["raw"]["target_train"][0].l1, rtol=1e-5)
+
+
+def test_no_constant_feature_warning_on_clean_data(data_root):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_data_and_scalers(CIRCUIT, data_root, seed=42)
+    assert not [w for w in caught if "constant" in str(w.message)]
+
+
+# ---------------------------------------------------------------- scaler reuse
+def test_scaler_file_reused_then_refitted(root, tmp_path, capsys):
+    results = tmp_path / "results"
+    first = _load(root, results_dir=results, verbose=True)
+    assert (results / f"{CIRCUIT}_scalers.joblib").is_file()
+    assert "reusing" not in capsys.readouterr().out
+    second = _load(root, results_dir=results, verbose=True)
+    assert "reusing" in capsys.readouterr().out
+    assert second["preprocessing"] == first["preprocessing"]
+    # modify the source data: the stored scalers no longer match and are refitted, with a message
+    f_y = _files(root, "source")[1]
+    y = pd.read_csv(f_y)
+    y["phase_margin"] *= 1.5
+    y.to_csv(f_y, index=False)
+    third = _load(root, results_dir=results, verbose=True)
+    out = capsys.readouterr().out
+    assert "refitting" in out and "reusing" not in out
+    assert third["preprocessing"].y_mean != first["preprocessing"].y_mean
+    # a changed setting also refits
+    _load(root, results_dir=results, seed=1, verbose=True)
+    assert "refitting" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- bad inputs
+def _missing_dir(root):
+    shutil.rmtree(root)
+
+
+def _missing_target(root):
+    shutil.rmtree(root / CIRCUIT / "target")
+
+
+def _no_features(root):
+    f_x = _files(root, "target")[0]
+    f_x.rename(f_x.with_name("design.csv"))
+
+
+def _two_features(root):
+    f_x = _files(root, "target")[0]
+    shutil.copy(f_x, f_x.with_name("old_features.csv"))
+
+
+def _row_count(root):
+    f_y = _files(root, "target")[1]
+    pd.read_csv(f_y).iloc[:-1].to_csv(f_y, index=False)
+
+
+def _renamed_column(root):
+    f_x = _files(root, "target")[0]
+    pd.read_csv(f_x).rename(columns={"l2": "l_2"}).to_csv(f_x, index=False)
+
+
+def _text_cell(root):
+    f_y = _files(root, "source")[1]
+    y = pd.read_csv(f_y).astype(object)
+    y.loc[4, "cmrr"] = "12dB"
+    y.to_csv(f_y, index=False)
+
+
+def _empty_file(root):
+    _files(root, "source")[1].write_text("")
+
+
+def _header_only(root):
+    f_y = _files(root, "source")[1]
+    f_y.write_text(",".join(Y_COLS) + "\n")
+
+
+def _log_y_below_minus_one(root):
+    f_y = _files(root, "source")[1]
+    y = pd.read_csv(f_y)
+    y.loc[10, "phase_margin"] = -5.0
+    y.to_csv(f_y, index=False)
+
+
+def _noop(root):
+    pass
+
+
+BAD_INPUTS = [
+    # (damage, circuit, kwargs, phrases the message must contain)
+    (_missing_dir, CIRCUIT, {}, ["does not exist", "--data-dir"]),
+    (_noop, "3t_opamp", {}, ["Unknown circuit '3t_opamp'", "Circuits found", CIRCUIT]),
+    (_missing_target, CIRCUIT, {}, ["Missing folder", "target"]),
+    (_no_features, CIRCUIT, {}, ["exactly one *features*.csv", "found none"]),
+    (_two_features, CIRCUIT, {}, ["exactly one *features*.csv", "features.csv, old_features.csv"]),
+    (_row_count, CIRCUIT, {}, ["has 120 rows but targets.csv has 119"]),
+    (_renamed_column, CIRCUIT, {}, ["different feature columns", "'l2'", "'l_2'"]),
+    (_text_cell, CIRCUIT, {}, ["column 'cmrr'", "'12dB'", "line 6"]),
+    (_empty_file, CIRCUIT, {}, ["is empty"]),
+    (_header_only, CIRCUIT, {}, ["no data rows"]),
+    (_noop, CIRCUIT, {"val_split": 0.0}, ["VAL_SPLIT must be in (0, 1)"]),
+    (_noop, CIRCUIT, {"val_split": 1.5}, ["VAL_SPLIT must be in (0, 1)", "1.5"]),
+    (_noop, CIRCUIT, {"test_split": 1.0}, ["TEST_SPLIT must be in [0, 1)"]),
+    (_noop, CIRCUIT, {"test_split": -0.1}, ["TEST_SPLIT must be in [0, 1)"]),
+    (_noop, CIRCUIT, {"val_split": 0.95}, ["The split leaves", "target training"]),
+    (_noop, CIRCUIT, {"x_scaler_fit": "target"}, ["X_SCALER_FIT"]),
+    (_noop, CIRCUIT, {"log_x_cols": "all"}, ["LOG_X_COLS"]),
+    (_log_y_below_minus_one, CIRCUIT, {"log_y_cols": ("ugf", "cmrr", "phase_margin")},
+     ["'phase_margin'", "LOG_Y_COLS", "> -1"]),
+]
+
+
+@pytest.mark.parametrize("damage,circuit,kwargs,phrases", BAD_INPUTS, ids=[b[0].__name__.strip("_") + "-" +
+                         "-".join(f"{k}={v}" for k, v in b[2].items()) for b in BAD_INPUTS])
+def test_bad_input_is_a_clear_error(root, damage, circuit, kwargs, phrases):
+    damage(root)
+    kw = {"val_split": 0.2, "test_split": 0.2, "seed": 42, **kwargs}
+    with pytest.raises(ToolkitError) as info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            get_data_and_scalers(circuit, root, **kw)
+    assert isinstance(info.value, ValueError)
+    for phrase in phrases:
+        assert phrase in str(info.value), (phrase, str(info.value))
+
+
+def _reorder_target_columns(root):
+    """Same columns, other order in the target: legal (matched by name)."""
+    f_x = _files(root, "target")[0]
+    x = pd.read_csv(f_x)
+    x[x.columns[::-1]].to_csv(f_x, index=False)
+
+
+def test_bad_input_controls_load(root, d42):
+    # controls for the table: phase_margin in LOG_Y_COLS loads when its values are > -1 ...
+    d = _load(root, log_y_cols=("ugf", "cmrr", "phase_margin"))
+    assert d["log_y_cols"] == ["ugf", "phase_margin", "cmrr"]
+    # ... and target columns in another order are matched by name, not rejected
+    _reorder_target_columns(root)
+    d = _load(root)
+    assert d["x_cols"] == X_COLS
+    np.testing.assert_array_equal(d["target_test"][0], d42["target_test"][0])
+
+
+@pytest.mark.parametrize("n,val,test,phrase", [
+    (10, 0.9, 0.2, "leaves no training rows"),   # sklearn's own ValueError would escape the CLI
+    (3, 0.2, 0.0, "< 1 row"),
+    (2, 0.5, 0.4, "cannot split 2 target rows"),
+])
+def test_split_target_rows_too_small(n, val, test, phrase):
+    with pytest.raises(ToolkitError, match=phrase):
+        split_target_rows(n, val_split=val, test_split=test, seed=0)
+    # control: with enough rows the same fractions split
+    parts = split_target_rows(100, val_split=val, test_split=test, seed=0)
+    assert len(parts["train"]) + len(parts["val"]) + len(parts["test"]) == 100
