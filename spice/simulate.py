@@ -4,6 +4,8 @@ This is the API other stages call (inverse design verifies its candidates here).
 calling process with its own ngspice instance (libngspice through ctypes), or falls back to one
 ``ngspice -b`` process per design when the shared library is not installed.
 """
+import threading
+
 import numpy as np
 import pandas as pd
 
@@ -17,6 +19,9 @@ from spice.tran_length import POINTS, RETRY_FACTOR, SETTLE_TAUS, SLEW_MARGIN, es
 
 AC_CMD = batch.AC_CMD
 BACKENDS = ("auto", "shared", "batch")
+# One ngspice instance per process is not thread-safe: threads (e.g. a Dask worker with several
+# threads) take turns.  Processes, one per core, are the way to run in parallel.
+_LOCK = threading.Lock()
 INSTALL_HINT = "install it with `sudo apt-get install ngspice libngspice0` (see docs/SPICE.md)"
 
 
@@ -133,8 +138,11 @@ def simulate(opamp: str, designs, process: str = "A", *, backend: str = "auto",
                            f"executable was found); {INSTALL_HINT}")
     rows = []
     for design in x.to_dict("records"):
-        rows.append(_one_shared(eng, opamp, design, proc) if eng is not None
-                    else _one_batch(exe, opamp, design, proc))
+        if eng is not None:
+            with _LOCK:
+                rows.append(_one_shared(eng, opamp, design, proc))
+        else:
+            rows.append(_one_batch(exe, opamp, design, proc))
     return pd.DataFrame(rows, index=x.index, columns=METRICS + ["status"])
 
 
