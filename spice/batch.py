@@ -35,28 +35,35 @@ def _read_wrdata(path: Path, ncols: int) -> np.ndarray | None:
     return data if data.shape[1] >= ncols else None
 
 
-def run_design(exe: str, netlist: list[str], *, slew_time: float, settle_taus: float, points: int,
+def run_design(exe: str, netlists: tuple[list[str], list[str]], *, slew_time: float, settle_taus: float, points: int,
                tran_only_tstop: float | None = None) -> dict:
-    """Run one netlist; returns arrays freq/adm/acm and t/vout (absent when an analysis failed)."""
-    body = netlist[:-1]  # drop .end; the control block goes before it
+    """Run (AC netlist, transient netlist) in one process: returns arrays freq/adm/acm and
+    t/vout (absent when an analysis failed).  With ``tran_only_tstop`` only the transient runs."""
+    ac_net, tr_net = netlists
     if tran_only_tstop is None:
+        body = ac_net[:-1]  # drop .end; the control block goes before it
         ctrl = [
             ".control", AC_CMD,
             "wrdata ac.txt out_dm out_cm",
             "meas ac ugfm when vm(out_dm)=1 fall=1",
             f"let tstop = {slew_time:.6e} + {settle_taus} / (6.283185307 * ugfm)",
             f"let tstep = tstop / {points}",
-            "tran $&tstep $&tstop 0 $&tstep",
+            "set tstopv = $&tstop",   # variables outlive the AC plot; vectors do not
+            "set tstepv = $&tstep",
+            "source tr.cir",
+            "tran $tstepv $tstopv 0 $tstepv",
             "wrdata tr.txt out_tr", ".endc",
         ]
     else:
         ts = tran_only_tstop
+        body = tr_net[:-1]
         ctrl = [".control", f"tran {ts / points:.6e} {ts:.6e} 0 {ts / points:.6e}",
                 "wrdata tr.txt out_tr", ".endc"]
     with tempfile.TemporaryDirectory(prefix="ngspice_b_") as tmp:
         tmp = Path(tmp)
         (tmp / ".spiceinit").write_text("set num_threads=1\n")
         (tmp / "tb.cir").write_text("\n".join(body + ctrl + [".end"]) + "\n")
+        (tmp / "tr.cir").write_text("\n".join(tr_net) + "\n")
         try:
             subprocess.run([exe, "-b", "tb.cir"], cwd=tmp, capture_output=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from core.errors import ToolkitError
 from spice import batch, measure
-from spice.circuits import FEATURES, testbench
+from spice.circuits import FEATURES, ac_testbench, tran_testbench
 from spice.measure import METRICS, NO_UGF, NONCONVERGENCE, OK, SIM_ERROR, INCOMPLETE_STEP
 from spice.processes import PROCESSES
 from spice.shared_lib import engine
@@ -60,7 +60,8 @@ def _finish(m: dict, status: str) -> dict:
 
 
 def _one_shared(eng, opamp, design, proc) -> dict:
-    eng.load(testbench(opamp, design, proc))
+    model_lines = proc.model_lines(design, opamp)
+    eng.load(ac_testbench(opamp, design, proc, model_lines=model_lines))
     if eng.errors:
         return _finish({}, SIM_ERROR)
     if not eng.run(AC_CMD):
@@ -73,6 +74,7 @@ def _one_shared(eng, opamp, design, proc) -> dict:
         return _finish(m, status)
     vlo, vhi = proc.step
     tstop = estimate_tstop(opamp, design, proc.cl, vhi - vlo, m["ugf"])
+    eng.load(tran_testbench(opamp, design, proc, model_lines=model_lines))
     for _ in range(2):
         dt = tstop / POINTS
         if not eng.run(f"tran {dt:.6e} {tstop:.6e} 0 {dt:.6e}"):
@@ -89,7 +91,9 @@ def _one_shared(eng, opamp, design, proc) -> dict:
 
 
 def _one_batch(exe, opamp, design, proc) -> dict:
-    lines = testbench(opamp, design, proc)
+    model_lines = proc.model_lines(design, opamp)
+    lines = (ac_testbench(opamp, design, proc, model_lines=model_lines),
+             tran_testbench(opamp, design, proc, model_lines=model_lines))
     vlo, vhi = proc.step
     slew_part = SLEW_MARGIN * (estimate_tstop(opamp, design, proc.cl, vhi - vlo, 1e300))
     r = batch.run_design(exe, lines, slew_time=slew_part, settle_taus=SETTLE_TAUS, points=POINTS)

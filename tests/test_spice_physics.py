@@ -20,7 +20,7 @@ def test_5t_dc_gain_matches_gm_over_gds_from_operating_point(design):
     assert y["status"] == "ok"
     # Operating point of the DM copy (same bias as the AC analysis), from ngspice itself.
     eng = engine()
-    eng.load(circuits.testbench("5t_opamp", design, PROCESS_A))
+    eng.load(circuits.ac_testbench("5t_opamp", design, PROCESS_A))
     assert eng.run("op")
     gm2 = eng.vector("@m.xdm.m2[gm]")[0]
     gds2, gds4 = eng.vector("@m.xdm.m2[gds]")[0], eng.vector("@m.xdm.m4[gds]")[0]
