@@ -1,0 +1,96 @@
+"""Variance calibration: a closed-form temperature per metric, fitted on held-out data only.
+
+All quantities live in *model space* (log1p on LOG_Y_COLS, standardised), where the members
+make their Gaussian assumption ``y ~ N(mean, var)``.
+
+* Temperature (closed form, the maximiser of the Gaussian likelihood over a common scale
+  of the variance, cf. gpleiss/temperature_scaling):
+      T_j^2 = mean_i( (y_ij - mean_ij)^2 / var_ij )          per metric j
+  calibrated variance = T_j^2 * var.  Fit on target_val only, never on target_test.
+* Coverage-matched temperature (the final, post-fusion step; ``fit_coverage_temperature``):
+      T_j = argmin_T  sum_{L in (0.68, 0.95)} (coverage_L(T) - L)^2      on target_val
+  where coverage_L(T) = mean_i(|z_ij| <= z_L * T), z = (y - mean)/sqrt(var); T on a log grid
+  0.05..20 (the middle of the minimising range).  Residuals with heavier tails than a Gaussian
+  make the closed-form T (driven by the largest errors) over-cover the 68 % interval; this one
+  targets the two intervals reported.
+* NLL (constant included):
+      NLL_j = mean_i( 0.5*log(2*pi*var_ij) + (y_ij - mean_ij)^2 / (2*var_ij) )
+* Coverage of the central interval of probability ``level``:
+      fraction of i with |y - mean| / sqrt(var) <= z,   z = Phi^-1(0.5 + level/2)
+  (68 % <-> z = 0.994, 95 % <-> z = 1.960).
+"""
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+from core.errors import ToolkitError
+
+VAR_FLOOR = 1e-12                       # model-space variance floor (standardised units)
+LEVELS = (0.68, 0.95)                   # the two intervals reported everywhere
+CURVE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.7, 0.8, 0.9, 0.95, 0.99)  # calibration plot
+
+
+def _check(y, mean, var):
+    y, mean, var = (np.asarray(a, dtype=float) for a in (y, mean, var))
+    if not (y.shape == mean.shape == var.shape) or y.ndim != 2:
+        raise ToolkitError(f"y, mean and var must all be (N, M) with the same shape; got {y.shape}, "
+                           f"{mean.shape}, {var.shape}.")
+    if len(y) == 0:
+        raise ToolkitError("Cannot calibrate on 0 rows; the validation split is empty.")
+    return y, mean, np.maximum(var, VAR_FLOOR)
+
+
+def z_of(level: float) -> float:
+    """Half-width in standard deviations of the central interval holding ``level``."""
+    if not 0 < level < 1:
+        raise ToolkitError(f"Interval level must be in (0, 1), got {level}.")
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def fit_temperature(y, mean, var) -> np.ndarray:
+    """Per-metric T (M,) with T^2 = mean((y - mean)^2 / var); multiply var by T^2 to calibrate."""
+    y, mean, var = _check(y, mean, var)
+    return np.sqrt(np.mean((y - mean) ** 2 / var, axis=0))
+
+
+def fit_coverage_temperature(y, mean, var, levels=LEVELS) -> np.ndarray:
+    """Per-metric T (M,) whose scaled intervals best match the nominal ``levels`` on (y, mean, var)."""
+    y, mean, var = _check(y, mean, var)
+    z = np.abs(y - mean) / np.sqrt(var)                                  # (N, M)
+    grid = np.geomspace(0.05, 20.0, 600)                                 # (G,)
+    loss = np.zeros((len(grid), z.shape[1]))
+    for lv in levels:
+        cov = np.mean(z[None, :, :] <= z_of(lv) * grid[:, None, None], axis=1)   # (G, M)
+        loss += (cov - lv) ** 2
+    out = []
+    for j in range(z.shape[1]):
+        best = np.flatnonzero(loss[:, j] <= loss[:, j].min() + 1e-12)
+        out.append(float(np.sqrt(grid[best[0]] * grid[best[-1]])))      # geometric middle of the flat minimum
+    return np.asarray(out)
+
+
+def gaussian_nll(y, mean, var) -> np.ndarray:
+    """Per-metric mean Gaussian NLL (M,), the 0.5*log(2*pi) constant included."""
+    y, mean, var = _check(y, mean, var)
+    return np.mean(0.5 * np.log(2 * math.pi * var) + (y - mean) ** 2 / (2 * var), axis=0)
+
+
+def coverage(y, mean, var, level: float) -> np.ndarray:
+    """Per-metric fraction (M,) of rows inside the central ``level`` interval."""
+    y, mean, var = _check(y, mean, var)
+    return np.mean(np.abs(y - mean) / np.sqrt(var) <= z_of(level), axis=0)
+
+
+def calibration_summary(y, mean, var, cols) -> dict:
+    """``{col: {nll, cov68, cov95}, ..., "mean": {...}}`` (coverages as fractions 0..1)."""
+    nll = gaussian_nll(y, mean, var)
+    covs = {f"cov{round(100 * lv)}": coverage(y, mean, var, lv) for lv in LEVELS}
+    out = {c: {"nll": float(nll[j]), **{k: float(v[j]) for k, v in covs.items()}} for j, c in enumerate(cols)}
+    out["mean"] = {"nll": float(np.mean(nll)), **{k: float(np.mean(v)) for k, v in covs.items()}}
+    return out
+
+
+def coverage_curve(y, mean, var, levels=CURVE_LEVELS) -> list:
+    """Observed coverage (pooled over metrics) at each expected level: for the calibration plot."""
+    return [float(np.mean(coverage(y, mean, var, lv))) for lv in levels]
