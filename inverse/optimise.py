@@ -1,0 +1,147 @@
+"""Gradient-based inverse optimisation: starts -> Adam -> L-BFGS -> snap -> re-predict -> rank.
+
+Design variables live in model space inside the buildable box [lo, hi] (inverse/snap.py
+mapped through the forward model's Preprocessing): x = lo + (hi - lo) * sigmoid(u) with u
+unconstrained, so every iterate is in bounds.  Per start the objective is
+
+    goal_loss(mean(x), std(x))  +  prior * mean_d x_d^2
+
+(goal loss: inverse/goals.py; ``prior`` pulls x toward the centre of the training data,
+where the forward model is trustworthy; x is standardised so x_d^2 is in units of the
+data's spread).  All starts are optimised together (their losses are independent and summed).
+
+After optimisation each design is snapped to the grid, converted back to model space and
+re-predicted; identical snapped designs are merged; candidates are ranked by
+(number of goals the pessimistic prediction misses, goal loss with margin 0), both with
+mean -/+ kappa * std, so a candidate the model is unsure of ranks below a confident one.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from inverse.goals import Spec, goal_loss, pessimistic_fails
+from inverse.snap import feature_bounds, rule_for, snap_designs
+
+EPS = 1e-4       # keep sigmoid(u) off 0/1 when a start sits on the box edge
+DATA_SPAN = 3.0  # features with no grid rule: box = mean +- 3 std of the scaler's data (model space)
+
+
+def model_bounds(pre, grid=None):
+    """Model-space box (lo, hi), float32 tensors (D,), from the grid rules of inverse/snap.py."""
+    lo, hi = np.full(len(pre.x_cols), -DATA_SPAN), np.full(len(pre.x_cols), DATA_SPAN)
+    known = [j for j, c in enumerate(pre.x_cols) if rule_for(c, grid) is not None]
+    if known:
+        p_lo, p_hi = feature_bounds(pre.x_cols, data_lo=np.ones(len(pre.x_cols)),
+                                    data_hi=np.ones(len(pre.x_cols)), grid=grid)
+        m_lo, m_hi = pre.transform_x(p_lo[None, :])[0], pre.transform_x(p_hi[None, :])[0]
+        lo[known], hi[known] = m_lo[known], m_hi[known]
+    return torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
+
+
+def random_starts(n: int, lo, hi, *, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * torch.rand(n, len(lo), generator=g)           # (n, D)
+
+
+def _to_u(x, lo, hi):
+    p = ((x - lo) / (hi - lo)).clamp(EPS, 1 - EPS)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _to_x(u, lo, hi):
+    return lo + (hi - lo) * torch.sigmoid(u)
+
+
+def objective(forward, x, mspec, *, prior: float, kappa: float):
+    mean, std = forward.predict(x)                                          # (N, M) each
+    return goal_loss(mean, std, mspec, kappa=kappa) + prior * x.pow(2).mean(dim=1)   # (N,)
+
+
+def optimise(forward, mspec, x0, lo, hi, *, steps: int = 800, lr: float = 2e-3, lbfgs_steps: int = 80,
+             prior: float = 1e-3, kappa: float = 1.0):
+    """Optimise starts ``x0`` (N, D, model space); return (x (N, D) in bounds, per-start loss (N,))."""
+    u = _to_u(torch.as_tensor(x0, dtype=torch.float32), lo, hi).clone().requires_grad_(True)
+    if steps > 0:
+        opt = torch.optim.Adam([u], lr=lr)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = objective(forward, _to_x(u, lo, hi), mspec, prior=prior, kappa=kappa).sum()
+            loss.backward()
+            opt.step()
+    if lbfgs_steps > 0:
+        opt = torch.optim.LBFGS([u], lr=1.0, max_iter=lbfgs_steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            total = objective(forward, _to_x(u, lo, hi), mspec, prior=prior, kappa=kappa).sum()
+            total.backward()
+            return total
+        opt.step(closure)
+    with torch.no_grad():
+        x = _to_x(u, lo, hi)
+        return x, objective(forward, x, mspec, prior=prior, kappa=kappa)
+
+
+@dataclass
+class Proposal:
+    table: pd.DataFrame       # top-k: rank, x (physical), pred_*, std_*, meets_*, meets_all, fails_pessimistic, loss
+    x_scaled: np.ndarray      # (k, D) model space of the snapped top-k
+    n_starts: int
+    n_unique: int
+    wall_s: float
+
+
+def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,
+                 snap: bool = True):
+    """Snap physical designs (N, D), merge duplicates, re-predict, rank; return (table, x_scaled)."""
+    pre = forward.preprocessing
+    x = snap_designs(x_phys, pre.x_cols, grid) if snap else np.asarray(x_phys, float)
+    frame = pd.DataFrame(x, columns=pre.x_cols)
+    key = frame.apply(lambda col: col.map(lambda v: f"{v:.9g}"))
+    frame = frame[~key.duplicated()].reset_index(drop=True)
+    xs = pre.transform_x(frame.to_numpy(float))
+    mean, std = forward.predict_np(xs)
+    mspec = spec.model_space(pre)
+    mt, st = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+    loss = goal_loss(mt, st, mspec, kappa=kappa, margin=0.0).numpy()
+    fails = pessimistic_fails(mt, st, mspec, kappa=kappa).numpy()
+    order = np.lexsort((loss, fails))[:top_k]
+    y_mean = pre.inverse_y(mean[order])
+    y_std = pre.y_std_to_physical(mean[order], std[order])
+    meets = spec.meets(y_mean)
+    table = frame.iloc[order].reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(order) + 1))
+    for j, c in enumerate(pre.y_cols):
+        table[f"pred_{c}"] = y_mean[:, j]
+    for j, c in enumerate(pre.y_cols):
+        table[f"std_{c}"] = y_std[:, j]
+    for j, c in enumerate(pre.y_cols):
+        table[f"meets_{c}"] = meets[:, j]
+    table["meets_all"] = meets.all(axis=1)
+    table["fails_pessimistic"] = fails[order]
+    table["loss"] = loss[order]
+    return table, xs[order], len(frame)
+
+
+def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prior=1e-3, kappa=1.0,
+            top_k=8, grid=None) -> Proposal:
+    """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k."""
+    t0 = time.perf_counter()
+    lo, hi = model_bounds(forward.preprocessing, grid)
+    x, _ = optimise(forward, spec.model_space(forward.preprocessing), x0, lo, hi, steps=steps, lr=lr,
+                    lbfgs_steps=lbfgs_steps, prior=prior, kappa=kappa)
+    x_phys = forward.preprocessing.inverse_x(x.numpy().astype(float))
+    table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid)
+    return Proposal(table, xs, len(x0), n_unique, time.perf_counter() - t0)
+
+
+def mdn_condition(spec: Spec) -> np.ndarray:
+    """Physical y to condition the MDN on: band centre for 'range', else the target value."""
+    y = spec.target.copy()
+    for j, g in enumerate(spec.goals):
+        if g == "range":
+            y[j] = 0.5 * (spec.lo[j] + spec.hi[j])
+    return y
