@@ -81,7 +81,7 @@ def fuse(means: torch.Tensor, variances: torch.Tensor, *, val_mse, beta, gamma, 
 
 def _np_fuse(means, variances, val_mse, beta, gamma, final_temperature=None):
     with torch.no_grad():
-        mean, var, w = fuse(torch.as_tensor(np.asarray(means, float)), torch.as_tensor(np.asarray(variances, float)),
+        mean, var, w = fuse(torch.as_tensor(np.ascontiguousarray(means, float)), torch.as_tensor(np.ascontiguousarray(variances, float)),
                             val_mse=val_mse, beta=beta, gamma=gamma, final_temperature=final_temperature)
     return mean.numpy(), var.numpy(), w.numpy()
 

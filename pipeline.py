@@ -1,0 +1,168 @@
+"""The whole forward pipeline in one command: every training stage, then the ensemble and its report.
+
+    python -m pipeline --opamp 5t_opamp                        # the main job on the shipped data
+    python -m pipeline --opamp two_stage_opamp --seed 0 --force
+    python -m pipeline --dry-run --data-dir /tmp/tiny --results-dir /tmp/res --set HIDDEN_DIM=16
+
+Runs, in-process and in order: training.train -> training.train_align_coral ->
+training.train_target_only -> fine_tune.fine_tune -> inference.infer_ensemble, passing
+``--opamp --data-dir --results-dir --device --seed --val-split --test-split --epochs --set
+--dry-run --quiet`` through.  A training stage is skipped when its checkpoint is up to date:
+it exists; its config snapshot equals this run's settings (all keys but DEVICE / NUM_THREADS);
+its split equals this run's split; no data file and no parent checkpoint is newer than it; it
+is not a dry-run checkpoint (unless this is a dry run).  Once a stage runs, every later stage
+runs too.  ``--force`` reruns everything.  The ensemble (seconds) always runs.  Ends with a
+one-screen summary: per-stage wall time, the ensemble's test R^2 / R^2_log and coverage, paths.
+"""
+import time
+import warnings
+from pathlib import Path
+
+from core.cli import StageCLI, run_main
+from core.errors import ToolkitError
+from data_loader import data_kwargs_from_settings, get_data_and_scalers
+from models.model_utils import read_checkpoint_meta
+from training.common import COMMANDS, checkpoint_path
+
+IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what a stage learns
+STAGES = [  # (name, module, checkpoint kind)
+    ("baseline", "training.train", "baseline"),
+    ("align_hetero", "training.train_align_coral", "align_hetero"),
+    ("target_only", "training.train_target_only", "target_only"),
+    ("dualhead", "fine_tune.fine_tune", "dualhead"),
+]
+
+
+def parse_args(argv=None):
+    cli = StageCLI("pipeline", __doc__)
+    for flag, key in (("--epochs", "EPOCHS"), ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT")):
+        cli.flag(flag, key)
+    cli.add_argument("--force", action="store_true", help="rerun every stage even if its checkpoint is up to date")
+    cli.add_argument("--dry-run", action="store_true", help="2 epochs of 2 batches per stage (smoke test)")
+    cli.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars in the stages")
+    cli.add_argument("--members", default=None, help="ensemble members (see python -m inference.infer_ensemble -h)")
+    cli.add_argument("--no-plots", action="store_true", help="no PNGs in the ensemble report")
+    return cli.parse(argv)
+
+
+def stage_argv(args, *, training: bool) -> list:
+    """The flags passed through to a stage (only those the user gave)."""
+    out = []
+    for flag, dest in (("--opamp", "opamp"), ("--data-dir", "data_dir"), ("--results-dir", "results_dir"),
+                       ("--device", "device"), ("--seed", "seed"), ("--val-split", "val_split"),
+                       ("--test-split", "test_split")) + ((("--epochs", "epochs"),) if training else ()):
+        value = getattr(args, dest)
+        if value is not None:
+            out += [flag, str(value)]
+    for pair in args.set:
+        out += ["--set", pair]
+    if not training and args.epochs is not None:
+        out += ["--set", f"EPOCHS={args.epochs}"]   # keeps the ensemble's settings identical (unused there)
+    out += ["--dry-run"] * args.dry_run + ["--quiet"] * args.quiet
+    if not training:
+        out += (["--members", args.members] if args.members else []) + ["--no-plots"] * args.no_plots
+    return out
+
+
+def _differences(saved: dict, settings: dict) -> list:
+    keys = (set(saved) | set(settings)) - IGNORED_KEYS
+    return sorted(k for k in keys if saved.get(k) != settings.get(k))
+
+
+def staleness(settings: dict, kind: str, current_split: dict, data_files, *, dry_run: bool) -> str | None:
+    """Why the checkpoint of ``kind`` must be (re)made, or None when it is up to date."""
+    path = checkpoint_path(settings, kind)
+    if not path.is_file():
+        return "no checkpoint"
+    try:
+        meta = read_checkpoint_meta(path)
+    except ToolkitError as exc:
+        return f"unreadable checkpoint ({exc})"
+    if (meta.get("metrics") or {}).get("dry_run") and not dry_run:
+        return "dry-run checkpoint"
+    diff = _differences(meta.get("config") or {}, settings)
+    if diff:
+        return f"settings changed: {', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}"
+    if (meta.get("split") or {}) != current_split:
+        return "split changed"
+    mtime = path.stat().st_mtime
+    newer = [Path(f).name for f in data_files if Path(f).stat().st_mtime > mtime]
+    if newer:
+        return f"data newer than checkpoint ({', '.join(newer)})"
+    parent = meta.get("parent")
+    if parent:
+        if not Path(parent).is_file():
+            return f"parent {parent} is gone"
+        if Path(parent).stat().st_mtime > mtime:
+            return f"parent {Path(parent).name} is newer"
+    return None
+
+
+def plan(settings: dict, *, force: bool, dry_run: bool) -> list:
+    """``[(name, module, kind, reason or None)]``; reason None = skip (up to date)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the stages print the data warnings themselves
+        data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    out, cascade = [], None
+    for name, module, kind in STAGES:
+        reason = "--force" if force else (f"after {cascade}" if cascade else
+                                          staleness(settings, kind, data["split"], data["files"].values(),
+                                                    dry_run=dry_run))
+        if reason and cascade is None:
+            cascade = name
+        out.append((name, module, kind, reason))
+    return out
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}min"
+
+
+def main(argv=None):
+    args, settings = parse_args(argv)
+    t_all = time.perf_counter()
+    import importlib
+    steps = plan(settings, force=args.force, dry_run=args.dry_run)
+    print(f"[pipeline] opamp={settings['OPAMP_TYPE']} data={settings['DATA_DIR']} results={settings['RESULTS_DIR']} "
+          f"seed={settings['SEED']}{' DRY-RUN' if args.dry_run else ''}")
+    for i, (name, module, kind, reason) in enumerate(steps, 1):
+        print(f"  {i}. {name:<13} {'run ' if reason else 'skip'}  "
+              f"{('(' + reason + ')') if reason else '(up to date: ' + checkpoint_path(settings, kind).name + ')'}")
+    print(f"  {len(steps) + 1}. {'ensemble':<13} run   (always; seconds)")
+    walls = {}
+    for i, (name, module, kind, reason) in enumerate(steps, 1):
+        if not reason:
+            walls[name] = None
+            continue
+        print(f"\n[pipeline] ==> {i}/{len(steps) + 1} {name}: {COMMANDS[kind]}", flush=True)
+        t0 = time.perf_counter()
+        importlib.import_module(module).main(stage_argv(args, training=True))
+        walls[name] = time.perf_counter() - t0
+    print(f"\n[pipeline] ==> {len(steps) + 1}/{len(steps) + 1} ensemble: python -m inference.infer_ensemble", flush=True)
+    from inference import infer_ensemble
+    t0 = time.perf_counter()
+    record = infer_ensemble.main(stage_argv(args, training=False))
+    walls["ensemble"] = time.perf_counter() - t0
+    total = time.perf_counter() - t_all
+
+    ens = record["ensemble"]
+    best = max(record["members"], key=lambda n: record["members"][n]["metrics"]["mean"]["r2_log"])
+    cal = ens["calibration"]["after"]["mean"]
+    print("\n" + "=" * 72)
+    print(f"pipeline summary: {settings['OPAMP_TYPE']} ({_fmt_time(total)} total)"
+          + (" -- DRY RUN, numbers are meaningless" if args.dry_run else ""))
+    for name, wall in walls.items():
+        print(f"  {name:<13} {'skipped (up to date)' if wall is None else _fmt_time(wall)}")
+    print(f"  ensemble on {record['split']} (n={record['n']}): mean R2={ens['metrics']['mean']['r2']:.4f} "
+          f"R2_log={ens['metrics']['mean']['r2_log']:.4f}  (best member {best}: "
+          f"R2_log={record['members'][best]['metrics']['mean']['r2_log']:.4f})")
+    print(f"  coverage after calibration: 68% -> {100 * cal['cov68']:.1f}%, 95% -> {100 * cal['cov95']:.1f}%")
+    for key in ("report", "metrics", "predictions"):
+        if key in record.get("paths", {}):
+            print(f"  {key:<12} {record['paths'][key]}")
+    print("=" * 72)
+    return {"walls": walls, "total_s": total, "plan": [(n, r) for n, _, _, r in steps], "ensemble": record}
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,188 @@
+"""Ensemble inference: calibration, fusion, the report files, the prediction API, bad members."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from inference import infer_ensemble
+from inference.calibration import (calibration_summary, coverage, fit_coverage_temperature, fit_temperature,
+                                   gaussian_nll, z_of)
+from inference.fusion import apply_fusion, fit_fusion, fuse
+from inference.predict import Ensemble, Member, check_agreement
+from tests.synthetic import write_dataset
+from training import train, train_align_coral, train_target_only
+
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
+
+
+# ---------------------------------------------------------------- calibration
+def _gaussian(n, m=3, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(size=(n, m))
+    sigma = np.exp(rng.normal(-1, 0.5, size=(n, m)))        # heteroscedastic true std
+    y = mean + sigma * rng.normal(size=(n, m))
+    return y, mean, (sigma / scale) ** 2                     # reported var = (sigma/scale)^2
+
+
+def test_temperature_recovers_known_scale():
+    y, mean, var = _gaussian(20000, scale=3.0)               # sigma reported 3x too small
+    t = fit_temperature(y, mean, var)
+    assert np.allclose(t, 3.0, rtol=0.05), t
+    assert np.allclose(fit_coverage_temperature(y, mean, var), 3.0, rtol=0.05)
+    y, mean, var = _gaussian(20000, scale=1.0)               # control: well calibrated -> T ~ 1
+    assert np.allclose(fit_temperature(y, mean, var), 1.0, rtol=0.05)
+
+
+def test_calibrated_coverage_on_held_out_gaussian_data():
+    y_val, m_val, v_val = _gaussian(5000, seed=1, scale=3.0)
+    y_te, m_te, v_te = _gaussian(5000, seed=2, scale=3.0)
+    assert coverage(y_te, m_te, v_te, 0.68).mean() < 0.4     # control: mis-scaled intervals are far off
+    for fit in (fit_temperature, fit_coverage_temperature):
+        t = fit(y_val, m_val, v_val)
+        cal = v_te * t ** 2
+        assert np.all(np.abs(coverage(y_te, m_te, cal, 0.68) - 0.68) < 0.03)
+        assert np.all(np.abs(coverage(y_te, m_te, cal, 0.95) - 0.95) < 0.03)
+    summary = calibration_summary(y_te, m_te, v_te * fit_temperature(y_val, m_val, v_val) ** 2, ["a", "b", "c"])
+    assert set(summary["a"]) == {"nll", "cov68", "cov95"} and "mean" in summary
+
+
+def test_nll_matches_torch_and_z_values():
+    y, mean, var = _gaussian(50)
+    ref = torch.nn.functional.gaussian_nll_loss(torch.tensor(mean), torch.tensor(y), torch.tensor(var),
+                                                full=True, reduction="none").mean(0).numpy()
+    assert np.allclose(gaussian_nll(y, mean, var), ref)
+    assert z_of(0.68) == pytest.approx(0.9945, abs=1e-3) and z_of(0.95) == pytest.approx(1.96, abs=1e-3)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((5, 2)), np.zeros((5,)), np.zeros((4, 3))])
+def test_calibration_rejects_bad_shapes(bad):
+    with pytest.raises(ValueError, match="same shape"):
+        fit_temperature(np.zeros((5, 3)), bad, np.ones((5, 3)))
+
+
+# ---------------------------------------------------------------- fusion
+def _members(n, seed, sd=(0.1, 0.4)):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(n, 2))
+    means = np.stack([y + s * rng.normal(size=y.shape) for s in sd])  # (K, N, M)
+    variances = np.ones_like(means)                                    # both claim var 1 (uncalibrated)
+    return y, means, variances
+
+
+def test_fusion_favours_better_member():
+    y, means, variances = _members(3000, 0)
+    params = fit_fusion(["good", "bad"], means, variances, y)
+    y_te, means_te, vars_te = _members(3000, 1)
+    mean, var, w = apply_fusion(params, means_te, vars_te)
+    assert w[0].mean() > 0.8                                           # the 4x better member dominates
+    mse = ((means_te - y_te) ** 2).mean(axis=(1, 2))
+    assert ((mean - y_te) ** 2).mean() <= mse.min()
+    assert np.allclose(params.temperatures[0], 0.1, rtol=0.1)          # each member calibrated on its own
+    # control: swap the members and the weight follows the better one
+    params = fit_fusion(["bad", "good"], means[::-1], variances, y)
+    assert apply_fusion(params, means_te[::-1], vars_te)[2][1].mean() > 0.8
+
+
+def test_fuse_is_a_differentiable_mixture():
+    means = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    variances = torch.rand(2, 4, 3, dtype=torch.float64) + 0.1
+    mean, var, w = fuse(means, variances, val_mse=[[1.0] * 3, [1.0] * 3], beta=[0.0] * 3, gamma=[0.0] * 3)
+    assert torch.allclose(mean, means.mean(0))                         # beta = gamma = 0: plain average
+    mix = (variances + means ** 2).mean(0) - mean ** 2
+    assert torch.allclose(var, mix)
+    assert torch.autograd.gradcheck(lambda m: fuse(m, variances, val_mse=[[1.0, 2, 3], [2, 1, 1]],
+                                                   beta=[1.0] * 3, gamma=[1.0] * 3)[0], (means,))
+    with pytest.raises(ValueError, match=r"\(K, N, M\)"):
+        fuse(means[0], variances[0], val_mse=[[1.0] * 3], beta=[1.0] * 3, gamma=[1.0] * 3)
+
+
+# ---------------------------------------------------------------- end to end on test-made data
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ens")
+    data = write_dataset(root / "data", n_source=200, n_target=120)
+    res = root / "res"
+    args = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", *TINY, "--dry-run"]
+    for stage in (train, train_align_coral, train_target_only):
+        stage.main(args)
+    record = infer_ensemble.main(args)
+    return data, res, args, record
+
+
+def test_report_files_written(trained):
+    _, res, _, record = trained
+    for name in ("ensemble_metrics.json", "ensemble_predictions.csv", "parity.png", "calibration.png",
+                 "training_curves.png", "report.md"):
+        assert (res / f"5t_opamp_{name}").is_file(), name
+    saved = json.loads((res / "5t_opamp_ensemble_metrics.json").read_text())
+    assert saved["split"] == "target_test" and saved["n"] == record["n"] > 0
+    for col in saved["y_cols"]:
+        assert set(saved["ensemble"]["metrics"][col]) >= {"mse", "mae", "r2", "r2_log", "mape"}
+        for when in ("before", "after"):
+            assert set(saved["ensemble"]["calibration"][when][col]) == {"nll", "cov68", "cov95"}
+    assert set(saved["members"]) == {"align_hetero", "target_only"}
+    preds = pd.read_csv(res / "5t_opamp_ensemble_predictions.csv")
+    assert len(preds) == saved["n"] and "ugf_mean" in preds and "ugf_std" in preds and (preds["ugf_std"] > 0).all()
+    report = (res / "5t_opamp_report.md").read_text()
+    assert "![Parity (test)](5t_opamp_parity.png)" in report and "| ensemble |" in report
+
+
+def test_prediction_api_checks_columns_by_name(trained):
+    data, res, _, record = trained
+    ens = Ensemble.load(res, "5t_opamp")
+    designs = pd.read_csv(data / "5t_opamp" / "target" / "features.csv").head(6)
+    mean, std = ens.predict(designs)
+    mean2, std2 = ens.predict(designs[designs.columns[::-1]])
+    pd.testing.assert_frame_equal(mean, mean2)
+    pd.testing.assert_frame_equal(std, std2)
+    assert list(mean.columns) == record["y_cols"] and (std.to_numpy() > 0).all()
+    with pytest.raises(ValueError, match="missing \\['w2'\\]"):
+        ens.predict(designs.drop(columns=["w2"]))
+    with pytest.raises(ValueError, match="unexpected \\['extra'\\]"):
+        ens.predict(designs.assign(extra=1.0))
+    assert set(ens.temperatures) == {"align_hetero", "target_only", "ensemble"}
+    x = torch.tensor(ens.preprocessing.transform_x(designs), requires_grad=True)
+    mu, sd = ens.predict_scaled(x)                                     # (N, M) each
+    (mu.sum() + sd.sum()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # physical mean == clipped inverse of the model-space mean
+    assert np.allclose(ens.preprocessing.inverse_y(mu.detach().numpy().astype(float)), mean.to_numpy())
+
+
+def test_missing_member_names_the_command(trained, tmp_path):
+    _, res, args, _ = trained
+    shutil.copytree(res, tmp_path / "res")
+    (tmp_path / "res" / "5t_opamp_target_only_hetero.pth").unlink()
+    args = [a if a != str(res) else str(tmp_path / "res") for a in args]
+    with pytest.raises(ValueError, match="python -m training.train_target_only"):
+        infer_ensemble.main(args)
+
+
+def test_member_from_other_circuit_refused(trained, tmp_path):
+    _, res, args, _ = trained
+    other = write_dataset(tmp_path / "other", circuit="two_stage_opamp", n_source=200, n_target=120)
+    train_target_only.main(["--opamp", "two_stage_opamp", "--data-dir", str(other), "--results-dir",
+                            str(tmp_path / "o"), "--device", "cpu", *TINY, "--dry-run"])
+    shutil.copytree(res, tmp_path / "res")
+    shutil.copy(tmp_path / "o" / "two_stage_opamp_target_only_hetero.pth",
+                tmp_path / "res" / "5t_opamp_target_only_hetero.pth")
+    args = [a if a != str(res) else str(tmp_path / "res") for a in args]
+    with pytest.raises(ValueError, match="two_stage_opamp"):
+        infer_ensemble.main(args)
+
+
+def test_members_with_other_columns_refused():
+    meta = {"config": {"OPAMP_TYPE": "5t_opamp"}, "x_cols": ["a", "b"], "y_cols": ["y"],
+            "preprocessing": {"x_mean": [0.0, 0.0]}, "split": {}}
+    a = Member("align_hetero", Path("A.pth"), None, meta)
+    b = Member("target_only", Path("B.pth"), None, {**meta, "x_cols": ["a", "c"]})
+    with pytest.raises(ValueError, match="x_cols.*A.pth.*B.pth"):
+        check_agreement([a, b])
+    c = Member("target_only", Path("C.pth"), None, {**meta, "config": {"OPAMP_TYPE": "two_stage_opamp"}})
+    with pytest.raises(ValueError, match="circuit"):
+        check_agreement([a, c])
+    check_agreement([a, Member("target_only", Path("D.pth"), None, dict(meta))])   # control: agreeing members pass

@@ -1,0 +1,75 @@
+"""`python -m pipeline`: the whole forward chain on test-made data, then skipping what is up to date."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pipeline
+from tests.synthetic import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    data = write_dataset(root / "data", n_source=200, n_target=100)
+    args = ["--data-dir", str(data), "--results-dir", str(root / "res"), "--device", "cpu", *TINY, "--dry-run"]
+    out = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    return data, root / "res", args, out
+
+
+def test_pipeline_dry_run_end_to_end_as_subprocess(ran):
+    _, res, _, out = ran
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in ("baseline_model.pth", "align_hetero_lambda0.050.pth", "target_only_hetero.pth",
+                 "dualhead_finetuned.pth", "ensemble_metrics.json", "ensemble_predictions.csv", "parity.png",
+                 "calibration.png", "training_curves.png", "report.md"):
+        assert (res / f"5t_opamp_{name}").is_file(), name
+    assert "pipeline summary" in out.stdout and "coverage after calibration" in out.stdout
+    assert out.stdout.index("==> 1/5 baseline") < out.stdout.index("==> 2/5 align_hetero") \
+        < out.stdout.index("==> 5/5 ensemble")
+
+
+def test_second_run_skips_up_to_date_stages(ran, capsys):
+    _, res, args, _ = ran
+    before = {p.name: p.stat().st_mtime for p in res.glob("*.pth")}
+    summary = pipeline.main(args)
+    assert [reason for _, reason in summary["plan"]] == [None] * 4
+    assert {p.name: p.stat().st_mtime for p in res.glob("*.pth")} == before
+    assert "skipped (up to date)" in capsys.readouterr().out
+
+
+def test_staleness_reasons(ran):
+    data, _, args, _ = ran
+    _, settings = pipeline.parse_args(args)
+    assert all(r is None for *_, r in pipeline.plan(settings, force=False, dry_run=True))
+    # a full run does not accept dry-run checkpoints; later stages follow the first rerun
+    reasons = [r for *_, r in pipeline.plan(settings, force=False, dry_run=False)]
+    assert reasons[0] == "dry-run checkpoint" and all(r == "after baseline" for r in reasons[1:])
+    _, changed = pipeline.parse_args(args + ["--set", "WEIGHT_DECAY=0.01"])
+    assert "WEIGHT_DECAY" in pipeline.plan(changed, force=False, dry_run=True)[0][3]
+    _, other_split = pipeline.parse_args(args + ["--seed", "7"])
+    assert pipeline.plan(other_split, force=False, dry_run=True)[0][3].startswith("settings changed")
+    assert all(r == "--force" for *_, r in pipeline.plan(settings, force=True, dry_run=True))
+    feats = data / "5t_opamp" / "target" / "features.csv"
+    st = feats.stat()
+    try:
+        os.utime(feats, (st.st_atime, st.st_mtime + 3600))
+        assert "data newer" in pipeline.plan(settings, force=False, dry_run=True)[0][3]
+    finally:
+        os.utime(feats, (st.st_atime, st.st_mtime))
+
+
+def test_stage_argv_passes_flags_through():
+    args, _ = pipeline.parse_args(["--opamp", "two_stage_opamp", "--seed", "3", "--test-split", "0.1",
+                                   "--epochs", "5", "--set", "HIDDEN_DIM=16", "--dry-run", "--members",
+                                   "align_hetero,target_only,dualhead"])
+    train_argv = pipeline.stage_argv(args, training=True)
+    assert train_argv[:2] == ["--opamp", "two_stage_opamp"] and "--epochs" in train_argv and "--dry-run" in train_argv
+    ens_argv = pipeline.stage_argv(args, training=False)
+    assert "--epochs" not in ens_argv and "EPOCHS=5" in ens_argv and "--members" in ens_argv
