@@ -97,29 +97,29 @@ def mdn_sample(model: MDN, y: torch.Tensor, n: int, *, lo=None, hi=None, generat
                max_rounds: int = 20) -> torch.Tensor:
     """``n`` samples of x ~ p(x | y) for one condition row ``y`` (shape (y_dim,) or (1, y_dim)).
 
-    With box bounds ``lo``/``hi`` (model space, (D,)) samples outside the box are redrawn up
-    to ``max_rounds`` times; what is still outside after that is clipped onto the box, so
+    With box bounds ``lo``/``hi`` (model space, (D,)) each coordinate that falls outside the
+    box is redrawn from its own component (the components are diagonal, so this samples the
+    component truncated to the box exactly; the mixing weights are not re-weighted by each
+    component's mass inside the box) up to ``max_rounds`` times, then clipped onto the box:
     every returned row is within bounds.  Returns (n, D).
     """
     model.eval()
     y = y.reshape(1, -1).float()
     pi_logits, mu, log_sigma = model(y)                                     # (1, K), (1, K, D), (1, K, D)
     probs = torch.softmax(pi_logits[0], dim=-1)                             # (K,)
-    out = torch.empty(n, model.x_dim)
-    todo = torch.arange(n)
-    lo_t = None if lo is None else torch.as_tensor(lo, dtype=torch.float32)
-    hi_t = None if hi is None else torch.as_tensor(hi, dtype=torch.float32)
+    k = torch.multinomial(probs, n, replacement=True, generator=generator)  # (n,)
+    mu_k, sigma_k = mu[0, k], torch.exp(log_sigma[0, k])                    # (n, D) each
+    out = mu_k + sigma_k * torch.randn(n, model.x_dim, generator=generator)  # (n, D)
+    if lo is None:
+        return out
+    lo_t = torch.as_tensor(lo, dtype=torch.float32)
+    hi_t = torch.as_tensor(hi, dtype=torch.float32)
     for _ in range(max_rounds):
-        k = torch.multinomial(probs, len(todo), replacement=True, generator=generator)   # (m,)
-        eps = torch.randn(len(todo), model.x_dim, generator=generator)                   # (m, D)
-        draw = mu[0, k] + torch.exp(log_sigma[0, k]) * eps                               # (m, D)
-        out[todo] = draw
-        if lo_t is None:
-            return out
-        bad = ((draw < lo_t) | (draw > hi_t)).any(dim=1)
-        todo = todo[bad]
-        if len(todo) == 0:
-            return out
+        bad = (out < lo_t) | (out > hi_t)                                   # (n, D)
+        if not bad.any():
+            break
+        redraw = mu_k + sigma_k * torch.randn(n, model.x_dim, generator=generator)
+        out = torch.where(bad, redraw, out)
     return torch.maximum(torch.minimum(out, hi_t), lo_t)
 
 

@@ -1,0 +1,205 @@
+"""Inverse optimisation: find buildable designs whose predicted metrics meet a spec.
+
+    python -m inverse_opt --opamp 5t_opamp --model-type align_hetero \\
+        --ckpt results/5t_opamp_align_hetero_lambda0.050.pth \\
+        --y-target "2.5e8,200,1.5e6,65,20000" --goal "min,min,range,range,min" \\
+        --ugf-band "8.0e5:2.0e6" --pm-band "60:75" --weights "0.05,0.40,0.90,0.10,0.65" \\
+        --prior 1e-3 --n-init 512 --steps 800 --lr 0.002 --finish-lbfgs 80 \\
+        --save-dir results/inverse/run_align
+    # hybrid: start from MDN samples (an MDN checkpoint, or the .npy/.csv written by inverse_mdn --sample)
+    ... --init-mdn results/mdn_5t_opamp.pth
+    # the ensemble (python -m pipeline first), and check the top-k in ngspice (process B)
+    ... --model-type ensemble --verify --top-k 8
+
+Goals per metric (column order): min (y >= t), max (y <= t), target (|y - t| <= 5 % t),
+range (inside --ugf-band / --pm-band / --band metric=lo:hi, else t +- 10 %).  Design
+variables stay inside the buildable box; results are snapped to the grid of inverse/snap.py,
+re-predicted and ranked by the pessimistic prediction (mean -/+ kappa std).
+Writes to --save-dir: candidates.csv (top-k designs in physical units, predicted metrics,
+predicted std, goals met), result.json (command, spec, settings, candidates, verification),
+and verify.csv with --verify.  An unreachable spec is reported (closest designs, failing
+goals), not an error.
+"""
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.atomic import atomic_path, atomic_write_text
+from core.cli import StageCLI, run_main
+from core.errors import ToolkitError
+from inverse.forward import MODEL_TYPES, load_forward
+from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
+from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
+from inverse.snap import describe_grid
+from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
+
+
+def parse_args(argv=None):
+    cli = StageCLI("inverse_opt", __doc__)
+    a = cli.add_argument
+    a("--y-target", required=True, help="physical metrics, comma-separated, in the model's metric order")
+    a("--goal", required=True, help="one of min|max|target|range per metric, comma-separated")
+    a("--ugf-band", default=None, help="lo:hi band for ugf (goal 'range')")
+    a("--pm-band", default=None, help="lo:hi band for phase_margin (goal 'range')")
+    a("--band", action="append", default=[], metavar="METRIC=LO:HI", help="band for any metric (repeatable)")
+    a("--weights", default=None, help="goal weight per metric, comma-separated [all 1]")
+    a("--prior", type=float, default=1e-3, help="weight of mean(x_scaled^2), keeps x near the data [1e-3]")
+    a("--n-init", type=int, default=512, help="number of starts [512]")
+    a("--steps", type=int, default=800, help="Adam steps [800]")
+    a("--lr", type=float, default=2e-3, help="Adam learning rate on the unconstrained variable [0.002]")
+    a("--finish-lbfgs", type=int, default=80, help="L-BFGS iterations after Adam (0 = none) [80]")
+    a("--model-type", default="align_hetero", choices=MODEL_TYPES, help="forward model [align_hetero]")
+    a("--ckpt", default=None, help="forward checkpoint [the stage's file in --results-dir; the results dir "
+                                   "for ensemble]")
+    a("--init-mdn", default=None, help="hybrid start: an MDN checkpoint (.pth) or samples (.npy with its .csv)")
+    a("--top-k", type=int, default=8, help="designs to report (and verify) [8]")
+    a("--kappa", type=float, default=1.0, help="pessimism: rank by mean -/+ kappa*std [1]")
+    a("--target-tol", type=float, default=TARGET_TOL, help=f"'target' tolerance, relative [{TARGET_TOL}]")
+    a("--range-tol", type=float, default=RANGE_TOL, help=f"'range' without a band: t +- tol*t [{RANGE_TOL}]")
+    a("--save-dir", default=None, help="output folder [results/inverse/{OPAMP}_{model-type}]")
+    a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
+    a("--process", default="B", help="process to verify in [B, the target process]")
+    a("--quiet", action="store_true")
+    return cli.parse(argv)
+
+
+def default_ckpt(settings, model_type):
+    from training.common import checkpoint_path
+    if model_type == "ensemble":
+        return Path(settings["RESULTS_DIR"])
+    return checkpoint_path(settings, "align_hetero" if model_type == "align_hetero" else "dualhead")
+
+
+def check_numbers(args):
+    for name, v, lo in (("--n-init", args.n_init, 1), ("--top-k", args.top_k, 1), ("--steps", args.steps, 0),
+                        ("--finish-lbfgs", args.finish_lbfgs, 0)):
+        if v < lo:
+            raise ToolkitError(f"{name} must be >= {lo}, got {v}.")
+    for name, v in (("--prior", args.prior), ("--kappa", args.kappa), ("--lr", args.lr),
+                    ("--target-tol", args.target_tol), ("--range-tol", args.range_tol)):
+        if not np.isfinite(v) or v < 0:
+            raise ToolkitError(f"{name} must be a finite number >= 0, got {v}.")
+
+
+def mdn_starts(path, forward, spec: Spec, n: int, *, seed: int) -> np.ndarray:
+    """Starts (<= n, D) in the forward model's space from an MDN checkpoint or sample files."""
+    path = Path(path)
+    pre = forward.preprocessing
+    if path.suffix == ".pth":
+        from inverse.mdn import load_mdn
+        from inverse_mdn import sample_designs
+        model, meta = load_mdn(path)
+        if list(meta["y_cols"]) != pre.y_cols or list(meta["x_cols"]) != pre.x_cols:
+            raise ToolkitError(f"--init-mdn {path} models x={meta['x_cols']}, y={meta['y_cols']}; the forward model "
+                               f"has x={pre.x_cols}, y={pre.y_cols}. Use the MDN of the same circuit.")
+        _, designs = sample_designs(model, meta, mdn_condition(spec), n, seed=seed)
+        return pre.transform_x(designs)
+    csv = path.with_suffix(".csv")
+    if csv.is_file():            # physical units: independent of which scalers wrote the .npy
+        return pre.transform_x(pd.read_csv(csv))[:n]
+    if path.suffix == ".npy" and path.is_file():
+        print(f"warning: {csv} not found; using {path} as x_scaled in the forward model's scaling.")
+        x = np.load(path)
+        if x.ndim != 2 or x.shape[1] != len(pre.x_cols):
+            raise ToolkitError(f"--init-mdn {path} holds shape {x.shape}, expected (N, {len(pre.x_cols)}).")
+        return x[:n].astype(np.float32)
+    raise ToolkitError(f"--init-mdn {path} not found: pass an MDN checkpoint (python -m inverse_mdn) or the "
+                       f".npy written by python -m inverse_mdn --sample.")
+
+
+def build_spec(args, y_cols) -> Spec:
+    y = parse_y_target(args.y_target, y_cols)
+    goals = parse_goals(args.goal, y_cols)
+    bands = parse_bands(y_cols, ugf_band=args.ugf_band, pm_band=args.pm_band, bands=args.band)
+    weights = parse_weights(args.weights, y_cols)
+    return Spec.build(y_cols, goals, y, weights=weights, bands=bands, target_tol=args.target_tol,
+                      range_tol=args.range_tol)
+
+
+def starts_for(args, forward, spec, seed):
+    lo, hi = model_bounds(forward.preprocessing)
+    parts = []
+    if args.init_mdn:
+        parts.append(torch.as_tensor(mdn_starts(args.init_mdn, forward, spec, args.n_init, seed=seed)))
+    n_rand = args.n_init - sum(len(p) for p in parts)
+    if n_rand > 0:
+        parts.append(random_starts(n_rand, lo, hi, seed=seed))
+    return torch.maximum(torch.minimum(torch.cat(parts).float(), hi), lo)
+
+
+def summary_lines(table, spec: Spec, k: int) -> list:
+    n_ok = int(table["meets_all"].sum())
+    out = [f"[inverse] {n_ok}/{len(table)} of the top-{k} are predicted to meet every goal"]
+    if n_ok == 0:
+        best = table.iloc[0]
+        fails = [f"{c} ({g}: predicted {best[f'pred_{c}']:.4g})" for c, g in zip(spec.y_cols, spec.goals)
+                 if not best[f"meets_{c}"]]
+        out.append(f"[inverse] no design is predicted to meet the spec; the closest (rank 1) misses "
+                   f"{', '.join(fails)}")
+    return out
+
+
+def main(argv=None):
+    args, settings = parse_args(argv)
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, settings["NUM_THREADS"]))
+    check_numbers(args)
+    if args.verify:
+        require_ngspice()
+    opamp = settings["OPAMP_TYPE"]
+    ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
+    forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
+    spec = build_spec(args, forward.y_cols)
+    if args.verify:
+        check_circuit_columns(opamp, forward.x_cols)
+    save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
+        f"{opamp}_{args.model_type}"
+    torch.manual_seed(settings["SEED"])
+    x0 = starts_for(args, forward, spec, settings["SEED"])
+    print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {len(x0)} starts "
+          f"({'MDN ' + str(args.init_mdn) if args.init_mdn else 'random'}), {args.steps} Adam + "
+          f"{args.finish_lbfgs} L-BFGS")
+    prop = propose(forward, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
+                   prior=args.prior, kappa=args.kappa, top_k=args.top_k)
+    table = prop.table
+    if not args.quiet:
+        with pd.option_context("display.width", 200, "display.max_columns", 50):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    lines = summary_lines(table, spec, args.top_k)
+    ver = None
+    if args.verify:
+        ver = verify_designs(opamp, table, spec, process=args.process)
+        print(format_verification(ver, spec))
+    wall = time.perf_counter() - t0
+    print("\n".join(lines) + f"\n[inverse] {prop.n_unique} unique snapped designs from {prop.n_starts} starts; "
+          f"optimisation {prop.wall_s:.1f}s, total {wall:.1f}s")
+    record = {
+        "command": "python -m inverse_opt " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        "opamp": opamp, "model_type": args.model_type, "checkpoint": str(ckpt), "spec": spec.to_dict(),
+        "settings": {k: getattr(args, k) for k in ("prior", "n_init", "steps", "lr", "finish_lbfgs", "top_k",
+                                                   "kappa", "init_mdn", "process", "verify")} | {"seed": settings["SEED"]},
+        "grid": describe_grid(forward.x_cols), "n_unique": prop.n_unique, "wall_s": round(wall, 2),
+        "optimise_s": round(prop.wall_s, 2), "n_predicted_ok": int(table["meets_all"].sum()),
+        "candidates": json.loads(table.to_json(orient="records")),
+    }
+    if ver is not None:
+        record["verification"] = {"process": args.process, "n_pass": int(ver["pass_all"].sum()),
+                                  "rows": json.loads(ver.to_json(orient="records"))}
+    with atomic_path(save_dir / "candidates.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    if ver is not None:
+        with atomic_path(save_dir / "verify.csv") as tmp:
+            ver.to_csv(tmp, index=False)
+    atomic_write_text(save_dir / "result.json", json.dumps(record, indent=2) + "\n")
+    print(f"[inverse] wrote {save_dir}/candidates.csv, result.json" + (", verify.csv" if ver is not None else ""))
+    return {"table": table, "verification": ver, "record": record, "save_dir": str(save_dir)}
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,299 @@
+"""Inverse design: MDN likelihood and sampling, goals, snapping, the optimiser on a known
+forward model (reachable vs unreachable spec), bad input, SPICE verification, the CLIs end to end."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+import inverse_mdn
+import inverse_opt
+from core.errors import ToolkitError
+from data_loader.preprocessing import fit_preprocessing
+from inverse import verify as verify_mod
+from inverse.forward import FunctionForward
+from inverse.goals import Spec, goal_loss, parse_bands, parse_goals, parse_weights, parse_y_target
+from inverse.mdn import MDN, load_mdn, mdn_log_prob, mdn_nll, mdn_sample, save_mdn
+from inverse.optimise import model_bounds, propose, random_starts, rank_designs
+from inverse.snap import snap_designs
+from spice.sampling import IBIAS_GRID, L_GRID, W_GRID
+from tests.synthetic import X_COLS, Y_COLS, make_domain, write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
+FAST_OPT = ["--n-init", "16", "--steps", "30", "--lr", "0.05", "--finish-lbfgs", "5"]
+
+
+# ---------------------------------------------------------------- MDN
+def test_mdn_likelihood_matches_mixture_same_family():
+    torch.manual_seed(0)
+    model = MDN(y_dim=5, x_dim=7, n_components=4, hidden=16, layers=2)
+    y, x = torch.randn(32, 5), torch.randn(32, 7) * 2
+    pi_logits, mu, log_sigma = model(y)
+    ref = MixtureSameFamily(Categorical(logits=pi_logits), Independent(Normal(mu, log_sigma.exp()), 1)).log_prob(x)
+    torch.testing.assert_close(mdn_log_prob(pi_logits, mu, log_sigma, x), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mdn_nll(pi_logits, mu, log_sigma, x), -ref.mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_mdn_likelihood_stable_far_from_every_component():
+    pi_logits, mu, log_sigma = torch.zeros(2, 3), torch.zeros(2, 3, 4), torch.full((2, 3, 4), -7.0)
+    lp = mdn_log_prob(pi_logits, mu, log_sigma, torch.full((2, 4), 50.0))
+    assert torch.isfinite(lp).all()    # naive sum of densities would underflow to log(0)
+
+
+def test_mdn_gradcheck_float64():
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(3, 2, generator=g, dtype=torch.float64, requires_grad=True),
+            torch.randn(3, 2, 4, generator=g, dtype=torch.float64, requires_grad=True),
+            (0.3 * torch.randn(3, 2, 4, generator=g, dtype=torch.float64)).requires_grad_(),
+            torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)]
+    assert torch.autograd.gradcheck(mdn_nll, args)
+
+
+@pytest.mark.parametrize("shapes", [((4, 3), (4, 3, 2), (4, 3, 2), (4, 3)), ((4, 3), (4, 3, 2), (4, 3, 1), (4, 2)),
+                                    ((4, 2), (4, 3, 2), (4, 3, 2), (4, 2)), ((4, 3), (4, 3, 2), (4, 3, 2), (5, 2))])
+def test_mdn_bad_shapes(shapes):
+    with pytest.raises(ValueError):
+        mdn_log_prob(*[torch.zeros(s) for s in shapes])
+
+
+def test_mdn_samples_within_bounds_and_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = MDN(y_dim=5, x_dim=7, n_components=3, hidden=8, layers=1)
+    with torch.no_grad():
+        model.log_sigma_head.bias.fill_(1.0)  # wide components: many raw draws fall outside the box
+    lo, hi = -torch.ones(7), torch.ones(7) * 0.5
+    s = mdn_sample(model, torch.zeros(5), 500, lo=lo, hi=hi, generator=torch.Generator().manual_seed(1))
+    assert s.shape == (500, 7) and (s >= lo).all() and (s <= hi).all()
+    assert len(torch.unique(s[:, 0])) > 400     # redrawn, not all clipped onto the edges
+    pre = _pre()
+    save_mdn(tmp_path / "m.pth", model, x_cols=X_COLS, y_cols=Y_COLS, preprocessing=pre.to_dict(), config={},
+             seed=0, x_lo=lo, x_hi=hi)
+    again, meta = load_mdn(tmp_path / "m.pth")
+    torch.load(tmp_path / "m.pth", weights_only=True)
+    y = torch.randn(4, 5)
+    for a, b in zip(model(y), again(y)):
+        torch.testing.assert_close(a, b)
+    assert meta["x_cols"] == X_COLS and json.loads((tmp_path / "m.json").read_text())["stage"] == "mdn"
+
+
+# ---------------------------------------------------------------- goals and snapping
+def test_snapping_yields_grid_values():
+    rng = np.random.default_rng(0)
+    cols = ["w1", "l1", "ibias", "cc", "cr", "vdd"]
+    x = np.column_stack([rng.uniform(0, 60, 50), rng.uniform(0.3, 2.5, 50), rng.uniform(1e-6, 3e-5, 50),
+                         rng.uniform(0.05e-12, 3e-12, 50), 10 ** rng.uniform(2.5, 5.5, 50), rng.uniform(1, 2, 50)])
+    s = snap_designs(x, cols)
+    assert np.isin(s[:, 0], W_GRID).all() and np.isin(s[:, 1], L_GRID).all() and np.isin(s[:, 2], IBIAS_GRID).all()
+    cc_steps = s[:, 3] / 0.01e-12
+    assert np.allclose(cc_steps, np.round(cc_steps)) and (s[:, 3] >= 0.1e-12 - 1e-24).all() and (s[:, 3] <= 2e-12).all()
+    mant = s[:, 4] / 10 ** (np.floor(np.log10(s[:, 4])) - 2)
+    assert np.allclose(mant, np.round(mant)) and (s[:, 4] >= 1e3).all() and (s[:, 4] <= 1e5).all()
+    np.testing.assert_array_equal(s[:, 5], x[:, 5])       # no rule: stays continuous
+    np.testing.assert_array_equal(snap_designs(s, cols), s)  # idempotent
+
+
+def test_spec_meets_and_goal_loss_signs():
+    spec = Spec.build(["a", "b", "c", "d"], ["min", "max", "range", "target"], [10, 5, 3, 100],
+                      bands={"c": (2, 4)})
+    assert spec.meets([[11, 4, 3, 103]]).all()
+    assert spec.meets([[9, 6, 5, 110]]).tolist() == [[False, False, False, False]]
+    assert not spec.meets([[np.nan, 4, 3, 100]])[0, 0]
+    pre = fit_preprocessing(x_fit=pd.DataFrame({"x": [1.0, 2.0]}), y_fit=pd.DataFrame(
+        {"a": [0.0, 20], "b": [0.0, 10], "c": [0.0, 6], "d": [0.0, 200]}), y_range=pd.DataFrame(
+        {"a": [0.0, 20], "b": [0.0, 10], "c": [0.0, 6], "d": [0.0, 200]}), log_x_cols=[], log_y_cols=[])
+    ms = spec.model_space(pre)
+    good = torch.tensor(pre.transform_y(np.array([[15, 2, 3, 100.0]])))
+    bad = torch.tensor(pre.transform_y(np.array([[5, 8, 5.5, 150.0]])))
+    zero = torch.zeros(1, 4)
+    assert goal_loss(good, zero, ms) < 0.1 * goal_loss(bad, zero, ms)
+    # pessimism: the same mean with a large std costs more
+    assert goal_loss(good, zero + 1.0, ms) > goal_loss(good, zero, ms)
+
+
+# ---------------------------------------------------------------- optimiser on a known forward model
+def _pre():
+    x, y = make_domain(300, seed=0)
+    return fit_preprocessing(x_fit=x, y_fit=y, y_range=y, log_x_cols=["w1", "w2", "w3", "ibias"],
+                             log_y_cols=["ugf", "cmrr"])
+
+
+def _analytic():
+    """A smooth known forward model in model space: mean = tanh(x A), std = 0.05."""
+    pre = _pre()
+    a = torch.randn(7, 5, generator=torch.Generator().manual_seed(3)) * 0.6
+
+    def fn(x):
+        mean = torch.tanh(x @ a)
+        return mean, torch.full_like(mean, 0.05)
+    return FunctionForward(fn, pre)
+
+
+def test_optimiser_meets_reachable_spec():
+    fwd = _analytic()
+    pre = fwd.preprocessing
+    design = pd.DataFrame([[20.0, 35.5, 8.0, 1.0, 1.5, 0.5, 10e-6]], columns=X_COLS)    # on the grid
+    y0 = pre.inverse_y(fwd.predict_np(pre.transform_x(design))[0])[0]
+    spec = Spec.build(Y_COLS, ["min", "min", "range", "range", "min"], y0 * np.array([0.9, 0.9, 1, 1, 0.9]),
+                      bands={"ugf": (0.8 * y0[2], 1.2 * y0[2]), "phase_margin": (y0[3] - 10, y0[3] + 10)})
+    lo, hi = model_bounds(pre)
+    prop = propose(fwd, spec, random_starts(32, lo, hi, seed=0), steps=150, lr=0.05, lbfgs_steps=10, top_k=4)
+    top = prop.table
+    assert top["meets_all"].iloc[0] and top["fails_pessimistic"].iloc[0] == 0
+    assert np.isin(top["w1"], W_GRID).all() and np.isin(top["l2"], L_GRID).all()     # snapped
+    assert not top[X_COLS].duplicated().any()                                        # deduplicated
+    # the ranking used the snapped prediction: re-predicting the snapped design gives the table's numbers
+    again = pre.inverse_y(fwd.predict_np(pre.transform_x(top[X_COLS].iloc[:1]))[0])[0]
+    np.testing.assert_allclose(again, top[[f"pred_{c}" for c in Y_COLS]].iloc[0].to_numpy(float), rtol=1e-5)
+    # control: without optimisation the random starts rarely meet the spec
+    ctrl, _, _ = rank_designs(fwd, spec, pre.inverse_x(random_starts(32, lo, hi, seed=0).numpy()), top_k=32)
+    assert ctrl["meets_all"].mean() < 0.5
+
+
+def test_optimiser_reports_unreachable_spec():
+    fwd = _analytic()
+    pre = fwd.preprocessing
+    # tanh <= 1 in model space: a slew rate of model value 3 is out of reach
+    y_hi = pre.inverse_y(np.full((1, 5), 3.0), clip=False)[0]
+    y_any = pre.inverse_y(np.zeros((1, 5)))[0]
+    spec = Spec.build(Y_COLS, ["min", "max", "max", "max", "max"], [y_hi[0], *(y_any[1:] * 1e3)])
+    lo, hi = model_bounds(pre)
+    prop = propose(fwd, spec, random_starts(16, lo, hi, seed=0), steps=100, lr=0.05, lbfgs_steps=5, top_k=4)
+    assert not prop.table["meets_all"].any() and not prop.table["meets_slewrate_pos"].any()
+    assert prop.table[["meets_dc_gain", "meets_ugf"]].all().all()     # the reachable goals still pass
+    assert (prop.table["fails_pessimistic"] >= 1).all()
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("call, phrase", [
+    (lambda: parse_y_target("1,2,3", Y_COLS), "needs 5 comma-separated"),
+    (lambda: parse_y_target("1,2,x,4,5", Y_COLS), "is not a number"),
+    (lambda: parse_goals("min,min,range,range,best", Y_COLS), "unknown goal 'best'"),
+    (lambda: parse_goals("min,min", Y_COLS), "needs 5 words"),
+    (lambda: parse_bands(Y_COLS, ugf_band="2e6:8e5"), "lo must be < hi"),
+    (lambda: parse_bands(Y_COLS, bands=["gain=1:2"]), "unknown metric 'gain'"),
+    (lambda: parse_bands(Y_COLS, pm_band="60"), "lo:hi"),
+    (lambda: parse_weights("1,1,1,1,-1", Y_COLS), ">= 0"),
+])
+def test_bad_input_table(call, phrase):
+    with pytest.raises(ToolkitError, match=phrase):
+        call()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Tiny data, dry-run forward stages, a tiny MDN."""
+    from fine_tune import fine_tune
+    from training import train, train_align_coral
+    root = tmp_path_factory.mktemp("inv")
+    data = write_dataset(root / "data", n_source=200, n_target=100)
+    res = root / "res"
+    common = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu"]
+    for stage in (train, train_align_coral, fine_tune):
+        stage.main([*common, *TINY, "--dry-run"])
+    summary = inverse_mdn.main([*common, "--hidden", "16", "--layers", "2", "--epochs", "8", "--quiet"])
+    return common, res, summary
+
+
+def _opt(common, *extra):
+    return [*common, "--y-target", "1e7,100,5e7,60,2000", "--goal", "min,min,range,range,min", *FAST_OPT, *extra]
+
+
+@pytest.mark.parametrize("extra, phrase", [
+    (["--goal", "min,min,range,range"], "needs 5 words"),
+    (["--goal", "min,min,range,range,huge"], "unknown goal"),
+    (["--y-target", "1e7,100,5e7,60"], "needs 5 comma-separated"),
+    (["--ugf-band", "3:1"], "lo must be < hi"),
+    (["--band", "slew=1:2"], "unknown metric"),
+    (["--ckpt", "nowhere.pth"], "python -m training.train_align_coral"),
+    (["--model-type", "dualhead_b", "--ckpt", "nowhere.pth"], "python -m fine_tune.fine_tune"),
+])
+def test_cli_bad_input_writes_nothing(trained, tmp_path, extra, phrase):
+    common, _, _ = trained
+    with pytest.raises(ToolkitError, match=phrase):
+        inverse_opt.main(_opt(common, "--save-dir", str(tmp_path / "out"), *extra))
+    assert not (tmp_path / "out").exists()
+
+
+def test_verify_without_ngspice_says_how_to_install(trained, tmp_path, monkeypatch):
+    common, _, _ = trained
+    monkeypatch.setattr(verify_mod, "ngspice_available", lambda: False)
+    with pytest.raises(ToolkitError, match="apt-get install ngspice libngspice0"):
+        inverse_opt.main(_opt(common, "--verify", "--save-dir", str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_input_is_one_line_exit_2(trained, tmp_path):
+    common, _, _ = trained
+    out = subprocess.run([sys.executable, "-m", "inverse_opt", *_opt(common, "--goal", "min,max,best,range,min")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "unknown goal 'best'" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "inverse_mdn", "--sample", "--model", str(tmp_path / "no.pth"),
+                          "--y-target", "1,2,3,4,5"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "python -m inverse_mdn" in out.stderr
+
+
+# ---------------------------------------------------------------- end to end
+def test_end_to_end_mdn_sample_and_hybrid_optimisation(trained, tmp_path):
+    common, res, summary = trained
+    assert Path(summary["checkpoint"]).name == "mdn_5t_opamp.pth" and np.isfinite(summary["val"]["nll"])
+    meta = json.loads((res / "mdn_5t_opamp.json").read_text())
+    assert meta["history"]["mdn"][-1]["val_nll"] < meta["history"]["mdn"][0]["val_nll"]   # it learned
+    npy = tmp_path / "init_16.npy"
+    inverse_mdn.main(["--sample", "--model", str(res / "mdn_5t_opamp.pth"), "--y-target", "1e7,100,5e7,60,2000",
+                      "--n", "16", "--out", str(npy)])
+    xs, designs = np.load(npy), pd.read_csv(npy.with_suffix(".csv"))
+    assert xs.shape == (16, 7) and list(designs.columns) == X_COLS
+    lo, hi = np.array(meta["x_lo"]), np.array(meta["x_hi"])
+    assert ((xs >= lo - 1e-5) & (xs <= hi + 1e-5)).all()
+    assert (designs["w1"] >= 0.5 - 1e-9).all() and (designs["ibias"] <= 20e-6 * (1 + 1e-6)).all()
+    out = inverse_opt.main(_opt(common, "--init-mdn", str(npy), "--top-k", "3", "--save-dir", str(tmp_path / "run"),
+                                "--ugf-band", "1e7:1e8", "--quiet"))
+    table = pd.read_csv(tmp_path / "run" / "candidates.csv")
+    assert 1 <= len(table) <= 3 and {"pred_ugf", "std_ugf", "meets_ugf", "meets_all"} <= set(table.columns)
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["command"].startswith("python -m inverse_opt") and "--init-mdn" in record["command"]
+    assert record["spec"]["ugf"] == {"goal": "range", "target": 5e7, "lo": 1e7, "hi": 1e8, "weight": 1.0}
+    assert out["record"]["n_predicted_ok"] == int(table["meets_all"].sum())
+    # MDN checkpoint as the hybrid start, and the dual-head forward model
+    inverse_opt.main(_opt(common, "--init-mdn", str(res / "mdn_5t_opamp.pth"), "--model-type", "dualhead_b",
+                          "--save-dir", str(tmp_path / "run2"), "--quiet"))
+    assert (tmp_path / "run2" / "candidates.csv").is_file()
+
+
+# ---------------------------------------------------------------- SPICE
+needs_ngspice = pytest.mark.skipif(not verify_mod.ngspice_available(), reason="ngspice not installed")
+
+
+@needs_ngspice
+def test_verify_two_designs_in_ngspice():
+    from spice.simulate import simulate
+    designs = pd.DataFrame([[20.0, 35.5, 8.0, 1.0, 1.5, 0.5, 10e-6], [1.0, 50.0, 2.0, 2.0, 0.5, 2.0, 5e-6]],
+                           columns=X_COLS)
+    sim0 = simulate("5t_opamp", designs.iloc[:1], "B")[Y_COLS].to_numpy(float)[0]
+    spec = Spec.build(Y_COLS, ["min", "min", "range", "range", "min"], sim0 * np.array([0.9, 0.9, 1, 1, 0.9]),
+                      bands={"ugf": (0.8 * sim0[2], 1.2 * sim0[2]), "phase_margin": (sim0[3] - 10, sim0[3] + 10)})
+    table = designs.copy()
+    table.insert(0, "rank", [1, 2])
+    for c in Y_COLS:
+        table[f"pred_{c}"] = 1.0
+    ver = verify_mod.verify_designs("5t_opamp", table, spec, process="B")
+    assert ver["pass_all"].tolist()[0] and (ver["status"] == "ok").all()
+    np.testing.assert_allclose(ver[[f"sim_{c}" for c in Y_COLS]].iloc[0].to_numpy(float), sim0, rtol=1e-6)
+    text = verify_mod.format_verification(ver, spec)
+    assert "candidates meet every goal in SPICE" in text
+
+
+@needs_ngspice
+def test_cli_verify_on_two_candidates(trained, tmp_path):
+    common, _, _ = trained
+    out = inverse_opt.main(_opt(common, "--verify", "--top-k", "2", "--save-dir", str(tmp_path / "v"), "--quiet"))
+    ver = pd.read_csv(tmp_path / "v" / "verify.csv")
+    assert 1 <= len(ver) <= 2 and {"pred_ugf", "sim_ugf", "pass_ugf", "pass_all", "status"} <= set(ver.columns)
+    assert out["record"]["verification"]["n_pass"] == int(ver["pass_all"].sum())
