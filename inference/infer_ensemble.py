@@ -8,7 +8,8 @@ Members (``--members``, default ``align_hetero,target_only``; ``dualhead`` optio
 member's model-space variance is calibrated per metric with the closed-form temperature
 T^2 = mean((y - mu)^2 / sigma^2) on target_val (the point model ``dualhead`` gets the
 homoscedastic variance = its val MSE, then the same).  Members are fused per sample with
-precision x per-metric-MSE weights and a final temperature (formulas: ``inference/fusion.py``),
+precision x per-metric-MSE weights and a final temperature matching the 68/95 % coverage on
+target_val (``--final-calibration``; formulas: ``inference/fusion.py``),
 then converted to physical units (clipped inverse scaling, expm1 on log columns).  Evaluated
 on target_test, which nothing here fits on.  Writes, under RESULTS_DIR:
 ``{OPAMP}_ensemble_metrics.json``, ``{OPAMP}_ensemble_predictions.csv``, ``{OPAMP}_parity.png``,
@@ -31,6 +32,7 @@ from inference.fusion import FINAL_METHODS, apply_fusion, fit_fusion
 from inference.metrics import format_report, regression_report
 from inference.predict import (DEFAULT_MEMBERS, _same_prep, check_agreement, ensemble_json_path, load_member,
                                parse_members)
+from models.model_utils import read_checkpoint_meta
 from training.common import COMMANDS, checkpoint_path, eval_split, positive_floor, start_stage
 
 
@@ -188,7 +190,6 @@ def main(argv=None):
         for kind in COMMANDS:
             ck = checkpoint_path(settings, kind)
             if ck.is_file():
-                from models.model_utils import read_checkpoint_meta
                 histories[kind] = read_checkpoint_meta(ck).get("history") or {}
         images["Training curves"] = plots.training_curves(paths["training_curves"], histories,
                                                           title=f"{opamp}: training curves")
