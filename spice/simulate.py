@@ -15,7 +15,7 @@ from spice.circuits import FEATURES, ac_testbench, tran_testbench
 from spice.measure import METRICS, NO_UGF, NONCONVERGENCE, OK, SIM_ERROR, INCOMPLETE_STEP
 from spice.processes import PROCESSES
 from spice.shared_lib import engine
-from spice.tran_length import POINTS, RETRY_FACTOR, SETTLE_TAUS, SLEW_MARGIN, estimate_tstop
+from spice.tran_length import POINTS, RETRY_FACTOR, SETTLE_TAUS, estimate_tstop
 
 AC_CMD = batch.AC_CMD
 BACKENDS = ("auto", "shared", "batch")
@@ -95,7 +95,8 @@ def _one_batch(exe, opamp, design, proc) -> dict:
     lines = (ac_testbench(opamp, design, proc, model_lines=model_lines),
              tran_testbench(opamp, design, proc, model_lines=model_lines))
     vlo, vhi = proc.step
-    slew_part = SLEW_MARGIN * (estimate_tstop(opamp, design, proc.cl, vhi - vlo, 1e300))
+    # The slewing part of the length; ngspice adds the settling part once it knows the ugf.
+    slew_part = estimate_tstop(opamp, design, proc.cl, vhi - vlo, ugf=float("inf"))
     r = batch.run_design(exe, lines, slew_time=slew_part, settle_taus=SETTLE_TAUS, points=POINTS)
     if "adm" not in r:
         return _finish({}, NONCONVERGENCE)

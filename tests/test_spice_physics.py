@@ -57,11 +57,12 @@ def test_process_b_differs_from_a_on_the_same_designs():
 @needs_lib
 @needs_exe
 def test_batch_fallback_agrees_with_shared_library():
-    designs = [D5, dict(D5, ibias=20e-6)]
-    s = simulate("5t_opamp", designs, "A", backend="shared")
-    b = simulate("5t_opamp", designs, "A", backend="batch")
-    assert (s["status"] == b["status"]).all()
-    np.testing.assert_allclose(s[METRICS].to_numpy(), b[METRICS].to_numpy(), rtol=0.01)
+    for opamp, designs in (("5t_opamp", [D5, dict(D5, ibias=20e-6)]), ("two_stage_opamp", [D2])):
+        s = simulate(opamp, designs, "B", backend="shared")
+        b = simulate(opamp, designs, "B", backend="batch")
+        assert (s["status"] == b["status"]).all()
+        # Same netlists and transient length; only the ugf interpolation for the length differs.
+        np.testing.assert_allclose(s[METRICS].to_numpy(), b[METRICS].to_numpy(), rtol=2e-3)
 
 
 @needs_ngspice
