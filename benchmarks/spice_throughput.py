@@ -12,6 +12,7 @@ that are OK in both processes.  Pool start-up is excluded (a warm-up task runs f
 """
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -52,6 +53,7 @@ def _timed(parallel, opamp, x, process, backend, chunk) -> tuple[float, pd.DataF
 def main(argv=None):
     args = parse_args(argv)
     rows, ratios, versions = [], {}, ngspice_version("shared")
+    load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     with Parallel(n_jobs=args.workers, backend="loky") as parallel:
         # Warm-up: start the pool and each worker's ngspice instance.
         parallel(delayed(_chunk)("5t_opamp", sample_designs("5t_opamp", 99, 0, 2), "A", "shared")
@@ -78,7 +80,9 @@ def main(argv=None):
             both = (results["A"]["status"] == OK) & (results["B"]["status"] == OK)
             ratios[opamp] = {m: float(np.median(results["B"].loc[both, m] / results["A"].loc[both, m]))
                              for m in METRICS}
-    print(f"\nngspice {versions}, {args.workers} workers, medians of {args.repeats} repeats\n")
+    load = (round(load_before, 1), round(os.getloadavg()[0], 1))
+    print(f"\nngspice {versions}, {args.workers} workers, {os.cpu_count()} cores, medians of "
+          f"{args.repeats} repeats, 1-min load average before/after {load[0]}/{load[1]}\n")
     print("| circuit | process | shared lib (designs/s) | ngspice -b (designs/s) | ratio | ok | failed by status | PM < 0 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -91,7 +95,7 @@ def main(argv=None):
         print(f"| {opamp} | " + " | ".join(f"{r[m]:.3g}" for m in METRICS) + " |")
     if args.json:
         atomic_write_text(args.json, json.dumps({"ngspice": versions, "workers": args.workers,
-                                                 "repeats": args.repeats, "rows": rows,
+                                                 "repeats": args.repeats, "load_average": load, "rows": rows,
                                                  "median_B_over_A": ratios}, indent=2) + "\n")
     return rows, ratios
 
