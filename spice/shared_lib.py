@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from core.errors import ToolkitError
+
 LIB_NAMES = ("libngspice.so.0", "libngspice.so", "libngspice.dylib", "ngspice.dll")
 
 
@@ -130,5 +132,9 @@ def engine() -> SharedNgspice | None:
     path = find_library()
     if path is None:
         return None
-    _ENGINE, _ENGINE_PID = SharedNgspice(path), os.getpid()
+    try:
+        _ENGINE, _ENGINE_PID = SharedNgspice(path), os.getpid()
+    except OSError as exc:
+        raise ToolkitError(f"could not load the ngspice shared library {path!r} ({exc}); fix or unset "
+                           f"NGSPICE_LIBRARY, or install libngspice0") from None
     return _ENGINE

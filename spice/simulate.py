@@ -143,7 +143,13 @@ def simulate(opamp: str, designs, process: str = "A", *, backend: str = "auto",
                            f"executable was found); {INSTALL_HINT}")
     rows = []
     for design in x.to_dict("records"):
-        if eng is not None:
+        if eng is not None and eng.exited:
+            # A fatal ngspice error ended this process's instance (re-init would crash):
+            # finish with ngspice -b if we can, else mark the rest as simulator errors.
+            eng, exe = None, batch.find_ngspice()
+        if eng is None and exe is None:
+            rows.append(_finish({}, SIM_ERROR))
+        elif eng is not None:
             with _LOCK:
                 rows.append(_one_shared(eng, opamp, design, proc))
         else:

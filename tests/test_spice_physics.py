@@ -93,3 +93,14 @@ def test_sky130_missing_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PDK_ROOT", str(tmp_path))
     with pytest.raises(ToolkitError, match="SKY130"):
         simulate("5t_opamp", D5, "sky130")
+
+
+def test_missing_ngspice_is_a_clear_error(monkeypatch):
+    import importlib
+    sim = importlib.import_module("spice.simulate")
+    monkeypatch.setattr(sim, "engine", lambda: None)
+    monkeypatch.setattr(sim.batch, "find_ngspice", lambda: None)
+    with pytest.raises(ToolkitError, match="ngspice is not installed.*apt-get install ngspice libngspice0"):
+        simulate("5t_opamp", D5, "A")
+    with pytest.raises(ToolkitError, match="libngspice .* was not found.*backend='batch'"):
+        simulate("5t_opamp", D5, "A", backend="shared")
