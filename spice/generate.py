@@ -92,6 +92,20 @@ def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
     return done
 
 
+def _check_same_run(partial: Path, key: dict) -> None:
+    """Refuse to resume chunks that an interrupted run with other settings left behind."""
+    stamp = partial / "run.json"
+    if stamp.exists():
+        old = json.loads(stamp.read_text())
+        if old != key:
+            diff = {k: (old.get(k), v) for k, v in key.items() if old.get(k) != v}
+            raise ToolkitError(f"{partial} holds chunks of an interrupted run with other settings "
+                               f"(saved vs now: {diff}); rerun with the saved settings to resume, "
+                               f"or delete {partial} to start over")
+    else:
+        atomic_write_text(stamp, json.dumps(key) + "\n")
+
+
 def _first_ok_enough(done: dict[int, pd.DataFrame], n: int) -> int | None:
     """Number of designs drawn up to and including the n-th OK one, if the done prefix has n OK."""
     ok, start = 0, 0
@@ -131,6 +145,8 @@ def main(argv=None):
     out_dir = Path(args.out) / args.opamp / args.domain
     partial = out_dir / ".partial"
     partial.mkdir(parents=True, exist_ok=True)
+    _check_same_run(partial, {"opamp": args.opamp, "process": process, "seed": args.seed,
+                              "chunk": args.chunk, "pdk_path": args.pdk_path})
     done = _load_done(partial, args.chunk)
     reused = len(done)
     print(f"generate {args.opamp} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
@@ -195,7 +211,7 @@ def main(argv=None):
         "python": platform.python_version(),
     }
     atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
-    for f in partial.glob("chunk_*.csv"):
+    for f in [*partial.glob("chunk_*.csv"), partial / "run.json"]:
         f.unlink()
     partial.rmdir()
     print(f"wrote {len(kept)} rows to {out_dir} (requested {requested}, ok {meta['ok']}, "

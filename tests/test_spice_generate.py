@@ -56,6 +56,8 @@ def test_interrupted_run_resumes_without_resimulating(tmp_path, monkeypatch):
         generate.main(ARGS + ["--workers", "1", "--out", str(tmp_path / "r")])
     partial = tmp_path / "r" / "5t_opamp" / "target" / ".partial"
     assert len(list(partial.glob("chunk_*.csv"))) == 2
+    with pytest.raises(ToolkitError, match=r"other settings.*'seed': \(3, 4\)"):
+        generate.main(ARGS + ["--workers", "1", "--seed", "4", "--out", str(tmp_path / "r")])
     calls.clear()
     monkeypatch.setattr(generate, "simulate_chunk", lambda *a: (calls.append(a[4]), real(*a))[1])
     meta = generate.main(ARGS + ["--workers", "1", "--out", str(tmp_path / "r")])
