@@ -1,4 +1,4 @@
-"""Netlists: the two op-amps as subcircuits and the one testbench that measures all metrics.
+"""Netlists: the two op-amps as subcircuits and the two testbenches that measure all metrics.
 
 Feature columns (the dataset's inputs) and their units:
   5t_opamp        w1,w2,w3,l1,l2,l3 (um), ibias (A)

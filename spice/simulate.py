@@ -12,7 +12,7 @@ import pandas as pd
 from core.errors import ToolkitError
 from spice import batch, measure
 from spice.circuits import FEATURES, ac_testbench, tran_testbench
-from spice.measure import METRICS, NO_UGF, NONCONVERGENCE, OK, SIM_ERROR, INCOMPLETE_STEP
+from spice.measure import INCOMPLETE_STEP, METRICS, NONCONVERGENCE, OK, SIM_ERROR
 from spice.processes import PROCESSES
 from spice.shared_lib import engine
 from spice.tran_length import POINTS, RETRY_FACTOR, SETTLE_TAUS, estimate_tstop
@@ -26,7 +26,7 @@ INSTALL_HINT = "install it with `sudo apt-get install ngspice libngspice0` (see 
 
 
 def resolve_process(process: str, *, pdk_path=None):
-    """(Process, model lines or None) for "A", "B" or "sky130"."""
+    """The Process for "A", "B" or "sky130" (SKY130 is parsed once per PDK folder)."""
     if process in PROCESSES:
         return PROCESSES[process]
     if process == "sky130":
@@ -55,8 +55,9 @@ def _designs_frame(opamp: str, designs) -> pd.DataFrame:
 
 
 def _finish(m: dict, status: str) -> dict:
-    return {**{k: m.get(k, np.nan) for k in METRICS}, "status": status} if status == OK else \
-        {**{k: np.nan for k in METRICS}, "status": status}
+    """One output row; a failed design keeps no partial metrics (NaN), only its status."""
+    keep = status == OK
+    return {**{k: m[k] if keep else np.nan for k in METRICS}, "status": status}
 
 
 def _one_shared(eng, opamp, design, proc) -> dict:
