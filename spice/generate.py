@@ -33,10 +33,10 @@ from core.cli import run_main
 from core.errors import ToolkitError
 from spice.circuits import FEATURES
 from spice.measure import METRICS, OK, STATUSES
+from spice.processes import DOMAIN_PROCESS
 from spice.sampling import RANGES, sample_designs
 from spice.simulate import ngspice_version, resolve_process, simulate
 
-DOMAIN_PROCESS = {"source": "A", "target": "B"}
 FLOAT_FORMAT = "%.7g"
 
 

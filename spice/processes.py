@@ -83,6 +83,8 @@ PROCESS_B = Process(
 )
 
 PROCESSES = {"A": PROCESS_A, "B": PROCESS_B}
+# The data layout's domains: source data come from process A, target data from process B.
+DOMAIN_PROCESS = {"source": "A", "target": "B"}
 
 
 def diffusion(process_ldiff_um: float, w_um: float) -> str:
