@@ -127,12 +127,20 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
 
 
 def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prior=1e-3, kappa=1.0,
-            top_k=8, grid=None) -> Proposal:
-    """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k."""
+            top_k=8, grid=None, keep_starts: bool = True) -> Proposal:
+    """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k.
+
+    With ``keep_starts`` the (snapped) starts compete in the ranking too: the optimised
+    designs of many starts often converge to one region, and a good start (an MDN sample)
+    that the optimiser moved away from stays available.
+    """
     t0 = time.perf_counter()
     lo, hi = model_bounds(forward.preprocessing, grid)
+    x0 = torch.as_tensor(x0, dtype=torch.float32)
     x, _ = optimise(forward, spec.model_space(forward.preprocessing), x0, lo, hi, steps=steps, lr=lr,
                     lbfgs_steps=lbfgs_steps, prior=prior, kappa=kappa)
+    if keep_starts:
+        x = torch.cat([x, torch.maximum(torch.minimum(x0, hi), lo)])
     x_phys = forward.preprocessing.inverse_x(x.numpy().astype(float))
     table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid)
     return Proposal(table, xs, len(x0), n_unique, time.perf_counter() - t0)
