@@ -24,7 +24,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 run: setup
-	$(BIN)/python -m data_loader.cli --opamp $(OPAMP)
+	$(BIN)/python -m pipeline --opamp $(OPAMP)
 
 data-check: setup
 	$(BIN)/python -m data_loader.cli --opamp $(OPAMP)
