@@ -31,6 +31,7 @@ def data_kwargs_from_settings(settings: dict) -> dict:
                 val_split=settings["VAL_SPLIT"], test_split=settings["TEST_SPLIT"], seed=settings["SEED"],
                 log_y_cols=settings["LOG_Y_COLS"], log_x_cols=settings["LOG_X_COLS"],
                 log_x_min_span=settings["LOG_X_MIN_SPAN"], x_scaler_fit=settings["X_SCALER_FIT"],
+                n_target_train=settings["N_TARGET_TRAIN"],
                 failure_rule=FailureRule(positive=tuple(settings["FAIL_POSITIVE"]),
                                          minimum=dict(settings["FAIL_MIN"]), maximum=dict(settings["FAIL_MAX"])))
 
@@ -62,7 +63,8 @@ def _warn_constant_features(x_src: pd.DataFrame, x_tgt: pd.DataFrame, x_scaler_f
 def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_split: float = 0.2,
                          test_split: float = 0.2, seed: int = 42, log_y_cols=("ugf", "cmrr"),
                          log_x_cols="auto", log_x_min_span: float = 10.0, x_scaler_fit: str = "both",
-                         failure_rule: FailureRule | None = None, results_dir=None, verbose: bool = False) -> dict:
+                         failure_rule: FailureRule | None = None, n_target_train: int = 0,
+                         results_dir=None, verbose: bool = False) -> dict:
     """Everything a stage needs from one circuit's dataset.
 
     Returns a dict with the seed's keys ``source``, ``target_train``, ``target_val``,
@@ -72,6 +74,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     the target files and the protocol), ``dropped`` (failed rows per split and reason),
     ``raw`` (physical DataFrames per split), ``files``, ``failure_rule``.
     With ``results_dir`` the scalers are saved there and reused while the data matches.
+    ``n_target_train > 0`` keeps only that many (usable) target training rows, a seeded subset
+    taken after splitting, for data-efficiency studies: val and test stay exactly as without it.
     """
     rule = failure_rule or DEFAULT_RULE
     if x_scaler_fit not in ("both", "source"):
@@ -87,6 +91,11 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     why_tgt = failure_reasons(tgt.features, tgt.targets, rule, tgt.status)
     keep_src = np.flatnonzero(why_src == "")
     kept = {name: idx[why_tgt[idx] == ""] for name, idx in parts.items()}
+    if n_target_train < 0:
+        raise ToolkitError(f"N_TARGET_TRAIN must be >= 0 (0 = all rows), got {n_target_train}.")
+    if 0 < n_target_train < len(kept["train"]):
+        pick = np.random.default_rng(seed).choice(len(kept["train"]), n_target_train, replace=False)
+        kept["train"] = np.sort(kept["train"][pick])
     dropped = {"source": count_reasons(why_src)}
     dropped.update({f"target_{k}": count_reasons(why_tgt[idx]) for k, idx in parts.items()})
     if len(keep_src) < 2:
@@ -107,7 +116,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     resolved_log_x = _resolve_log_x(log_x_cols, pd.concat([raw["source"][0], fit_tgt_x]), log_x_min_span)
     _warn_constant_features(raw["source"][0], fit_tgt_x, x_scaler_fit)
 
-    fp_settings = dict(val_split=val_split, test_split=test_split, seed=seed, log_y=list(log_y_cols),
+    fp_settings = dict(val_split=val_split, test_split=test_split, seed=seed, n_target_train=n_target_train,
+                       log_y=list(log_y_cols),
                        log_x=resolved_log_x, x_fit=x_scaler_fit, rule=rule.describe(), version=1)
     files = [src.features_file, src.targets_file, tgt.features_file, tgt.targets_file]
     pre = None
@@ -135,7 +145,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         x_scaler=pre.x_scaler(), y_scaler=pre.y_scaler(), preprocessing=pre,
         x_cols=x_cols, y_cols=y_cols, log_x_cols=pre.log_x_cols, log_y_cols=pre.log_y_cols,
         split={"protocol": "sklearn train_test_split: test first from target file order, then val from the rest",
-               "seed": seed, "val_split": val_split, "test_split": test_split,
+               "seed": seed, "val_split": val_split, "test_split": test_split, "n_target_train": n_target_train,
                "n_source": int(len(keep_src)),
                **{f"target_{k}_idx": v.tolist() for k, v in kept.items()}},
         dropped=dropped, raw=raw, files={k: str(f) for k, f in zip(

@@ -8,7 +8,8 @@ Starts from the baseline MLP: backbone and head A copied from it, head B a copy 
 Three phases on target_train, each early-stopping on val MSE and keeping its best state:
   1. bias     only ``head_B.bias``                                   lr LR_BIAS
   2. head     ``head_B`` weights (+ bias), L2-SP on head_B.weight     lr LR_HEAD
-  3. unfreeze last backbone layer + head_B, L2-SP on all that moves   lr LR_UNFREEZE
+  3. unfreeze last UNFREEZE_LAYERS backbone layer(s) + head_B,
+              L2-SP on all that moves                                 lr LR_UNFREEZE
 L2-SP pulls toward the pretrained (baseline) weights with weight L2SP_LAMBDA.  Frozen layers
 stay in eval mode (no dropout noise).  Writes ``results/{OPAMP}_dualhead_finetuned.pth``.
 """
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from core.cli import StageCLI, run_main
+from core.errors import ToolkitError
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage,
@@ -34,6 +36,7 @@ def parse_args(argv=None):
     cli.flag("--lr-bias", "LR_BIAS", "phase 1 learning rate")
     cli.flag("--lr-head", "LR_HEAD", "phase 2 learning rate")
     cli.flag("--lr-unfreeze", "LR_UNFREEZE", "phase 3 learning rate")
+    cli.flag("--unfreeze-layers", "UNFREEZE_LAYERS", "phase 3: how many last backbone layers to unfreeze")
     return cli.parse(argv)
 
 
@@ -41,9 +44,17 @@ def head_b(model, x):
     return model(x, domain="B")                                         # (N, n_metrics)
 
 
+def unfrozen_backbone_params(model: DualHeadMLP, n_layers: int) -> list:
+    """Parameter names of the last ``n_layers`` backbone blocks (phase 3)."""
+    blocks = len(model.backbone)
+    if not 1 <= n_layers <= blocks:
+        raise ToolkitError(f"UNFREEZE_LAYERS must be in 1..{blocks} (the backbone's layers), got {n_layers}.")
+    return [f"backbone.blocks.{i}.linear.{p}" for i in range(blocks - n_layers, blocks) for p in ("weight", "bias")]
+
+
 def phase_plan(model: DualHeadMLP, settings: dict) -> list:
     """(name, trainable parameter names, L2-SP parameter names, learning rate) per phase."""
-    last = list(model.backbone.last_layer_param_names())
+    last = unfrozen_backbone_params(model, settings.get("UNFREEZE_LAYERS", 1))
     return [
         ("bias", ["head_B.bias"], [], settings["LR_BIAS"]),
         ("head", ["head_B.weight", "head_B.bias"], ["head_B.weight"], settings["LR_HEAD"]),

@@ -461,3 +461,18 @@ def test_split_target_rows_too_small(n, val, test, phrase):
     # control: with enough rows the same fractions split
     parts = split_target_rows(100, val_split=val, test_split=test, seed=0)
     assert len(parts["train"]) + len(parts["val"]) + len(parts["test"]) == 100
+
+
+def test_n_target_train_subsets_train_only(data_root, d42):
+    """A data-efficiency subset shrinks target_train (seeded) and leaves val/test untouched."""
+    small = _load(data_root, n_target_train=20)
+    assert len(small["target_train"][0]) == 20
+    assert set(small["split"]["target_train_idx"]) <= set(d42["split"]["target_train_idx"])
+    assert small["split"]["target_val_idx"] == d42["split"]["target_val_idx"]
+    assert small["split"]["target_test_idx"] == d42["split"]["target_test_idx"]
+    again = _load(data_root, n_target_train=20)
+    assert again["split"]["target_train_idx"] == small["split"]["target_train_idx"]
+    everything = _load(data_root, n_target_train=10**6)   # more than there are: all rows
+    assert everything["split"]["target_train_idx"] == d42["split"]["target_train_idx"]
+    with pytest.raises(ValueError, match="N_TARGET_TRAIN must be >= 0"):
+        _load(data_root, n_target_train=-1)

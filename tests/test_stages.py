@@ -167,3 +167,15 @@ def test_coral_term_falls_during_training():
     control = _coral_history(1e-12)   # ~no alignment: NLL training alone lets the domains drift apart
     assert aligned[-1] < 0.2 * aligned[0]
     assert aligned[-1] < 0.2 * control[-1]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_phase3_unfreezes_exactly_the_last_layers(layers):
+    model = _dual()
+    _, trainable, reg, _ = fine_tune.phase_plan(
+        model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1, "UNFREEZE_LAYERS": layers})[2]
+    blocks = sorted({name.split(".")[2] for name in trainable if name.startswith("backbone")})
+    assert blocks == [str(i) for i in range(2 - layers, 2)]
+    assert set(reg) == set(trainable)
+    with pytest.raises(ValueError, match="UNFREEZE_LAYERS must be in 1..2"):
+        fine_tune.phase_plan(model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1, "UNFREEZE_LAYERS": 3})

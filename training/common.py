@@ -214,7 +214,7 @@ def add_training_flags(cli) -> None:
     """Flags every training stage shares (beyond --opamp/--data-dir/--results-dir/--device/--seed)."""
     for flag, key in (("--epochs", "EPOCHS"), ("--patience", "PATIENCE"), ("--lr", "LEARNING_RATE"),
                       ("--batch-size", "BATCH_SIZE"), ("--hidden-dim", "HIDDEN_DIM"), ("--num-layers", "NUM_LAYERS"),
-                      ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT")):
+                      ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT"), ("--n-target", "N_TARGET_TRAIN")):
         cli.flag(flag, key)
     cli.add_argument("--dry-run", action="store_true", help="2 epochs of 2 batches per phase (smoke test)")
     cli.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")

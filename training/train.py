@@ -22,6 +22,7 @@ from training.loop import TensorBatches, fit
 def parse_args(argv=None):
     cli = StageCLI("training.train", __doc__)
     add_training_flags(cli)
+    cli.flag("--baseline-batch-size", "BASELINE_BATCH_SIZE", "rows per source batch")
     return cli.parse(argv)
 
 
@@ -37,7 +38,7 @@ def main(argv=None):
     model = MLP(**model_kwargs(settings, data)).to(device)
     x_src, y_src = tensors(data, "source", device)
     x_val, y_val = tensors(data, "target_val", device)
-    loader = TensorBatches(x_src, y_src, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
+    loader = TensorBatches(x_src, y_src, batch_size=settings["BASELINE_BATCH_SIZE"], seed=settings["SEED"],
                            max_batches=max_batches)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
                                   weight_decay=settings["WEIGHT_DECAY"])
