@@ -1,0 +1,475 @@
+"""Benchmark harness: our transfer methods vs peer baselines, over target-training sizes and seeds.
+
+    python -m benchmarks.run --opamp 5t_opamp --seeds 0 1 2 --n-target 50 100 200 400 all --jobs 2
+    python -m benchmarks.run --opamp two_stage_opamp --seeds 0 1 2 --n-target 50 100 200 400 all --jobs 2
+    python -m benchmarks.run --opamp 5t_opamp --quick               # 1 seed, n = 50 and all, tiny nets
+    python -m benchmarks.run --opamp 5t_opamp --render-only         # tables + plot from the JSONL
+
+For each circuit x seed x target size n (a seeded subset of ``target_train``; val and test
+rows fixed by the seed; ``all`` = every training row) it trains and scores on ``target_test``:
+
+* ours, through the real stage entry points in-process into
+  ``<results-root>/<opamp>/seed<k>_n<N>/``: ``training.train`` (the source-only baseline,
+  reused from another n of the same seed when its preprocessing is identical),
+  ``training.train_align_coral``, ``training.train_target_only`` (ensemble member),
+  ``fine_tune.fine_tune``, then ``inference.infer_ensemble --no-plots``;
+* peers (``benchmarks/peers.py``): source-only (the baseline above applied to B), target-only
+  MLP / GBM / GP, pooled MLP with a domain flag, stacking (GBM and GP on x + source prediction).
+
+Every method is scored by ``inference.metrics.regression_report`` (physical R^2, log-space
+R^2, MAPE).  One JSONL line per circuit x seed x n x method goes to
+``<results-root>/benchmarks.jsonl`` (finished tasks with the same settings are skipped on a
+rerun; ``--fresh`` redoes them).  Then ``--docs-path`` (default ``docs/BENCHMARKS.md``) gets
+the block between ``<!-- benchmarks.run:<opamp> start -->`` and ``... end -->`` replaced (or
+appended), and ``learning_curve_<opamp>.png`` is written next to it.  ``--jobs 2`` runs two
+(seed, n) tasks at once, one thread each.
+"""
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/sklearn load their thread pools
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import config  # noqa: E402
+from core.cli import run_main  # noqa: E402
+from core.errors import ToolkitError  # noqa: E402
+from core.settings import parse_set_pairs, resolve  # noqa: E402
+
+N_DEFAULT = ["50", "100", "200", "400", "all"]
+QUICK_SETS = ["EPOCHS=5", "PATIENCE=5", "HIDDEN_DIM=64", "NUM_LAYERS=3"]
+QUICK_GP_ROWS = 200
+OURS = {  # method -> table label
+    "align_coral": "align_hetero + CORAL",
+    "dualhead": "dual-head fine-tune",
+    "ensemble": "ensemble (calibrated)",
+    "target_hetero": "target-only hetero (ensemble member)",
+}
+SOURCE_ONLY = ("source_only", "source-only (baseline on B)")
+BEST_TOL = 0.005  # log-space R^2 within this of the best counts as tied-first
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--opamp", nargs="+", default=[config.OPAMP_TYPE], help="circuit folder(s) under --data-dir")
+    p.add_argument("--data-dir", default=config.DATA_DIR)
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
+    p.add_argument("--n-target", nargs="+", default=None, metavar="N",
+                   help="target training sizes, integers or 'all' (default 50 100 200 400 all; --quick: 50 all)")
+    p.add_argument("--results-root", default="results/benchmarks", help="per-run dirs and benchmarks.jsonl")
+    p.add_argument("--docs-path", default="docs/BENCHMARKS.md", help="Markdown file whose block is replaced")
+    p.add_argument("--device", default="cpu", help="passed to every stage (auto | cpu | cuda)")
+    p.add_argument("--members", default=None, help="ensemble members (infer_ensemble --members); default: its own")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="restrict to these methods (default all): source_only, ours and peer names")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every stage and peer")
+    p.add_argument("--gp-max-rows", type=int, default=None, help="training rows per GP (default peers.GP_MAX_ROWS)")
+    p.add_argument("--jobs", type=int, default=1, help="(seed, n) tasks run at once (one thread each)")
+    p.add_argument("--quick", action="store_true", help="1 seed, n = 50 and all, 5 epochs, small nets")
+    p.add_argument("--fresh", action="store_true", help="redo tasks already in the JSONL")
+    p.add_argument("--render-only", action="store_true", help="only rebuild tables and plots from the JSONL")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds = args.seeds or [0]
+        args.n_target = args.n_target or ["50", "all"]
+        args.set = QUICK_SETS + args.set  # explicit --set after these wins
+        args.gp_max_rows = args.gp_max_rows or QUICK_GP_ROWS
+    args.seeds = args.seeds if args.seeds is not None else [0, 1, 2]
+    args.n_target = [n_label(n) for n in (args.n_target or N_DEFAULT)]
+    if args.jobs < 1:
+        raise ToolkitError(f"--jobs must be >= 1, got {args.jobs}.")
+    return args
+
+
+def n_label(raw) -> str:
+    text = str(raw).strip().lower()
+    if text in ("all", "0"):
+        return "all"
+    if not text.isdigit() or int(text) < 1:
+        raise ToolkitError(f"--n-target takes positive integers or 'all', got {raw!r}. Example: --n-target 50 100 all")
+    return str(int(text))
+
+
+def n_value(label: str) -> int:
+    return 0 if label == "all" else int(label)
+
+
+def all_methods() -> list:
+    from benchmarks.peers import PEERS
+    return [SOURCE_ONLY[0], *PEERS, *OURS]
+
+
+def labels() -> dict:
+    from benchmarks.peers import PEERS
+    return {SOURCE_ONLY[0]: SOURCE_ONLY[1], **{k: v[2] for k, v in PEERS.items()}, **OURS}
+
+
+def settings_for(opamp, seed, n, args) -> dict:
+    overrides = parse_set_pairs(args.set)
+    overrides.update(OPAMP_TYPE=opamp, DATA_DIR=args.data_dir, SEED=seed, N_TARGET_TRAIN=n_value(n))
+    return resolve(config, overrides)
+
+
+def fingerprint(args) -> str:
+    """Settings that change numbers (not seed / n / paths): rows with another fingerprint are redone."""
+    key = {"set": sorted(args.set), "gp": args.gp_max_rows, "members": args.members, "data": str(args.data_dir)}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# ---- one (circuit, seed, n) task
+def _stage_argv(opamp, seed, n, out, args):
+    return ["--opamp", opamp, "--data-dir", str(args.data_dir), "--results-dir", str(out), "--seed", str(seed),
+            "--device", args.device, "--quiet", *sum((["--set", s] for s in args.set), []),
+            "--set", f"N_TARGET_TRAIN={n_value(n)}"]  # --set: infer_ensemble has no --n-target flag
+
+
+def _reusable_baseline(out: Path, opamp: str, data: dict, settings: dict):
+    """A baseline of the same seed trained in a sibling n dir with identical preprocessing and settings."""
+    from models.model_utils import read_checkpoint_meta
+    from training.common import _same_preprocessing
+    ignore = {"N_TARGET_TRAIN", "RESULTS_DIR"}
+    want = json.loads(json.dumps({k: v for k, v in settings.items() if k not in ignore}, default=str))
+    for other in sorted(out.parent.glob(f"seed{settings['SEED']}_n*")):
+        path = other / f"{opamp}_baseline_model.pth"
+        if other == out or not path.is_file() or not path.with_name(path.stem + "_metrics.json").is_file():
+            continue
+        meta = read_checkpoint_meta(path)
+        got = json.loads(json.dumps({k: v for k, v in (meta.get("config") or {}).items() if k not in ignore},
+                                    default=str))
+        if got == want and _same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
+            return path
+    return None
+
+
+def _row(base: dict, method: str, report: dict, fit_s: float, total_s: float, kind: str) -> dict:
+    return {**base, "method": method, "kind": kind,
+            **{k: float(report["mean"][k]) for k in ("r2", "r2_log", "mape")},
+            "per_metric_r2_log": {c: float(v["r2_log"]) for c, v in report.items()
+                                  if isinstance(v, dict) and "r2_log" in v},
+            "fit_s": round(float(fit_s), 2), "total_s": round(float(total_s), 2)}
+
+
+def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
+    """Train and score every method for one (circuit, seed, n); returns JSONL rows."""
+    import numpy as np
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from benchmarks.peers import PEERS, peer_params
+    from core.runtime import set_threads
+    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    from fine_tune import fine_tune
+    from inference import infer_ensemble
+    from inference.metrics import regression_report
+    from models import MLP
+    from models.model_utils import load_checkpoint, sidecar_path
+    from training import train, train_align_coral, train_target_only
+    from training.common import checkpoint_path, metrics_path, positive_floor, predict_scaled
+
+    settings = settings_for(opamp, seed, n, args)
+    out = Path(args.results_root) / opamp / f"seed{seed}_n{n}"
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(settings["NUM_THREADS"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "few target rows" is the point of small n
+        data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    truth = data["raw"]["target_test"][1].to_numpy(float)
+    floor, pre, cols = positive_floor(data), data["preprocessing"], data["y_cols"]
+    base = {"opamp": opamp, "seed": seed, "n_target": n, "n_train": int(len(data["target_train"][0])),
+            "n_test": int(len(truth)), "fingerprint": fingerprint(args), "quick": bool(args.quick),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    argv = _stage_argv(opamp, seed, n, out, args)
+    rows, stage_s = [], {}
+    log = open(out / "benchmark_log.txt", "a", encoding="utf-8")
+    with log, contextlib.redirect_stdout(log), threadpool_limits(1):
+        # source-only baseline: trained once per seed when the preprocessing allows, else here
+        settings_run = dict(settings, RESULTS_DIR=str(out))
+        ckpt = checkpoint_path(settings_run, "baseline")
+        reuse = _reusable_baseline(out, opamp, data, settings_run)
+        if reuse is not None:
+            for src in (reuse, sidecar_path(reuse), metrics_path(reuse)):
+                shutil.copy2(src, out / src.name)
+            print(f"[benchmarks] reusing {reuse}")
+            base_summary = json.loads(metrics_path(ckpt).read_text())
+        else:
+            base_summary = train.main(argv)
+        stage_s["baseline"] = base_summary["wall_s"]
+        if SOURCE_ONLY[0] in methods:
+            rows.append(_row(base, SOURCE_ONLY[0], base_summary["test"], stage_s["baseline"],
+                             stage_s["baseline"], "peer"))
+        ours = [m for m in OURS if m in methods]
+        if ours:
+            for method, module in (("align_coral", train_align_coral), ("target_hetero", train_target_only),
+                                   ("dualhead", fine_tune)):
+                summary = module.main(argv)
+                stage_s[method] = summary["wall_s"]
+                prereq = stage_s["baseline"] if method != "target_hetero" else 0.0
+                if method in methods:
+                    rows.append(_row(base, method, summary["test"], summary["wall_s"], summary["wall_s"] + prereq,
+                                     "ours"))
+            if "ensemble" in methods:
+                extra = ["--members", args.members] if args.members else []
+                record = infer_ensemble.main(_stage_argv(opamp, seed, n, out, args) + ["--no-plots", *extra])
+                members = record["members"]
+                own = {"align_hetero": "align_coral", "target_only": "target_hetero", "dualhead": "dualhead"}
+                needs_base = bool({"align_hetero", "dualhead"} & set(members))
+                total = (record["wall_s"] + sum(stage_s[own[m]] for m in members)
+                         + (stage_s["baseline"] if needs_base else 0.0))
+                rows.append(_row(base | {"members": list(members)}, "ensemble", record["ensemble"]["metrics"],
+                                 record["wall_s"], total, "ours"))
+        # peers
+        peers = [m for m in PEERS if m in methods]
+        source_pred = None
+        if any(PEERS[m][1] for m in peers):
+            model, _ = load_checkpoint(ckpt, expect_class=MLP, map_location="cpu")
+            source_pred = {s: predict_scaled(model, torch.as_tensor(data[s][0]))[0].astype(np.float32)
+                           for s in ("target_train", "target_val", "target_test")}
+        hp = peer_params(settings, **({"gp_max_rows": args.gp_max_rows} if args.gp_max_rows else {}))
+        for name in peers:
+            fn, needs_source, _ = PEERS[name]
+            t0 = time.perf_counter()
+            pred_model = fn(data, seed=seed, hp=hp, source_pred=source_pred)
+            fit_s = time.perf_counter() - t0
+            report = regression_report(truth, pre.inverse_y(pred_model), cols, floor=floor)
+            rows.append(_row(base, name, report, fit_s, fit_s + (stage_s["baseline"] if needs_source else 0.0),
+                             "peer"))
+            print(f"[benchmarks] {name}: r2_log={report['mean']['r2_log']:.4f} fit {fit_s:.1f}s")
+    return rows
+
+
+def _task_entry(job):
+    opamp, seed, n, args, methods = job
+    return run_task(opamp, seed, n, args, methods)
+
+
+# ---- JSONL
+def read_rows(path: Path) -> list:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def latest(rows: list) -> list:
+    """The last row per (opamp, seed, n, method): reruns replace older numbers."""
+    keep = {}
+    for r in rows:
+        keep[(r["opamp"], r["seed"], r["n_target"], r["method"])] = r
+    return list(keep.values())
+
+
+# ---- rendering
+def _n_order(label: str):
+    return (1, 0) if label == "all" else (0, int(label))
+
+
+def _ms(vals, fmt="{:.3f}") -> str:
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return fmt.format(vals[0])
+    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
+
+
+def summarise(rows: list, opamp: str) -> dict:
+    """{(method, n): {metric: [values over seeds]}} for one circuit."""
+    out = {}
+    for r in rows:
+        if r["opamp"] != opamp:
+            continue
+        cell = out.setdefault((r["method"], r["n_target"]), {"r2": [], "r2_log": [], "mape": [], "total_s": [],
+                                                            "n_train": [], "seeds": []})
+        for k in ("r2", "r2_log", "mape", "total_s", "n_train"):
+            cell[k].append(r[k])
+        cell["seeds"].append(r["seed"])
+    return out
+
+
+def render_markdown(rows: list, opamp: str, command: str) -> str:
+    cells = summarise(rows, opamp)
+    names = labels()
+    ns = sorted({n for _, n in cells}, key=_n_order)
+    methods = [m for m in all_methods() if any((m, n) in cells for n in ns)]
+    ours = [m for m in methods if m in OURS]
+    seeds = sorted({s for c in cells.values() for s in c["seeds"]})
+    quick = any(r.get("quick") for r in rows if r["opamp"] == opamp)
+    n_rows = {n: round(statistics.mean(v for (m, nn), c in cells.items() if nn == n for v in c["n_train"])) for n in ns}
+    lines = [f"### {opamp}: transfer methods vs peers over target-training size",
+             "", f"Command: `{command}`" + (" (**--quick: smoke-test settings, not results**)" if quick else ""),
+             "", f"Seeds {', '.join(map(str, seeds))}; test split fixed per seed; n = rows of target_train used "
+             f"({', '.join(f'{n}: {n_rows[n]}' for n in ns)}). Mean ± std over seeds. "
+             "Methods marked * are ours; **bold** = best (or within "
+             f"{BEST_TOL}) mean log-space R² at that n.", "",
+             "Mean log-space R² on target_test:", "",
+             "| method | " + " | ".join(f"n={n}" for n in ns) + " |",
+             "| --- |" + " --- |" * len(ns)]
+    best = {n: max(statistics.mean(cells[(m, n)]["r2_log"]) for m in methods if (m, n) in cells) for n in ns}
+    for m in methods:
+        vals = []
+        for n in ns:
+            c = cells.get((m, n))
+            if not c:
+                vals.append("–")
+                continue
+            text = _ms(c["r2_log"])
+            vals.append(f"**{text}**" if statistics.mean(c["r2_log"]) >= best[n] - BEST_TOL else text)
+        lines.append(f"| {names[m]}{' *' if m in ours else ''} | " + " | ".join(vals) + " |")
+    lines += ["", "Best of ours vs best peer (mean log-space R²):", "",
+              "| n | best ours | best peer | ours first or tied? |", "| --- | --- | --- | --- |"]
+    for n in ns:
+        o = [(statistics.mean(cells[(m, n)]["r2_log"]), m) for m in ours if (m, n) in cells]
+        p = [(statistics.mean(cells[(m, n)]["r2_log"]), m) for m in methods if m not in ours and (m, n) in cells]
+        if o and p:
+            bo, bp = max(o), max(p)
+            lines.append(f"| {n} | {names[bo[1]]} {bo[0]:.3f} | {names[bp[1]]} {bp[0]:.3f} | "
+                         f"{'yes' if bo[0] >= bp[0] - BEST_TOL else 'no'} |")
+    lines += ["", "All numbers (physical R², log-space R², MAPE; fit s = wall time of the method including the "
+              "stages it needs, e.g. the source baseline for align/fine-tune/stacking):", "",
+              "| n | method | R² (physical) | R² (log space) | MAPE % | fit s |", "| --- | --- | --- | --- | --- | --- |"]
+    for n in ns:
+        for m in methods:
+            c = cells.get((m, n))
+            if c:
+                lines.append(f"| {n} | {names[m]}{' *' if m in ours else ''} | {_ms(c['r2'])} | {_ms(c['r2_log'])} | "
+                             f"{_ms(c['mape'], '{:.1f}')} | {_ms(c['total_s'], '{:.1f}')} |")
+    lines += ["", f"![learning curve {opamp}](learning_curve_{opamp}.png)"]
+    return "\n".join(lines)
+
+
+def replace_block(doc: Path, opamp: str, body: str) -> None:
+    from core.atomic import atomic_write_text
+    start, end = f"<!-- benchmarks.run:{opamp} start -->", f"<!-- benchmarks.run:{opamp} end -->"
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmarks\n"
+    block = f"{start}\n{body}\n{end}"
+    if start in text and end in text and text.index(start) < text.index(end):
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(doc, text)
+
+
+def plot_learning_curve(rows: list, opamp: str, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cells = summarise(rows, opamp)
+    names = labels()
+    ns = sorted({n for _, n in cells}, key=_n_order)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for m in all_methods():
+        pts = [(statistics.mean(cells[(m, n)]["n_train"]), cells[(m, n)]["r2_log"]) for n in ns if (m, n) in cells]
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        y = [statistics.mean(p[1]) for p in pts]
+        err = [statistics.stdev(p[1]) if len(p[1]) > 1 else 0.0 for p in pts]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=names[m] + (" *" if m in OURS else ""),
+                    linestyle="-" if m in OURS else "--", linewidth=2 if m in OURS else 1)
+    ax.set_xscale("log")
+    ax.set_xlabel("target training rows n (log scale)")
+    ax.set_ylabel("mean log-space R² on target_test")
+    ax.set_ylim(bottom=max(ax.get_ylim()[0], -1.0))
+    ax.set_title(f"{opamp}: accuracy vs target samples (mean ± std over seeds; * = ours)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def render(rows: list, opamps: list, args, fp: str | None = None) -> list:
+    """Tables and plot per circuit from rows of one settings fingerprint (default: the circuit's latest)."""
+    doc = Path(args.docs_path)
+    written = []
+    for opamp in opamps:
+        mine = [r for r in rows if r["opamp"] == opamp]
+        if not mine:
+            print(f"warning: no rows for {opamp} in the JSONL; nothing rendered for it.")
+            continue
+        want = fp or mine[-1]["fingerprint"]
+        mine = latest([r for r in mine if r["fingerprint"] == want])
+        if not mine:
+            print(f"warning: no rows for {opamp} with these settings; nothing rendered for it.")
+            continue
+        command = mine[-1].get("command", "python -m benchmarks.run")
+        body = render_markdown(mine, opamp, command)
+        replace_block(doc, opamp, body)
+        written.append(plot_learning_curve(mine, opamp, doc.parent / f"learning_curve_{opamp}.png"))
+        print(body)
+    print(f"[benchmarks] wrote {doc} and " + ", ".join(map(str, written)))
+    return written
+
+
+def _command(argv) -> str:
+    shown = [a for a in (sys.argv[1:] if argv is None else argv)]
+    return "python -m benchmarks.run " + " ".join(shown)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    root = Path(args.results_root)
+    log = root / "benchmarks.jsonl"
+    command = _command(argv)
+    if args.render_only:
+        rows = read_rows(log)
+        render(rows, args.opamp, args)
+        return rows
+    methods = args.methods or all_methods()
+    unknown = [m for m in methods if m not in all_methods()]
+    if unknown:
+        raise ToolkitError(f"Unknown method(s) {unknown}; choose from {all_methods()}.")
+    for opamp in args.opamp:
+        if not (Path(args.data_dir) / opamp).is_dir():
+            raise ToolkitError(f"No circuit folder {Path(args.data_dir) / opamp}. Give --data-dir and --opamp.")
+    root.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(args)
+    done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in read_rows(log)
+            if r.get("fingerprint") == fp} if not args.fresh else set()
+    # n-major order: every seed's first n runs first, so later n can reuse that seed's baseline
+    jobs = [(opamp, seed, n, args, methods) for opamp in args.opamp for n in args.n_target for seed in args.seeds
+            if not all((opamp, seed, n, m) in done for m in methods)]
+    skipped = len(args.opamp) * len(args.n_target) * len(args.seeds) - len(jobs)
+    print(f"[benchmarks] {len(jobs)} task(s) to run, {skipped} already in {log}; methods: {', '.join(methods)}")
+    t0 = time.perf_counter()
+
+    def record(rows):
+        with open(log, "a", encoding="utf-8") as f:
+            for r in rows:
+                r["command"] = command
+                f.write(json.dumps(r) + "\n")
+        r = rows[0]
+        best = max(rows, key=lambda x: x["r2_log"])
+        print(f"[benchmarks] {r['opamp']} seed {r['seed']} n={r['n_target']} ({r['n_train']} rows): "
+              f"best r2_log {best['r2_log']:.3f} ({best['method']}); {time.perf_counter() - t0:.0f}s elapsed",
+              flush=True)
+
+    if args.jobs == 1 or len(jobs) <= 1:
+        for job in jobs:
+            record(_task_entry(job))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_task_entry, job) for job in jobs]
+            for fut in as_completed(futures):
+                record(fut.result())
+    print(f"[benchmarks] all tasks done in {time.perf_counter() - t0:.0f}s")
+    rows = read_rows(log)
+    render(rows, args.opamp, args, fp)
+    return latest([r for r in rows if r["fingerprint"] == fp and r["opamp"] in args.opamp])
+
+
+if __name__ == "__main__":
+    run_main(main)
