@@ -1,0 +1,87 @@
+"""benchmarks.run: --quick on test-made data writes every method x n, the Markdown block and the plot."""
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import peers, run
+from data_loader import get_data_and_scalers
+from tests.synthetic import write_dataset
+
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "EPOCHS=3", "--set", "PATIENCE=2"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data"), n_source=200, n_target=120)
+
+
+@pytest.fixture(scope="module")
+def quick_run(dataset, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    argv = ["--quick", "--data-dir", str(dataset), "--results-root", str(tmp / "res"),
+            "--docs-path", str(tmp / "docs" / "BENCHMARKS.md"), "--n-target", "20", "all", "--gp-max-rows", "40", *TINY]
+    doc = tmp / "docs" / "BENCHMARKS.md"
+    doc.parent.mkdir()
+    doc.write_text("# Benchmarks\n\nkept text\n\n<!-- benchmarks.run:5t_opamp start -->\nold\n"
+                   "<!-- benchmarks.run:5t_opamp end -->\n\ntail text\n")
+    rows = run.main(argv)
+    return tmp, argv, rows
+
+
+def test_quick_writes_every_method_and_size(quick_run):
+    tmp, _, _ = quick_run
+    lines = [json.loads(x) for x in (tmp / "res" / "benchmarks.jsonl").read_text().splitlines()]
+    got = {(r["method"], r["n_target"]) for r in lines}
+    assert got == {(m, n) for m in run.all_methods() for n in ("20", "all")}
+    for r in lines:
+        assert np.isfinite([r["r2"], r["r2_log"], r["mape"], r["fit_s"]]).all()
+        assert set(r["per_metric_r2_log"]) == {"slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"}
+    assert {r["n_train"] for r in lines if r["n_target"] == "20"} == {20}
+    assert min(r["n_train"] for r in lines if r["n_target"] == "all") > 20
+    # our stages ran through the real entry points into per-(seed, n) dirs
+    assert (tmp / "res" / "5t_opamp" / "seed0_n20" / "5t_opamp_ensemble_metrics.json").is_file()
+
+
+def test_markdown_block_replaced_and_plot_written(quick_run):
+    tmp, _, _ = quick_run
+    text = (tmp / "docs" / "BENCHMARKS.md").read_text()
+    assert "kept text" in text and "tail text" in text and "\nold\n" not in text
+    assert text.count("<!-- benchmarks.run:5t_opamp start -->") == 1
+    assert "target-only GP (ARD)" in text and "ensemble (calibrated) *" in text and "n=all" in text
+    png = tmp / "docs" / "learning_curve_5t_opamp.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_skips_done_tasks_and_render_only(quick_run):
+    tmp, argv, _ = quick_run
+    log = tmp / "res" / "benchmarks.jsonl"
+    before = log.read_text()
+    run.main(argv)                                  # same settings: nothing retrained
+    assert log.read_text() == before
+    (tmp / "docs" / "learning_curve_5t_opamp.png").unlink()
+    run.main(argv + ["--render-only"])
+    assert (tmp / "docs" / "learning_curve_5t_opamp.png").is_file()
+
+
+def test_peers_learn_against_a_control(dataset):
+    """Each sklearn peer beats predicting the training mean (the control) on the test split."""
+    d = get_data_and_scalers("5t_opamp", dataset, seed=0)
+    hp = peers.peer_params({"HIDDEN_DIM": 16, "NUM_LAYERS": 2, "DROPOUT_RATE": 0.0, "LEARNING_RATE": 1e-3,
+                            "WEIGHT_DECAY": 0.0, "BATCH_SIZE": 16, "BASELINE_BATCH_SIZE": 64, "EPOCHS": 3,
+                            "PATIENCE": 2}, gp_max_rows=60, gbm_max_iter=50)
+    y_test = d["target_test"][1]
+    control = np.mean((y_test - d["target_train"][1].mean(axis=0)) ** 2)
+    fake_source = {s: d[s][1] * 0.0 for s in ("target_train", "target_val", "target_test")}
+    for name in ("target_gbm", "target_gp", "stack_gbm", "stack_gp"):
+        fn, _, _ = peers.PEERS[name]
+        pred = fn(d, seed=0, hp=hp, source_pred=fake_source)
+        assert pred.shape == y_test.shape
+        assert np.mean((pred - y_test) ** 2) < 0.7 * control, name
+    with pytest.raises(ValueError, match="source_pred"):
+        peers.stack_gbm(d, seed=0, hp=hp)
+
+
+def test_bad_n_target_is_a_clear_error():
+    with pytest.raises(ValueError, match="positive integers or 'all'"):
+        run.parse_args(["--n-target", "-5"])
