@@ -21,8 +21,9 @@ R^2, MAPE).  One JSONL line per circuit x seed x n x method goes to
 ``<results-root>/benchmarks.jsonl`` (finished tasks with the same settings are skipped on a
 rerun; ``--fresh`` redoes them).  Then ``--docs-path`` (default ``docs/BENCHMARKS.md``) gets
 the block between ``<!-- benchmarks.run:<opamp> start -->`` and ``... end -->`` replaced (or
-appended), and ``learning_curve_<opamp>.png`` is written next to it.  ``--jobs 2`` runs two
-(seed, n) tasks at once, one thread each.
+appended), and ``learning_curve_<opamp>.png`` is written next to it.  ``--jobs`` (default 2 on
+a 2-core machine) runs that many (seed, n) tasks at once, one thread each; fit times are
+measured under that sharing.
 """
 import os
 
@@ -55,6 +56,7 @@ OURS = {  # method -> table label
     "target_hetero": "target-only hetero (ensemble member)",
 }
 SOURCE_ONLY = ("source_only", "source-only (baseline on B)")
+Y_FLOOR = -0.5     # learning-curve plot: mean log-space R^2 below this is drawn on the floor
 BEST_TOL = 0.005  # log-space R^2 within this of the best counts as tied-first
 
 
@@ -74,7 +76,8 @@ def parse_args(argv=None):
                    help="restrict to these methods (default all): source_only, ours and peer names")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every stage and peer")
     p.add_argument("--gp-max-rows", type=int, default=None, help="training rows per GP (default peers.GP_MAX_ROWS)")
-    p.add_argument("--jobs", type=int, default=1, help="(seed, n) tasks run at once (one thread each)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="(seed, n) tasks run at once, one thread each [default %(default)s]")
     p.add_argument("--quick", action="store_true", help="1 seed, n = 50 and all, 5 epochs, small nets")
     p.add_argument("--fresh", action="store_true", help="redo tasks already in the JSONL")
     p.add_argument("--render-only", action="store_true", help="only rebuild tables and plots from the JSONL")
@@ -365,23 +368,36 @@ def plot_learning_curve(rows: list, opamp: str, path: Path) -> Path:
     cells = summarise(rows, opamp)
     names = labels()
     ns = sorted({n for _, n in cells}, key=_n_order)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for m in all_methods():
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colors = plt.get_cmap("tab20").colors
+    xs_all = set()
+    for k, m in enumerate(all_methods()):
         pts = [(statistics.mean(cells[(m, n)]["n_train"]), cells[(m, n)]["r2_log"]) for n in ns if (m, n) in cells]
         if not pts:
             continue
         x = [p[0] for p in pts]
+        xs_all.update(x)
         y = [statistics.mean(p[1]) for p in pts]
         err = [statistics.stdev(p[1]) if len(p[1]) > 1 else 0.0 for p in pts]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=names[m] + (" *" if m in OURS else ""),
-                    linestyle="-" if m in OURS else "--", linewidth=2 if m in OURS else 1)
+        shown = [max(v, Y_FLOOR) for v in y]  # far-off values drawn on the floor as down-triangles
+        style = dict(color=colors[(2 * k) % 20 + (k >= 10)], label=names[m] + (" *" if m in OURS else ""),
+                     linestyle="-" if m in OURS else "--", linewidth=2 if m in OURS else 1)
+        ax.errorbar(x, shown, yerr=[e if v > Y_FLOOR else 0.0 for e, v in zip(err, y)], marker="o", capsize=3,
+                    **style)
+        low = [(xi, Y_FLOOR) for xi, v in zip(x, y) if v < Y_FLOOR]
+        if low:
+            ax.plot(*zip(*low), marker="v", linestyle="none", markersize=9, color=style["color"])
     ax.set_xscale("log")
+    ax.set_xticks(sorted(xs_all))
+    ax.set_xticklabels([str(round(v)) for v in sorted(xs_all)])
+    ax.minorticks_off()
     ax.set_xlabel("target training rows n (log scale)")
     ax.set_ylabel("mean log-space R² on target_test")
-    ax.set_ylim(bottom=max(ax.get_ylim()[0], -1.0))
-    ax.set_title(f"{opamp}: accuracy vs target samples (mean ± std over seeds; * = ours)")
+    ax.set_ylim(Y_FLOOR - 0.05, 1.02)
+    ax.set_title(f"{opamp}: accuracy vs target samples (mean ± std over seeds; * = ours; ▼ = below {Y_FLOOR})",
+                 fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -20,7 +20,7 @@ def dataset(tmp_path_factory):
 def quick_run(dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     argv = ["--quick", "--data-dir", str(dataset), "--results-root", str(tmp / "res"),
-            "--docs-path", str(tmp / "docs" / "BENCHMARKS.md"), "--n-target", "20", "all", "--gp-max-rows", "40", *TINY]
+            "--docs-path", str(tmp / "docs" / "BENCHMARKS.md"), "--n-target", "20", "all", "--gp-max-rows", "40", "--jobs", "1", *TINY]
     doc = tmp / "docs" / "BENCHMARKS.md"
     doc.parent.mkdir()
     doc.write_text("# Benchmarks\n\nkept text\n\n<!-- benchmarks.run:5t_opamp start -->\nold\n"
@@ -80,6 +80,14 @@ def test_peers_learn_against_a_control(dataset):
         assert np.mean((pred - y_test) ** 2) < 0.7 * control, name
     with pytest.raises(ValueError, match="source_pred"):
         peers.stack_gbm(d, seed=0, hp=hp)
+
+
+def test_jobs_2_runs_tasks_in_worker_processes(dataset, tmp_path):
+    rows = run.main(["--quick", "--data-dir", str(dataset), "--results-root", str(tmp_path / "res"),
+                     "--docs-path", str(tmp_path / "B.md"), "--n-target", "20", "30", "--jobs", "2",
+                     "--methods", "source_only", "target_gbm", *TINY])
+    assert sorted((r["n_target"], r["method"]) for r in rows) == [("20", "source_only"), ("20", "target_gbm"),
+                                                                ("30", "source_only"), ("30", "target_gbm")]
 
 
 def test_bad_n_target_is_a_clear_error():
