@@ -139,7 +139,7 @@ def _stage_argv(opamp, seed, n, out, args):
 def _reusable_baseline(out: Path, opamp: str, data: dict, settings: dict):
     """A baseline of the same seed trained in a sibling n dir with identical preprocessing and settings."""
     from models.model_utils import read_checkpoint_meta
-    from training.common import _same_preprocessing
+    from training.common import same_preprocessing
     ignore = {"N_TARGET_TRAIN", "RESULTS_DIR"}
     want = json.loads(json.dumps({k: v for k, v in settings.items() if k not in ignore}, default=str))
     for other in sorted(out.parent.glob(f"seed{settings['SEED']}_n*")):
@@ -149,7 +149,7 @@ def _reusable_baseline(out: Path, opamp: str, data: dict, settings: dict):
         meta = read_checkpoint_meta(path)
         got = json.loads(json.dumps({k: v for k, v in (meta.get("config") or {}).items() if k not in ignore},
                                     default=str))
-        if got == want and _same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
+        if got == want and same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
             return path
     return None
 

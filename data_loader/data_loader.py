@@ -93,6 +93,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     kept = {name: idx[why_tgt[idx] == ""] for name, idx in parts.items()}
     if n_target_train < 0:
         raise ToolkitError(f"N_TARGET_TRAIN must be >= 0 (0 = all rows), got {n_target_train}.")
+    all_train = kept["train"]  # before any subset: their *inputs* may shape the x scaler (no labels used)
     if 0 < n_target_train < len(kept["train"]):
         pick = np.random.default_rng(seed).choice(len(kept["train"]), n_target_train, replace=False)
         kept["train"] = np.sort(kept["train"][pick])
@@ -111,7 +112,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     raw = {"source": (src.features.iloc[keep_src], src.targets.iloc[keep_src])}
     for name, idx in kept.items():
         raw[f"target_{name}"] = (tgt.features.iloc[idx], tgt.targets.iloc[idx])
-    fit_tgt_x = pd.concat([raw["target_train"][0], raw["target_val"][0]])  # inputs only, never test rows
+    # inputs only, never test rows; the full training pool so an N_TARGET_TRAIN subset keeps the same scalers
+    fit_tgt_x = pd.concat([tgt.features.iloc[all_train], raw["target_val"][0]])
     x_pool = pd.concat([raw["source"][0], fit_tgt_x]) if x_scaler_fit == "both" else raw["source"][0]
     resolved_log_x = _resolve_log_x(log_x_cols, pd.concat([raw["source"][0], fit_tgt_x]), log_x_min_span)
     _warn_constant_features(raw["source"][0], fit_tgt_x, x_scaler_fit)
@@ -131,7 +133,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         elif pre is not None and verbose:
             print(f"[data] reusing scalers from {path}")
     if pre is None:
-        y_range = pd.concat([raw["source"][1], raw["target_train"][1], raw["target_val"][1]])
+        # clip range from labels every stage may see whatever N_TARGET_TRAIN is: source + target val
+        y_range = pd.concat([raw["source"][1], raw["target_val"][1]])
         pre = fit_preprocessing(x_fit=x_pool, y_fit=raw["source"][1], y_range=y_range,
                                 log_x_cols=resolved_log_x, log_y_cols=list(log_y_cols))
         if results_dir is not None:

@@ -472,6 +472,7 @@ def test_n_target_train_subsets_train_only(data_root, d42):
     assert small["split"]["target_test_idx"] == d42["split"]["target_test_idx"]
     again = _load(data_root, n_target_train=20)
     assert again["split"]["target_train_idx"] == small["split"]["target_train_idx"]
+    assert small["preprocessing"].to_dict() == d42["preprocessing"].to_dict()  # same scalers: models stay comparable
     everything = _load(data_root, n_target_train=10**6)   # more than there are: all rows
     assert everything["split"]["target_train_idx"] == d42["split"]["target_train_idx"]
     with pytest.raises(ValueError, match="N_TARGET_TRAIN must be >= 0"):

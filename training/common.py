@@ -83,7 +83,7 @@ def model_kwargs(settings: dict, data: dict) -> dict:
                 dropout=settings["DROPOUT_RATE"])
 
 
-def _same_preprocessing(a: dict, b: dict) -> bool:
+def same_preprocessing(a: dict, b: dict) -> bool:
     for key in a:
         va, vb = a.get(key), b.get(key)
         if isinstance(va, list) and va and isinstance(va[0], float):
@@ -107,7 +107,7 @@ def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
                            f"Rerun {COMMANDS[kind]} --opamp {settings['OPAMP_TYPE']}.")
     model, meta = load_checkpoint(path, expect_x_cols=data["x_cols"], expect_y_cols=data["y_cols"],
                                   expect_class=expect_class, map_location=device)
-    if not _same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
+    if not same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
         raise ToolkitError(f"{path} was trained with other preprocessing (scalers/log columns/split) than this run. "
                            f"Rerun {COMMANDS[kind]} with the same settings first.")
     return model, meta, path
