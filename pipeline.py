@@ -8,10 +8,10 @@ Runs, in-process and in order: training.train -> training.train_align_coral ->
 training.train_target_only -> fine_tune.fine_tune -> inference.infer_ensemble, passing
 ``--opamp --data-dir --results-dir --device --seed --val-split --test-split --epochs --set
 --dry-run --quiet`` through.  A training stage is skipped when its checkpoint is up to date:
-it exists; its config snapshot equals this run's settings (all keys but DEVICE / NUM_THREADS);
+it exists; its config snapshot equals this run's settings (all keys it reads: see STAGE_IGNORES);
 its split equals this run's split; no data file and no parent checkpoint is newer than it; it
-is not a dry-run checkpoint (unless this is a dry run).  Once a stage runs, every later stage
-runs too.  ``--force`` reruns everything.  The ensemble (seconds) always runs.  Ends with a
+is not a dry-run checkpoint (unless this is a dry run).  When the baseline reruns, the stages
+built on it (align, fine-tune) rerun too; target-only does not depend on it.  ``--force`` reruns everything.  The ensemble (seconds) always runs.  Ends with a
 one-screen summary: per-stage wall time, the ensemble's test R^2 / R^2_log and coverage, paths.
 """
 import time
@@ -24,12 +24,22 @@ from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from models.model_utils import read_checkpoint_meta
 from training.common import COMMANDS, checkpoint_path
 
-IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what a stage learns
-STAGES = [  # (name, module, checkpoint kind)
-    ("baseline", "training.train", "baseline"),
-    ("align_hetero", "training.train_align_coral", "align_hetero"),
-    ("target_only", "training.train_target_only", "target_only"),
-    ("dualhead", "fine_tune.fine_tune", "dualhead"),
+IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what any stage learns
+_ALIGN = {"LAMBDA_CORAL", "ALPHA_R2"}
+_FINETUNE = {"L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS"}
+_INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR"}
+# Settings a stage does not read: changing them leaves its checkpoint up to date.
+STAGE_IGNORES = {
+    "baseline": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "N_TARGET_TRAIN"},
+    "align_hetero": _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
+    "target_only": {"LAMBDA_CORAL"} | _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
+    "dualhead": _ALIGN | _INVERSE | {"BASELINE_BATCH_SIZE"},
+}
+STAGES = [  # (name, module, checkpoint kind, parent stage or None)
+    ("baseline", "training.train", "baseline", None),
+    ("align_hetero", "training.train_align_coral", "align_hetero", "baseline"),
+    ("target_only", "training.train_target_only", "target_only", None),
+    ("dualhead", "fine_tune.fine_tune", "dualhead", "baseline"),
 ]
 
 
@@ -64,8 +74,8 @@ def stage_argv(args, *, training: bool) -> list:
     return out
 
 
-def _differences(saved: dict, settings: dict) -> list:
-    keys = (set(saved) | set(settings)) - IGNORED_KEYS
+def _differences(saved: dict, settings: dict, kind: str) -> list:
+    keys = (set(saved) | set(settings)) - IGNORED_KEYS - STAGE_IGNORES.get(kind, set())
     return sorted(k for k in keys if saved.get(k) != settings.get(k))
 
 
@@ -80,7 +90,7 @@ def staleness(settings: dict, kind: str, current_split: dict, data_files, *, dry
         return f"unreadable checkpoint ({exc})"
     if (meta.get("metrics") or {}).get("dry_run") and not dry_run:
         return "dry-run checkpoint"
-    diff = _differences(meta.get("config") or {}, settings)
+    diff = _differences(meta.get("config") or {}, settings, kind)
     if diff:
         return f"settings changed: {', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}"
     if (meta.get("split") or {}) != current_split:
@@ -103,13 +113,16 @@ def plan(settings: dict, *, force: bool, dry_run: bool) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the stages print the data warnings themselves
         data = get_data_and_scalers(**data_kwargs_from_settings(settings))
-    out, cascade = [], None
-    for name, module, kind in STAGES:
-        reason = "--force" if force else (f"after {cascade}" if cascade else
-                                          staleness(settings, kind, data["split"], data["files"].values(),
-                                                    dry_run=dry_run))
-        if reason and cascade is None:
-            cascade = name
+    out, rerun = [], set()
+    for name, module, kind, parent in STAGES:
+        if force:
+            reason = "--force"
+        elif parent in rerun:
+            reason = f"after {parent}"   # a stage built on a retrained parent is retrained too
+        else:
+            reason = staleness(settings, kind, data["split"], data["files"].values(), dry_run=dry_run)
+        if reason:
+            rerun.add(name)
         out.append((name, module, kind, reason))
     return out
 

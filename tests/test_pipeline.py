@@ -48,9 +48,13 @@ def test_staleness_reasons(ran):
     data, _, args, _ = ran
     _, settings = pipeline.parse_args(args)
     assert all(r is None for *_, r in pipeline.plan(settings, force=False, dry_run=True))
-    # a full run does not accept dry-run checkpoints; later stages follow the first rerun
+    # a full run does not accept dry-run checkpoints; the stages built on the baseline follow it
     reasons = [r for *_, r in pipeline.plan(settings, force=False, dry_run=False)]
-    assert reasons[0] == "dry-run checkpoint" and all(r == "after baseline" for r in reasons[1:])
+    assert reasons == ["dry-run checkpoint", "after baseline", "dry-run checkpoint", "after baseline"]
+    # a fine-tune-only setting reruns only the fine-tune stage
+    _, ft = pipeline.parse_args(args + ["--set", "L2SP_LAMBDA=0.5"])
+    reasons = [r for *_, r in pipeline.plan(ft, force=False, dry_run=True)]
+    assert reasons[:3] == [None, None, None] and "L2SP_LAMBDA" in reasons[3]
     _, changed = pipeline.parse_args(args + ["--set", "WEIGHT_DECAY=0.01"])
     assert "WEIGHT_DECAY" in pipeline.plan(changed, force=False, dry_run=True)[0][3]
     _, other_split = pipeline.parse_args(args + ["--seed", "7"])
