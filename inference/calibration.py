@@ -18,6 +18,11 @@ make their Gaussian assumption ``y ~ N(mean, var)``.
 * Coverage of the central interval of probability ``level``:
       fraction of i with |y - mean| / sqrt(var) <= z,   z = Phi^-1(0.5 + level/2)
   (68 % <-> z = 0.994, 95 % <-> z = 1.960).
+* Interval multipliers (split conformal on normalised residuals, ``fit_interval_z``): per
+  metric and level, z_L = the ceil((n+1)L)-th smallest |y - mean|/sqrt(var) on target_val.
+  The interval mean +- z_L*sqrt(var) then holds >= L of new exchangeable rows on average,
+  whatever the tails of the residuals: one temperature cannot match 68 % and 95 % at once
+  when the errors are heavier-tailed than a Gaussian, these multipliers can.
 """
 import math
 from statistics import NormalDist
@@ -76,16 +81,36 @@ def gaussian_nll(y, mean, var) -> np.ndarray:
     return np.mean(0.5 * np.log(2 * math.pi * var) + (y - mean) ** 2 / (2 * var), axis=0)
 
 
-def coverage(y, mean, var, level: float) -> np.ndarray:
-    """Per-metric fraction (M,) of rows inside the central ``level`` interval."""
+def fit_interval_z(y, mean, var, levels=LEVELS) -> dict:
+    """``{str(level): [z_L per metric]}``: split-conformal half-widths in units of sqrt(var)."""
     y, mean, var = _check(y, mean, var)
-    return np.mean(np.abs(y - mean) / np.sqrt(var) <= z_of(level), axis=0)
+    z = np.sort(np.abs(y - mean) / np.sqrt(var), axis=0)                # (N, M) ascending
+    n = len(z)
+    out = {}
+    for lv in levels:
+        rank = min(int(math.ceil((n + 1) * lv)), n) - 1                  # finite-sample conformal rank
+        out[str(lv)] = z[rank].tolist()
+    return out
 
 
-def calibration_summary(y, mean, var, cols) -> dict:
-    """``{col: {nll, cov68, cov95}, ..., "mean": {...}}`` (coverages as fractions 0..1)."""
+def coverage(y, mean, var, level: float, z=None) -> np.ndarray:
+    """Per-metric fraction (M,) of rows inside the central ``level`` interval.
+
+    ``z``: per-metric half-widths (from ``fit_interval_z``); Gaussian ``z_of(level)`` when None.
+    """
+    y, mean, var = _check(y, mean, var)
+    half = z_of(level) if z is None else np.asarray(z, float)
+    return np.mean(np.abs(y - mean) / np.sqrt(var) <= half, axis=0)
+
+
+def calibration_summary(y, mean, var, cols, interval_z: dict | None = None) -> dict:
+    """``{col: {nll, cov68, cov95}, ..., "mean": {...}}`` (coverages as fractions 0..1).
+
+    With ``interval_z`` the intervals use those multipliers instead of the Gaussian ones.
+    """
     nll = gaussian_nll(y, mean, var)
-    covs = {f"cov{round(100 * lv)}": coverage(y, mean, var, lv) for lv in LEVELS}
+    covs = {f"cov{round(100 * lv)}": coverage(y, mean, var, lv, (interval_z or {}).get(str(lv)))
+            for lv in LEVELS}
     out = {c: {"nll": float(nll[j]), **{k: float(v[j]) for k, v in covs.items()}} for j, c in enumerate(cols)}
     out["mean"] = {"nll": float(np.mean(nll)), **{k: float(np.mean(v)) for k, v in covs.items()}}
     return out

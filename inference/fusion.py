@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from core.errors import ToolkitError
-from inference.calibration import VAR_FLOOR, fit_coverage_temperature, fit_temperature
+from inference.calibration import VAR_FLOOR, fit_coverage_temperature, fit_interval_z, fit_temperature
 
 BETA_GRID = (1.0, 0.0)                     # exponent of the precision weight 1/v (first = default)
 GAMMA_GRID = (1.0, 0.0, 2.0, 4.0, 8.0)      # exponent of the per-metric MSE weight 1/e (first = default)
@@ -42,16 +42,18 @@ class FusionParams:
     gamma: list            # (M,)
     final_temperature: list  # (M,) T_fj applied to the fused variance
     final_method: str = "coverage"  # how T_f was fitted: coverage | nll | none
+    interval_z: dict = None  # {"0.68": (M,), "0.95": (M,)} conformal half-widths in fused stds; None = Gaussian
 
     def to_dict(self) -> dict:
         return {k: (np.asarray(v).tolist() if not isinstance(v, list) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FusionParams":
-        missing = [k for k in cls.__dataclass_fields__ if k not in d and k != "final_method"]
+        optional = {"final_method", "interval_z"}
+        missing = [k for k in cls.__dataclass_fields__ if k not in d and k not in optional]
         if missing:
             raise ToolkitError(f"Fusion record lacks {missing}; rerun python -m inference.infer_ensemble.")
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def fuse(means: torch.Tensor, variances: torch.Tensor, *, val_mse, beta, gamma, final_temperature=None):
@@ -114,7 +116,7 @@ def fit_fusion(members, means_val, vars_val, y_val, *, final: str = "coverage") 
                "none": lambda y, mu, v: np.ones(y.shape[1])}[final](y_val, mean, var)
     return FusionParams(members=list(members), val_mse=val_mse.tolist(), temperatures=temps.tolist(),
                         beta=beta.tolist(), gamma=gamma.tolist(), final_temperature=final_t.tolist(),
-                        final_method=final)
+                        final_method=final, interval_z=fit_interval_z(y_val, mean, var * final_t ** 2))
 
 
 def apply_fusion(params: FusionParams, means, variances, *, final: bool = True):

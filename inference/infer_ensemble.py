@@ -27,7 +27,7 @@ import torch
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
-from inference.calibration import CURVE_LEVELS, calibration_summary, coverage_curve
+from inference.calibration import CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve
 from inference.fusion import FINAL_METHODS, apply_fusion, fit_fusion
 from inference.metrics import format_report, regression_report
 from inference.predict import (DEFAULT_MEMBERS, _same_prep, check_agreement, ensemble_json_path, load_member,
@@ -92,6 +92,12 @@ def _calibration_table(rows: dict) -> str:
         lines.append(f"{name:<14} {b['nll']:>10.3f} {a['nll']:>8.3f} {100 * b['cov68']:>12.1f}% "
                      f"{100 * a['cov68']:>6.1f}% {100 * b['cov95']:>12.1f}% {100 * a['cov95']:>6.1f}%")
     return "\n".join(lines)
+
+
+def interval_bounds(pre, mean, var, z):
+    """Physical (lo, hi) of mean +- z*sqrt(var) in model space (monotone transforms keep the order)."""
+    half = np.sqrt(var) * np.asarray(z, float)
+    return pre.inverse_y(mean - half), pre.inverse_y(mean + half)
 
 
 def main(argv=None):
@@ -163,8 +169,10 @@ def main(argv=None):
         "metrics": regression_report(truth, pred, cols, floor=floor),
         "final_temperature": dict(zip(cols, map(float, params.final_temperature))),
         "final_method": params.final_method,
+        "interval_z": params.interval_z,
         "calibration": {"before": calibration_summary(y_test, ens_mean, ens_var_before, cols),
-                        "after": calibration_summary(y_test, ens_mean, ens_var, cols)}}
+                        "after": calibration_summary(y_test, ens_mean, ens_var, cols, params.interval_z),
+                        "after_gaussian_z": calibration_summary(y_test, ens_mean, ens_var, cols)}}
     curves["ensemble before"] = coverage_curve(y_test, ens_mean, ens_var_before)
     curves["ensemble after"] = coverage_curve(y_test, ens_mean, ens_var)
     record["coverage_curves"] = curves
@@ -174,8 +182,11 @@ def main(argv=None):
     atomic_write_text(paths["metrics"], json.dumps(record, indent=2) + "\n")
     idx = data["split"].get(f"{split}_idx", list(range(len(truth))))
     table = {"row": idx}
+    bounds = {lv: interval_bounds(pre, ens_mean, ens_var, params.interval_z[str(lv)]) for lv in LEVELS}
     for j, c in enumerate(cols):
         table.update({f"{c}_true": truth[:, j], f"{c}_mean": pred[:, j], f"{c}_std": std[:, j]})
+        for lv, (lo, hi) in bounds.items():
+            table.update({f"{c}_lo{round(100 * lv)}": lo[:, j], f"{c}_hi{round(100 * lv)}": hi[:, j]})
     with atomic_path(paths["predictions"]) as tmp:
         pd.DataFrame(table).to_csv(tmp, index=False)
 

@@ -187,3 +187,21 @@ class Ensemble:
         phys_std = self.preprocessing.y_std_to_physical(mean, std)
         return (pd.DataFrame(phys_mean, columns=self.y_cols, index=designs.index),
                 pd.DataFrame(phys_std, columns=self.y_cols, index=designs.index))
+
+    def predict_interval(self, designs: pd.DataFrame, level: float = 0.95):
+        """Physical ``(lo_df, hi_df)`` of the calibrated central interval holding ``level``.
+
+        Uses the split-conformal multipliers fitted on target_val for 0.68 and 0.95 (see
+        inference.calibration.fit_interval_z); other levels use the Gaussian z of the fused std.
+        """
+        from inference.calibration import z_of
+        x = self.preprocessing.transform_x(designs)
+        device = next(self.members[0].model.parameters()).device
+        with torch.no_grad():
+            mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
+        mean, std = mean.double().cpu().numpy(), std.double().cpu().numpy()
+        z = (self.params.interval_z or {}).get(str(level))
+        half = std * (np.asarray(z, float) if z is not None else z_of(level))
+        lo, hi = self.preprocessing.inverse_y(mean - half), self.preprocessing.inverse_y(mean + half)
+        return (pd.DataFrame(lo, columns=self.y_cols, index=designs.index),
+                pd.DataFrame(hi, columns=self.y_cols, index=designs.index))

@@ -127,6 +127,8 @@ def test_report_files_written(trained):
     assert set(saved["members"]) == {"align_hetero", "target_only"}
     preds = pd.read_csv(res / "5t_opamp_ensemble_predictions.csv")
     assert len(preds) == saved["n"] and "ugf_mean" in preds and "ugf_std" in preds and (preds["ugf_std"] > 0).all()
+    assert (preds["ugf_lo95"] <= preds["ugf_lo68"]).all() and (preds["ugf_hi68"] <= preds["ugf_hi95"]).all()
+    assert set(saved["ensemble"]["interval_z"]) == {"0.68", "0.95"}
     report = (res / "5t_opamp_report.md").read_text()
     assert "![Parity (test)](5t_opamp_parity.png)" in report and "| ensemble |" in report
 
@@ -151,6 +153,10 @@ def test_prediction_api_checks_columns_by_name(trained):
     assert x.grad is not None and x.grad.abs().sum() > 0
     # physical mean == clipped inverse of the model-space mean
     assert np.allclose(ens.preprocessing.inverse_y(mu.detach().numpy().astype(float)), mean.to_numpy())
+    lo68, hi68 = ens.predict_interval(designs, 0.68)
+    lo95, hi95 = ens.predict_interval(designs, 0.95)
+    assert (lo95.to_numpy() <= lo68.to_numpy()).all() and (hi68.to_numpy() <= hi95.to_numpy()).all()
+    assert (lo68.to_numpy() <= mean.to_numpy() + 1e-9).all() and (mean.to_numpy() <= hi68.to_numpy() + 1e-9).all()
 
 
 def test_missing_member_names_the_command(trained, tmp_path):
@@ -186,3 +192,17 @@ def test_members_with_other_columns_refused():
     with pytest.raises(ValueError, match="circuit"):
         check_agreement([a, c])
     check_agreement([a, Member("target_only", Path("D.pth"), None, dict(meta))])   # control: agreeing members pass
+
+
+def test_conformal_interval_z_hits_both_levels_on_heavy_tails():
+    """Student-t residuals: one temperature cannot match 68 % and 95 % at once; the multipliers do."""
+    from inference.calibration import coverage, fit_coverage_temperature, fit_interval_z
+    rng = np.random.default_rng(0)
+    y_fit, y_new = rng.standard_t(2.5, size=(4000, 2)), rng.standard_t(2.5, size=(4000, 2))
+    mean, var = np.zeros((4000, 2)), np.ones((4000, 2))
+    z = fit_interval_z(y_fit, mean, var)
+    for lv in (0.68, 0.95):
+        assert np.all(np.abs(coverage(y_new, mean, var, lv, z[str(lv)]) - lv) < 0.02)
+    t = fit_coverage_temperature(y_fit, mean, var)                   # control: a single scale misses one level
+    miss = [np.abs(coverage(y_new, mean, var * t ** 2, lv) - lv).max() for lv in (0.68, 0.95)]
+    assert max(miss) > 0.02
