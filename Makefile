@@ -9,7 +9,7 @@ OPAMP  ?= 5t_opamp
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup test run data-check ngspice clean
+.PHONY: setup test run data data-check benchmarks ngspice clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,17 @@ run: setup
 
 data-check: setup
 	$(BIN)/python -m data_loader.cli --opamp $(OPAMP)
+
+# Regenerate the shipped dataset exactly (the commands recorded in each data/*/*/meta.json; needs ngspice).
+data: setup
+	for c in 5t_opamp two_stage_opamp; do \
+	  $(BIN)/python -m spice.generate --opamp $$c --domain source --n 10000 --seed 0 --workers 2 --out data/ && \
+	  $(BIN)/python -m spice.generate --opamp $$c --domain target --n 1000 --seed 1 --workers 2 --out data/ || exit 1; \
+	done
+
+# Our methods vs peer baselines at several target sizes (long: about 30-40 min per circuit on 2 cores).
+benchmarks: setup
+	$(BIN)/python -m benchmarks.run --opamp $(OPAMP) --data-dir data --seeds 0 1 2 --n-target 50 100 200 400 all --jobs 2
 
 # ngspice is needed only to generate data and to verify inverse designs (Debian/Ubuntu, as root).
 ngspice:

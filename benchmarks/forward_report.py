@@ -1,0 +1,95 @@
+"""Forward-stage and ensemble tables (issues 4 and 5) from the harness's full-data runs.
+
+    python -m benchmarks.run --opamp 5t_opamp --seeds 0 1 2 --n-target all ...   # trains (or reuses)
+    python -m benchmarks.forward_report --opamp 5t_opamp two_stage_opamp          # tables only
+
+Reads ``<results-root>/<opamp>/seed<k>_nall/``: each stage's ``*_metrics.json`` (test report,
+wall time) and ``{opamp}_ensemble_metrics.json`` (members, ensemble, calibration), and writes
+per circuit: mean ± std over seeds of physical R², log-space R², MAPE and wall time per stage;
+the ensemble against its best member per seed; interval coverage after calibration.  The
+block between ``<!-- benchmarks.run:<opamp>:forward start/end -->`` in the docs is replaced.
+"""
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from benchmarks.run import replace_block
+from core.cli import run_main
+from core.errors import ToolkitError
+
+STAGES = [("source-only (baseline MLP on B)", "baseline_model"), ("target-only hetero", "target_only_hetero"),
+          ("align_hetero + CORAL", "align_hetero_lambda*"), ("dual-head fine-tune", "dualhead_finetuned")]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.forward_report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--opamp", nargs="+", default=["5t_opamp", "two_stage_opamp"])
+    p.add_argument("--results-root", default="results/benchmarks")
+    p.add_argument("--docs-path", default="docs/BENCHMARKS.md")
+    return p.parse_args(argv)
+
+
+def _ms(values, fmt="{:.3f}"):
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
+
+
+def collect(root: Path, opamp: str) -> list:
+    runs = []
+    for d in sorted((root / opamp).glob("seed*_nall")):
+        ens_path = d / f"{opamp}_ensemble_metrics.json"
+        if not ens_path.is_file():
+            continue
+        run = {"seed": d.name.split("_")[0][4:], "ensemble": json.loads(ens_path.read_text()), "stages": {}}
+        for name, stem in STAGES:
+            hits = sorted(d.glob(f"{opamp}_{stem}_metrics.json"))
+            if hits:
+                run["stages"][name] = json.loads(hits[0].read_text())
+        runs.append(run)
+    if not runs:
+        raise ToolkitError(f"No finished full-data runs under {root / opamp}/seed*_nall. Run: python -m benchmarks.run "
+                           f"--opamp {opamp} --seeds 0 1 2 --n-target all")
+    return runs
+
+
+def render(opamp: str, runs: list) -> str:
+    seeds = ", ".join(r["seed"] for r in runs)
+    n_test = runs[0]["ensemble"]["n"]
+    lines = [f"### {opamp}: forward stages and ensemble on target_test (n={n_test}, seeds {seeds})", "",
+             "| stage | mean R² (physical) | mean R² (log space) | mean MAPE % | wall s |", "| --- | --- | --- | --- | --- |"]
+    for name, _ in STAGES:
+        got = [r["stages"][name] for r in runs if name in r["stages"]]
+        lines.append(f"| {name} | {_ms([g['test']['mean']['r2'] for g in got])} | "
+                     f"{_ms([g['test']['mean']['r2_log'] for g in got])} | "
+                     f"{_ms([g['test']['mean']['mape'] for g in got], '{:.1f}')} | {_ms([g['wall_s'] for g in got], '{:.0f}')} |")
+    ens = [r["ensemble"]["ensemble"] for r in runs]
+    lines.append(f"| **ensemble** (align + target-only) | {_ms([e['metrics']['mean']['r2'] for e in ens])} | "
+                 f"{_ms([e['metrics']['mean']['r2_log'] for e in ens])} | "
+                 f"{_ms([e['metrics']['mean']['mape'] for e in ens], '{:.1f}')} | – |")
+    lines += ["", "| seed | ensemble R²_log | best member R²_log | 68 % interval covers | 95 % interval covers |",
+              "| --- | --- | --- | --- | --- |"]
+    for r in runs:
+        members = {k: v["metrics"]["mean"]["r2_log"] for k, v in r["ensemble"]["members"].items()}
+        best = max(members, key=members.get)
+        cal = r["ensemble"]["ensemble"]["calibration"]["after"]["mean"]
+        lines.append(f"| {r['seed']} | {r['ensemble']['ensemble']['metrics']['mean']['r2_log']:.4f} | "
+                     f"{members[best]:.4f} ({best}) | {100 * cal['cov68']:.1f} % | {100 * cal['cov95']:.1f} % |")
+    per_metric = {c: [r["ensemble"]["ensemble"]["metrics"][c]["r2_log"] for r in runs] for c in runs[0]["ensemble"]["y_cols"]}
+    lines += ["", "Ensemble log-space R² per metric: " + ", ".join(f"{c} {_ms(v)}" for c, v in per_metric.items()) + "."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for opamp in args.opamp:
+        body = render(opamp, collect(Path(args.results_root), opamp))
+        replace_block(Path(args.docs_path), f"{opamp}:forward", body)
+        print(body + "\n")
+
+
+if __name__ == "__main__":
+    run_main(main)
