@@ -93,3 +93,31 @@ def test_jobs_2_runs_tasks_in_worker_processes(dataset, tmp_path):
 def test_bad_n_target_is_a_clear_error():
     with pytest.raises(ValueError, match="positive integers or 'all'"):
         run.parse_args(["--n-target", "-5"])
+
+
+def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
+    """forward_report reads the harness's full-data dirs and replaces only its own block."""
+    import json as _json
+    from benchmarks import forward_report
+    cols = ["a", "b"]
+    rep = lambda v: {"mean": {"r2": v, "r2_log": v + 0.01, "mape": 5.0}}  # noqa: E731
+    for seed, best in ((0, 0.9), (1, 0.8)):
+        d = tmp_path / "res" / "5t_opamp" / f"seed{seed}_nall"
+        d.mkdir(parents=True)
+        for stem in ("baseline_model", "target_only_hetero", "align_hetero_lambda0.050", "dualhead_finetuned"):
+            (d / f"5t_opamp_{stem}_metrics.json").write_text(_json.dumps({"test": rep(best), "wall_s": 10.0}))
+        ens = {"n": 50, "y_cols": cols,
+               "members": {"align_hetero": {"metrics": rep(best)}, "target_only": {"metrics": rep(best - 0.1)}},
+               "ensemble": {"metrics": {**rep(best + 0.02), "a": {"r2_log": 0.9}, "b": {"r2_log": 0.8}},
+                            "calibration": {"after": {"mean": {"cov68": 0.7, "cov95": 0.94}}}}}
+        (d / "5t_opamp_ensemble_metrics.json").write_text(_json.dumps(ens))
+    doc = tmp_path / "B.md"
+    doc.write_text("# Benchmarks\n\nkeep me\n")
+    forward_report.main(["--opamp", "5t_opamp", "--results-root", str(tmp_path / "res"), "--docs-path", str(doc)])
+    text = doc.read_text()
+    assert "keep me" in text and "seeds 0, 1" in text and "70.0 %" in text and "0.9100 (align_hetero)" in text
+    forward_report.main(["--opamp", "5t_opamp", "--results-root", str(tmp_path / "res"), "--docs-path", str(doc)])
+    assert doc.read_text().count("forward start") == 1
+    with pytest.raises(ValueError, match="No finished full-data runs"):
+        forward_report.main(["--opamp", "two_stage_opamp", "--results-root", str(tmp_path / "res"),
+                             "--docs-path", str(doc)])
