@@ -28,7 +28,7 @@ TEST_SPLIT = 0.2           # fraction of target rows held out first, never used 
 N_TARGET_TRAIN = 0         # 0 = all target training rows; N > 0 = a seeded subset of N (data-efficiency runs)
 LOG_Y_COLS = ["slewrate_pos", "dc_gain", "ugf", "cmrr"]  # metrics modelled as log1p(y); absent names ignored
                            # (seed: ugf, cmrr; logging every strictly positive metric measured better,
-                           #  see docs/BENCHMARKS.md "Preprocessing choices")
+                           #  see docs/BENCHMARKS.md "Defaults changed from the seed")
 LOG_X_COLS = "auto"        # features modelled as log(x): a list of names, or 'auto' = strictly positive
                            # features whose max/min >= LOG_X_MIN_SPAN in the pooled data
 LOG_X_MIN_SPAN = 10.0      # ratio max/min at which 'auto' logs a feature (one decade)
