@@ -114,8 +114,9 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         raw[f"target_{name}"] = (tgt.features.iloc[idx], tgt.targets.iloc[idx])
     # inputs only, never test rows; the full training pool so an N_TARGET_TRAIN subset keeps the same scalers
     fit_tgt_x = pd.concat([tgt.features.iloc[all_train], raw["target_val"][0]])
-    x_pool = pd.concat([raw["source"][0], fit_tgt_x]) if x_scaler_fit == "both" else raw["source"][0]
-    resolved_log_x = _resolve_log_x(log_x_cols, pd.concat([raw["source"][0], fit_tgt_x]), log_x_min_span)
+    pooled_x = pd.concat([raw["source"][0], fit_tgt_x])
+    x_pool = pooled_x if x_scaler_fit == "both" else raw["source"][0]
+    resolved_log_x = _resolve_log_x(log_x_cols, pooled_x, log_x_min_span)
     _warn_constant_features(raw["source"][0], fit_tgt_x, x_scaler_fit)
 
     fp_settings = dict(val_split=val_split, test_split=test_split, seed=seed, n_target_train=n_target_train,

@@ -13,8 +13,6 @@ Three phases on target_train, each early-stopping on val MSE and keeping its bes
 L2-SP pulls toward the pretrained (baseline) weights with weight L2SP_LAMBDA.  Frozen layers
 stay in eval mode (no dropout noise).  Writes ``results/{OPAMP}_dualhead_finetuned.pth``.
 """
-import copy
-
 import torch
 import torch.nn.functional as F
 
@@ -22,11 +20,10 @@ from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
-from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage,
-                             load_parent, start_stage, tensors)
+from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
+                             finish_stage, load_parent, start_stage, tensors)
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import mse_objective
-from training.train_align_coral import check_weights
 
 
 def parse_args(argv=None):

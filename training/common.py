@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from core.atomic import atomic_write_text
 from core.errors import ToolkitError
@@ -224,10 +225,12 @@ def epoch_printer(train_label: str, val_label: str, *, train_key="train_loss", v
     """A fit(on_epoch=...) callback printing the seed's per-epoch log line."""
     def show(row):
         vk = val_key or next(k for k in row if k.startswith("val_"))
-        tqdm_write(f"  epoch {row['epoch']:>3}  {train_label}={row[train_key]:.5f}  {val_label}={row[vk]:.5f}")
+        tqdm.write(f"  epoch {row['epoch']:>3}  {train_label}={row[train_key]:.5f}  {val_label}={row[vk]:.5f}")
     return show
 
 
-def tqdm_write(line: str) -> None:
-    from tqdm.auto import tqdm
-    tqdm.write(line)
+def check_weights(settings: dict, *keys) -> None:
+    """Loss weights and learning rates must be >= 0 (a negative weight would reward the term)."""
+    for key in keys:
+        if settings[key] < 0:
+            raise ToolkitError(f"{key} must be >= 0, got {settings[key]}. A negative weight would reward the term.")

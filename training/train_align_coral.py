@@ -13,11 +13,10 @@ Early stopping on val NLL (target_val).  Needs ``results/{OPAMP}_baseline_model.
 import torch
 
 from core.cli import StageCLI, run_main
-from core.errors import ToolkitError
 from models import AlignHeteroMLP, MLP
 from models.model_utils import load_backbone_from_trained_mlp
-from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage,
-                             load_parent, model_kwargs, start_stage, tensors)
+from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
+                             finish_stage, load_parent, start_stage, tensors)
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss, val_hetero
 
@@ -28,12 +27,6 @@ def parse_args(argv=None):
     cli.flag("--lambda-coral", "LAMBDA_CORAL", "weight of the CORAL term (>= 0)")
     cli.flag("--alpha-r2", "ALPHA_R2", "weight of (1 - batch R^2) (>= 0)")
     return cli.parse(argv)
-
-
-def check_weights(settings: dict, *keys) -> None:
-    for key in keys:
-        if settings[key] < 0:
-            raise ToolkitError(f"{key} must be >= 0, got {settings[key]}. A negative weight would reward the term.")
 
 
 def main(argv=None):

@@ -12,11 +12,10 @@ import torch
 
 from core.cli import StageCLI, run_main
 from models import AlignHeteroMLP
-from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage,
-                             model_kwargs, start_stage, tensors)
+from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
+                             finish_stage, model_kwargs, start_stage, tensors)
 from training.loop import TensorBatches, fit
 from training.objectives import make_hetero_loss, val_hetero
-from training.train_align_coral import check_weights
 
 
 def parse_args(argv=None):
