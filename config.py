@@ -56,6 +56,11 @@ WEIGHT_DECAY = 1e-4        # AdamW weight decay
 # ---- align (AlignHeteroMLP + CORAL)
 LAMBDA_CORAL = 0.05        # weight of the CORAL term, >= 0
 ALPHA_R2 = 1.0             # weight of (1 - batch R^2), >= 0
+ALIGN_REINIT_LAYERS = "auto"  # last backbone layers re-initialised before align training (not in the seed,
+                           # which transfers all): 0 = transfer every layer .. NUM_LAYERS-1 = only the first;
+                           # "auto" trains 0 and NUM_LAYERS-1 and keeps the lower val NLL.  Measured (full
+                           # data, 3 seeds): on 5t_opamp full transfer loses cmrr to target-only (the source
+                           # cmrr map differs) and val picks 5; on two_stage_opamp val picks 0.
 
 # ---- finetune (DualHeadMLP, three phases)
 L2SP_LAMBDA = 1e-4         # L2-SP weight toward the pretrained weights, >= 0

@@ -25,14 +25,14 @@ from models.model_utils import read_checkpoint_meta
 from training.common import COMMANDS, checkpoint_path
 
 IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what any stage learns
-_ALIGN = {"LAMBDA_CORAL", "ALPHA_R2"}
+_ALIGN = {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"}
 _FINETUNE = {"L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS"}
 _INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR"}
 # Settings a stage does not read: changing them leaves its checkpoint up to date.
 STAGE_IGNORES = {
     "baseline": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "N_TARGET_TRAIN"},
     "align_hetero": _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
-    "target_only": {"LAMBDA_CORAL"} | _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
+    "target_only": {"LAMBDA_CORAL", "ALIGN_REINIT_LAYERS"} | _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
     "dualhead": _ALIGN | _INVERSE | {"BASELINE_BATCH_SIZE"},
 }
 STAGES = [  # (name, module, checkpoint kind, parent stage or None)

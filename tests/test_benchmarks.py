@@ -64,6 +64,23 @@ def test_rerun_skips_done_tasks_and_render_only(quick_run):
     assert (tmp / "docs" / "learning_curve_5t_opamp.png").is_file()
 
 
+def test_fresh_reuses_up_to_date_stage_checkpoints(quick_run):
+    """--fresh redoes rows, but a stage whose checkpoint is up to date is not retrained."""
+    tmp, argv, _ = quick_run
+    ours = ["align_coral", "target_hetero", "dualhead", "ensemble"]
+    ckpts = sorted((tmp / "res" / "5t_opamp" / "seed0_nall").glob("*.pth"))
+    stamps = [p.stat().st_mtime_ns for p in ckpts]
+    log = tmp / "res" / "benchmarks.jsonl"
+    before = {r["method"]: r["r2_log"] for r in run.read_rows(log) if r["n_target"] == "all" and r["method"] in ours}
+    n_lines = len(log.read_text().splitlines())
+    run.main(argv + ["--fresh", "--n-target", "all", "--methods", *ours])
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps
+    assert "checkpoint up to date" in (tmp / "res" / "5t_opamp" / "seed0_nall" / "benchmark_log.txt").read_text()
+    new_rows = [json.loads(line) for line in log.read_text().splitlines()[n_lines:]]
+    assert len(new_rows) == len(ours)
+    assert {r["method"]: r["r2_log"] for r in new_rows} == before
+
+
 def test_peers_learn_against_a_control(dataset):
     """Each sklearn peer beats predicting the training mean (the control) on the test split."""
     d = get_data_and_scalers("5t_opamp", dataset, seed=0)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fine_tune import fine_tune
-from models import DualHeadMLP
+from models import MLP, DualHeadMLP
 from models.model_utils import read_checkpoint_meta
 from tests.synthetic import write_dataset
 from training import train, train_align_coral, train_target_only
@@ -74,11 +74,34 @@ def test_missing_baseline_names_command(dataset, tmp_path):
 @pytest.mark.parametrize("flags, phrase", [
     (["--epochs", "0"], "EPOCHS must be >= 1"),
     (["--lambda-coral", "-1"], "LAMBDA_CORAL must be >= 0"),
+    (["--reinit-layers", "2"], r"ALIGN_REINIT_LAYERS must be 'auto' or an integer in 0..1"),
+    (["--reinit-layers", "deep"], "got 'deep'"),
 ])
 def test_bad_settings(dataset, tmp_path, flags, phrase):
     train.main(_args(dataset, tmp_path, "--dry-run"))
     with pytest.raises(ValueError, match=phrase):
         train_align_coral.main(_args(dataset, tmp_path, *flags))
+
+
+def test_reinit_layers_keeps_the_first_layers_from_the_baseline():
+    torch.manual_seed(0)
+    baseline = MLP(7, 5, hidden_dim=16, num_layers=3, dropout=0.0)
+    for k in (0, 2):
+        model = train_align_coral.build_model(baseline, k, "cpu")
+        same = [torch.equal(a.weight, b.weight) for a, b in zip(baseline.backbone.linears, model.backbone.linears)]
+        assert same == [True] * (3 - k) + [False] * k
+        assert torch.equal(model.mu_head.weight, baseline.head.weight) == (k == 0)
+
+
+def test_auto_transfer_depth_keeps_the_lower_val_nll(dataset, tmp_path):
+    train.main(_args(dataset, tmp_path, "--dry-run"))
+    s = train_align_coral.main(_args(dataset, tmp_path, "--dry-run"))   # default ALIGN_REINIT_LAYERS=auto
+    tried = s["extra"]["reinit_val_nll"]
+    assert set(tried) == {"0", "1"}                                     # NUM_LAYERS=2: both ends
+    assert s["extra"]["reinit_layers"] == int(min(tried, key=tried.get))
+    assert s["val"]["nll"] == pytest.approx(min(tried.values()))
+    meta = read_checkpoint_meta(tmp_path / "5t_opamp_align_hetero_lambda0.050.pth")
+    assert meta["extra"]["reinit_layers"] == s["extra"]["reinit_layers"]
 
 
 def test_checkpoint_from_other_circuit_refused(dataset, tmp_path):

@@ -195,7 +195,7 @@ def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, de
     model.to(device)
     summary = {"stage": stage, "opamp": settings["OPAMP_TYPE"], "checkpoint": str(path), "seed": settings["SEED"],
                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metrics,
-               "best_epochs": {n: r.best_epoch for n, r in fit_results.items()}}
+               "best_epochs": {n: r.best_epoch for n, r in fit_results.items()}, **({"extra": extra} if extra else {})}
     atomic_write_text(metrics_path(path), json.dumps(summary, indent=2) + "\n")
     log = Path(settings["RESULTS_DIR"]) / "runs.jsonl"
     with open(log, "a", encoding="utf-8") as f:  # one line per run: tables can be rebuilt from history

@@ -2,17 +2,28 @@
 
     python -m training.train_align_coral
     python -m training.train_align_coral --lambda-coral 0.01 --alpha-r2 1.0
+    python -m training.train_align_coral --reinit-layers 0          # the seed: transfer every layer
     python -m training.train_align_coral --dry-run --data-dir /tmp/tiny --results-dir /tmp/res
 
 Each step pairs a target batch with a source batch:
     loss = NLL(mu, logvar, y_tgt) + ALPHA_R2 * (1 - R2_batch(y_tgt, mu))
            + LAMBDA_CORAL * CORAL(backbone(x_src), backbone(x_tgt))
-Early stopping on val NLL (target_val).  Needs ``results/{OPAMP}_baseline_model.pth``
-(``python -m training.train``).  Writes ``results/{OPAMP}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth``.
+Early stopping on val NLL (target_val).
+
+Transfer depth (ALIGN_REINIT_LAYERS): the backbone and ``mu_head`` start from the baseline, then
+the last k backbone layers (and ``mu_head`` when k > 0) are re-initialised, so only the first
+NUM_LAYERS-k layers carry source knowledge.  Where a metric depends on sizing differently in the
+two processes, the top layers encode the source mapping and full transfer (k = 0) is negative
+transfer for that metric; where the processes agree, k = 0 helps most.  ``auto`` trains both
+ends, k = 0 and k = NUM_LAYERS-1, and keeps the one with the lower val NLL (never test).
+
+Needs ``results/{OPAMP}_baseline_model.pth`` (``python -m training.train``).
+Writes ``results/{OPAMP}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth``.
 """
 import torch
 
 from core.cli import StageCLI, run_main
+from core.errors import ToolkitError
 from models import AlignHeteroMLP, MLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
@@ -26,7 +37,36 @@ def parse_args(argv=None):
     add_training_flags(cli)
     cli.flag("--lambda-coral", "LAMBDA_CORAL", "weight of the CORAL term (>= 0)")
     cli.flag("--alpha-r2", "ALPHA_R2", "weight of (1 - batch R^2) (>= 0)")
+    cli.flag("--reinit-layers", "ALIGN_REINIT_LAYERS",
+             "last backbone layers re-initialised before training: 0..NUM_LAYERS-1, or auto")
     return cli.parse(argv)
+
+
+def reinit_candidates(value, num_layers: int) -> list:
+    """``ALIGN_REINIT_LAYERS`` -> the transfer depths to train: ``[k]`` or ``[0, num_layers-1]`` for auto."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return [0] if num_layers == 1 else [0, num_layers - 1]
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if not 0 <= k <= num_layers - 1:
+        raise ToolkitError(f"ALIGN_REINIT_LAYERS must be 'auto' or an integer in 0..{num_layers - 1} "
+                           f"(NUM_LAYERS-1; at least the first layer is transferred), got {value!r}. "
+                           f"Example: --reinit-layers 0 (transfer every layer, as in the seed)")
+    return [k]
+
+
+def build_model(baseline: MLP, reinit_layers: int, device) -> AlignHeteroMLP:
+    """Backbone and mu_head from the baseline; the last ``reinit_layers`` layers (+ mu_head) fresh."""
+    model = AlignHeteroMLP(**baseline.constructor_kwargs())  # same backbone shape as the baseline
+    load_backbone_from_trained_mlp(baseline, model)
+    if reinit_layers > 0:
+        for block in list(model.backbone)[-reinit_layers:]:
+            block.linear.reset_parameters()
+        model.mu_head.reset_parameters()  # it reads the re-initialised features
+    return model.to(device)
 
 
 def main(argv=None):
@@ -35,25 +75,38 @@ def main(argv=None):
     device, data, t0 = start_stage(settings, "align_hetero", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device=device)
-    model = AlignHeteroMLP(**baseline.constructor_kwargs()).to(device)  # same backbone shape as the baseline
-    load_backbone_from_trained_mlp(baseline, model)
+    depths = reinit_candidates(settings["ALIGN_REINIT_LAYERS"], baseline.num_layers)
     x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     x_src, y_src = tensors(data, "source", device)
-    target = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
-                           max_batches=max_batches)
-    loader = PairedBatches(target, (x_src, y_src), seed=settings["SEED"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
-                                  weight_decay=settings["WEIGHT_DECAY"])
-    result = fit(model, loader=loader, optimizer=optimizer,
-                 loss_fn=make_align_loss(settings["ALPHA_R2"], settings["LAMBDA_CORAL"]),
-                 evaluate=val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"]), monitor="nll",
-                 epochs=epochs, patience=settings["PATIENCE"], desc="align+coral", progress=not args.quiet,
-                 on_epoch=None if args.quiet else epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
+    tried = {}
+    for k in depths:
+        torch.manual_seed(settings["SEED"] + k)  # each candidate's fresh layers / dropout: seeded, independent
+        model = build_model(baseline, k, device)
+        target = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
+                               max_batches=max_batches)
+        loader = PairedBatches(target, (x_src, y_src), seed=settings["SEED"])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
+                                      weight_decay=settings["WEIGHT_DECAY"])
+        result = fit(model, loader=loader, optimizer=optimizer,
+                     loss_fn=make_align_loss(settings["ALPHA_R2"], settings["LAMBDA_CORAL"]),
+                     evaluate=val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"]), monitor="nll",
+                     epochs=epochs, patience=settings["PATIENCE"], desc=f"align+coral k={k}",
+                     progress=not args.quiet,
+                     on_epoch=None if args.quiet else epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
+        tried[k] = (model, result)
+        print(f"[align_hetero] reinit_layers={k}: best val NLL {result.best_value:.5g} "
+              f"(epoch {result.best_epoch}/{len(result.history)})")
+    chosen = min(tried, key=lambda k: tried[k][1].best_value)
+    model, result = tried[chosen]
+    if len(tried) > 1:
+        print(f"[align_hetero] kept reinit_layers={chosen} (lower val NLL)")
     return finish_stage(settings, data, model, stage="align_hetero", kind="align_hetero", device=device,
                         fit_results={"align_hetero": result}, monitor="nll", val_value=result.best_value,
                         t0=t0, parent=parent, dry_run=args.dry_run,
-                        extra={"lambda_coral": settings["LAMBDA_CORAL"], "alpha_r2": settings["ALPHA_R2"]})
+                        extra={"lambda_coral": settings["LAMBDA_CORAL"], "alpha_r2": settings["ALPHA_R2"],
+                               "reinit_layers": chosen,
+                               "reinit_val_nll": {str(k): r.best_value for k, (_, r) in tried.items()}})
 
 
 if __name__ == "__main__":
