@@ -52,6 +52,9 @@ LEARNING_RATE = 3e-4       # AdamW learning rate for baseline / align / target-o
 BATCH_SIZE = 64            # rows per target batch (seed: 256 = only 2-3 steps per epoch on ~640 target rows)
 BASELINE_BATCH_SIZE = 256  # rows per source batch for the baseline (10,000 source rows)
 WEIGHT_DECAY = 1e-4        # AdamW weight decay
+MIN_BATCHES_PER_EPOCH = 10 # target-data stages: an epoch is at least this many batches (rows reshuffled
+                           # and cycled), so EPOCHS / PATIENCE mean the same training at any target size
+                           # (not in the seed: with 50 rows an epoch was 1 step and patience 30 steps)
 
 # ---- align (AlignHeteroMLP + CORAL)
 LAMBDA_CORAL = 0.05        # weight of the CORAL term, >= 0

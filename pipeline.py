@@ -30,7 +30,7 @@ _FINETUNE = {"L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYER
 _INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR"}
 # Settings a stage does not read: changing them leaves its checkpoint up to date.
 STAGE_IGNORES = {
-    "baseline": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "N_TARGET_TRAIN"},
+    "baseline": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "N_TARGET_TRAIN", "MIN_BATCHES_PER_EPOCH"},
     "align_hetero": _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
     "target_only": {"LAMBDA_CORAL", "ALIGN_REINIT_LAYERS"} | _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
     "dualhead": _ALIGN | _INVERSE | {"BASELINE_BATCH_SIZE"},

@@ -80,7 +80,7 @@ def main(argv=None):
     x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
-                           max_batches=max_batches)
+                           max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
     evaluate = lambda m: {"mse": F.mse_loss(head_b(m, x_val), y_val).item()}  # noqa: E731
     results = {}
     for name, trainable, l2sp_names, lr in phase_plan(model, settings):

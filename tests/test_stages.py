@@ -202,3 +202,16 @@ def test_phase3_unfreezes_exactly_the_last_layers(layers):
     assert set(reg) == set(trainable)
     with pytest.raises(ValueError, match="UNFREEZE_LAYERS must be in 1..2"):
         fine_tune.phase_plan(model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1, "UNFREEZE_LAYERS": 3})
+
+
+def test_min_batches_cycles_small_data_and_leaves_large_data_alone():
+    x = torch.arange(50.0).unsqueeze(1)
+    batches = list(TensorBatches(x, batch_size=64, seed=0, min_batches=10))
+    assert len(batches) == 10 and all(len(b[0]) == 50 for b in batches)      # 10 reshuffled passes
+    assert all(sorted(b[0].squeeze(1).tolist()) == list(range(50)) for b in batches)
+    assert not all(torch.equal(batches[0][0], b[0]) for b in batches[1:])    # reshuffled each pass
+    big = TensorBatches(torch.arange(640.0).unsqueeze(1), batch_size=64, min_batches=10)
+    assert len(big) == len(list(big)) == 10                                  # already 10 batches: unchanged
+    assert len(TensorBatches(x, batch_size=64, min_batches=10, max_batches=2)) == 2   # --dry-run cap wins
+    with pytest.raises(ValueError, match="MIN_BATCHES_PER_EPOCH must be >= 1"):
+        TensorBatches(x, batch_size=64, min_batches=0)

@@ -32,31 +32,48 @@ class TrainingDiverged(ToolkitError):
 class TensorBatches:
     """Mini-batches of aligned tensors, reshuffled each epoch by a seeded generator.
 
-    Cheaper than a DataLoader for data that already sits in memory as tensors.
+    Cheaper than a DataLoader for data that already sits in memory as tensors.  ``min_batches``:
+    an epoch is at least that many batches (further reshuffled passes over the rows), so that
+    EPOCHS and PATIENCE mean a similar amount of training whatever the number of rows -- with 50
+    target rows and batch 64 an epoch would otherwise be one step, and patience 30 would stop
+    training after 30 noisy steps.
     """
 
     def __init__(self, *tensors, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 max_batches: int | None = None):
+                 max_batches: int | None = None, min_batches: int = 1):
         n = len(tensors[0])
         if any(len(t) != n for t in tensors):
             raise ValueError(f"tensors must have the same number of rows, got {[len(t) for t in tensors]}")
         if batch_size < 1:
             raise ToolkitError(f"BATCH_SIZE must be >= 1, got {batch_size}.")
+        if min_batches < 1:
+            raise ToolkitError(f"MIN_BATCHES_PER_EPOCH must be >= 1, got {min_batches}.")
         self.tensors, self.n, self.batch_size, self.shuffle = tensors, n, batch_size, shuffle
-        self.max_batches = max_batches
+        self.max_batches, self.min_batches = max_batches, min_batches
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _per_pass(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def _passes(self) -> int:
+        return math.ceil(self.min_batches / self._per_pass())
+
     def __len__(self):
-        full = math.ceil(self.n / self.batch_size)
+        full = self._per_pass() * self._passes()
         return min(full, self.max_batches) if self.max_batches else full
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            if len(idx) < 2 and self.n >= 2:
-                continue  # a 1-row tail has no batch R^2 / covariance; its rows come back next epoch
-            yield tuple(t[idx] for t in self.tensors)
+        left = len(self)
+        for _ in range(self._passes()):
+            order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+            for b in range(self._per_pass()):
+                if left <= 0:
+                    return
+                left -= 1
+                idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+                if len(idx) < 2 and self.n >= 2:
+                    continue  # a 1-row tail has no batch R^2 / covariance; its rows come back next pass
+                yield tuple(t[idx] for t in self.tensors)
 
 
 class PairedBatches:

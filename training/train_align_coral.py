@@ -84,7 +84,7 @@ def main(argv=None):
         torch.manual_seed(settings["SEED"] + k)  # each candidate's fresh layers / dropout: seeded, independent
         model = build_model(baseline, k, device)
         target = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
-                               max_batches=max_batches)
+                               max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
         loader = PairedBatches(target, (x_src, y_src), seed=settings["SEED"])
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
                                       weight_decay=settings["WEIGHT_DECAY"])

@@ -34,7 +34,7 @@ def main(argv=None):
     x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
-                           max_batches=max_batches)
+                           max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
                                   weight_decay=settings["WEIGHT_DECAY"])
     result = fit(model, loader=loader, optimizer=optimizer, loss_fn=make_hetero_loss(settings["ALPHA_R2"]),
