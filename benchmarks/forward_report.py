@@ -78,8 +78,20 @@ def render(opamp: str, runs: list) -> str:
         cal = r["ensemble"]["ensemble"]["calibration"]["after"]["mean"]
         lines.append(f"| {r['seed']} | {r['ensemble']['ensemble']['metrics']['mean']['r2_log']:.4f} | "
                      f"{members[best]:.4f} ({best}) | {100 * cal['cov68']:.1f} % | {100 * cal['cov95']:.1f} % |")
-    per_metric = {c: [r["ensemble"]["ensemble"]["metrics"][c]["r2_log"] for r in runs] for c in runs[0]["ensemble"]["y_cols"]}
-    lines += ["", "Ensemble log-space R² per metric: " + ", ".join(f"{c} {_ms(v)}" for c, v in per_metric.items()) + "."]
+    cols = runs[0]["ensemble"]["y_cols"]
+    lines += ["", "Log-space R² per metric (mean ± std over seeds):", "",
+              "| stage | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    for name, _ in STAGES:
+        got = [r["stages"][name]["test"] for r in runs if name in r["stages"]]
+        lines.append(f"| {name} | " + " | ".join(_ms([g[c]["r2_log"] for g in got]) for c in cols) + " |")
+    lines.append("| ensemble | " + " | ".join(_ms([r["ensemble"]["ensemble"]["metrics"][c]["r2_log"] for r in runs])
+                                         for c in cols) + " |")
+    depths = [(r["seed"], (r["stages"].get("align_hetero + CORAL", {}).get("extra") or {})) for r in runs]
+    if any("reinit_layers" in d for _, d in depths):
+        lines += ["", "Align transfer depth kept on val NLL (`ALIGN_REINIT_LAYERS`; 0 = every layer transferred): "
+                  + ", ".join(f"seed {s}: {d.get('reinit_layers', '–')} (val NLL "
+                              + " / ".join(f"k={k} {v:.3f}" for k, v in d.get("reinit_val_nll", {}).items()) + ")"
+                              for s, d in depths) + "."]
     return "\n".join(lines)
 
 

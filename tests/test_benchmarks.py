@@ -117,12 +117,13 @@ def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
     import json as _json
     from benchmarks import forward_report
     cols = ["a", "b"]
-    rep = lambda v: {"mean": {"r2": v, "r2_log": v + 0.01, "mape": 5.0}}  # noqa: E731
+    rep = lambda v: {"mean": {"r2": v, "r2_log": v + 0.01, "mape": 5.0}, "a": {"r2_log": v}, "b": {"r2_log": v}}  # noqa: E731
     for seed, best in ((0, 0.9), (1, 0.8)):
         d = tmp_path / "res" / "5t_opamp" / f"seed{seed}_nall"
         d.mkdir(parents=True)
         for stem in ("baseline_model", "target_only_hetero", "align_hetero_lambda0.050", "dualhead_finetuned"):
-            (d / f"5t_opamp_{stem}_metrics.json").write_text(_json.dumps({"test": rep(best), "wall_s": 10.0}))
+            extra = {"extra": {"reinit_layers": 5, "reinit_val_nll": {"0": -1.0, "5": -1.5}}} if "align" in stem else {}
+            (d / f"5t_opamp_{stem}_metrics.json").write_text(_json.dumps({"test": rep(best), "wall_s": 10.0, **extra}))
         ens = {"n": 50, "y_cols": cols,
                "members": {"align_hetero": {"metrics": rep(best)}, "target_only": {"metrics": rep(best - 0.1)}},
                "ensemble": {"metrics": {**rep(best + 0.02), "a": {"r2_log": 0.9}, "b": {"r2_log": 0.8}},
@@ -133,6 +134,8 @@ def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
     forward_report.main(["--opamp", "5t_opamp", "--results-root", str(tmp_path / "res"), "--docs-path", str(doc)])
     text = doc.read_text()
     assert "keep me" in text and "seeds 0, 1" in text and "70.0 %" in text and "0.9100 (align_hetero)" in text
+    assert "| align_hetero + CORAL | 0.850 ± 0.071 | 0.850 ± 0.071 |" in text      # per-metric table
+    assert "seed 0: 5 (val NLL k=0 -1.000 / k=5 -1.500)" in text
     forward_report.main(["--opamp", "5t_opamp", "--results-root", str(tmp_path / "res"), "--docs-path", str(doc)])
     assert doc.read_text().count("forward start") == 1
     with pytest.raises(ValueError, match="No finished full-data runs"):
