@@ -5,13 +5,15 @@
     python -m pipeline --dry-run --data-dir /tmp/tiny --results-dir /tmp/res --set HIDDEN_DIM=16
 
 Runs, in-process and in order: training.train -> training.train_align_coral ->
-training.train_target_only -> fine_tune.fine_tune -> inference.infer_ensemble, passing
+training.train_target_only -> fine_tune.fine_tune -> training.train_pooled ->
+inference.infer_ensemble, passing
 ``--opamp --data-dir --results-dir --device --seed --val-split --test-split --epochs --set
 --dry-run --quiet`` through.  A training stage is skipped when its checkpoint is up to date:
 it exists; its config snapshot equals this run's settings (all keys it reads: see STAGE_IGNORES);
 its split equals this run's split; no data file and no parent checkpoint is newer than it; it
 is not a dry-run checkpoint (unless this is a dry run).  When the baseline reruns, the stages
-built on it (align, fine-tune) rerun too; target-only does not depend on it.  ``--force`` reruns everything.  The ensemble (seconds) always runs.  Ends with a
+built on it (align, fine-tune) rerun too; target-only and pooled do not depend on it.
+``--force`` reruns everything.  The ensemble (seconds) always runs.  Ends with a
 one-screen summary: per-stage wall time, the ensemble's test R^2 / R^2_log and coverage, paths.
 """
 import time
@@ -34,12 +36,14 @@ STAGE_IGNORES = {
     "align_hetero": _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
     "target_only": {"LAMBDA_CORAL", "ALIGN_REINIT_LAYERS"} | _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
     "dualhead": _ALIGN | _INVERSE | {"BASELINE_BATCH_SIZE"},
+    "pooled": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"},
 }
 STAGES = [  # (name, module, checkpoint kind, parent stage or None)
     ("baseline", "training.train", "baseline", None),
     ("align_hetero", "training.train_align_coral", "align_hetero", "baseline"),
     ("target_only", "training.train_target_only", "target_only", None),
     ("dualhead", "fine_tune.fine_tune", "dualhead", "baseline"),
+    ("pooled", "training.train_pooled", "pooled", None),
 ]
 
 

@@ -13,9 +13,9 @@ same ``inference.metrics.regression_report``.
     target_gp   scikit-learn GaussianProcessRegressor per metric, kernel
                 C * RBF(ARD length scales, one per feature) + White, normalize_y; at most
                 ``gp_max_rows`` seeded training rows
-    pooled_mlp  the same MLP on source + target_train rows, input + a domain flag column
-                (0 = source, 1 = target), MSE, early stopping on target_val (flag 1),
-                predicts with flag 1
+    pooled_mlp  the same MLP on source + target_train rows with a domain flag (0/1 input column,
+                as a learned first-layer offset), MSE, early stopping on target_val; this is
+                ``training.train_pooled``, which the ensemble also uses as a member
     stack_gbm   target_gbm with the source model's model-space prediction as M extra features
     stack_gp    target_gp with the same extra features
 
@@ -78,21 +78,17 @@ def target_mlp(data: dict, *, seed: int, hp: dict, source_pred=None) -> np.ndarr
         return model(_t(xt)).double().numpy()                           # (N_test, M)
 
 
-def _flag(x, value: float) -> np.ndarray:
-    return np.hstack([x, np.full((len(x), 1), value, dtype=np.float32)])  # (N, d + 1)
-
-
 def pooled_mlp(data: dict, *, seed: int, hp: dict, source_pred=None) -> np.ndarray:
+    # the toolkit's pooled stage (training.train_pooled): a learned source offset on the first
+    # layer is exactly a 0/1 "is source" input column; predicts for the target (flag off)
+    from training.train_pooled import fit_pooled
     seed_everything(seed)
-    (xs, ys), (x, y) = data["source"], data["target_train"]
-    (xv, yv), (xt, _) = data["target_val"], data["target_test"]
-    xp = np.vstack([_flag(xs, 0.0), _flag(x, 1.0)])
-    yp = np.vstack([ys, y])
-    model = _mlp(xp.shape[1], y.shape[1], hp)
-    _train_mse(model, _t(xp), _t(yp), _t(_flag(xv, 1.0)), _t(yv), hp=hp, batch_size=hp["pooled_batch_size"],
-               seed=seed, desc="pooled-mlp")
+    model, _, _ = fit_pooled(data, hidden_dim=hp["hidden_dim"], num_layers=hp["num_layers"], dropout=hp["dropout"],
+                             lr=hp["lr"], weight_decay=hp["weight_decay"], batch_size=hp["pooled_batch_size"],
+                             epochs=hp["epochs"], patience=hp["patience"], seed=seed)
+    model.eval()
     with torch.no_grad():
-        return model(_t(_flag(xt, 1.0))).double().numpy()               # (N_test, M)
+        return model(_t(data["target_test"][0])).double().numpy()      # (N_test, M)
 
 
 # ---- scikit-learn peers (one regressor per metric)

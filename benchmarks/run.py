@@ -182,7 +182,7 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
     from models import MLP
     from models.model_utils import load_checkpoint, sidecar_path
     from pipeline import staleness
-    from training import train, train_align_coral, train_target_only
+    from training import train, train_align_coral, train_pooled, train_target_only
     from training.common import checkpoint_path, metrics_path, positive_floor, predict_scaled
 
     settings = settings_for(opamp, seed, n, args)
@@ -223,32 +223,36 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
             rows.append(_row(base, SOURCE_ONLY[0], base_summary["test"], stage_s["baseline"],
                              stage_s["baseline"], "peer"))
         ours = [m for m in OURS if m in methods]
+        stages = [("align_coral", train_align_coral), ("target_hetero", train_target_only), ("dualhead", fine_tune)]
+        if "ensemble" in methods or ("pooled_mlp" in methods and ours):
+            stages.append(("pooled_mlp", train_pooled))  # ensemble member; its test report is also the peer row
         if ours:
-            for method, module in (("align_coral", train_align_coral), ("target_hetero", train_target_only),
-                                   ("dualhead", fine_tune)):
-                kind = {"align_coral": "align_hetero", "target_hetero": "target_only"}.get(method, method)
+            for method, module in stages:
+                kind = {"align_coral": "align_hetero", "target_hetero": "target_only",
+                        "pooled_mlp": "pooled"}.get(method, method)
                 if not up_to_date(kind):
                     summary = module.main(argv)
                 else:
                     summary = json.loads(metrics_path(checkpoint_path(settings_run, kind)).read_text())
                     print(f"[benchmarks] {method}: checkpoint up to date, reusing its test report")
                 stage_s[method] = summary["wall_s"]
-                prereq = stage_s["baseline"] if method != "target_hetero" else 0.0
+                prereq = stage_s["baseline"] if method in ("align_coral", "dualhead") else 0.0
                 if method in methods:
                     rows.append(_row(base, method, summary["test"], summary["wall_s"], summary["wall_s"] + prereq,
-                                     "ours"))
+                                     "peer" if method == "pooled_mlp" else "ours"))
             if "ensemble" in methods:
                 extra = ["--members", args.members] if args.members else []
                 record = infer_ensemble.main(_stage_argv(opamp, seed, n, out, args) + ["--no-plots", *extra])
                 members = record["members"]
-                own = {"align_hetero": "align_coral", "target_only": "target_hetero", "dualhead": "dualhead"}
+                own = {"align_hetero": "align_coral", "target_only": "target_hetero", "dualhead": "dualhead",
+                       "pooled": "pooled_mlp"}
                 needs_base = bool({"align_hetero", "dualhead"} & set(members))
                 total = (record["wall_s"] + sum(stage_s[own[m]] for m in members)
                          + (stage_s["baseline"] if needs_base else 0.0))
                 rows.append(_row(base | {"members": list(members)}, "ensemble", record["ensemble"]["metrics"],
                                  record["wall_s"], total, "ours"))
         # peers
-        peers = [m for m in PEERS if m in methods]
+        peers = [m for m in PEERS if m in methods and m not in stage_s]  # pooled_mlp: done above as a stage
         source_pred = None
         if any(PEERS[m][1] for m in peers):
             model, _ = load_checkpoint(ckpt, expect_class=MLP, map_location="cpu")

@@ -4,10 +4,10 @@
     python -m inference.infer_ensemble --opamp two_stage_opamp --members align_hetero,target_only,dualhead
     python -m inference.infer_ensemble --data-dir /tmp/tiny --results-dir /tmp/res --no-plots
 
-Members (``--members``, default ``align_hetero,target_only``; ``dualhead`` optional): each
-member's model-space variance is calibrated per metric with the closed-form temperature
-T^2 = mean((y - mu)^2 / sigma^2) on target_val (the point model ``dualhead`` gets the
-homoscedastic variance = its val MSE, then the same).  Members are fused per sample with
+Members (``--members``, default ``align_hetero,target_only,pooled``; ``dualhead`` optional):
+each member's model-space variance is calibrated per metric with the closed-form temperature
+T^2 = mean((y - mu)^2 / sigma^2) on target_val (the point models ``pooled`` and ``dualhead``
+get the homoscedastic variance = their val MSE, then the same).  Members are fused per sample with
 precision x per-metric-MSE weights and a final temperature matching the 68/95 % coverage on
 target_val (``--final-calibration``; formulas: ``inference/fusion.py``),
 then converted to physical units (clipped inverse scaling, expm1 on log columns).  Evaluated
@@ -41,7 +41,7 @@ def parse_args(argv=None):
     cli.flag("--val-split", "VAL_SPLIT")
     cli.flag("--test-split", "TEST_SPLIT")
     cli.add_argument("--members", default=",".join(DEFAULT_MEMBERS),
-                     help="comma-separated: align_hetero, target_only, dualhead [default %(default)s]")
+                     help="comma-separated: align_hetero, target_only, pooled, dualhead [default %(default)s]")
     cli.add_argument("--final-calibration", choices=FINAL_METHODS, default="coverage",
                      help="final temperature of the fused variance, fitted on target_val: coverage (match the "
                           "68/95 %% intervals) | nll (closed form) | none [default %(default)s]")

@@ -19,18 +19,20 @@ import torch
 from core.errors import ToolkitError
 from data_loader.preprocessing import Preprocessing
 from inference.fusion import FusionParams, fuse
-from models import AlignHeteroMLP, DualHeadMLP
+from models import MLP, AlignHeteroMLP, DualHeadMLP
 from models.model_utils import load_checkpoint, read_checkpoint_meta
 
 MEMBER_KINDS = {"align_hetero": "align_hetero", "target_only": "target_only",
-                "target_only_hetero": "target_only", "dualhead": "dualhead"}
-MEMBER_CLASSES = {"align_hetero": AlignHeteroMLP, "target_only": AlignHeteroMLP, "dualhead": DualHeadMLP}
-DEFAULT_MEMBERS = ("align_hetero", "target_only")
+                "target_only_hetero": "target_only", "dualhead": "dualhead", "pooled": "pooled"}
+MEMBER_CLASSES = {"align_hetero": AlignHeteroMLP, "target_only": AlignHeteroMLP, "dualhead": DualHeadMLP,
+                  "pooled": MLP}
+DEFAULT_MEMBERS = ("align_hetero", "target_only", "pooled")
 # What makes each member (same text as training.common.COMMANDS; kept here so this module
 # needs nothing from the training code).
 MAKES = {"align_hetero": "python -m training.train_align_coral",
          "target_only": "python -m training.train_target_only",
-         "dualhead": "python -m fine_tune.fine_tune"}
+         "dualhead": "python -m fine_tune.fine_tune",
+         "pooled": "python -m training.train_pooled"}
 
 
 def ensemble_json_path(results_dir, opamp) -> Path:
@@ -70,7 +72,9 @@ class Member:
         if isinstance(self.model, AlignHeteroMLP):
             mu, logvar, _ = self.model(x)
             return mu, logvar.exp()
-        return self.model(x, domain="B"), None
+        if isinstance(self.model, DualHeadMLP):
+            return self.model(x, domain="B"), None
+        return self.model(x), None
 
 
 def _same_prep(a: dict, b: dict) -> bool:

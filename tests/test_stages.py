@@ -12,7 +12,7 @@ from fine_tune import fine_tune
 from models import MLP, DualHeadMLP
 from models.model_utils import read_checkpoint_meta
 from tests.synthetic import write_dataset
-from training import train, train_align_coral, train_target_only
+from training import train, train_align_coral, train_pooled, train_target_only
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss
 
@@ -31,12 +31,12 @@ def _args(dataset, results, *extra):
 
 def test_chain_dry_run_end_to_end(dataset, tmp_path):
     res = tmp_path / "res"
-    for stage in (train, train_align_coral, train_target_only, fine_tune):
+    for stage in (train, train_align_coral, train_target_only, fine_tune, train_pooled):
         summary = stage.main(_args(dataset, res, "--dry-run"))
         assert summary["test"]["split"] == "target_test"
     names = sorted(p.name for p in res.glob("*.pth"))
     assert names == ["5t_opamp_align_hetero_lambda0.050.pth", "5t_opamp_baseline_model.pth",
-                     "5t_opamp_dualhead_finetuned.pth", "5t_opamp_target_only_hetero.pth"]
+                     "5t_opamp_dualhead_finetuned.pth", "5t_opamp_pooled_flag.pth", "5t_opamp_target_only_hetero.pth"]
     meta = read_checkpoint_meta(res / "5t_opamp_dualhead_finetuned.pth")
     assert meta["parent"].endswith("5t_opamp_baseline_model.pth")
     assert set(meta["history"]) == {"bias", "head", "unfreeze"}
@@ -46,7 +46,7 @@ def test_chain_dry_run_end_to_end(dataset, tmp_path):
     # never evaluated or selected on test rows: the val indices are disjoint from test
     split = meta["split"]
     assert not set(split["target_val_idx"]) & set(split["target_test_idx"])
-    assert len((res / "runs.jsonl").read_text().splitlines()) == 4
+    assert len((res / "runs.jsonl").read_text().splitlines()) == 5
 
 
 def test_baseline_as_subprocess(dataset, tmp_path):
@@ -215,3 +215,28 @@ def test_min_batches_cycles_small_data_and_leaves_large_data_alone():
     assert len(TensorBatches(x, batch_size=64, min_batches=10, max_batches=2)) == 2   # --dry-run cap wins
     with pytest.raises(ValueError, match="MIN_BATCHES_PER_EPOCH must be >= 1"):
         TensorBatches(x, batch_size=64, min_batches=0)
+
+
+def test_pooled_offset_is_a_domain_flag_column():
+    """forward_flagged(x, is_source, s) == the same MLP on [x, is_source] with first-layer weights [W1 | s]."""
+    torch.manual_seed(0)
+    model = MLP(7, 5, hidden_dim=16, num_layers=2, dropout=0.0).eval()
+    offset = torch.randn(16)
+    x, flag = torch.randn(10, 7), (torch.arange(10) % 2).float()
+    wide = MLP(8, 5, hidden_dim=16, num_layers=2, dropout=0.0).eval()
+    state = model.state_dict()
+    state["backbone.blocks.0.linear.weight"] = torch.cat([state["backbone.blocks.0.linear.weight"],
+                                                          offset.unsqueeze(1)], dim=1)
+    wide.load_state_dict(state)
+    with torch.no_grad():
+        got = train_pooled.forward_flagged(model, x, flag, offset)
+        assert torch.allclose(got, wide(torch.cat([x, flag.unsqueeze(1)], dim=1)), atol=1e-6)
+        assert torch.allclose(got[flag == 0], model(x[flag == 0]), atol=1e-6)   # target rows: the saved model
+        assert not torch.allclose(got[flag == 1], model(x[flag == 1]), atol=1e-3)
+
+
+def test_pooled_learns_a_source_offset(dataset, tmp_path):
+    s = train_pooled.main(_args(dataset, tmp_path, "--epochs", "5"))
+    assert s["extra"]["source_offset_norm"] > 0 and s["extra"]["n_source"] > 0
+    meta = read_checkpoint_meta(tmp_path / "5t_opamp_pooled_flag.pth")
+    assert meta["parent"] is None and meta["stage"] == "pooled"

@@ -30,6 +30,7 @@ COMMANDS = {  # what makes each checkpoint (named in "missing checkpoint" errors
     "align_hetero": "python -m training.train_align_coral",
     "target_only": "python -m training.train_target_only",
     "dualhead": "python -m fine_tune.fine_tune",
+    "pooled": "python -m training.train_pooled",
 }
 
 
@@ -39,7 +40,8 @@ def checkpoint_path(settings: dict, kind: str) -> Path:
     names = {"baseline": f"{opamp}_baseline_model.pth",
              "align_hetero": f"{opamp}_align_hetero_lambda{settings['LAMBDA_CORAL']:.3f}.pth",
              "target_only": f"{opamp}_target_only_hetero.pth",
-             "dualhead": f"{opamp}_dualhead_finetuned.pth"}
+             "dualhead": f"{opamp}_dualhead_finetuned.pth",
+             "pooled": f"{opamp}_pooled_flag.pth"}
     return root / names[kind]
 
 
