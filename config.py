@@ -70,7 +70,8 @@ L2SP_LAMBDA = 1e-4         # L2-SP weight toward the pretrained weights, >= 0
 LR_BIAS = 3e-3             # phase 1: head_B.bias only (seed: 3e-4, still improving after 300 epochs)
 LR_HEAD = 1e-3             # phase 2: head_B weights (+ L2-SP) (seed: 1e-4)
 LR_UNFREEZE = 3e-4         # phase 3: last backbone layer(s) + head_B (+ L2-SP) (seed: 5e-5)
-UNFREEZE_LAYERS = 1        # phase 3 unfreezes this many last backbone layers (seed: 1; 1..NUM_LAYERS)
+UNFREEZE_LAYERS = "all"    # phase 3 unfreezes this many last backbone layers, 1..NUM_LAYERS or "all" (seed: 1;
+                           # measured better at every size tried on both circuits, docs/BENCHMARKS.md)
 
 # ---- inverse (MDN and optimisation)
 MDN_COMPONENTS = 10        # mixture components

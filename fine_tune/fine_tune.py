@@ -10,6 +10,8 @@ Three phases on target_train, each early-stopping on val MSE and keeping its bes
   2. head     ``head_B`` weights (+ bias), L2-SP on head_B.weight     lr LR_HEAD
   3. unfreeze last UNFREEZE_LAYERS backbone layer(s) + head_B,
               L2-SP on all that moves                                 lr LR_UNFREEZE
+              (default "all"; the seed's 1 leaves the source features frozen, and metrics whose
+              sizing dependence differs between processes, cmrr here, cannot be re-learned)
 L2-SP pulls toward the pretrained (baseline) weights with weight L2SP_LAMBDA.  Frozen layers
 stay in eval mode (no dropout noise).  Writes ``results/{OPAMP}_dualhead_finetuned.pth``.
 """
@@ -33,7 +35,7 @@ def parse_args(argv=None):
     cli.flag("--lr-bias", "LR_BIAS", "phase 1 learning rate")
     cli.flag("--lr-head", "LR_HEAD", "phase 2 learning rate")
     cli.flag("--lr-unfreeze", "LR_UNFREEZE", "phase 3 learning rate")
-    cli.flag("--unfreeze-layers", "UNFREEZE_LAYERS", "phase 3: how many last backbone layers to unfreeze")
+    cli.flag("--unfreeze-layers", "UNFREEZE_LAYERS", "phase 3: how many last backbone layers to unfreeze (1..NUM_LAYERS or all)")
     return cli.parse(argv)
 
 
@@ -41,17 +43,20 @@ def head_b(model, x):
     return model(x, domain="B")                                         # (N, n_metrics)
 
 
-def unfrozen_backbone_params(model: DualHeadMLP, n_layers: int) -> list:
-    """Parameter names of the last ``n_layers`` backbone blocks (phase 3)."""
+def unfrozen_backbone_params(model: DualHeadMLP, n_layers) -> list:
+    """Parameter names of the last ``n_layers`` backbone blocks (phase 3); ``"all"`` = every block."""
     blocks = len(model.backbone)
-    if not 1 <= n_layers <= blocks:
-        raise ToolkitError(f"UNFREEZE_LAYERS must be in 1..{blocks} (the backbone's layers), got {n_layers}.")
-    return [f"backbone.blocks.{i}.linear.{p}" for i in range(blocks - n_layers, blocks) for p in ("weight", "bias")]
+    text = str(n_layers).strip().lower()
+    count = blocks if text == "all" else (int(text) if text.lstrip("-").isdigit() else 0)
+    if not 1 <= count <= blocks:
+        raise ToolkitError(f"UNFREEZE_LAYERS must be 'all' or an integer in 1..{blocks} (the backbone's layers), "
+                           f"got {n_layers!r}. Example: --unfreeze-layers 1 (the seed)")
+    return [f"backbone.blocks.{i}.linear.{p}" for i in range(blocks - count, blocks) for p in ("weight", "bias")]
 
 
 def phase_plan(model: DualHeadMLP, settings: dict) -> list:
     """(name, trainable parameter names, L2-SP parameter names, learning rate) per phase."""
-    last = unfrozen_backbone_params(model, settings.get("UNFREEZE_LAYERS", 1))
+    last = unfrozen_backbone_params(model, settings.get("UNFREEZE_LAYERS", "all"))
     return [
         ("bias", ["head_B.bias"], [], settings["LR_BIAS"]),
         ("head", ["head_B.weight", "head_B.bias"], ["head_B.weight"], settings["LR_HEAD"]),

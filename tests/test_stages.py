@@ -192,16 +192,17 @@ def test_coral_term_falls_during_training():
     assert aligned[-1] < 0.2 * control[-1]
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_phase3_unfreezes_exactly_the_last_layers(layers):
+@pytest.mark.parametrize("layers, expect", [(1, 1), ("1", 1), (2, 2), ("all", 2)])
+def test_phase3_unfreezes_exactly_the_last_layers(layers, expect):
     model = _dual()
     _, trainable, reg, _ = fine_tune.phase_plan(
         model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1, "UNFREEZE_LAYERS": layers})[2]
     blocks = sorted({name.split(".")[2] for name in trainable if name.startswith("backbone")})
-    assert blocks == [str(i) for i in range(2 - layers, 2)]
+    assert blocks == [str(i) for i in range(2 - expect, 2)]
     assert set(reg) == set(trainable)
-    with pytest.raises(ValueError, match="UNFREEZE_LAYERS must be in 1..2"):
-        fine_tune.phase_plan(model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1, "UNFREEZE_LAYERS": 3})
+    for bad in (3, 0, "most"):
+        with pytest.raises(ValueError, match="UNFREEZE_LAYERS must be 'all' or an integer in 1..2"):
+            fine_tune.phase_plan(model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1, "UNFREEZE_LAYERS": bad})
 
 
 def test_min_batches_cycles_small_data_and_leaves_large_data_alone():
