@@ -450,7 +450,8 @@ def render(rows: list, opamps: list, args, fp: str | None = None) -> list:
 
 
 def _command(argv) -> str:
-    shown = [a for a in (sys.argv[1:] if argv is None else argv)]
+    """The command that reproduces the numbers (``--render-only`` only re-renders, so it is left out)."""
+    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--render-only"]
     return "python -m benchmarks.run " + " ".join(shown)
 
 
