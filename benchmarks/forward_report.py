@@ -19,7 +19,8 @@ from core.cli import run_main
 from core.errors import ToolkitError
 
 STAGES = [("source-only (baseline MLP on B)", "baseline_model"), ("target-only hetero", "target_only_hetero"),
-          ("align_hetero + CORAL", "align_hetero_lambda*"), ("dual-head fine-tune", "dualhead_finetuned")]
+          ("align_hetero + CORAL", "align_hetero_lambda*"), ("dual-head fine-tune", "dualhead_finetuned"),
+          ("pooled MLP + domain flag", "pooled_flag")]
 
 
 def parse_args(argv=None):
@@ -67,7 +68,8 @@ def render(opamp: str, runs: list) -> str:
                      f"{_ms([g['test']['mean']['r2_log'] for g in got])} | "
                      f"{_ms([g['test']['mean']['mape'] for g in got], '{:.1f}')} | {_ms([g['wall_s'] for g in got], '{:.0f}')} |")
     ens = [r["ensemble"]["ensemble"] for r in runs]
-    lines.append(f"| **ensemble** (align + target-only) | {_ms([e['metrics']['mean']['r2'] for e in ens])} | "
+    members = " + ".join(runs[0]["ensemble"]["members"])
+    lines.append(f"| **ensemble** ({members}) | {_ms([e['metrics']['mean']['r2'] for e in ens])} | "
                  f"{_ms([e['metrics']['mean']['r2_log'] for e in ens])} | "
                  f"{_ms([e['metrics']['mean']['mape'] for e in ens], '{:.1f}')} | – |")
     lines += ["", "| seed | ensemble R²_log | best member R²_log | 68 % interval covers | 95 % interval covers |",

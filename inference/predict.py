@@ -26,7 +26,7 @@ MEMBER_KINDS = {"align_hetero": "align_hetero", "target_only": "target_only",
                 "target_only_hetero": "target_only", "dualhead": "dualhead", "pooled": "pooled"}
 MEMBER_CLASSES = {"align_hetero": AlignHeteroMLP, "target_only": AlignHeteroMLP, "dualhead": DualHeadMLP,
                   "pooled": MLP}
-DEFAULT_MEMBERS = ("align_hetero", "target_only", "pooled")
+DEFAULT_MEMBERS = ("align_hetero", "target_only", "pooled", "dualhead")
 # What makes each member (same text as training.common.COMMANDS; kept here so this module
 # needs nothing from the training code).
 MAKES = {"align_hetero": "python -m training.train_align_coral",

@@ -14,6 +14,7 @@ from inference.calibration import (calibration_summary, coverage, fit_coverage_t
 from inference.fusion import apply_fusion, fit_fusion, fuse
 from inference.predict import Ensemble, Member, check_agreement
 from tests.synthetic import write_dataset
+from fine_tune import fine_tune
 from training import train, train_align_coral, train_pooled, train_target_only
 
 TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
@@ -107,7 +108,7 @@ def trained(tmp_path_factory):
     data = write_dataset(root / "data", n_source=200, n_target=120)
     res = root / "res"
     args = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", *TINY, "--dry-run"]
-    for stage in (train, train_align_coral, train_target_only, train_pooled):
+    for stage in (train, train_align_coral, train_target_only, train_pooled, fine_tune):
         stage.main(args)
     record = infer_ensemble.main(args)
     return data, res, args, record
@@ -124,7 +125,7 @@ def test_report_files_written(trained):
         assert set(saved["ensemble"]["metrics"][col]) >= {"mse", "mae", "r2", "r2_log", "mape"}
         for when in ("before", "after"):
             assert set(saved["ensemble"]["calibration"][when][col]) == {"nll", "cov68", "cov95"}
-    assert set(saved["members"]) == {"align_hetero", "target_only", "pooled"}
+    assert set(saved["members"]) == {"align_hetero", "target_only", "pooled", "dualhead"}
     preds = pd.read_csv(res / "5t_opamp_ensemble_predictions.csv")
     assert len(preds) == saved["n"] and "ugf_mean" in preds and "ugf_std" in preds and (preds["ugf_std"] > 0).all()
     assert (preds["ugf_lo95"] <= preds["ugf_lo68"]).all() and (preds["ugf_hi68"] <= preds["ugf_hi95"]).all()
@@ -146,7 +147,7 @@ def test_prediction_api_checks_columns_by_name(trained):
         ens.predict(designs.drop(columns=["w2"]))
     with pytest.raises(ValueError, match="unexpected \\['extra'\\]"):
         ens.predict(designs.assign(extra=1.0))
-    assert set(ens.temperatures) == {"align_hetero", "target_only", "pooled", "ensemble"}
+    assert set(ens.temperatures) == {"align_hetero", "target_only", "pooled", "dualhead", "ensemble"}
     x = torch.tensor(ens.preprocessing.transform_x(designs), requires_grad=True)
     mu, sd = ens.predict_scaled(x)                                     # (N, M) each
     (mu.sum() + sd.sum()).backward()
