@@ -5,8 +5,8 @@
     python -m pipeline --dry-run --data-dir /tmp/tiny --results-dir /tmp/res --set HIDDEN_DIM=16
 
 Runs, in-process and in order: training.train -> training.train_align_coral ->
-training.train_target_only -> fine_tune.fine_tune -> training.train_pooled ->
-inference.infer_ensemble, passing
+training.train_target_only -> fine_tune.fine_tune -> (training.train_pooled, only with
+``--members ...,pooled``) -> inference.infer_ensemble, passing
 ``--opamp --data-dir --results-dir --device --seed --val-split --test-split --epochs --set
 --dry-run --quiet`` through.  A training stage is skipped when its checkpoint is up to date:
 it exists; its config snapshot equals this run's settings (all keys it reads: see STAGE_IGNORES);
@@ -45,6 +45,7 @@ STAGES = [  # (name, module, checkpoint kind, parent stage or None)
     ("dualhead", "fine_tune.fine_tune", "dualhead", "baseline"),
     ("pooled", "training.train_pooled", "pooled", None),
 ]
+OPTIONAL_STAGES = {"pooled"}  # trained only when the ensemble uses it (--members ...,pooled)
 
 
 def parse_args(argv=None):
@@ -112,13 +113,20 @@ def staleness(settings: dict, kind: str, current_split: dict, data_files, *, dry
     return None
 
 
-def plan(settings: dict, *, force: bool, dry_run: bool) -> list:
-    """``[(name, module, kind, reason or None)]``; reason None = skip (up to date)."""
+def plan(settings: dict, *, force: bool, dry_run: bool, members=None) -> list:
+    """``[(name, module, kind, reason or None)]``; reason None = skip (up to date).
+
+    Optional stages (``OPTIONAL_STAGES``) are planned only when ``members`` (ensemble members,
+    default ``DEFAULT_MEMBERS``) names them."""
+    from inference.predict import DEFAULT_MEMBERS, parse_members
+    wanted = set(parse_members(members or DEFAULT_MEMBERS))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the stages print the data warnings themselves
         data = get_data_and_scalers(**data_kwargs_from_settings(settings))
     out, rerun = [], set()
     for name, module, kind, parent in STAGES:
+        if name in OPTIONAL_STAGES and name not in wanted:
+            continue
         if force:
             reason = "--force"
         elif parent in rerun:
@@ -139,7 +147,7 @@ def main(argv=None):
     args, settings = parse_args(argv)
     t_all = time.perf_counter()
     import importlib
-    steps = plan(settings, force=args.force, dry_run=args.dry_run)
+    steps = plan(settings, force=args.force, dry_run=args.dry_run, members=args.members)
     print(f"[pipeline] opamp={settings['OPAMP_TYPE']} data={settings['DATA_DIR']} results={settings['RESULTS_DIR']} "
           f"seed={settings['SEED']}{' DRY-RUN' if args.dry_run else ''}")
     for i, (name, module, kind, reason) in enumerate(steps, 1):

@@ -4,7 +4,7 @@
     python -m inference.infer_ensemble --opamp two_stage_opamp --members align_hetero,target_only,dualhead
     python -m inference.infer_ensemble --data-dir /tmp/tiny --results-dir /tmp/res --no-plots
 
-Members (``--members``, default ``align_hetero,target_only,pooled,dualhead``; any subset):
+Members (``--members``, default ``align_hetero,target_only``; ``pooled`` and ``dualhead`` optional):
 each member's model-space variance is calibrated per metric with the closed-form temperature
 T^2 = mean((y - mu)^2 / sigma^2) on target_val (the point models ``pooled`` and ``dualhead``
 get the homoscedastic variance = their val MSE, then the same).  Members are fused per sample with

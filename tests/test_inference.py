@@ -110,7 +110,7 @@ def trained(tmp_path_factory):
     args = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", *TINY, "--dry-run"]
     for stage in (train, train_align_coral, train_target_only, train_pooled, fine_tune):
         stage.main(args)
-    record = infer_ensemble.main(args)
+    record = infer_ensemble.main(args + ["--members", "align_hetero,target_only,pooled,dualhead"])
     return data, res, args, record
 
 
