@@ -83,9 +83,9 @@ def pooled_mlp(data: dict, *, seed: int, hp: dict, source_pred=None) -> np.ndarr
     # layer is exactly a 0/1 "is source" input column; predicts for the target (flag off)
     from training.train_pooled import fit_pooled
     seed_everything(seed)
-    model, _, _ = fit_pooled(data, hidden_dim=hp["hidden_dim"], num_layers=hp["num_layers"], dropout=hp["dropout"],
-                             lr=hp["lr"], weight_decay=hp["weight_decay"], batch_size=hp["pooled_batch_size"],
-                             epochs=hp["epochs"], patience=hp["patience"], seed=seed)
+    model = _mlp(len(data["x_cols"]), len(data["y_cols"]), hp)
+    fit_pooled(model, data, lr=hp["lr"], weight_decay=hp["weight_decay"], batch_size=hp["pooled_batch_size"],
+               epochs=hp["epochs"], patience=hp["patience"], seed=seed)
     model.eval()
     with torch.no_grad():
         return model(_t(data["target_test"][0])).double().numpy()      # (N_test, M)

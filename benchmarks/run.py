@@ -59,6 +59,8 @@ OURS = {  # method -> table label
     "target_hetero": "target-only hetero (ensemble member)",
 }
 SOURCE_ONLY = ("source_only", "source-only (baseline on B)")
+STAGE_KIND = {"align_coral": "align_hetero", "target_hetero": "target_only", "dualhead": "dualhead",
+              "pooled_mlp": "pooled"}  # harness method -> the stage checkpoint kind that produces it
 Y_FLOOR = -0.5     # learning-curve plot: mean log-space R^2 below this is drawn on the floor
 BEST_TOL = 0.005  # log-space R^2 within this of the best counts as tied-first
 
@@ -179,6 +181,7 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
     from fine_tune import fine_tune
     from inference import infer_ensemble
     from inference.metrics import regression_report
+    from inference.predict import DEFAULT_MEMBERS, parse_members
     from models import MLP
     from models.model_utils import load_checkpoint, sidecar_path
     from pipeline import staleness
@@ -207,8 +210,9 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
         def up_to_date(kind):
             return not args.retrain and staleness(settings_run, kind, data["split"], data["files"].values(),
                                                   dry_run=False) is None
-        reuse = None if up_to_date("baseline") else _reusable_baseline(out, opamp, data, settings_run)
-        if up_to_date("baseline"):
+        base_current = up_to_date("baseline")
+        reuse = None if base_current else _reusable_baseline(out, opamp, data, settings_run)
+        if base_current:
             print(f"[benchmarks] baseline: checkpoint up to date, reusing {ckpt}")
             base_summary = json.loads(metrics_path(ckpt).read_text())
         elif reuse is not None:
@@ -224,12 +228,12 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
                              stage_s["baseline"], "peer"))
         ours = [m for m in OURS if m in methods]
         stages = [("align_coral", train_align_coral), ("target_hetero", train_target_only), ("dualhead", fine_tune)]
-        if "ensemble" in methods or ("pooled_mlp" in methods and ours):
-            stages.append(("pooled_mlp", train_pooled))  # ensemble member; its test report is also the peer row
+        ens_members = parse_members(args.members or DEFAULT_MEMBERS) if "ensemble" in methods else []
+        if "pooled_mlp" in methods or "pooled" in ens_members:
+            stages.append(("pooled_mlp", train_pooled))  # the peer row is this stage; also an optional member
         if ours:
             for method, module in stages:
-                kind = {"align_coral": "align_hetero", "target_hetero": "target_only",
-                        "pooled_mlp": "pooled"}.get(method, method)
+                kind = STAGE_KIND[method]
                 if not up_to_date(kind):
                     summary = module.main(argv)
                 else:
@@ -244,8 +248,7 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
                 extra = ["--members", args.members] if args.members else []
                 record = infer_ensemble.main(_stage_argv(opamp, seed, n, out, args) + ["--no-plots", *extra])
                 members = record["members"]
-                own = {"align_hetero": "align_coral", "target_only": "target_hetero", "dualhead": "dualhead",
-                       "pooled": "pooled_mlp"}
+                own = {kind: method for method, kind in STAGE_KIND.items()}
                 needs_base = bool({"align_hetero", "dualhead"} & set(members))
                 total = (record["wall_s"] + sum(stage_s[own[m]] for m in members)
                          + (stage_s["baseline"] if needs_base else 0.0))

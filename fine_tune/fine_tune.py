@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from core.cli import StageCLI, run_main
-from core.errors import ToolkitError
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
-                             finish_stage, load_parent, start_stage, tensors)
+                             finish_stage, layer_count, load_parent, start_stage, tensors)
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import mse_objective
 
@@ -46,11 +45,9 @@ def head_b(model, x):
 def unfrozen_backbone_params(model: DualHeadMLP, n_layers) -> list:
     """Parameter names of the last ``n_layers`` backbone blocks (phase 3); ``"all"`` = every block."""
     blocks = len(model.backbone)
-    text = str(n_layers).strip().lower()
-    count = blocks if text == "all" else (int(text) if text.lstrip("-").isdigit() else 0)
-    if not 1 <= count <= blocks:
-        raise ToolkitError(f"UNFREEZE_LAYERS must be 'all' or an integer in 1..{blocks} (the backbone's layers), "
-                           f"got {n_layers!r}. Example: --unfreeze-layers 1 (the seed)")
+    count = layer_count(n_layers, key="UNFREEZE_LAYERS", keyword="all", lo=1, hi=blocks,
+                        why="the backbone's layers", example="--unfreeze-layers 1 (the seed)")
+    count = blocks if count is None else count
     return [f"backbone.blocks.{i}.linear.{p}" for i in range(blocks - count, blocks) for p in ("weight", "bias")]
 
 

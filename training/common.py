@@ -231,6 +231,21 @@ def epoch_printer(train_label: str, val_label: str, *, train_key="train_loss", v
     return show
 
 
+def layer_count(value, *, key: str, keyword: str, lo: int, hi: int, why: str, example: str):
+    """A layer-count setting that is ``keyword`` or an integer in ``lo..hi``: None for the keyword, else the int."""
+    text = str(value).strip().lower()
+    if text == keyword:
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        count = lo - 1
+    if not lo <= count <= hi:
+        raise ToolkitError(f"{key} must be '{keyword}' or an integer in {lo}..{hi} ({why}), got {value!r}. "
+                           f"Example: {example}")
+    return count
+
+
 def check_weights(settings: dict, *keys) -> None:
     """Loss weights and learning rates must be >= 0 (a negative weight would reward the term)."""
     for key in keys:

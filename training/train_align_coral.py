@@ -23,11 +23,10 @@ Writes ``results/{OPAMP}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth``.
 import torch
 
 from core.cli import StageCLI, run_main
-from core.errors import ToolkitError
 from models import AlignHeteroMLP, MLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
-                             finish_stage, load_parent, start_stage, tensors)
+                             finish_stage, layer_count, load_parent, start_stage, tensors)
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss, val_hetero
 
@@ -44,17 +43,11 @@ def parse_args(argv=None):
 
 def reinit_candidates(value, num_layers: int) -> list:
     """``ALIGN_REINIT_LAYERS`` -> the transfer depths to train: ``[k]`` or ``[0, num_layers-1]`` for auto."""
-    text = str(value).strip().lower()
-    if text == "auto":
+    k = layer_count(value, key="ALIGN_REINIT_LAYERS", keyword="auto", lo=0, hi=num_layers - 1,
+                    why="NUM_LAYERS-1; at least the first layer is transferred",
+                    example="--reinit-layers 0 (transfer every layer, as in the seed)")
+    if k is None:
         return [0] if num_layers == 1 else [0, num_layers - 1]
-    try:
-        k = int(text)
-    except ValueError:
-        k = -1
-    if not 0 <= k <= num_layers - 1:
-        raise ToolkitError(f"ALIGN_REINIT_LAYERS must be 'auto' or an integer in 0..{num_layers - 1} "
-                           f"(NUM_LAYERS-1; at least the first layer is transferred), got {value!r}. "
-                           f"Example: --reinit-layers 0 (transfer every layer, as in the seed)")
     return [k]
 
 

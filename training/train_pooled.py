@@ -42,12 +42,10 @@ def forward_flagged(model: MLP, x: torch.Tensor, is_source: torch.Tensor, offset
     return model.head(h)                                                 # (N, M)
 
 
-def fit_pooled(data: dict, *, hidden_dim: int, num_layers: int, dropout: float, lr: float, weight_decay: float,
-               batch_size: int, epochs: int, patience: int, seed: int, device="cpu", max_batches=None,
-               progress: bool = False, on_epoch=None):
-    """Train the pooled MLP on ``data`` (a ``get_data_and_scalers`` dict); returns ``(model, FitResult, offset)``."""
-    model = MLP(len(data["x_cols"]), len(data["y_cols"]), hidden_dim=hidden_dim, num_layers=num_layers,
-                dropout=dropout).to(device)
+def fit_pooled(model: MLP, data: dict, *, lr: float, weight_decay: float, batch_size: int, epochs: int,
+               patience: int, seed: int, device="cpu", max_batches=None, progress: bool = False, on_epoch=None):
+    """Train ``model`` (an MLP of x) on ``data`` (a ``get_data_and_scalers`` dict) pooled with a source
+    offset; returns ``(FitResult, offset)``."""
     offset = torch.zeros(model.hidden_dim, device=device, requires_grad=True)
     x_src, y_src = tensors(data, "source", device)
     x_tr, y_tr = tensors(data, "target_train", device)
@@ -64,16 +62,16 @@ def fit_pooled(data: dict, *, hidden_dim: int, num_layers: int, dropout: float, 
     result = fit(model, loader=loader, optimizer=optimizer, loss_fn=loss_fn,
                  evaluate=lambda m: {"mse": F.mse_loss(m(x_val), y_val).item()}, monitor="mse",
                  epochs=epochs, patience=patience, desc="pooled", progress=progress, on_epoch=on_epoch)
-    return model, result, offset.detach()
+    return result, offset.detach()
 
 
 def main(argv=None):
     args, settings = parse_args(argv)
     device, data, t0 = start_stage(settings, "pooled", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
-    model, result, offset = fit_pooled(
-        data, **{k: v for k, v in model_kwargs(settings, data).items() if k not in ("input_dim", "output_dim")},
-        lr=settings["LEARNING_RATE"], weight_decay=settings["WEIGHT_DECAY"],
+    model = MLP(**model_kwargs(settings, data)).to(device)
+    result, offset = fit_pooled(
+        model, data, lr=settings["LEARNING_RATE"], weight_decay=settings["WEIGHT_DECAY"],
         batch_size=settings["BASELINE_BATCH_SIZE"], epochs=epochs, patience=settings["PATIENCE"],
         seed=settings["SEED"], device=device, max_batches=max_batches, progress=not args.quiet,
         on_epoch=None if args.quiet else epoch_printer("Train MSE", "Val MSE", val_key="val_mse"))
