@@ -28,14 +28,15 @@ from training.common import COMMANDS, checkpoint_path
 
 IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what any stage learns
 _ALIGN = {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"}
-_FINETUNE = {"L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS"}
+_FINETUNE = {"L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS", "FINETUNE_OBJECTIVE",
+             "UNFREEZE_PATIENCE"}
 _INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR"}
 # Settings a stage does not read: changing them leaves its checkpoint up to date.
 STAGE_IGNORES = {
     "baseline": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "N_TARGET_TRAIN", "MIN_BATCHES_PER_EPOCH"},
     "align_hetero": _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
     "target_only": {"LAMBDA_CORAL", "ALIGN_REINIT_LAYERS"} | _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
-    "dualhead": _ALIGN | _INVERSE | {"BASELINE_BATCH_SIZE"},
+    "dualhead": (_ALIGN - {"ALPHA_R2"}) | _INVERSE | {"BASELINE_BATCH_SIZE"},   # ALPHA_R2: hetero phase 3
     "pooled": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"},
 }
 STAGES = [  # (name, module, checkpoint kind, parent stage or None)

@@ -321,7 +321,14 @@ def summarise(rows: list, opamp: str) -> dict:
     return out
 
 
-def render_markdown(rows: list, opamp: str, command: str) -> str:
+def _commands_line(commands: list) -> str:
+    """The command(s) that produced the rows shown: one, or each (reruns of some cells / methods)."""
+    if len(commands) == 1:
+        return f"Command: `{commands[0]}`"
+    return "Commands (the table shows each cell's latest run):\n\n" + "\n".join(f"- `{c}`" for c in commands)
+
+
+def render_markdown(rows: list, opamp: str, commands) -> str:
     cells = summarise(rows, opamp)
     names = labels()
     ns = sorted({n for _, n in cells}, key=_n_order)
@@ -331,7 +338,8 @@ def render_markdown(rows: list, opamp: str, command: str) -> str:
     quick = any(r.get("quick") for r in rows if r["opamp"] == opamp)
     n_rows = {n: round(statistics.mean(v for (m, nn), c in cells.items() if nn == n for v in c["n_train"])) for n in ns}
     lines = [f"### {opamp}: transfer methods vs peers over target-training size",
-             "", f"Command: `{command}`" + (" (**--quick: smoke-test settings, not results**)" if quick else ""),
+             "", _commands_line([commands] if isinstance(commands, str) else list(commands))
+             + (" (**--quick: smoke-test settings, not results**)" if quick else ""),
              "", f"Seeds {', '.join(map(str, seeds))}; test split fixed per seed; n = rows of target_train used "
              f"({', '.join(f'{n}: {n_rows[n]}' for n in ns)}). Mean ± std over seeds. "
              "Methods marked * are ours; **bold** = best (or within "
@@ -443,8 +451,8 @@ def render(rows: list, opamps: list, args, fp: str | None = None) -> list:
         if not mine:
             print(f"warning: no rows for {opamp} with these settings; nothing rendered for it.")
             continue
-        command = mine[-1].get("command", "python -m benchmarks.run")
-        body = render_markdown(mine, opamp, command)
+        commands = list(dict.fromkeys(r.get("command", "python -m benchmarks.run") for r in mine))
+        body = render_markdown(mine, opamp, commands)
         replace_block(doc, opamp, body)
         written.append(plot_learning_curve(mine, opamp, doc.parent / f"learning_curve_{opamp}.png"))
         print(body)

@@ -5,26 +5,42 @@
     python -m fine_tune.fine_tune --dry-run --data-dir /tmp/tiny --results-dir /tmp/res
 
 Starts from the baseline MLP: backbone and head A copied from it, head B a copy of head A.
-Three phases on target_train, each early-stopping on val MSE and keeping its best state:
-  1. bias     only ``head_B.bias``                                   lr LR_BIAS
-  2. head     ``head_B`` weights (+ bias), L2-SP on head_B.weight     lr LR_HEAD
+Three phases on target_train, each early-stopping on val and keeping its best state:
+  1. bias     only ``head_B.bias``, MSE                               lr LR_BIAS
+  2. head     ``head_B`` weights (+ bias), MSE, L2-SP on head_B.weight lr LR_HEAD
   3. unfreeze last UNFREEZE_LAYERS backbone layer(s) + head_B,
-              L2-SP on all that moves                                 lr LR_UNFREEZE
+              L2-SP on all pretrained weights that move               lr LR_UNFREEZE
+              (patience UNFREEZE_PATIENCE; the others PATIENCE)
               (default "all"; the seed's 1 leaves the source features frozen, and metrics whose
               sizing dependence differs between processes, cmrr here, cannot be re-learned)
+Phase 3's loss is FINETUNE_OBJECTIVE:
+  "mse"     (the seed) MSE of head B; early stopping on val MSE.
+  "hetero"  the model gets a ``logvar_B`` head (zero weights, bias = log of each
+            metric's val MSE after phase 2, so training starts from the homoscedastic fit) and
+            phase 3 minimises the target-only objective, NLL + ALPHA_R2 * (1 - batch R^2),
+            early-stopping on val NLL.  The NLL lets noisy regions count less, and the result
+            carries a per-design variance, so it can join the calibrated ensemble.
+  "auto"    (default) phase 3 both ways from the phase-2 state; keep the lower val MSE.  If MSE wins, a
+            last phase fits ``logvar_B`` alone (mean frozen), so the model always has a variance.
 L2-SP pulls toward the pretrained (baseline) weights with weight L2SP_LAMBDA.  Frozen layers
 stay in eval mode (no dropout noise).  Writes ``results/{OPAMP}_dualhead_finetuned.pth``.
 """
+import copy
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from core.cli import StageCLI, run_main
+from core.errors import ToolkitError
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
                              finish_stage, layer_count, load_parent, start_stage, tensors)
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
-from training.objectives import mse_objective
+from training.objectives import make_hetero_loss, mse_objective, val_hetero
+
+OBJECTIVES = ("mse", "hetero", "auto")
 
 
 def parse_args(argv=None):
@@ -35,11 +51,37 @@ def parse_args(argv=None):
     cli.flag("--lr-head", "LR_HEAD", "phase 2 learning rate")
     cli.flag("--lr-unfreeze", "LR_UNFREEZE", "phase 3 learning rate")
     cli.flag("--unfreeze-layers", "UNFREEZE_LAYERS", "phase 3: how many last backbone layers to unfreeze (1..NUM_LAYERS or all)")
+    cli.flag("--unfreeze-patience", "UNFREEZE_PATIENCE", "phase 3 early-stopping patience in epochs")
+    cli.flag("--objective", "FINETUNE_OBJECTIVE", "phase 3 loss: mse (the seed) or hetero (NLL + logvar_B head)")
+    cli.flag("--alpha-r2", "ALPHA_R2", "phase 3 (hetero): weight of (1 - batch R^2)")
     return cli.parse(argv)
 
 
 def head_b(model, x):
     return model(x, domain="B")                                         # (N, n_metrics)
+
+
+def head_b_hetero(model, x):
+    """(mu, logvar, None): the (mu, logvar, features) shape the hetero objectives expect."""
+    mu, logvar = model.predict_B(x)                                     # (N, M), (N, M)
+    return mu, logvar, None
+
+
+def check_objective(settings: dict) -> str:
+    objective = settings.get("FINETUNE_OBJECTIVE", "auto")
+    if objective not in OBJECTIVES:
+        raise ToolkitError(f"FINETUNE_OBJECTIVE must be one of {list(OBJECTIVES)}, got {objective!r}. "
+                           f"Fix: --objective auto, hetero, or mse (the seed).")
+    return objective
+
+
+def init_logvar_b(model: DualHeadMLP, x_val, y_val) -> None:
+    """Start ``logvar_B`` at the homoscedastic fit: zero weights, bias = log val MSE per metric."""
+    model.eval()
+    with torch.no_grad():
+        mse = ((head_b(model, x_val) - y_val) ** 2).mean(0).clamp_min(1e-6)   # (M,)
+        nn.init.zeros_(model.logvar_B.weight)
+        model.logvar_B.bias.copy_(mse.log())
 
 
 def unfrozen_backbone_params(model: DualHeadMLP, n_layers) -> list:
@@ -52,12 +94,17 @@ def unfrozen_backbone_params(model: DualHeadMLP, n_layers) -> list:
 
 
 def phase_plan(model: DualHeadMLP, settings: dict) -> list:
-    """(name, trainable parameter names, L2-SP parameter names, learning rate) per phase."""
+    """(name, trainable parameter names, L2-SP parameter names, learning rate) per phase.
+
+    ``logvar_B`` (when the model has it) trains in phase 3 only and is not under L2-SP: it has
+    no pretrained value to stay near.
+    """
     last = unfrozen_backbone_params(model, settings.get("UNFREEZE_LAYERS", "all"))
+    logvar = ["logvar_B.weight", "logvar_B.bias"] if model.has_variance else []
     return [
         ("bias", ["head_B.bias"], [], settings["LR_BIAS"]),
         ("head", ["head_B.weight", "head_B.bias"], ["head_B.weight"], settings["LR_HEAD"]),
-        ("unfreeze", last + ["head_B.weight", "head_B.bias"], last + ["head_B.weight", "head_B.bias"],
+        ("unfreeze", last + ["head_B.weight", "head_B.bias"] + logvar, last + ["head_B.weight", "head_B.bias"],
          settings["LR_UNFREEZE"]),
     ]
 
@@ -72,37 +119,71 @@ def set_trainable(model, names) -> list:
 
 def main(argv=None):
     args, settings = parse_args(argv)
-    check_weights(settings, "L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE")
+    check_weights(settings, "L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "ALPHA_R2")
+    objective = check_objective(settings)
+    if isinstance(settings["UNFREEZE_PATIENCE"], bool) or not isinstance(settings["UNFREEZE_PATIENCE"], int) \
+            or settings["UNFREEZE_PATIENCE"] < 1:
+        raise ToolkitError(f"UNFREEZE_PATIENCE must be an integer >= 1, got {settings['UNFREEZE_PATIENCE']!r}. "
+                           f"Example: --unfreeze-patience 60")
     device, data, t0 = start_stage(settings, "dualhead", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device=device)
-    model = DualHeadMLP(**baseline.constructor_kwargs()).to(device)
+    model = DualHeadMLP(**baseline.constructor_kwargs(), logvar_head=objective != "mse").to(device)
     load_backbone_from_trained_mlp(baseline, model)
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
     x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
                            max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
-    evaluate = lambda m: {"mse": F.mse_loss(head_b(m, x_val), y_val).item()}  # noqa: E731
-    results = {}
-    for name, trainable, l2sp_names, lr in phase_plan(model, settings):
+    val_mse = lambda m: {"mse": F.mse_loss(head_b(m, x_val), y_val).item()}  # noqa: E731
+
+    def run_phase(name, trainable, l2sp_names, lr, objective, patience=settings["PATIENCE"]):
+        if objective == "hetero":
+            loss_fn = make_hetero_loss(settings["ALPHA_R2"], forward=head_b_hetero)
+            evaluate = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"], forward=head_b_hetero)
+            monitor, labels = "nll", ("Train loss", "Val NLL")
+        else:
+            loss_fn, evaluate, monitor, labels = mse_objective(head_b), val_mse, "mse", ("Train MSE", "Val MSE")
         frozen = set_trainable(model, trainable)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=lr)  # no weight decay: L2-SP is the regulariser here
-        results[name] = fit(model, loader=loader, optimizer=optimizer, loss_fn=mse_objective(head_b),
-                            evaluate=evaluate, monitor="mse", epochs=epochs, patience=settings["PATIENCE"],
-                            desc=f"finetune:{name}", pretrained_state=pretrained,
-                            l2sp_lambda=settings["L2SP_LAMBDA"] if l2sp_names else 0.0,
-                            l2sp_params=l2sp_names or None, frozen_modules=frozen, progress=not args.quiet,
-                            on_epoch=None if args.quiet else epoch_printer(f"[{name}] Train MSE", "Val MSE"))
+        return fit(model, loader=loader, optimizer=optimizer, loss_fn=loss_fn, evaluate=evaluate, monitor=monitor,
+                   epochs=epochs, patience=patience, desc=f"finetune:{name}", pretrained_state=pretrained,
+                   l2sp_lambda=settings["L2SP_LAMBDA"] if l2sp_names else 0.0, l2sp_params=l2sp_names or None,
+                   frozen_modules=frozen, progress=not args.quiet,
+                   on_epoch=None if args.quiet else epoch_printer(f"[{name}] {labels[0]}", labels[1]))
+
+    plan = phase_plan(model, settings)
+    results = {name: run_phase(name, trainable, l2sp, lr, "mse") for name, trainable, l2sp, lr in plan[:2]}
+    name, trainable, l2sp, lr = plan[2]
+    candidates = ("mse", "hetero") if objective == "auto" else (objective,)
+    start, tried = copy.deepcopy(model.state_dict()), {}
+    for k, candidate in enumerate(candidates):
+        model.load_state_dict(start)
+        torch.manual_seed(settings["SEED"] + k)                        # each candidate reproducible alone
+        if candidate == "hetero":
+            init_logvar_b(model, x_val, y_val)
+        moving = [n for n in trainable if candidate == "hetero" or not n.startswith("logvar_B.")]
+        result = run_phase(name, moving, l2sp, lr, candidate, patience=settings["UNFREEZE_PATIENCE"])
+        tried[candidate] = (val_mse(model.eval())["mse"], result, copy.deepcopy(model.state_dict()))
+    chosen = min(tried, key=lambda c: tried[c][0])                    # lower val MSE (never test)
+    model.load_state_dict(tried[chosen][2])
+    results[name] = tried[chosen][1]
+    if model.has_variance and chosen == "mse":
+        # the mean came from the MSE fit; give it a variance head anyway (head only, mean frozen)
+        init_logvar_b(model, x_val, y_val)
+        results["variance"] = run_phase("variance", ["logvar_B.weight", "logvar_B.bias"], [], settings["LR_HEAD"],
+                                        "hetero")
     for p in model.parameters():
         p.requires_grad_(True)
+    last = list(results)[-1]
+    monitor = "nll" if model.has_variance else "mse"
     return finish_stage(settings, data, model, stage="dualhead", kind="dualhead", device=device,
-                        fit_results=results, monitor="mse", val_value=results["unfreeze"].best_value, t0=t0,
+                        fit_results=results, monitor=monitor, val_value=results[last].best_value, t0=t0,
                         parent=parent, dry_run=args.dry_run,
-                        extra={"phases": [p[0] for p in phase_plan(model, settings)],
-                               "l2sp_lambda": settings["L2SP_LAMBDA"]})
-
+                        extra={"phases": list(results), "l2sp_lambda": settings["L2SP_LAMBDA"],
+                               "objective": objective, "phase3_objective": chosen,
+                               "phase3_val_mse": {c: v[0] for c, v in tried.items()}})
 
 if __name__ == "__main__":
     run_main(main)

@@ -1,13 +1,14 @@
 """Stage 4: calibrated ensemble of the heteroscedastic members, evaluated in physical units.
 
     python -m inference.infer_ensemble
-    python -m inference.infer_ensemble --opamp two_stage_opamp --members align_hetero,target_only,dualhead
+    python -m inference.infer_ensemble --opamp two_stage_opamp --members align_hetero,target_only,dualhead,pooled
     python -m inference.infer_ensemble --data-dir /tmp/tiny --results-dir /tmp/res --no-plots
 
-Members (``--members``, default ``align_hetero,target_only``; ``pooled`` and ``dualhead`` optional):
+Members (``--members``, default ``align_hetero,target_only,dualhead``; ``pooled`` optional):
 each member's model-space variance is calibrated per metric with the closed-form temperature
-T^2 = mean((y - mu)^2 / sigma^2) on target_val (the point models ``pooled`` and ``dualhead``
-get the homoscedastic variance = their val MSE, then the same).  Members are fused per sample with
+T^2 = mean((y - mu)^2 / sigma^2) on target_val (point models, ``pooled`` and a ``dualhead``
+fine-tuned with FINETUNE_OBJECTIVE="mse", get the homoscedastic variance = their val MSE, then
+the same).  Members are fused per sample with
 precision x per-metric-MSE weights and a final temperature matching the 68/95 % coverage on
 target_val (``--final-calibration``; formulas: ``inference/fusion.py``),
 then converted to physical units (clipped inverse scaling, expm1 on log columns).  Evaluated

@@ -26,10 +26,11 @@ MEMBER_KINDS = {"align_hetero": "align_hetero", "target_only": "target_only",
                 "target_only_hetero": "target_only", "dualhead": "dualhead", "pooled": "pooled"}
 MEMBER_CLASSES = {"align_hetero": AlignHeteroMLP, "target_only": AlignHeteroMLP, "dualhead": DualHeadMLP,
                   "pooled": MLP}
-DEFAULT_MEMBERS = ("align_hetero", "target_only")
-# pooled and dualhead are optional: measured to help a lot below ~200 target rows on 5t_opamp, but
-# the pooled member's cmrr failed on one two_stage split (val looked fine, test R2_log 0.01) and
-# dragged the fused cmrr down; see docs/BENCHMARKS.md
+DEFAULT_MEMBERS = ("align_hetero", "target_only", "dualhead")
+# dualhead joined when fine-tuning got its own variance head (FINETUNE_OBJECTIVE): it is the best
+# member below ~200 target rows.  pooled stays optional: it helps at small n on 5t_opamp, but its
+# cmrr failed on one two_stage split (val looked fine, test R2_log 0.01) and dragged the fused cmrr
+# down; see docs/BENCHMARKS.md
 # What makes each member (same text as training.common.COMMANDS; kept here so this module
 # needs nothing from the training code).
 MAKES = {"align_hetero": "python -m training.train_align_coral",
@@ -68,6 +69,8 @@ class Member:
     @property
     def point(self) -> bool:
         """A point model (no variance head): its variance is its val MSE (homoscedastic)."""
+        if isinstance(self.model, DualHeadMLP):
+            return not self.model.has_variance
         return not isinstance(self.model, AlignHeteroMLP)
 
     def forward(self, x: torch.Tensor):
@@ -76,7 +79,8 @@ class Member:
             mu, logvar, _ = self.model(x)
             return mu, logvar.exp()
         if isinstance(self.model, DualHeadMLP):
-            return self.model(x, domain="B"), None
+            mu, logvar = self.model.predict_B(x)
+            return mu, None if logvar is None else logvar.exp()
         return self.model(x), None
 
 

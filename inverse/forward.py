@@ -2,8 +2,9 @@
 
 Model space in, model space out, torch tensors, differentiable w.r.t. ``x_scaled`` (N, D):
     align_hetero   AlignHeteroMLP: mean = mu, std = exp(logvar / 2)
-    dualhead_b     DualHeadMLP head B: mean = head_B(x); std = sqrt(val MSE) of its checkpoint
-                   when recorded, else 0 (a point model)
+    dualhead_b     DualHeadMLP head B: mean = head_B(x); std = exp(logvar_B / 2) when the model has
+                   a logvar_B head (FINETUNE_OBJECTIVE="hetero"), else sqrt(val MSE) of its
+                   checkpoint when recorded, else 0 (a point model)
     ensemble       inference.predict.Ensemble: the fused, calibrated members (mean, std)
     FunctionForward  any torch function (tests, analytic models)
 Each carries the ``Preprocessing`` that maps physical designs/metrics to its model space.
@@ -75,7 +76,9 @@ class DualHeadForward(Forward):
         self.model, self.std = model.eval(), float(std)
 
     def predict(self, x_scaled):
-        mean = self.model(x_scaled, domain="B")                            # (N, M)
+        mean, logvar = self.model.predict_B(x_scaled)                      # (N, M), (N, M) or None
+        if logvar is not None:
+            return mean, torch.exp(0.5 * logvar)
         return mean, torch.full_like(mean, self.std)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.backbone import BackboneModel
+from models.backbone import LOGVAR_MAX, LOGVAR_MIN, BackboneModel
 
 
 class AlignHeteroMLP(BackboneModel):
@@ -21,8 +21,8 @@ class AlignHeteroMLP(BackboneModel):
     The clamp has zero gradient outside the range, which only stops a runaway head.
     """
 
-    LOGVAR_MIN = -10.0
-    LOGVAR_MAX = 10.0
+    LOGVAR_MIN = LOGVAR_MIN
+    LOGVAR_MAX = LOGVAR_MAX
 
     def __init__(self, input_dim: int, output_dim: int, *, hidden_dim: int = 512,
                  num_layers: int = 6, dropout: float = 0.1, activation: str = "silu"):

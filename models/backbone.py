@@ -23,6 +23,9 @@ from torch import nn
 from core.errors import ToolkitError
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
+# Clamp of every log-variance head (variance e^-10 .. e^10 of a standardised target): below,
+# exp(-logvar) in the NLL explodes; above, the model could explain away any error.
+LOGVAR_MIN, LOGVAR_MAX = -10.0, 10.0
 
 
 def check_arch(*, input_dim, output_dim, hidden_dim, num_layers, dropout, activation) -> None:

@@ -16,7 +16,7 @@ import inverse_opt
 from core.errors import ToolkitError
 from data_loader.preprocessing import fit_preprocessing
 from inverse import verify as verify_mod
-from inverse.forward import FunctionForward
+from inverse.forward import DualHeadForward, FunctionForward
 from inverse.goals import Spec, goal_loss, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_log_prob, mdn_nll, mdn_sample, save_mdn
 from inverse.optimise import model_bounds, propose, random_starts, rank_designs
@@ -265,6 +265,18 @@ def test_end_to_end_mdn_sample_and_hybrid_optimisation(trained, tmp_path):
     inverse_opt.main(_opt(common, "--init-mdn", str(res / "mdn_5t_opamp.pth"), "--model-type", "dualhead_b",
                           "--save-dir", str(tmp_path / "run2"), "--quiet"))
     assert (tmp_path / "run2" / "candidates.csv").is_file()
+
+
+def test_dualhead_forward_uses_its_variance_head_when_it_has_one():
+    from models import DualHeadMLP
+    torch.manual_seed(0)
+    x = torch.randn(6, 7)
+    het = DualHeadMLP(7, 5, hidden_dim=8, num_layers=2, logvar_head=True)
+    mean, std = DualHeadForward(het, _pre(), std=0.3).predict(x)
+    assert torch.allclose(std, torch.exp(0.5 * het.predict_B(x)[1])) and std.std() > 0   # per design
+    plain = DualHeadMLP(7, 5, hidden_dim=8, num_layers=2)
+    mean, std = DualHeadForward(plain, _pre(), std=0.3).predict(x)
+    assert torch.allclose(std, torch.full_like(mean, 0.3))                             # val-MSE constant
 
 
 # ---------------------------------------------------------------- SPICE

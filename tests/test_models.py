@@ -64,6 +64,21 @@ def test_dual_head_domains():
         m(_x(), domain="C")
 
 
+def test_dual_head_variance_head_is_optional():
+    torch.manual_seed(0)
+    plain = DualHeadMLP(D_IN, D_OUT, **TINY).eval()
+    mu, logvar = plain.predict_B(_x())
+    assert logvar is None and torch.equal(mu, plain(_x())) and not plain.has_variance
+    het = DualHeadMLP(D_IN, D_OUT, **TINY, logvar_head=True).eval()
+    with torch.no_grad():
+        het.logvar_B.bias.fill_(50.0)                              # runaway head: clamped like AlignHeteroMLP
+    mu, logvar = het.predict_B(_x())
+    assert torch.equal(mu, het(_x(), domain="B")) and torch.all(logvar == AlignHeteroMLP.LOGVAR_MAX)
+    assert DualHeadMLP(**het.constructor_kwargs()).has_variance    # the checkpoint rebuilds the head
+    with pytest.raises(ToolkitError, match="logvar_head must be True or False"):
+        DualHeadMLP(D_IN, D_OUT, **TINY, logvar_head="yes")
+
+
 @pytest.mark.parametrize("cls", list(MODEL_CLASSES.values()), ids=list(MODEL_CLASSES))
 def test_input_shape_errors(cls):
     m = cls(D_IN, D_OUT, **TINY)

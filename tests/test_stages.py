@@ -39,7 +39,8 @@ def test_chain_dry_run_end_to_end(dataset, tmp_path):
                      "5t_opamp_dualhead_finetuned.pth", "5t_opamp_pooled_flag.pth", "5t_opamp_target_only_hetero.pth"]
     meta = read_checkpoint_meta(res / "5t_opamp_dualhead_finetuned.pth")
     assert meta["parent"].endswith("5t_opamp_baseline_model.pth")
-    assert set(meta["history"]) == {"bias", "head", "unfreeze"}
+    assert {"bias", "head", "unfreeze"} <= set(meta["history"]) <= {"bias", "head", "unfreeze", "variance"}
+    assert meta["model_kwargs"]["logvar_head"] is True                  # default FINETUNE_OBJECTIVE="auto"
     metrics = json.loads((res / "5t_opamp_align_hetero_lambda0.050_metrics.json").read_text())
     for col in ("slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"):
         assert set(metrics["test"][col]) >= {"mse", "mae", "r2", "r2_log", "mape"}
@@ -128,9 +129,9 @@ def test_worse_checkpoint_keeps_previous_best(dataset, tmp_path, capsys):
     assert "previous one is kept" in capsys.readouterr().out
 
 
-def _dual(seed=0):
+def _dual(seed=0, **kwargs):
     torch.manual_seed(seed)
-    return DualHeadMLP(7, 5, hidden_dim=16, num_layers=2, dropout=0.0)
+    return DualHeadMLP(7, 5, hidden_dim=16, num_layers=2, dropout=0.0, **kwargs)
 
 
 def _data(n=64):
@@ -203,6 +204,40 @@ def test_phase3_unfreezes_exactly_the_last_layers(layers, expect):
     for bad in (3, 0, "most"):
         with pytest.raises(ValueError, match="UNFREEZE_LAYERS must be 'all' or an integer in 1..2"):
             fine_tune.phase_plan(model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1, "UNFREEZE_LAYERS": bad})
+
+
+def test_hetero_phase3_trains_logvar_b_outside_l2sp():
+    model = _dual(logvar_head=True)
+    plan = fine_tune.phase_plan(model, {"LR_BIAS": 1, "LR_HEAD": 1, "LR_UNFREEZE": 1})
+    assert all("logvar_B.weight" not in trainable for _, trainable, _, _ in plan[:2])   # phases 1-2: MSE only
+    _, trainable, reg, _ = plan[2]
+    assert {"logvar_B.weight", "logvar_B.bias"} <= set(trainable)
+    assert not any(name.startswith("logvar_B") for name in reg)          # no pretrained value to stay near
+    x, y = _data()
+    fine_tune.init_logvar_b(model, x, y)
+    mse = ((model(x, domain="B") - y) ** 2).mean(0)
+    assert torch.allclose(model.logvar_B.bias, mse.log(), atol=1e-6)
+    _, logvar = model.predict_B(x)
+    assert torch.allclose(logvar, mse.log().expand_as(logvar), atol=1e-6)  # starts at the homoscedastic fit
+
+
+@pytest.mark.parametrize("objective, has_variance", [("hetero", True), ("mse", False), ("auto", True)])
+def test_finetune_objective_sets_the_variance_head(dataset, tmp_path, objective, has_variance):
+    train.main(_args(dataset, tmp_path, "--dry-run"))
+    s = fine_tune.main(_args(dataset, tmp_path, "--dry-run", "--objective", objective))
+    assert set(s["val"]) == ({"nll"} if has_variance else {"mse"})
+    meta = read_checkpoint_meta(tmp_path / "5t_opamp_dualhead_finetuned.pth")
+    assert meta["model_kwargs"]["logvar_head"] is has_variance
+    tried = s["extra"]["phase3_val_mse"]
+    assert set(tried) == ({"mse", "hetero"} if objective == "auto" else {objective})
+    chosen = s["extra"]["phase3_objective"]
+    assert tried[chosen] == min(tried.values())                          # auto keeps the lower val MSE
+    # an MSE-chosen mean still gets a variance head when the objective asks for one
+    assert ("variance" in meta["history"]) == (has_variance and chosen == "mse")
+    with pytest.raises(ValueError, match=r"UNFREEZE_PATIENCE must be an integer >= 1, got 0"):
+        fine_tune.main(_args(dataset, tmp_path, "--dry-run", "--unfreeze-patience", "0"))
+    with pytest.raises(ValueError, match=r"FINETUNE_OBJECTIVE must be one of \['mse', 'hetero', 'auto'\], got 'nll'"):
+        fine_tune.main(_args(dataset, tmp_path, "--dry-run", "--objective", "nll"))
 
 
 def test_min_batches_cycles_small_data_and_leaves_large_data_alone():

@@ -128,7 +128,10 @@ def predict_scaled(model, x: torch.Tensor, *, batch: int = 8192):
             means.append(mu)
             variances.append(logvar.exp())
         elif isinstance(model, DualHeadMLP):
-            means.append(model(xb, domain="B"))
+            mu, logvar = model.predict_B(xb)
+            means.append(mu)
+            if logvar is not None:
+                variances.append(logvar.exp())
         else:
             means.append(model(xb))
     mean = torch.cat(means).double().cpu().numpy()

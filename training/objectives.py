@@ -14,10 +14,15 @@ def hetero_objective(mu, logvar, y, *, alpha_r2: float):
     return nll + alpha_r2 * (1.0 - r2), {"nll": float(nll.detach()), "r2": float(r2.detach())}
 
 
-def make_hetero_loss(alpha_r2: float):
+def _call(model, x):
+    return model(x)                                                     # (mu, logvar, features)
+
+
+def make_hetero_loss(alpha_r2: float, forward=_call):
+    """``forward(model, x) -> (mu, logvar, _)``; the default calls an AlignHeteroMLP."""
     def loss_fn(model, batch):
         x, y = batch
-        mu, logvar, _ = model(x)                                        # (N, M), (N, M), (N, H)
+        mu, logvar, _ = forward(model, x)                               # (N, M), (N, M), ...
         return hetero_objective(mu, logvar, y, alpha_r2=alpha_r2)
     return loss_fn
 
@@ -45,10 +50,10 @@ def mse_objective(model_forward):
     return loss_fn
 
 
-def val_hetero(x_val, y_val, *, alpha_r2: float):
+def val_hetero(x_val, y_val, *, alpha_r2: float, forward=_call):
     """Validation numbers for heteroscedastic models; early stopping minimises 'nll'."""
     def evaluate(model):
-        mu, logvar, _ = model(x_val)
+        mu, logvar, _ = forward(model, x_val)
         nll = heteroscedastic_nll(mu, logvar, y_val).item()
         return {"nll": nll, "mse": F.mse_loss(mu, y_val).item(), "r2": batch_r2(y_val, mu).item()}
     return evaluate
