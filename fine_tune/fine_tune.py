@@ -52,7 +52,7 @@ def parse_args(argv=None):
     cli.flag("--lr-unfreeze", "LR_UNFREEZE", "phase 3 learning rate")
     cli.flag("--unfreeze-layers", "UNFREEZE_LAYERS", "phase 3: how many last backbone layers to unfreeze (1..NUM_LAYERS or all)")
     cli.flag("--unfreeze-patience", "UNFREEZE_PATIENCE", "phase 3 early-stopping patience in epochs")
-    cli.flag("--objective", "FINETUNE_OBJECTIVE", "phase 3 loss: mse (the seed) or hetero (NLL + logvar_B head)")
+    cli.flag("--objective", "FINETUNE_OBJECTIVE", "phase 3 loss: auto (both, keep lower val MSE), hetero (NLL + logvar_B head) or mse (the seed)")
     cli.flag("--alpha-r2", "ALPHA_R2", "phase 3 (hetero): weight of (1 - batch R^2)")
     return cli.parse(argv)
 
