@@ -4,7 +4,8 @@
 (phases: head_B.bias -> head_B weights + L2-SP -> backbone layers + head_B).
 
 ``logvar_head=True`` (not in the seed) adds ``logvar_B``, a per-metric log-variance head for
-domain B trained in fine-tune phase 3 with the heteroscedastic NLL: the point prediction is
+domain B trained by fine-tuning with the heteroscedastic NLL (in phase 3, or alone after an MSE
+phase 3; see fine_tune.fine_tune): the point prediction is
 still ``model(x, domain='B')``, and ``predict_B(x)`` returns ``(mu, logvar)``.
 """
 from __future__ import annotations
