@@ -328,7 +328,7 @@ def _commands_line(commands: list) -> str:
     return "Commands (the table shows each cell's latest run):\n\n" + "\n".join(f"- `{c}`" for c in commands)
 
 
-def render_markdown(rows: list, opamp: str, commands) -> str:
+def render_markdown(rows: list, opamp: str, commands: list) -> str:
     cells = summarise(rows, opamp)
     names = labels()
     ns = sorted({n for _, n in cells}, key=_n_order)
@@ -338,8 +338,7 @@ def render_markdown(rows: list, opamp: str, commands) -> str:
     quick = any(r.get("quick") for r in rows if r["opamp"] == opamp)
     n_rows = {n: round(statistics.mean(v for (m, nn), c in cells.items() if nn == n for v in c["n_train"])) for n in ns}
     lines = [f"### {opamp}: transfer methods vs peers over target-training size",
-             "", _commands_line([commands] if isinstance(commands, str) else list(commands))
-             + (" (**--quick: smoke-test settings, not results**)" if quick else ""),
+             "", _commands_line(commands) + (" (**--quick: smoke-test settings, not results**)" if quick else ""),
              "", f"Seeds {', '.join(map(str, seeds))}; test split fixed per seed; n = rows of target_train used "
              f"({', '.join(f'{n}: {n_rows[n]}' for n in ns)}). Mean ± std over seeds. "
              "Methods marked * are ours; **bold** = best (or within "

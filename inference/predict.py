@@ -21,6 +21,7 @@ from data_loader.preprocessing import Preprocessing
 from inference.fusion import FusionParams, fuse
 from models import MLP, AlignHeteroMLP, DualHeadMLP
 from models.model_utils import load_checkpoint, read_checkpoint_meta
+from models.outputs import has_variance, mean_and_variance
 
 MEMBER_KINDS = {"align_hetero": "align_hetero", "target_only": "target_only",
                 "target_only_hetero": "target_only", "dualhead": "dualhead", "pooled": "pooled"}
@@ -69,19 +70,11 @@ class Member:
     @property
     def point(self) -> bool:
         """A point model (no variance head): its variance is its val MSE (homoscedastic)."""
-        if isinstance(self.model, DualHeadMLP):
-            return not self.model.has_variance
-        return not isinstance(self.model, AlignHeteroMLP)
+        return not has_variance(self.model)
 
     def forward(self, x: torch.Tensor):
         """Model-space ``(mean, var)``, (N, M) each; var is None for a point model.  Differentiable."""
-        if isinstance(self.model, AlignHeteroMLP):
-            mu, logvar, _ = self.model(x)
-            return mu, logvar.exp()
-        if isinstance(self.model, DualHeadMLP):
-            mu, logvar = self.model.predict_B(x)
-            return mu, None if logvar is None else logvar.exp()
-        return self.model(x), None
+        return mean_and_variance(self.model, x)
 
 
 def _same_prep(a: dict, b: dict) -> bool:

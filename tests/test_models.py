@@ -79,6 +79,25 @@ def test_dual_head_variance_head_is_optional():
         DualHeadMLP(D_IN, D_OUT, **TINY, logvar_head="yes")
 
 
+def test_mean_and_variance_reads_every_model_class():
+    from models.outputs import has_variance, mean_and_variance
+    torch.manual_seed(0)
+    cases = [(AlignHeteroMLP(D_IN, D_OUT, **TINY).eval(), True), (MLP(D_IN, D_OUT, **TINY).eval(), False),
+             (DualHeadMLP(D_IN, D_OUT, **TINY).eval(), False),
+             (DualHeadMLP(D_IN, D_OUT, **TINY, logvar_head=True).eval(), True)]
+    for model, hetero in cases:
+        mean, var = mean_and_variance(model, _x())
+        assert has_variance(model) is hetero and (var is not None) is hetero
+        if isinstance(model, AlignHeteroMLP):
+            mu, logvar, _ = model(_x())
+            assert torch.equal(mean, mu) and torch.equal(var, logvar.exp())
+        elif isinstance(model, DualHeadMLP):
+            mu, logvar = model.predict_B(_x())
+            assert torch.equal(mean, mu) and (not hetero or torch.equal(var, logvar.exp()))
+        else:
+            assert torch.equal(mean, model(_x()))
+
+
 @pytest.mark.parametrize("cls", list(MODEL_CLASSES.values()), ids=list(MODEL_CLASSES))
 def test_input_shape_errors(cls):
     m = cls(D_IN, D_OUT, **TINY)

@@ -19,7 +19,7 @@ from core.errors import ToolkitError
 from core.runtime import resolve_device, seed_everything, set_threads
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from inference.metrics import format_report, regression_report
-from models import AlignHeteroMLP, DualHeadMLP
+from models.outputs import mean_and_variance
 from models.model_utils import load_checkpoint, read_checkpoint_meta, save_checkpoint, sidecar_path
 
 DRY_RUN_EPOCHS = 2       # --dry-run: epochs per stage / phase
@@ -122,18 +122,10 @@ def predict_scaled(model, x: torch.Tensor, *, batch: int = 8192):
     model.eval()
     means, variances = [], []
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
-        if isinstance(model, AlignHeteroMLP):
-            mu, logvar, _ = model(xb)
-            means.append(mu)
-            variances.append(logvar.exp())
-        elif isinstance(model, DualHeadMLP):
-            mu, logvar = model.predict_B(xb)
-            means.append(mu)
-            if logvar is not None:
-                variances.append(logvar.exp())
-        else:
-            means.append(model(xb))
+        mu, var = mean_and_variance(model, x[i:i + batch])
+        means.append(mu)
+        if var is not None:
+            variances.append(var)
     mean = torch.cat(means).double().cpu().numpy()
     var = torch.cat(variances).double().cpu().numpy() if variances else None
     return mean, var
