@@ -130,6 +130,14 @@ def settings_for(opamp, seed, n, args) -> dict:
     return resolve(config, overrides)
 
 
+def task_order(sizes: list) -> list:
+    """The order the target sizes run in: the smallest first for every seed (it trains that seed's
+    baseline, which the other sizes reuse), then the rest largest first, so the longest tasks do
+    not start last and leave a worker idle at the end (``--jobs 2``)."""
+    ordered = sorted(sizes, key=_n_order)
+    return ordered[:1] + ordered[:0:-1]
+
+
 def fingerprint(args) -> str:
     """Settings that change numbers (not seed / n / paths): rows with another fingerprint are redone."""
     key = {"set": sorted(args.set), "gp": args.gp_max_rows, "members": args.members, "data": str(args.data_dir)}
@@ -485,9 +493,8 @@ def main(argv=None):
     fp = fingerprint(args)
     done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in read_rows(log)
             if r.get("fingerprint") == fp} if not args.fresh else set()
-    # n-major order: every seed's first n runs first, so later n can reuse that seed's baseline
-    jobs = [(opamp, seed, n, args, methods) for opamp in args.opamp for n in args.n_target for seed in args.seeds
-            if not all((opamp, seed, n, m) in done for m in methods)]
+    jobs = [(opamp, seed, n, args, methods) for opamp in args.opamp for n in task_order(args.n_target)
+            for seed in args.seeds if not all((opamp, seed, n, m) in done for m in methods)]
     skipped = len(args.opamp) * len(args.n_target) * len(args.seeds) - len(jobs)
     print(f"[benchmarks] {len(jobs)} task(s) to run, {skipped} already in {log}; methods: {', '.join(methods)}")
     t0 = time.perf_counter()

@@ -141,3 +141,10 @@ def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
     with pytest.raises(ValueError, match="No finished full-data runs"):
         forward_report.main(["--opamp", "two_stage_opamp", "--results-root", str(tmp_path / "res"),
                              "--docs-path", str(doc)])
+
+
+def test_task_order_smallest_first_then_largest_first():
+    # the smallest size trains each seed's baseline; then the longest tasks start early, not last
+    assert run.task_order(["50", "100", "200", "400", "all"]) == ["50", "all", "400", "200", "100"]
+    assert run.task_order(["all", "100", "50"]) == ["50", "all", "100"]
+    assert run.task_order(["200"]) == ["200"]

@@ -254,7 +254,8 @@ def test_min_batches_cycles_small_data_and_leaves_large_data_alone():
 
 
 def test_pooled_offset_is_a_domain_flag_column():
-    """forward_flagged(x, is_source, s) == the same MLP on [x, is_source] with first-layer weights [W1 | s]."""
+    """forward_flagged(x, flag, s) == the same MLP on [x, flag] with first-layer weights [W1 | s], and the
+    saved target model (s folded into b1) == the flagged net on target rows."""
     torch.manual_seed(0)
     model = MLP(7, 5, hidden_dim=16, num_layers=2, dropout=0.0).eval()
     offset = torch.randn(16)
@@ -264,15 +265,21 @@ def test_pooled_offset_is_a_domain_flag_column():
     state["backbone.blocks.0.linear.weight"] = torch.cat([state["backbone.blocks.0.linear.weight"],
                                                           offset.unsqueeze(1)], dim=1)
     wide.load_state_dict(state)
+    net = train_pooled.FlaggedMLP(model).eval()
     with torch.no_grad():
+        net.target_offset.copy_(offset)
         got = train_pooled.forward_flagged(model, x, flag, offset)
         assert torch.allclose(got, wide(torch.cat([x, flag.unsqueeze(1)], dim=1)), atol=1e-6)
-        assert torch.allclose(got[flag == 0], model(x[flag == 0]), atol=1e-6)   # target rows: the saved model
+        assert torch.allclose(got[flag == 0], model(x[flag == 0]), atol=1e-6)   # source rows: no offset
         assert not torch.allclose(got[flag == 1], model(x[flag == 1]), atol=1e-3)
+        folded = net.target_model()
+        assert torch.allclose(folded(x), net(x, torch.ones(10)), atol=1e-6)   # target rows: the saved model
+        assert torch.equal(model.state_dict()["backbone.blocks.0.linear.bias"],
+                           state["backbone.blocks.0.linear.bias"])           # folding copies, never edits
 
 
-def test_pooled_learns_a_source_offset(dataset, tmp_path):
+def test_pooled_learns_a_target_offset(dataset, tmp_path):
     s = train_pooled.main(_args(dataset, tmp_path, "--epochs", "5"))
-    assert s["extra"]["source_offset_norm"] > 0 and s["extra"]["n_source"] > 0
+    assert s["extra"]["target_offset_norm"] > 0 and s["extra"]["n_source"] > 0
     meta = read_checkpoint_meta(tmp_path / "5t_opamp_pooled_flag.pth")
     assert meta["parent"] is None and meta["stage"] == "pooled"
