@@ -60,7 +60,8 @@ def collect(root: Path, opamp: str) -> list:
 def render(opamp: str, runs: list) -> str:
     seeds = ", ".join(r["seed"] for r in runs)
     n_test = runs[0]["ensemble"]["n"]
-    lines = [f"### {opamp}: forward stages and ensemble on target_test (n={n_test}, seeds {seeds})", "",
+    lines = [f"### {opamp}: forward stages and ensemble, all target training rows "
+             f"({n_test} target_test rows, seeds {seeds})", "",
              "| stage | mean R² (physical) | mean R² (log space) | mean MAPE % | wall s |", "| --- | --- | --- | --- | --- |"]
     for name, _ in STAGES:
         got = [r["stages"][name] for r in runs if name in r["stages"]]

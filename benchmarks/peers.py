@@ -78,19 +78,6 @@ def target_mlp(data: dict, *, seed: int, hp: dict, source_pred=None) -> np.ndarr
         return model(_t(xt)).double().numpy()                           # (N_test, M)
 
 
-def pooled_mlp(data: dict, *, seed: int, hp: dict, source_pred=None) -> np.ndarray:
-    # the toolkit's pooled stage (training.train_pooled): a learned source offset on the first
-    # layer is exactly a 0/1 "is source" input column; predicts for the target (flag off)
-    from training.train_pooled import fit_pooled
-    seed_everything(seed)
-    model = _mlp(len(data["x_cols"]), len(data["y_cols"]), hp)
-    fit_pooled(model, data, lr=hp["lr"], weight_decay=hp["weight_decay"], batch_size=hp["pooled_batch_size"],
-               epochs=hp["epochs"], patience=hp["patience"], seed=seed)
-    model.eval()
-    with torch.no_grad():
-        return model(_t(data["target_test"][0])).double().numpy()      # (N_test, M)
-
-
 # ---- scikit-learn peers (one regressor per metric)
 def _gbm_fit_predict(x, y, xv, yv, xt, *, seed: int, hp: dict) -> np.ndarray:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -154,12 +141,12 @@ def stack_gp(data: dict, *, seed: int, hp: dict, source_pred=None) -> np.ndarray
     return _gp_fit_predict(x, data["target_train"][1], xt, seed=seed, hp=hp)
 
 
-# name -> (function, needs the source model's predictions, label for tables)
+# name -> (function, needs the source model's predictions, label for tables); function None: a toolkit stage
 PEERS = {
     "target_mlp": (target_mlp, False, "target-only MLP"),
     "target_gbm": (target_gbm, False, "target-only GBM"),
     "target_gp": (target_gp, False, "target-only GP (ARD)"),
-    "pooled_mlp": (pooled_mlp, False, "pooled MLP + domain flag"),
+    "pooled_mlp": (None, False, "pooled MLP + domain flag"),   # benchmarks.run trains it as training.train_pooled
     "stack_gbm": (stack_gbm, True, "stacking: GBM on x + source pred"),
     "stack_gp": (stack_gp, True, "stacking: GP on x + source pred"),
 }

@@ -239,7 +239,9 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
         ens_members = parse_members(args.members or DEFAULT_MEMBERS) if "ensemble" in methods else []
         if "pooled_mlp" in methods or "pooled" in ens_members:
             stages.append(("pooled_mlp", train_pooled))  # the peer row is this stage; also an optional member
-        if ours:
+        if not ours:  # the pooled peer alone: its stage only
+            stages = [(m, module) for m, module in stages if m in methods]
+        if stages:
             for method, module in stages:
                 kind = STAGE_KIND[method]
                 if not up_to_date(kind):
@@ -263,7 +265,7 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
                 rows.append(_row(base | {"members": list(members)}, "ensemble", record["ensemble"]["metrics"],
                                  record["wall_s"], total, "ours"))
         # peers
-        peers = [m for m in PEERS if m in methods and m not in stage_s]  # pooled_mlp: done above as a stage
+        peers = [m for m in PEERS if m in methods and PEERS[m][0] is not None]  # pooled_mlp: a stage, above
         source_pred = None
         if any(PEERS[m][1] for m in peers):
             model, _ = load_checkpoint(ckpt, expect_class=MLP, map_location="cpu")

@@ -148,3 +148,15 @@ def test_task_order_smallest_first_then_largest_first():
     assert run.task_order(["50", "100", "200", "400", "all"]) == ["50", "all", "400", "200", "100"]
     assert run.task_order(["all", "100", "50"]) == ["50", "all", "100"]
     assert run.task_order(["200"]) == ["200"]
+
+
+def test_pooled_peer_alone_is_the_pooled_stage(dataset, tmp_path):
+    """--methods pooled_mlp trains training.train_pooled only, and its row is that stage's test report."""
+    rows = run.main(["--quick", "--data-dir", str(dataset), "--results-root", str(tmp_path / "res"),
+                     "--docs-path", str(tmp_path / "B.md"), "--n-target", "30", "--jobs", "1",
+                     "--methods", "pooled_mlp", *TINY])
+    assert [r["method"] for r in rows] == ["pooled_mlp"]
+    task = tmp_path / "res" / "5t_opamp" / "seed0_n30"
+    report = json.loads((task / "5t_opamp_pooled_flag_metrics.json").read_text())["test"]
+    assert rows[0]["r2_log"] == pytest.approx(report["mean"]["r2_log"])
+    assert not list(task.glob("*align_hetero*")) and not list(task.glob("*dualhead*"))
