@@ -154,8 +154,10 @@ def _stage_argv(opamp, seed, n, out, args):
 def _reusable_baseline(out: Path, opamp: str, data: dict, settings: dict):
     """A baseline of the same seed trained in a sibling n dir with identical preprocessing and settings."""
     from models.model_utils import read_checkpoint_meta
+    from pipeline import IGNORED_KEYS
     from training.common import same_preprocessing
-    ignore = {"N_TARGET_TRAIN", "RESULTS_DIR"}
+    # DEVICE / NUM_THREADS: the snapshot holds the resolved device ("cpu"), settings the request ("auto")
+    ignore = {"N_TARGET_TRAIN", "RESULTS_DIR"} | IGNORED_KEYS
     want = json.loads(json.dumps({k: v for k, v in settings.items() if k not in ignore}, default=str))
     for other in sorted(out.parent.glob(f"seed{settings['SEED']}_n*")):
         path = other / f"{opamp}_baseline_model.pth"

@@ -160,3 +160,12 @@ def test_pooled_peer_alone_is_the_pooled_stage(dataset, tmp_path):
     report = json.loads((task / "5t_opamp_pooled_flag_metrics.json").read_text())["test"]
     assert rows[0]["r2_log"] == pytest.approx(report["mean"]["r2_log"])
     assert not list(task.glob("*align_hetero*")) and not list(task.glob("*dualhead*"))
+
+
+def test_later_sizes_reuse_the_seeds_baseline(quick_run):
+    # the source baseline does not depend on n: trained in the first size's task, copied to the others
+    tmp, _, _ = quick_run
+    task = tmp / "res" / "5t_opamp"
+    first, later = task / "seed0_n20", task / "seed0_nall"
+    assert (first / "5t_opamp_baseline_model.pth").read_bytes() == (later / "5t_opamp_baseline_model.pth").read_bytes()
+    assert "[benchmarks] reusing" in (later / "benchmark_log.txt").read_text()
