@@ -29,9 +29,9 @@ MEMBER_CLASSES = {"align_hetero": AlignHeteroMLP, "target_only": AlignHeteroMLP,
                   "pooled": MLP}
 DEFAULT_MEMBERS = ("align_hetero", "target_only", "dualhead")
 # dualhead joined when fine-tuning got its own variance head (FINETUNE_OBJECTIVE): it is the best
-# member below ~200 target rows.  pooled stays optional: it helps at small n on 5t_opamp, but its
-# cmrr failed on one two_stage split (val looked fine, test R2_log 0.01) and dragged the fused cmrr
-# down; see docs/BENCHMARKS.md
+# member below ~200 target rows.  pooled stays optional: it lifts the ensemble on 5t_opamp at every
+# n, but on one two_stage split its cmrr has the best val MSE and fails on test (R2_log -0.83 at
+# n=50), and the fusion trusts it; see docs/BENCHMARKS.md "Ensemble members"
 # What makes each member (same text as training.common.COMMANDS; kept here so this module
 # needs nothing from the training code).
 MAKES = {"align_hetero": "python -m training.train_align_coral",
