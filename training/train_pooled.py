@@ -77,7 +77,8 @@ class FlaggedMLP(nn.Module):
 def fit_pooled(model: MLP, data: dict, *, lr: float, weight_decay: float, batch_size: int, epochs: int,
                patience: int, seed: int, device="cpu", max_batches=None, progress: bool = False, on_epoch=None):
     """Train ``model`` (an MLP of x) on ``data`` (a ``get_data_and_scalers`` dict) pooled with a target
-    offset; returns ``(FitResult, the target MLP with the offset folded in, offset norm)``."""
+    offset; returns ``(FitResult, the target MLP with the offset folded in, offset norm)``.  ``model``
+    itself is trained in place but holds no offset: predict for the target with the returned MLP."""
     net = FlaggedMLP(model).to(device)
     x_src, y_src = tensors(data, "source", device)
     x_tr, y_tr = tensors(data, "target_train", device)
