@@ -36,7 +36,7 @@ data: setup
 	  $(BIN)/python -m spice.generate --opamp $$c --domain target --n 1000 --seed 1 --workers 2 --out data/ || exit 1; \
 	done
 
-# Our methods vs peer baselines at several target sizes (long: 5t_opamp took 55 min on 2 shared cores).
+# Our methods vs peer baselines at several target sizes (long: 5t_opamp took 60 min on 2 idle cores).
 benchmarks: setup
 	$(BIN)/python -m benchmarks.run --opamp $(OPAMP) --data-dir data --seeds 0 1 2 --n-target 50 100 200 400 all --jobs 2
 

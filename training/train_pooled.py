@@ -19,8 +19,8 @@ log-space R^2 on target_test; docs/BENCHMARKS.md): an earlier version put a zero
 offset on the *source* rows and scored 0.215.  The shared weights fit the 10,000 source rows, so
 the source rows' gradient on their offset is ~0 and the domains never separate; the 50 target
 rows cannot move the shared function.  On the target rows the residual is large, so their
-offset grows at once: 0.601.  (Starting from the baseline instead was no faster and scored
-0.839 vs 0.881 with all target rows on two_stage_opamp: the source solution is hard to leave.)
+offset grows at once: 0.601.  (Starting from the baseline instead was tried: it stopped no
+sooner, and with all target rows it stayed near the source solution.)
 
 Writes ``results/{OPAMP}_pooled_flag.pth``.
 """

@@ -1,0 +1,147 @@
+"""What a shorter early-stopping patience would have done, replayed on saved training curves.
+
+    python -m benchmarks.early_stop_whatif --opamp 5t_opamp --stage pooled_flag --patience 10 20
+    python -m benchmarks.early_stop_whatif --opamp 5t_opamp --stage dualhead_finetuned --phase unfreeze --patience 30
+
+Every stage saves its per-epoch history in the checkpoint's JSON sidecar.  This reads the
+sidecars ``<results-root>/<opamp>/*/<opamp>_<stage>.json`` (the harness's task dirs; ``--runs``
+takes sidecar paths instead) and, for each run and each patience P, replays the rule of
+``training.loop.fit`` (stop after P epochs without a new best val value; keep the best) on the
+saved val curve.  Up to the epoch where the shorter run would stop, training is the same
+computation, so the replay is exact -- but only for P below the run's own patience (a stop
+the saved curve cannot show is reported as not replayable).
+
+Per P: how many runs would stop before their own best epoch, the val value they would keep
+relative to the run's best (median, max), and the share of epochs saved (the time a shorter
+patience buys).  Test data is never read.
+"""
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from core.cli import run_main
+from core.errors import ToolkitError
+
+IMPROVEMENT = 1e-12                    # the margin training.loop.fit counts as a new best
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.early_stop_whatif", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--opamp", default="5t_opamp")
+    p.add_argument("--results-root", default="results/benchmarks")
+    p.add_argument("--stage", default="pooled_flag",
+                   help="checkpoint name after '<opamp>_': pooled_flag, target_only_hetero, dualhead_finetuned, ...")
+    p.add_argument("--phase", default=None, help="history phase (default: the only one; dual-head: bias, head, unfreeze)")
+    p.add_argument("--monitor", default=None, help="history key without 'val_' (default: nll if logged, else mse)")
+    p.add_argument("--patience", type=int, nargs="+", required=True)
+    p.add_argument("--runs", nargs="*", default=None, help="sidecar JSON paths instead of the results-root glob")
+    return p.parse_args(argv)
+
+
+def stop_of(values: list, patience: int):
+    """(stop epoch, best epoch, best value) of fit's rule on ``values`` (epoch 1 first), or None
+    when the curve ends before that rule would stop and it did not run to ``len(values)`` anyway."""
+    best, best_epoch, waited = float("inf"), 0, 0
+    for epoch, value in enumerate(values, start=1):
+        if value < best - IMPROVEMENT:
+            best, best_epoch, waited = value, epoch, 0
+        else:
+            waited += 1
+        if waited >= patience:
+            return epoch, best_epoch, best
+    return None
+
+
+def run_curve(sidecar: dict, phase: str | None, monitor: str | None, where: str):
+    """(val curve, own patience or None if it ran to the epoch cap, epoch cap) of one saved run."""
+    history = sidecar.get("history") or {}
+    if not history:
+        raise ToolkitError(f"{where} has no training history. Fix: point --runs at checkpoint sidecars (*.json "
+                           f"beside *.pth) written by a training stage.")
+    if phase is None:
+        if len(history) != 1:
+            raise ToolkitError(f"{where} has phases {list(history)}; choose one with --phase.")
+        phase = next(iter(history))
+    if phase not in history:
+        raise ToolkitError(f"{where} has no phase {phase!r}; it has {list(history)}.")
+    rows = history[phase]
+    key = f"val_{monitor}" if monitor else ("val_nll" if "val_nll" in rows[0] else "val_mse")
+    if key not in rows[0]:
+        raise ToolkitError(f"{where} phase {phase!r} logs {sorted(rows[0])}, not {key!r}. Fix: --monitor "
+                           f"with one of those names minus 'val_'.")
+    values = [float(r[key]) for r in rows]
+    cap = int((sidecar.get("config") or {}).get("EPOCHS", len(values)))
+    best_epoch = min(range(len(values)), key=lambda i: (values[i], i)) + 1
+    own = len(values) - best_epoch if len(values) < cap else None    # None: ran to the cap, never stopped
+    return values, own, cap
+
+
+def find_runs(args) -> list:
+    if args.runs:
+        paths = [Path(p) for p in args.runs]
+    else:
+        root = Path(args.results_root) / args.opamp
+        paths = sorted(root.glob(f"*/{args.opamp}_{args.stage}.json"))
+        if not paths:
+            raise ToolkitError(f"No {args.opamp}_{args.stage}.json under {root}/*/. Fix: run the harness first "
+                               f"(python -m benchmarks.run --opamp {args.opamp} ...) or pass --runs.")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ToolkitError(f"Not found: {', '.join(missing)}")
+    return paths
+
+
+def whatif(paths: list, patiences: list, phase=None, monitor=None) -> dict:
+    """Per patience: rows per run and a summary; see the module docstring."""
+    if any(p < 1 for p in patiences):
+        raise ToolkitError(f"--patience values must be >= 1, got {patiences}.")
+    curves = {}
+    for path in paths:
+        curves[str(path)] = run_curve(json.loads(Path(path).read_text(encoding="utf-8")), phase, monitor, str(path))
+    out = {}
+    for patience in patiences:
+        rows = []
+        for name, (values, own, _cap) in curves.items():
+            best = min(values)
+            full = len(values)
+            if own is not None and patience > own:
+                rows.append({"run": name, "replayable": False})
+                continue
+            stop = stop_of(values, patience)
+            stop_epoch, kept_epoch, kept = stop if stop else (full, values.index(best) + 1, best)
+            rows.append({"run": name, "replayable": True, "stop_epoch": stop_epoch, "epochs": full,
+                         "kept_epoch": kept_epoch, "best_epoch": values.index(best) + 1,
+                         "val_ratio": kept / best if best > 0 else float("nan"),
+                         "early": kept_epoch < values.index(best) + 1,
+                         "saved": 1.0 - stop_epoch / full})
+        done = [r for r in rows if r["replayable"]]
+        ratios = [r["val_ratio"] for r in done]
+        out[patience] = {"rows": rows, "runs": len(done), "not_replayable": len(rows) - len(done),
+                         "stopped_before_best": sum(r["early"] for r in done),
+                         "median_val_ratio": statistics.median(ratios) if ratios else None,
+                         "max_val_ratio": max(ratios) if ratios else None,
+                         "median_epochs_saved": statistics.median(r["saved"] for r in done) if done else None}
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    paths = find_runs(args)
+    result = whatif(paths, args.patience, args.phase, args.monitor)
+    print(f"{len(paths)} run(s): {args.stage}" + (f", phase {args.phase}" if args.phase else ""))
+    print("| patience | runs | stopped before their best | val kept / best (median, max) | epochs saved (median) |")
+    print("| --- | --- | --- | --- | --- |")
+    for patience, s in result.items():
+        if not s["runs"]:
+            print(f"| {patience} | 0 (not replayable: {s['not_replayable']}) | – | – | – |")
+            continue
+        skipped = f" (+{s['not_replayable']} not replayable)" if s["not_replayable"] else ""
+        print(f"| {patience} | {s['runs']}{skipped} | {s['stopped_before_best']} | "
+              f"{s['median_val_ratio']:.3f}, {s['max_val_ratio']:.3f} | {100 * s['median_epochs_saved']:.0f} % |")
+    return result
+
+
+if __name__ == "__main__":
+    run_main(main)
