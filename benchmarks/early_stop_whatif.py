@@ -22,8 +22,7 @@ from pathlib import Path
 
 from core.cli import run_main
 from core.errors import ToolkitError
-
-IMPROVEMENT = 1e-12                    # the margin training.loop.fit counts as a new best
+from training.loop import EarlyStopping
 
 
 def parse_args(argv=None):
@@ -40,22 +39,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def stop_of(values: list, patience: int):
-    """(stop epoch, best epoch, best value) of fit's rule on ``values`` (epoch 1 first), or None
-    when the curve ends before that rule would stop and it did not run to ``len(values)`` anyway."""
-    best, best_epoch, waited = float("inf"), 0, 0
+def replay(values: list, patience: int) -> tuple:
+    """(stop epoch, kept epoch, kept value) of fit's rule on ``values`` (epoch 1 first); a curve
+    the rule never stops on ends at its last epoch."""
+    stopper = EarlyStopping(patience)
     for epoch, value in enumerate(values, start=1):
-        if value < best - IMPROVEMENT:
-            best, best_epoch, waited = value, epoch, 0
-        else:
-            waited += 1
-        if waited >= patience:
-            return epoch, best_epoch, best
-    return None
+        stopper.update(epoch, value)
+        if stopper.should_stop:
+            return epoch, stopper.best_epoch, stopper.best_value
+    return len(values), stopper.best_epoch, stopper.best_value
 
 
-def run_curve(sidecar: dict, phase: str | None, monitor: str | None, where: str):
-    """(val curve, own patience or None if it ran to the epoch cap, epoch cap) of one saved run."""
+def run_curve(sidecar: dict, phase: str | None, monitor: str | None, where: str) -> dict:
+    """One saved run: its val curve, best epoch and value, and its own patience (None when it
+    ran to the epoch cap without stopping, so any patience replays)."""
     history = sidecar.get("history") or {}
     if not history:
         raise ToolkitError(f"{where} has no training history. Fix: point --runs at checkpoint sidecars (*.json "
@@ -72,10 +69,10 @@ def run_curve(sidecar: dict, phase: str | None, monitor: str | None, where: str)
         raise ToolkitError(f"{where} phase {phase!r} logs {sorted(rows[0])}, not {key!r}. Fix: --monitor "
                            f"with one of those names minus 'val_'.")
     values = [float(r[key]) for r in rows]
+    _, best_epoch, best = replay(values, len(values) + 1)             # the run as saved: never stops early
     cap = int((sidecar.get("config") or {}).get("EPOCHS", len(values)))
-    best_epoch = min(range(len(values)), key=lambda i: (values[i], i)) + 1
-    own = len(values) - best_epoch if len(values) < cap else None    # None: ran to the cap, never stopped
-    return values, own, cap
+    own = len(values) - best_epoch if len(values) < cap else None
+    return {"values": values, "best_epoch": best_epoch, "best": best, "own_patience": own}
 
 
 def find_runs(args) -> list:
@@ -97,25 +94,20 @@ def whatif(paths: list, patiences: list, phase=None, monitor=None) -> dict:
     """Per patience: rows per run and a summary; see the module docstring."""
     if any(p < 1 for p in patiences):
         raise ToolkitError(f"--patience values must be >= 1, got {patiences}.")
-    curves = {}
-    for path in paths:
-        curves[str(path)] = run_curve(json.loads(Path(path).read_text(encoding="utf-8")), phase, monitor, str(path))
+    curves = {str(path): run_curve(json.loads(Path(path).read_text(encoding="utf-8")), phase, monitor, str(path))
+              for path in paths}
     out = {}
     for patience in patiences:
         rows = []
-        for name, (values, own, _cap) in curves.items():
-            best = min(values)
-            full = len(values)
-            if own is not None and patience > own:
+        for name, c in curves.items():
+            if c["own_patience"] is not None and patience > c["own_patience"]:
                 rows.append({"run": name, "replayable": False})
                 continue
-            stop = stop_of(values, patience)
-            stop_epoch, kept_epoch, kept = stop if stop else (full, values.index(best) + 1, best)
-            rows.append({"run": name, "replayable": True, "stop_epoch": stop_epoch, "epochs": full,
-                         "kept_epoch": kept_epoch, "best_epoch": values.index(best) + 1,
-                         "val_ratio": kept / best if best > 0 else float("nan"),
-                         "early": kept_epoch < values.index(best) + 1,
-                         "saved": 1.0 - stop_epoch / full})
+            stop_epoch, kept_epoch, kept = replay(c["values"], patience)
+            rows.append({"run": name, "replayable": True, "stop_epoch": stop_epoch, "epochs": len(c["values"]),
+                         "kept_epoch": kept_epoch, "best_epoch": c["best_epoch"],
+                         "val_ratio": kept / c["best"] if c["best"] > 0 else float("nan"),
+                         "early": kept_epoch < c["best_epoch"], "saved": 1.0 - stop_epoch / len(c["values"])})
         done = [r for r in rows if r["replayable"]]
         ratios = [r["val_ratio"] for r in done]
         out[patience] = {"rows": rows, "runs": len(done), "not_replayable": len(rows) - len(done),

@@ -146,6 +146,30 @@ def run_epoch(model, loader, optimizer, loss_fn, phase: str, pretrained_state=No
     return {k: v / max(count, 1) for k, v in sums.items()}
 
 
+class EarlyStopping:
+    """The early-stopping rule of :func:`fit`, alone so a saved val curve can be replayed by it
+    (``benchmarks.early_stop_whatif``).  A value is a new best when it is below the best by
+    more than ``MARGIN``; stop once ``patience`` epochs in a row brought none."""
+
+    MARGIN = 1e-12
+
+    def __init__(self, patience: int):
+        self.patience, self.waited = patience, 0
+        self.best_value, self.best_epoch = float("inf"), 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record one epoch's monitored value; True when it is a new best."""
+        if value < self.best_value - self.MARGIN:
+            self.best_value, self.best_epoch, self.waited = value, epoch, 0
+            return True
+        self.waited += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.waited >= self.patience
+
+
 @dataclass
 class FitResult:
     history: list = field(default_factory=list)  # one dict per epoch: train_*, val_*
@@ -165,9 +189,8 @@ def fit(model, *, loader, optimizer, loss_fn, evaluate, monitor: str, epochs: in
         raise ToolkitError(f"EPOCHS must be >= 1, got {epochs}. Example: --epochs 50")
     if patience < 1:
         raise ToolkitError(f"PATIENCE must be >= 1, got {patience}.")
-    result = FitResult()
+    result, stopper = FitResult(), EarlyStopping(patience)
     best_state = copy.deepcopy(model.state_dict())
-    waited = 0
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for epoch in bar:
         train = run_epoch(model, loader, optimizer, loss_fn, "train", pretrained_state,
@@ -184,13 +207,11 @@ def fit(model, *, loader, optimizer, loss_fn, evaluate, monitor: str, epochs: in
         result.history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        if value < result.best_value - 1e-12:
-            result.best_value, result.best_epoch, waited = value, epoch, 0
+        if stopper.update(epoch, value):
+            result.best_value, result.best_epoch = stopper.best_value, stopper.best_epoch
             best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
         bar.set_postfix(train=f"{train['loss']:.4f}", **{monitor: f"{value:.4f}"}, best=result.best_epoch)
-        if waited >= patience:
+        if stopper.should_stop:
             result.stopped_early = True
             break
     bar.close()
