@@ -25,8 +25,10 @@ test report and wall time are used; ``--retrain`` trains every stage again.  The
 ``--docs-path`` (default ``docs/BENCHMARKS.md``) gets
 the block between ``<!-- benchmarks.run:<opamp> start -->`` and ``... end -->`` replaced (or
 appended), and ``learning_curve_<opamp>.png`` is written next to it.  ``--jobs`` (default 2 on
-a 2-core machine) runs that many (seed, n) tasks at once, one thread each; fit times are
-measured under that sharing.
+a 2-core machine) runs that many worker processes, one thread each; each (seed, n) cell is
+split into parts that need the source baseline or not, run longest first
+(``benchmarks/schedule.py``), so both workers stay busy to the end.  Fit times are measured
+under that sharing.
 """
 import os
 
@@ -48,6 +50,7 @@ import config  # noqa: E402
 from core.cli import run_main  # noqa: E402
 from core.errors import ToolkitError  # noqa: E402
 from core.settings import parse_set_pairs, resolve  # noqa: E402
+from benchmarks import schedule  # noqa: E402
 
 N_DEFAULT = ["50", "100", "200", "400", "all"]
 QUICK_SETS = ["EPOCHS=20", "PATIENCE=10", "HIDDEN_DIM=64", "NUM_LAYERS=3"]  # ~1 min per circuit here
@@ -130,14 +133,6 @@ def settings_for(opamp, seed, n, args) -> dict:
     return resolve(config, overrides)
 
 
-def task_order(sizes: list) -> list:
-    """The order the target sizes run in: the smallest first for every seed (it trains that seed's
-    baseline, which the other sizes reuse), then the rest largest first, so the longest tasks do
-    not start last and leave a worker idle at the end (``--jobs 2``)."""
-    ordered = sorted(sizes, key=_n_order)
-    return ordered[:1] + ordered[:0:-1]
-
-
 def fingerprint(args) -> str:
     """Settings that change numbers (not seed / n / paths): rows with another fingerprint are redone."""
     key = {"set": sorted(args.set), "gp": args.gp_max_rows, "members": args.members, "data": str(args.data_dir)}
@@ -179,6 +174,28 @@ def _row(base: dict, method: str, report: dict, fit_s: float, total_s: float, ki
             "fit_s": round(float(fit_s), 2), "total_s": round(float(total_s), 2)}
 
 
+def needs_baseline(methods: list, ens_members) -> bool:
+    """Whether these methods use the seed's source baseline (the pooled and target-only ones do not)."""
+    direct = {SOURCE_ONLY[0], "align_coral", "dualhead", "stack_gbm", "stack_gp"} & set(methods)
+    return bool(direct) or bool({"align_hetero", "dualhead"} & set(ens_members))
+
+
+def _baseline(out: Path, opamp: str, data: dict, settings_run: dict, ckpt: Path, current: bool, argv, train):
+    """The seed's baseline summary: this dir's up-to-date one, a sibling n dir's copied here, or trained."""
+    from models.model_utils import sidecar_path
+    from training.common import metrics_path
+    reuse = None if current else _reusable_baseline(out, opamp, data, settings_run)
+    if current:
+        print(f"[benchmarks] baseline: checkpoint up to date, reusing {ckpt}")
+    elif reuse is not None:
+        for src in (reuse, sidecar_path(reuse), metrics_path(reuse)):
+            shutil.copy2(src, out / src.name)
+        print(f"[benchmarks] reusing {reuse}")
+    else:
+        return train.main(argv)
+    return json.loads(metrics_path(ckpt).read_text())
+
+
 def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
     """Train and score every method for one (circuit, seed, n); returns JSONL rows."""
     import numpy as np
@@ -193,7 +210,7 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
     from inference.metrics import regression_report
     from inference.predict import DEFAULT_MEMBERS, parse_members
     from models import MLP
-    from models.model_utils import load_checkpoint, sidecar_path
+    from models.model_utils import load_checkpoint
     from pipeline import staleness
     from training import train, train_align_coral, train_pooled, train_target_only
     from training.common import checkpoint_path, metrics_path, positive_floor, predict_scaled
@@ -220,25 +237,16 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
         def up_to_date(kind):
             return not args.retrain and staleness(settings_run, kind, data["split"], data["files"].values(),
                                                   dry_run=False) is None
-        base_current = up_to_date("baseline")
-        reuse = None if base_current else _reusable_baseline(out, opamp, data, settings_run)
-        if base_current:
-            print(f"[benchmarks] baseline: checkpoint up to date, reusing {ckpt}")
-            base_summary = json.loads(metrics_path(ckpt).read_text())
-        elif reuse is not None:
-            for src in (reuse, sidecar_path(reuse), metrics_path(reuse)):
-                shutil.copy2(src, out / src.name)
-            print(f"[benchmarks] reusing {reuse}")
-            base_summary = json.loads(metrics_path(ckpt).read_text())
-        else:
-            base_summary = train.main(argv)
-        stage_s["baseline"] = base_summary["wall_s"]
-        if SOURCE_ONLY[0] in methods:
-            rows.append(_row(base, SOURCE_ONLY[0], base_summary["test"], stage_s["baseline"],
-                             stage_s["baseline"], "peer"))
+        ens_members = parse_members(args.members or DEFAULT_MEMBERS) if "ensemble" in methods else []
+        stage_s["baseline"] = 0.0
+        if needs_baseline(methods, ens_members):
+            base_summary = _baseline(out, opamp, data, settings_run, ckpt, up_to_date("baseline"), argv, train)
+            stage_s["baseline"] = base_summary["wall_s"]
+            if SOURCE_ONLY[0] in methods:
+                rows.append(_row(base, SOURCE_ONLY[0], base_summary["test"], stage_s["baseline"],
+                                 stage_s["baseline"], "peer"))
         ours = [m for m in OURS if m in methods]
         stages = [("align_coral", train_align_coral), ("target_hetero", train_target_only), ("dualhead", fine_tune)]
-        ens_members = parse_members(args.members or DEFAULT_MEMBERS) if "ensemble" in methods else []
         if "pooled_mlp" in methods or "pooled" in ens_members:
             stages.append(("pooled_mlp", train_pooled))  # the peer row is this stage; also an optional member
         if not ours:  # the pooled peer alone: its stage only
@@ -497,33 +505,49 @@ def main(argv=None):
     fp = fingerprint(args)
     done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in read_rows(log)
             if r.get("fingerprint") == fp} if not args.fresh else set()
-    jobs = [(opamp, seed, n, args, methods) for opamp in args.opamp for n in task_order(args.n_target)
-            for seed in args.seeds if not all((opamp, seed, n, m) in done for m in methods)]
-    skipped = len(args.opamp) * len(args.n_target) * len(args.seeds) - len(jobs)
-    print(f"[benchmarks] {len(jobs)} task(s) to run, {skipped} already in {log}; methods: {', '.join(methods)}")
+    cells = [(opamp, seed, n) for opamp in args.opamp for n in args.n_target for seed in args.seeds]
+    from inference.predict import DEFAULT_MEMBERS, parse_members
+    members = tuple(parse_members(args.members or DEFAULT_MEMBERS)) if "ensemble" in methods else ()
+    parts = schedule.plan(cells, methods, done=done, ensemble_members=members, order_n=_n_order,
+                          history=schedule.fit_history(latest([r for r in read_rows(log) if r.get("fingerprint") == fp])))
+    print(f"[benchmarks] {len(parts)} part(s) of {len(cells)} (seed, n) cell(s) to run "
+          f"(the rest already in {log}); methods: {', '.join(methods)}")
     t0 = time.perf_counter()
 
-    def record(rows):
+    def record(part, rows):
         with open(log, "a", encoding="utf-8") as f:
             for r in rows:
                 r["command"] = command
                 f.write(json.dumps(r) + "\n")
-        r = rows[0]
-        best = max(rows, key=lambda x: x["r2_log"])
-        print(f"[benchmarks] {r['opamp']} seed {r['seed']} n={r['n_target']} ({r['n_train']} rows): "
-              f"best r2_log {best['r2_log']:.3f} ({best['method']}); {time.perf_counter() - t0:.0f}s elapsed",
-              flush=True)
+        best = max(rows, key=lambda x: x["r2_log"]) if rows else None
+        print(f"[benchmarks] {part.opamp} seed {part.seed} n={part.n} {part.name}: "
+              + (f"best r2_log {best['r2_log']:.3f} ({best['method']}); " if best else "")
+              + f"{time.perf_counter() - t0:.0f}s elapsed", flush=True)
 
-    if args.jobs == 1 or len(jobs) <= 1:
-        for job in jobs:
-            record(_task_entry(job))
+    def job(part):
+        return (part.opamp, part.seed, part.n, args, part.methods)
+
+    if args.jobs == 1 or len(parts) <= 1:
+        def submit(part):  # in this process, one after another, in the scheduler's order
+            record(part, _task_entry(job(part)))
+            return id(part)
+        schedule.dispatch(parts, 1, submit, lambda handles: handles[0])
     else:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_task_entry, job) for job in jobs]
-            for fut in as_completed(futures):
-                record(fut.result())
+            futures = {}
+
+            def submit(part):
+                fut = pool.submit(_task_entry, job(part))
+                futures[fut] = part
+                return fut
+
+            def wait_one(handles):
+                fut = next(iter(wait(handles, return_when=FIRST_COMPLETED).done))
+                record(futures[fut], fut.result())
+                return fut
+            schedule.dispatch(parts, args.jobs, submit, wait_one)
     print(f"[benchmarks] all tasks done in {time.perf_counter() - t0:.0f}s")
     rows = read_rows(log)
     render(rows, args.opamp, args, fp)

@@ -143,13 +143,6 @@ def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
                              "--docs-path", str(doc)])
 
 
-def test_task_order_smallest_first_then_largest_first():
-    # the smallest size trains each seed's baseline; then the longest tasks start early, not last
-    assert run.task_order(["50", "100", "200", "400", "all"]) == ["50", "all", "400", "200", "100"]
-    assert run.task_order(["all", "100", "50"]) == ["50", "all", "100"]
-    assert run.task_order(["200"]) == ["200"]
-
-
 def test_pooled_peer_alone_is_the_pooled_stage(dataset, tmp_path):
     """--methods pooled_mlp trains training.train_pooled only, and its row is that stage's test report."""
     rows = run.main(["--quick", "--data-dir", str(dataset), "--results-root", str(tmp_path / "res"),
@@ -160,6 +153,7 @@ def test_pooled_peer_alone_is_the_pooled_stage(dataset, tmp_path):
     report = json.loads((task / "5t_opamp_pooled_flag_metrics.json").read_text())["test"]
     assert rows[0]["r2_log"] == pytest.approx(report["mean"]["r2_log"])
     assert not list(task.glob("*align_hetero*")) and not list(task.glob("*dualhead*"))
+    assert not list(task.glob("*baseline*"))  # the pooled part needs no source baseline
 
 
 def test_later_sizes_reuse_the_seeds_baseline(quick_run):
