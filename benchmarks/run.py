@@ -66,6 +66,7 @@ STAGE_KIND = {"align_coral": "align_hetero", "target_hetero": "target_only", "du
               "pooled_mlp": "pooled"}  # harness method -> the stage checkpoint kind that produces it
 Y_FLOOR = -0.5     # learning-curve plot: mean log-space R^2 below this is drawn on the floor
 BEST_TOL = 0.005  # log-space R^2 within this of the best counts as tied-first
+BASELINE_MEMBERS = {"align_hetero", "dualhead"}  # ensemble members built on the source baseline
 
 
 def parse_args(argv=None):
@@ -177,7 +178,7 @@ def _row(base: dict, method: str, report: dict, fit_s: float, total_s: float, ki
 def needs_baseline(methods: list, ens_members) -> bool:
     """Whether these methods use the seed's source baseline (the pooled and target-only ones do not)."""
     direct = {SOURCE_ONLY[0], "align_coral", "dualhead", "stack_gbm", "stack_gp"} & set(methods)
-    return bool(direct) or bool({"align_hetero", "dualhead"} & set(ens_members))
+    return bool(direct) or bool(BASELINE_MEMBERS & set(ens_members))
 
 
 def _baseline(out: Path, opamp: str, data: dict, settings_run: dict, ckpt: Path, current: bool, argv, train):
@@ -269,7 +270,7 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
                 record = infer_ensemble.main(_stage_argv(opamp, seed, n, out, args) + ["--no-plots", *extra])
                 members = record["members"]
                 own = {kind: method for method, kind in STAGE_KIND.items()}
-                needs_base = bool({"align_hetero", "dualhead"} & set(members))
+                needs_base = bool(BASELINE_MEMBERS & set(members))
                 total = (record["wall_s"] + sum(stage_s[own[m]] for m in members)
                          + (stage_s["baseline"] if needs_base else 0.0))
                 rows.append(_row(base | {"members": list(members)}, "ensemble", record["ensemble"]["metrics"],
@@ -503,13 +504,13 @@ def main(argv=None):
             raise ToolkitError(f"No circuit folder {Path(args.data_dir) / opamp}. Give --data-dir and --opamp.")
     root.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(args)
-    done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in read_rows(log)
-            if r.get("fingerprint") == fp} if not args.fresh else set()
+    same_settings = [r for r in read_rows(log) if r.get("fingerprint") == fp]
+    done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in same_settings} if not args.fresh else set()
     cells = [(opamp, seed, n) for opamp in args.opamp for n in args.n_target for seed in args.seeds]
     from inference.predict import DEFAULT_MEMBERS, parse_members
     members = tuple(parse_members(args.members or DEFAULT_MEMBERS)) if "ensemble" in methods else ()
     parts = schedule.plan(cells, methods, done=done, ensemble_members=members, order_n=_n_order,
-                          history=schedule.fit_history(latest([r for r in read_rows(log) if r.get("fingerprint") == fp])))
+                          history=schedule.fit_history(latest(same_settings)))
     print(f"[benchmarks] {len(parts)} part(s) of {len(cells)} (seed, n) cell(s) to run "
           f"(the rest already in {log}); methods: {', '.join(methods)}")
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ the work left at the end is small.  Expected times come from the previous run's 
 in the JSONL when it has every method of the part, else from ``STATIC_COST_S``.  The order
 changes only when a part finishes, never any number a part produces.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PART_METHODS = {
     "transfer": ("source_only", "align_coral", "target_hetero", "dualhead", "ensemble", "stack_gbm", "stack_gp"),
@@ -39,13 +39,9 @@ class Part:
     cost_s: float = 0.0
     makes_baseline: bool = False
     after: tuple | None = None          # key() of the part that must finish first
-    key_: tuple = field(init=False)
-
-    def __post_init__(self):
-        self.key_ = (self.opamp, self.seed, self.n, self.name)
 
     def key(self) -> tuple:
-        return self.key_
+        return (self.opamp, self.seed, self.n, self.name)
 
 
 def split_methods(methods: list, ensemble_members: tuple = ()) -> dict:
@@ -64,10 +60,10 @@ def _n_rows(n: str) -> int:
 def estimate_cost(part_name: str, opamp: str, n: str, methods: list, history: dict) -> float:
     """Expected seconds: mean past ``fit_s`` summed over the part's methods, else the static guess.
     ``history``: {(opamp, n, method): [fit_s, ...]} from earlier rows."""
-    past = [history.get((opamp, n, m)) for m in methods if m not in ("source_only",)]
+    past = [history.get((opamp, n, m)) for m in methods if m != "source_only"]  # reused baseline: ~0 s
     if past and all(past):
         return sum(sum(v) / len(v) for v in past)
-    fixed, per_row = STATIC_COST_S.get(part_name, STATIC_COST_S["transfer"])
+    fixed, per_row = STATIC_COST_S[part_name]
     return fixed + per_row * _n_rows(n)
 
 
@@ -80,13 +76,11 @@ def fit_history(rows: list) -> dict:
     return out
 
 
-def plan(cells: list, methods: list, *, done: set, history: dict, ensemble_members: tuple = (),
-         order_n=None) -> list:
+def plan(cells: list, methods: list, *, done: set, history: dict, order_n, ensemble_members: tuple = ()) -> list:
     """Parts still to run for ``cells`` [(opamp, seed, n)], with costs and dependencies.
 
     ``done``: {(opamp, seed, n, method)} already in the JSONL.  A part is skipped when all its
     methods are done.  ``order_n(n)`` sorts sizes (smallest first) to find each seed's first n."""
-    order_n = order_n or _n_rows
     groups = split_methods(methods, ensemble_members)
     parts = []
     first_transfer = {}
