@@ -240,6 +240,24 @@ def test_finetune_objective_sets_the_variance_head(dataset, tmp_path, objective,
         fine_tune.main(_args(dataset, tmp_path, "--dry-run", "--objective", "nll"))
 
 
+@pytest.mark.parametrize("objective, phase3_monitors", [("auto", ["mse", "mse"]), ("hetero", ["nll"]), ("mse", ["mse"])])
+def test_auto_compares_phase3_runs_stopped_on_the_same_val_mse(dataset, tmp_path, monkeypatch, objective,
+                                                                phase3_monitors):
+    # "auto" keeps the lower val MSE; a hetero run stopped on val NLL would be judged on a number it
+    # never minimised while the mse run had minimised exactly that one
+    seen = []
+
+    def recording_fit(*args, **kwargs):
+        seen.append((kwargs["desc"], kwargs["monitor"]))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(fine_tune, "fit", recording_fit)
+    train.main(_args(dataset, tmp_path, "--dry-run"))
+    fine_tune.main(_args(dataset, tmp_path, "--dry-run", "--objective", objective))
+    assert [m for d, m in seen if d == "finetune:unfreeze"] == phase3_monitors
+    assert [m for d, m in seen if d in ("finetune:bias", "finetune:head")] == ["mse", "mse"]
+
+
 def test_min_batches_cycles_small_data_and_leaves_large_data_alone():
     x = torch.arange(50.0).unsqueeze(1)
     batches = list(TensorBatches(x, batch_size=64, seed=0, min_batches=10))
