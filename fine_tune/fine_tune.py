@@ -138,11 +138,12 @@ def main(argv=None):
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
                            max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
     val_mse = lambda m: {"mse": F.mse_loss(head_b(m, x_val), y_val).item()}  # noqa: E731
+    val_het = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"], forward=head_b_hetero)  # nll, mse, r2
 
     def run_phase(name, trainable, l2sp_names, lr, objective, patience=settings["PATIENCE"], stop_on="nll"):
         if objective == "hetero":
             loss_fn = make_hetero_loss(settings["ALPHA_R2"], forward=head_b_hetero)
-            evaluate = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"], forward=head_b_hetero)
+            evaluate = val_het
             monitor, labels = stop_on, ("Train loss", f"Val {stop_on.upper()}")
         else:
             loss_fn, evaluate, monitor, labels = mse_objective(head_b), val_mse, "mse", ("Train MSE", "Val MSE")
@@ -184,8 +185,7 @@ def main(argv=None):
         p.requires_grad_(True)
     # the checkpoint's val number is the final model's (a phase may have stopped on another one)
     monitor = "nll" if model.has_variance else "mse"
-    final_val = (val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"], forward=head_b_hetero)
-                 if model.has_variance else val_mse)(model.eval())[monitor]
+    final_val = (val_het if model.has_variance else val_mse)(model.eval())[monitor]
     return finish_stage(settings, data, model, stage="dualhead", kind="dualhead", device=device,
                         fit_results=results, monitor=monitor, val_value=final_val, t0=t0,
                         parent=parent, dry_run=args.dry_run,
