@@ -9,7 +9,9 @@ training.train_target_only -> fine_tune.fine_tune -> (training.train_pooled, onl
 ``--members ...,pooled``) -> inference.infer_ensemble, passing
 ``--opamp --data-dir --results-dir --device --seed --val-split --test-split --epochs --set
 --dry-run --quiet`` through.  A training stage is skipped when its checkpoint is up to date:
-it exists; its config snapshot equals this run's settings (all keys it reads: see STAGE_IGNORES);
+it exists; it was made by today's code (the hashes of the stage's source files and of every
+toolkit module they import, ``core.code_record``); its config snapshot equals this run's
+settings (all keys it reads: see STAGE_IGNORES);
 its split equals this run's split; no data file and no parent checkpoint is newer than it; it
 is not a dry-run checkpoint (unless this is a dry run).  When the baseline reruns, the stages
 built on it (align, fine-tune) rerun too; target-only and pooled do not depend on it.
@@ -24,7 +26,8 @@ from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from models.model_utils import read_checkpoint_meta
-from training.common import COMMANDS, checkpoint_path
+from core.code_record import changed_files
+from training.common import COMMANDS, STAGE_MODULES, checkpoint_path
 
 IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what any stage learns
 _ALIGN = {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"}
@@ -96,6 +99,12 @@ def staleness(settings: dict, kind: str, current_split: dict, data_files, *, dry
         return f"unreadable checkpoint ({exc})"
     if (meta.get("metrics") or {}).get("dry_run") and not dry_run:
         return "dry-run checkpoint"
+    code = meta.get("code")
+    if code is None:
+        return "no code record (made before checkpoints recorded their code)"
+    changed = changed_files(code, STAGE_MODULES[kind])
+    if changed:
+        return f"code changed: {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}"
     diff = _differences(meta.get("config") or {}, settings, kind)
     if diff:
         return f"settings changed: {', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}"

@@ -18,6 +18,8 @@ Checkpoint = one ``.pth`` dict readable with ``torch.load(path, weights_only=Tru
     parent          path string of the checkpoint this one started from, or None
     history         per-epoch lists, or None
     extra           plain dict (e.g. calibration temperatures), or None
+    code            {repo-relative path: sha256 prefix} of the source that made it (optional;
+                    ``core.code_record``), so a stale checkpoint is not reused after a code change
     versions        torch, numpy, python, package
     created         ISO-8601 UTC timestamp
 
@@ -186,7 +188,7 @@ def _write(path, model: nn.Module, meta: dict) -> dict:
 def save_checkpoint(path, model: nn.Module, *, stage: str, x_cols, y_cols, preprocessing: dict,
                     config: dict, seed: int | None, split: dict | None = None,
                     metrics: dict | None = None, parent=None, history=None,
-                    extra: dict | None = None) -> dict:
+                    extra: dict | None = None, code: dict | None = None) -> dict:
     """Write the toolkit checkpoint ``path`` (.pth) and its JSON sidecar; return the metadata.
 
     See the module docstring for the keys.  Metadata must be plain Python (numpy scalars,
@@ -218,6 +220,8 @@ def save_checkpoint(path, model: nn.Module, *, stage: str, x_cols, y_cols, prepr
         "history": _plain(history, "history"),
         "extra": _plain(extra, "extra"),
     }
+    if code is not None:
+        meta["code"] = _plain(code, "code")
     return _write(path, model, meta)
 
 

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.atomic import atomic_write_text
+from core.code_record import code_record
 from core.errors import ToolkitError
 from core.runtime import resolve_device, seed_everything, set_threads
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
@@ -25,13 +26,14 @@ from models.model_utils import load_checkpoint, read_checkpoint_meta, save_check
 DRY_RUN_EPOCHS = 2       # --dry-run: epochs per stage / phase
 DRY_RUN_BATCHES = 2      # --dry-run: batches per epoch
 
-COMMANDS = {  # what makes each checkpoint (named in "missing checkpoint" errors)
-    "baseline": "python -m training.train",
-    "align_hetero": "python -m training.train_align_coral",
-    "target_only": "python -m training.train_target_only",
-    "dualhead": "python -m fine_tune.fine_tune",
-    "pooled": "python -m training.train_pooled",
+STAGE_MODULES = {  # the entry point that makes each checkpoint kind
+    "baseline": "training.train",
+    "align_hetero": "training.train_align_coral",
+    "target_only": "training.train_target_only",
+    "dualhead": "fine_tune.fine_tune",
+    "pooled": "training.train_pooled",
 }
+COMMANDS = {kind: f"python -m {module}" for kind, module in STAGE_MODULES.items()}  # named in error messages
 
 
 def checkpoint_path(settings: dict, kind: str) -> Path:
@@ -188,7 +190,8 @@ def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, de
     _guard_better_checkpoint(path, monitor, float(val_value), data["split"])
     save_checkpoint(path, model.cpu(), stage=stage, x_cols=data["x_cols"], y_cols=data["y_cols"],
                     preprocessing=data["preprocessing"].to_dict(), config=settings, seed=settings["SEED"],
-                    split=data["split"], metrics=metrics, parent=parent, history=history, extra=extra)
+                    split=data["split"], metrics=metrics, parent=parent, history=history, extra=extra,
+                    code=code_record(STAGE_MODULES[kind]))
     model.to(device)
     summary = {"stage": stage, "opamp": settings["OPAMP_TYPE"], "checkpoint": str(path), "seed": settings["SEED"],
                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metrics,
