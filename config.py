@@ -75,10 +75,10 @@ UNFREEZE_LAYERS = "all"    # phase 3 unfreezes this many last backbone layers, 1
 UNFREEZE_PATIENCE = 60     # phase 3 early-stopping patience in epochs (seed: PATIENCE).  With the hetero loss
                            # val NLL can stall ~30 epochs before cmrr improves: patience 30 stopped at epoch 8
                            # (R2_log 0.907) where 60 ran to 287 (0.976), 5t_opamp full data
-FINETUNE_OBJECTIVE = "auto"    # phase 3 loss: "mse" (seed) | "hetero" (adds a logvar_B head; NLL +
-                           # ALPHA_R2 (1 - R^2) as target-only) | "auto" (both, keep the lower val MSE; the
-                           # model always gets a logvar_B variance head).  hetero measured better from 200
-                           # rows up, mse better at 50 on 5t_opamp: docs/BENCHMARKS.md
+FINETUNE_OBJECTIVE = "hetero"  # phase 3 loss: "hetero" (adds a logvar_B head; NLL + ALPHA_R2 (1 - R^2) as
+                           # target-only, early-stopped on val MSE of the mean) | "mse" (seed) | "auto" (both,
+                           # keep the higher val mean R^2).  hetero was the better run on test in 23 of 25
+                           # measured runs, at half auto's cost: docs/BENCHMARKS.md
 
 # ---- inverse (MDN and optimisation)
 MDN_COMPONENTS = 10        # mixture components

@@ -14,16 +14,23 @@ Three phases on target_train, each early-stopping on val and keeping its best st
               (default "all"; the seed's 1 leaves the source features frozen, and metrics whose
               sizing dependence differs between processes, cmrr here, cannot be re-learned)
 Phase 3's loss is FINETUNE_OBJECTIVE:
-  "mse"     (the seed) MSE of head B; early stopping on val MSE.
-  "hetero"  the model gets a ``logvar_B`` head (zero weights, bias = log of each
+  "hetero"  (default) the model gets a ``logvar_B`` head (zero weights, bias = log of each
             metric's val MSE after phase 2, so training starts from the homoscedastic fit) and
-            phase 3 minimises the target-only objective, NLL + ALPHA_R2 * (1 - batch R^2),
-            early-stopping on val NLL.  The NLL lets noisy regions count less, and the result
-            carries a per-design variance, so it can join the calibrated ensemble.
-  "auto"    (default) phase 3 both ways from the phase-2 state; keep the lower val MSE.  Both runs
-            early-stop on val MSE here (the hetero one too), so neither is favoured by having been
-            stopped on the criterion that compares them.  If MSE wins, a last phase fits
-            ``logvar_B`` alone (mean frozen), so the model always has a variance.
+            phase 3 minimises the target-only objective, NLL + ALPHA_R2 * (1 - batch R^2).  It
+            early-stops on val MSE of the mean: stopped on val NLL it kept shrinking the variance
+            while the mean overfitted (5t_opamp, 50 rows, seeds 0-2: 0.857 vs 0.886 mean R^2_log).
+            The NLL lets noisy regions count less, and the result carries a per-design variance,
+            so it joins the calibrated ensemble.
+  "mse"     (the seed) MSE of head B; early stopping on val MSE; no variance head.
+  "auto"    phase 3 both ways from the phase-2 state; keep the higher val mean R^2 (per metric
+            1 - SSE/SST on target_val in model space, i.e. log space for log columns, then the mean
+            over metrics: what the benchmarks score; val MSE in the source-fitted scaling weights
+            the metrics arbitrarily for B).  If MSE wins, a last phase fits ``logvar_B`` alone (mean
+            frozen), so the model always has a variance.  Measured over 25 (circuit, seed, n) runs
+            the hetero run was the better one on test in 23, and where val chose the MSE run it cost
+            up to 0.016 (docs/BENCHMARKS.md), so "hetero" is the default at half the cost.
+Each phase-3 run has its own RNG stream (dropout, batch order) fixed by its name, so a run is the
+same trained alone or inside "auto".
 L2-SP pulls toward the pretrained (baseline) weights with weight L2SP_LAMBDA.  Frozen layers
 stay in eval mode (no dropout noise).  Writes ``results/{OPAMP}_dualhead_finetuned.pth``.
 """
@@ -35,6 +42,7 @@ from torch import nn
 
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
+from losses import batch_r2
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
@@ -43,6 +51,7 @@ from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoc
 from training.objectives import make_hetero_loss, mse_objective, val_hetero
 
 OBJECTIVES = ("mse", "hetero", "auto")
+PHASE3_STREAMS = {"mse": 0, "hetero": 1}   # RNG stream offset of each phase-3 run
 
 
 def parse_args(argv=None):
@@ -54,7 +63,7 @@ def parse_args(argv=None):
     cli.flag("--lr-unfreeze", "LR_UNFREEZE", "phase 3 learning rate")
     cli.flag("--unfreeze-layers", "UNFREEZE_LAYERS", "phase 3: how many last backbone layers to unfreeze (1..NUM_LAYERS or all)")
     cli.flag("--unfreeze-patience", "UNFREEZE_PATIENCE", "phase 3 early-stopping patience in epochs")
-    cli.flag("--objective", "FINETUNE_OBJECTIVE", "phase 3 loss: auto (both, keep lower val MSE), hetero (NLL + logvar_B head) or mse (the seed)")
+    cli.flag("--objective", "FINETUNE_OBJECTIVE", "phase 3 loss: hetero (NLL + logvar_B head, default), mse (the seed) or auto (both, keep the higher val mean R^2)")
     cli.flag("--alpha-r2", "ALPHA_R2", "phase 3 (hetero): weight of (1 - batch R^2)")
     return cli.parse(argv)
 
@@ -70,10 +79,10 @@ def head_b_hetero(model, x):
 
 
 def check_objective(settings: dict) -> str:
-    objective = settings.get("FINETUNE_OBJECTIVE", "auto")
+    objective = settings.get("FINETUNE_OBJECTIVE", "hetero")
     if objective not in OBJECTIVES:
         raise ToolkitError(f"FINETUNE_OBJECTIVE must be one of {list(OBJECTIVES)}, got {objective!r}. "
-                           f"Fix: --objective auto, hetero, or mse (the seed).")
+                           f"Fix: --objective hetero, mse (the seed), or auto.")
     return objective
 
 
@@ -111,6 +120,11 @@ def phase_plan(model: DualHeadMLP, settings: dict) -> list:
     ]
 
 
+def choose_phase3(scores: dict) -> str:
+    """The phase-3 run to keep: the higher val mean R^2 (``scores[run]["r2"]``); val MSE only breaks ties."""
+    return max(scores, key=lambda c: (scores[c]["r2"], -scores[c]["mse"]))
+
+
 def set_trainable(model, names) -> list:
     """Freeze everything but ``names``; return the modules left fully frozen (kept in eval mode)."""
     names = set(names)
@@ -138,6 +152,7 @@ def main(argv=None):
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
                            max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
     val_mse = lambda m: {"mse": F.mse_loss(head_b(m, x_val), y_val).item()}  # noqa: E731
+    val_r2 = lambda m: batch_r2(y_val, head_b(m, x_val)).item()              # noqa: E731  (mean over metrics)
     val_het = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"], forward=head_b_hetero)  # nll, mse, r2
 
     def run_phase(name, trainable, l2sp_names, lr, objective, patience=settings["PATIENCE"], stop_on="nll"):
@@ -161,19 +176,21 @@ def main(argv=None):
     name, trainable, l2sp, lr = plan[2]
     candidates = ("mse", "hetero") if objective == "auto" else (objective,)
     start, tried = copy.deepcopy(model.state_dict()), {}
-    for k, candidate in enumerate(candidates):
+    for candidate in candidates:
         model.load_state_dict(start)
-        torch.manual_seed(settings["SEED"] + k)                        # each candidate reproducible alone
+        stream = settings["SEED"] + PHASE3_STREAMS[candidate]           # same run alone or inside "auto"
+        torch.manual_seed(stream)
+        loader.generator.manual_seed(stream)
         if candidate == "hetero":
             init_logvar_b(model, x_val, y_val)
         moving = [n for n in trainable if candidate == "hetero" or not n.startswith("logvar_B.")]
-        # under "auto" the hetero run also keeps its best val-MSE state: a fair comparison below.
-        # Measured (all rows / 50 rows, seeds 0-2): stopping it on val NLL made "auto" pick mse
-        # where hetero was 0.01-0.02 better on test (docs/BENCHMARKS.md)
+        # the hetero run keeps its best val-MSE state too (stopping on val NLL let the mean overfit)
         result = run_phase(name, moving, l2sp, lr, candidate, patience=settings["UNFREEZE_PATIENCE"],
-                           stop_on="mse" if objective == "auto" else "nll")
-        tried[candidate] = (val_mse(model.eval())["mse"], result, copy.deepcopy(model.state_dict()))
-    chosen = min(tried, key=lambda c: tried[c][0])                    # lower val MSE (never test)
+                           stop_on="mse")
+        with torch.no_grad():
+            scores = {"mse": val_mse(model.eval())["mse"], "r2": val_r2(model)}
+        tried[candidate] = (scores, result, copy.deepcopy(model.state_dict()))
+    chosen = choose_phase3({c: v[0] for c, v in tried.items()})      # val only, never test
     model.load_state_dict(tried[chosen][2])
     results[name] = tried[chosen][1]
     if model.has_variance and chosen == "mse":
@@ -191,7 +208,8 @@ def main(argv=None):
                         parent=parent, dry_run=args.dry_run,
                         extra={"phases": list(results), "l2sp_lambda": settings["L2SP_LAMBDA"],
                                "objective": objective, "phase3_objective": chosen,
-                               "phase3_val_mse": {c: v[0] for c, v in tried.items()}})
+                               "phase3_val_mse": {c: v[0]["mse"] for c, v in tried.items()},
+                               "phase3_val_r2": {c: v[0]["r2"] for c, v in tried.items()}})
 
 if __name__ == "__main__":
     run_main(main)

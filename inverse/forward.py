@@ -3,7 +3,7 @@
 Model space in, model space out, torch tensors, differentiable w.r.t. ``x_scaled`` (N, D):
     align_hetero   AlignHeteroMLP: mean = mu, std = exp(logvar / 2)
     dualhead_b     DualHeadMLP head B: mean = head_B(x); std = exp(logvar_B / 2) when the model has
-                   a logvar_B head (FINETUNE_OBJECTIVE "auto", the default, or "hetero"), else sqrt(val MSE) of its
+                   a logvar_B head (FINETUNE_OBJECTIVE "hetero", the default, or "auto"), else sqrt(val MSE) of its
                    checkpoint when recorded, else 0 (a point model)
     ensemble       inference.predict.Ensemble: the fused, calibrated members (mean, std)
     FunctionForward  any torch function (tests, analytic models)

@@ -148,7 +148,7 @@ def test_prediction_api_checks_columns_by_name(trained):
     with pytest.raises(ValueError, match="unexpected \\['extra'\\]"):
         ens.predict(designs.assign(extra=1.0))
     assert set(ens.temperatures) == {"align_hetero", "target_only", "pooled", "dualhead", "ensemble"}
-    # the dual-head (default FINETUNE_OBJECTIVE="auto") brings its own variance; pooled is a point model
+    # the dual-head (default FINETUNE_OBJECTIVE="hetero") brings its own variance; pooled is a point model
     assert {m.name: m.point for m in ens.members} == {"align_hetero": False, "target_only": False,
                                                       "pooled": True, "dualhead": False}
     x = torch.tensor(ens.preprocessing.transform_x(designs), requires_grad=True)
