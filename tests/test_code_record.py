@@ -75,3 +75,16 @@ def test_pipeline_retrains_a_stage_whose_code_changed(tmp_path, monkeypatch):
     reasons = [r for *_, r in pipeline.plan(settings, force=False, dry_run=True)]
     assert reasons[0].startswith("no code record") and reasons[2].startswith("no code record")
     assert reasons[1::2] == ["after baseline", "after baseline"]
+
+
+def test_toolkit_uses_absolute_imports_only():
+    # code_record follows absolute imports; a relative one would leave its target out of the record
+    import ast
+    offenders = []
+    for top in sorted(cr.TOOLKIT_TOP_LEVEL):
+        base = cr.ROOT / top
+        for path in sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]:
+            if path.is_file() and any(isinstance(n, ast.ImportFrom) and n.level
+                                      for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))):
+                offenders.append(path.relative_to(cr.ROOT).as_posix())
+    assert offenders == [], f"relative imports (write them absolute, as the rest of the toolkit): {offenders}"
