@@ -23,10 +23,10 @@ import warnings
 from pathlib import Path
 
 from core.cli import StageCLI, run_main
+from core.code_record import changed_files
 from core.errors import ToolkitError
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from models.model_utils import read_checkpoint_meta
-from core.code_record import changed_files
 from training.common import COMMANDS, STAGE_MODULES, checkpoint_path
 
 IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what any stage learns
@@ -42,12 +42,10 @@ STAGE_IGNORES = {
     "dualhead": (_ALIGN - {"ALPHA_R2"}) | _INVERSE | {"BASELINE_BATCH_SIZE"},   # ALPHA_R2: hetero phase 3
     "pooled": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"},
 }
-STAGES = [  # (name, module, checkpoint kind, parent stage or None)
-    ("baseline", "training.train", "baseline", None),
-    ("align_hetero", "training.train_align_coral", "align_hetero", "baseline"),
-    ("target_only", "training.train_target_only", "target_only", None),
-    ("dualhead", "fine_tune.fine_tune", "dualhead", "baseline"),
-    ("pooled", "training.train_pooled", "pooled", None),
+STAGES = [  # (name, module, checkpoint kind, parent stage or None); modules: training.common.STAGE_MODULES
+    (kind, STAGE_MODULES[kind], kind, parent)
+    for kind, parent in (("baseline", None), ("align_hetero", "baseline"), ("target_only", None),
+                         ("dualhead", "baseline"), ("pooled", None))
 ]
 OPTIONAL_STAGES = {"pooled"}  # trained only when the ensemble uses it (--members ...,pooled)
 
@@ -88,6 +86,17 @@ def _differences(saved: dict, settings: dict, kind: str) -> list:
     return sorted(k for k in keys if saved.get(k) != settings.get(k))
 
 
+def code_staleness(meta: dict, kind: str) -> str | None:
+    """Why a ``kind`` checkpoint's code record (``meta["code"]``) does not match today's source, or None."""
+    code = meta.get("code")
+    if code is None:
+        return "no code record (made before checkpoints recorded their code)"
+    changed = changed_files(code, STAGE_MODULES[kind])
+    if changed:
+        return f"code changed: {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}"
+    return None
+
+
 def staleness(settings: dict, kind: str, current_split: dict, data_files, *, dry_run: bool) -> str | None:
     """Why the checkpoint of ``kind`` must be (re)made, or None when it is up to date."""
     path = checkpoint_path(settings, kind)
@@ -99,12 +108,9 @@ def staleness(settings: dict, kind: str, current_split: dict, data_files, *, dry
         return f"unreadable checkpoint ({exc})"
     if (meta.get("metrics") or {}).get("dry_run") and not dry_run:
         return "dry-run checkpoint"
-    code = meta.get("code")
-    if code is None:
-        return "no code record (made before checkpoints recorded their code)"
-    changed = changed_files(code, STAGE_MODULES[kind])
-    if changed:
-        return f"code changed: {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}"
+    code = code_staleness(meta, kind)
+    if code:
+        return code
     diff = _differences(meta.get("config") or {}, settings, kind)
     if diff:
         return f"settings changed: {', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}"

@@ -149,10 +149,9 @@ def _stage_argv(opamp, seed, n, out, args):
 
 def _reusable_baseline(out: Path, opamp: str, data: dict, settings: dict):
     """A baseline of the same seed trained in a sibling n dir with identical preprocessing, settings and code."""
-    from core.code_record import changed_files
     from models.model_utils import read_checkpoint_meta
-    from pipeline import IGNORED_KEYS
-    from training.common import STAGE_MODULES, same_preprocessing
+    from pipeline import IGNORED_KEYS, code_staleness
+    from training.common import same_preprocessing
     # DEVICE / NUM_THREADS: the snapshot holds the resolved device ("cpu"), settings the request ("auto")
     ignore = {"N_TARGET_TRAIN", "RESULTS_DIR"} | IGNORED_KEYS
     want = json.loads(json.dumps({k: v for k, v in settings.items() if k not in ignore}, default=str))
@@ -163,8 +162,7 @@ def _reusable_baseline(out: Path, opamp: str, data: dict, settings: dict):
         meta = read_checkpoint_meta(path)
         got = json.loads(json.dumps({k: v for k, v in (meta.get("config") or {}).items() if k not in ignore},
                                     default=str))
-        same_code = meta.get("code") is not None and not changed_files(meta["code"], STAGE_MODULES["baseline"])
-        if got == want and same_code and same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
+        if got == want and code_staleness(meta, "baseline") is None and same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
             return path
     return None
 
