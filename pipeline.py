@@ -114,7 +114,10 @@ def staleness(settings: dict, kind: str, current_split: dict, data_files, *, dry
     diff = _differences(meta.get("config") or {}, settings, kind)
     if diff:
         return f"settings changed: {', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}"
-    if (meta.get("split") or {}) != current_split:
+    # the target split must match; keys a stage adds beside it (the baseline's source holdout) follow
+    # from settings and seed, which were compared above
+    recorded = {k: v for k, v in (meta.get("split") or {}).items() if k in current_split}
+    if recorded != current_split:
         return "split changed"
     mtime = path.stat().st_mtime
     newer = [Path(f).name for f in data_files if Path(f).stat().st_mtime > mtime]

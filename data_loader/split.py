@@ -42,3 +42,21 @@ def split_target_rows(n_rows: int, *, val_split: float, test_split: float, seed:
                            f"Lower --val-split or provide more target rows.")
     train, val = train_test_split(rest, test_size=val_split, random_state=seed)
     return {"train": np.asarray(train), "val": np.asarray(val), "test": np.asarray(test)}
+
+
+def split_source_rows(n_rows: int, *, val_split: float, seed: int) -> dict:
+    """Row indices (into the source arrays) of the baseline's train / holdout rows.
+
+    The source baseline early-stops on these held-out *source* rows: it is the model of process A
+    whose backbone the transfer stages start from, and the target val error of a source model
+    measures the process shift, not how well A was learned (docs/BENCHMARKS.md).
+    """
+    check_fraction("SOURCE_VAL_SPLIT", val_split, allow_zero=False)
+    n_val = int(np.ceil(n_rows * val_split))
+    if n_val < MIN_VAL_ROWS or n_rows - n_val < MIN_TRAIN_ROWS:
+        raise ToolkitError(f"SOURCE_VAL_SPLIT={val_split} of {n_rows} source rows gives {n_val} holdout and "
+                           f"{n_rows - n_val} training rows; the baseline needs >= {MIN_VAL_ROWS} holdout and "
+                           f">= {MIN_TRAIN_ROWS} training rows. Provide more source rows, change --source-val-split, "
+                           f"or validate on the target: --baseline-val target.")
+    train, val = train_test_split(np.arange(n_rows), test_size=n_val, random_state=seed)
+    return {"train": np.asarray(train), "val": np.asarray(val)}

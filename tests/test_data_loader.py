@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 from core.errors import ToolkitError
 from data_loader import DEFAULT_RULE, FailureRule, failure_reasons, get_data_and_scalers
 from data_loader.preprocessing import Preprocessing
-from data_loader.split import split_target_rows
+from data_loader.split import split_source_rows, split_target_rows
 from tests.synthetic import X_COLS, Y_COLS, write_dataset
 
 CIRCUIT = "5t_opamp"
@@ -461,6 +461,19 @@ def test_split_target_rows_too_small(n, val, test, phrase):
     # control: with enough rows the same fractions split
     parts = split_target_rows(100, val_split=val, test_split=test, seed=0)
     assert len(parts["train"]) + len(parts["val"]) + len(parts["test"]) == 100
+
+
+def test_split_source_rows_holdout():
+    """The baseline's source holdout: a seeded, disjoint ceil(fraction * n) rows; too few rows -> a clear error."""
+    parts = split_source_rows(1000, val_split=0.1, seed=3)
+    assert len(parts["val"]) == 100 and len(parts["train"]) == 900
+    assert sorted(np.concatenate([parts["train"], parts["val"]]).tolist()) == list(range(1000))
+    np.testing.assert_array_equal(split_source_rows(1000, val_split=0.1, seed=3)["val"], parts["val"])
+    assert set(split_source_rows(1000, val_split=0.1, seed=4)["val"]) != set(parts["val"])
+    with pytest.raises(ToolkitError, match="gives 1 holdout"):
+        split_source_rows(10, val_split=0.1, seed=0)
+    with pytest.raises(ToolkitError, match="SOURCE_VAL_SPLIT must be in"):
+        split_source_rows(100, val_split=0.0, seed=0)
 
 
 def test_n_target_train_subsets_train_only(data_root, d42):
