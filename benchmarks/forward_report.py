@@ -57,6 +57,14 @@ def collect(root: Path, opamp: str) -> list:
     return runs
 
 
+def collect_or_none(root: Path, opamp: str) -> list | None:
+    """``collect``, or None when no full-data run has finished (the harness ran no n = all)."""
+    try:
+        return collect(root, opamp)
+    except ToolkitError:
+        return None
+
+
 def render(opamp: str, runs: list) -> str:
     seeds = ", ".join(r["seed"] for r in runs)
     n_test = runs[0]["ensemble"]["n"]

@@ -24,7 +24,9 @@ the pipeline's rule (same settings it reads, split, data and parent) is not retr
 test report and wall time are used; ``--retrain`` trains every stage again.  Then
 ``--docs-path`` (default ``docs/BENCHMARKS.md``) gets
 the block between ``<!-- benchmarks.run:<opamp> start -->`` and ``... end -->`` replaced (or
-appended), and ``learning_curve_<opamp>.png`` is written next to it.  ``--jobs`` (default 2 on
+appended), ``learning_curve_<opamp>.png`` is written next to it, and where the n = all task dirs
+hold finished runs the forward-stage block (``benchmarks.forward_report``) is refreshed from them
+too.  ``--jobs`` (default 2 on
 a 2-core machine) runs that many worker processes, one thread each; each (seed, n) cell is
 split into parts that need the source baseline or not, run longest first
 (``benchmarks/schedule.py``), so both workers stay busy to the end.  Fit times are measured
@@ -476,8 +478,18 @@ def render(rows: list, opamps: list, args, fp: str | None = None) -> list:
         replace_block(doc, opamp, body)
         written.append(plot_learning_curve(mine, opamp, doc.parent / f"learning_curve_{opamp}.png"))
         print(body)
+        render_forward(Path(args.results_root), opamp, doc)
     print(f"[benchmarks] wrote {doc} and " + ", ".join(map(str, written)))
     return written
+
+
+def render_forward(root: Path, opamp: str, doc: Path) -> None:
+    """Refresh the forward-stage block from the same task dirs, so the two tables cannot drift apart
+    (it once showed a dual-head two harness reruns old)."""
+    from benchmarks import forward_report  # imports replace_block from here
+    runs = forward_report.collect_or_none(root, opamp)
+    if runs:
+        replace_block(doc, f"{opamp}:forward", forward_report.render(opamp, runs))
 
 
 def _command(argv) -> str:

@@ -49,6 +49,10 @@ def test_markdown_block_replaced_and_plot_written(quick_run):
     assert "kept text" in text and "tail text" in text and "\nold\n" not in text
     assert text.count("<!-- benchmarks.run:5t_opamp start -->") == 1
     assert "target-only GP (ARD)" in text and "ensemble (calibrated) *" in text and "n=all" in text
+    # the forward-stage block comes from the same task dirs, refreshed by the same run
+    assert text.count("<!-- benchmarks.run:5t_opamp:forward start -->") == 1
+    forward = text.split("<!-- benchmarks.run:5t_opamp:forward start -->")[1]
+    assert "forward stages and ensemble" in forward and "dual-head fine-tune" in forward
     png = tmp / "docs" / "learning_curve_5t_opamp.png"
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
 
