@@ -34,13 +34,16 @@ _ALIGN = {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"}
 _FINETUNE = {"L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS", "FINETUNE_OBJECTIVE",
              "UNFREEZE_PATIENCE"}
 _INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR"}
+_BASELINE = {"BASELINE_BATCH_SIZE", "BASELINE_VAL", "SOURCE_VAL_SPLIT"}  # the baseline's (its children follow it
+                                                                        # through "after baseline")
 # Settings a stage does not read: changing them leaves its checkpoint up to date.
 STAGE_IGNORES = {
     "baseline": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "N_TARGET_TRAIN", "MIN_BATCHES_PER_EPOCH"},
-    "align_hetero": _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
-    "target_only": {"LAMBDA_CORAL", "ALIGN_REINIT_LAYERS"} | _FINETUNE | _INVERSE | {"BASELINE_BATCH_SIZE"},
-    "dualhead": (_ALIGN - {"ALPHA_R2"}) | _INVERSE | {"BASELINE_BATCH_SIZE"},   # ALPHA_R2: hetero phase 3
-    "pooled": _ALIGN | _FINETUNE | _INVERSE | {"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"},
+    "align_hetero": _FINETUNE | _INVERSE | _BASELINE,
+    "target_only": {"LAMBDA_CORAL", "ALIGN_REINIT_LAYERS"} | _FINETUNE | _INVERSE | _BASELINE,
+    "dualhead": (_ALIGN - {"ALPHA_R2"}) | _INVERSE | _BASELINE,   # ALPHA_R2: hetero phase 3
+    "pooled": _ALIGN | _FINETUNE | _INVERSE | {"BASELINE_VAL", "SOURCE_VAL_SPLIT", "BATCH_SIZE",
+                                                "MIN_BATCHES_PER_EPOCH"},   # batches of BASELINE_BATCH_SIZE
 }
 STAGES = [  # (name, module, checkpoint kind, parent stage or None); modules: training.common.STAGE_MODULES
     (kind, STAGE_MODULES[kind], kind, parent)

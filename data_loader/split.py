@@ -47,9 +47,9 @@ def split_target_rows(n_rows: int, *, val_split: float, test_split: float, seed:
 def split_source_rows(n_rows: int, *, val_split: float, seed: int) -> dict:
     """Row indices (into the source arrays) of the baseline's train / holdout rows.
 
-    The source baseline early-stops on these held-out *source* rows: it is the model of process A
-    whose backbone the transfer stages start from, and the target val error of a source model
-    measures the process shift, not how well A was learned (docs/BENCHMARKS.md).
+    With ``BASELINE_VAL="source"`` the source baseline early-stops on these held-out *source* rows
+    and so is trained to convergence on A; the seed's default stops it on target_val, where the
+    source model's error measures the process shift (docs/BENCHMARKS.md compares the two).
     """
     check_fraction("SOURCE_VAL_SPLIT", val_split, allow_zero=False)
     n_val = int(np.ceil(n_rows * val_split))

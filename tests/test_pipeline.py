@@ -58,6 +58,10 @@ def test_staleness_reasons(ran):
     _, ft = pipeline.parse_args(args + ["--set", "L2SP_LAMBDA=0.5"])
     reasons = [r for *_, r in pipeline.plan(ft, force=False, dry_run=True)]
     assert reasons[:3] == [None, None, None] and "L2SP_LAMBDA" in reasons[3]
+    # the baseline's own early-stopping rule: the baseline and its children retrain, target-only does not
+    _, bv = pipeline.parse_args(args + ["--set", "BASELINE_VAL=source"])
+    reasons = [r for *_, r in pipeline.plan(bv, force=False, dry_run=True)]
+    assert "BASELINE_VAL" in reasons[0] and reasons[1:] == ["after baseline", None, "after baseline"]
     _, changed = pipeline.parse_args(args + ["--set", "WEIGHT_DECAY=0.01"])
     assert "WEIGHT_DECAY" in pipeline.plan(changed, force=False, dry_run=True)[0][3]
     _, other_split = pipeline.parse_args(args + ["--seed", "7"])
