@@ -46,7 +46,7 @@ from losses import batch_r2
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
-                             finish_stage, layer_count, load_parent, start_stage, tensors)
+                             finish_stage, layer_count, load_parent, setting_choice, start_stage, tensors)
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import make_hetero_loss, mse_objective, val_hetero
 
@@ -79,11 +79,8 @@ def head_b_hetero(model, x):
 
 
 def check_objective(settings: dict) -> str:
-    objective = settings.get("FINETUNE_OBJECTIVE", "hetero")
-    if objective not in OBJECTIVES:
-        raise ToolkitError(f"FINETUNE_OBJECTIVE must be one of {list(OBJECTIVES)}, got {objective!r}. "
-                           f"Fix: --objective hetero, mse (the seed), or auto.")
-    return objective
+    return setting_choice(settings, "FINETUNE_OBJECTIVE", OBJECTIVES, default="hetero",
+                          fix="--objective hetero, mse (the seed), or auto.")
 
 
 def init_logvar_b(model: DualHeadMLP, x_val, y_val) -> None:

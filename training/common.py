@@ -229,6 +229,14 @@ def epoch_printer(train_label: str, val_label: str, *, train_key="train_loss", v
     return show
 
 
+def setting_choice(settings: dict, key: str, choices, *, default: str, fix: str) -> str:
+    """A setting that must be one of ``choices`` (``default`` when absent); ``fix`` says how to set it."""
+    value = settings.get(key, default)
+    if value not in choices:
+        raise ToolkitError(f"{key} must be one of {list(choices)}, got {value!r}. Fix: {fix}")
+    return value
+
+
 def layer_count(value, *, key: str, keyword: str, lo: int, hi: int, why: str, example: str):
     """A layer-count setting that is ``keyword`` or an integer in ``lo..hi``: None for the keyword, else the int."""
     text = str(value).strip().lower()

@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from core.cli import StageCLI, run_main
-from core.errors import ToolkitError
 from data_loader import split_source_rows
 from models import MLP
 from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage,
-                             model_kwargs, start_stage, tensors)
+                             model_kwargs, setting_choice, start_stage, tensors)
 from training.loop import TensorBatches, fit
 
 BASELINE_VALS = ("source", "target")
@@ -61,14 +60,13 @@ def main(argv=None):
         extra.update(source_val_split=settings["SOURCE_VAL_SPLIT"], source_val_rows=len(rows["val"]))
         # the checkpoint's split records the holdout rows (of the failure-filtered source data) beside target's
         data = {**data, "split": {**data["split"], "source_val_idx": sorted(rows["val"].tolist())}}
+    monitor, label = ("source_mse", "Val MSE (A holdout)") if validate_on == "source" else ("mse", "Val MSE (B)")
 
-        def evaluate(m):
-            return {"source_mse": F.mse_loss(m(x_hold), y_hold).item(), "mse": F.mse_loss(m(x_tgt_val), y_tgt_val).item()}
-        monitor, label = "source_mse", "Val MSE (A holdout)"
-    else:
-        def evaluate(m):
-            return {"mse": F.mse_loss(m(x_tgt_val), y_tgt_val).item()}
-        monitor, label = "mse", "Val MSE (B)"
+    def evaluate(m):                                                    # target_val MSE is logged either way
+        val = {"mse": F.mse_loss(m(x_tgt_val), y_tgt_val).item()}
+        if validate_on == "source":
+            val["source_mse"] = F.mse_loss(m(x_hold), y_hold).item()
+        return val
     loader = TensorBatches(x_src, y_src, batch_size=settings["BASELINE_BATCH_SIZE"], seed=settings["SEED"],
                            max_batches=max_batches)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
@@ -82,11 +80,8 @@ def main(argv=None):
 
 
 def baseline_val(settings: dict) -> str:
-    choice = settings.get("BASELINE_VAL", "target")
-    if choice not in BASELINE_VALS:
-        raise ToolkitError(f"BASELINE_VAL must be one of {list(BASELINE_VALS)}, got {choice!r}. "
-                           f"Fix: --baseline-val target (target_val, the seed) or source (a holdout of the source rows).")
-    return choice
+    return setting_choice(settings, "BASELINE_VAL", BASELINE_VALS, default="target",
+                          fix="--baseline-val target (target_val, the seed) or source (a holdout of the source rows).")
 
 
 if __name__ == "__main__":
