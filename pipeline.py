@@ -42,8 +42,8 @@ STAGE_IGNORES = {
     "align_hetero": _FINETUNE | _INVERSE | _BASELINE,
     "target_only": {"LAMBDA_CORAL", "ALIGN_REINIT_LAYERS"} | _FINETUNE | _INVERSE | _BASELINE,
     "dualhead": (_ALIGN - {"ALPHA_R2"}) | _INVERSE | _BASELINE,   # ALPHA_R2: hetero phase 3
-    "pooled": _ALIGN | _FINETUNE | _INVERSE | {"BASELINE_VAL", "SOURCE_VAL_SPLIT", "BATCH_SIZE",
-                                                "MIN_BATCHES_PER_EPOCH"},   # batches of BASELINE_BATCH_SIZE
+    "pooled": _ALIGN | _FINETUNE | _INVERSE | (_BASELINE - {"BASELINE_BATCH_SIZE"})   # it batches by that
+              | {"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"},
 }
 STAGES = [  # (name, module, checkpoint kind, parent stage or None); modules: training.common.STAGE_MODULES
     (kind, STAGE_MODULES[kind], kind, parent)
