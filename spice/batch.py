@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-AC_CMD = "ac dec 10 1m 10g"
+# 100 points per decade: at 10 the phase margin of ~4 % of two-stage designs (sharp phase
+# features near the ugf) moved by > 1 deg against a 1000-point grid; at 100, ugf is within 0.4 %.
+AC_CMD = "ac dec 100 1m 10g"
 TIMEOUT_S = 120
 
 
@@ -36,14 +38,16 @@ def _read_wrdata(path: Path, ncols: int) -> np.ndarray | None:
 
 
 def run_design(exe: str, netlists: tuple[list[str], list[str]], *, slew_time: float, settle_taus: float, points: int,
-               tran_only_tstop: float | None = None) -> dict:
+               tran_only_tstop: float | None = None, op_vectors: dict | None = None) -> dict:
     """Run (AC netlist, transient netlist) in one process: returns arrays freq/adm/acm and
-    t/vout (absent when an analysis failed).  With ``tran_only_tstop`` only the transient runs."""
+    t/vout (absent when an analysis failed).  With ``tran_only_tstop`` only the transient runs.
+    ``op_vectors`` ({column: ngspice vector}): run ``op`` first and return {column: value} as "op"."""
     ac_net, tr_net = netlists
     if tran_only_tstop is None:
         body = ac_net[:-1]  # drop .end; the control block goes before it
+        op_ctrl = (["op", "wrdata op.txt " + " ".join(op_vectors.values())] if op_vectors else [])
         ctrl = [
-            ".control", AC_CMD,
+            ".control", *op_ctrl, AC_CMD,
             "wrdata ac.txt out_dm out_cm",
             "meas ac ugfm when vm(out_dm)=1 fall=1",
             f"let tstop = {slew_time:.6e} + {settle_taus} / (6.283185307 * ugfm)",
@@ -73,6 +77,11 @@ def run_design(exe: str, netlists: tuple[list[str], list[str]], *, slew_time: fl
         if ac is not None:
             # wrdata writes "f re im" per complex vector: f, re_dm, im_dm, f, re_cm, im_cm
             out.update(freq=ac[:, 0], adm=ac[:, 1] + 1j * ac[:, 2], acm=ac[:, 4] + 1j * ac[:, 5])
+        if op_vectors:
+            op = _read_wrdata(tmp / "op.txt", 2 * len(op_vectors))
+            if op is not None:
+                # wrdata writes "scale value" per real vector: the values are the odd columns.
+                out["op"] = dict(zip(op_vectors, op[0, 1::2]))
         tr = _read_wrdata(tmp / "tr.txt", 2)
         if tr is not None:
             out.update(t=tr[:, 0], vout=tr[:, 1])

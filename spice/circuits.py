@@ -12,13 +12,18 @@ Devices (the same names in both circuits, so operating-point checks can address 
   m8     NMOS current sink (w5/l5), mirrored from m6       [two_stage_opamp only]
   rc+cc  Miller compensation, cr in series with cc, first-stage output -> out
 
-Two testbenches, three copies of the op-amp (the AC netlist holds the first two):
-  xdm  differential gain: + input = vcm + AC 1; the - input follows the output through a huge
-       inductor (DC feedback only) and is AC-grounded by a huge capacitor.  Closing the loop at
-       DC only keeps random designs with systematic offset out of the rails.
-  xcm  common-mode gain: the same, but the huge capacitor goes to the AC source, so both
-       inputs carry the same AC signal.
-  xbuf unity-gain buffer driven by a fast step vlo -> vhi for the slew-rate transient.
+Two testbenches (bench version BENCH_VERSION, recorded in every generated meta.json):
+  AC netlist, three copies of the op-amp and no element beyond its real size:
+    xrep replica: a unity-gain buffer at the input common mode vcm, with its own supply source
+         (vddrep).  It only sets DC levels: no AC source reaches it, so its AC solution is zero.
+    xdm  differential gain: inp = vcm + vd/2 and inn = v(out_rep) - vd/2 with vd = AC 1, both
+         through ideal VCVSs from one source (vdmsig), so ``tf v(out_dm) vdmsig`` gives Adm at DC.
+         At DC its inputs equal the replica's, so its operating point is the replica's: a design
+         with systematic offset sits where it would in unity feedback, never at a rail.
+    xcm  common-mode gain: inp = vcm + vc, inn = v(out_rep) + vc, vc = AC 1 (source vcmsig).
+    Both inputs are driven (balanced): single-ended drive gives Adm +- Acm/2.  The previous bench
+    (1e12 H / 1e12 F elements closing a DC loop) was ill-conditioned and mis-measured cmrr.
+  Transient netlist: xbuf, a unity-gain buffer driven by a fast step vlo -> vhi (slew rate).
 """
 from spice.processes import Process
 
@@ -28,11 +33,17 @@ FEATURES = {
 }
 OPAMPS = tuple(FEATURES)
 
-HUGE_L = 1e12      # H: DC feedback path, open at every AC frequency we sweep (6e9 ohm at 1 mHz)
-HUGE_C = 1e12      # F: AC short, open at DC
+BENCH_VERSION = 2  # 1: 1e12 H / 1e12 F DC loop, + input driven alone; 2: replica + balanced drive
 STEP_DELAY = 1e-9  # s: buffer step starts here ...
 STEP_RISE = 1e-9   # s: ... and rises this fast (faster than any design here can slew)
 
+
+# Every transistor of each op-amp and its type (operating-point outputs address them by name).
+_FIRST_STAGE = {"m1": "nmos", "m2": "nmos", "m3": "pmos", "m4": "pmos", "m5": "nmos", "m6": "nmos"}
+DEVICES = {"5t_opamp": _FIRST_STAGE, "two_stage_opamp": {**_FIRST_STAGE, "m7": "pmos", "m8": "nmos"}}
+# The op-amp copy whose operating point is reported (every copy in the AC netlist shares it).
+OP_INSTANCE = "xrep"
+OP_SUPPLY = "vddrep"
 
 # Which (w, l) feature pair sizes which device type; SKY130 loads only the bins these need.
 DEVICE_SIZES = {"nmos": [("w1", "l1"), ("w3", "l3"), ("w5", "l5")], "pmos": [("w2", "l2"), ("w4", "l4")]}
@@ -91,17 +102,26 @@ def _header(opamp, design, process, model_lines, what) -> list[str]:
 
 
 def ac_testbench(opamp: str, design: dict, process: Process, *, model_lines=None) -> list[str]:
-    """Netlist (lines, ending in .end) with the xdm and xcm copies for the AC sweep."""
-    return _header(opamp, design, process, model_lines, "AC (differential and common mode)") + [
+    """Netlist (lines, ending in .end): the replica xrep and the xdm / xcm copies (see module doc).
+
+    Signal sources: vdmsig (differential, AC 1) and vcmsig (common mode, AC 1), both 0 V at DC,
+    so the same netlist serves ``ac`` sweeps and ``tf`` at DC.  Supply current of one op-amp:
+    -i(vddrep)."""
+    vcm = process.vcm
+    return _header(opamp, design, process, model_lines, "AC (replica, differential and common mode)") + [
+        f"vddrep vdd_rep 0 dc {process.vdd}",
+        "xrep in_rep out_rep out_rep vdd_rep 0 opamp",
+        f"vrep in_rep 0 dc {vcm}",
+        f"vcmref cmref 0 dc {vcm}",
+        "vdmsig dmsig 0 dc 0 ac 1",
+        "edmp inp_dm cmref dmsig 0 0.5",
+        "edmn inn_dm out_rep dmsig 0 -0.5",
         "xdm inp_dm inn_dm out_dm vdd 0 opamp",
-        f"vdm inp_dm 0 dc {process.vcm} ac 1",
-        f"ldm out_dm inn_dm {HUGE_L:g}",
-        f"cdm inn_dm 0 {HUGE_C:g}",
         f"cldm out_dm 0 {process.cl:g}",
+        "vcmsig cmsig 0 dc 0 ac 1",
+        "ecmp inp_cm cmref cmsig 0 1",
+        "ecmn inn_cm out_rep cmsig 0 1",
         "xcm inp_cm inn_cm out_cm vdd 0 opamp",
-        f"vcm inp_cm 0 dc {process.vcm} ac 1",
-        f"lcm out_cm inn_cm {HUGE_L:g}",
-        f"ccm inn_cm inp_cm {HUGE_C:g}",
         f"clcm out_cm 0 {process.cl:g}",
         ".end",
     ]

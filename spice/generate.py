@@ -31,7 +31,8 @@ import pandas as pd
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
-from spice.circuits import FEATURES
+from spice.batch import AC_CMD
+from spice.circuits import BENCH_VERSION, FEATURES
 from spice.measure import METRICS, OK, STATUSES
 from spice.processes import DOMAIN_PROCESS
 from spice.sampling import RANGES, sample_designs
@@ -196,7 +197,8 @@ def main(argv=None):
         "opamp": args.opamp, "domain": args.domain, "process": process,
         "process_description": proc.description, "vdd_V": proc.vdd, "cl_F": proc.cl,
         "buffer_step_V": list(proc.step), "vcm_V": proc.vcm,
-        "ngspice_version": version, "seed": args.seed,
+        "ngspice_version": version, "bench_version": BENCH_VERSION, "ac_sweep": AC_CMD,
+        "seed": args.seed,
         "command": "python -m spice.generate " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "sampling_ranges": RANGES,
         "requested": int(requested), "ok": int(counts.get(OK, 0)),

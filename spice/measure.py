@@ -1,6 +1,8 @@
 """The five metrics, computed from simulator vectors (pure NumPy, testable without ngspice).
 
-Definitions (also in docs/SPICE.md):
+Definitions (also in docs/SPICE.md).  Adm is the differential gain with both inputs driven
+(+vd/2, -vd/2) and the common mode held; Acm the gain with both inputs driven together; both
+from the AC bench of ``spice.circuits`` (sweep ``spice.batch.AC_CMD``, from F_START = 1 mHz):
   dc_gain       |Adm| at the lowest AC frequency (F_START), linear V/V
   ugf           first frequency where |Adm| falls through 1, log-log interpolated (Hz)
   phase_margin  180 + phase(Adm) at ugf, phase unwrapped from ~0 deg at F_START (deg; < 0 = unstable)

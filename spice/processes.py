@@ -4,7 +4,8 @@ A is a 180nm-class node (the source domain), B a 130nm-class node (the target do
 The cards are written by us, not copied from a foundry: parameter values are typical of
 public predictive/educational cards for those nodes, chosen so the two nodes differ the way
 real ones do -- thinner oxide, lower threshold, lower low-field mobility (higher doping),
-stronger channel-length modulation and a lower supply in B.
+stronger drain-induced barrier lowering (pdiblc2) and a lower supply in B.  (B's lower
+BSIM4 pclm means *weaker* channel-length modulation: pclm scales 1/V_A,CLM.)
 
 Junction parameters use the BSIM4 names (cjs, cjsws, jss, ...): ngspice's BSIM4 ignores the
 BSIM3 names (cj, cjsw, js) with only a warning.  Drain/source areas and perimeters are passed
@@ -32,6 +33,11 @@ class Process:
         """One transistor instance; w, l in um; kind "nmos" | "pmos"."""
         model = self.nmos if kind == "nmos" else self.pmos
         return f"{name} {d} {g} {s} {b} {model} w={w:.6g}u l={l:.6g}u {diffusion(self.ldiff, w)}"
+
+    def op_vector(self, inst: str, kind: str, param: str) -> str:
+        """ngspice name of one device's operating-point quantity, e.g. ("xrep.m1", "nmos", "gm")
+        -> "@m.xrep.m1[gm]" (a MOSFET inside subcircuit instance xrep)."""
+        return f"@m.{inst}[{param}]"
 
     @property
     def vcm(self) -> float:

@@ -1,4 +1,5 @@
-"""``simulate(opamp, designs, process)``: the five metrics and a status per design.
+"""``simulate(opamp, designs, process)``: the five metrics and a status per design
+(``op=True`` adds the operating point: supply current, power, per-device quantities).
 
 This is the API other stages call (inverse design verifies its candidates here).  It runs in the
 calling process with its own ngspice instance (libngspice through ctypes), or falls back to one
@@ -11,6 +12,7 @@ import pandas as pd
 
 from core.errors import ToolkitError
 from spice import batch, measure
+from spice import operating_point
 from spice.circuits import FEATURES, ac_testbench, tran_testbench
 from spice.measure import INCOMPLETE_STEP, METRICS, NONCONVERGENCE, OK, SIM_ERROR
 from spice.processes import PROCESSES
@@ -54,73 +56,102 @@ def _designs_frame(opamp: str, designs) -> pd.DataFrame:
     return x
 
 
-def _finish(m: dict, status: str) -> dict:
-    """One output row; a failed design keeps no partial metrics (NaN), only its status."""
+def _finish(m: dict, status: str, op: dict | None = None) -> dict:
+    """One output row; a failed design keeps no partial metrics (NaN), only its status.
+    ``op`` (the operating-point columns) is kept whenever the operating point was solved."""
     keep = status == OK
-    return {**{k: m[k] if keep else np.nan for k in METRICS}, "status": status}
+    return {**{k: m[k] if keep else np.nan for k in METRICS}, "status": status, **(op or {})}
 
 
-def _one_shared(eng, opamp, design, proc) -> dict:
+def _read_op(eng, opamp, proc) -> dict | None:
+    raw = {}
+    for col, name in operating_point.op_vectors(opamp, proc).items():
+        v = eng.vector(name)
+        if v is None or not len(v):
+            return None
+        raw[col] = v.real[0]
+    return operating_point.op_row(opamp, raw, proc.vdd)
+
+
+def _one_shared(eng, opamp, design, proc, want_op: bool) -> dict:
     model_lines = proc.model_lines(design, opamp)
-    eng.load(ac_testbench(opamp, design, proc, model_lines=model_lines))
+    ac_net = ac_testbench(opamp, design, proc, model_lines=model_lines)
+    op = operating_point.empty_row(opamp) if want_op else None
+    if want_op:
+        # Only saved vectors exist after an analysis once any .save is given: keep the AC outputs.
+        vecs = " ".join(operating_point.op_vectors(opamp, proc).values())
+        ac_net = ac_net[:-1] + [f".save v(out_dm) v(out_cm) {vecs}", ".end"]
+    eng.load(ac_net)
     if eng.errors:
-        return _finish({}, SIM_ERROR)
+        return _finish({}, SIM_ERROR, op)
+    if want_op:
+        if not eng.run("op"):
+            return _finish({}, NONCONVERGENCE, op)
+        op = _read_op(eng, opamp, proc)
+        if op is None:
+            return _finish({}, SIM_ERROR, operating_point.empty_row(opamp))
     if not eng.run(AC_CMD):
-        return _finish({}, NONCONVERGENCE)
+        return _finish({}, NONCONVERGENCE, op)
     freq, adm, acm = eng.vector("frequency"), eng.vector("out_dm"), eng.vector("out_cm")
     if freq is None or adm is None or acm is None:
-        return _finish({}, SIM_ERROR)
+        return _finish({}, SIM_ERROR, op)
     m, status = measure.ac_metrics(freq.real, adm, acm)
     if status != OK:
-        return _finish(m, status)
+        return _finish(m, status, op)
     vlo, vhi = proc.step
     tstop = estimate_tstop(opamp, design, proc.cl, vhi - vlo, m["ugf"])
     eng.load(tran_testbench(opamp, design, proc, model_lines=model_lines))
     for _ in range(2):
         dt = tstop / POINTS
         if not eng.run(f"tran {dt:.6e} {tstop:.6e} 0 {dt:.6e}"):
-            return _finish(m, NONCONVERGENCE)
+            return _finish(m, NONCONVERGENCE, op)
         t, v = eng.vector("time"), eng.vector("out_tr")
         if t is None or v is None or t[-1] < 0.999 * tstop:
-            return _finish(m, NONCONVERGENCE)
+            return _finish(m, NONCONVERGENCE, op)
         sr = measure.slew_rate(t, v, vhi - vlo)
         if sr is not None:
             m["slewrate_pos"] = sr
-            return _finish(m, OK)
+            return _finish(m, OK, op)
         tstop *= RETRY_FACTOR
-    return _finish(m, INCOMPLETE_STEP)
+    return _finish(m, INCOMPLETE_STEP, op)
 
 
-def _one_batch(exe, opamp, design, proc) -> dict:
+def _one_batch(exe, opamp, design, proc, want_op: bool) -> dict:
     model_lines = proc.model_lines(design, opamp)
     lines = (ac_testbench(opamp, design, proc, model_lines=model_lines),
              tran_testbench(opamp, design, proc, model_lines=model_lines))
     vlo, vhi = proc.step
     # The slewing part of the length; ngspice adds the settling part once it knows the ugf.
     slew_part = estimate_tstop(opamp, design, proc.cl, vhi - vlo, ugf=float("inf"))
-    r = batch.run_design(exe, lines, slew_time=slew_part, settle_taus=SETTLE_TAUS, points=POINTS)
+    op_vecs = operating_point.op_vectors(opamp, proc) if want_op else None
+    r = batch.run_design(exe, lines, slew_time=slew_part, settle_taus=SETTLE_TAUS, points=POINTS,
+                         op_vectors=op_vecs)
+    op = None
+    if want_op:
+        op = (operating_point.op_row(opamp, r["op"], proc.vdd) if "op" in r
+              else operating_point.empty_row(opamp))
     if "adm" not in r:
-        return _finish({}, NONCONVERGENCE)
+        return _finish({}, NONCONVERGENCE, op)
     m, status = measure.ac_metrics(r["freq"], r["adm"], r["acm"])
     if status != OK:
-        return _finish(m, status)
+        return _finish(m, status, op)
     tstop = estimate_tstop(opamp, design, proc.cl, vhi - vlo, m["ugf"])
     for attempt in range(2):
         if attempt:
             r = batch.run_design(exe, lines, slew_time=0, settle_taus=0, points=POINTS,
                                  tran_only_tstop=tstop)
         if "vout" not in r:
-            return _finish(m, NONCONVERGENCE)
+            return _finish(m, NONCONVERGENCE, op)
         sr = measure.slew_rate(r["t"], r["vout"], vhi - vlo)
         if sr is not None:
             m["slewrate_pos"] = sr
-            return _finish(m, OK)
+            return _finish(m, OK, op)
         tstop = r["t"][-1] * RETRY_FACTOR
-    return _finish(m, INCOMPLETE_STEP)
+    return _finish(m, INCOMPLETE_STEP, op)
 
 
 def simulate(opamp: str, designs, process: str = "A", *, backend: str = "auto",
-             pdk_path=None) -> pd.DataFrame:
+             pdk_path=None, op: bool = False) -> pd.DataFrame:
     """Simulate designs of ``opamp`` in ``process`` ("A", "B" or "sky130").
 
     designs: a DataFrame, a list of dicts or one dict with the opamp's feature columns
@@ -129,6 +160,9 @@ def simulate(opamp: str, designs, process: str = "A", *, backend: str = "auto",
     and status ("ok" or a failure reason; failed rows have NaN metrics).
     backend: "shared" (libngspice in this process), "batch" (ngspice -b per design) or
     "auto" (shared when available, else batch).
+    op: also return the operating point (``spice.operating_point.op_columns``: supply_current in
+    A, power in W, and per device |id|, gm, gds, |vgs|, |vds|, |vth|, |vdsat| and region), kept
+    for failed designs too whenever their operating point was solved.
     """
     if backend not in BACKENDS:
         raise ToolkitError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
@@ -143,19 +177,20 @@ def simulate(opamp: str, designs, process: str = "A", *, backend: str = "auto",
         raise ToolkitError(f"ngspice is not installed (neither libngspice nor the ngspice "
                            f"executable was found); {INSTALL_HINT}")
     rows = []
+    columns = METRICS + ["status"] + (operating_point.op_columns(opamp) if op else [])
     for design in x.to_dict("records"):
         if eng is not None and eng.exited:
             # A fatal ngspice error ended this process's instance (re-init would crash):
             # finish with ngspice -b if we can, else mark the rest as simulator errors.
             eng, exe = None, batch.find_ngspice()
         if eng is None and exe is None:
-            rows.append(_finish({}, SIM_ERROR))
+            rows.append(_finish({}, SIM_ERROR, operating_point.empty_row(opamp) if op else None))
         elif eng is not None:
             with _LOCK:
-                rows.append(_one_shared(eng, opamp, design, proc))
+                rows.append(_one_shared(eng, opamp, design, proc, op))
         else:
-            rows.append(_one_batch(exe, opamp, design, proc))
-    return pd.DataFrame(rows, index=x.index, columns=METRICS + ["status"])
+            rows.append(_one_batch(exe, opamp, design, proc, op))
+    return pd.DataFrame(rows, index=x.index, columns=columns)
 
 
 def ngspice_version(backend: str = "auto") -> str:

@@ -49,7 +49,7 @@ def test_process_b_differs_from_a_on_the_same_designs():
     a = simulate("5t_opamp", DESIGNS_5T, "A")
     b = simulate("5t_opamp", DESIGNS_5T, "B")
     assert (a["status"] == "ok").all() and (b["status"] == "ok").all()
-    # 130nm-class: stronger channel-length modulation -> lower intrinsic gain.
+    # 130nm-class: stronger DIBL (pdiblc2) and a lower supply -> lower intrinsic gain.
     assert (b["dc_gain"] < 0.8 * a["dc_gain"]).all()
     assert not np.allclose(a[METRICS].to_numpy(), b[METRICS].to_numpy(), rtol=0.02)
 
