@@ -48,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--domain", required=True, choices=sorted(DOMAIN_PROCESS),
                    help="output folder name; picks process A (source) or B (target) by default")
     p.add_argument("--process", choices=["A", "B", "sky130"], help="override the domain's process")
-    p.add_argument("--pdk-path", help="SKY130 ngspice model folder (default $PDK_ROOT/sky130A/libs.tech/ngspice)")
+    p.add_argument("--pdk-path", help="SKY130 ngspice model folder (default $PDK_ROOT/sky130A/libs.tech/ngspice, else the installed sky130 package)")
     p.add_argument("--n", type=int, required=True, help="number of OK designs to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (local backend)")
