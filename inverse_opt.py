@@ -33,6 +33,7 @@ import torch
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
+from core.outputs import check_writable_dir
 from inverse.forward import MODEL_TYPES, load_forward
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
@@ -153,13 +154,14 @@ def main(argv=None):
     if args.verify:
         require_ngspice()
     opamp = settings["OPAMP_TYPE"]
+    save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
+        f"{opamp}_{args.model_type}"
+    check_writable_dir(save_dir, "--save-dir")      # before the optimisation, so no work is lost at save time
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
     spec = build_spec(args, forward.y_cols)
     if args.verify:
         check_circuit_columns(opamp, forward.x_cols)
-    save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
-        f"{opamp}_{args.model_type}"
     torch.manual_seed(settings["SEED"])
     x0 = starts_for(args, forward, spec, settings["SEED"])
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {len(x0)} starts "

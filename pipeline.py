@@ -25,6 +25,7 @@ from pathlib import Path
 from core.cli import StageCLI, run_main
 from core.code_record import changed_files
 from core.errors import ToolkitError
+from core.outputs import results_lock
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from models.model_utils import read_checkpoint_meta
 from training.common import COMMANDS, STAGE_MODULES, checkpoint_path
@@ -167,6 +168,11 @@ def _fmt_time(s: float) -> str:
 
 def main(argv=None):
     args, settings = parse_args(argv)
+    with results_lock(settings["RESULTS_DIR"]):   # the stages run in-process under the same lock
+        return run(args, settings)
+
+
+def run(args, settings):
     t_all = time.perf_counter()
     import importlib
     steps = plan(settings, force=args.force, dry_run=args.dry_run, members=args.members)

@@ -93,6 +93,9 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     kept = {name: idx[why_tgt[idx] == ""] for name, idx in parts.items()}
     if n_target_train < 0:
         raise ToolkitError(f"N_TARGET_TRAIN must be >= 0 (0 = all rows), got {n_target_train}.")
+    if n_target_train > len(kept["train"]):
+        raise ToolkitError(f"N_TARGET_TRAIN={n_target_train} but the split leaves {len(kept['train'])} usable target "
+                           f"training rows. Use --n-target {len(kept['train'])} or less (0 = all rows).")
     all_train = kept["train"]  # before any subset: their *inputs* may shape the x scaler (no labels used)
     if 0 < n_target_train < len(kept["train"]):
         pick = np.random.default_rng(seed).choice(len(kept["train"]), n_target_train, replace=False)

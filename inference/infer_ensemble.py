@@ -27,6 +27,7 @@ import torch
 
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
+from core.outputs import results_lock
 from core.errors import ToolkitError
 from inference.calibration import CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve
 from inference.fusion import FINAL_METHODS, apply_fusion, fit_fusion
@@ -112,6 +113,13 @@ def main(argv=None):
             raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: {COMMANDS[name]} --opamp "
                                f"{opamp} --results-dir {settings['RESULTS_DIR']}  (or run everything: "
                                f"python -m pipeline --opamp {opamp})")
+    with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
+        return run(args, settings, names)
+
+
+def run(args, settings, names):
+    opamp = settings["OPAMP_TYPE"]
+    members = []
     device, data, t0 = start_stage(settings, "ensemble", dry_run=args.dry_run)
     for name in names:
         members.append(load_member(name, checkpoint_path(settings, name), opamp=opamp, device=device))

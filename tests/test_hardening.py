@@ -174,3 +174,175 @@ def test_interrupt_between_checkpoint_and_sidecar_keeps_the_pair_consistent(tmp_
     assert len(calls) == 2                                              # control: the interrupt did land
     assert read_checkpoint_meta(path)["seed"] == json.loads(sidecar_path(path).read_text())["seed"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pth"]   # no temporaries left
+
+
+# ---------------------------------------------------------------- 1, 6: data the loader must refuse
+def _copy_dataset(dataset, dest):
+    import shutil
+    shutil.copytree(dataset, dest)
+    return dest
+
+
+def _edit_header(path, old, new):
+    lines = path.read_text().splitlines(keepends=True)
+    lines[0] = lines[0].replace(old, new)
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("damage, phrase", [
+    (lambda d: _edit_header(d / "5t_opamp/source/features.csv", "w2", "w1"), "repeats column(s) ['w1']"),
+    (lambda d: _edit_header(d / "5t_opamp/target/targets.csv", "ugf", "dc_gain"), "repeats column(s) ['dc_gain']"),
+    (lambda d: _edit_header(d / "5t_opamp/target/targets.csv", "ugf", " dc_gain "), "repeats column(s) ['dc_gain']"),
+    (lambda d: __import__("pandas").read_csv(d / "5t_opamp/source/features.csv").to_csv(
+        d / "5t_opamp/source/features.csv"), "header column 1 has no name"),
+    (lambda d: _edit_header(d / "5t_opamp/target/features.csv", "w1", "Unnamed: 0"), "header column 1 has no name"),
+])
+def test_repeated_or_unnamed_columns_refused(dataset, tmp_path, capsys, damage, phrase):
+    from data_loader import cli as data_cli
+    from training import train
+    data = _copy_dataset(dataset, tmp_path / "data")
+    damage(data)
+    res = tmp_path / "res"
+    refused(train.main, [*_common(data, res), *TINY], capsys, phrase)
+    refused(data_cli.main, ["--data-dir", str(data)], capsys, phrase)
+    assert _results(res) == []
+
+
+def _results(folder):
+    """Files a run left in ``folder``, the results lock (a hidden empty file) aside."""
+    return [n for n in _written(folder) if not n.startswith(".toolkit.lock")]
+
+
+def test_n_target_beyond_the_rows_refused(dataset, tmp_path, capsys):
+    from training import train
+    res = tmp_path / "res"
+    err = refused(train.main, [*_common(dataset, res), *TINY, "--n-target", "100000"], capsys,
+                  "N_TARGET_TRAIN=100000 but the split leaves")
+    assert "Use --n-target" in err
+    assert _results(res) == []
+    summary = train.main([*_common(dataset, res), *TINY, "--n-target", "10"])     # control: a valid subset
+    assert summary["test"]["n"] > 0
+
+
+# ---------------------------------------------------------------- a trained tiny chain for 7, 8, 12-14
+@pytest.fixture(scope="module")
+def chain(dataset, tmp_path_factory):
+    from fine_tune import fine_tune
+    from inference import infer_ensemble
+    from training import train, train_align_coral, train_target_only
+    res = tmp_path_factory.mktemp("chain") / "res"
+    for stage in (train, train_align_coral, train_target_only, fine_tune):
+        stage.main([*_common(dataset, res), *TINY])
+    infer_ensemble.main([*_common(dataset, res), "--no-plots", "--dry-run", "--quiet"])
+    import inverse_mdn
+    inverse_mdn.main([*_common(dataset, res), "--hidden", "16", "--layers", "2", "--dry-run", "--quiet"])
+    return res
+
+
+def _snapshot(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if not p.name.startswith(".toolkit.lock")}
+
+
+@pytest.mark.parametrize("stage, flags, phrase", [
+    ("align", ["--set", "HIDDEN_DIM=32"], "trained with HIDDEN_DIM=16 but this run asks for HIDDEN_DIM=32"),
+    ("fine_tune", ["--set", "NUM_LAYERS=3"], "trained with NUM_LAYERS=2 but this run asks for NUM_LAYERS=3"),
+    ("align", ["--set", "DROPOUT_RATE=0.3"], "DROPOUT_RATE=0.3"),
+])
+def test_child_stage_refuses_other_width_than_its_parent(dataset, chain, capsys, stage, flags, phrase):
+    before = _snapshot(chain)
+    err = refused(_stage_mains()[stage], [*_common(dataset, chain), *TINY, *flags], capsys, phrase)
+    assert "python -m training.train" in err
+    assert _snapshot(chain) == before
+
+
+# ---------------------------------------------------------------- 8: output paths checked before the work
+def _bad_outputs(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    return {"is a file": afile, "under a file": afile / "sub"}
+
+
+@pytest.mark.parametrize("case, phrase", [("is a file", "is a file, not a folder"),
+                                          ("under a file", "which is a file")])
+def test_results_dir_that_cannot_be_a_folder(dataset, chain, tmp_path, capsys, case, phrase):
+    import inverse_mdn
+    import inverse_opt
+    import pipeline
+    from training import train
+    bad = _bad_outputs(tmp_path)[case]
+    refused(train.main, [*_common(dataset, bad), *TINY], capsys, phrase)
+    refused(pipeline.main, [*_common(dataset, bad), *TINY], capsys, phrase)
+    refused(inverse_mdn.main, [*_common(dataset, bad), "--dry-run", "--quiet"], capsys, phrase)
+    refused(inverse_mdn.main, ["--sample", "--model", str(chain / "mdn_5t_opamp.pth"), "--y-target", "1,2,3,4,5",
+                               "--out", str(bad / "x.npy")], capsys, "which is a file")
+    refused(inverse_opt.main, [*_common(dataset, chain), "--model-type", "ensemble", "--save-dir", str(bad),
+                               "--y-target", "1e7,100,5e7,60,2000", "--goal", "min,min,range,range,min",
+                               "--n-init", "4", "--steps", "2", "--finish-lbfgs", "0"], capsys, phrase)
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_results_dir_not_writable(dataset, tmp_path, capsys):
+    from training import train
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        refused(train.main, [*_common(dataset, locked / "res"), *TINY], capsys, "is not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+# ---------------------------------------------------------------- 9: one run per results folder
+def test_second_run_on_a_locked_results_folder_is_refused(dataset, tmp_path, capsys):
+    import fcntl
+
+    import pipeline
+    from core.outputs import LOCK_NAME
+    from training import train
+    res = tmp_path / "res"
+    res.mkdir()
+    with open(res / LOCK_NAME, "a") as other:       # what another process's lock looks like to this one
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for main in (train.main, pipeline.main):
+            refused(main, [*_common(dataset, res), *TINY], capsys, f"Another run is writing to {res}")
+        assert _results(res) == []
+        fcntl.flock(other, fcntl.LOCK_UN)
+    summary = train.main([*_common(dataset, res), *TINY])    # control: free again, the run goes through
+    assert os.path.isfile(summary["checkpoint"])
+
+
+def test_two_pipelines_at_once_one_is_refused(dataset, tmp_path):
+    """Two real processes started together: one finishes, the other exits 2 at once; nothing mixed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    res = tmp_path / "res"
+    cmd = [sys.executable, "-m", "pipeline", *_common(dataset, res), *TINY, "--no-plots"]
+    procs = [subprocess.Popen(cmd + ["--epochs", str(e)], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for e in (1, 2)]
+    outs = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in outs)
+    assert codes == [0, 2], outs
+    refusal = next(err for rc, err in outs if rc == 2)
+    assert "Another run is writing to" in refusal and "Traceback" not in refusal
+    from models.model_utils import read_checkpoint_meta
+    epochs = {read_checkpoint_meta(p)["config"]["EPOCHS"] for p in res.glob("*.pth")}
+    assert len(epochs) == 1                                   # every checkpoint from the same run
+
+
+# ---------------------------------------------------------------- also seen: one output form per destination
+def test_training_output_redirected_has_lines_not_bar_fragments(capsys):
+    from training.common import epoch_printer
+    from training.loop import TensorBatches, fit
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    x, y = torch.randn(32, 2), torch.randn(32, 1)
+    fit(model, loader=TensorBatches(x, y, batch_size=8), optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        loss_fn=lambda m, b: (torch.nn.functional.mse_loss(m(b[0]), b[1]), {}),
+        evaluate=lambda m: {"mse": torch.nn.functional.mse_loss(m(x), y).item()}, monitor="mse", epochs=5,
+        patience=10, progress=True, on_epoch=epoch_printer("Train", "Val", val_key="val_mse"))
+    out, err = capsys.readouterr()
+    assert out.count("  epoch ") == 5 and "\r" not in out        # the plain per-epoch lines
+    assert "\r" not in err and "it/s" not in err                 # no progress-bar refreshes in the log
