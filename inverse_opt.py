@@ -67,6 +67,7 @@ def parse_args(argv=None):
     a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
     a("--process", default="B", help="process to verify in [B, the target process]")
     a("--quiet", action="store_true")
+    cli.flag("--out-of-domain", "OUT_OF_DOMAIN", "candidates outside the training inputs' ranges: warn | refuse | off")
     return cli.parse(argv)
 
 
@@ -170,6 +171,17 @@ def main(argv=None):
     prop = propose(forward, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
                    prior=args.prior, kappa=args.kappa, top_k=args.top_k)
     table = prop.table
+    flags = forward.preprocessing.out_of_domain(table[forward.x_cols])
+    if flags is not None:           # "" = inside the training inputs' ranges
+        table["out_of_domain"] = flags
+        outside = [(r, f) for r, f in zip(table["rank"], flags) if f]
+        if outside and settings["OUT_OF_DOMAIN"] == "refuse":
+            raise ToolkitError(f"{len(outside)} of the top-{len(table)} candidates lie outside the training data "
+                               f"(rank {outside[0][0]}: {outside[0][1]}); their predictions are extrapolations. "
+                               f"Fix: --out-of-domain warn to keep them (marked), or narrow the design box.")
+        if outside and settings["OUT_OF_DOMAIN"] == "warn":
+            print(f"warning: {len(outside)} of the top-{len(table)} candidates lie outside the training data "
+                  f"(rank {outside[0][0]}: {outside[0][1]}); see the out_of_domain column.")
     if not args.quiet:
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

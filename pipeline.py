@@ -34,7 +34,7 @@ IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what an
 _ALIGN = {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"}
 _FINETUNE = {"L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS", "FINETUNE_OBJECTIVE",
              "UNFREEZE_PATIENCE"}
-_INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR"}
+_INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN"}
 _BASELINE = {"BASELINE_BATCH_SIZE", "BASELINE_VAL", "SOURCE_VAL_SPLIT"}  # the baseline's (its children follow it
                                                                         # through "after baseline")
 # Settings a stage does not read: changing them leaves its checkpoint up to date.

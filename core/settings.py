@@ -160,6 +160,8 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "LOG_Y_COLS": ("a list of metric names", _names, "--set LOG_Y_COLS=ugf,cmrr"),
     "FAIL_MIN": ("a dict {metric name: number}", _bounds, '--set \'FAIL_MIN={"dc_gain": 1.0}\''),
     "FAIL_MAX": ("a dict {metric name: number}", _bounds, '--set \'FAIL_MAX={"ugf": 1e10}\''),
+    "OUT_OF_DOMAIN": ("one of 'warn', 'refuse', 'off'", lambda v: v in ("warn", "refuse", "off"),
+                      "--out-of-domain warn"),
     **{k: (*_AT_LEAST_1, f"--set {k}=...") for k in ("MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
                                                       "MDN_BATCH_SIZE", "MDN_EPOCHS")},
 }

@@ -346,3 +346,103 @@ def test_training_output_redirected_has_lines_not_bar_fragments(capsys):
     out, err = capsys.readouterr()
     assert out.count("  epoch ") == 5 and "\r" not in out        # the plain per-epoch lines
     assert "\r" not in err and "it/s" not in err                 # no progress-bar refreshes in the log
+
+
+# ---------------------------------------------------------------- 12, 13: the ensemble record
+def _ensemble_json(res):
+    return res / "5t_opamp_ensemble_metrics.json"
+
+
+def _opt_argv(dataset, res, tmp_path, *extra):
+    return [*_common(dataset, res), "--model-type", "ensemble", "--save-dir", str(tmp_path / "inv"),
+            "--y-target", "1e7,100,5e7,60,2000", "--goal", "min,min,range,range,min",
+            "--n-init", "4", "--steps", "2", "--finish-lbfgs", "0", "--top-k", "2", "--quiet", *extra]
+
+
+@pytest.fixture
+def own_chain(chain, tmp_path):
+    """A private copy of the trained chain (tests here damage or retrain it)."""
+    import shutil
+    shutil.copytree(chain, tmp_path / "res")
+    return tmp_path / "res"
+
+
+@pytest.mark.parametrize("damage, phrase", [
+    (lambda t: t[: len(t) // 2], "not a readable ensemble record (JSONDecodeError"),
+    (lambda t: "", "not a readable ensemble record"),
+    (lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != "fusion"}), "incomplete ensemble record (no fusion)"),
+    (lambda t: json.dumps({**json.loads(t), "fusion": [1, 2]}), "damaged fusion record"),
+    (lambda t: json.dumps([1, 2]), "incomplete ensemble record"),
+])
+def test_truncated_or_incomplete_ensemble_record(dataset, own_chain, tmp_path, capsys, damage, phrase):
+    import inverse_opt
+    from core.errors import ToolkitError
+    from inference.predict import Ensemble
+    path = _ensemble_json(own_chain)
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ToolkitError, match="python -m inference.infer_ensemble"):
+        Ensemble.load(own_chain, "5t_opamp")
+    refused(inverse_opt.main, _opt_argv(dataset, own_chain, tmp_path), capsys, phrase)
+    assert not (tmp_path / "inv").exists()
+
+
+def test_stale_ensemble_refused_after_a_member_is_retrained(dataset, own_chain, tmp_path, capsys):
+    import inverse_opt
+    from core.errors import ToolkitError
+    from inference import infer_ensemble
+    from inference.predict import Ensemble
+    Ensemble.load(own_chain, "5t_opamp")                            # control: fresh, loads
+    from training import train_target_only
+    train_target_only.main([*_common(dataset, own_chain), *TINY, "--seed", "42", "--epochs", "1"])
+    with pytest.raises(ToolkitError, match="target_only_hetero.pth changed after the ensemble was fitted"):
+        Ensemble.load(own_chain, "5t_opamp")
+    refused(inverse_opt.main, _opt_argv(dataset, own_chain, tmp_path), capsys,
+            "Rerun python -m inference.infer_ensemble")
+    assert not (tmp_path / "inv").exists()
+    infer_ensemble.main([*_common(dataset, own_chain), "--no-plots", "--dry-run", "--quiet"])
+    ens = Ensemble.load(own_chain, "5t_opamp")                      # refitted: loads again
+    assert set(ens.record["member_sha256"]) == {"align_hetero", "target_only", "dualhead"}
+
+
+# ---------------------------------------------------------------- 14: designs outside the training domain
+def test_predict_flags_designs_outside_the_training_domain(dataset, chain):
+    import warnings
+
+    import pandas as pd
+
+    from core.errors import ToolkitError
+    from inference.predict import Ensemble
+    from tests.synthetic import make_domain
+    ens = Ensemble.load(chain, "5t_opamp")
+    x, _ = make_domain(4, seed=7, shift=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                               # control: inside, no warning
+        mean, _ = ens.predict(x)
+    assert list(mean.attrs["out_of_domain"]) == [""] * 4
+    bad = x.copy()
+    bad.loc[1, "l1"] = 5.0                                           # data 0.5..2
+    bad.loc[2, "w1"] = 1e6                                           # data 0.5..50
+    bad.loc[3, "ibias"] = 5.0                                        # amps, not microamps
+    with pytest.warns(UserWarning, match=r"3 of 4 designs lie outside the training data \(first: row 1: l1=5"):
+        mean, std = ens.predict(bad)
+    flags = mean.attrs["out_of_domain"]
+    assert flags[0] == "" and "l1=5" in flags[1] and "w1=1e+06" in flags[2] and "ibias=5" in flags[3]
+    assert list(mean.columns) == ens.y_cols                          # the prediction frames keep their shape
+    with pytest.raises(ToolkitError, match="3 of 4 designs lie outside"):
+        ens.predict(bad, out_of_domain="refuse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ens.predict(bad, out_of_domain="off")
+    assert isinstance(ens.domain_flags(pd.DataFrame(bad)), pd.Series)
+
+
+def test_predictions_csv_and_candidates_carry_a_domain_column(dataset, chain, tmp_path, capsys):
+    import inverse_opt
+    import pandas as pd
+    preds = pd.read_csv(chain / "5t_opamp_ensemble_predictions.csv", keep_default_na=False)
+    assert "out_of_domain" in preds.columns and (preds["out_of_domain"] == "").all()
+    out = inverse_opt.main(_opt_argv(dataset, chain, tmp_path))
+    assert "out_of_domain" in pd.read_csv(tmp_path / "inv" / "candidates.csv").columns
+    assert "out_of_domain" in out["table"].columns
+    refused(inverse_opt.main, _opt_argv(dataset, chain, tmp_path, "--out-of-domain", "never"), capsys,
+            "OUT_OF_DOMAIN must be one of 'warn', 'refuse', 'off'")
