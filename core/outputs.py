@@ -84,7 +84,7 @@ def results_lock(folder, *, flag: str = "--results-dir"):
         lock.acquire()
     except Timeout:
         raise ToolkitError(f"Another run is writing to {folder} ({_owner(folder)}). Wait for it to finish, or pass "
-                           f"another {flag}: two runs on one folder would mix their checkpoints.") from None
+                           f"another {flag}: two runs on one folder would mix their files.") from None
     _HELD[key] = [lock, 1]
     try:
         atomic_write_text(folder / OWNER_NAME, json.dumps({

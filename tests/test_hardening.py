@@ -446,3 +446,83 @@ def test_predictions_csv_and_candidates_carry_a_domain_column(dataset, chain, tm
     assert "out_of_domain" in out["table"].columns
     refused(inverse_opt.main, _opt_argv(dataset, chain, tmp_path, "--out-of-domain", "never"), capsys,
             "OUT_OF_DOMAIN must be one of 'warn', 'refuse', 'off'")
+
+
+# ---------------------------------------------------------------- 10, 11, truncated chunk: spice.generate
+GEN = ["--opamp", "5t_opamp", "--domain", "target", "--n", "12", "--seed", "3", "--chunk", "5", "--workers", "1"]
+
+
+def _needs_ngspice(fn):
+    from tests.spice_helpers import needs_ngspice
+    return needs_ngspice(fn)
+
+
+@_needs_ngspice
+def test_ctrl_c_inside_an_ngspice_call_is_not_swallowed(tmp_path):
+    """The interrupt lands in the libngspice print callback; it must still stop the run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from tests.spice_helpers import HAVE_LIB
+    if not HAVE_LIB:
+        pytest.skip("libngspice not installed")
+    script = (
+        "import os, signal, sys\n"
+        "from spice import shared_lib\n"
+        "armed = []\n"
+        "orig = shared_lib.SharedNgspice._on_print\n"
+        "def on_print(self, text, i, u):\n"
+        "    if armed:\n"
+        "        armed.clear()\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return orig(self, text, i, u)\n"
+        "shared_lib.SharedNgspice._on_print = on_print\n"
+        "eng = shared_lib.engine()\n"
+        "armed.append(1)\n"
+        "try:\n"
+        "    eng.command('version')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('INTERRUPTED'); sys.exit(0)\n"
+        "print('SWALLOWED'); sys.exit(1)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "INTERRUPTED" in out.stdout, out.stdout + out.stderr
+    assert "Exception ignored" not in out.stderr
+
+
+@_needs_ngspice
+def test_second_generator_on_one_out_is_refused(tmp_path, capsys):
+    import fcntl
+
+    from core.outputs import LOCK_NAME
+    from spice import generate
+    folder = tmp_path / "d" / "5t_opamp" / "target"
+    folder.mkdir(parents=True)
+    with open(folder / LOCK_NAME, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        refused(generate.main, [*GEN, "--out", str(tmp_path / "d")], capsys, f"Another run is writing to {folder}")
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert not (folder / ".partial").exists()
+    capsys.readouterr()
+    meta = generate.main([*GEN, "--out", str(tmp_path / "d")])      # control: free, it runs (progress redirected)
+    assert meta["rows_written"] == 12
+    out, err = capsys.readouterr()
+    assert "\r" not in err and "OK designs" in out                      # plain lines, not bar fragments
+
+
+@_needs_ngspice
+@pytest.mark.parametrize("text, phrase", [
+    ("index,status\n0,ok\n1,ok\n", "is damaged (2 of 5 rows"),
+    ("index,w1,status\n0,1.0,ok\n1,2.", "is damaged (2 of 5 rows"),
+    ("", "is damaged"),
+])
+def test_truncated_chunk_is_not_called_another_chunk_size(tmp_path, capsys, text, phrase):
+    from spice import generate
+    partial = tmp_path / "d" / "5t_opamp" / "target" / ".partial"
+    partial.mkdir(parents=True)
+    (partial / "run.json").write_text(json.dumps({"opamp": "5t_opamp", "process": "B", "seed": 3, "chunk": 5,
+                                                  "pdk_path": None}))
+    (partial / "chunk_000000005.csv").write_text(text)
+    err = refused(generate.main, [*GEN, "--out", str(tmp_path / "d")], capsys, phrase)
+    assert "another --chunk" not in err and "Delete that file and rerun" in err
+    assert sorted(p.name for p in partial.iterdir()) == ["chunk_000000005.csv", "run.json"]   # nothing lost
