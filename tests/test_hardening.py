@@ -526,3 +526,54 @@ def test_truncated_chunk_is_not_called_another_chunk_size(tmp_path, capsys, text
     err = refused(generate.main, [*GEN, "--out", str(tmp_path / "d")], capsys, phrase)
     assert "another --chunk" not in err and "Delete that file and rerun" in err
     assert sorted(p.name for p in partial.iterdir()) == ["chunk_000000005.csv", "run.json"]   # nothing lost
+
+
+# ---------------------------------------------------------------- 15: benchmark commands
+def test_inverse_benchmark_missing_results_dir_is_one_line(dataset, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    out = subprocess.run([sys.executable, "-m", "benchmarks.inverse_benchmark", "--data-dir", str(dataset),
+                          "--results-dir", str(tmp_path / "nope"), "--n-specs", "1"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "python -m pipeline" in out.stderr
+    assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    (["--n-specs", "0"], "--n-specs must be >= 1, got 0"),
+    (["--top-k", "0"], "--top-k must be >= 1"),
+    (["--lr", "-1"], "--lr must be a finite number > 0"),
+    (["--methods", "opt,magic"], "--methods has unknown ['magic']"),
+    (["--seed", "-1"], "SEED must be an integer in 0..4294967295"),
+])
+def test_inverse_benchmark_bad_flags(dataset, chain, capsys, flags, phrase):
+    from benchmarks import inverse_benchmark
+    before = _snapshot(chain)
+    refused(inverse_benchmark.main, ["--data-dir", str(dataset), "--results-dir", str(chain), *flags], capsys,
+            phrase)
+    assert _snapshot(chain) == before
+
+
+def test_early_stop_whatif_refuses_what_is_not_a_sidecar(chain, tmp_path, capsys):
+    from benchmarks import early_stop_whatif
+    good = (chain / "5t_opamp_target_only_hetero.json").read_text()
+    (tmp_path / "cut.json").write_text(good[: len(good) // 3])
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for path, phrase in ((tmp_path / "cut.json", "is not a readable JSON sidecar (JSONDecodeError)"),
+                         (chain / "5t_opamp_target_only_hetero.pth", "not the .pth"),
+                         (tmp_path / "list.json", "holds a list, not a checkpoint sidecar")):
+        refused(early_stop_whatif.main, ["--runs", str(path), "--patience", "1"], capsys, phrase)
+    result = early_stop_whatif.main(["--runs", str(chain / "5t_opamp_target_only_hetero.json"), "--patience", "1"])
+    assert result[1]["runs"] + result[1]["not_replayable"] == 1        # control: a real sidecar replays
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    (["--n", "0"], "--n must be >= 1, got 0"),
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--repeats", "0", "--chunk", "0"], "--repeats, --chunk must be >= 1"),
+])
+def test_spice_throughput_bad_counts(tmp_path, capsys, flags, phrase):
+    from benchmarks import spice_throughput
+    refused(spice_throughput.main, flags, capsys, phrase)
