@@ -11,7 +11,7 @@ import stat
 import pytest
 import torch
 
-from core.atomic import atomic_paths, atomic_write_text
+from core.atomic import atomic_write_text
 from core.cli import run_main
 from tests.synthetic import write_dataset
 
@@ -131,6 +131,7 @@ def test_negative_y_target_accepted_without_equals_sign():
 
 # ---------------------------------------------------------------- also seen: atomic writes
 def test_atomic_writes_honour_the_umask(tmp_path):
+    from core.atomic import atomic_paths
     old = os.umask(0o022)
     try:
         atomic_write_text(tmp_path / "a.json", "x")
