@@ -149,7 +149,7 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "DROPOUT_RATE": ("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1, "--set DROPOUT_RATE=0.1"),
     "EPOCHS": (*_AT_LEAST_1, "--epochs 50"),
     "PATIENCE": (*_AT_LEAST_1, "--patience 30"),
-    "UNFREEZE_PATIENCE": (*_AT_LEAST_1, "--unfreeze-patience 60"),
+    "UNFREEZE_PATIENCE": ("an integer >= 1", _AT_LEAST_1[1], "--unfreeze-patience 60"),
     "BATCH_SIZE": (*_AT_LEAST_1, "--batch-size 64"),
     "BASELINE_BATCH_SIZE": (*_AT_LEAST_1, "--baseline-batch-size 256"),
     "HIDDEN_DIM": (*_AT_LEAST_1, "--hidden-dim 512"),
