@@ -93,6 +93,8 @@ MDN_LAYERS = 4             # hidden layers
 MDN_BATCH_SIZE = 128       # rows per batch
 MDN_EPOCHS = 60            # epochs
 MDN_LR = 1e-3              # Adam learning rate
+OUT_OF_DOMAIN = "warn"     # inverse_opt, for candidates outside the training inputs' ranges (marked in the
+                           # out_of_domain column either way): 'warn' | 'refuse' (exit 2) | 'off' (silent)
 
 # ---- per-circuit overrides: applied on top of the values above when OPAMP_TYPE matches
 CIRCUIT_OVERRIDES = {

@@ -23,6 +23,7 @@ import torch
 from core.atomic import atomic_path
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
+from core.outputs import check_writable_file, results_lock
 from data_loader.preprocessing import Preprocessing
 from inverse.goals import parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_nll, mdn_sample, mdn_sidecar, save_mdn
@@ -122,6 +123,7 @@ def sample(args, settings):
     out = Path(args.out) if args.out else Path(settings["RESULTS_DIR"]) / "inverse" / f"init_{args.n}.npy"
     if out.suffix != ".npy":
         raise ToolkitError(f"--out must end in .npy (the x_scaled samples), got {out}.")
+    check_writable_file(out, "--out")
     xs, designs = sample_designs(model, meta, y, args.n, seed=settings["SEED"])
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
@@ -137,7 +139,10 @@ def sample(args, settings):
 def main(argv=None):
     args, settings = parse_args(argv)
     torch.set_num_threads(max(1, settings["NUM_THREADS"]))
-    return sample(args, settings) if args.sample else train(args, settings)
+    if args.sample:
+        return sample(args, settings)
+    with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
+        return train(args, settings)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import torch
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
+from core.outputs import check_writable_dir
 from inverse.forward import MODEL_TYPES, load_forward
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
@@ -66,6 +67,7 @@ def parse_args(argv=None):
     a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
     a("--process", default="B", help="process to verify in [B, the target process]")
     a("--quiet", action="store_true")
+    cli.flag("--out-of-domain", "OUT_OF_DOMAIN", "candidates outside the training inputs' ranges: warn | refuse | off")
     return cli.parse(argv)
 
 
@@ -153,13 +155,14 @@ def main(argv=None):
     if args.verify:
         require_ngspice()
     opamp = settings["OPAMP_TYPE"]
+    save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
+        f"{opamp}_{args.model_type}"
+    check_writable_dir(save_dir, "--save-dir")      # before the optimisation, so no work is lost at save time
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
     spec = build_spec(args, forward.y_cols)
     if args.verify:
         check_circuit_columns(opamp, forward.x_cols)
-    save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
-        f"{opamp}_{args.model_type}"
     torch.manual_seed(settings["SEED"])
     x0 = starts_for(args, forward, spec, settings["SEED"])
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {len(x0)} starts "
@@ -168,6 +171,17 @@ def main(argv=None):
     prop = propose(forward, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
                    prior=args.prior, kappa=args.kappa, top_k=args.top_k)
     table = prop.table
+    flags = forward.preprocessing.out_of_domain(table[forward.x_cols])
+    if flags is not None:           # "" = inside the training inputs' ranges
+        table["out_of_domain"] = flags
+        outside = [(r, f) for r, f in zip(table["rank"], flags) if f]
+        if outside and settings["OUT_OF_DOMAIN"] == "refuse":
+            raise ToolkitError(f"{len(outside)} of the top-{len(table)} candidates lie outside the training data "
+                               f"(rank {outside[0][0]}: {outside[0][1]}); their predictions are extrapolations. "
+                               f"Fix: --out-of-domain warn to keep them (marked), or narrow the design box.")
+        if outside and settings["OUT_OF_DOMAIN"] == "warn":
+            print(f"warning: {len(outside)} of the top-{len(table)} candidates lie outside the training data "
+                  f"(rank {outside[0][0]}: {outside[0][1]}); see the out_of_domain column.")
     if not args.quiet:
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

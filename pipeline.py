@@ -25,6 +25,7 @@ from pathlib import Path
 from core.cli import StageCLI, run_main
 from core.code_record import changed_files
 from core.errors import ToolkitError
+from core.outputs import results_lock
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from models.model_utils import read_checkpoint_meta
 from training.common import COMMANDS, STAGE_MODULES, checkpoint_path
@@ -33,7 +34,7 @@ IGNORED_KEYS = {"DEVICE", "NUM_THREADS"}   # settings that do not change what an
 _ALIGN = {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"}
 _FINETUNE = {"L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS", "FINETUNE_OBJECTIVE",
              "UNFREEZE_PATIENCE"}
-_INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR"}
+_INVERSE = {"MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN"}
 _BASELINE = {"BASELINE_BATCH_SIZE", "BASELINE_VAL", "SOURCE_VAL_SPLIT"}  # the baseline's (its children follow it
                                                                         # through "after baseline")
 # Settings a stage does not read: changing them leaves its checkpoint up to date.
@@ -167,6 +168,11 @@ def _fmt_time(s: float) -> str:
 
 def main(argv=None):
     args, settings = parse_args(argv)
+    with results_lock(settings["RESULTS_DIR"]):   # the stages run in-process under the same lock
+        return run(args, settings)
+
+
+def run(args, settings):
     t_all = time.perf_counter()
     import importlib
     steps = plan(settings, force=args.force, dry_run=args.dry_run, members=args.members)

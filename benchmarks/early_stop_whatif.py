@@ -50,6 +50,20 @@ def replay(values: list, patience: int) -> tuple:
     return len(values), stopper.best_epoch, stopper.best_value
 
 
+def read_sidecar(path) -> dict:
+    """A checkpoint's JSON sidecar; a truncated file or a .pth is one clear error."""
+    try:
+        sidecar = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:        # JSONDecodeError is a ValueError
+        raise ToolkitError(f"{path} is not a readable JSON sidecar ({type(exc).__name__}). Fix: pass the *.json "
+                           f"beside a checkpoint, not the .pth; a truncated one is rewritten by rerunning its stage.") \
+            from None
+    if not isinstance(sidecar, dict):
+        raise ToolkitError(f"{path} holds a {type(sidecar).__name__}, not a checkpoint sidecar (a JSON object). "
+                           f"Fix: pass the *.json beside a checkpoint.")
+    return sidecar
+
+
 def run_curve(sidecar: dict, phase: str | None, monitor: str | None, where: str) -> dict:
     """One saved run: its val curve, best epoch and value, and its own patience (None when it
     ran to the epoch cap without stopping, so any patience replays)."""
@@ -64,6 +78,8 @@ def run_curve(sidecar: dict, phase: str | None, monitor: str | None, where: str)
     if phase not in history:
         raise ToolkitError(f"{where} has no phase {phase!r}; it has {list(history)}.")
     rows = history[phase]
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise ToolkitError(f"{where} phase {phase!r} has no per-epoch rows. Fix: rerun the stage that wrote it.")
     key = f"val_{monitor}" if monitor else ("val_nll" if "val_nll" in rows[0] else "val_mse")
     if key not in rows[0]:
         raise ToolkitError(f"{where} phase {phase!r} logs {sorted(rows[0])}, not {key!r}. Fix: --monitor "
@@ -94,8 +110,7 @@ def whatif(paths: list, patiences: list, phase=None, monitor=None) -> dict:
     """Per patience: rows per run and a summary; see the module docstring."""
     if any(p < 1 for p in patiences):
         raise ToolkitError(f"--patience values must be >= 1, got {patiences}.")
-    curves = {str(path): run_curve(json.loads(Path(path).read_text(encoding="utf-8")), phase, monitor, str(path))
-              for path in paths}
+    curves = {str(path): run_curve(read_sidecar(path), phase, monitor, str(path)) for path in paths}
     out = {}
     for patience in patiences:
         rows = []

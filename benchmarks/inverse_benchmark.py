@@ -30,6 +30,9 @@ import pandas as pd
 import torch
 
 from core.atomic import atomic_write_text
+from core.cli import run_main
+from core.errors import ToolkitError
+from core.outputs import check_writable_dir
 from core.settings import resolve
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from inverse.forward import load_forward
@@ -43,6 +46,7 @@ from spice.sampling import sample_designs as grid_designs
 from spice.simulate import simulate
 
 GOALS = ["min", "min", "range", "range", "min"]
+METHODS = ("opt", "random", "mdn")
 
 
 def parse_args(argv=None):
@@ -62,7 +66,18 @@ def parse_args(argv=None):
     p.add_argument("--kappa", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--methods", default="opt,random,mdn")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, value, lo in (("--n-specs", args.n_specs, 1), ("--top-k", args.top_k, 1), ("--n-init", args.n_init, 2),
+                            ("--steps", args.steps, 0), ("--finish-lbfgs", args.finish_lbfgs, 0)):
+        if value < lo:
+            raise ToolkitError(f"{name} must be >= {lo}, got {value}.")
+    for name, value in (("--lr", args.lr), ("--prior", args.prior), ("--kappa", args.kappa)):
+        if not np.isfinite(value) or value < 0 or (name == "--lr" and value == 0):
+            raise ToolkitError(f"{name} must be a finite number {'> 0' if name == '--lr' else '>= 0'}, got {value}.")
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        raise ToolkitError(f"--methods has unknown {unknown}; choose from {','.join(METHODS)}.")
+    return args
 
 
 def make_spec(y_cols, y_phys) -> Spec:
@@ -115,6 +130,11 @@ def main(argv=None):
     import config
     settings = resolve(config, {"OPAMP_TYPE": args.opamp, "DATA_DIR": args.data_dir, "SEED": args.seed,
                                 "RESULTS_DIR": args.results_dir})
+    if not Path(args.results_dir).is_dir():     # before the data load: the most common first mistake
+        raise ToolkitError(f"--results-dir {args.results_dir} does not exist. Make the forward models and the MDN "
+                           f"there first: python -m pipeline --opamp {args.opamp} --results-dir {args.results_dir} "
+                           f"&& python -m inverse_mdn --opamp {args.opamp} --results-dir {args.results_dir}")
+    check_writable_dir(args.results_dir, "--results-dir")
     data = get_data_and_scalers(**data_kwargs_from_settings(settings))
     x_test, y_test = data["raw"]["target_test"]
     rng = np.random.default_rng(args.seed)
@@ -160,4 +180,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

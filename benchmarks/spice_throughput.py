@@ -21,6 +21,8 @@ from joblib import Parallel, delayed
 
 from core.atomic import atomic_write_text
 from core.cli import run_main
+from core.errors import ToolkitError
+from core.outputs import check_writable_file
 from spice.circuits import OPAMPS
 from spice.measure import METRICS, OK
 from spice.sampling import sample_designs
@@ -36,7 +38,15 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk", type=int, default=25)
     p.add_argument("--json", help="also write the numbers here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bad = {k: v for k, v in (("--n", args.n), ("--n-batch", args.n_batch), ("--repeats", args.repeats),
+                             ("--workers", args.workers), ("--chunk", args.chunk)) if v < 1}
+    if bad:
+        raise ToolkitError(f"{', '.join(bad)} must be >= 1, got {', '.join(map(str, bad.values()))}. "
+                           f"Example: --n 40 --repeats 1 --workers 2")
+    if args.json:
+        check_writable_file(args.json, "--json")
+    return args
 
 
 def _chunk(opamp, x, process, backend):

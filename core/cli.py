@@ -13,6 +13,7 @@ printed on one line and exit with status 2 (``run_main``).
 """
 import argparse
 import difflib
+import re
 import sys
 
 import config
@@ -20,8 +21,29 @@ from core.errors import ToolkitError
 from core.settings import coerce, parse_set_pairs, resolve, snapshot
 
 
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")   # "-1e7,100,..." or "-.5": a negative number (list), never a flag
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with a "did you mean" for unknown or abbreviated flags."""
+    """argparse with a "did you mean" for unknown or abbreviated flags, and negative values.
+
+    argparse reads ``--y-target -1e7,100`` as a missing value followed by an unknown flag (it only
+    recognises a lone negative number); a value that starts like a negative number is joined to
+    the flag before it, as if written ``--y-target=-1e7,100``.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        takes_one = {s for a in self._actions if a.option_strings and a.nargs is None for s in a.option_strings}
+        joined, i = [], 0
+        while i < len(args):
+            if args[i] in takes_one and i + 1 < len(args) and _NEGATIVE_VALUE.match(str(args[i + 1])):
+                joined.append(f"{args[i]}={args[i + 1]}")
+                i += 2
+            else:
+                joined.append(args[i])
+                i += 1
+        return super().parse_known_args(joined, namespace)
 
     def error(self, message):
         if "unrecognized arguments" in message:

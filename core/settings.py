@@ -7,6 +7,7 @@ config.py.
 import copy
 import difflib
 import json
+import math
 import types
 
 from core.errors import ToolkitError
@@ -69,11 +70,13 @@ def coerce(key: str, raw, default):
 
 
 def resolve(module: types.ModuleType, overrides: dict | None = None) -> dict:
-    """Settings for one run.
+    """Settings for one run, checked (``check_settings``) before any work starts.
 
     ``overrides`` maps UPPER keys to values (strings are coerced to the default's type).
     OPAMP_TYPE is resolved first so that ``CIRCUIT_OVERRIDES[opamp]`` sits between the
-    module defaults and the explicit overrides (an explicit flag always wins).
+    module defaults and the explicit overrides (an explicit flag always wins).  A
+    ``CIRCUIT_OVERRIDES`` given as an override (``--set 'CIRCUIT_OVERRIDES={"5t_opamp": {...}}'``)
+    replaces config.py's and is applied the same way.
     """
     base = snapshot(module)
     overrides = dict(overrides or {})
@@ -82,16 +85,95 @@ def resolve(module: types.ModuleType, overrides: dict | None = None) -> dict:
             raise ToolkitError(f"Unknown setting {key!r}.{_did_you_mean(key, base)} "
                                f"Known settings are the UPPER_CASE names in config.py.")
     settings = dict(base)
-    opamp = overrides.get("OPAMP_TYPE", base.get("OPAMP_TYPE"))
-    per_circuit = base.get("CIRCUIT_OVERRIDES", {}).get(opamp, {})
-    for key, value in per_circuit.items():
-        if key not in base:
-            raise ToolkitError(f"config.CIRCUIT_OVERRIDES[{opamp!r}] sets unknown setting {key!r}."
-                               f"{_did_you_mean(key, base)}")
+    opamp = coerce("OPAMP_TYPE", overrides["OPAMP_TYPE"], base.get("OPAMP_TYPE")) if "OPAMP_TYPE" in overrides \
+        else base.get("OPAMP_TYPE")
+    table = base.get("CIRCUIT_OVERRIDES", {})
+    if "CIRCUIT_OVERRIDES" in overrides:
+        table = coerce("CIRCUIT_OVERRIDES", overrides["CIRCUIT_OVERRIDES"], base["CIRCUIT_OVERRIDES"])
+    _check_circuit_overrides(table, base)
+    for key, value in table.get(opamp, {}).items():
         settings[key] = coerce(key, value, base[key])
     for key, value in overrides.items():
         settings[key] = coerce(key, value, base[key])
+    check_settings(settings)
     return settings
+
+
+def _check_circuit_overrides(table, base: dict) -> None:
+    fix = 'Example: --set \'CIRCUIT_OVERRIDES={"5t_opamp": {"EPOCHS": 100}}\''
+    if not isinstance(table, dict):
+        raise ToolkitError(f"CIRCUIT_OVERRIDES must be a dict {{circuit: {{SETTING: value}}}}, got {table!r}. {fix}")
+    for circuit, per in table.items():
+        if not isinstance(per, dict):
+            raise ToolkitError(f"CIRCUIT_OVERRIDES[{circuit!r}] must be a dict {{SETTING: value}}, got {per!r}. {fix}")
+        for key in per:
+            if key not in base or key in ("CIRCUIT_OVERRIDES", "OPAMP_TYPE"):
+                raise ToolkitError(f"CIRCUIT_OVERRIDES[{circuit!r}] sets unknown setting {key!r}."
+                                   f"{_did_you_mean(key, base)} It holds config.py settings other than "
+                                   f"OPAMP_TYPE / CIRCUIT_OVERRIDES.")
+
+
+# ---- value rules, checked for every run before any work (data load, training) starts
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _names(v) -> bool:
+    return isinstance(v, list) and all(isinstance(c, str) and c for c in v)
+
+
+def _bounds(v) -> bool:  # FAIL_MIN / FAIL_MAX: metric name -> number (inf allowed: "no bound")
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(b, (int, float))
+                                       and not isinstance(b, bool) and not math.isnan(b) for k, b in v.items())
+
+
+SEED_MAX = 2 ** 32 - 1   # numpy's legacy seeding accepts 0..2**32-1
+_POSITIVE = ("a finite number > 0", lambda v: _number(v) and v > 0)
+_NONNEG = (">= 0 and finite", lambda v: _number(v) and v >= 0)
+_AT_LEAST_1 = (">= 1 (an integer)", lambda v: _int(v) and v >= 1)
+SETTING_RULES = {   # key: (what it must be, check, example of a fix)
+    "SEED": (f"an integer in 0..{SEED_MAX}", lambda v: _int(v) and 0 <= v <= SEED_MAX, "--seed 42"),
+    "LEARNING_RATE": (*_POSITIVE, "--lr 3e-4"),
+    "LR_BIAS": (*_POSITIVE, "--lr-bias 3e-3"),
+    "LR_HEAD": (*_POSITIVE, "--lr-head 1e-3"),
+    "LR_UNFREEZE": (*_POSITIVE, "--lr-unfreeze 3e-4"),
+    "MDN_LR": (*_POSITIVE, "--lr 1e-3"),
+    "WEIGHT_DECAY": (*_NONNEG, "--set WEIGHT_DECAY=1e-4 (0 = none)"),
+    "LAMBDA_CORAL": (*_NONNEG, "--lambda-coral 0.05 (a negative weight would reward the term)"),
+    "ALPHA_R2": (*_NONNEG, "--alpha-r2 1.0 (a negative weight would reward the term)"),
+    "L2SP_LAMBDA": (*_NONNEG, "--l2sp-lambda 1e-4 (a negative weight would reward the term)"),
+    "DROPOUT_RATE": ("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1, "--set DROPOUT_RATE=0.1"),
+    "EPOCHS": (*_AT_LEAST_1, "--epochs 50"),
+    "PATIENCE": (*_AT_LEAST_1, "--patience 30"),
+    "UNFREEZE_PATIENCE": ("an integer >= 1", _AT_LEAST_1[1], "--unfreeze-patience 60"),
+    "BATCH_SIZE": (*_AT_LEAST_1, "--batch-size 64"),
+    "BASELINE_BATCH_SIZE": (*_AT_LEAST_1, "--baseline-batch-size 256"),
+    "HIDDEN_DIM": (*_AT_LEAST_1, "--hidden-dim 512"),
+    "NUM_LAYERS": (*_AT_LEAST_1, "--num-layers 6"),
+    "MIN_BATCHES_PER_EPOCH": (*_AT_LEAST_1, "--set MIN_BATCHES_PER_EPOCH=10"),
+    "N_TARGET_TRAIN": (">= 0 (0 = all rows)", lambda v: _int(v) and v >= 0, "--n-target 50"),
+    "FAIL_POSITIVE": ("a list of metric names", _names, "--set FAIL_POSITIVE=dc_gain,ugf"),
+    "LOG_Y_COLS": ("a list of metric names", _names, "--set LOG_Y_COLS=ugf,cmrr"),
+    "FAIL_MIN": ("a dict {metric name: number}", _bounds, '--set \'FAIL_MIN={"dc_gain": 1.0}\''),
+    "FAIL_MAX": ("a dict {metric name: number}", _bounds, '--set \'FAIL_MAX={"ugf": 1e10}\''),
+    "OUT_OF_DOMAIN": ("one of 'warn', 'refuse', 'off'", lambda v: v in ("warn", "refuse", "off"),
+                      "--out-of-domain warn"),
+    **{k: (*_AT_LEAST_1, f"--set {k}=...") for k in ("MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
+                                                      "MDN_BATCH_SIZE", "MDN_EPOCHS")},
+}
+
+
+def check_settings(settings: dict) -> None:
+    """Refuse a value no stage can use (a negative learning rate, a seed numpy rejects, a
+    non-number in a dict setting) with one line naming the setting, what it must be and a fix,
+    before any data is read or any model trained."""
+    for key, (what, ok, example) in SETTING_RULES.items():
+        if key in settings and not ok(settings[key]):
+            raise ToolkitError(f"{key} must be {what}, got {settings[key]!r}. Fix: {example}")
 
 
 def parse_set_pairs(pairs) -> dict:

@@ -93,6 +93,9 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     kept = {name: idx[why_tgt[idx] == ""] for name, idx in parts.items()}
     if n_target_train < 0:
         raise ToolkitError(f"N_TARGET_TRAIN must be >= 0 (0 = all rows), got {n_target_train}.")
+    if n_target_train > len(kept["train"]):
+        raise ToolkitError(f"N_TARGET_TRAIN={n_target_train} but the split leaves {len(kept['train'])} usable target "
+                           f"training rows. Use --n-target {len(kept['train'])} or less (0 = all rows).")
     all_train = kept["train"]  # before any subset: their *inputs* may shape the x scaler (no labels used)
     if 0 < n_target_train < len(kept["train"]):
         pick = np.random.default_rng(seed).choice(len(kept["train"]), n_target_train, replace=False)
@@ -121,7 +124,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
 
     fp_settings = dict(val_split=val_split, test_split=test_split, seed=seed, n_target_train=n_target_train,
                        log_y=list(log_y_cols),
-                       log_x=resolved_log_x, x_fit=x_scaler_fit, rule=rule.describe(), version=1)
+                       log_x=resolved_log_x, x_fit=x_scaler_fit, rule=rule.describe(), version=2)  # 2: + x_min/x_max
     files = [src.features_file, src.targets_file, tgt.features_file, tgt.targets_file]
     pre = None
     if results_dir is not None:
@@ -137,7 +140,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         # clip range from labels every stage may see whatever N_TARGET_TRAIN is: source + target val
         y_range = pd.concat([raw["source"][1], raw["target_val"][1]])
         pre = fit_preprocessing(x_fit=x_pool, y_fit=raw["source"][1], y_range=y_range,
-                                log_x_cols=resolved_log_x, log_y_cols=list(log_y_cols))
+                                log_x_cols=resolved_log_x, log_y_cols=list(log_y_cols), x_domain=pooled_x)
         if results_dir is not None:
             save_scalers(path, pre, fp)
 

@@ -6,6 +6,8 @@ Rows of the two CSVs are matched by position.  Column names come from the header
 Every problem a user can cause is a ToolkitError naming the path, what was expected and
 what to do.
 """
+import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +68,27 @@ def _read_numeric(path: Path) -> pd.DataFrame:
                            f"Save it as comma-separated UTF-8 text with a header row.") from None
     if frame.shape[1] == 0 or len(frame) == 0:
         raise ToolkitError(f"{path} has no data rows. Expected a header row and one row per design.")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    header = _raw_header(path)     # pandas renames a repeated name to "x.1" and a blank one to "Unnamed: 0"
+    blank = [i + 1 for i, c in enumerate(header) if not c or _PANDAS_BLANK.match(c)]
+    if blank:
+        raise ToolkitError(f"{path}: header column {blank[0]} has no name (a DataFrame index saved by to_csv?). "
+                           f"Every column must be a named design variable or metric: save with "
+                           f"df.to_csv(path, index=False), or delete that column.")
+    dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
-        raise ToolkitError(f"{path} repeats column(s) {dupes}. Give every column a unique name.")
+        raise ToolkitError(f"{path} repeats column(s) {dupes} in its header. Give every column a unique name "
+                           f"(or delete the copies).")
+    frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+_PANDAS_BLANK = re.compile(r"^Unnamed: \d+$")
+
+
+def _raw_header(path: Path) -> list[str]:
+    """The header row as written (``pd.read_csv`` hides repeats and blanks behind new names)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [c.strip() for c in next(csv.reader(f), [])]
 
 
 def _to_numbers(frame: pd.DataFrame, path: Path) -> pd.DataFrame:

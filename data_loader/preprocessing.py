@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from core.errors import ToolkitError
 
 CLIP_MARGIN = 0.25  # fraction of the fitted range added on each side before clipping predictions
+DOMAIN_MARGIN = 0.05  # fraction of a feature's training range allowed beyond it before a design is out of domain
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Preprocessing:
     y_scale: list
     y_clip_lo: list   # model-space (scaled) lower clip per metric
     y_clip_hi: list   # model-space (scaled) upper clip per metric
+    x_min: list = None   # physical range of each feature in the rows the models learned from (source +
+    x_max: list = None   # target train/val inputs): the training domain; None in older checkpoints
 
     # ---- (de)serialisation
     def to_dict(self) -> dict:
@@ -42,11 +45,36 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
-        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        optional = {"x_min", "x_max"}      # older checkpoints: no domain check
+        missing = [k for k in cls.__dataclass_fields__ if k not in d and k not in optional]
         if missing:
             raise ToolkitError(f"Preprocessing record lacks {missing}; it was written by an incompatible version. "
                                f"Retrain the stage that made it.")
-        return cls(**{k: list(d[k]) for k in cls.__dataclass_fields__})
+        return cls(**{k: (None if d.get(k) is None else list(d[k])) for k in cls.__dataclass_fields__})
+
+    # ---- training domain
+    def out_of_domain(self, x_raw) -> list | None:
+        """Per design, ``""`` inside the training domain, else which features lie outside and by how much.
+
+        Outside = beyond the feature's range in the training inputs (``x_min``..``x_max``) widened by
+        ``DOMAIN_MARGIN`` of that range on each side (in log space for log-scaled features; a
+        non-positive value of one is outside).  None when the record predates the ranges.
+        """
+        if self.x_min is None or self.x_max is None:
+            return None
+        x = self._as_array(x_raw, self.x_cols, "Design (x)")
+        lo, hi = np.asarray(self.x_min, float), np.asarray(self.x_max, float)
+        logs = self._mask(self.x_cols, self.log_x_cols)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xm = np.where(logs, np.log(np.where(x > 0, x, np.nan)), x)
+            lo_m, hi_m = np.where(logs, np.log(lo), lo), np.where(logs, np.log(hi), hi)
+        pad = DOMAIN_MARGIN * (hi_m - lo_m)
+        outside = ~((xm >= lo_m - pad) & (xm <= hi_m + pad))          # NaN (or <= 0 on a log feature): outside
+        out = []
+        for i in range(len(x)):
+            out.append("; ".join(f"{c}={x[i, j]:g} (data {lo[j]:g}..{hi[j]:g})"
+                                 for j, c in enumerate(self.x_cols) if outside[i, j]))
+        return out
 
     # ---- column checks
     def _as_array(self, data, cols, what) -> np.ndarray:
@@ -149,9 +177,10 @@ class Preprocessing:
 
 
 def fit_preprocessing(*, x_fit: pd.DataFrame, y_fit: pd.DataFrame, y_range: pd.DataFrame,
-                      log_x_cols, log_y_cols) -> Preprocessing:
+                      log_x_cols, log_y_cols, x_domain: pd.DataFrame | None = None) -> Preprocessing:
     """Fit on explicit data: ``x_fit`` rows for the x scaler, ``y_fit`` rows for the y scaler,
-    ``y_range`` rows (no test rows!) for the prediction clip range."""
+    ``y_range`` rows (no test rows!) for the prediction clip range, ``x_domain`` rows (default
+    ``x_fit``) for the training domain ``x_min``/``x_max``."""
     x_cols, y_cols = [str(c) for c in x_fit.columns], [str(c) for c in y_fit.columns]
     pre = Preprocessing(x_cols, y_cols, [c for c in x_cols if c in log_x_cols],
                         [c for c in y_cols if c in log_y_cols], [], [], [], [], [], [])
@@ -163,6 +192,8 @@ def fit_preprocessing(*, x_fit: pd.DataFrame, y_fit: pd.DataFrame, y_range: pd.D
     lo, hi = y_seen.min(axis=0), y_seen.max(axis=0)
     pad = CLIP_MARGIN * np.maximum(hi - lo, 1e-6)
     pre.y_clip_lo, pre.y_clip_hi = (lo - pad).tolist(), (hi + pad).tolist()
+    dom = (x_fit if x_domain is None else x_domain)[x_cols].to_numpy(float)
+    pre.x_min, pre.x_max = np.nanmin(dom, axis=0).tolist(), np.nanmax(dom, axis=0).tolist()
     return pre
 
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.cli import StageCLI, run_main
+from core.outputs import results_lock
 from core.errors import ToolkitError
 from losses import batch_r2
 from models import MLP, DualHeadMLP
@@ -138,6 +139,11 @@ def main(argv=None):
             or settings["UNFREEZE_PATIENCE"] < 1:
         raise ToolkitError(f"UNFREEZE_PATIENCE must be an integer >= 1, got {settings['UNFREEZE_PATIENCE']!r}. "
                            f"Example: --unfreeze-patience 60")
+    with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
+        return run(args, settings, objective)
+
+
+def run(args, settings, objective):
     device, data, t0 = start_stage(settings, "dualhead", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device=device)

@@ -27,12 +27,13 @@ import torch
 
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
+from core.outputs import results_lock
 from core.errors import ToolkitError
 from inference.calibration import CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve
 from inference.fusion import FINAL_METHODS, apply_fusion, fit_fusion
 from inference.metrics import format_report, regression_report
-from inference.predict import (DEFAULT_MEMBERS, _same_prep, check_agreement, ensemble_json_path, load_member,
-                               parse_members)
+from inference.predict import (DEFAULT_MEMBERS, _same_prep, check_agreement, checkpoint_sha256, ensemble_json_path,
+                               load_member, parse_members)
 from models.model_utils import read_checkpoint_meta
 from training.common import COMMANDS, checkpoint_path, eval_split, positive_floor, start_stage
 
@@ -112,6 +113,13 @@ def main(argv=None):
             raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: {COMMANDS[name]} --opamp "
                                f"{opamp} --results-dir {settings['RESULTS_DIR']}  (or run everything: "
                                f"python -m pipeline --opamp {opamp})")
+    with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
+        return run(args, settings, names)
+
+
+def run(args, settings, names):
+    opamp = settings["OPAMP_TYPE"]
+    members = []
     device, data, t0 = start_stage(settings, "ensemble", dry_run=args.dry_run)
     for name in names:
         members.append(load_member(name, checkpoint_path(settings, name), opamp=opamp, device=device))
@@ -146,6 +154,8 @@ def main(argv=None):
     floor = positive_floor(data)
     record = {"opamp": opamp, "split": split, "n": int(len(truth)), "y_cols": cols, "members": {},
               "checkpoints": [str(m.path) for m in members], "dry_run": bool(args.dry_run),
+              # what the fusion was fitted on: Ensemble.load refuses a member retrained since
+              "member_sha256": {m.name: checkpoint_sha256(m.path) for m in members},
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seed": settings["SEED"],
               "coverage_levels": list(CURVE_LEVELS), "mean_weights": {}}
     curves, phys_member = {}, {}
@@ -182,7 +192,11 @@ def main(argv=None):
     paths = out_paths(settings)
     atomic_write_text(paths["metrics"], json.dumps(record, indent=2) + "\n")
     idx = data["split"].get(f"{split}_idx", list(range(len(truth))))
-    table = {"row": idx}
+    flags = pre.out_of_domain(data["raw"][split][0])
+    table = {"row": idx, "out_of_domain": flags if flags is not None else [""] * len(idx)}   # "" = inside
+    if flags is not None and any(flags):
+        print(f"warning: {sum(map(bool, flags))} of the {len(flags)} {split} rows lie outside the training "
+              f"inputs' ranges (column out_of_domain of the predictions CSV).")
     bounds = {lv: interval_bounds(pre, ens_mean, ens_var, params.interval_z[str(lv)]) for lv in LEVELS}
     for j, c in enumerate(cols):
         table.update({f"{c}_true": truth[:, j], f"{c}_mean": pred[:, j], f"{c}_std": std[:, j]})

@@ -8,7 +8,9 @@
 Everything comes from the member checkpoints and ``{OPAMP}_ensemble_metrics.json`` (temperatures,
 fusion exponents, val MSEs): neither config.py nor the data dir is needed.
 """
+import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,18 @@ MAKES = {"align_hetero": "python -m training.train_align_coral",
          "target_only": "python -m training.train_target_only",
          "dualhead": "python -m fine_tune.fine_tune",
          "pooled": "python -m training.train_pooled"}
+
+
+OUT_OF_DOMAIN_MODES = ("warn", "refuse", "off")   # what predict does with designs outside the training data
+
+
+def checkpoint_sha256(path) -> str:
+    """sha256 of a member checkpoint file: the ensemble record keeps it to detect a retrained member."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def ensemble_json_path(results_dir, opamp) -> Path:
@@ -148,13 +162,40 @@ class Ensemble:
         if not path.is_file():
             raise ToolkitError(f"No ensemble for {opamp!r} in {results_dir}: {path} is missing. Make it with: "
                                f"python -m inference.infer_ensemble --opamp {opamp} --results-dir {results_dir}")
-        record = json.loads(path.read_text(encoding="utf-8"))
-        params = FusionParams.from_dict(record["fusion"])
+        rerun = f"Rerun python -m inference.infer_ensemble --opamp {opamp} --results-dir {results_dir}"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:     # JSONDecodeError is a ValueError
+            raise ToolkitError(f"{path} is not a readable ensemble record ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0]}; truncated or damaged). {rerun}.") from None
+        lacks = [k for k in ("fusion", "checkpoints") if not isinstance(record, dict) or k not in record]
+        if lacks:
+            raise ToolkitError(f"{path} is an incomplete ensemble record (no {', '.join(lacks)}). {rerun}.")
+        if not isinstance(record["fusion"], dict):
+            raise ToolkitError(f"{path} holds a damaged fusion record ({type(record['fusion']).__name__}, not a "
+                               f"dict). {rerun}.")
+        try:
+            params = FusionParams.from_dict(record["fusion"])
+        except TypeError as exc:
+            raise ToolkitError(f"{path} holds a damaged fusion record ({exc}). {rerun}.") from None
+        if not isinstance(record["checkpoints"], list) or len(record["checkpoints"]) != len(params.members):
+            raise ToolkitError(f"{path} lists checkpoints {record['checkpoints']!r} for members {params.members}: "
+                               f"a damaged record. {rerun}.")
         if members is not None and parse_members(members) != list(params.members):
             raise ToolkitError(f"{path} was fitted for members {params.members}, not {parse_members(members)}. "
                                f"Rerun python -m inference.infer_ensemble --members {','.join(parse_members(members))}.")
-        loaded = [load_member(name, Path(results_dir) / Path(ck).name, opamp=opamp, device=device)
-                  for name, ck in zip(params.members, record["checkpoints"])]
+        paths = [Path(results_dir) / Path(ck).name for ck in record["checkpoints"]]
+        fitted_on = record.get("member_sha256")
+        for name, ck in zip(params.members, paths):
+            if fitted_on is None:
+                break
+            if ck.is_file() and checkpoint_sha256(ck) != fitted_on.get(name):
+                raise ToolkitError(f"{ck} changed after the ensemble was fitted (the {name} member was retrained): "
+                                   f"its calibration and fusion weights belong to the old member. {rerun}.")
+        if fitted_on is None:
+            warnings.warn(f"{path} predates member hashes, so a member retrained since cannot be detected. {rerun} "
+                          f"to record them.")
+        loaded = [load_member(name, ck, opamp=opamp, device=device) for name, ck in zip(params.members, paths)]
         check_agreement(loaded)
         pre = Preprocessing.from_dict(loaded[0].meta["preprocessing"])
         return cls(loaded, params, pre, record=record)
@@ -177,20 +218,50 @@ class Ensemble:
                             gamma=self.params.gamma, final_temperature=self.params.final_temperature)
         return mean, var.sqrt()
 
-    def predict(self, designs: pd.DataFrame):
-        """Physical ``(mean_df, std_df)`` for a DataFrame of designs (columns by name, any order)."""
+    def domain_flags(self, designs: pd.DataFrame) -> pd.Series:
+        """Per design, ``""`` inside the training domain, else the features outside it (see
+        ``Preprocessing.out_of_domain``); all ``""`` for members saved before ranges were recorded."""
+        flags = self.preprocessing.out_of_domain(designs)
+        return pd.Series(flags if flags is not None else [""] * len(designs), index=designs.index,
+                         name="out_of_domain", dtype=object)
+
+    def check_domain(self, designs: pd.DataFrame, out_of_domain: str = "warn") -> pd.Series:
+        """``domain_flags`` acted on: ``"warn"`` (a warning naming the first), ``"refuse"`` (ToolkitError) or ``"off"``."""
+        if out_of_domain not in OUT_OF_DOMAIN_MODES:
+            raise ToolkitError(f"out_of_domain must be one of {list(OUT_OF_DOMAIN_MODES)}, got {out_of_domain!r}.")
+        flags = self.domain_flags(designs)
+        outside = flags[flags != ""]
+        if len(outside) and out_of_domain != "off":
+            what = (f"{len(outside)} of {len(flags)} designs lie outside the training data (first: row "
+                    f"{outside.index[0]!r}: {outside.iloc[0]})")
+            if out_of_domain == "refuse":
+                raise ToolkitError(f"{what}. Predictions there are extrapolations. Fix: give designs inside the data "
+                                   f"ranges (units as in the data), or pass out_of_domain='warn' to predict anyway.")
+            warnings.warn(f"{what}; their predictions are extrapolations (marked in mean_df.attrs['out_of_domain']). "
+                          f"out_of_domain='refuse' refuses them, 'off' silences this.", stacklevel=3)
+        return flags
+
+    def predict(self, designs: pd.DataFrame, *, out_of_domain: str = "warn"):
+        """Physical ``(mean_df, std_df)`` for a DataFrame of designs (columns by name, any order).
+
+        Designs outside the training domain (``domain_flags``) are warned about, refused or let
+        through silently per ``out_of_domain`` ("warn" | "refuse" | "off"); either way the flags
+        are in ``mean_df.attrs["out_of_domain"]`` (a Series, "" = inside).
+        """
         if not isinstance(designs, pd.DataFrame):
             raise ToolkitError(f"predict expects a pandas DataFrame with columns {self.x_cols}, got "
                                f"{type(designs).__name__}. Use predict_scaled for model-space arrays.")
         x = self.preprocessing.transform_x(designs)                       # checks names, reorders
+        flags = self.check_domain(designs, out_of_domain)
         device = next(self.members[0].model.parameters()).device
         with torch.no_grad():
             mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
         mean, std = mean.double().cpu().numpy(), std.double().cpu().numpy()
         phys_mean = self.preprocessing.inverse_y(mean)
         phys_std = self.preprocessing.y_std_to_physical(mean, std)
-        return (pd.DataFrame(phys_mean, columns=self.y_cols, index=designs.index),
-                pd.DataFrame(phys_std, columns=self.y_cols, index=designs.index))
+        mean_df = pd.DataFrame(phys_mean, columns=self.y_cols, index=designs.index)
+        mean_df.attrs["out_of_domain"] = flags
+        return mean_df, pd.DataFrame(phys_std, columns=self.y_cols, index=designs.index)
 
     def predict_interval(self, designs: pd.DataFrame, level: float = 0.95):
         """Physical ``(lo_df, hi_df)`` of the calibrated central interval holding ``level``.

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.atomic import atomic_path, atomic_write_text
+from core.atomic import atomic_paths
 from core.errors import ToolkitError
 
 MDN_FORMAT_VERSION = 1
@@ -165,9 +165,9 @@ def save_mdn(path, model: MDN, *, x_cols, y_cols, preprocessing: dict, config: d
     })
     payload = dict(meta)
     payload["state_dict"] = OrderedDict((k, v.detach().cpu()) for k, v in model.state_dict().items())
-    with atomic_path(path) as tmp:
+    with atomic_paths(path, mdn_sidecar(path)) as (tmp, tmp_json):     # one unit, like save_checkpoint
         torch.save(payload, tmp)
-    atomic_write_text(mdn_sidecar(path), json.dumps(meta, indent=2) + "\n")
+        tmp_json.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.atomic import atomic_path, atomic_write_text
+from core.atomic import atomic_paths
 from core.errors import ToolkitError
 from models.backbone import BackboneModel
 from models.mlp import MLP
@@ -178,9 +178,10 @@ def _write(path, model: nn.Module, meta: dict) -> dict:
     state = OrderedDict((k, v.detach().cpu()) for k, v in model.state_dict().items())
     payload = dict(meta)
     payload["state_dict"] = state
-    with atomic_path(path) as tmp:
+    # one unit: an interrupt leaves both old files or both new ones, never a new .pth beside an old .json
+    with atomic_paths(path, json_path) as (tmp, tmp_json):
         torch.save(payload, tmp)
-    atomic_write_text(json_path, json.dumps(meta, indent=2) + "\n")
+        tmp_json.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
+from core.outputs import check_writable_dir, results_lock
 from spice.batch import AC_CMD
 from spice.circuits import BENCH_VERSION, FEATURES
 from spice.measure import METRICS, OK, STATUSES
@@ -84,11 +85,20 @@ def _chunk_path(partial: Path, start: int) -> Path:
 def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
     done = {}
     for f in sorted(partial.glob("chunk_*.csv")):
-        df = pd.read_csv(f, index_col="index", keep_default_na=True)
         start = int(f.stem.split("_")[1])
-        if start % chunk or len(df) != chunk:
+        if start % chunk:
             raise ToolkitError(f"{f} was written with another --chunk than {chunk}; rerun with the "
                                f"original --chunk, or delete {partial} to start over")
+        try:
+            df = pd.read_csv(f, index_col="index", keep_default_na=True)
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            df, why = None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            why = f"{len(df)} of {chunk} rows" if len(df) < chunk else None
+        if why or len(df) > chunk or "status" not in df.columns:
+            raise ToolkitError(f"{f} is damaged ({why or 'not a chunk of this run'}: truncated by a full disk or a "
+                               f"cut copy?). Delete that file and rerun the same command: its designs are simulated "
+                               f"again and the other chunks are kept")
         done[start] = df
     return done
 
@@ -134,9 +144,6 @@ def _parallel(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from joblib import delayed
-    from tqdm import tqdm
-
     t0 = time.time()
     process = args.process or DOMAIN_PROCESS[args.domain]
     proc = resolve_process(process, pdk_path=args.pdk_path)  # fails early if SKY130 is missing
@@ -144,6 +151,17 @@ def main(argv=None):
     if version == "not installed":
         raise ToolkitError("ngspice is not installed; sudo apt-get install ngspice libngspice0 (docs/SPICE.md)")
     out_dir = Path(args.out) / args.opamp / args.domain
+    check_writable_dir(out_dir, "--out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # one generator per output folder: a second one would race on .partial/ (and die when the first removes it)
+    with results_lock(out_dir, flag="--out"):
+        return _generate(args, argv, out_dir, process, proc, version, t0)
+
+
+def _generate(args, argv, out_dir, process, proc, version, t0):
+    from joblib import delayed
+    from tqdm import tqdm
+
     partial = out_dir / ".partial"
     partial.mkdir(parents=True, exist_ok=True)
     _check_same_run(partial, {"opamp": args.opamp, "process": process, "seed": args.seed,
@@ -154,7 +172,9 @@ def main(argv=None):
           f"seed={args.seed}, {args.backend} x{args.workers}, ngspice {version}; {reused} chunks already done")
 
     client, ctx, parallel = _parallel(args)
-    bar = tqdm(total=args.n, unit="ok", disable=args.no_progress, desc=f"{args.opamp}/{args.domain}")
+    # a bar on a terminal; redirected, a plain line per batch of chunks instead of carriage-return fragments
+    terminal = sys.stderr.isatty()
+    bar = tqdm(total=args.n, unit="ok", disable=args.no_progress or not terminal, desc=f"{args.opamp}/{args.domain}")
     try:
         with ctx:
             while (requested := _first_ok_enough(done, args.n)) is None:
@@ -162,6 +182,9 @@ def main(argv=None):
                 n_sim = sum(len(d) for d in done.values())
                 bar.n = n_ok
                 bar.refresh()
+                if not terminal and not args.no_progress:
+                    print(f"{args.opamp}/{args.domain}: {n_ok}/{args.n} OK designs ({n_sim} simulated, "
+                          f"{time.time() - t0:.0f} s)", flush=True)
                 # Draw enough new chunks for the OK designs still missing, at the failure rate so far.
                 rate = (n_ok + 1) / (n_sim + 1)
                 want = math.ceil((args.n - n_ok) / max(rate, 0.05) * 1.05) + args.chunk

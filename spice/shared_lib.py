@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from core.atomic import deferred_interrupts
 from core.errors import ToolkitError
 
 LIB_NAMES = ("libngspice.so.0", "libngspice.so", "libngspice.dylib", "ngspice.dll")
@@ -85,7 +86,10 @@ class SharedNgspice:
         return 0
 
     def command(self, cmd: str) -> int:
-        return self.lib.ngSpice_Command(cmd.encode())
+        # Ctrl-C during a command lands in a ctypes callback (_on_print), where Python prints
+        # "Exception ignored" and drops it; held back here, it is raised once ngspice returns
+        with deferred_interrupts():
+            return self.lib.ngSpice_Command(cmd.encode())
 
     def load(self, lines: list[str]) -> None:
         """Replace the current circuit by ``lines`` (a netlist ending in .end)."""
@@ -93,7 +97,8 @@ class SharedNgspice:
         self.command("remcirc")
         self.errors.clear()
         arr = (ctypes.c_char_p * (len(lines) + 1))(*[l.encode() for l in lines], None)
-        self.lib.ngSpice_Circ(arr)
+        with deferred_interrupts():
+            self.lib.ngSpice_Circ(arr)
 
     def run(self, analysis: str) -> bool:
         """Run one analysis synchronously; True if it produced a new plot without errors."""

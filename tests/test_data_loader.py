@@ -486,7 +486,10 @@ def test_n_target_train_subsets_train_only(data_root, d42):
     again = _load(data_root, n_target_train=20)
     assert again["split"]["target_train_idx"] == small["split"]["target_train_idx"]
     assert small["preprocessing"].to_dict() == d42["preprocessing"].to_dict()  # same scalers: models stay comparable
-    everything = _load(data_root, n_target_train=10**6)   # more than there are: all rows
+    n_all = len(d42["split"]["target_train_idx"])
+    everything = _load(data_root, n_target_train=n_all)   # exactly the rows there are: all of them
     assert everything["split"]["target_train_idx"] == d42["split"]["target_train_idx"]
+    with pytest.raises(ValueError, match=f"N_TARGET_TRAIN=1000000 but the split leaves {n_all} usable"):
+        _load(data_root, n_target_train=10**6)             # more than there are: refused (issue 23), not all rows
     with pytest.raises(ValueError, match="N_TARGET_TRAIN must be >= 0"):
         _load(data_root, n_target_train=-1)

@@ -110,6 +110,16 @@ def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
     if made_for != settings["OPAMP_TYPE"]:
         raise ToolkitError(f"{path} was trained for circuit {made_for!r}, this run is for {settings['OPAMP_TYPE']!r}. "
                            f"Rerun {COMMANDS[kind]} --opamp {settings['OPAMP_TYPE']}.")
+    asked = {"hidden_dim": ("HIDDEN_DIM", "--hidden-dim"), "num_layers": ("NUM_LAYERS", "--num-layers"),
+             "dropout": ("DROPOUT_RATE", "--set DROPOUT_RATE=")}
+    has = meta.get("model_kwargs") or {}
+    differ = [k for k, (key, _) in asked.items() if k in has and key in settings and has[k] != settings[key]]
+    if differ:   # the stage copies the parent's network: it would train the parent's shape and record this run's
+        theirs = ", ".join(f"{asked[k][0]}={has[k]}" for k in differ)
+        mine = ", ".join(f"{asked[k][0]}={settings[asked[k][0]]}" for k in differ)
+        fix = " ".join(f"{asked[k][1]}{'' if asked[k][1].endswith('=') else ' '}{settings[asked[k][0]]}" for k in differ)
+        raise ToolkitError(f"{path} was trained with {theirs} but this run asks for {mine}; this stage starts from "
+                           f"its network. Retrain it the same way ({COMMANDS[kind]} {fix}) or drop those settings here.")
     model, meta = load_checkpoint(path, expect_x_cols=data["x_cols"], expect_y_cols=data["y_cols"],
                                   expect_class=expect_class, map_location=device)
     if not same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):

@@ -15,6 +15,7 @@ caller never saves a broken model over a good one.
 """
 import copy
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,14 @@ from tqdm.auto import tqdm
 
 from core.errors import ToolkitError
 from losses import l2sp_penalty
+
+
+def stderr_is_terminal() -> bool:
+    """True when progress bars (written to stderr) reach a terminal, not a file or pipe."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):   # replaced or closed stream
+        return False
 
 
 class TrainingDiverged(ToolkitError):
@@ -191,7 +200,10 @@ def fit(model, *, loader, optimizer, loss_fn, evaluate, monitor: str, epochs: in
         raise ToolkitError(f"PATIENCE must be >= 1, got {patience}.")
     result, stopper = FitResult(), EarlyStopping(patience)
     best_state = copy.deepcopy(model.state_dict())
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    # a bar only on a terminal: redirected to a file, every refresh would be a carriage-return fragment
+    # in the log; there the per-epoch lines of ``on_epoch`` are the progress
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress or not stderr_is_terminal(), leave=False,
+               dynamic_ncols=True)
     for epoch in bar:
         train = run_epoch(model, loader, optimizer, loss_fn, "train", pretrained_state,
                           l2sp_lambda=l2sp_lambda, l2sp_params=l2sp_params, frozen_modules=frozen_modules)

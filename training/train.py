@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from core.cli import StageCLI, run_main
+from core.outputs import results_lock
 from data_loader import split_source_rows
 from models import MLP
 from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage,
@@ -46,6 +47,12 @@ def mse_loss(model, batch):
 
 def main(argv=None):
     args, settings = parse_args(argv)
+    validate_on = baseline_val(settings)
+    with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
+        return run(args, settings)
+
+
+def run(args, settings):
     validate_on = baseline_val(settings)
     device, data, t0 = start_stage(settings, "baseline", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)

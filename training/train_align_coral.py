@@ -23,6 +23,7 @@ Writes ``results/{OPAMP}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth``.
 import torch
 
 from core.cli import StageCLI, run_main
+from core.outputs import results_lock
 from models import AlignHeteroMLP, MLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
@@ -65,6 +66,11 @@ def build_model(baseline: MLP, reinit_layers: int, device) -> AlignHeteroMLP:
 def main(argv=None):
     args, settings = parse_args(argv)
     check_weights(settings, "LAMBDA_CORAL", "ALPHA_R2")
+    with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
+        return run(args, settings)
+
+
+def run(args, settings):
     device, data, t0 = start_stage(settings, "align_hetero", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device=device)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.cli import StageCLI, run_main
+from core.outputs import results_lock
 from models import MLP
 from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage, model_kwargs,
                              start_stage, tensors)
@@ -101,6 +102,11 @@ def fit_pooled(model: MLP, data: dict, *, lr: float, weight_decay: float, batch_
 
 def main(argv=None):
     args, settings = parse_args(argv)
+    with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
+        return run(args, settings)
+
+
+def run(args, settings):
     device, data, t0 = start_stage(settings, "pooled", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     model = MLP(**model_kwargs(settings, data)).to(device)

@@ -11,6 +11,7 @@ transfer stage must beat it to be worth its source data.
 import torch
 
 from core.cli import StageCLI, run_main
+from core.outputs import results_lock
 from models import AlignHeteroMLP
 from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
                              finish_stage, model_kwargs, start_stage, tensors)
@@ -28,6 +29,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args, settings = parse_args(argv)
     check_weights(settings, "ALPHA_R2")
+    with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
+        return run(args, settings)
+
+
+def run(args, settings):
     device, data, t0 = start_stage(settings, "target_only", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     model = AlignHeteroMLP(**model_kwargs(settings, data)).to(device)

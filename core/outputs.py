@@ -1,0 +1,98 @@
+"""Output folders: checked before the work that fills them, and one writer per results folder.
+
+``check_writable_dir`` refuses, in one line, an output path that is a file, sits under a file or
+cannot be written -- before training or optimisation starts, so no work is lost at save time.
+
+``results_lock`` holds an exclusive lock on a results folder for a whole run (``filelock``, an OS
+lock released when the process ends, even on a crash).  A second run on the same folder is
+refused at once: two pipelines on one folder would otherwise leave a mix (a baseline from one run,
+a dual-head fine-tuned from the other's baseline, an ensemble fused from both).  Nested use in one
+process (the pipeline runs the stages in-process) is re-entrant.
+"""
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from core.atomic import atomic_write_text
+from core.errors import ToolkitError
+
+LOCK_NAME = ".toolkit.lock"          # beside the checkpoints; hidden, never read by the data loader
+OWNER_NAME = ".toolkit.lock.owner"   # who holds it (pid, command, since): named in the refusal
+_HELD: dict[str, list] = {}          # resolved folder -> [FileLock, depth] held by this process
+
+
+def check_writable_dir(path, flag: str) -> Path:
+    """``path`` as a Path if it is, or can be created as, a folder this user can write; else one clear error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ToolkitError(f"{flag} {path} is a file, not a folder. Pass a folder path (it is created if missing).")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe != path and not probe.is_dir():
+        raise ToolkitError(f"{flag} {path} lies under {probe}, which is a file, so the folder cannot be created. "
+                           f"Pass a path under a folder.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ToolkitError(f"{flag} {path}: {probe} is not writable by this user. Pass a folder you can write to "
+                           f"(or fix its permissions).")
+    return path
+
+
+def check_writable_file(path, flag: str) -> Path:
+    """An output file: its folder must be writable and the path itself must not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ToolkitError(f"{flag} {path} is a folder; pass a file path.")
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ToolkitError(f"{flag} {path} lies under {probe}, which is a file, so it cannot be written. "
+                           f"Pass a path under a folder.")
+    check_writable_dir(path.parent, flag)
+    return path
+
+
+def _owner(folder: Path) -> str:
+    try:
+        info = json.loads((folder / OWNER_NAME).read_text(encoding="utf-8"))
+        return f"pid {info['pid']}, started {info['since']}: {info['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "owner unknown"
+
+
+@contextlib.contextmanager
+def results_lock(folder, *, flag: str = "--results-dir"):
+    """Hold ``folder``'s lock for the block (created if missing); refuse at once if another run holds it."""
+    folder = check_writable_dir(folder, flag)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _HELD:                  # this process already holds it (a stage inside the pipeline)
+        _HELD[key][1] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key][1] -= 1
+        return
+    lock = FileLock(str(folder / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ToolkitError(f"Another run is writing to {folder} ({_owner(folder)}). Wait for it to finish, or pass "
+                           f"another {flag}: two runs on one folder would mix their files.") from None
+    _HELD[key] = [lock, 1]
+    try:
+        atomic_write_text(folder / OWNER_NAME, json.dumps({
+            "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv)[:300]}) + "\n")
+        yield folder
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            (folder / OWNER_NAME).unlink()
+        lock.release()
