@@ -1,11 +1,11 @@
 # Two commands a new user needs (README):  make run   and   make test
-# Everything installs into .venv; torch is pinned first to the CPU build (see DEVELOPERS.md),
+# Everything installs into .venv; torch is pinned first to the CPU build (a bare `torch` pulls CUDA),
 # so the open `torch>=2.1` range in pyproject.toml is already satisfied and pulls nothing else.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 OPAMP  ?= 5t_opamp
-# Small nets on a laptop CPU: one thread per process was measured fastest (DEVELOPERS.md).
+# Small nets on a laptop CPU: one thread per process was measured fastest (docs/DECISIONS.md).
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
@@ -39,7 +39,7 @@ data: setup
 	  $(BIN)/python -m spice.generate --opamp $$c --domain target --n 1000 --seed 1 --workers 2 --out data/ || exit 1; \
 	done
 
-# Our methods vs peer baselines at several target sizes (long: 5t_opamp took 60 min on 2 idle cores).
+# Our methods vs peer baselines at several target sizes (long: ~50 min per circuit on 2 idle cores).
 benchmarks: setup
 	$(BIN)/python -m benchmarks.run --opamp $(OPAMP) --data-dir data --seeds 0 1 2 --n-target 50 100 200 400 all --jobs 2
 

@@ -19,7 +19,7 @@ RESULTS_DIR = "results"    # checkpoints, scalers, metrics JSON, plots, run log
 # ---- run
 OPAMP_TYPE = "5t_opamp"    # a circuit folder under DATA_DIR: '5t_opamp' | 'two_stage_opamp' | yours
 DEVICE = "auto"            # 'auto' (CUDA when available, else CPU) | 'cpu' | 'cuda' | 'cuda:N'
-NUM_THREADS = 1            # torch CPU threads; 1 measured 3-16x faster than 2 on these small nets
+NUM_THREADS = 1            # torch CPU threads, >= 1; 1 is fastest for these small nets (docs/DECISIONS.md)
 SEED = 42                  # seeds the split, the weights' init and the batch order
 
 # ---- data
@@ -27,8 +27,7 @@ VAL_SPLIT = 0.2            # fraction of the non-test target rows used for valid
 TEST_SPLIT = 0.2           # fraction of target rows held out first, never used for fitting or selection
 N_TARGET_TRAIN = 0         # 0 = all target training rows; N > 0 = a seeded subset of N (data-efficiency runs)
 LOG_Y_COLS = ["slewrate_pos", "dc_gain", "ugf", "cmrr"]  # metrics modelled as log1p(y); absent names ignored
-                           # (seed: ugf, cmrr; logging every strictly positive metric measured better,
-                           #  see docs/BENCHMARKS.md "Defaults changed from the seed")
+                           # (seed: ugf, cmrr; metrics spanning decades fit better in log, docs/DECISIONS.md)
 LOG_X_COLS = "auto"        # features modelled as log(x): a list of names, or 'auto' = strictly positive
                            # features whose max/min >= LOG_X_MIN_SPAN in the pooled data
 LOG_X_MIN_SPAN = 10.0      # ratio max/min at which 'auto' logs a feature (one decade)
@@ -45,46 +44,38 @@ NUM_LAYERS = 6             # hidden layers in the shared backbone
 DROPOUT_RATE = 0.1         # dropout after each hidden activation, 0..1
 
 # ---- training (shared loop)
-EPOCHS = 300               # max epochs per stage / per fine-tune phase (seed: 50; early stopping ends
-                           # most runs far sooner; 50 epochs of ~10 target batches undertrained every stage)
-PATIENCE = 30              # early-stopping patience in epochs (seed: 10; val curves on ~160 rows are noisy)
-LEARNING_RATE = 3e-4       # AdamW learning rate for baseline / align / target-only (seed: 1e-4)
-BATCH_SIZE = 64            # rows per target batch (seed: 256 = only 2-3 steps per epoch on ~640 target rows)
+EPOCHS = 300               # max epochs per stage / fine-tune phase, >= 1 (seed: 50, which undertrained; early stopping ends most runs sooner)
+PATIENCE = 30              # early-stopping patience in epochs, >= 1 (seed: 10; val curves on ~160 rows are noisy)
+LEARNING_RATE = 3e-4       # AdamW learning rate for baseline / align / target-only / pooled, > 0 (seed: 1e-4)
+BATCH_SIZE = 64            # rows per target batch, >= 1 (seed: 256 = 2-3 steps per epoch on ~640 rows)
 BASELINE_BATCH_SIZE = 256  # rows per source batch for the baseline (10,000 source rows)
 BASELINE_VAL = "target"    # baseline early stopping: "target" = target_val MSE (the seed) | "source" = a held-out
-                           # SOURCE_VAL_SPLIT of the source rows.  "source" trains A to convergence (best epochs
-                           # 65-137 vs 3-56) and helps from 100 target rows up (5t_opamp ensemble +0.016 at 100,
-                           # +0.004 at 400) but costs at 50 (ensemble -0.014, align -0.107): stopping where the
-                           # source model fits B best is itself a transfer signal.  docs/BENCHMARKS.md
+                           # SOURCE_VAL_SPLIT of the source rows (helps from ~200 target rows, costs at 50;
+                           # docs/DECISIONS.md)
 SOURCE_VAL_SPLIT = 0.1     # fraction of the source rows held out when BASELINE_VAL = "source"
 WEIGHT_DECAY = 1e-4        # AdamW weight decay
-MIN_BATCHES_PER_EPOCH = 10 # target-data stages: an epoch is at least this many batches (rows reshuffled
-                           # and cycled), so EPOCHS / PATIENCE mean the same training at any target size
-                           # (not in the seed: with 50 rows an epoch was 1 step and patience 30 steps)
+MIN_BATCHES_PER_EPOCH = 10 # >= 1; target-data stages: an epoch is at least this many batches (rows cycled),
+                           # so EPOCHS / PATIENCE mean the same training at any target size
 
 # ---- align (AlignHeteroMLP + CORAL)
 LAMBDA_CORAL = 0.05        # weight of the CORAL term, >= 0
 ALPHA_R2 = 1.0             # weight of (1 - batch R^2), >= 0
-ALIGN_REINIT_LAYERS = "auto"  # last backbone layers re-initialised before align training (not in the seed,
-                           # which transfers all): 0 = transfer every layer .. NUM_LAYERS-1 = only the first;
-                           # "auto" trains 0 and NUM_LAYERS-1 and keeps the lower val NLL.  Measured (full
-                           # data, 3 seeds): on 5t_opamp full transfer loses cmrr to target-only (the source
-                           # cmrr map differs) and val picks 5; on two_stage_opamp val picks 0.
+ALIGN_REINIT_LAYERS = "auto"  # last backbone layers re-initialised before align training: 0 = transfer every
+                           # layer (the seed) .. NUM_LAYERS-1 = only the first; "auto" trains 0 and NUM_LAYERS-1
+                           # and keeps the lower val NLL (the best depth differs per circuit; docs/DECISIONS.md)
 
 # ---- finetune (DualHeadMLP, three phases)
 L2SP_LAMBDA = 1e-4         # L2-SP weight toward the pretrained weights, >= 0
-LR_BIAS = 3e-3             # phase 1: head_B.bias only (seed: 3e-4, still improving after 300 epochs)
-LR_HEAD = 1e-3             # phase 2: head_B weights (+ L2-SP) (seed: 1e-4)
-LR_UNFREEZE = 3e-4         # phase 3: last backbone layer(s) + head_B (+ L2-SP) (seed: 5e-5)
-UNFREEZE_LAYERS = "all"    # phase 3 unfreezes this many last backbone layers, 1..NUM_LAYERS or "all" (seed: 1;
-                           # measured better at every size tried on both circuits, docs/BENCHMARKS.md)
-UNFREEZE_PATIENCE = 60     # phase 3 early-stopping patience in epochs (seed: PATIENCE).  With the hetero loss
-                           # val NLL can stall ~30 epochs before cmrr improves: patience 30 stopped at epoch 8
-                           # (R2_log 0.907) where 60 ran to 287 (0.976), 5t_opamp full data
-FINETUNE_OBJECTIVE = "hetero"  # phase 3 loss: "hetero" (adds a logvar_B head; NLL + ALPHA_R2 (1 - R^2) as
-                           # target-only, early-stopped on val MSE of the mean) | "mse" (seed) | "auto" (both,
-                           # keep the higher val mean R^2).  hetero was the better run on test in 23 of 25
-                           # measured runs, at half auto's cost: docs/BENCHMARKS.md
+LR_BIAS = 3e-3             # phase 1 learning rate, head_B.bias only, > 0 (seed: 3e-4, too slow to converge)
+LR_HEAD = 1e-3             # phase 2 learning rate, head_B weights (+ L2-SP), > 0 (seed: 1e-4)
+LR_UNFREEZE = 3e-4         # phase 3 learning rate, backbone layer(s) + head_B (+ L2-SP), > 0 (seed: 5e-5)
+UNFREEZE_LAYERS = "all"    # phase 3 unfreezes this many last backbone layers: 1..NUM_LAYERS or "all" (seed: 1;
+                           # all is better at every size tried; docs/DECISIONS.md)
+UNFREEZE_PATIENCE = 60     # phase 3 early-stopping patience in epochs, >= 1 (seed: PATIENCE; val can stall
+                           # ~30 epochs before cmrr improves)
+FINETUNE_OBJECTIVE = "hetero"  # phase 3 loss: "hetero" (a logvar_B head; NLL + ALPHA_R2 (1 - R^2), early-stopped
+                           # on val MSE of the mean) | "mse" (the seed) | "auto" (both, keep the higher val
+                           # mean R^2); hetero won on test in most measured runs (docs/DECISIONS.md)
 
 # ---- inverse (MDN and optimisation)
 MDN_COMPONENTS = 10        # mixture components
