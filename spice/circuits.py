@@ -1,6 +1,8 @@
-"""Netlists: the two op-amps as subcircuits and the two testbenches that measure all metrics.
+"""Netlists: an op-amp from its circuit file as a subcircuit, and the two testbenches that
+measure every metric of any op-amp with ports ``inp inn out vdd gnd``.
 
-Feature columns (the dataset's inputs) and their units:
+Circuits are files (``spice.circuit_file``): the shipped ones are ``library/circuits/*.toml``; any
+``.toml`` path works wherever a circuit name does.  The shipped feature columns and units:
   5t_opamp        w1,w2,w3,l1,l2,l3 (um), ibias (A)
   two_stage_opamp w1..w5, l1..l5 (um), cc (F), cr (ohm), ibias (A)
 
@@ -25,76 +27,61 @@ Two testbenches (bench version BENCH_VERSION, recorded in every generated meta.j
     (1e12 H / 1e12 F elements closing a DC loop) was ill-conditioned and mis-measured cmrr.
   Transient netlist: xbuf, a unity-gain buffer driven by a fast step vlo -> vhi (slew rate).
 """
+from functools import lru_cache
+from pathlib import Path
+
+from core.errors import ToolkitError
+from spice.circuit_file import Circuit, load_circuit
 from spice.processes import Process
 
-FEATURES = {
-    "5t_opamp": ["w1", "w2", "w3", "l1", "l2", "l3", "ibias"],
-    "two_stage_opamp": ["w1", "w2", "w3", "w4", "w5", "l1", "l2", "l3", "l4", "l5", "cc", "cr", "ibias"],
-}
+LIBRARY = Path(__file__).resolve().parent / "library" / "circuits"   # the shipped circuit files
+BUILTINS = tuple(sorted(p.stem for p in LIBRARY.glob("*.toml")))
+
+
+@lru_cache(maxsize=64)
+def _load(path: str) -> Circuit:
+    return load_circuit(path)
+
+
+def circuit(opamp) -> Circuit:
+    """The Circuit for a built-in name ("5t_opamp", "two_stage_opamp"), a .toml path, or a Circuit."""
+    if isinstance(opamp, Circuit):
+        return opamp
+    if isinstance(opamp, str) and opamp in BUILTINS:
+        return _load(str(LIBRARY / f"{opamp}.toml"))
+    if isinstance(opamp, (str, Path)) and str(opamp).endswith(".toml"):
+        return _load(str(Path(opamp).resolve()))
+    raise ToolkitError(f"unknown opamp {opamp!r}: expected one of {list(BUILTINS)} or a circuit file (.toml); "
+                       f"see docs/SPICE.md 'Your own circuit'")
+
+
+# The shipped circuits' feature columns and transistors (names, types), read from their files.
+FEATURES = {name: circuit(name).features for name in BUILTINS}
 OPAMPS = tuple(FEATURES)
+DEVICES = {name: circuit(name).devices for name in BUILTINS}
 
 BENCH_VERSION = 2  # 1: 1e12 H / 1e12 F DC loop, + input driven alone; 2: replica + balanced drive
 STEP_DELAY = 1e-9  # s: buffer step starts here ...
 STEP_RISE = 1e-9   # s: ... and rises this fast (faster than any design here can slew)
 
 
-# Every transistor of each op-amp and its type (operating-point outputs address them by name).
-_FIRST_STAGE = {"m1": "nmos", "m2": "nmos", "m3": "pmos", "m4": "pmos", "m5": "nmos", "m6": "nmos"}
-DEVICES = {"5t_opamp": _FIRST_STAGE, "two_stage_opamp": {**_FIRST_STAGE, "m7": "pmos", "m8": "nmos"}}
 # The op-amp copy whose operating point is reported (every copy in the AC netlist shares it).
 OP_INSTANCE = "xrep"
 OP_SUPPLY = "vddrep"
 
-# Which (w, l) feature pair sizes which device type; SKY130 loads only the bins these need.
-DEVICE_SIZES = {"nmos": [("w1", "l1"), ("w3", "l3"), ("w5", "l5")], "pmos": [("w2", "l2"), ("w4", "l4")]}
+
+def device_sizes(design: dict, opamp) -> dict[str, list[tuple[float, float]]]:
+    """{"nmos": [(w, l), ...], "pmos": [...]} in um: what SKY130 needs to pick size bins."""
+    return circuit(opamp).device_sizes(design)
 
 
-def device_sizes(design: dict) -> dict[str, list[tuple[float, float]]]:
-    """{"nmos": [(w, l), ...], "pmos": [...]} in um for the pairs this design has."""
-    return {kind: [(design[w], design[l]) for w, l in pairs if w in design]
-            for kind, pairs in DEVICE_SIZES.items()}
-
-
-def _mos(name, d, g, s, b, kind, w, l, process: Process) -> str:
-    return process.mos_line(name, d, g, s, b, kind, w, l)
-
-
-def opamp_subckt(opamp: str, design: dict, process: Process) -> list[str]:
+def opamp_subckt(opamp, design: dict, process: Process) -> list[str]:
     """The op-amp as ``.subckt opamp inp inn out vdd gnd`` (inp = non-inverting input)."""
-    d, n, p = design, "nmos", "pmos"
-    if opamp == "5t_opamp":
-        # The first stage is non-inverting from m1's gate, so m1 takes the + input.
-        g1, g2 = "inp", "inn"
-        o1 = "out"
-    elif opamp == "two_stage_opamp":
-        # The PMOS second stage inverts, so the + input goes to m2 (first-stage output side).
-        g1, g2 = "inn", "inp"
-        o1 = "o1"
-    else:
-        raise ValueError(f"unknown opamp {opamp!r}")
-    lines = [
-        ".subckt opamp inp inn out vdd gnd",
-        f"ib vdd nb dc {d['ibias']:.6g}",
-        _mos("m6", "nb", "nb", "gnd", "gnd", n, d["w3"], d["l3"], process),
-        _mos("m5", "tail", "nb", "gnd", "gnd", n, d["w3"], d["l3"], process),
-        _mos("m1", "x", g1, "tail", "gnd", n, d["w1"], d["l1"], process),
-        _mos("m2", o1, g2, "tail", "gnd", n, d["w1"], d["l1"], process),
-        _mos("m3", "x", "x", "vdd", "vdd", p, d["w2"], d["l2"], process),
-        _mos("m4", o1, "x", "vdd", "vdd", p, d["w2"], d["l2"], process),
-    ]
-    if opamp == "two_stage_opamp":
-        lines += [
-            _mos("m7", "out", "o1", "vdd", "vdd", p, d["w4"], d["l4"], process),
-            _mos("m8", "out", "nb", "gnd", "gnd", n, d["w5"], d["l5"], process),
-            f"rc o1 cx {d['cr']:.6g}",
-            f"cc cx out {d['cc']:.6g}",
-        ]
-    lines.append(".ends opamp")
-    return lines
+    return circuit(opamp).subckt(design, process.mos_line)
 
 
 def _header(opamp, design, process, model_lines, what) -> list[str]:
-    lines = [f"* {opamp} process {process.name}: {what}"]
+    lines = [f"* {circuit(opamp).name} process {process.name}: {what}"]
     lines += model_lines if model_lines is not None else process.model_lines(design, opamp)
     lines += opamp_subckt(opamp, design, process)
     lines.append(f"vdd vdd 0 dc {process.vdd}")

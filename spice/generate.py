@@ -5,8 +5,9 @@
     python -m spice.generate --opamp 5t_opamp --domain target --process sky130 --n 200 --out /tmp/d
     python -m spice.generate ... --backend dask --scheduler tcp://head:8786    # an existing cluster
 
-Writes <out>/<opamp>/<domain>/features.csv, targets.csv (rows matched by position) and
-meta.json.  --n counts designs that simulated OK: designs are drawn by index (design i depends
+--opamp is a shipped circuit name or a circuit file (.toml, docs/SPICE.md 'Your own circuit'),
+whose ``name`` is the output folder.  Writes <out>/<name>/<domain>/features.csv, targets.csv (rows matched by position) and
+meta.json (with the design space).  --n counts designs that simulated OK: designs are drawn by index (design i depends
 only on (seed, i)) until n of them are OK; the files hold the first n OK designs in index order,
 so the result is the same for any --workers, --chunk or backend.  Failed designs are left out
 (meta.json counts them by status); --keep-failed writes every drawn design with a status column.
@@ -17,6 +18,7 @@ the same command again skips the chunks already there.  The partial folder is re
 final files are written (atomically).
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -33,19 +35,21 @@ from core.cli import run_main
 from core.errors import ToolkitError
 from core.outputs import check_writable_dir, results_lock
 from spice.batch import AC_CMD
-from spice.circuits import BENCH_VERSION, FEATURES
+from spice.circuits import BENCH_VERSION, BUILTINS, circuit
 from spice.measure import METRICS, OK, STATUSES
 from spice.processes import DOMAIN_PROCESS
-from spice.sampling import RANGES, sample_designs
-from spice.simulate import ngspice_version, resolve_process, simulate
+from spice.sampling import sample_designs
+from spice.simulate import netlist_errors, ngspice_version, resolve_process, simulate
 
 FLOAT_FORMAT = "%.7g"
+MAX_FAILED_START = 4   # chunks: a circuit with no OK design among this many is stopped with the fix
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m spice.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    p.add_argument("--opamp", required=True, choices=sorted(FEATURES))
+    p.add_argument("--opamp", required=True,
+                   help=f"a shipped circuit ({', '.join(BUILTINS)}) or a circuit file (.toml; docs/SPICE.md)")
     p.add_argument("--domain", required=True, choices=sorted(DOMAIN_PROCESS),
                    help="output folder name; picks process A (source) or B (target) by default")
     p.add_argument("--process", choices=["A", "B", "sky130"], help="override the domain's process")
@@ -65,6 +69,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.n < 1 or args.chunk < 1 or args.workers < 1:
         raise ToolkitError(f"--n, --chunk and --workers must be >= 1, got {args.n}, {args.chunk}, {args.workers}")
+    args.circuit = circuit(args.opamp)  # a bad name or file is one line, before any simulation
+    if args.opamp not in BUILTINS:
+        args.opamp = str(Path(args.opamp).resolve())  # workers load the same file from any folder
     if args.backend == "dask" and not args.scheduler:
         raise ToolkitError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786); "
                            "for this machine alone use --backend local")
@@ -150,7 +157,13 @@ def main(argv=None):
     version = ngspice_version(args.sim_backend)
     if version == "not installed":
         raise ToolkitError("ngspice is not installed; sudo apt-get install ngspice libngspice0 (docs/SPICE.md)")
-    out_dir = Path(args.out) / args.opamp / args.domain
+    # A circuit file whose netlist ngspice rejects fails here, in ngspice's words, before anything is written.
+    first = sample_designs(args.opamp, args.seed, 0, 1).iloc[0].to_dict()
+    errors = netlist_errors(args.opamp, first, process, pdk_path=args.pdk_path)
+    if errors:
+        raise ToolkitError(f"{args.circuit.path}: netlist: ngspice rejects it ({errors[0].strip()}); "
+                           f"fix the netlist in the file")
+    out_dir = Path(args.out) / args.circuit.name / args.domain
     check_writable_dir(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     # one generator per output folder: a second one would race on .partial/ (and die when the first removes it)
@@ -164,26 +177,34 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
 
     partial = out_dir / ".partial"
     partial.mkdir(parents=True, exist_ok=True)
-    _check_same_run(partial, {"opamp": args.opamp, "process": process, "seed": args.seed,
+    _check_same_run(partial, {"opamp": args.circuit.name, "process": process, "seed": args.seed,
+                              "circuit_sha256": hashlib.sha256(Path(args.circuit.path).read_bytes()).hexdigest(),
                               "chunk": args.chunk, "pdk_path": args.pdk_path})
     done = _load_done(partial, args.chunk)
     reused = len(done)
-    print(f"generate {args.opamp} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
+    print(f"generate {args.circuit.name} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
           f"seed={args.seed}, {args.backend} x{args.workers}, ngspice {version}; {reused} chunks already done")
 
     client, ctx, parallel = _parallel(args)
     # a bar on a terminal; redirected, a plain line per batch of chunks instead of carriage-return fragments
     terminal = sys.stderr.isatty()
-    bar = tqdm(total=args.n, unit="ok", disable=args.no_progress or not terminal, desc=f"{args.opamp}/{args.domain}")
+    bar = tqdm(total=args.n, unit="ok", disable=args.no_progress or not terminal, desc=f"{args.circuit.name}/{args.domain}")
     try:
         with ctx:
             while (requested := _first_ok_enough(done, args.n)) is None:
                 n_ok = sum(int((d["status"] == OK).sum()) for d in done.values())
                 n_sim = sum(len(d) for d in done.values())
+                if n_ok == 0 and n_sim >= MAX_FAILED_START * args.chunk:
+                    counts = pd.concat(done.values())["status"].value_counts().to_dict()
+                    for f in [*partial.glob("chunk_*.csv"), partial / "run.json"]:
+                        f.unlink()
+                    partial.rmdir()
+                    raise ToolkitError(f"{args.circuit.path}: none of the first {n_sim} designs simulated OK "
+                                       f"({counts}); check the netlist and the design space in the file")
                 bar.n = n_ok
                 bar.refresh()
                 if not terminal and not args.no_progress:
-                    print(f"{args.opamp}/{args.domain}: {n_ok}/{args.n} OK designs ({n_sim} simulated, "
+                    print(f"{args.circuit.name}/{args.domain}: {n_ok}/{args.n} OK designs ({n_sim} simulated, "
                           f"{time.time() - t0:.0f} s)", flush=True)
                 # Draw enough new chunks for the OK designs still missing, at the failure rate so far.
                 rate = (n_ok + 1) / (n_sim + 1)
@@ -209,7 +230,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
     rows = pd.concat([done[s] for s in sorted(done)]).loc[: requested - 1]
     kept = rows if args.keep_failed else rows[rows["status"] == OK]
     counts = rows["status"].value_counts().to_dict()
-    feat_cols = FEATURES[args.opamp]
+    feat_cols = args.circuit.features
     tgt_cols = METRICS + (["status"] if args.keep_failed else [])
     with atomic_path(out_dir / "features.csv") as tmp:
         kept[feat_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
@@ -217,19 +238,20 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
         kept[tgt_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
     ok = rows[rows["status"] == OK]
     meta = {
-        "opamp": args.opamp, "domain": args.domain, "process": process,
+        "opamp": args.circuit.name, "domain": args.domain, "process": process,
         "process_description": proc.description, "vdd_V": proc.vdd, "cl_F": proc.cl,
         "buffer_step_V": list(proc.step), "vcm_V": proc.vcm,
         "ngspice_version": version, "bench_version": BENCH_VERSION, "ac_sweep": AC_CMD,
         "seed": args.seed,
         "command": "python -m spice.generate " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "sampling_ranges": RANGES,
+        "circuit_file": args.circuit.name if args.opamp in BUILTINS else args.opamp,
+        "design_space": args.circuit.design_space(),
         "requested": int(requested), "ok": int(counts.get(OK, 0)),
         "failed": {s: int(counts[s]) for s in STATUSES if s != OK and s in counts},
         "rows_written": int(len(kept)), "keep_failed": bool(args.keep_failed),
         "negative_phase_margin_fraction": float((ok["phase_margin"] < 0).mean()),
         "feature_columns": feat_cols, "target_columns": METRICS,
-        "units": {"w*,l*": "um", "cc": "F", "cr": "ohm", "ibias": "A", "slewrate_pos": "V/s",
+        "units": {**{k: v.unit for k, v in args.circuit.variables.items()}, "slewrate_pos": "V/s",
                   "dc_gain": "V/V", "ugf": "Hz", "phase_margin": "deg", "cmrr": "V/V"},
         "wall_time_s": round(time.time() - t0, 1), "resumed_chunks": reused,
         "backend": args.backend, "workers": args.workers, "chunk": args.chunk,

@@ -14,7 +14,7 @@ Columns (``op_columns``), all magnitudes so NMOS and PMOS read alike:
 """
 import numpy as np
 
-from spice.circuits import DEVICES, OP_INSTANCE, OP_SUPPLY
+from spice.circuits import OP_INSTANCE, OP_SUPPLY, circuit
 
 PARAMS = ("id", "gm", "gds", "vgs", "vds", "vth", "vdsat")
 SATURATION, TRIODE, SUBTHRESHOLD = "saturation", "triode", "subthreshold"
@@ -23,7 +23,7 @@ SATURATION, TRIODE, SUBTHRESHOLD = "saturation", "triode", "subthreshold"
 def op_columns(opamp: str) -> list[str]:
     """The columns ``simulate(..., op=True)`` adds, in order."""
     cols = ["supply_current", "power"]
-    for dev in DEVICES[opamp]:
+    for dev in circuit(opamp).devices:
         cols += [f"{dev}_{p}" for p in PARAMS] + [f"{dev}_region"]
     return cols
 
@@ -31,7 +31,7 @@ def op_columns(opamp: str) -> list[str]:
 def op_vectors(opamp: str, process) -> dict[str, str]:
     """{column: ngspice vector name} for every numeric quantity read from the simulator."""
     vecs = {"supply_current": f"i({OP_SUPPLY})"}
-    for dev, kind in DEVICES[opamp].items():
+    for dev, kind in circuit(opamp).devices.items():
         for p in PARAMS:
             vecs[f"{dev}_{p}"] = process.op_vector(f"{OP_INSTANCE}.{dev}", kind, p)
     return vecs
@@ -48,7 +48,7 @@ def op_row(opamp: str, raw: dict, vdd: float) -> dict:
     """One output row from the raw simulator values (signed, as ngspice reports them)."""
     row = {k: abs(float(v)) for k, v in raw.items()}
     row["power"] = vdd * row["supply_current"]
-    for dev in DEVICES[opamp]:
+    for dev in circuit(opamp).devices:
         row[f"{dev}_region"] = region(*(row[f"{dev}_{p}"] for p in ("vgs", "vds", "vth", "vdsat")))
     return row
 

@@ -13,7 +13,7 @@ import pandas as pd
 from core.errors import ToolkitError
 from spice import batch, measure
 from spice import operating_point
-from spice.circuits import FEATURES, ac_testbench, tran_testbench
+from spice.circuits import ac_testbench, circuit, tran_testbench
 from spice.measure import INCOMPLETE_STEP, METRICS, NONCONVERGENCE, OK, SIM_ERROR
 from spice.processes import PROCESSES
 from spice.shared_lib import engine
@@ -37,23 +37,43 @@ def resolve_process(process: str, *, pdk_path=None):
     raise ToolkitError(f"unknown process {process!r}: expected one of {sorted(PROCESSES) + ['sky130']}")
 
 
-def _designs_frame(opamp: str, designs) -> pd.DataFrame:
-    if opamp not in FEATURES:
-        raise ToolkitError(f"unknown opamp {opamp!r}: expected one of {list(FEATURES)}")
+def _designs_frame(opamp, designs) -> pd.DataFrame:
+    c = circuit(opamp)
     if isinstance(designs, dict):
         designs = [designs]
     df = pd.DataFrame(designs)
-    cols = FEATURES[opamp]
-    missing = [c for c in cols if c not in df.columns]
+    cols = c.features
+    missing = [k for k in cols if k not in df.columns]
     if missing:
-        raise ToolkitError(f"{opamp} designs lack columns {missing}: expected exactly {cols} "
-                           f"(w, l in um; cc in F; cr in ohm; ibias in A), got {list(df.columns)}")
+        units = ", ".join(f"{k} in {v.unit or '1'}" for k, v in c.variables.items())
+        raise ToolkitError(f"{c.name} designs lack columns {missing}: expected exactly {cols} "
+                           f"({units}), got {list(df.columns)}")
     x = df[cols].apply(pd.to_numeric, errors="coerce")
     bad = ~np.isfinite(x.to_numpy(float)).all(axis=1) | (x.to_numpy(float) <= 0).any(axis=1)
     if bad.any():
         raise ToolkitError(f"{int(bad.sum())} design(s) have missing, non-numeric or non-positive "
                            f"values (first at row {int(np.argmax(bad))}); every feature must be > 0")
+    for k, v in c.variables.items():
+        # Outside the declared space is refused, never clamped: it is most often a unit slip.
+        out = (x[k] < v.lo * (1 - 1e-9)) | (x[k] > v.hi * (1 + 1e-9))
+        if out.any():
+            i = int(np.argmax(out.to_numpy()))
+            raise ToolkitError(f"{c.name}: {int(out.sum())} design(s) have {k} outside its declared range "
+                               f"[{v.lo:g}, {v.hi:g}] {v.unit} (first: row {i}, {k} = {x[k].iloc[i]:g}); "
+                               f"check the units, or widen the range in {c.path}")
     return x
+
+
+def netlist_errors(opamp, design: dict, process: str = "A", *, pdk_path=None) -> list[str]:
+    """What ngspice says when it parses the AC netlist of one design ([] when it accepts it, or
+    when only ``ngspice -b`` is installed): lets a new circuit file fail with ngspice's words."""
+    proc = resolve_process(process, pdk_path=pdk_path)
+    eng = engine()
+    if eng is None:
+        return []
+    with _LOCK:
+        eng.load(ac_testbench(opamp, design, proc))
+        return list(eng.errors)
 
 
 def _finish(m: dict, status: str, op: dict | None = None) -> dict:
@@ -150,12 +170,13 @@ def _one_batch(exe, opamp, design, proc, want_op: bool) -> dict:
     return _finish(m, INCOMPLETE_STEP, op)
 
 
-def simulate(opamp: str, designs, process: str = "A", *, backend: str = "auto",
+def simulate(opamp, designs, process: str = "A", *, backend: str = "auto",
              pdk_path=None, op: bool = False) -> pd.DataFrame:
     """Simulate designs of ``opamp`` in ``process`` ("A", "B" or "sky130").
 
-    designs: a DataFrame, a list of dicts or one dict with the opamp's feature columns
-    (w*, l* in um; cc in F; cr in ohm; ibias in A).  Returns a DataFrame with the same index
+    opamp: a built-in circuit name, a circuit file (.toml, see ``spice.circuit_file``) or a Circuit.
+    designs: a DataFrame, a list of dicts or one dict with the circuit's design variables as
+    columns, in the units its file declares (shipped: w*, l* in um; cc in F; cr in ohm; ibias in A).  Returns a DataFrame with the same index
     and columns slewrate_pos (V/s), dc_gain (V/V), ugf (Hz), phase_margin (deg), cmrr (V/V)
     and status ("ok" or a failure reason; failed rows have NaN metrics).
     backend: "shared" (libngspice in this process), "batch" (ngspice -b per design) or

@@ -348,7 +348,7 @@ class Sky130Process(Process):
 
     def model_lines(self, design: dict, opamp: str) -> list[str]:
         need = {DEVICES[kind]: [(self.finger_width(kind, w, l)[1] * 1e-6, l * 1e-6) for w, l in pairs]
-                for kind, pairs in device_sizes(design).items()}
+                for kind, pairs in device_sizes(design, opamp).items()}
         return self._lib.lines(need)
 
     def mos_line(self, name, d, g, s, b, kind, w, l) -> str:
