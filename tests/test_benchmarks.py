@@ -71,7 +71,7 @@ def test_rerun_skips_done_tasks_and_render_only(quick_run):
 def test_fresh_reuses_up_to_date_stage_checkpoints(quick_run):
     """--fresh redoes rows, but a stage whose checkpoint is up to date is not retrained."""
     tmp, argv, _ = quick_run
-    ours = ["align_coral", "target_hetero", "dualhead", "ensemble"]
+    ours = ["align_hetero", "target_only", "dualhead", "ensemble"]
     ckpts = sorted((tmp / "res" / "5t_opamp" / "seed0_nall").glob("*.pth"))
     stamps = [p.stat().st_mtime_ns for p in ckpts]
     log = tmp / "res" / "benchmarks.jsonl"
@@ -148,11 +148,12 @@ def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
 
 
 def test_pooled_peer_alone_is_the_pooled_stage(dataset, tmp_path):
-    """--methods pooled_mlp trains training.train_pooled only, and its row is that stage's test report."""
+    """--methods pooled_mlp (the stage's old name) trains training.train_pooled only, and its row (named by the
+    registry: pooled) is that stage's test report."""
     rows = run.main(["--quick", "--data-dir", str(dataset), "--results-root", str(tmp_path / "res"),
                      "--docs-path", str(tmp_path / "B.md"), "--n-target", "30", "--jobs", "1",
                      "--methods", "pooled_mlp", *TINY])
-    assert [r["method"] for r in rows] == ["pooled_mlp"]
+    assert [r["method"] for r in rows] == ["pooled"]
     task = tmp_path / "res" / "5t_opamp" / "seed0_n30"
     report = json.loads((task / "5t_opamp_pooled_flag_metrics.json").read_text())["test"]
     assert rows[0]["r2_log"] == pytest.approx(report["mean"]["r2_log"])

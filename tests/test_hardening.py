@@ -335,7 +335,7 @@ def test_two_pipelines_at_once_one_is_refused(dataset, tmp_path):
 
 # ---------------------------------------------------------------- also seen: one output form per destination
 def test_training_output_redirected_has_lines_not_bar_fragments(capsys):
-    from training.common import epoch_printer
+    from training.cli import epoch_printer
     from training.loop import TensorBatches, fit
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 1)

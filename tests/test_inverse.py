@@ -16,7 +16,7 @@ import inverse_opt
 from core.errors import ToolkitError
 from data_loader.preprocessing import fit_preprocessing
 from inverse import verify as verify_mod
-from inverse.forward import DualHeadForward, FunctionForward
+from inverse.forward import FunctionForward, ModelForward
 from inverse.goals import Spec, goal_loss, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_log_prob, mdn_nll, mdn_sample, save_mdn
 from inverse.optimise import model_bounds, propose, random_starts, rank_designs
@@ -250,7 +250,7 @@ def test_end_to_end_mdn_sample_and_hybrid_optimisation(trained, tmp_path):
                       "--n", "16", "--out", str(npy)])
     xs, designs = np.load(npy), pd.read_csv(npy.with_suffix(".csv"))
     assert xs.shape == (16, 7) and list(designs.columns) == X_COLS
-    lo, hi = np.array(meta["x_lo"]), np.array(meta["x_hi"])
+    lo, hi = np.array(meta["extra"]["x_lo"]), np.array(meta["extra"]["x_hi"])
     assert ((xs >= lo - 1e-5) & (xs <= hi + 1e-5)).all()
     assert (designs["w1"] >= 0.5 - 1e-9).all() and (designs["ibias"] <= 20e-6 * (1 + 1e-6)).all()
     out = inverse_opt.main(_opt(common, "--init-mdn", str(npy), "--top-k", "3", "--save-dir", str(tmp_path / "run"),
@@ -272,10 +272,10 @@ def test_dualhead_forward_uses_its_variance_head_when_it_has_one():
     torch.manual_seed(0)
     x = torch.randn(6, 7)
     het = DualHeadMLP(7, 5, hidden_dim=8, num_layers=2, logvar_head=True)
-    mean, std = DualHeadForward(het, _pre(), std=0.3).predict(x)
+    mean, std = ModelForward(het, _pre(), std=0.3).predict(x)
     assert torch.allclose(std, torch.exp(0.5 * het.predict_B(x)[1])) and std.std() > 0   # per design
     plain = DualHeadMLP(7, 5, hidden_dim=8, num_layers=2)
-    mean, std = DualHeadForward(plain, _pre(), std=0.3).predict(x)
+    mean, std = ModelForward(plain, _pre(), std=0.3).predict(x)
     assert torch.allclose(std, torch.full_like(mean, 0.3))                             # val-MSE constant
 
 
