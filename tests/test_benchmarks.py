@@ -6,14 +6,13 @@ import pytest
 
 from benchmarks import peers, run
 from data_loader import get_data_and_scalers
-from tests.synthetic import write_dataset
 
 TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "EPOCHS=3", "--set", "PATIENCE=2"]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("data"), n_source=200, n_target=120)
+def dataset(tiny_data):
+    return tiny_data(200, 120)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,13 @@ import torch
 
 from core.atomic import atomic_write_text
 from core.cli import run_main
-from tests.synthetic import write_dataset
 
 TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet", "--dry-run"]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("data"), n_source=120, n_target=80)
+def dataset(tiny_data):
+    return tiny_data(120, 80)
 
 
 def _common(dataset, results):

@@ -13,7 +13,6 @@ from inference.calibration import (calibration_summary, coverage, fit_coverage_t
                                    gaussian_nll, z_of)
 from inference.fusion import apply_fusion, fit_fusion, fuse
 from inference.predict import Ensemble, Member, check_agreement
-from tests.synthetic import write_dataset
 from fine_tune import fine_tune
 from training import train, train_align_coral, train_pooled, train_target_only
 
@@ -103,9 +102,9 @@ def test_fuse_is_a_differentiable_mixture():
 
 # ---------------------------------------------------------------- end to end on test-made data
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("ens")
-    data = write_dataset(root / "data", n_source=200, n_target=120)
+    data = tiny_data(200, 120)
     res = root / "res"
     args = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", *TINY, "--dry-run"]
     for stage in (train, train_align_coral, train_target_only, train_pooled, fine_tune):
@@ -172,9 +171,9 @@ def test_missing_member_names_the_command(trained, tmp_path):
         infer_ensemble.main(args)
 
 
-def test_member_from_other_circuit_refused(trained, tmp_path):
+def test_member_from_other_circuit_refused(trained, tmp_path, tiny_data):
     _, res, args, _ = trained
-    other = write_dataset(tmp_path / "other", circuit="two_stage_opamp", n_source=200, n_target=120)
+    other = tiny_data(200, 120, "two_stage_opamp")
     train_target_only.main(["--opamp", "two_stage_opamp", "--data-dir", str(other), "--results-dir",
                             str(tmp_path / "o"), "--device", "cpu", *TINY, "--dry-run"])
     shutil.copytree(res, tmp_path / "res")

@@ -22,7 +22,7 @@ from inverse.mdn import MDN, load_mdn, mdn_log_prob, mdn_nll, mdn_sample, save_m
 from inverse.optimise import model_bounds, propose, random_starts, rank_designs
 from inverse.snap import snap_designs
 from spice.sampling import IBIAS_GRID, L_GRID, W_GRID
-from tests.synthetic import X_COLS, Y_COLS, make_domain, write_dataset
+from tests.synthetic import X_COLS, Y_COLS, make_domain
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
@@ -186,12 +186,12 @@ def test_bad_input_table(call, phrase):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_data):
     """Tiny data, dry-run forward stages, a tiny MDN."""
     from fine_tune import fine_tune
     from training import train, train_align_coral
     root = tmp_path_factory.mktemp("inv")
-    data = write_dataset(root / "data", n_source=200, n_target=100)
+    data = tiny_data(200, 100)
     res = root / "res"
     common = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu"]
     for stage in (train, train_align_coral, fine_tune):
