@@ -27,7 +27,7 @@ from core.outputs import results_lock
 from core.stages import STAGES, checkpoint_path, command
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from inference import infer_ensemble
-from inference.predict import DEFAULT_MEMBERS, parse_members
+from inference.members import DEFAULT_MEMBERS, parse_members
 from training.staleness import code_staleness, staleness  # noqa: F401  (pipeline.staleness: the old home)
 
 

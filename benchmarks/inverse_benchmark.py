@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+import config
 from core.atomic import atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
@@ -36,6 +37,7 @@ from core.outputs import check_writable_dir
 from core.settings import resolve
 from core.stages import checkpoint_path
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
+from data_loader.preprocessing import Preprocessing
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import Spec
 from inverse.mdn import load_mdn, mdn_log_prob, sample_designs
@@ -113,7 +115,6 @@ def run_random(args, x_cols, spec, seed):
 
 
 def run_mdn(args, mdn, mdn_meta, spec, seed):
-    from data_loader.preprocessing import Preprocessing
     pre = Preprocessing.from_dict(mdn_meta["preprocessing"])
     _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), 4 * args.top_k, seed=seed)
     snapped = pd.DataFrame(snap_designs(d.to_numpy(float), pre.x_cols), columns=pre.x_cols).drop_duplicates()
@@ -128,7 +129,6 @@ def run_mdn(args, mdn, mdn_meta, spec, seed):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
-    import config
     settings = resolve(config, {"OPAMP_TYPE": args.opamp, "DATA_DIR": args.data_dir, "SEED": args.seed,
                                 "RESULTS_DIR": args.results_dir})
     if not Path(args.results_dir).is_dir():     # before the data load: the most common first mistake

@@ -43,11 +43,13 @@ import contextlib  # noqa: E402
 import hashlib  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -62,6 +64,7 @@ from benchmarks.peers import PEERS, peer_params  # noqa: E402
 from core.cli import run_main  # noqa: E402
 from core.errors import ToolkitError  # noqa: E402
 from core.markdown import replace_block  # noqa: E402
+from core.outputs import results_lock, shared_results  # noqa: E402
 from core.runtime import set_threads  # noqa: E402
 from core.settings import parse_set_pairs, resolve  # noqa: E402
 from core.stages import STAGES, canonical, checkpoint_path, differences, metrics_path  # noqa: E402
@@ -204,7 +207,8 @@ def needs_baseline(methods: list, ens_members) -> bool:
 
 
 def _baseline(out: Path, opamp: str, data: dict, settings_run: dict, ckpt: Path, current: bool, argv, train):
-    """The seed's baseline summary: this dir's up-to-date one, a sibling n dir's copied here, or trained."""
+    """The seed's baseline summary: this dir's up-to-date one, a sibling n dir's copied here, or trained
+    (``train``: the baseline stage's main)."""
     reuse = None if current else _reusable_baseline(out, opamp, data, settings_run)
     if current:
         print(f"[benchmarks] baseline: checkpoint up to date, reusing {ckpt}")
@@ -213,7 +217,7 @@ def _baseline(out: Path, opamp: str, data: dict, settings_run: dict, ckpt: Path,
             shutil.copy2(src, out / src.name)
         print(f"[benchmarks] reusing {reuse}")
     else:
-        return train.main(argv)
+        return train(argv)
     return json.loads(metrics_path(ckpt).read_text())
 
 
@@ -234,7 +238,9 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
     argv = _stage_argv(opamp, seed, n, out, args)
     rows, stage_s = [], {}
     log = open(out / "benchmark_log.txt", "a", encoding="utf-8")
-    with log, contextlib.redirect_stdout(log), threadpool_limits(1):
+    # the cell's parts run in parallel workers on this folder (different checkpoints): the harness, holding
+    # the results root's lock, coordinates them, so the stages' own folder lock stands aside
+    with log, contextlib.redirect_stdout(log), threadpool_limits(1), shared_results(out):
         # source-only baseline: trained once per seed when the preprocessing allows, else here
         settings_run = dict(settings, RESULTS_DIR=str(out))
         ckpt = checkpoint_path(settings_run, "baseline")
@@ -508,6 +514,12 @@ def main(argv=None):
         if not (Path(args.data_dir) / opamp).is_dir():
             raise ToolkitError(f"No circuit folder {Path(args.data_dir) / opamp}. Give --data-dir and --opamp.")
     root.mkdir(parents=True, exist_ok=True)
+    with results_lock(root, flag="--results-root"):   # one harness per results root; it coordinates the cells
+        return run_cells(args, methods, root, log, command)
+
+
+def run_cells(args, methods: list, root: Path, log: Path, command: str) -> list:
+    """Plan the parts not yet in the JSONL, run them (``--jobs`` workers), append their rows, render."""
     fp = fingerprint(args)
     same_settings = [r for r in read_rows(log) if r.get("fingerprint") == fp]
     done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in same_settings} if not args.fresh else set()
@@ -538,8 +550,6 @@ def main(argv=None):
             return id(part)
         schedule.dispatch(parts, 1, submit, lambda handles: handles[0])
     else:
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
             futures = {}
 
