@@ -21,9 +21,9 @@ import torch
 
 from core.atomic import atomic_path
 from core.cli import StageCLI, run_main
+from core.code_record import code_record
 from core.errors import ToolkitError
 from core.outputs import check_writable_file, results_lock
-from core.code_record import code_record
 from inverse.goals import parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_nll, mdn_sidecar, sample_designs, save_mdn  # noqa: F401
 from inverse.optimise import model_bounds

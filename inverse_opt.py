@@ -37,8 +37,8 @@ from core.errors import ToolkitError
 from core.outputs import check_writable_dir
 from core.stages import checkpoint_path
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
-from inverse.mdn import load_mdn, sample_designs
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
+from inverse.mdn import load_mdn, sample_designs
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
 from inverse.snap import describe_grid
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs

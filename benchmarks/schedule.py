@@ -18,9 +18,13 @@ changes only when a part finishes, never any number a part produces.
 """
 from dataclasses import dataclass
 
+from core.stages import STAGES
+
+# the ensemble's member stages (core.stages; an optional member is its own part) join "transfer"
 PART_METHODS = {
-    "transfer": ("source_only", "align_hetero", "target_only", "dualhead", "ensemble", "stack_gbm", "stack_gp"),
-    "pooled": ("pooled",),
+    "transfer": ("source_only", *(s.name for s in STAGES.values() if s.member and not s.optional), "ensemble",
+                 "stack_gbm", "stack_gp"),
+    "pooled": tuple(s.name for s in STAGES.values() if s.member and s.optional),
     "target": ("target_mlp", "target_gbm", "target_gp"),
 }
 # Rough seconds per part on the shipped 5t_opamp data with --jobs 2 (docs/RESULTS.md), as

@@ -41,16 +41,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.cli import StageCLI, run_main
-from core.outputs import results_lock
 from core.errors import ToolkitError
+from core.outputs import results_lock
+from core.settings import check_weights, layer_count, setting_choice
 from losses import batch_r2
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
-from core.settings import check_weights, layer_count, setting_choice
 from training.cli import add_training_flags, epoch_printer
-from training.stage import epochs_and_batches, finish_stage, load_parent, start_stage, tensors
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import make_hetero_loss, mse_objective, val_hetero
+from training.stage import epochs_and_batches, finish_stage, load_parent, start_stage, tensors
 
 OBJECTIVES = ("mse", "hetero", "auto")
 PHASE3_STREAMS = {"mse": 0, "hetero": 1}   # RNG stream offset of each phase-3 run

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 
 from core.cli import StageCLI, run_main
 from core.outputs import results_lock
+from core.settings import setting_choice
 from data_loader import split_source_rows
 from models import MLP
-from core.settings import setting_choice
 from training.cli import add_training_flags, epoch_printer
-from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
 from training.loop import TensorBatches, fit
+from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
 
 BASELINE_VALS = ("source", "target")
 

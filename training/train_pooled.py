@@ -34,8 +34,8 @@ from core.cli import StageCLI, run_main
 from core.outputs import results_lock
 from models import MLP
 from training.cli import add_training_flags, epoch_printer
-from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
 from training.loop import TensorBatches, fit
+from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
 
 
 def parse_args(argv=None):
