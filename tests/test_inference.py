@@ -209,3 +209,26 @@ def test_conformal_interval_z_hits_both_levels_on_heavy_tails():
     t = fit_coverage_temperature(y_fit, mean, var)                   # control: a single scale misses one level
     miss = [np.abs(coverage(y_new, mean, var * t ** 2, lv) - lv).max() for lv in (0.68, 0.95)]
     assert max(miss) > 0.02
+
+
+def test_the_python_api_is_the_script(trained, tmp_path):
+    """Ensemble.fit/evaluate/save/load/predict give the numbers infer_ensemble wrote (it is a script over them)."""
+    from core.stages import checkpoint_path
+    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    from inference.members import load_member
+    _, res, args, record = trained
+    _, settings = infer_ensemble.parse_args(args)
+    data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    names = ["align_hetero", "target_only", "pooled", "dualhead"]
+    ens = Ensemble.fit([load_member(n, checkpoint_path(settings, n)) for n in names], data)
+    result = ens.evaluate()
+    assert result.record["ensemble"]["metrics"] == record["ensemble"]["metrics"]
+    assert result.record["members"]["pooled"]["metrics"] == record["members"]["pooled"]["metrics"]
+    saved = ens.save(tmp_path / "5t_opamp_ensemble_metrics.json", result)
+    assert saved["fusion"] == record["fusion"] and saved["member_sha256"] == record["member_sha256"]
+    loaded = Ensemble.load(res, "5t_opamp")
+    mean, std = loaded.predict(data["raw"]["target_test"][0], out_of_domain="off")
+    np.testing.assert_allclose(mean.to_numpy(), result.mean, rtol=1e-4)      # float32 torch path vs float64
+    np.testing.assert_allclose(std.to_numpy(), result.std, rtol=1e-3)
+    with pytest.raises(ValueError, match="evaluate needs data"):           # a loaded ensemble keeps no data
+        loaded.evaluate()
