@@ -103,11 +103,14 @@ def test_peers_learn_against_a_control(dataset):
 
 
 def test_jobs_2_runs_tasks_in_worker_processes(dataset, tmp_path):
+    """Parts of one cell (the baseline's and the pooled stage's, both training stages on one task folder) run
+    side by side: the harness coordinates them, so the stages' folder lock does not refuse the second."""
     rows = run.main(["--quick", "--data-dir", str(dataset), "--results-root", str(tmp_path / "res"),
                      "--docs-path", str(tmp_path / "B.md"), "--n-target", "20", "30", "--jobs", "2",
-                     "--methods", "source_only", "target_gbm", *TINY])
-    assert sorted((r["n_target"], r["method"]) for r in rows) == [("20", "source_only"), ("20", "target_gbm"),
-                                                                ("30", "source_only"), ("30", "target_gbm")]
+                     "--methods", "source_only", "target_gbm", "pooled", *TINY])
+    assert sorted((r["n_target"], r["method"]) for r in rows) == [
+        ("20", "pooled"), ("20", "source_only"), ("20", "target_gbm"),
+        ("30", "pooled"), ("30", "source_only"), ("30", "target_gbm")]
 
 
 def test_bad_n_target_is_a_clear_error():

@@ -250,10 +250,9 @@ def test_preprocessing_record_with_to_dict_is_accepted(tmp_path):
     assert read_checkpoint_meta(path)["preprocessing"]["log_y_cols"] == ["ugf"]
 
 
-def test_the_mdn_uses_the_one_checkpoint_format(tmp_path):
+def test_the_mdn_uses_the_one_checkpoint_format(tmp_path, seeded):
     """save_mdn writes the format every model uses (one version field); load_checkpoint reads it back."""
     from inverse.mdn import MDN, load_mdn, save_mdn
-    torch.manual_seed(0)
     model = MDN(y_dim=len(Y_COLS), x_dim=len(X_COLS), n_components=2, hidden=8, layers=1).eval()
     meta = save_mdn(tmp_path / "m.pth", model, x_cols=X_COLS, y_cols=Y_COLS, preprocessing=_prep(), config={},
                     seed=0, x_lo=[-1.0] * len(X_COLS), x_hi=[1.0] * len(X_COLS))
@@ -267,10 +266,9 @@ def test_the_mdn_uses_the_one_checkpoint_format(tmp_path):
         load_mdn(tmp_path / "mlp.pth")
 
 
-def test_an_mdn_file_from_before_the_one_format_still_loads(tmp_path):
+def test_an_mdn_file_from_before_the_one_format_still_loads(tmp_path, seeded):
     """The MDN's old writer (own save code, box at the top level, no parent/extra) is read by the one loader."""
     from inverse.mdn import MDN, load_mdn
-    torch.manual_seed(0)
     model = MDN(y_dim=len(Y_COLS), x_dim=len(X_COLS), n_components=2, hidden=8, layers=1)
     old = {"format_version": 1, "stage": "mdn", "model_class": "MDN", "model_kwargs": model.constructor_kwargs(),
            "x_cols": X_COLS, "y_cols": Y_COLS, "preprocessing": mu._plain(_prep()), "config": {}, "seed": 0, "split": None,

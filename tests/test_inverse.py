@@ -30,8 +30,7 @@ FAST_OPT = ["--n-init", "16", "--steps", "30", "--lr", "0.05", "--finish-lbfgs",
 
 
 # ---------------------------------------------------------------- MDN
-def test_mdn_likelihood_matches_mixture_same_family():
-    torch.manual_seed(0)
+def test_mdn_likelihood_matches_mixture_same_family(seeded):
     model = MDN(y_dim=5, x_dim=7, n_components=4, hidden=16, layers=2)
     y, x = torch.randn(32, 5), torch.randn(32, 7) * 2
     pi_logits, mu, log_sigma = model(y)
@@ -62,8 +61,7 @@ def test_mdn_bad_shapes(shapes):
         mdn_log_prob(*[torch.zeros(s) for s in shapes])
 
 
-def test_mdn_samples_within_bounds_and_checkpoint_round_trip(tmp_path):
-    torch.manual_seed(0)
+def test_mdn_samples_within_bounds_and_checkpoint_round_trip(tmp_path, seeded):
     model = MDN(y_dim=5, x_dim=7, n_components=3, hidden=8, layers=1)
     with torch.no_grad():
         model.log_sigma_head.bias.fill_(1.0)  # wide components: many raw draws fall outside the box

@@ -28,8 +28,7 @@ def test_registry_names_match_classes():
         assert cls.__name__ == name
 
 
-def test_mlp_shapes_and_seed_positional_call():
-    torch.manual_seed(0)
+def test_mlp_shapes_and_seed_positional_call(seeded):
     assert MLP(D_IN, D_OUT, **TINY)(_x()).shape == (N, D_OUT)
     default = MLP(D_IN, D_OUT)                    # seed: MLP(input_dim, output_dim)
     assert default.constructor_kwargs() == dict(input_dim=D_IN, output_dim=D_OUT, hidden_dim=512,
@@ -39,8 +38,7 @@ def test_mlp_shapes_and_seed_positional_call():
         MLP(D_IN, D_OUT, 8)                       # hidden_dim is keyword-only
 
 
-def test_align_hetero_outputs_and_logvar_clamp():
-    torch.manual_seed(0)
+def test_align_hetero_outputs_and_logvar_clamp(seeded):
     m = AlignHeteroMLP(input_dim=D_IN, output_dim=D_OUT, **TINY)
     mu, logvar, feat = m(_x())
     assert mu.shape == (N, D_OUT) and logvar.shape == (N, D_OUT) and feat.shape == (N, 8)
@@ -56,8 +54,7 @@ def test_align_features_are_backbone_output_in_eval():
     assert torch.equal(feat, m.backbone(_x()))
 
 
-def test_dual_head_domains():
-    torch.manual_seed(0)
+def test_dual_head_domains(seeded):
     m = DualHeadMLP(D_IN, D_OUT, **TINY).eval()
     y_a, y_b = m(_x(), domain="A"), m(_x(), domain="B")
     assert y_a.shape == y_b.shape == (N, D_OUT)
@@ -67,8 +64,7 @@ def test_dual_head_domains():
         m(_x(), domain="C")
 
 
-def test_dual_head_variance_head_is_optional():
-    torch.manual_seed(0)
+def test_dual_head_variance_head_is_optional(seeded):
     plain = DualHeadMLP(D_IN, D_OUT, **TINY).eval()
     mu, logvar = plain.predict_B(_x())
     assert logvar is None and torch.equal(mu, plain(_x())) and not plain.has_variance
@@ -145,8 +141,7 @@ def test_last_backbone_layer_is_addressable():
 
 @pytest.mark.parametrize("cls,heads", [(AlignHeteroMLP, ["mu_head"]),
                                        (DualHeadMLP, ["head_A", "head_B"]), (MLP, ["head"])])
-def test_load_backbone_copies_exactly(cls, heads):
-    torch.manual_seed(0)
+def test_load_backbone_copies_exactly(cls, heads, seeded):
     src = MLP(D_IN, D_OUT, **TINY)
     torch.manual_seed(1)
     dst = cls(D_IN, D_OUT, **TINY)
