@@ -17,17 +17,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from core.atomic import atomic_path
 from core.cli import StageCLI, run_main
+from core.code_record import code_record
 from core.errors import ToolkitError
 from core.outputs import check_writable_file, results_lock
-from data_loader.preprocessing import Preprocessing
 from inverse.goals import parse_y_target
-from inverse.mdn import MDN, load_mdn, mdn_nll, mdn_sample, mdn_sidecar, save_mdn
+from inverse.mdn import MDN, load_mdn, mdn_nll, mdn_sidecar, sample_designs, save_mdn  # noqa: F401
 from inverse.optimise import model_bounds
+from training.cli import epoch_printer
+from training.loop import TensorBatches, fit
+from training.stage import start_stage
 
 
 def parse_args(argv=None):
@@ -53,8 +55,6 @@ def mdn_path(settings) -> Path:
 
 
 def train(args, settings):
-    from training.common import epoch_printer, start_stage
-    from training.loop import TensorBatches, fit
     for key in ("MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS"):
         if settings[key] < 1:
             raise ToolkitError(f"{key} must be >= 1, got {settings[key]}.")
@@ -93,22 +93,12 @@ def train(args, settings):
     path = mdn_path(settings)
     save_mdn(path, model.cpu(), x_cols=data["x_cols"], y_cols=data["y_cols"], preprocessing=pre.to_dict(),
              config=settings, seed=settings["SEED"], x_lo=lo.tolist(), x_hi=hi.tolist(), metrics=metrics,
-             history={"mdn": result.history}, split=data["split"])
+             history={"mdn": result.history}, split=data["split"], code=code_record("inverse_mdn"))
     test = f", test NLL {metrics['test']['nll']:.4f}" if "test" in metrics else ""
     print(f"[mdn] best epoch {result.best_epoch}/{len(result.history)}; val NLL {result.best_value:.4f}{test}; "
           f"wall {metrics['wall_s']:.1f}s")
     print(f"[mdn] wrote {path} (+ {mdn_sidecar(path).name})")
     return {"checkpoint": str(path), **metrics}
-
-
-def sample_designs(model, meta, y_target_phys, n: int, *, seed: int = 0):
-    """(x_scaled (n, D) float32, designs in physical units DataFrame) for one physical y-target."""
-    pre = Preprocessing.from_dict(meta["preprocessing"])
-    y_scaled = torch.as_tensor(pre.transform_y(np.asarray(y_target_phys, float)[None, :]))[0]
-    g = torch.Generator().manual_seed(seed)
-    xs = mdn_sample(model, y_scaled, n, lo=torch.tensor(meta["x_lo"]), hi=torch.tensor(meta["x_hi"]), generator=g)
-    xs = xs.numpy().astype(np.float32)
-    return xs, pd.DataFrame(pre.inverse_x(xs), columns=pre.x_cols)
 
 
 def sample(args, settings):

@@ -20,6 +20,7 @@ predicted std, goals met), result.json (command, spec, settings, candidates, ver
 and verify.csv with --verify.  An unreachable spec is reported (closest designs, failing
 goals), not an error.
 """
+import argparse
 import json
 import shlex
 import sys
@@ -34,8 +35,10 @@ from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from core.outputs import check_writable_dir
-from inverse.forward import MODEL_TYPES, load_forward
+from core.stages import checkpoint_path
+from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
+from inverse.mdn import load_mdn, sample_designs
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
 from inverse.snap import describe_grid
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
@@ -55,7 +58,8 @@ def parse_args(argv=None):
     a("--steps", type=int, default=800, help="Adam steps [800]")
     a("--lr", type=float, default=2e-3, help="Adam learning rate on the unconstrained variable [0.002]")
     a("--finish-lbfgs", type=int, default=80, help="L-BFGS iterations after Adam (0 = none) [80]")
-    a("--model-type", default="align_hetero", choices=MODEL_TYPES, help="forward model [align_hetero]")
+    a("--model-type", default="align_hetero", type=_model_type,
+      help=f"forward model: {' | '.join(model_types())} (old names such as dualhead_b accepted) [align_hetero]")
     a("--ckpt", default=None, help="forward checkpoint [the stage's file in --results-dir; the results dir "
                                    "for ensemble]")
     a("--init-mdn", default=None, help="hybrid start: an MDN checkpoint (.pth) or samples (.npy with its .csv)")
@@ -71,11 +75,17 @@ def parse_args(argv=None):
     return cli.parse(argv)
 
 
+def _model_type(raw):
+    try:
+        return canonical_model_type(raw)
+    except ToolkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def default_ckpt(settings, model_type):
-    from training.common import checkpoint_path
-    if model_type == "ensemble":
+    if model_type == ENSEMBLE:
         return Path(settings["RESULTS_DIR"])
-    return checkpoint_path(settings, "align_hetero" if model_type == "align_hetero" else "dualhead")
+    return checkpoint_path(settings, model_type)
 
 
 def check_numbers(args):
@@ -94,8 +104,6 @@ def mdn_starts(path, forward, spec: Spec, n: int, *, seed: int) -> np.ndarray:
     path = Path(path)
     pre = forward.preprocessing
     if path.suffix == ".pth":
-        from inverse.mdn import load_mdn
-        from inverse_mdn import sample_designs
         model, meta = load_mdn(path)
         if list(meta["y_cols"]) != pre.y_cols or list(meta["x_cols"]) != pre.x_cols:
             raise ToolkitError(f"--init-mdn {path} models x={meta['x_cols']}, y={meta['y_cols']}; the forward model "

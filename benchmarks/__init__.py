@@ -1,1 +1,1 @@
-"""Benchmarks: scripts that measure the toolkit and print tables for docs/BENCHMARKS.md."""
+"""Benchmarks: scripts that measure the toolkit and print tables for docs/RESULTS.md."""

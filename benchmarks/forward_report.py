@@ -10,17 +10,23 @@ the ensemble against its best member per seed; interval coverage after calibrati
 block between ``<!-- benchmarks.run:<opamp>:forward start/end -->`` in the docs is replaced.
 """
 import argparse
+import re
 import json
 import statistics
 from pathlib import Path
 
-from benchmarks.run import replace_block
 from core.cli import run_main
 from core.errors import ToolkitError
+from core.markdown import replace_block
+from core.stages import STAGES
 
-STAGES = [("source-only (baseline MLP on B)", "baseline_model"), ("target-only hetero", "target_only_hetero"),
-          ("align_hetero + CORAL", "align_hetero_lambda*"), ("dual-head fine-tune", "dualhead_finetuned"),
-          ("pooled MLP + domain flag", "pooled_flag")]
+
+
+
+def stage_rows(opamp: str) -> list:
+    """(table label, metrics-file glob in a task dir) per registered stage, from its checkpoint file name."""
+    return [(s.label, re.sub(r"\{[^}]*\}", "*", s.file.replace("{opamp}", opamp)).replace(".pth", "_metrics.json"))
+            for s in STAGES.values()]
 
 
 def parse_args(argv=None):
@@ -28,7 +34,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--opamp", nargs="+", default=["5t_opamp", "two_stage_opamp"])
     p.add_argument("--results-root", default="results/benchmarks")
-    p.add_argument("--docs-path", default="docs/BENCHMARKS.md")
+    p.add_argument("--docs-path", default="docs/RESULTS.md")
     return p.parse_args(argv)
 
 
@@ -46,8 +52,8 @@ def collect(root: Path, opamp: str) -> list:
         if not ens_path.is_file():
             continue
         run = {"seed": d.name.split("_")[0][4:], "ensemble": json.loads(ens_path.read_text()), "stages": {}}
-        for name, stem in STAGES:
-            hits = sorted(d.glob(f"{opamp}_{stem}_metrics.json"))
+        for name, pattern in stage_rows(opamp):
+            hits = sorted(d.glob(pattern))
             if hits:
                 run["stages"][name] = json.loads(hits[0].read_text())
         runs.append(run)
@@ -71,7 +77,7 @@ def render(opamp: str, runs: list) -> str:
     lines = [f"### {opamp}: forward stages and ensemble, all target training rows "
              f"({n_test} target_test rows, seeds {seeds})", "",
              "| stage | mean R² (physical) | mean R² (log space) | mean MAPE % | wall s |", "| --- | --- | --- | --- | --- |"]
-    for name, _ in STAGES:
+    for name, _ in stage_rows(opamp):
         got = [r["stages"][name] for r in runs if name in r["stages"]]
         lines.append(f"| {name} | {_ms([g['test']['mean']['r2'] for g in got])} | "
                      f"{_ms([g['test']['mean']['r2_log'] for g in got])} | "
@@ -92,12 +98,12 @@ def render(opamp: str, runs: list) -> str:
     cols = runs[0]["ensemble"]["y_cols"]
     lines += ["", "Log-space R² per metric (mean ± std over seeds):", "",
               "| stage | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
-    for name, _ in STAGES:
+    for name, _ in stage_rows(opamp):
         got = [r["stages"][name]["test"] for r in runs if name in r["stages"]]
         lines.append(f"| {name} | " + " | ".join(_ms([g[c]["r2_log"] for g in got]) for c in cols) + " |")
     lines.append("| ensemble | " + " | ".join(_ms([r["ensemble"]["ensemble"]["metrics"][c]["r2_log"] for r in runs])
                                          for c in cols) + " |")
-    depths = [(r["seed"], (r["stages"].get("align_hetero + CORAL", {}).get("extra") or {})) for r in runs]
+    depths = [(r["seed"], (r["stages"].get(STAGES["align_hetero"].label, {}).get("extra") or {})) for r in runs]
     if any("reinit_layers" in d for _, d in depths):
         lines += ["", "Align transfer depth kept on val NLL (`ALIGN_REINIT_LAYERS`; 0 = every layer transferred): "
                   + ", ".join(f"seed {s}: {d.get('reinit_layers', '–')} (val NLL "

@@ -29,19 +29,21 @@ import numpy as np
 import pandas as pd
 import torch
 
+import config
 from core.atomic import atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
 from core.outputs import check_writable_dir
 from core.settings import resolve
+from core.stages import checkpoint_path
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
-from inverse.forward import load_forward
+from data_loader.preprocessing import Preprocessing
+from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import Spec
-from inverse.mdn import load_mdn, mdn_log_prob
+from inverse.mdn import load_mdn, mdn_log_prob, sample_designs
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
 from inverse.snap import snap_designs
 from inverse.verify import verify_designs
-from inverse_mdn import sample_designs
 from spice.sampling import sample_designs as grid_designs
 from spice.simulate import simulate
 
@@ -57,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--results-dir", default="results_bench")
     p.add_argument("--n-specs", type=int, default=50)
     p.add_argument("--top-k", type=int, default=8)
-    p.add_argument("--model-type", default="align_hetero", choices=["align_hetero", "dualhead_b", "ensemble"])
+    p.add_argument("--model-type", default="align_hetero", type=canonical_model_type,
+                   help=f"forward model: {' | '.join(model_types())} (old names such as dualhead_b accepted)")
     p.add_argument("--n-init", type=int, default=64, help="starts per spec (half MDN, half random)")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--lr", type=float, default=0.05)
@@ -112,7 +115,6 @@ def run_random(args, x_cols, spec, seed):
 
 
 def run_mdn(args, mdn, mdn_meta, spec, seed):
-    from data_loader.preprocessing import Preprocessing
     pre = Preprocessing.from_dict(mdn_meta["preprocessing"])
     _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), 4 * args.top_k, seed=seed)
     snapped = pd.DataFrame(snap_designs(d.to_numpy(float), pre.x_cols), columns=pre.x_cols).drop_duplicates()
@@ -127,7 +129,6 @@ def run_mdn(args, mdn, mdn_meta, spec, seed):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
-    import config
     settings = resolve(config, {"OPAMP_TYPE": args.opamp, "DATA_DIR": args.data_dir, "SEED": args.seed,
                                 "RESULTS_DIR": args.results_dir})
     if not Path(args.results_dir).is_dir():     # before the data load: the most common first mistake
@@ -139,9 +140,7 @@ def main(argv=None):
     x_test, y_test = data["raw"]["target_test"]
     rng = np.random.default_rng(args.seed)
     rows = rng.choice(len(y_test), size=min(args.n_specs, len(y_test)), replace=False)
-    from training.common import checkpoint_path
-    kind = {"align_hetero": "align_hetero", "dualhead_b": "dualhead", "ensemble": None}[args.model_type]
-    ckpt = checkpoint_path(settings, kind) if kind else Path(args.results_dir)
+    ckpt = Path(args.results_dir) if args.model_type == ENSEMBLE else checkpoint_path(settings, args.model_type)
     fwd = load_forward(args.model_type, ckpt, opamp=args.opamp, results_dir=args.results_dir)
     mdn, mdn_meta = load_mdn(Path(args.results_dir) / f"mdn_{args.opamp}.pth")
     methods = args.methods.split(",")

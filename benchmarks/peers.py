@@ -13,7 +13,7 @@ same ``inference.metrics.regression_report``.
     target_gp   scikit-learn GaussianProcessRegressor per metric, kernel
                 C * RBF(ARD length scales, one per feature) + White, normalize_y; at most
                 ``gp_max_rows`` seeded training rows
-    pooled_mlp  the same MLP on source + target_train rows with a domain flag (0/1 input column,
+    pooled      the same MLP on source + target_train rows with a domain flag (0/1 input column,
                 as a learned first-layer offset), MSE, early stopping on target_val; this is
                 ``training.train_pooled``, which the ensemble also uses as a member
     stack_gbm   target_gbm with the source model's model-space prediction as M extra features
@@ -146,7 +146,7 @@ PEERS = {
     "target_mlp": (target_mlp, False, "target-only MLP"),
     "target_gbm": (target_gbm, False, "target-only GBM"),
     "target_gp": (target_gp, False, "target-only GP (ARD)"),
-    "pooled_mlp": (None, False, "pooled MLP + domain flag"),   # benchmarks.run trains it as training.train_pooled
+    "pooled": (None, False, "pooled MLP + domain flag"),   # the pooled stage: benchmarks.run trains it (training.train_pooled)
     "stack_gbm": (stack_gbm, True, "stacking: GBM on x + source pred"),
     "stack_gp": (stack_gp, True, "stacking: GP on x + source pred"),
 }

@@ -10,11 +10,13 @@ rows fixed by the seed; ``all`` = every training row) it trains and scores on ``
 
 * ours, through the real stage entry points in-process into
   ``<results-root>/<opamp>/seed<k>_n<N>/``: ``training.train`` (the source-only baseline,
-  reused from another n of the same seed when its preprocessing is identical),
-  ``training.train_align_coral``, ``training.train_target_only`` (ensemble member),
-  ``fine_tune.fine_tune``, then ``inference.infer_ensemble --no-plots``;
+  reused from another n of the same seed when its preprocessing is identical), then the ensemble
+  member stages of the registry (``core.stages``: align_hetero, target_only, dualhead; their
+  method names are the stage names, old names such as align_coral accepted), then
+  ``inference.infer_ensemble --no-plots``;
 * peers (``benchmarks/peers.py``): source-only (the baseline above applied to B), target-only
-  MLP / GBM / GP, pooled MLP with a domain flag, stacking (GBM and GP on x + source prediction).
+  MLP / GBM / GP, the pooled stage (MLP with a domain flag), stacking (GBM and GP on x + source
+  prediction).
 
 Every method is scored by ``inference.metrics.regression_report`` (physical R^2, log-space
 R^2, MAPE).  One JSONL line per circuit x seed x n x method goes to
@@ -22,7 +24,7 @@ R^2, MAPE).  One JSONL line per circuit x seed x n x method goes to
 rerun; ``--fresh`` redoes them).  Inside a task dir a stage whose checkpoint is up to date by
 the pipeline's rule (same settings it reads, split, data and parent) is not retrained: its saved
 test report and wall time are used; ``--retrain`` trains every stage again.  Then
-``--docs-path`` (default ``docs/BENCHMARKS.md``) gets
+``--docs-path`` (default ``docs/RESULTS.md``) gets
 the block between ``<!-- benchmarks.run:<opamp> start -->`` and ``... end -->`` replaced (or
 appended), ``learning_curve_<opamp>.png`` is written next to it, and where the n = all task dirs
 hold finished runs the forward-stage block (``benchmarks.forward_report``) is refreshed from them
@@ -39,36 +41,54 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/sklearn load their
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import hashlib  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
 import config  # noqa: E402
+from benchmarks import forward_report, schedule  # noqa: E402
+from benchmarks.peers import PEERS, peer_params  # noqa: E402
 from core.cli import run_main  # noqa: E402
 from core.errors import ToolkitError  # noqa: E402
+from core.markdown import replace_block  # noqa: E402
+from core.outputs import results_lock, shared_results  # noqa: E402
+from core.runtime import set_threads  # noqa: E402
 from core.settings import parse_set_pairs, resolve  # noqa: E402
-from benchmarks import schedule  # noqa: E402
+from core.stages import STAGES, canonical, checkpoint_path, differences, metrics_path  # noqa: E402
+from data_loader import data_kwargs_from_settings, get_data_and_scalers  # noqa: E402
+from data_loader.preprocessing import same_preprocessing  # noqa: E402
+from inference import infer_ensemble  # noqa: E402
+from inference.evaluate import positive_floor, predict_scaled  # noqa: E402
+from inference.members import DEFAULT_MEMBERS, parse_members  # noqa: E402
+from inference.metrics import regression_report  # noqa: E402
+from models import MLP  # noqa: E402
+from models.model_utils import load_checkpoint, read_checkpoint_meta, sidecar_path  # noqa: E402
+from training.staleness import code_staleness, staleness  # noqa: E402
 
 N_DEFAULT = ["50", "100", "200", "400", "all"]
 QUICK_SETS = ["EPOCHS=20", "PATIENCE=10", "HIDDEN_DIM=64", "NUM_LAYERS=3"]  # ~1 min per circuit here
 QUICK_GP_ROWS = 200
-OURS = {  # method -> table label
-    "align_coral": "align_hetero + CORAL",
-    "dualhead": "dual-head fine-tune",
-    "ensemble": "ensemble (calibrated)",
-    "target_hetero": "target-only hetero (ensemble member)",
-}
+ENSEMBLE = ("ensemble", "ensemble (calibrated)")
 SOURCE_ONLY = ("source_only", "source-only (baseline on B)")
-STAGE_KIND = {"align_coral": "align_hetero", "target_hetero": "target_only", "dualhead": "dualhead",
-              "pooled_mlp": "pooled"}  # harness method -> the stage checkpoint kind that produces it
+PEER_STAGES = ("pooled",)   # stages scored as peers (trained from scratch, no transfer)
 Y_FLOOR = -0.5     # learning-curve plot: mean log-space R^2 below this is drawn on the floor
 BEST_TOL = 0.005  # log-space R^2 within this of the best counts as tied-first
-BASELINE_MEMBERS = {"align_hetero", "dualhead"}  # ensemble members built on the source baseline
+# method -> table label: the registry's non-optional member stages (by name), then the ensemble
+OURS = {**{s.name: s.label for s in STAGES.values() if s.member and not s.optional}, ENSEMBLE[0]: ENSEMBLE[1]}
+BASELINE_MEMBERS = {s.name for s in STAGES.values() if s.member and s.parent == "baseline"}  # built on the baseline
 
 
 def parse_args(argv=None):
@@ -80,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument("--n-target", nargs="+", default=None, metavar="N",
                    help="target training sizes, integers or 'all' (default 50 100 200 400 all; --quick: 50 all)")
     p.add_argument("--results-root", default="results/benchmarks", help="per-run dirs and benchmarks.jsonl")
-    p.add_argument("--docs-path", default="docs/BENCHMARKS.md", help="Markdown file whose block is replaced")
+    p.add_argument("--docs-path", default="docs/RESULTS.md", help="Markdown file whose block is replaced")
     p.add_argument("--device", default="cpu", help="passed to every stage (auto | cpu | cuda)")
     p.add_argument("--members", default=None, help="ensemble members (infer_ensemble --members); default: its own")
     p.add_argument("--methods", nargs="+", default=None,
@@ -121,13 +141,21 @@ def n_value(label: str) -> int:
 
 
 def all_methods() -> list:
-    from benchmarks.peers import PEERS
     return [SOURCE_ONLY[0], *PEERS, *OURS]
 
 
 def labels() -> dict:
-    from benchmarks.peers import PEERS
     return {SOURCE_ONLY[0]: SOURCE_ONLY[1], **{k: v[2] for k, v in PEERS.items()}, **OURS}
+
+
+def method_name(name: str) -> str:
+    """A method's name today: a stage's old name (align_coral, target_hetero, pooled_mlp) -> the stage's."""
+    if name in all_methods():
+        return name
+    try:
+        return canonical(name)
+    except ToolkitError:
+        return name
 
 
 def settings_for(opamp, seed, n, args) -> dict:
@@ -150,21 +178,16 @@ def _stage_argv(opamp, seed, n, out, args):
 
 
 def _reusable_baseline(out: Path, opamp: str, data: dict, settings: dict):
-    """A baseline of the same seed trained in a sibling n dir with identical preprocessing, settings and code."""
-    from models.model_utils import read_checkpoint_meta
-    from pipeline import IGNORED_KEYS, code_staleness
-    from training.common import same_preprocessing
-    # DEVICE / NUM_THREADS: the snapshot holds the resolved device ("cpu"), settings the request ("auto")
-    ignore = {"N_TARGET_TRAIN", "RESULTS_DIR"} | IGNORED_KEYS
-    want = json.loads(json.dumps({k: v for k, v in settings.items() if k not in ignore}, default=str))
+    """A baseline of the same seed trained in a sibling n dir with identical preprocessing, settings it reads
+    (``core.stages``; its RESULTS_DIR aside) and code: the pipeline's up-to-date rule across folders."""
     for other in sorted(out.parent.glob(f"seed{settings['SEED']}_n*")):
         path = other / f"{opamp}_baseline_model.pth"
         if other == out or not path.is_file() or not path.with_name(path.stem + "_metrics.json").is_file():
             continue
         meta = read_checkpoint_meta(path)
-        got = json.loads(json.dumps({k: v for k, v in (meta.get("config") or {}).items() if k not in ignore},
-                                    default=str))
-        if got == want and code_staleness(meta, "baseline") is None and same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
+        if (not differences(meta.get("config") or {}, settings, "baseline", ignore={"RESULTS_DIR"})
+                and code_staleness(meta, "baseline") is None
+                and same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict())):
             return path
     return None
 
@@ -179,14 +202,13 @@ def _row(base: dict, method: str, report: dict, fit_s: float, total_s: float, ki
 
 def needs_baseline(methods: list, ens_members) -> bool:
     """Whether these methods use the seed's source baseline (the pooled and target-only ones do not)."""
-    direct = {SOURCE_ONLY[0], "align_coral", "dualhead", "stack_gbm", "stack_gp"} & set(methods)
+    direct = {SOURCE_ONLY[0], *BASELINE_MEMBERS, "stack_gbm", "stack_gp"} & set(methods)
     return bool(direct) or bool(BASELINE_MEMBERS & set(ens_members))
 
 
 def _baseline(out: Path, opamp: str, data: dict, settings_run: dict, ckpt: Path, current: bool, argv, train):
-    """The seed's baseline summary: this dir's up-to-date one, a sibling n dir's copied here, or trained."""
-    from models.model_utils import sidecar_path
-    from training.common import metrics_path
+    """The seed's baseline summary: this dir's up-to-date one, a sibling n dir's copied here, or trained
+    (``train``: the baseline stage's main)."""
     reuse = None if current else _reusable_baseline(out, opamp, data, settings_run)
     if current:
         print(f"[benchmarks] baseline: checkpoint up to date, reusing {ckpt}")
@@ -195,29 +217,12 @@ def _baseline(out: Path, opamp: str, data: dict, settings_run: dict, ckpt: Path,
             shutil.copy2(src, out / src.name)
         print(f"[benchmarks] reusing {reuse}")
     else:
-        return train.main(argv)
+        return train(argv)
     return json.loads(metrics_path(ckpt).read_text())
 
 
 def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
     """Train and score every method for one (circuit, seed, n); returns JSONL rows."""
-    import numpy as np
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    from benchmarks.peers import PEERS, peer_params
-    from core.runtime import set_threads
-    from data_loader import data_kwargs_from_settings, get_data_and_scalers
-    from fine_tune import fine_tune
-    from inference import infer_ensemble
-    from inference.metrics import regression_report
-    from inference.predict import DEFAULT_MEMBERS, parse_members
-    from models import MLP
-    from models.model_utils import load_checkpoint
-    from pipeline import staleness
-    from training import train, train_align_coral, train_pooled, train_target_only
-    from training.common import checkpoint_path, metrics_path, positive_floor, predict_scaled
-
     settings = settings_for(opamp, seed, n, args)
     out = Path(args.results_root) / opamp / f"seed{seed}_n{n}"
     out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +238,9 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
     argv = _stage_argv(opamp, seed, n, out, args)
     rows, stage_s = [], {}
     log = open(out / "benchmark_log.txt", "a", encoding="utf-8")
-    with log, contextlib.redirect_stdout(log), threadpool_limits(1):
+    # the cell's parts run in parallel workers on this folder (different checkpoints): the harness, holding
+    # the results root's lock, coordinates them, so the stages' own folder lock stands aside
+    with log, contextlib.redirect_stdout(log), threadpool_limits(1), shared_results(out):
         # source-only baseline: trained once per seed when the preprocessing allows, else here
         settings_run = dict(settings, RESULTS_DIR=str(out))
         ckpt = checkpoint_path(settings_run, "baseline")
@@ -243,42 +250,41 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
         ens_members = parse_members(args.members or DEFAULT_MEMBERS) if "ensemble" in methods else []
         stage_s["baseline"] = 0.0
         if needs_baseline(methods, ens_members):
-            base_summary = _baseline(out, opamp, data, settings_run, ckpt, up_to_date("baseline"), argv, train)
+            base_summary = _baseline(out, opamp, data, settings_run, ckpt, up_to_date("baseline"), argv,
+                                     _stage_main("baseline"))
             stage_s["baseline"] = base_summary["wall_s"]
             if SOURCE_ONLY[0] in methods:
                 rows.append(_row(base, SOURCE_ONLY[0], base_summary["test"], stage_s["baseline"],
                                  stage_s["baseline"], "peer"))
         ours = [m for m in OURS if m in methods]
-        stages = [("align_coral", train_align_coral), ("target_hetero", train_target_only), ("dualhead", fine_tune)]
-        if "pooled_mlp" in methods or "pooled" in ens_members:
-            stages.append(("pooled_mlp", train_pooled))  # the peer row is this stage; also an optional member
-        if not ours:  # the pooled peer alone: its stage only
-            stages = [(m, module) for m, module in stages if m in methods]
+        # every member stage (what the ensemble needs), plus an optional one the ensemble or a peer row uses
+        stages = [s.name for s in STAGES.values()
+                  if s.member and (not s.optional or s.name in methods or s.name in ens_members)]
+        if not ours:  # a peer stage alone (pooled): its stage only
+            stages = [m for m in stages if m in methods]
         if stages:
-            for method, module in stages:
-                kind = STAGE_KIND[method]
-                if not up_to_date(kind):
-                    summary = module.main(argv)
+            for method in stages:
+                if not up_to_date(method):
+                    summary = _stage_main(method)(argv)
                 else:
-                    summary = json.loads(metrics_path(checkpoint_path(settings_run, kind)).read_text())
+                    summary = json.loads(metrics_path(checkpoint_path(settings_run, method)).read_text())
                     print(f"[benchmarks] {method}: checkpoint up to date, reusing its test report")
                 stage_s[method] = summary["wall_s"]
-                prereq = stage_s["baseline"] if method in ("align_coral", "dualhead") else 0.0
+                prereq = stage_s["baseline"] if method in BASELINE_MEMBERS else 0.0
                 if method in methods:
                     rows.append(_row(base, method, summary["test"], summary["wall_s"], summary["wall_s"] + prereq,
-                                     "peer" if method == "pooled_mlp" else "ours"))
+                                     "peer" if method in PEER_STAGES else "ours"))
             if "ensemble" in methods:
                 extra = ["--members", args.members] if args.members else []
                 record = infer_ensemble.main(_stage_argv(opamp, seed, n, out, args) + ["--no-plots", *extra])
                 members = record["members"]
-                own = {kind: method for method, kind in STAGE_KIND.items()}
                 needs_base = bool(BASELINE_MEMBERS & set(members))
-                total = (record["wall_s"] + sum(stage_s[own[m]] for m in members)
+                total = (record["wall_s"] + sum(stage_s[m] for m in members)
                          + (stage_s["baseline"] if needs_base else 0.0))
                 rows.append(_row(base | {"members": list(members)}, "ensemble", record["ensemble"]["metrics"],
                                  record["wall_s"], total, "ours"))
         # peers
-        peers = [m for m in PEERS if m in methods and PEERS[m][0] is not None]  # pooled_mlp: a stage, above
+        peers = [m for m in PEERS if m in methods and PEERS[m][0] is not None]  # pooled: a stage, above
         source_pred = None
         if any(PEERS[m][1] for m in peers):
             model, _ = load_checkpoint(ckpt, expect_class=MLP, map_location="cpu")
@@ -297,6 +303,11 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
     return rows
 
 
+def _stage_main(name: str):
+    """The entry point of stage ``name`` (its registry module's ``main``)."""
+    return importlib.import_module(STAGES[name].module).main
+
+
 def _task_entry(job):
     opamp, seed, n, args, methods = job
     return run_task(opamp, seed, n, args, methods)
@@ -306,7 +317,10 @@ def _task_entry(job):
 def read_rows(path: Path) -> list:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for r in rows:   # rows written before the stage registry carry the stages' old names
+        r["method"] = method_name(r["method"])
+    return rows
 
 
 def latest(rows: list) -> list:
@@ -402,23 +416,9 @@ def render_markdown(rows: list, opamp: str, commands: list) -> str:
     return "\n".join(lines)
 
 
-def replace_block(doc: Path, opamp: str, body: str) -> None:
-    from core.atomic import atomic_write_text
-    start, end = f"<!-- benchmarks.run:{opamp} start -->", f"<!-- benchmarks.run:{opamp} end -->"
-    text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmarks\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text and text.index(start) < text.index(end):
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(doc, text)
-
-
 def plot_learning_curve(rows: list, opamp: str, path: Path) -> Path:
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after choosing the backend
     cells = summarise(rows, opamp)
     names = labels()
     ns = sorted({n for _, n in cells}, key=_n_order)
@@ -486,7 +486,6 @@ def render(rows: list, opamps: list, args, fp: str | None = None) -> list:
 def render_forward(root: Path, opamp: str, doc: Path) -> None:
     """Refresh the forward-stage block from the same task dirs, so the two tables cannot drift apart
     (it once showed a dual-head two harness reruns old)."""
-    from benchmarks import forward_report  # imports replace_block from here
     runs = forward_report.collect_or_none(root, opamp)
     if runs:
         replace_block(doc, f"{opamp}:forward", forward_report.render(opamp, runs))
@@ -507,7 +506,7 @@ def main(argv=None):
         rows = read_rows(log)
         render(rows, args.opamp, args)
         return rows
-    methods = args.methods or all_methods()
+    methods = [method_name(m) for m in args.methods] if args.methods else all_methods()
     unknown = [m for m in methods if m not in all_methods()]
     if unknown:
         raise ToolkitError(f"Unknown method(s) {unknown}; choose from {all_methods()}.")
@@ -515,11 +514,16 @@ def main(argv=None):
         if not (Path(args.data_dir) / opamp).is_dir():
             raise ToolkitError(f"No circuit folder {Path(args.data_dir) / opamp}. Give --data-dir and --opamp.")
     root.mkdir(parents=True, exist_ok=True)
+    with results_lock(root, flag="--results-root"):   # one harness per results root; it coordinates the cells
+        return run_cells(args, methods, root, log, command)
+
+
+def run_cells(args, methods: list, root: Path, log: Path, command: str) -> list:
+    """Plan the parts not yet in the JSONL, run them (``--jobs`` workers), append their rows, render."""
     fp = fingerprint(args)
     same_settings = [r for r in read_rows(log) if r.get("fingerprint") == fp]
     done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in same_settings} if not args.fresh else set()
     cells = [(opamp, seed, n) for opamp in args.opamp for n in args.n_target for seed in args.seeds]
-    from inference.predict import DEFAULT_MEMBERS, parse_members
     members = tuple(parse_members(args.members or DEFAULT_MEMBERS)) if "ensemble" in methods else ()
     parts = schedule.plan(cells, methods, done=done, ensemble_members=members, order_n=_n_order,
                           history=schedule.fit_history(latest(same_settings)))
@@ -546,8 +550,6 @@ def main(argv=None):
             return id(part)
         schedule.dispatch(parts, 1, submit, lambda handles: handles[0])
     else:
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
             futures = {}
 

@@ -18,12 +18,16 @@ changes only when a part finishes, never any number a part produces.
 """
 from dataclasses import dataclass
 
+from core.stages import STAGES
+
+# the ensemble's member stages (core.stages; an optional member is its own part) join "transfer"
 PART_METHODS = {
-    "transfer": ("source_only", "align_coral", "target_hetero", "dualhead", "ensemble", "stack_gbm", "stack_gp"),
-    "pooled": ("pooled_mlp",),
+    "transfer": ("source_only", *(s.name for s in STAGES.values() if s.member and not s.optional), "ensemble",
+                 "stack_gbm", "stack_gp"),
+    "pooled": tuple(s.name for s in STAGES.values() if s.member and s.optional),
     "target": ("target_mlp", "target_gbm", "target_gp"),
 }
-# Rough seconds per part on the shipped 5t_opamp data with --jobs 2 (docs/BENCHMARKS.md), as
+# Rough seconds per part on the shipped 5t_opamp data with --jobs 2 (docs/RESULTS.md), as
 # (fixed, per target row); n = "all" counts as ALL_ROWS_GUESS rows.  Only used to order parts.
 STATIC_COST_S = {"transfer": (60.0, 0.5), "pooled": (200.0, 0.0), "target": (5.0, 0.1)}
 ALL_ROWS_GUESS = 640

@@ -96,3 +96,20 @@ def results_lock(folder, *, flag: str = "--results-dir"):
         with contextlib.suppress(OSError):
             (folder / OWNER_NAME).unlink()
         lock.release()
+
+
+@contextlib.contextmanager
+def shared_results(folder):
+    """Inside the block, ``results_lock(folder)`` in this process is a no-op: the caller coordinates the
+    writers of ``folder`` itself.  The benchmark harness runs the parts of one (seed, n) cell, which write
+    different checkpoints, in parallel workers on one task folder, and holds ``results_lock`` on its
+    results root so no other harness runs there."""
+    key = str(Path(folder).resolve())
+    if key in _HELD:
+        yield Path(folder)
+        return
+    _HELD[key] = [None, 1]
+    try:
+        yield Path(folder)
+    finally:
+        del _HELD[key]

@@ -1,5 +1,6 @@
 """Process-level setup shared by the entry points: device choice, threads, seeding."""
 import random
+import time
 
 import numpy as np
 import torch
@@ -35,3 +36,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def start_run(settings: dict, stage: str, *, dry_run: bool = False):
+    """Threads, seed, device and the run's first line; returns ``(device, t0)``.  Seeds before anything
+    draws a random number, so a stage's numbers depend on SEED alone."""
+    t0 = time.perf_counter()
+    set_threads(settings["NUM_THREADS"])
+    seed_everything(settings["SEED"])
+    device = resolve_device(settings["DEVICE"])
+    print(f"[{stage}] opamp={settings['OPAMP_TYPE']} data={settings['DATA_DIR']} results={settings['RESULTS_DIR']} "
+          f"seed={settings['SEED']} device={device}{' DRY-RUN' if dry_run else ''}")
+    return device, t0

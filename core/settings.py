@@ -185,3 +185,33 @@ def parse_set_pairs(pairs) -> dict:
         key, value = pair.split("=", 1)
         out[key.strip().upper()] = value
     return out
+
+
+def setting_choice(settings: dict, key: str, choices, *, default: str, fix: str) -> str:
+    """A setting that must be one of ``choices`` (``default`` when absent); ``fix`` says how to set it."""
+    value = settings.get(key, default)
+    if value not in choices:
+        raise ToolkitError(f"{key} must be one of {list(choices)}, got {value!r}. Fix: {fix}")
+    return value
+
+
+def layer_count(value, *, key: str, keyword: str, lo: int, hi: int, why: str, example: str):
+    """A layer-count setting that is ``keyword`` or an integer in ``lo..hi``: None for the keyword, else the int."""
+    text = str(value).strip().lower()
+    if text == keyword:
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        count = lo - 1
+    if not lo <= count <= hi:
+        raise ToolkitError(f"{key} must be '{keyword}' or an integer in {lo}..{hi} ({why}), got {value!r}. "
+                           f"Example: {example}")
+    return count
+
+
+def check_weights(settings: dict, *keys) -> None:
+    """Loss weights and learning rates must be >= 0 (a negative weight would reward the term)."""
+    for key in keys:
+        if settings[key] < 0:
+            raise ToolkitError(f"{key} must be >= 0, got {settings[key]}. A negative weight would reward the term.")

@@ -160,3 +160,18 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         failure_rule=rule,
     )
     return out
+
+
+def load_run_data(settings: dict, stage: str) -> dict:
+    """``get_data_and_scalers`` for a stage run: scalers saved under RESULTS_DIR, the loader's warnings
+    printed as lines (not tracebacks), then the row counts per split."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = get_data_and_scalers(**data_kwargs_from_settings(settings), results_dir=settings["RESULTS_DIR"],
+                                    verbose=True)
+    for w in caught:
+        print(f"warning: {w.message}")
+    sizes = ", ".join(f"{k}={len(data[k][0])}" for k in ("source", "target_train", "target_val", "target_test")
+                      if k in data)
+    print(f"[{stage}] rows: {sizes}")
+    return data

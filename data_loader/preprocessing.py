@@ -206,3 +206,21 @@ def auto_log_columns(frame: pd.DataFrame, min_span: float) -> list:
         if len(v) and v.min() > 0 and v.max() / v.min() >= min_span:
             out.append(str(col))
     return out
+
+
+OPTIONAL_KEYS = ("x_min", "x_max")   # absent from records written before the training domain was kept
+
+
+def same_preprocessing(a: dict, b: dict) -> bool:
+    """Whether two ``Preprocessing.to_dict()`` records transform data the same way (the one comparison:
+    parents, ensemble members and reused baselines).  Numbers compare to rtol 1e-6; a key only one side
+    has differs, except the optional training-domain ranges of older records."""
+    keys = (set(a) | set(b)) - (set(OPTIONAL_KEYS) - (set(a) & set(b)))
+    for key in keys:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, list) and va and isinstance(va[0], (int, float)) and not isinstance(va[0], bool):
+            if not isinstance(vb, list) or len(va) != len(vb) or not np.allclose(va, vb, rtol=1e-6, atol=1e-9):
+                return False
+        elif va != vb:
+            return False
+    return True

@@ -49,7 +49,7 @@ def split_source_rows(n_rows: int, *, val_split: float, seed: int) -> dict:
 
     With ``BASELINE_VAL="source"`` the source baseline early-stops on these held-out *source* rows
     and so is trained to convergence on A; the seed's default stops it on target_val, where the
-    source model's error measures the process shift (docs/BENCHMARKS.md compares the two).
+    source model's error measures the process shift (docs/RESULTS.md compares the two).
     """
     check_fraction("SOURCE_VAL_SPLIT", val_split, allow_zero=False)
     n_val = int(np.ceil(n_rows * val_split))

@@ -28,7 +28,7 @@ Phase 3's loss is FINETUNE_OBJECTIVE:
             the metrics arbitrarily for B).  If MSE wins, a last phase fits ``logvar_B`` alone (mean
             frozen), so the model always has a variance.  Measured over 25 (circuit, seed, n) runs
             the hetero run was the better one on test in 23, and where val chose the MSE run it cost
-            up to 0.016 (docs/BENCHMARKS.md), so "hetero" is the default at half the cost.
+            up to 0.016 (docs/RESULTS.md), so "hetero" is the default at half the cost.
 Each phase-3 run has its own RNG stream (dropout, batch order) fixed by its name, so a run is the
 same trained alone or inside "auto".
 L2-SP pulls toward the pretrained (baseline) weights with weight L2SP_LAMBDA.  Frozen layers
@@ -41,15 +41,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.cli import StageCLI, run_main
-from core.outputs import results_lock
 from core.errors import ToolkitError
+from core.outputs import results_lock
+from core.settings import check_weights, layer_count, setting_choice
 from losses import batch_r2
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
-from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
-                             finish_stage, layer_count, load_parent, setting_choice, start_stage, tensors)
+from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import make_hetero_loss, mse_objective, val_hetero
+from training.stage import epochs_and_batches, finish_stage, load_parent, start_stage, tensors
 
 OBJECTIVES = ("mse", "hetero", "auto")
 PHASE3_STREAMS = {"mse": 0, "hetero": 1}   # RNG stream offset of each phase-3 run

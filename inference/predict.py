@@ -1,143 +1,77 @@
-"""Prediction API for notebooks and inverse design: the calibrated ensemble, loaded from a results dir.
+"""The calibrated ensemble: fit it on members, evaluate it, save it, load it, predict with it.
 
     from inference.predict import Ensemble
-    ens = Ensemble.load("results", "5t_opamp")             # needs `python -m inference.infer_ensemble` first
+    ens = Ensemble.fit(members, data)                       # members: inference.members.load_member(...)
+    result = ens.evaluate("target_test")                    # record (metrics, calibration), predictions table
+    ens.save("results/5t_opamp_ensemble_metrics.json", result)
+    ens = Ensemble.load("results", "5t_opamp")             # needs the saved record (python -m pipeline)
     mean_df, std_df = ens.predict(designs_df)               # physical units, columns checked by name
     mean, std = ens.predict_scaled(x_scaled)                # model space, torch, differentiable w.r.t. x
 
-Everything comes from the member checkpoints and ``{OPAMP}_ensemble_metrics.json`` (temperatures,
-fusion exponents, val MSEs): neither config.py nor the data dir is needed.
+``fit`` calibrates each member's variance on target_val (closed-form temperature; a point member's
+variance is its val MSE) and fits the fusion (``inference.fusion``); every fused number, whether
+for the report or for inverse design, goes through ``inference.fusion.fuse``.  A loaded ensemble
+needs only the member checkpoints and ``{OPAMP}_ensemble_metrics.json``: neither config.py nor the
+data dir.  ``python -m inference.infer_ensemble`` is a short script over this object.
 """
-import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from core.atomic import atomic_write_text
 from core.errors import ToolkitError
 from data_loader.preprocessing import Preprocessing
-from inference.fusion import FusionParams, fuse
-from models import MLP, AlignHeteroMLP, DualHeadMLP
-from models.model_utils import load_checkpoint, read_checkpoint_meta
-from models.outputs import has_variance, mean_and_variance
-
-MEMBER_KINDS = {"align_hetero": "align_hetero", "target_only": "target_only",
-                "target_only_hetero": "target_only", "dualhead": "dualhead", "pooled": "pooled"}
-MEMBER_CLASSES = {"align_hetero": AlignHeteroMLP, "target_only": AlignHeteroMLP, "dualhead": DualHeadMLP,
-                  "pooled": MLP}
-DEFAULT_MEMBERS = ("align_hetero", "target_only", "dualhead")
-# dualhead joined when fine-tuning got its own variance head (FINETUNE_OBJECTIVE): it is the best
-# member below ~200 target rows.  pooled stays optional: it lifts the ensemble on 5t_opamp at every
-# n, but on one two_stage split its cmrr has the best val MSE and fails on test (R2_log -0.83 at
-# n=50), and the fusion trusts it; see docs/BENCHMARKS.md "Ensemble members"
-# What makes each member (same text as training.common.COMMANDS; kept here so this module
-# needs nothing from the training code).
-MAKES = {"align_hetero": "python -m training.train_align_coral",
-         "target_only": "python -m training.train_target_only",
-         "dualhead": "python -m fine_tune.fine_tune",
-         "pooled": "python -m training.train_pooled"}
-
+from inference.calibration import CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve, z_of
+from inference.evaluate import eval_split, positive_floor
+from inference.fusion import FusionParams, apply_fusion, fit_fusion, fuse
+from inference.members import (DEFAULT_MEMBERS, Member, check_agreement, checkpoint_sha256,  # noqa: F401
+                               load_member, parse_members)
+from inference.metrics import regression_report
 
 OUT_OF_DOMAIN_MODES = ("warn", "refuse", "off")   # what predict does with designs outside the training data
-
-
-def checkpoint_sha256(path) -> str:
-    """sha256 of a member checkpoint file: the ensemble record keeps it to detect a retrained member."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensemble_json_path(results_dir, opamp) -> Path:
     return Path(results_dir) / f"{opamp}_ensemble_metrics.json"
 
 
-def parse_members(members) -> list:
-    """``"align_hetero,target_only"`` or a sequence -> canonical kinds, validated, no duplicates."""
-    names = [m.strip() for m in members.split(",")] if isinstance(members, str) else list(members)
-    out = []
-    for name in names:
-        if name not in MEMBER_KINDS:
-            raise ToolkitError(f"Unknown ensemble member {name!r}; choose from {sorted(set(MEMBER_KINDS.values()))}.")
-        kind = MEMBER_KINDS[name]
-        if kind in out:
-            raise ToolkitError(f"Member {name!r} is listed twice.")
-        out.append(kind)
-    if not out:
-        raise ToolkitError("The ensemble needs at least one member, e.g. --members align_hetero,target_only")
-    return out
+@torch.no_grad()
+def member_outputs(member: Member, x: torch.Tensor):
+    """Uncalibrated model-space ``(mean, var)`` as float64 numpy, (N, M) each; var None for a point model."""
+    member.model.eval()
+    mean, var = member.forward(x)
+    return mean.double().cpu().numpy(), (None if var is None else var.double().cpu().numpy())
+
+
+def interval_bounds(pre, mean, var, z):
+    """Physical (lo, hi) of mean +- z*sqrt(var) in model space (monotone transforms keep the order)."""
+    half = np.sqrt(var) * np.asarray(z, float)
+    return pre.inverse_y(mean - half), pre.inverse_y(mean + half)
 
 
 @dataclass
-class Member:
-    name: str
-    path: Path
-    model: torch.nn.Module
-    meta: dict
-
-    @property
-    def point(self) -> bool:
-        """A point model (no variance head): its variance is its val MSE (homoscedastic)."""
-        return not has_variance(self.model)
-
-    def forward(self, x: torch.Tensor):
-        """Model-space ``(mean, var)``, (N, M) each; var is None for a point model.  Differentiable."""
-        return mean_and_variance(self.model, x)
-
-
-def _same_prep(a: dict, b: dict) -> bool:
-    for key in set(a) | set(b):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, list) and va and isinstance(va[0], (int, float)) and not isinstance(va[0], bool):
-            if not isinstance(vb, list) or len(va) != len(vb) or not np.allclose(va, vb, rtol=1e-6, atol=1e-9):
-                return False
-        elif va != vb:
-            return False
-    return True
-
-
-def check_agreement(members) -> None:
-    """Members must share circuit, columns and preprocessing; refuse naming both files."""
-    first = members[0]
-    for other in members[1:]:
-        a, b = first.meta, other.meta
-        checks = [("circuit (config OPAMP_TYPE)", a.get("config", {}).get("OPAMP_TYPE"),
-                   b.get("config", {}).get("OPAMP_TYPE")),
-                  ("x_cols", a["x_cols"], b["x_cols"]), ("y_cols", a["y_cols"], b["y_cols"])]
-        for what, va, vb in checks:
-            if va != vb:
-                raise ToolkitError(f"Ensemble members disagree on {what}: {first.path} has {va!r}, {other.path} has "
-                                   f"{vb!r}. Retrain both on the same circuit and data (python -m pipeline).")
-        if not _same_prep(a["preprocessing"], b["preprocessing"]):
-            raise ToolkitError(f"Ensemble members disagree on preprocessing (scalers / log columns): {first.path} vs "
-                               f"{other.path}. Retrain them with the same settings (python -m pipeline --force).")
-        if (a.get("split") or {}).get("target_test_idx") != (b.get("split") or {}).get("target_test_idx"):
-            raise ToolkitError(f"Ensemble members were trained on different splits (seed / test split): {first.path} "
-                               f"vs {other.path}. Retrain them with the same --seed and --test-split.")
-
-
-def load_member(name: str, path, *, opamp: str | None = None, device="cpu") -> Member:
-    path = Path(path)
-    if not path.is_file():
-        raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: {MAKES[name]}"
-                           + (f" --opamp {opamp} --results-dir {path.parent}" if opamp else ""))
-    meta = read_checkpoint_meta(path)
-    made_for = (meta.get("config") or {}).get("OPAMP_TYPE")
-    if opamp is not None and made_for != opamp:
-        raise ToolkitError(f"{path} was trained for circuit {made_for!r}, not {opamp!r}. Rerun {MAKES[name]} "
-                           f"--opamp {opamp}.")
-    model, meta = load_checkpoint(path, expect_class=MEMBER_CLASSES[name], map_location=device)
-    return Member(name, path, model, meta)
+class Evaluation:
+    """``Ensemble.evaluate``: ``record`` (JSON-able: members, ensemble, calibration, coverage curves) and
+    the arrays behind it, physical units unless named ``*_scaled``."""
+    split: str
+    record: dict
+    truth: np.ndarray                 # (N, M)
+    mean: np.ndarray                  # (N, M) fused mean
+    std: np.ndarray                   # (N, M) fused std
+    members: dict                     # {member: (N, M) mean}
+    curves: dict                      # {"<member> before|after": coverage per CURVE_LEVELS}
+    table: pd.DataFrame               # predictions CSV: row, out_of_domain, <metric>_true/_mean/_std/_loNN/_hiNN
+    out_of_domain: list = field(default_factory=list)   # per row, "" inside the training inputs' ranges
 
 
 class Ensemble:
-    """The fused, calibrated members.  Build with :meth:`load`."""
+    """The fused, calibrated members.  Build with :meth:`fit` (on data) or :meth:`load` (a saved record)."""
 
     def __init__(self, members, params: FusionParams, preprocessing: Preprocessing, *, record: dict | None = None):
         self.members = list(members)
@@ -147,6 +81,110 @@ class Ensemble:
         self.x_cols, self.y_cols = list(preprocessing.x_cols), list(preprocessing.y_cols)
         for m in self.members:
             m.model.eval()
+
+    @classmethod
+    def fit(cls, members, data: dict, *, final: str = "coverage", info: dict | None = None) -> "Ensemble":
+        """Calibrate ``members`` and fit the fusion on ``data["target_val"]`` (a ``get_data_and_scalers`` dict).
+
+        ``info``: run facts kept in the record (opamp, seed, dry_run).  The data is kept as ``data_`` for
+        :meth:`evaluate`."""
+        members = list(members)
+        check_agreement(members)
+        device = next(members[0].model.parameters()).device
+        x_val = torch.as_tensor(data["target_val"][0], device=device)
+        y_val = data["target_val"][1].astype(float)
+        means, variances = [], []
+        for m in members:
+            mv, vv = member_outputs(m, x_val)
+            if vv is None:  # point model: homoscedastic variance = its val MSE per metric
+                vv = np.broadcast_to(np.mean((mv - y_val) ** 2, axis=0), mv.shape).copy()
+            means.append(mv)
+            variances.append(vv)
+        names = [m.name for m in members]
+        params = fit_fusion(names, np.stack(means), np.stack(variances), y_val, final=final)
+        record = {**(info or {}), "checkpoints": [str(m.path) for m in members],
+                  # what the fusion was fitted on: Ensemble.load refuses a member retrained since
+                  "member_sha256": {m.name: checkpoint_sha256(m.path) for m in members},
+                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fusion": params.to_dict()}
+        ens = cls(members, params, data["preprocessing"], record=record)
+        ens.data_ = data
+        return ens
+
+    def outputs(self, x_scaled: torch.Tensor):
+        """Uncalibrated member ``(means, variances)``, (K, N, M) float64 numpy; a point member's variance is
+        its val MSE."""
+        means, variances = [], []
+        for k, m in enumerate(self.members):
+            mean, var = member_outputs(m, x_scaled)
+            means.append(mean)
+            variances.append(np.broadcast_to(np.asarray(self.params.val_mse[k], float), mean.shape).copy()
+                             if var is None else var)
+        return np.stack(means), np.stack(variances)
+
+    def evaluate(self, split: str | None = None, data: dict | None = None) -> Evaluation:
+        """Members and ensemble on ``split`` of ``data`` (default: the fitted data's target_test, or target_val
+        when there is none): physical metrics, calibration before/after, coverage curves, predictions."""
+        data = data if data is not None else getattr(self, "data_", None)
+        if data is None:
+            raise ToolkitError("evaluate needs data: pass data=get_data_and_scalers(...) (a loaded ensemble keeps "
+                               "none).")
+        split = split or eval_split(data)
+        cols, pre, names = list(data["y_cols"]), data["preprocessing"], list(self.params.members)
+        device = next(self.members[0].model.parameters()).device
+        y = data[split][1].astype(float)
+        means, variances = self.outputs(torch.as_tensor(data[split][0], device=device))
+        ens_mean, ens_var_before, _ = apply_fusion(self.params, means, variances, final=False)
+        _, ens_var, weights = apply_fusion(self.params, means, variances, final=True)
+        truth = data["raw"][split][1].to_numpy(float)
+        floor = positive_floor(data)
+        temps = np.asarray(self.params.temperatures)
+        record = {"split": split, "n": int(len(truth)), "y_cols": cols, "members": {},
+                  "coverage_levels": list(CURVE_LEVELS), "mean_weights": {}}
+        curves, phys_member = {}, {}
+        for k, name in enumerate(names):
+            mt, vt = means[k], variances[k]
+            phys_member[name] = pre.inverse_y(mt)
+            cal_vt = vt * temps[k] ** 2
+            record["members"][name] = {
+                "checkpoint": str(self.members[k].path),
+                "metrics": regression_report(truth, phys_member[name], cols, floor=floor),
+                "temperature": dict(zip(cols, map(float, temps[k]))),
+                "val_mse": dict(zip(cols, map(float, self.params.val_mse[k]))),
+                "calibration": {"before": calibration_summary(y, mt, vt, cols),
+                                "after": calibration_summary(y, mt, cal_vt, cols)}}
+            curves[f"{name} before"] = coverage_curve(y, mt, vt)
+            curves[f"{name} after"] = coverage_curve(y, mt, cal_vt)
+            record["mean_weights"][name] = dict(zip(cols, map(float, weights[k].mean(axis=0))))
+        pred = pre.inverse_y(ens_mean)
+        std = pre.y_std_to_physical(ens_mean, np.sqrt(ens_var))
+        p = self.params
+        record["ensemble"] = {
+            "metrics": regression_report(truth, pred, cols, floor=floor),
+            "final_temperature": dict(zip(cols, map(float, p.final_temperature))),
+            "final_method": p.final_method, "interval_z": p.interval_z,
+            "calibration": {"before": calibration_summary(y, ens_mean, ens_var_before, cols),
+                            "after": calibration_summary(y, ens_mean, ens_var, cols, p.interval_z),
+                            "after_gaussian_z": calibration_summary(y, ens_mean, ens_var, cols)}}
+        curves["ensemble before"] = coverage_curve(y, ens_mean, ens_var_before)
+        curves["ensemble after"] = coverage_curve(y, ens_mean, ens_var)
+        record["coverage_curves"] = curves
+        idx = data["split"].get(f"{split}_idx", list(range(len(truth))))
+        flags = pre.out_of_domain(data["raw"][split][0])
+        flags = flags if flags is not None else [""] * len(idx)
+        table = {"row": idx, "out_of_domain": flags}   # "" = inside
+        bounds = {lv: interval_bounds(pre, ens_mean, ens_var, p.interval_z[str(lv)]) for lv in LEVELS}
+        for j, c in enumerate(cols):
+            table.update({f"{c}_true": truth[:, j], f"{c}_mean": pred[:, j], f"{c}_std": std[:, j]})
+            for lv, (lo, hi) in bounds.items():
+                table.update({f"{c}_lo{round(100 * lv)}": lo[:, j], f"{c}_hi{round(100 * lv)}": hi[:, j]})
+        return Evaluation(split, record, truth, pred, std, phys_member, curves, pd.DataFrame(table), list(flags))
+
+    def save(self, path, evaluation: Evaluation | None = None) -> dict:
+        """Write the record (fusion, checkpoints and their hashes, run facts, plus ``evaluation``'s) to ``path``
+        atomically; :meth:`load` reads it back.  Returns what was written."""
+        record = {**self.record, **(evaluation.record if evaluation is not None else {})}
+        atomic_write_text(Path(path), json.dumps(record, indent=2) + "\n")
+        return record
 
     @property
     def temperatures(self) -> dict:
@@ -269,7 +307,6 @@ class Ensemble:
         Uses the split-conformal multipliers fitted on target_val for 0.68 and 0.95 (see
         inference.calibration.fit_interval_z); other levels use the Gaussian z of the fused std.
         """
-        from inference.calibration import z_of
         x = self.preprocessing.transform_x(designs)
         device = next(self.members[0].model.parameters()).device
         with torch.no_grad():

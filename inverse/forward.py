@@ -1,12 +1,13 @@
 """Forward models for inverse design: one interface, ``predict(x_scaled) -> (mean, std)``.
 
 Model space in, model space out, torch tensors, differentiable w.r.t. ``x_scaled`` (N, D):
-    align_hetero   AlignHeteroMLP: mean = mu, std = exp(logvar / 2)
-    dualhead_b     DualHeadMLP head B: mean = head_B(x); std = exp(logvar_B / 2) when the model has
-                   a logvar_B head (FINETUNE_OBJECTIVE "hetero", the default, or "auto"), else sqrt(val MSE) of its
-                   checkpoint when recorded, else 0 (a point model)
-    ensemble       inference.predict.Ensemble: the fused, calibrated members (mean, std)
-    FunctionForward  any torch function (tests, analytic models)
+    a member stage  (``--model-type``: any ensemble member of ``core.stages``, old names accepted,
+                    e.g. align_hetero, dualhead / dualhead_b): ``ModelForward`` reads the model's
+                    ``mean_logvar``: std = exp(logvar / 2); a point model (an MLP, a dual-head
+                    fine-tuned with FINETUNE_OBJECTIVE="mse") gets sqrt(val MSE) of its checkpoint
+                    when recorded, else 0
+    ensemble        inference.predict.Ensemble: the fused, calibrated members (mean, std)
+    FunctionForward any torch function (tests, analytic models)
 Each carries the ``Preprocessing`` that maps physical designs/metrics to its model space.
 """
 from pathlib import Path
@@ -15,12 +16,22 @@ import numpy as np
 import torch
 
 from core.errors import ToolkitError
+from core.stages import canonical, command, members, stage as stage_of
 from data_loader.preprocessing import Preprocessing
+from inference.predict import Ensemble, ensemble_json_path
+from models.model_utils import load_checkpoint
 
-MODEL_TYPES = ("align_hetero", "dualhead_b", "ensemble")
-MAKES = {"align_hetero": "python -m training.train_align_coral",
-         "dualhead_b": "python -m fine_tune.fine_tune",
-         "ensemble": "python -m pipeline (or python -m inference.infer_ensemble after the stages)"}
+ENSEMBLE = "ensemble"
+
+
+def model_types() -> list:
+    """``--model-type`` choices: the member stages of the registry, then the ensemble."""
+    return [*members(), ENSEMBLE]
+
+
+def canonical_model_type(name: str) -> str:
+    """The registry name of a ``--model-type`` (old names such as dualhead_b accepted)."""
+    return ENSEMBLE if str(name).strip() == ENSEMBLE else canonical(name, what="--model-type", among=model_types())
 
 
 class Forward:
@@ -56,27 +67,15 @@ class FunctionForward(Forward):
         return out, torch.zeros_like(out)
 
 
-class HeteroForward(Forward):
-    name = "align_hetero"
+class ModelForward(Forward):
+    """One trained model through its ``mean_logvar``; ``std`` is the point model's constant std."""
 
-    def __init__(self, model, preprocessing):
+    def __init__(self, model, preprocessing, std: float = 0.0, name: str = "model"):
         super().__init__(preprocessing)
-        self.model = model.eval()
+        self.model, self.std, self.name = model.eval(), float(std), name
 
     def predict(self, x_scaled):
-        mu, logvar, _ = self.model(x_scaled)                               # (N, M), (N, M), (N, H)
-        return mu, torch.exp(0.5 * logvar)
-
-
-class DualHeadForward(Forward):
-    name = "dualhead_b"
-
-    def __init__(self, model, preprocessing, std: float = 0.0):
-        super().__init__(preprocessing)
-        self.model, self.std = model.eval(), float(std)
-
-    def predict(self, x_scaled):
-        mean, logvar = self.model.predict_B(x_scaled)                      # (N, M), (N, M) or None
+        mean, logvar = self.model.mean_logvar(x_scaled)                   # (N, M), (N, M) or None
         if logvar is not None:
             return mean, torch.exp(0.5 * logvar)
         return mean, torch.full_like(mean, self.std)
@@ -107,33 +106,27 @@ def _val_mse(meta: dict):
 
 def load_forward(model_type: str, ckpt, *, opamp: str, results_dir, device="cpu") -> Forward:
     """Load the forward model; a missing checkpoint names the command that makes it."""
-    if model_type not in MODEL_TYPES:
-        raise ToolkitError(f"--model-type must be one of {list(MODEL_TYPES)}, got {model_type!r}.")
-    from models import AlignHeteroMLP, DualHeadMLP
-    from models.model_utils import load_checkpoint
-    if model_type == "ensemble":
-        from inference.predict import Ensemble, ensemble_json_path
+    model_type = canonical_model_type(model_type)
+    if model_type == ENSEMBLE:
         root = Path(ckpt).parent if ckpt is not None and Path(ckpt).suffix == ".json" else Path(ckpt or results_dir)
         if not ensemble_json_path(root, opamp).is_file():
             raise ToolkitError(f"No ensemble for {opamp!r}: {ensemble_json_path(root, opamp)} is missing. Make it "
                                f"with: python -m pipeline --opamp {opamp} --results-dir {root}")
         return EnsembleForward(Ensemble.load(root, opamp, device=device))
+    make = command(model_type)
     ckpt = Path(ckpt)
     if not ckpt.is_file():
-        raise ToolkitError(f"Forward checkpoint not found: {ckpt}. Make it with: {MAKES[model_type]} "
+        raise ToolkitError(f"Forward checkpoint not found: {ckpt}. Make it with: {make} "
                            f"--opamp {opamp} --results-dir {ckpt.parent}")
-    cls = AlignHeteroMLP if model_type == "align_hetero" else DualHeadMLP
-    model, meta = load_checkpoint(ckpt, expect_class=cls, map_location=device)
+    model, meta = load_checkpoint(ckpt, expect_class=stage_of(model_type).model_class, map_location=device)
     made_for = (meta.get("config") or {}).get("OPAMP_TYPE")
     if made_for is not None and made_for != opamp:
         raise ToolkitError(f"{ckpt} was trained for circuit {made_for!r}, not {opamp!r}. Pass --opamp {made_for} "
                            f"or the checkpoint of {opamp}.")
     if meta.get("preprocessing") is None:
-        raise ToolkitError(f"{ckpt} records no preprocessing; re-create it with {MAKES[model_type]}.")
+        raise ToolkitError(f"{ckpt} records no preprocessing; re-create it with {make}.")
     pre = Preprocessing.from_dict(meta["preprocessing"])
     for p in model.parameters():
         p.requires_grad_(False)   # only x is optimised
-    if model_type == "align_hetero":
-        return HeteroForward(model, pre)
-    mse = _val_mse(meta)
-    return DualHeadForward(model, pre, std=np.sqrt(mse) if mse is not None else 0.0)
+    mse = None if model.has_variance else _val_mse(meta)
+    return ModelForward(model, pre, std=np.sqrt(mse) if mse is not None else 0.0, name=model_type)

@@ -10,68 +10,27 @@ finite when one component's density underflows:
     log p(x | y) = logsumexp_k [ log_softmax(pi_logits)_k
                                  + sum_d ( -0.5 ((x_d - mu_kd) / sigma_kd)^2 - log sigma_kd - 0.5 log 2 pi ) ]
 
-``log_sigma`` is clamped to [LOG_SIGMA_MIN, LOG_SIGMA_MAX] = [-7, 3]: below, one component
-can collapse onto a single training row and the NLL runs to -inf.
-
-The checkpoint is the toolkit's format (a plain dict readable with
-``torch.load(weights_only=True)`` plus a JSON sidecar, written atomically); the class lives
-here, not in ``models.MODEL_CLASSES``, so ``save_mdn``/``load_mdn`` rebuild it by name from
-``MDN_CLASSES``.
+The network is ``models.mdn.MDN`` (``log_sigma`` clamped to [-7, 3]).  Its checkpoint is the
+toolkit's one format (``models.model_utils``; stage "mdn", the sampling box in ``extra``), so
+``save_mdn``/``load_mdn`` are that format with the MDN's extra fields.  MDN files written before
+it (their own ``format_version``, box at the top level) still load.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
-import platform
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from torch import nn
 
-from core.atomic import atomic_paths
 from core.errors import ToolkitError
+from data_loader.preprocessing import Preprocessing
+from models.mdn import LOG_SIGMA_MAX, LOG_SIGMA_MIN, MDN  # noqa: F401  (MDN: its old home)
+from models.model_utils import load_checkpoint, save_checkpoint, sidecar_path
 
-MDN_FORMAT_VERSION = 1
-LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 3.0
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-class MDN(nn.Module):
-    """MLP trunk y -> hidden (SiLU) then three heads: pi_logits, mu, log_sigma."""
-
-    def __init__(self, *, y_dim: int, x_dim: int, n_components: int = 10, hidden: int = 256,
-                 layers: int = 4):
-        super().__init__()
-        if min(y_dim, x_dim, n_components, hidden, layers) < 1:
-            raise ToolkitError(f"MDN sizes must be >= 1, got y_dim={y_dim} x_dim={x_dim} "
-                               f"n_components={n_components} hidden={hidden} layers={layers}.")
-        self.y_dim, self.x_dim, self.n_components = y_dim, x_dim, n_components
-        self.hidden, self.layers = hidden, layers
-        blocks, width = [], y_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.SiLU()]
-            width = hidden
-        self.trunk = nn.Sequential(*blocks)
-        self.pi_head = nn.Linear(hidden, n_components)
-        self.mu_head = nn.Linear(hidden, n_components * x_dim)
-        self.log_sigma_head = nn.Linear(hidden, n_components * x_dim)
-
-    def constructor_kwargs(self) -> dict:
-        return dict(y_dim=self.y_dim, x_dim=self.x_dim, n_components=self.n_components,
-                    hidden=self.hidden, layers=self.layers)
-
-    def forward(self, y: torch.Tensor):
-        if y.ndim != 2 or y.shape[1] != self.y_dim:
-            raise ToolkitError(f"MDN input y must have shape (N, {self.y_dim}), got {tuple(y.shape)}.")
-        h = self.trunk(y)                                                   # (N, H)
-        k, d = self.n_components, self.x_dim
-        pi_logits = self.pi_head(h)                                         # (N, K)
-        mu = self.mu_head(h).view(-1, k, d)                                 # (N, K, D)
-        log_sigma = self.log_sigma_head(h).view(-1, k, d).clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)  # (N, K, D)
-        return pi_logits, mu, log_sigma
+MAKE_MDN = "python -m inverse_mdn --opamp <circuit> (writes results/mdn_<circuit>.pth)"
 
 
 def mdn_log_prob(pi_logits, mu, log_sigma, x):
@@ -124,72 +83,44 @@ def mdn_sample(model: MDN, y: torch.Tensor, n: int, *, lo=None, hi=None, generat
 
 
 # ---------------------------------------------------------------- checkpoint
-MDN_CLASSES = {"MDN": MDN}
-
-
-def _plain(v):
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, (np.generic,)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, str):
-        return str(v)
-    return v
-
-
 def mdn_sidecar(path) -> Path:
-    return Path(path).with_suffix(".json")
+    return sidecar_path(path)
 
 
 def save_mdn(path, model: MDN, *, x_cols, y_cols, preprocessing: dict, config: dict, seed,
-             x_lo, x_hi, metrics=None, history=None, split=None) -> dict:
+             x_lo, x_hi, metrics=None, history=None, split=None, code=None) -> dict:
     """Write the MDN checkpoint (.pth) and its JSON sidecar atomically; return the metadata.
 
-    ``x_lo``/``x_hi``: model-space box the samples are kept inside (from the training data).
+    ``x_lo``/``x_hi``: model-space box the samples are kept inside (from the training data), in ``extra``.
     """
-    meta = _plain({
-        "format_version": MDN_FORMAT_VERSION, "stage": "mdn", "model_class": type(model).__name__,
-        "model_kwargs": model.constructor_kwargs(), "x_cols": list(x_cols), "y_cols": list(y_cols),
-        "preprocessing": preprocessing, "config": config, "seed": seed, "split": split,
-        "x_lo": list(map(float, x_lo)), "x_hi": list(map(float, x_hi)), "metrics": metrics,
-        "history": history,
-        "versions": {"torch": str(torch.__version__), "numpy": np.__version__,
-                     "python": platform.python_version()},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    })
-    payload = dict(meta)
-    payload["state_dict"] = OrderedDict((k, v.detach().cpu()) for k, v in model.state_dict().items())
-    with atomic_paths(path, mdn_sidecar(path)) as (tmp, tmp_json):     # one unit, like save_checkpoint
-        torch.save(payload, tmp)
-        tmp_json.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return meta
+    return save_checkpoint(path, model, stage="mdn", x_cols=x_cols, y_cols=y_cols, preprocessing=preprocessing,
+                           config=config, seed=seed, split=split, metrics=metrics, history=history, code=code,
+                           extra={"x_lo": [float(v) for v in x_lo], "x_hi": [float(v) for v in x_hi]})
 
 
 def load_mdn(path):
-    """Rebuild the MDN of ``path``; return ``(model, meta)`` with the model in eval()."""
+    """Rebuild the MDN of ``path``; return ``(model, meta)`` with the model in eval() and the box in
+    ``meta["extra"]`` (files from before the one format: moved there from the top level)."""
     path = Path(path)
     if not path.is_file():
-        raise ToolkitError(f"MDN checkpoint not found: {path}. Make it with: python -m inverse_mdn "
-                           f"--opamp <circuit> (writes results/mdn_<circuit>.pth).")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # I/O boundary: corrupt or foreign file
-        raise ToolkitError(f"Could not read MDN checkpoint {path} with torch.load(weights_only=True): "
-                           f"{type(exc).__name__}. Re-create it with python -m inverse_mdn.") from None
-    if not isinstance(raw, dict) or raw.get("stage") != "mdn" or raw.get("model_class") not in MDN_CLASSES:
-        got = raw.get("stage") if isinstance(raw, dict) else type(raw).__name__
-        raise ToolkitError(f"{path} is not an MDN checkpoint (stage {got!r}); pass the file written by "
-                           f"python -m inverse_mdn (results/mdn_<circuit>.pth).")
-    if raw["format_version"] > MDN_FORMAT_VERSION:
-        raise ToolkitError(f"{path} has MDN format_version {raw['format_version']}, newer than this code "
-                           f"({MDN_FORMAT_VERSION}). Update the toolkit or retrain the MDN.")
-    model = MDN_CLASSES[raw["model_class"]](**raw["model_kwargs"])
-    model.load_state_dict(raw["state_dict"], strict=True)
-    model.eval()
-    return model, {k: v for k, v in raw.items() if k != "state_dict"}
+        raise ToolkitError(f"MDN checkpoint not found: {path}. Make it with: {MAKE_MDN}.")
+    model, meta = load_checkpoint(path, expect_class=MDN)
+    extra = dict(meta.get("extra") or {})
+    for key in ("x_lo", "x_hi"):
+        if key not in extra and key in meta:
+            extra[key] = meta.pop(key)   # an MDN file written before the one checkpoint format
+    if "x_lo" not in extra or "x_hi" not in extra:
+        raise ToolkitError(f"{path} records no sampling box (x_lo/x_hi); retrain it: {MAKE_MDN}.")
+    meta["extra"] = extra
+    return model, meta
+
+
+def sample_designs(model, meta, y_target_phys, n: int, *, seed: int = 0):
+    """(x_scaled (n, D) float32, designs in physical units DataFrame) for one physical y-target."""
+    pre = Preprocessing.from_dict(meta["preprocessing"])
+    y_scaled = torch.as_tensor(pre.transform_y(np.asarray(y_target_phys, float)[None, :]))[0]
+    g = torch.Generator().manual_seed(seed)
+    box = meta["extra"]
+    xs = mdn_sample(model, y_scaled, n, lo=torch.tensor(box["x_lo"]), hi=torch.tensor(box["x_hi"]), generator=g)
+    xs = xs.numpy().astype(np.float32)
+    return xs, pd.DataFrame(pre.inverse_x(xs), columns=pre.x_cols)

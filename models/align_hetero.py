@@ -37,3 +37,10 @@ class AlignHeteroMLP(BackboneModel):
         mu = self.mu_head(feat)                                         # (N, output_dim)
         logvar = self.logvar_head(feat).clamp(self.LOGVAR_MIN, self.LOGVAR_MAX)  # (N, output_dim)
         return mu, logvar, feat
+
+    has_variance = True
+
+    def mean_logvar(self, x: torch.Tensor):
+        """``(mu, logvar)``, (N, out) each: the one (mean, var) method of every model."""
+        mu, logvar, _ = self(x)                                         # (N, out), (N, out), (N, hidden)
+        return mu, logvar

@@ -60,3 +60,7 @@ class DualHeadMLP(BackboneModel):
         if self.logvar_B is None:
             return self.head_B(feat), None
         return self.head_B(feat), self.logvar_B(feat).clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def mean_logvar(self, x: torch.Tensor):
+        """Domain B ``(mu, logvar)`` (logvar None without ``logvar_B``): the one (mean, var) method of every model."""
+        return self.predict_B(x)

@@ -23,3 +23,9 @@ class MLP(BackboneModel):
         self._check_input(x)                                            # x: (N, input_dim)
         feat = self.backbone(x)                                         # (N, hidden_dim)
         return self.head(feat)                                          # (N, output_dim)
+
+    has_variance = False   # a point model
+
+    def mean_logvar(self, x: torch.Tensor):
+        """``(mean, None)``: the model-space output, no variance (the one (mean, var) method of every model)."""
+        return self(x), None                                            # (N, output_dim), None

@@ -1,9 +1,9 @@
 """Backbone transfer and the one checkpoint format (seed: models/model_utils.py).
 
-Checkpoint = one ``.pth`` dict readable with ``torch.load(path, weights_only=True)``::
+Checkpoint = one ``.pth`` dict, the same for every model (the MDN included) readable with ``torch.load(path, weights_only=True)``::
 
     format_version  int, CHECKPOINT_FORMAT_VERSION at writing time
-    stage           str, e.g. "baseline", "align_hetero", "dualhead_finetuned"
+    stage           str, e.g. "baseline", "align_hetero", "dualhead", "mdn"
     model_class     str, a key of models.MODEL_CLASSES
     model_kwargs    dict, ``model.constructor_kwargs()``; rebuilds the architecture alone
     state_dict      the weights (CPU tensors) -- the only non-plain entry
@@ -198,8 +198,12 @@ def save_checkpoint(path, model: nn.Module, *, stage: str, x_cols, y_cols, prepr
     name = _registry_name(model)
     if not isinstance(stage, str) or not stage:
         raise ToolkitError(f"stage must be a non-empty string such as 'baseline', got {stage!r}.")
-    x_cols = _check_cols("x_cols", x_cols, model.input_dim, "input_dim")
-    y_cols = _check_cols("y_cols", y_cols, model.output_dim, "output_dim")
+    if hasattr(model, "x_dim"):   # the MDN maps y -> x: its sizes are named by column set
+        x_cols = _check_cols("x_cols", x_cols, model.x_dim, "x_dim")
+        y_cols = _check_cols("y_cols", y_cols, model.y_dim, "y_dim")
+    else:
+        x_cols = _check_cols("x_cols", x_cols, model.input_dim, "input_dim")
+        y_cols = _check_cols("y_cols", y_cols, model.output_dim, "output_dim")
     prep = _check_preprocessing(preprocessing, x_cols, y_cols)
     if not isinstance(config, dict):
         raise ToolkitError(f"config must be a settings snapshot dict, got {type(config).__name__}.")

@@ -4,10 +4,12 @@ Explicit on purpose: a checkpoint can only name a class listed here, never an ar
 """
 from models.align_hetero import AlignHeteroMLP
 from models.dual_head import DualHeadMLP
+from models.mdn import MDN
 from models.mlp import MLP
 
 MODEL_CLASSES = {
     "MLP": MLP,
     "AlignHeteroMLP": AlignHeteroMLP,
     "DualHeadMLP": DualHeadMLP,
+    "MDN": MDN,
 }

@@ -6,14 +6,13 @@ import pytest
 
 from benchmarks import peers, run
 from data_loader import get_data_and_scalers
-from tests.synthetic import write_dataset
 
 TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "EPOCHS=3", "--set", "PATIENCE=2"]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("data"), n_source=200, n_target=120)
+def dataset(tiny_data):
+    return tiny_data(200, 120)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,7 @@ def test_rerun_skips_done_tasks_and_render_only(quick_run):
 def test_fresh_reuses_up_to_date_stage_checkpoints(quick_run):
     """--fresh redoes rows, but a stage whose checkpoint is up to date is not retrained."""
     tmp, argv, _ = quick_run
-    ours = ["align_coral", "target_hetero", "dualhead", "ensemble"]
+    ours = ["align_hetero", "target_only", "dualhead", "ensemble"]
     ckpts = sorted((tmp / "res" / "5t_opamp" / "seed0_nall").glob("*.pth"))
     stamps = [p.stat().st_mtime_ns for p in ckpts]
     log = tmp / "res" / "benchmarks.jsonl"
@@ -104,11 +103,14 @@ def test_peers_learn_against_a_control(dataset):
 
 
 def test_jobs_2_runs_tasks_in_worker_processes(dataset, tmp_path):
+    """Parts of one cell (the baseline's and the pooled stage's, both training stages on one task folder) run
+    side by side: the harness coordinates them, so the stages' folder lock does not refuse the second."""
     rows = run.main(["--quick", "--data-dir", str(dataset), "--results-root", str(tmp_path / "res"),
                      "--docs-path", str(tmp_path / "B.md"), "--n-target", "20", "30", "--jobs", "2",
-                     "--methods", "source_only", "target_gbm", *TINY])
-    assert sorted((r["n_target"], r["method"]) for r in rows) == [("20", "source_only"), ("20", "target_gbm"),
-                                                                ("30", "source_only"), ("30", "target_gbm")]
+                     "--methods", "source_only", "target_gbm", "pooled", *TINY])
+    assert sorted((r["n_target"], r["method"]) for r in rows) == [
+        ("20", "pooled"), ("20", "source_only"), ("20", "target_gbm"),
+        ("30", "pooled"), ("30", "source_only"), ("30", "target_gbm")]
 
 
 def test_bad_n_target_is_a_clear_error():
@@ -148,11 +150,12 @@ def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
 
 
 def test_pooled_peer_alone_is_the_pooled_stage(dataset, tmp_path):
-    """--methods pooled_mlp trains training.train_pooled only, and its row is that stage's test report."""
+    """--methods pooled_mlp (the stage's old name) trains training.train_pooled only, and its row (named by the
+    registry: pooled) is that stage's test report."""
     rows = run.main(["--quick", "--data-dir", str(dataset), "--results-root", str(tmp_path / "res"),
                      "--docs-path", str(tmp_path / "B.md"), "--n-target", "30", "--jobs", "1",
                      "--methods", "pooled_mlp", *TINY])
-    assert [r["method"] for r in rows] == ["pooled_mlp"]
+    assert [r["method"] for r in rows] == ["pooled"]
     task = tmp_path / "res" / "5t_opamp" / "seed0_n30"
     report = json.loads((task / "5t_opamp_pooled_flag_metrics.json").read_text())["test"]
     assert rows[0]["r2_log"] == pytest.approx(report["mean"]["r2_log"])

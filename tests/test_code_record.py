@@ -60,17 +60,18 @@ def test_pipeline_retrains_a_stage_whose_code_changed(tmp_path, monkeypatch):
     pipeline.main(args)
     _, settings = pipeline.parse_args(args)
     assert [r for *_, r in pipeline.plan(settings, force=False, dry_run=True)] == [None] * 4
-    real = pipeline.changed_files
-    monkeypatch.setattr(pipeline, "changed_files", lambda saved, module:
+    from training import staleness
+    real = staleness.changed_files
+    monkeypatch.setattr(staleness, "changed_files", lambda saved, module:
                         ["fine_tune/fine_tune.py"] if module == "fine_tune.fine_tune" else real(saved, module))
     assert [r for *_, r in pipeline.plan(settings, force=False, dry_run=True)] == \
         [None, None, None, "code changed: fine_tune/fine_tune.py"]
-    monkeypatch.setattr(pipeline, "changed_files", lambda saved, module:
+    monkeypatch.setattr(staleness, "changed_files", lambda saved, module:
                         ["training/loop.py"] if module.startswith("training.train") else real(saved, module))
     assert [r for *_, r in pipeline.plan(settings, force=False, dry_run=True)] == \
         ["code changed: training/loop.py", "after baseline", "code changed: training/loop.py", "after baseline"]
-    read = pipeline.read_checkpoint_meta
-    monkeypatch.setattr(pipeline, "read_checkpoint_meta",
+    read = staleness.read_checkpoint_meta
+    monkeypatch.setattr(staleness, "read_checkpoint_meta",
                         lambda path: {k: v for k, v in read(path).items() if k != "code"})
     reasons = [r for *_, r in pipeline.plan(settings, force=False, dry_run=True)]
     assert reasons[0].startswith("no code record") and reasons[2].startswith("no code record")

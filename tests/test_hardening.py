@@ -13,14 +13,13 @@ import torch
 
 from core.atomic import atomic_write_text
 from core.cli import run_main
-from tests.synthetic import write_dataset
 
 TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet", "--dry-run"]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("data"), n_source=120, n_target=80)
+def dataset(tiny_data):
+    return tiny_data(120, 80)
 
 
 def _common(dataset, results):
@@ -335,7 +334,7 @@ def test_two_pipelines_at_once_one_is_refused(dataset, tmp_path):
 
 # ---------------------------------------------------------------- also seen: one output form per destination
 def test_training_output_redirected_has_lines_not_bar_fragments(capsys):
-    from training.common import epoch_printer
+    from training.cli import epoch_printer
     from training.loop import TensorBatches, fit
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 1)

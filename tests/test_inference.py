@@ -13,7 +13,6 @@ from inference.calibration import (calibration_summary, coverage, fit_coverage_t
                                    gaussian_nll, z_of)
 from inference.fusion import apply_fusion, fit_fusion, fuse
 from inference.predict import Ensemble, Member, check_agreement
-from tests.synthetic import write_dataset
 from fine_tune import fine_tune
 from training import train, train_align_coral, train_pooled, train_target_only
 
@@ -103,9 +102,9 @@ def test_fuse_is_a_differentiable_mixture():
 
 # ---------------------------------------------------------------- end to end on test-made data
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("ens")
-    data = write_dataset(root / "data", n_source=200, n_target=120)
+    data = tiny_data(200, 120)
     res = root / "res"
     args = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", *TINY, "--dry-run"]
     for stage in (train, train_align_coral, train_target_only, train_pooled, fine_tune):
@@ -172,9 +171,9 @@ def test_missing_member_names_the_command(trained, tmp_path):
         infer_ensemble.main(args)
 
 
-def test_member_from_other_circuit_refused(trained, tmp_path):
+def test_member_from_other_circuit_refused(trained, tmp_path, tiny_data):
     _, res, args, _ = trained
-    other = write_dataset(tmp_path / "other", circuit="two_stage_opamp", n_source=200, n_target=120)
+    other = tiny_data(200, 120, "two_stage_opamp")
     train_target_only.main(["--opamp", "two_stage_opamp", "--data-dir", str(other), "--results-dir",
                             str(tmp_path / "o"), "--device", "cpu", *TINY, "--dry-run"])
     shutil.copytree(res, tmp_path / "res")
@@ -210,3 +209,26 @@ def test_conformal_interval_z_hits_both_levels_on_heavy_tails():
     t = fit_coverage_temperature(y_fit, mean, var)                   # control: a single scale misses one level
     miss = [np.abs(coverage(y_new, mean, var * t ** 2, lv) - lv).max() for lv in (0.68, 0.95)]
     assert max(miss) > 0.02
+
+
+def test_the_python_api_is_the_script(trained, tmp_path):
+    """Ensemble.fit/evaluate/save/load/predict give the numbers infer_ensemble wrote (it is a script over them)."""
+    from core.stages import checkpoint_path
+    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    from inference.members import load_member
+    _, res, args, record = trained
+    _, settings = infer_ensemble.parse_args(args)
+    data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    names = ["align_hetero", "target_only", "pooled", "dualhead"]
+    ens = Ensemble.fit([load_member(n, checkpoint_path(settings, n)) for n in names], data)
+    result = ens.evaluate()
+    assert result.record["ensemble"]["metrics"] == record["ensemble"]["metrics"]
+    assert result.record["members"]["pooled"]["metrics"] == record["members"]["pooled"]["metrics"]
+    saved = ens.save(tmp_path / "5t_opamp_ensemble_metrics.json", result)
+    assert saved["fusion"] == record["fusion"] and saved["member_sha256"] == record["member_sha256"]
+    loaded = Ensemble.load(res, "5t_opamp")
+    mean, std = loaded.predict(data["raw"]["target_test"][0], out_of_domain="off")
+    np.testing.assert_allclose(mean.to_numpy(), result.mean, rtol=1e-4)      # float32 torch path vs float64
+    np.testing.assert_allclose(std.to_numpy(), result.std, rtol=1e-3)
+    with pytest.raises(ValueError, match="evaluate needs data"):           # a loaded ensemble keeps no data
+        loaded.evaluate()

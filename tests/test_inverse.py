@@ -16,13 +16,13 @@ import inverse_opt
 from core.errors import ToolkitError
 from data_loader.preprocessing import fit_preprocessing
 from inverse import verify as verify_mod
-from inverse.forward import DualHeadForward, FunctionForward
+from inverse.forward import FunctionForward, ModelForward
 from inverse.goals import Spec, goal_loss, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_log_prob, mdn_nll, mdn_sample, save_mdn
 from inverse.optimise import model_bounds, propose, random_starts, rank_designs
 from inverse.snap import snap_designs
 from spice.sampling import IBIAS_GRID, L_GRID, W_GRID
-from tests.synthetic import X_COLS, Y_COLS, make_domain, write_dataset
+from tests.synthetic import X_COLS, Y_COLS, make_domain
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
@@ -30,8 +30,7 @@ FAST_OPT = ["--n-init", "16", "--steps", "30", "--lr", "0.05", "--finish-lbfgs",
 
 
 # ---------------------------------------------------------------- MDN
-def test_mdn_likelihood_matches_mixture_same_family():
-    torch.manual_seed(0)
+def test_mdn_likelihood_matches_mixture_same_family(seeded):
     model = MDN(y_dim=5, x_dim=7, n_components=4, hidden=16, layers=2)
     y, x = torch.randn(32, 5), torch.randn(32, 7) * 2
     pi_logits, mu, log_sigma = model(y)
@@ -62,8 +61,7 @@ def test_mdn_bad_shapes(shapes):
         mdn_log_prob(*[torch.zeros(s) for s in shapes])
 
 
-def test_mdn_samples_within_bounds_and_checkpoint_round_trip(tmp_path):
-    torch.manual_seed(0)
+def test_mdn_samples_within_bounds_and_checkpoint_round_trip(tmp_path, seeded):
     model = MDN(y_dim=5, x_dim=7, n_components=3, hidden=8, layers=1)
     with torch.no_grad():
         model.log_sigma_head.bias.fill_(1.0)  # wide components: many raw draws fall outside the box
@@ -186,12 +184,12 @@ def test_bad_input_table(call, phrase):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_data):
     """Tiny data, dry-run forward stages, a tiny MDN."""
     from fine_tune import fine_tune
     from training import train, train_align_coral
     root = tmp_path_factory.mktemp("inv")
-    data = write_dataset(root / "data", n_source=200, n_target=100)
+    data = tiny_data(200, 100)
     res = root / "res"
     common = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu"]
     for stage in (train, train_align_coral, fine_tune):
@@ -250,7 +248,7 @@ def test_end_to_end_mdn_sample_and_hybrid_optimisation(trained, tmp_path):
                       "--n", "16", "--out", str(npy)])
     xs, designs = np.load(npy), pd.read_csv(npy.with_suffix(".csv"))
     assert xs.shape == (16, 7) and list(designs.columns) == X_COLS
-    lo, hi = np.array(meta["x_lo"]), np.array(meta["x_hi"])
+    lo, hi = np.array(meta["extra"]["x_lo"]), np.array(meta["extra"]["x_hi"])
     assert ((xs >= lo - 1e-5) & (xs <= hi + 1e-5)).all()
     assert (designs["w1"] >= 0.5 - 1e-9).all() and (designs["ibias"] <= 20e-6 * (1 + 1e-6)).all()
     out = inverse_opt.main(_opt(common, "--init-mdn", str(npy), "--top-k", "3", "--save-dir", str(tmp_path / "run"),
@@ -272,10 +270,10 @@ def test_dualhead_forward_uses_its_variance_head_when_it_has_one():
     torch.manual_seed(0)
     x = torch.randn(6, 7)
     het = DualHeadMLP(7, 5, hidden_dim=8, num_layers=2, logvar_head=True)
-    mean, std = DualHeadForward(het, _pre(), std=0.3).predict(x)
+    mean, std = ModelForward(het, _pre(), std=0.3).predict(x)
     assert torch.allclose(std, torch.exp(0.5 * het.predict_B(x)[1])) and std.std() > 0   # per design
     plain = DualHeadMLP(7, 5, hidden_dim=8, num_layers=2)
-    mean, std = DualHeadForward(plain, _pre(), std=0.3).predict(x)
+    mean, std = ModelForward(plain, _pre(), std=0.3).predict(x)
     assert torch.allclose(std, torch.full_like(mean, 0.3))                             # val-MSE constant
 
 

@@ -32,7 +32,7 @@ def test_every_method_lands_in_exactly_one_part():
     assert sorted(m for ms in parts.values() for m in ms) == sorted(ALL)
     # an ensemble with the pooled member needs the pooled checkpoint in its own part
     joined = schedule.split_methods(ALL, ensemble_members=("align_hetero", "pooled"))
-    assert "pooled" not in joined and "pooled_mlp" in joined["transfer"]
+    assert "pooled" not in joined and "pooled" in joined["transfer"]
     assert schedule.split_methods(["target_gbm"]) == {"target": ["target_gbm"]}
 
 
@@ -51,9 +51,9 @@ def test_plan_one_baseline_maker_per_seed_and_skips_done_parts():
 
 
 def test_costs_come_from_history_when_complete():
-    hist = {("5t_opamp", "50", "pooled_mlp"): [100.0, 300.0]}
-    assert schedule.estimate_cost("pooled", "5t_opamp", "50", ["pooled_mlp"], hist) == 200.0
-    static = schedule.estimate_cost("transfer", "5t_opamp", "all", ["align_coral"], hist)
+    hist = {("5t_opamp", "50", "pooled"): [100.0, 300.0]}
+    assert schedule.estimate_cost("pooled", "5t_opamp", "50", ["pooled"], hist) == 200.0
+    static = schedule.estimate_cost("transfer", "5t_opamp", "all", ["align_hetero"], hist)
     assert static == schedule.STATIC_COST_S["transfer"][0] + schedule.STATIC_COST_S["transfer"][1] * 640
 
 

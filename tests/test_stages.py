@@ -12,7 +12,6 @@ from fine_tune import fine_tune
 from losses import batch_r2
 from models import MLP, DualHeadMLP
 from models.model_utils import read_checkpoint_meta
-from tests.synthetic import write_dataset
 from training import train, train_align_coral, train_pooled, train_target_only
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss
@@ -22,8 +21,8 @@ TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("data"), n_source=200, n_target=100)
+def dataset(tiny_data):
+    return tiny_data(200, 100)
 
 
 def _args(dataset, results, *extra):
@@ -140,9 +139,9 @@ def test_auto_transfer_depth_keeps_the_lower_val_nll(dataset, tmp_path):
     assert meta["extra"]["reinit_layers"] == s["extra"]["reinit_layers"]
 
 
-def test_checkpoint_from_other_circuit_refused(dataset, tmp_path):
+def test_checkpoint_from_other_circuit_refused(dataset, tmp_path, tiny_data):
     train.main(_args(dataset, tmp_path, "--dry-run"))
-    other = write_dataset(tmp_path / "other", circuit="two_stage_opamp", n_source=200, n_target=100)
+    other = tiny_data(200, 100, "two_stage_opamp")
     (tmp_path / "5t_opamp_baseline_model.pth").rename(tmp_path / "two_stage_opamp_baseline_model.pth")
     with pytest.raises(ValueError, match="circuit '5t_opamp'"):
         train_align_coral.main(["--opamp", "two_stage_opamp", *_args(other, tmp_path, "--dry-run")])

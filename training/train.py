@@ -10,7 +10,7 @@ BASELINE_VAL: "target" (default, the seed) = MSE on target_val; "source" = MSE o
 of SOURCE_VAL_SPLIT of the source rows, which are then not trained on (target_val MSE is still
 logged).  On target_val the source model stops early (5t_opamp: after 3-56 epochs), at the epoch
 whose fit to B is best; trained to convergence on A instead, the transfer stages gain from 100
-target rows up and lose at 50 (docs/BENCHMARKS.md), so the seed's rule stays the default.
+target rows up and lose at 50 (docs/RESULTS.md), so the seed's rule stays the default.
 
 Writes ``results/{OPAMP}_baseline_model.pth`` (+ JSON sidecar, ``*_metrics.json``), logs
 Train/Val MSE per epoch and prints a test summary in physical units:
@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from core.cli import StageCLI, run_main
 from core.outputs import results_lock
+from core.settings import setting_choice
 from data_loader import split_source_rows
 from models import MLP
-from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage,
-                             model_kwargs, setting_choice, start_stage, tensors)
+from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit
+from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
 
 BASELINE_VALS = ("source", "target")
 

@@ -24,12 +24,13 @@ import torch
 
 from core.cli import StageCLI, run_main
 from core.outputs import results_lock
+from core.settings import check_weights, layer_count
 from models import AlignHeteroMLP, MLP
 from models.model_utils import load_backbone_from_trained_mlp
-from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
-                             finish_stage, layer_count, load_parent, start_stage, tensors)
+from training.cli import add_training_flags, epoch_printer
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss, val_hetero
+from training.stage import epochs_and_batches, finish_stage, load_parent, start_stage, tensors
 
 
 def parse_args(argv=None):

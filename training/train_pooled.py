@@ -15,7 +15,7 @@ is a plain ``MLP`` of x, usable by the ensemble and inverse design like any memb
 stopping on target_val MSE.  Needs no baseline.
 
 Why the flag marks the target rows (measured, two_stage_opamp, 50 target rows, seed 0, mean
-log-space R^2 on target_test; docs/BENCHMARKS.md): an earlier version put a zero-initialised
+log-space R^2 on target_test; docs/RESULTS.md): an earlier version put a zero-initialised
 offset on the *source* rows and scored 0.215.  The shared weights fit the 10,000 source rows, so
 the source rows' gradient on their offset is ~0 and the domains never separate; the 50 target
 rows cannot move the shared function.  On the target rows the residual is large, so their
@@ -33,9 +33,9 @@ from torch import nn
 from core.cli import StageCLI, run_main
 from core.outputs import results_lock
 from models import MLP
-from training.common import (add_training_flags, epoch_printer, epochs_and_batches, finish_stage, model_kwargs,
-                             start_stage, tensors)
+from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit
+from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
 
 
 def parse_args(argv=None):

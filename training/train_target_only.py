@@ -12,11 +12,12 @@ import torch
 
 from core.cli import StageCLI, run_main
 from core.outputs import results_lock
+from core.settings import check_weights
 from models import AlignHeteroMLP
-from training.common import (add_training_flags, check_weights, epoch_printer, epochs_and_batches,
-                             finish_stage, model_kwargs, start_stage, tensors)
+from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit
 from training.objectives import make_hetero_loss, val_hetero
+from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
 
 
 def parse_args(argv=None):

@@ -1,0 +1,142 @@
+"""The stage registry: every stage declared once, by one name; everything that lists stages reads it.
+
+    from core.stages import STAGES, canonical, checkpoint_path, command
+    checkpoint_path(settings, "align_hetero")    # results/5t_opamp_align_hetero_lambda0.050.pth
+    canonical("align_coral")                     # "align_hetero" (an old name, accepted)
+
+A ``Stage`` says: its entry point (``module``, run as ``python -m module``), its checkpoint
+file under RESULTS_DIR (the seed's names), the stage it starts from (``parent``), whether the
+ensemble can use it (``member``) and whether the pipeline trains it only then (``optional``),
+its model class (a ``models.MODEL_CLASSES`` name), the settings it reads (a setting it does not
+read leaves its checkpoint up to date), a table label, and the old names it answers to.
+The pipeline, ``inference.predict`` (members), ``inverse.forward`` (``--model-type``), the
+benchmark harness and the staleness check all look stages up here.  Adding a stage is one
+module plus one ``register(Stage(...))`` (tests/test_registry.py does it with a toy stage).
+
+Imports nothing heavy (no torch): ``--help`` and the staleness check stay fast.
+"""
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import ToolkitError
+
+# Settings groups (keys of config.py).  Every config key is read by some stage or listed in
+# NOT_STAGE_SETTINGS; tests/test_registry.py fails on a key in neither, so a new setting is classified.
+RUN = frozenset({"OPAMP_TYPE", "DATA_DIR", "RESULTS_DIR", "SEED", "CIRCUIT_OVERRIDES"})
+DATA = frozenset({"VAL_SPLIT", "TEST_SPLIT", "N_TARGET_TRAIN", "LOG_Y_COLS", "LOG_X_COLS", "LOG_X_MIN_SPAN",
+                  "X_SCALER_FIT", "FAIL_POSITIVE", "FAIL_MIN", "FAIL_MAX"})
+NET = frozenset({"HIDDEN_DIM", "NUM_LAYERS", "DROPOUT_RATE", "EPOCHS", "PATIENCE", "LEARNING_RATE", "WEIGHT_DECAY"})
+TARGET_BATCHES = frozenset({"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"})
+COMMON = RUN | DATA | NET
+# Read by no training stage: how a run executes (not what it learns), the MDN, inverse design.
+NOT_STAGE_SETTINGS = frozenset({"DEVICE", "NUM_THREADS", "MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
+                                "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN"})
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                 # the one name: CLI, JSON keys, --members, --model-type, harness methods
+    module: str               # entry point: python -m <module>
+    file: str                 # checkpoint name under RESULTS_DIR; {opamp} and any {SETTING[:fmt]} filled in
+    model_class: str          # models.MODEL_CLASSES name of the saved model
+    reads: frozenset          # settings that change what it learns (others leave its checkpoint up to date)
+    parent: str | None = None  # stage whose checkpoint it starts from (retrained after it)
+    member: bool = False      # usable as an ensemble member
+    optional: bool = False    # the pipeline trains it only when the ensemble uses it (--members)
+    label: str = ""           # tables
+    aliases: tuple = ()       # old names, accepted everywhere a name is
+
+    def path(self, settings: dict) -> Path:
+        return Path(settings["RESULTS_DIR"]) / self.file.format(opamp=settings["OPAMP_TYPE"], **settings)
+
+    @property
+    def command(self) -> str:
+        return f"python -m {self.module}"
+
+
+STAGES: dict = {}   # name -> Stage, in pipeline order
+_ALIASES: dict = {}  # old name -> name
+
+
+def register(stage: Stage) -> Stage:
+    """Add ``stage`` (after the others in pipeline order); a taken name or alias is a programming error."""
+    for name in (stage.name, *stage.aliases):
+        if name in STAGES or name in _ALIASES:
+            raise ValueError(f"stage name {name!r} is taken")
+    if stage.parent is not None and stage.parent not in STAGES:
+        raise ValueError(f"stage {stage.name!r}: parent {stage.parent!r} is not registered (register it first)")
+    STAGES[stage.name] = stage
+    _ALIASES.update({alias: stage.name for alias in stage.aliases})
+    return stage
+
+
+def unregister(name: str) -> None:
+    """Remove a stage (tests register toy stages and take them out again)."""
+    stage = STAGES.pop(name)
+    for alias in stage.aliases:
+        _ALIASES.pop(alias, None)
+
+
+def canonical(name: str, *, what: str = "stage", among=None) -> str:
+    """The registry name of ``name`` or one of its old names; a ToolkitError with the choices otherwise."""
+    name = str(name).strip()
+    out = name if name in STAGES else _ALIASES.get(name)
+    choices = list(among) if among is not None else list(STAGES)
+    if out is None or out not in choices:
+        close = difflib.get_close_matches(name, choices + [a for a, n in _ALIASES.items() if n in choices], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ToolkitError(f"Unknown {what} {name!r}{hint}; choose from {choices}.")
+    return out
+
+
+def stage(name: str) -> Stage:
+    return STAGES[canonical(name)]
+
+
+def members() -> list:
+    """Names of the stages the ensemble can use."""
+    return [s.name for s in STAGES.values() if s.member]
+
+
+def checkpoint_path(settings: dict, name: str) -> Path:
+    """The stage's checkpoint under RESULTS_DIR (the seed's file names)."""
+    return stage(name).path(settings)
+
+
+def command(name: str) -> str:
+    """``python -m <module>`` of the stage: named in every "make it with" message."""
+    return stage(name).command
+
+
+def metrics_path(ckpt) -> Path:
+    """``x.pth`` -> ``x_metrics.json`` (a stage's test report, wall time, best epochs)."""
+    return Path(ckpt).with_name(Path(ckpt).stem + "_metrics.json")
+
+
+def differences(saved: dict, settings: dict, name: str, *, ignore=()) -> list:
+    """Settings the stage reads whose value in ``saved`` (a checkpoint's snapshot) differs from ``settings``."""
+    keys = stage(name).reads - set(ignore)
+    return sorted(k for k in keys if saved.get(k) != settings.get(k))
+
+
+for _s in (
+    Stage("baseline", "training.train", "{opamp}_baseline_model.pth", "MLP",
+          COMMON - {"N_TARGET_TRAIN"} | {"BASELINE_BATCH_SIZE", "BASELINE_VAL", "SOURCE_VAL_SPLIT"},
+          label="source-only (baseline MLP on B)", aliases=("baseline_model",)),
+    Stage("align_hetero", "training.train_align_coral", "{opamp}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth",
+          "AlignHeteroMLP", COMMON | TARGET_BATCHES | {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"},
+          parent="baseline", member=True, label="align_hetero + CORAL", aliases=("align_coral", "train_align_coral")),
+    Stage("target_only", "training.train_target_only", "{opamp}_target_only_hetero.pth", "AlignHeteroMLP",
+          COMMON | TARGET_BATCHES | {"ALPHA_R2"}, member=True, label="target-only hetero (ensemble member)",
+          aliases=("target_hetero", "target_only_hetero", "train_target_only")),
+    Stage("dualhead", "fine_tune.fine_tune", "{opamp}_dualhead_finetuned.pth", "DualHeadMLP",
+          COMMON | TARGET_BATCHES | {"ALPHA_R2", "L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS",
+                                     "UNFREEZE_PATIENCE", "FINETUNE_OBJECTIVE"},
+          parent="baseline", member=True, label="dual-head fine-tune",
+          aliases=("dualhead_b", "dualhead_finetuned", "fine_tune")),
+    Stage("pooled", "training.train_pooled", "{opamp}_pooled_flag.pth", "MLP", COMMON | {"BASELINE_BATCH_SIZE"},
+          member=True, optional=True, label="pooled MLP + domain flag",
+          aliases=("pooled_mlp", "pooled_flag", "train_pooled")),
+):
+    register(_s)

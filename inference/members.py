@@ -1,0 +1,117 @@
+"""Ensemble members: loading a member stage's checkpoint and checking that members belong together.
+
+Which stages can be members, their checkpoint files, model classes and the command that makes each
+come from the stage registry (``core.stages``).
+"""
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.errors import ToolkitError
+from core.stages import canonical, command, members as member_stages, stage as stage_of
+from data_loader.preprocessing import same_preprocessing
+from models.model_utils import load_checkpoint, read_checkpoint_meta
+from models.outputs import mean_and_variance
+
+DEFAULT_MEMBERS = ("align_hetero", "target_only", "dualhead")
+# dualhead joined when fine-tuning got its own variance head (FINETUNE_OBJECTIVE): it is the best
+# member below ~200 target rows.  pooled stays optional: it lifts the ensemble on 5t_opamp at every
+# n, but on one two_stage split its cmrr has the best val MSE and fails on test (R2_log -0.83 at
+# n=50), and the fusion trusts it; see docs/RESULTS.md
+
+
+def checkpoint_sha256(path) -> str:
+    """sha256 of a member checkpoint file: the ensemble record keeps it to detect a retrained member."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_members(members) -> list:
+    """``"align_hetero,target_only"`` or a sequence -> registry names (old names accepted), no duplicates."""
+    names = [m.strip() for m in members.split(",")] if isinstance(members, str) else list(members)
+    out = []
+    for name in names:
+        kind = canonical(name, what="ensemble member", among=member_stages())
+        if kind in out:
+            raise ToolkitError(f"Member {name!r} is listed twice.")
+        out.append(kind)
+    if not out:
+        raise ToolkitError("The ensemble needs at least one member, e.g. --members align_hetero,target_only")
+    return out
+
+
+@dataclass
+class Member:
+    name: str
+    path: Path
+    model: torch.nn.Module
+    meta: dict
+
+    @property
+    def point(self) -> bool:
+        """A point model (no variance head): its variance is its val MSE (homoscedastic)."""
+        return not self.model.has_variance
+
+    def forward(self, x: torch.Tensor):
+        """Model-space ``(mean, var)``, (N, M) each; var is None for a point model.  Differentiable."""
+        return mean_and_variance(self.model, x)
+
+
+def check_agreement(members) -> None:
+    """Members must share circuit, columns and preprocessing; refuse naming both files."""
+    first = members[0]
+    for other in members[1:]:
+        a, b = first.meta, other.meta
+        checks = [("circuit (config OPAMP_TYPE)", a.get("config", {}).get("OPAMP_TYPE"),
+                   b.get("config", {}).get("OPAMP_TYPE")),
+                  ("x_cols", a["x_cols"], b["x_cols"]), ("y_cols", a["y_cols"], b["y_cols"])]
+        for what, va, vb in checks:
+            if va != vb:
+                raise ToolkitError(f"Ensemble members disagree on {what}: {first.path} has {va!r}, {other.path} has "
+                                   f"{vb!r}. Retrain both on the same circuit and data (python -m pipeline).")
+        if not same_preprocessing(a["preprocessing"], b["preprocessing"]):
+            raise ToolkitError(f"Ensemble members disagree on preprocessing (scalers / log columns): {first.path} vs "
+                               f"{other.path}. Retrain them with the same settings (python -m pipeline --force).")
+        if (a.get("split") or {}).get("target_test_idx") != (b.get("split") or {}).get("target_test_idx"):
+            raise ToolkitError(f"Ensemble members were trained on different splits (seed / test split): {first.path} "
+                               f"vs {other.path}. Retrain them with the same --seed and --test-split.")
+
+
+def check_against_data(member: Member, data: dict) -> None:
+    """A member must match this run's data: columns, preprocessing and the val/test split it is scored on."""
+    meta, make = member.meta, command(member.name)
+    for key in ("x_cols", "y_cols"):
+        if list(meta[key]) != list(data[key]):
+            raise ToolkitError(f"{member.path} was trained on {key} {meta[key]} but the data has {data[key]}. "
+                               f"Retrain it on this data: {make}.")
+    if not same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
+        raise ToolkitError(f"{member.path} was trained with other preprocessing (scalers / log columns) than this "
+                           f"run's data settings. Rerun {make} with the same settings (or "
+                           f"python -m pipeline --force).")
+    split = meta.get("split") or {}
+    for key in ("target_val_idx", "target_test_idx"):
+        if key in data["split"] and split.get(key) != data["split"][key]:
+            raise ToolkitError(f"{member.path} was trained on another split ({key} differs: other --seed, "
+                               f"--val-split or --test-split); calibrating on it would leak. Rerun "
+                               f"{make} with this run's split.")
+
+
+def load_member(name: str, path, *, opamp: str | None = None, device="cpu") -> Member:
+    """The member stage ``name``'s checkpoint at ``path``; a missing file names the command that makes it."""
+    name = canonical(name, what="ensemble member", among=member_stages())
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: {command(name)}"
+                           + (f" --opamp {opamp} --results-dir {path.parent}" if opamp else ""))
+    meta = read_checkpoint_meta(path)
+    made_for = (meta.get("config") or {}).get("OPAMP_TYPE")
+    if opamp is not None and made_for != opamp:
+        raise ToolkitError(f"{path} was trained for circuit {made_for!r}, not {opamp!r}. Rerun {command(name)} "
+                           f"--opamp {opamp}.")
+    model, meta = load_checkpoint(path, expect_class=stage_of(name).model_class, map_location=device)
+    return Member(name, path, model, meta)

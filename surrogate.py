@@ -1,0 +1,105 @@
+"""A scikit-learn style facade over the pipeline, for notebooks: DataFrames in, DataFrames out.
+
+    from surrogate import TransferSurrogate
+    model = TransferSurrogate(results_dir="results/notebook", EPOCHS=100, HIDDEN_DIM=128, seed=0)
+    model.fit(X_source, y_source, X_target, y_target)          # DataFrames; y columns are the metrics
+    mean_df = model.predict(X_new)                              # physical units, columns = y columns
+    mean_df, std_df = model.predict(X_new, return_std=True)     # std of the calibrated ensemble
+
+``fit`` writes the four DataFrames into the standard data layout under
+``<results_dir>/data/<name>/{source,target}/{features,targets}.csv`` and runs ``python -m pipeline``
+in-process on it: the same stages, checkpoints (seed file names), ensemble, metrics and report as
+the command line, in ``results_dir``; a rerun with the same data and settings skips the stages that
+are up to date.  The target rows are split into train / val / test by VAL_SPLIT, TEST_SPLIT and SEED
+as usual (val for early stopping and calibration, test for the report).  Keyword settings are
+config.py keys (``EPOCHS=50``, ``LOG_Y_COLS=["ugf"]``), passed as ``--set``; a misspelled key is
+refused with a suggestion.  Fitted attributes end in ``_``: ``ensemble_`` (``inference.predict.Ensemble``),
+``x_cols_``, ``y_cols_``, ``summary_`` (the pipeline's return), ``data_dir_``.
+"""
+import json
+from pathlib import Path
+
+import pandas as pd
+
+import pipeline
+from core.atomic import atomic_path
+from core.errors import ToolkitError
+from inference.predict import Ensemble
+
+
+def _frame(value, what: str) -> pd.DataFrame:
+    if not isinstance(value, pd.DataFrame):
+        raise ToolkitError(f"{what} must be a pandas DataFrame with named columns, got {type(value).__name__}. "
+                           f"Fix: pd.DataFrame(array, columns=[...]).")
+    if not all(isinstance(c, str) for c in value.columns) or value.columns.duplicated().any():
+        raise ToolkitError(f"{what} needs unique string column names, got {list(value.columns)}.")
+    if value.empty:
+        raise ToolkitError(f"{what} has no rows.")
+    return value
+
+
+def _set_value(value) -> str:
+    """A Python value as the ``--set KEY=VALUE`` text ``core.settings.coerce`` reads back."""
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+class TransferSurrogate:
+    """Source-to-target transfer surrogate: the toolkit's stages and calibrated ensemble behind fit/predict."""
+
+    def __init__(self, *, results_dir, name: str = "surrogate", members=None, seed: int | None = None,
+                 device: str = "cpu", dry_run: bool = False, force: bool = False, plots: bool = False,
+                 quiet: bool = True, out_of_domain: str = "warn", **settings):
+        self.results_dir, self.name, self.members, self.seed = results_dir, name, members, seed
+        self.device, self.dry_run, self.force, self.plots, self.quiet = device, dry_run, force, plots, quiet
+        self.out_of_domain, self.settings = out_of_domain, settings
+
+    def _argv(self) -> list:
+        argv = ["--opamp", self.name, "--data-dir", str(self.data_dir_), "--results-dir", str(self.results_dir),
+                "--device", self.device]
+        argv += ["--seed", str(self.seed)] if self.seed is not None else []
+        argv += ["--members", ",".join(self.members) if isinstance(self.members, (list, tuple)) else self.members] \
+            if self.members else []
+        for key, value in self.settings.items():
+            argv += ["--set", f"{key}={_set_value(value)}"]
+        return argv + ["--dry-run"] * self.dry_run + ["--force"] * self.force + ["--quiet"] * self.quiet \
+            + ["--no-plots"] * (not self.plots)
+
+    def _write(self, domain: str, x: pd.DataFrame, y: pd.DataFrame) -> None:
+        folder = self.data_dir_ / self.name / domain
+        folder.mkdir(parents=True, exist_ok=True)
+        for frame, file in ((x, "features.csv"), (y, "targets.csv")):
+            path = folder / file
+            if path.is_file() and pd.read_csv(path).equals(frame.reset_index(drop=True)):
+                continue      # same data: keep the file (and its time), so up-to-date stages are skipped
+            with atomic_path(path) as tmp:
+                frame.to_csv(tmp, index=False)
+
+    def fit(self, X_source, y_source, X_target, y_target) -> "TransferSurrogate":
+        """Train every stage and the ensemble on these rows (physical units); returns self."""
+        xs, ys = _frame(X_source, "X_source"), _frame(y_source, "y_source")
+        xt, yt = _frame(X_target, "X_target"), _frame(y_target, "y_target")
+        if set(xs.columns) != set(xt.columns) or set(ys.columns) != set(yt.columns):
+            raise ToolkitError(f"Source and target must have the same columns: X {list(xs.columns)} vs "
+                               f"{list(xt.columns)}, y {list(ys.columns)} vs {list(yt.columns)}.")
+        if set(xs.columns) & set(ys.columns):
+            raise ToolkitError(f"Columns {sorted(set(xs.columns) & set(ys.columns))} are both features and metrics.")
+        for x, y, what in ((xs, ys, "source"), (xt, yt, "target")):
+            if len(x) != len(y):
+                raise ToolkitError(f"X_{what} has {len(x)} rows but y_{what} has {len(y)}; they must be row-aligned.")
+        self.data_dir_ = Path(self.results_dir) / "data"
+        self._write("source", xs, ys)
+        self._write("target", xt[list(xs.columns)], yt[list(ys.columns)])
+        self.summary_ = pipeline.main(self._argv())
+        self.ensemble_ = Ensemble.load(self.results_dir, self.name)
+        self.x_cols_, self.y_cols_ = list(self.ensemble_.x_cols), list(self.ensemble_.y_cols)
+        return self
+
+    def predict(self, X, return_std: bool = False):
+        """Physical mean per metric (DataFrame, X's index), and the calibrated std with ``return_std=True``.
+        Columns of X are matched by name (any order); designs outside the training data are handled by
+        ``out_of_domain`` ("warn" | "refuse" | "off")."""
+        if not hasattr(self, "ensemble_"):
+            raise ToolkitError("This TransferSurrogate is not fitted yet: call fit(X_source, y_source, X_target, "
+                               "y_target) first.")
+        mean, std = self.ensemble_.predict(_frame(X, "X"), out_of_domain=self.out_of_domain)
+        return (mean, std) if return_std else mean

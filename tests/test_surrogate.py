@@ -1,0 +1,58 @@
+"""TransferSurrogate: fit/predict with DataFrames over the same stages (issue 19)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import ToolkitError
+from surrogate import TransferSurrogate
+from tests.synthetic import make_domain
+
+TINY = dict(HIDDEN_DIM=8, NUM_LAYERS=2, EPOCHS=3, dry_run=True)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    xs, ys = make_domain(200, seed=0)
+    xt, yt = make_domain(100, seed=1, shift=0.3)
+    model = TransferSurrogate(results_dir=tmp_path_factory.mktemp("sur"), seed=0, **TINY)
+    return model.fit(xs, ys, xt[list(reversed(xt.columns))], yt), (xs, ys, xt, yt)
+
+
+def test_fit_runs_the_stages_into_the_results_folder_and_predicts_by_column_name(fitted):
+    model, (_, _, xt, yt) = fitted
+    res = model.results_dir
+    for name in ("surrogate_baseline_model.pth", "surrogate_align_hetero_lambda0.050.pth",
+                 "surrogate_dualhead_finetuned.pth", "surrogate_ensemble_metrics.json"):
+        assert (res / name).is_file()
+    assert (res / "data" / "surrogate" / "target" / "features.csv").is_file()
+    assert model.x_cols_ == list(xt.columns) and model.y_cols_ == list(yt.columns)
+    designs = xt.head(5)[list(reversed(xt.columns))]                    # any column order
+    mean, std = model.predict(designs, return_std=True)
+    assert list(mean.columns) == list(yt.columns) and list(mean.index) == list(designs.index)
+    assert (std.to_numpy() > 0).all() and np.isfinite(mean.to_numpy()).all()
+    assert model.predict(designs).equals(mean)                          # same numbers without the std
+    # the same object the Python API gives
+    ens_mean, _ = model.ensemble_.predict(xt.head(5))
+    pd.testing.assert_frame_equal(ens_mean, mean)
+
+
+def test_refit_on_the_same_data_skips_up_to_date_stages(fitted):
+    model, (xs, ys, xt, yt) = fitted
+    model.fit(xs, ys, xt, yt)
+    assert all(reason is None for _, reason in model.summary_["plan"])
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path):
+    xs, ys = make_domain(20, seed=0)
+    model = TransferSurrogate(results_dir=tmp_path, **TINY)
+    with pytest.raises(ToolkitError, match="not fitted"):
+        model.predict(xs)
+    with pytest.raises(ToolkitError, match="DataFrame"):
+        model.fit(xs.to_numpy(), ys, xs, ys)
+    with pytest.raises(ToolkitError, match="same columns"):
+        model.fit(xs, ys, xs.drop(columns=["w1"]), ys)
+    with pytest.raises(ToolkitError, match="row-aligned"):
+        model.fit(xs, ys, xs, ys.head(5))
+    with pytest.raises(ToolkitError, match="Did you mean EPOCHS"):
+        TransferSurrogate(results_dir=tmp_path, EPOCH=3, dry_run=True).fit(xs, ys, xs, ys)
+    assert not (tmp_path / "surrogate_baseline_model.pth").exists()

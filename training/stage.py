@@ -1,0 +1,131 @@
+"""One training stage's run around its own loop: start (seed, device, data), the parent checkpoint it
+builds on, and finish (evaluate, save the checkpoint + metrics JSON, append the run log, summary).
+Entry points pass the resolved settings dict in; nothing here imports config.  Checkpoint names
+and commands come from the stage registry (``core.stages``).
+"""
+import json
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from core.atomic import atomic_write_text
+from core.code_record import code_record
+from core.errors import ToolkitError
+from core.runtime import start_run
+from core.stages import checkpoint_path, command, metrics_path, stage as stage_of
+from data_loader import load_run_data
+from data_loader.preprocessing import same_preprocessing
+from inference.evaluate import evaluate_physical
+from inference.metrics import format_report
+from models.model_utils import load_checkpoint, read_checkpoint_meta, save_checkpoint, sidecar_path
+
+DRY_RUN_EPOCHS = 2       # --dry-run: epochs per stage / phase
+DRY_RUN_BATCHES = 2      # --dry-run: batches per epoch
+
+
+def start_stage(settings: dict, stage: str, *, dry_run: bool = False):
+    """Threads, seed, device, data.  Returns ``(device, data, t0)``."""
+    device, t0 = start_run(settings, stage, dry_run=dry_run)
+    return device, load_run_data(settings, stage), t0
+
+
+def tensors(data: dict, split: str, device) -> tuple:
+    x, y = data[split]
+    return torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+
+
+def epochs_and_batches(settings: dict, dry_run: bool):
+    if dry_run:
+        return min(settings["EPOCHS"], DRY_RUN_EPOCHS), DRY_RUN_BATCHES
+    return settings["EPOCHS"], None
+
+
+def model_kwargs(settings: dict, data: dict) -> dict:
+    return dict(input_dim=len(data["x_cols"]), output_dim=len(data["y_cols"]),
+                hidden_dim=settings["HIDDEN_DIM"], num_layers=settings["NUM_LAYERS"],
+                dropout=settings["DROPOUT_RATE"])
+
+
+def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
+    """Load the checkpoint a stage starts from; refuse one made for other data with the fix."""
+    path = checkpoint_path(settings, kind)
+    make = command(kind)
+    if not path.is_file():
+        raise ToolkitError(f"Missing {path} (the {kind} checkpoint this stage starts from). Make it with: "
+                           f"{make} --opamp {settings['OPAMP_TYPE']} --results-dir {settings['RESULTS_DIR']}")
+    meta = read_checkpoint_meta(path)
+    made_for = meta.get("config", {}).get("OPAMP_TYPE")
+    if made_for != settings["OPAMP_TYPE"]:
+        raise ToolkitError(f"{path} was trained for circuit {made_for!r}, this run is for {settings['OPAMP_TYPE']!r}. "
+                           f"Rerun {make} --opamp {settings['OPAMP_TYPE']}.")
+    asked = {"hidden_dim": ("HIDDEN_DIM", "--hidden-dim"), "num_layers": ("NUM_LAYERS", "--num-layers"),
+             "dropout": ("DROPOUT_RATE", "--set DROPOUT_RATE=")}
+    has = meta.get("model_kwargs") or {}
+    differ = [k for k, (key, _) in asked.items() if k in has and key in settings and has[k] != settings[key]]
+    if differ:   # the stage copies the parent's network: it would train the parent's shape and record this run's
+        theirs = ", ".join(f"{asked[k][0]}={has[k]}" for k in differ)
+        mine = ", ".join(f"{asked[k][0]}={settings[asked[k][0]]}" for k in differ)
+        fix = " ".join(f"{asked[k][1]}{'' if asked[k][1].endswith('=') else ' '}{settings[asked[k][0]]}" for k in differ)
+        raise ToolkitError(f"{path} was trained with {theirs} but this run asks for {mine}; this stage starts from "
+                           f"its network. Retrain it the same way ({make} {fix}) or drop those settings here.")
+    model, meta = load_checkpoint(path, expect_x_cols=data["x_cols"], expect_y_cols=data["y_cols"],
+                                  expect_class=expect_class, map_location=device)
+    if not same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):
+        raise ToolkitError(f"{path} was trained with other preprocessing (scalers/log columns/split) than this run. "
+                           f"Rerun {make} with the same settings first.")
+    return model, meta, path
+
+
+def _guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: dict) -> None:
+    """Never silently replace a better checkpoint made on the same split: keep it beside."""
+    if not path.is_file():
+        return
+    try:
+        old = read_checkpoint_meta(path)
+    except ToolkitError:
+        return
+    old_value = (old.get("metrics") or {}).get("val", {}).get(monitor)
+    same_split = (old.get("split") or {}).get("target_val_idx") == split.get("target_val_idx")
+    if old_value is not None and same_split and old_value < new_value:
+        keep = path.with_name(path.stem + ".previous_best.pth")
+        shutil.copy2(path, keep)
+        if sidecar_path(path).is_file():
+            shutil.copy2(sidecar_path(path), sidecar_path(keep))
+        print(f"warning: the new val {monitor}={new_value:.5g} is worse than the previous checkpoint's "
+              f"{old_value:.5g}; the previous one is kept at {keep}.")
+
+
+def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, device, fit_results: dict,
+                 monitor: str, val_value: float, t0: float, parent=None, extra=None, dry_run=False) -> dict:
+    """Evaluate, save checkpoint + metrics JSON, append the run log, print the summary."""
+    report = evaluate_physical(model, data, device)
+    path = checkpoint_path(settings, kind)
+    wall = time.perf_counter() - t0
+    metrics = {"val": {monitor: float(val_value)}, "test": report, "wall_s": round(wall, 2),
+               "dry_run": bool(dry_run)}
+    history = {name: r.history for name, r in fit_results.items()}
+    _guard_better_checkpoint(path, monitor, float(val_value), data["split"])
+    save_checkpoint(path, model.cpu(), stage=stage, x_cols=data["x_cols"], y_cols=data["y_cols"],
+                    preprocessing=data["preprocessing"].to_dict(), config=settings, seed=settings["SEED"],
+                    split=data["split"], metrics=metrics, parent=parent, history=history, extra=extra,
+                    code=code_record(stage_of(kind).module))
+    model.to(device)
+    summary = {"stage": stage, "opamp": settings["OPAMP_TYPE"], "checkpoint": str(path), "seed": settings["SEED"],
+               "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metrics,
+               "best_epochs": {n: r.best_epoch for n, r in fit_results.items()}, **({"extra": extra} if extra else {})}
+    atomic_write_text(metrics_path(path), json.dumps(summary, indent=2) + "\n")
+    log = Path(settings["RESULTS_DIR"]) / "runs.jsonl"
+    with open(log, "a", encoding="utf-8") as f:  # one line per run: tables can be rebuilt from history
+        f.write(json.dumps({k: summary[k] for k in ("time", "stage", "opamp", "seed", "checkpoint", "wall_s",
+                                                     "dry_run")}
+                           | {"val": metrics["val"], "test_mean": report["mean"], "test_split": report["split"]})
+                + "\n")
+    print()
+    print(format_report(report, data["y_cols"], f"{stage} on {report['split']} (n={report['n']}, physical units)"))
+    epochs = ", ".join(f"{n}: best epoch {r.best_epoch}/{len(r.history)}" for n, r in fit_results.items())
+    print(f"[{stage}] {epochs}; val {monitor}={val_value:.5g}; wall {wall:.1f}s")
+    print(f"[{stage}] wrote {path} (+ {sidecar_path(path).name}, {metrics_path(path).name})")
+    return summary
