@@ -110,6 +110,13 @@ def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
     return done
 
 
+def run_key(circuit, process: str, seed: int, chunk: int, pdk_path) -> dict:
+    """What must match for a rerun to resume an interrupted run's chunks (the circuit file's
+    bytes included: an edited netlist must not mix with designs simulated before the edit)."""
+    return {"opamp": circuit.name, "process": process, "seed": seed, "chunk": chunk, "pdk_path": pdk_path,
+            "circuit_sha256": hashlib.sha256(Path(circuit.path).read_bytes()).hexdigest()}
+
+
 def _check_same_run(partial: Path, key: dict) -> None:
     """Refuse to resume chunks that an interrupted run with other settings left behind."""
     stamp = partial / "run.json"
@@ -177,9 +184,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
 
     partial = out_dir / ".partial"
     partial.mkdir(parents=True, exist_ok=True)
-    _check_same_run(partial, {"opamp": args.circuit.name, "process": process, "seed": args.seed,
-                              "circuit_sha256": hashlib.sha256(Path(args.circuit.path).read_bytes()).hexdigest(),
-                              "chunk": args.chunk, "pdk_path": args.pdk_path})
+    _check_same_run(partial, run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path))
     done = _load_done(partial, args.chunk)
     reused = len(done)
     print(f"generate {args.circuit.name} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "

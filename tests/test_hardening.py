@@ -520,8 +520,8 @@ def test_truncated_chunk_is_not_called_another_chunk_size(tmp_path, capsys, text
     from spice import generate
     partial = tmp_path / "d" / "5t_opamp" / "target" / ".partial"
     partial.mkdir(parents=True)
-    (partial / "run.json").write_text(json.dumps({"opamp": "5t_opamp", "process": "B", "seed": 3, "chunk": 5,
-                                                  "pdk_path": None}))
+    from spice.circuits import circuit
+    (partial / "run.json").write_text(json.dumps(generate.run_key(circuit("5t_opamp"), "B", 3, 5, None)))
     (partial / "chunk_000000005.csv").write_text(text)
     err = refused(generate.main, [*GEN, "--out", str(tmp_path / "d")], capsys, phrase)
     assert "another --chunk" not in err and "Delete that file and rerun" in err
