@@ -10,6 +10,8 @@
     ... --init-mdn results/mdn_5t_opamp.pth
     # the ensemble (python -m pipeline first), and check the top-k in ngspice (process B)
     ... --model-type ensemble --verify --top-k 8
+    # the spec as a file with units instead of --y-target/--goal/--*band/--weights (inverse/spec_file.py)
+    python -m inverse_opt --opamp 5t_opamp --model-type ensemble --spec spec.toml --verify
 
 Goals per metric (column order): min (y >= t), max (y <= t), target (|y - t| <= 5 % t),
 range (inside --ugf-band / --pm-band / --band metric=lo:hi, else t +- 10 %).  Design
@@ -41,14 +43,17 @@ from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals,
 from inverse.mdn import load_mdn, sample_designs
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
 from inverse.snap import describe_grid
+from inverse.spec_file import load_spec
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
 
 
 def parse_args(argv=None):
     cli = StageCLI("inverse_opt", __doc__)
     a = cli.add_argument
-    a("--y-target", required=True, help="physical metrics, comma-separated, in the model's metric order")
-    a("--goal", required=True, help="one of min|max|target|range per metric, comma-separated")
+    a("--spec", default=None, help="a spec file with units (TOML [goals], e.g. dc_gain = \">= 40 dB\"; "
+                                   "docs/USAGE.md), instead of --y-target/--goal")
+    a("--y-target", default=None, help="physical metrics, comma-separated, in the model's metric order")
+    a("--goal", default=None, help="one of min|max|target|range per metric, comma-separated")
     a("--ugf-band", default=None, help="lo:hi band for ugf (goal 'range')")
     a("--pm-band", default=None, help="lo:hi band for phase_margin (goal 'range')")
     a("--band", action="append", default=[], metavar="METRIC=LO:HI", help="band for any metric (repeatable)")
@@ -89,6 +94,13 @@ def default_ckpt(settings, model_type):
 
 
 def check_numbers(args):
+    if args.spec is not None and (args.y_target is not None or args.goal is not None or args.band
+                                  or args.ugf_band or args.pm_band or args.weights):
+        raise ToolkitError("--spec holds the goals, bands and weights; drop --y-target/--goal/--*band/--weights, "
+                           "or drop --spec")
+    if args.spec is None and (args.y_target is None or args.goal is None):
+        raise ToolkitError("give the spec: --spec spec.toml, or --y-target with --goal (docs/USAGE.md, "
+                           "'Inverse design')")
     for name, v, lo in (("--n-init", args.n_init, 1), ("--top-k", args.top_k, 1), ("--steps", args.steps, 0),
                         ("--finish-lbfgs", args.finish_lbfgs, 0)):
         if v < lo:
@@ -123,13 +135,25 @@ def mdn_starts(path, forward, spec: Spec, n: int, *, seed: int) -> np.ndarray:
                        f".npy written by python -m inverse_mdn --sample.")
 
 
-def build_spec(args, y_cols) -> Spec:
+def build_spec(args, y_cols, preprocessing=None) -> Spec:
+    if args.spec is not None:
+        return load_spec(args.spec, y_cols, typical_metrics(preprocessing), target_tol=args.target_tol)
     y = parse_y_target(args.y_target, y_cols)
     goals = parse_goals(args.goal, y_cols)
     bands = parse_bands(y_cols, ugf_band=args.ugf_band, pm_band=args.pm_band, bands=args.band)
     weights = parse_weights(args.weights, y_cols)
     return Spec.build(y_cols, goals, y, weights=weights, bands=bands, target_tol=args.target_tol,
                       range_tol=args.range_tol)
+
+
+def typical_metrics(pre) -> np.ndarray:
+    """Physical metrics at the centre of the model's y scaling (the source mean): what the MDN is
+    conditioned on for a metric the spec leaves free."""
+    y = np.asarray(pre.y_mean, float).copy()
+    for j, col in enumerate(pre.y_cols):
+        if col in pre.log_y_cols:
+            y[j] = np.expm1(y[j])
+    return y
 
 
 def starts_for(args, forward, spec, seed):
@@ -168,7 +192,7 @@ def main(argv=None):
     check_writable_dir(save_dir, "--save-dir")      # before the optimisation, so no work is lost at save time
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
-    spec = build_spec(args, forward.y_cols)
+    spec = build_spec(args, forward.y_cols, forward.preprocessing)
     if args.verify:
         check_circuit_columns(opamp, forward.x_cols)
     torch.manual_seed(settings["SEED"])

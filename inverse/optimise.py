@@ -150,6 +150,6 @@ def mdn_condition(spec: Spec) -> np.ndarray:
     """Physical y to condition the MDN on: band centre for 'range', else the target value."""
     y = spec.target.copy()
     for j, g in enumerate(spec.goals):
-        if g == "range":
-            y[j] = 0.5 * (spec.lo[j] + spec.hi[j])
+        if g == "range" and np.isfinite(spec.lo[j]) and np.isfinite(spec.hi[j]):
+            y[j] = 0.5 * (spec.lo[j] + spec.hi[j])   # a free metric (open band) keeps its target
     return y

@@ -1,0 +1,120 @@
+"""A spec as a file, with units: ``inverse_opt --spec spec.toml`` instead of positional strings.
+
+    [goals]                         # one line per metric you constrain; the others are free
+    dc_gain = ">= 40 dB"
+    ugf = "1 MHz .. 3 MHz"          # range: lo .. hi
+    slewrate_pos = ">= 10 V/us"
+    phase_margin = ">= 60 deg"
+    cmrr = "any"                    # explicitly free
+    [weights]                       # optional, default 1
+    dc_gain = 2
+
+Goal forms: ``>= X`` (min), ``<= X`` (max), ``== X`` (target, met within ``TARGET_TOL``),
+``X .. Y`` (range), ``any``.  X is a number with an optional unit from ``UNITS``; the unit must
+have the metric's dimension (``METRIC_DIMENSIONS``: V/V metrics take ``dB`` = 20 log10, Hz
+metrics Hz/kHz/MHz/GHz, slew rates V/s, V/ms, V/us, V/ns, angles deg/rad).  A metric whose
+dimension is not known takes bare numbers (its data unit).  A free metric gets an open band and
+conditions the MDN on the model's typical value (the source mean).
+"""
+import math
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ToolkitError
+from inverse.goals import TARGET_TOL, Spec
+
+# unit -> (dimension, factor to the data unit); "dB" is converted as 10 ** (x / 20).
+UNITS = {
+    "": ("1", 1.0), "V/V": ("1", 1.0), "dB": ("1", "dB"),
+    "Hz": ("Hz", 1.0), "kHz": ("Hz", 1e3), "MHz": ("Hz", 1e6), "GHz": ("Hz", 1e9),
+    "V/s": ("V/s", 1.0), "V/ms": ("V/s", 1e3), "V/us": ("V/s", 1e6), "V/µs": ("V/s", 1e6), "V/ns": ("V/s", 1e9),
+    "deg": ("deg", 1.0), "rad": ("deg", 180.0 / math.pi),
+    "A": ("A", 1.0), "mA": ("A", 1e-3), "uA": ("A", 1e-6), "µA": ("A", 1e-6),
+    "W": ("W", 1.0), "mW": ("W", 1e-3), "uW": ("W", 1e-6), "µW": ("W", 1e-6),
+}
+# The data unit of each shipped metric (docs/SPICE.md): the dimension a spec value must have.
+METRIC_DIMENSIONS = {"slewrate_pos": "V/s", "dc_gain": "1", "ugf": "Hz", "phase_margin": "deg", "cmrr": "1"}
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµ/^0-9]*)\s*$")
+
+
+def quantity(text: str, metric: str, where: str) -> float:
+    """'10 V/us' -> 1e7 in the metric's data unit; one clear error for a bad number or unit."""
+    m = _QUANTITY.match(text)
+    if not m:
+        raise ToolkitError(f"{where}: {text!r} is not a number with an optional unit, e.g. '40 dB' or '1.5 MHz'")
+    value, unit = float(m.group(1)), m.group(2)
+    if unit not in UNITS:
+        raise ToolkitError(f"{where}: unknown unit {unit!r}; known: {sorted(u for u in UNITS if u)}")
+    dim, factor = UNITS[unit]
+    want = METRIC_DIMENSIONS.get(metric)
+    if want is None and unit:
+        raise ToolkitError(f"{where}: {metric!r} has no known unit, so give a bare number in its data unit "
+                           f"(got {unit!r})")
+    if want is not None and dim != want:
+        raise ToolkitError(f"{where}: unit {unit!r} is {dim}, but {metric} is in "
+                           f"{'V/V' if want == '1' else want}; e.g. "
+                           f"{ {'1': '40 dB', 'Hz': '2 MHz', 'V/s': '10 V/us', 'deg': '60 deg'}[want]!r}")
+    return 10 ** (value / 20) if factor == "dB" else value * factor
+
+
+def _goal(text, metric: str, where: str):
+    """(goal word, target, band or None) in data units."""
+    if not isinstance(text, str):
+        raise ToolkitError(f"{where}: expected a string such as '>= 40 dB' or '1 MHz .. 3 MHz', got {text!r}")
+    t = text.strip()
+    if t.lower() == "any":
+        return "range", None, (-math.inf, math.inf)
+    for op, word in ((">=", "min"), ("<=", "max"), ("==", "target")):
+        if t.startswith(op):
+            return word, quantity(t[len(op):], metric, where), None
+    if ".." in t:
+        lo_s, hi_s = t.split("..", 1)
+        lo, hi = quantity(lo_s, metric, where), quantity(hi_s, metric, where)
+        if not lo < hi:
+            raise ToolkitError(f"{where}: range {t!r} needs lo < hi")
+        return "range", 0.5 * (lo + hi), (lo, hi)
+    raise ToolkitError(f"{where}: {t!r} is not a goal; write '>= X', '<= X', '== X', 'lo .. hi' or 'any'")
+
+
+def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=print) -> Spec:
+    """Read a spec file for a model with metrics ``y_cols``; ``typical`` (physical, per metric)
+    conditions the MDN for free metrics."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"--spec {path} not found; write a TOML file with a [goals] table (docs/USAGE.md)")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ToolkitError(f"--spec {path} is not valid TOML ({exc})") from None
+    unknown = set(spec) - {"goals", "weights"}
+    if unknown or not isinstance(spec.get("goals"), dict) or not spec["goals"]:
+        raise ToolkitError(f"{path}: expected a non-empty [goals] table and an optional [weights] table, "
+                           f"got keys {sorted(spec)}")
+    weights_in = spec.get("weights", {})
+    for table, name in ((spec["goals"], "goals"), (weights_in, "weights")):
+        bad = [k for k in table if k not in y_cols]
+        if bad:
+            raise ToolkitError(f"{path}: [{name}] names {bad}, which the model does not predict "
+                               f"(metrics: {list(y_cols)})")
+    goals, target, bands, weights = [], np.array(typical, float), {}, np.ones(len(y_cols))
+    for j, col in enumerate(y_cols):
+        if col in spec["goals"]:
+            word, t, band = _goal(spec["goals"][col], col, f"{path}: goals.{col}")
+        else:
+            word, t, band = "range", None, (-math.inf, math.inf)
+            warn(f"[spec] {col} is not in {path}: left free")
+        goals.append(word)
+        if t is not None:
+            target[j] = t
+        if band is not None:
+            bands[col] = band
+        w = weights_in.get(col, 1.0)
+        if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ToolkitError(f"{path}: weights.{col} must be a number >= 0, got {w!r}")
+        weights[j] = w
+    if weights.sum() <= 0:
+        raise ToolkitError(f"{path}: [weights] are all 0; at least one goal must count")
+    return Spec.build(list(y_cols), goals, target, weights=weights, bands=bands, target_tol=target_tol, warn=warn)

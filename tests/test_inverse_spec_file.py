@@ -1,0 +1,72 @@
+"""inverse_opt --spec: goals with units from a TOML file, converted to data units; bad files in one line."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import inverse_opt
+from core.errors import ToolkitError
+from inverse.spec_file import load_spec, quantity
+from tests.test_inverse import FAST_OPT, trained  # noqa: F401  (module fixture: tiny forward models + MDN)
+
+Y = ["slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"]
+TYPICAL = np.array([1e7, 100.0, 2e7, 70.0, 5000.0])
+
+
+@pytest.mark.parametrize("text, metric, value", [
+    ("40 dB", "dc_gain", 100.0), ("100", "dc_gain", 100.0), ("100 V/V", "cmrr", 100.0),
+    ("1.5 MHz", "ugf", 1.5e6), ("250kHz", "ugf", 2.5e5), ("10 V/us", "slewrate_pos", 1e7),
+    ("3 V/ns", "slewrate_pos", 3e9), ("60 deg", "phase_margin", 60.0), ("1 rad", "phase_margin", 180 / math.pi),
+])
+def test_quantities_convert_to_the_data_unit(text, metric, value):
+    assert quantity(text, metric, "x") == pytest.approx(value)
+
+
+def test_a_spec_file_becomes_goals_bands_and_weights(tmp_path):
+    f = tmp_path / "spec.toml"
+    f.write_text('[goals]\ndc_gain = ">= 40 dB"\nugf = "1 MHz .. 3 MHz"\nslewrate_pos = ">= 10 V/us"\n'
+                 'phase_margin = "== 60 deg"\n[weights]\ndc_gain = 2\n')
+    said = []
+    spec = load_spec(f, Y, TYPICAL, warn=said.append)
+    assert spec.goals == ["min", "min", "range", "target", "range"]
+    assert spec.lo[0] == pytest.approx(1e7) and spec.lo[1] == pytest.approx(100) and np.isinf(spec.hi[1])
+    assert (spec.lo[2], spec.hi[2]) == pytest.approx((1e6, 3e6))
+    assert (spec.lo[3], spec.hi[3]) == pytest.approx((57.0, 63.0))          # == within TARGET_TOL (5 %)
+    assert np.isneginf(spec.lo[4]) and np.isposinf(spec.hi[4]) and spec.target[4] == 5000.0   # cmrr free
+    assert list(spec.weights) == [1, 2, 1, 1, 1]
+    assert any("cmrr is not in" in s for s in said)
+    assert spec.meets([[2e7, 150, 2e6, 61, 1.0]]).all()
+
+
+@pytest.mark.parametrize("body, phrase", [
+    ('[goals]\ngain = ">= 40 dB"\n', r"\[goals\] names \['gain'\], which the model does not predict"),
+    ('[goals]\nugf = ">= 40 dB"\n', r"goals.ugf: unit 'dB' is 1, but ugf is in Hz; e.g. '2 MHz'"),
+    ('[goals]\nugf = ">= 2 MegaHz"\n', r"unknown unit 'MegaHz'"),
+    ('[goals]\nugf = "3 MHz .. 1 MHz"\n', r"range '3 MHz .. 1 MHz' needs lo < hi"),
+    ('[goals]\nugf = "about 2 MHz"\n', r"is not a goal"),
+    ('[goals]\nugf = ">= 1 MHz"\nugf = "<= 3 MHz"\n', r"is not valid TOML"),           # two goals on one metric
+    ('[goals]\nugf = ">= 1 MHz"\n[weights]\nugf = -1\n', r"weights.ugf must be a number >= 0"),
+    ('[goal]\nugf = ">= 1 MHz"\n', r"expected a non-empty \[goals\] table"),
+])
+def test_bad_spec_files_fail_in_one_line(tmp_path, body, phrase):
+    f = tmp_path / "spec.toml"
+    f.write_text(body)
+    with pytest.raises(ToolkitError, match=phrase) as e:
+        load_spec(f, Y, TYPICAL)
+    assert "\n" not in str(e.value)
+
+
+def test_inverse_opt_takes_a_spec_file(trained, tmp_path):  # noqa: F811
+    common, _, _ = trained
+    f = tmp_path / "spec.toml"
+    f.write_text('[goals]\ndc_gain = ">= 40 dB"\nugf = "10 MHz .. 100 MHz"\nphase_margin = ">= 60 deg"\n')
+    inverse_opt.main([*common, "--spec", str(f), *FAST_OPT, "--top-k", "2", "--save-dir", str(tmp_path / "run"),
+                      "--quiet"])
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["spec"]["ugf"] == {"goal": "range", "target": 5.5e7, "lo": 1e7, "hi": 1e8, "weight": 1.0}
+    assert record["spec"]["cmrr"]["lo"] is None and record["spec"]["cmrr"]["hi"] is None
+    with pytest.raises(ToolkitError, match="--spec holds the goals"):
+        inverse_opt.main([*common, "--spec", str(f), "--goal", "min,min,min,min,min", *FAST_OPT])
+    with pytest.raises(ToolkitError, match="give the spec"):
+        inverse_opt.main([*common, *FAST_OPT])
