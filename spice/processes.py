@@ -1,4 +1,7 @@
-"""Process definitions: our own BSIM4 model cards plus the fixed testbench conditions.
+"""Processes: model cards plus the fixed testbench conditions, one TOML file each.
+
+The shipped ones are ``library/processes/A.toml`` and ``B.toml``; any process file path works
+where a process name does (``simulate(..., process="my_node.toml")``, ``spice.generate --process``).
 
 A is a 180nm-class node (the source domain), B a 130nm-class node (the target domain).
 The cards are written by us, not copied from a foundry: parameter values are typical of
@@ -11,7 +14,12 @@ Junction parameters use the BSIM4 names (cjs, cjsws, jss, ...): ngspice's BSIM4 
 BSIM3 names (cj, cjsw, js) with only a warning.  Drain/source areas and perimeters are passed
 per instance (see ``diffusion``) because BSIM4 otherwise computes zero junction capacitance.
 """
+import math
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import ToolkitError
 
 
 @dataclass(frozen=True)
@@ -50,45 +58,52 @@ class Process:
         return self.vcm - self.vdd / 8, self.vcm + self.vdd / 8
 
 
-def _card(name, kind, *, toxe, vth0, u0, ua, ub, vsat, pclm, pdiblc2, k1, cgo, cjs, cjsws, ndep):
-    # One BSIM4 card.  Only the parameters that shape analog behaviour are set; the rest keep
-    # BSIM4 defaults.  cgo = gate-drain/source overlap capacitance per width (F/m).
-    return (
-        f".model {name} {kind} level=54 version=4.8 binunit=1 capmod=2 mobmod=0 igcmod=0 igbmod=0\n"
-        f"+ toxe={toxe} toxp={toxe * 0.9:.3e} toxm={toxe} epsrox=3.9 xj=1.0e-7 ndep={ndep}\n"
-        f"+ vth0={vth0} k1={k1} k2=0.01 dvt0=2.2 dvt1=0.53 dsub=0.56 eta0=0.08 etab=-0.07\n"
-        f"+ u0={u0} ua={ua} ub={ub} uc=0 vsat={vsat} a0=1.0 ags=0.2 delta=0.01\n"
-        f"+ rdsw=150 prwg=0.0 prwb=0.0 wr=1 nfactor=1.5 cdsc=2.4e-4 cit=0\n"
-        f"+ pclm={pclm} pdiblc1=0.39 pdiblc2={pdiblc2} pdiblcb=0 drout=0.56 pvag=0.5 fprout=0.2\n"
-        f"+ cgso={cgo} cgdo={cgo} cgbo=1e-12 cf=0 ckappas=0.6 ckappad=0.6\n"
-        f"+ cjs={cjs} mjs=0.4 pbs=0.8 cjsws={cjsws} mjsws=0.3 pbsws=0.8 cjswgs={cjsws} mjswgs=0.3 pbswgs=0.8\n"
-        f"+ jss=1e-6 jsws=1e-12 nf=1\n"
-    )
+LIBRARY = Path(__file__).resolve().parent / "library" / "processes"   # the shipped process files
+_KEYS = {"name": str, "description": str, "vdd": float, "cl": float, "ldiff": float, "nmos": str, "pmos": str}
 
 
-PROCESS_A = Process(
-    name="A", description="180nm-class, tox 4.1 nm, 1.8 V", vdd=1.8, cl=1e-12, ldiff=0.48,
-    nmos="nch_a", pmos="pch_a",
-    model_text=_card("nch_a", "nmos", toxe=4.1e-9, vth0=0.45, u0=0.040, ua=-1.0e-9, ub=2.0e-18,
-                     vsat=8.0e4, pclm=1.3, pdiblc2=2.0e-3, k1=0.58, cgo=3.5e-10, cjs=1.0e-3,
-                     cjsws=2.5e-10, ndep=1.7e17)
-    + _card("pch_a", "pmos", toxe=4.1e-9, vth0=-0.45, u0=0.0095, ua=1.0e-9, ub=1.0e-21,
-            vsat=8.0e4, pclm=1.1, pdiblc2=1.0e-3, k1=0.56, cgo=3.0e-10, cjs=1.1e-3,
-            cjsws=2.2e-10, ndep=1.5e17),
-)
+def load_process(path) -> Process:
+    """A process file (TOML): name, description, vdd (V), cl (F), ldiff (um), nmos, pmos, and either
+    ``models`` (the .model cards inline) or ``library`` (a model file, relative to the process file)
+    with an optional ``section`` (its ``.lib`` section, e.g. "tt").  Every problem is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"process file {path} not found; give a .toml process file or one of A, B, sky130")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ToolkitError(f"{path} is not valid TOML ({exc})") from None
+    unknown = set(spec) - set(_KEYS) - {"models", "library", "section"}
+    if unknown:
+        raise ToolkitError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_KEYS)} and models or "
+                           f"library [+ section]")
+    for key, kind in _KEYS.items():
+        v = spec.get(key)
+        ok = isinstance(v, str) and v if kind is str else isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not ok:
+            raise ToolkitError(f"{path}: {key} must be {'a non-empty string' if kind is str else 'a number'}, got {v!r}")
+    for key in ("vdd", "cl", "ldiff"):
+        if not (math.isfinite(spec[key]) and spec[key] > 0):
+            raise ToolkitError(f"{path}: {key} must be > 0 (vdd in V, cl in F, ldiff in um), got {spec[key]!r}")
+    if ("models" in spec) == ("library" in spec):
+        raise ToolkitError(f"{path}: give exactly one of models (the cards inline) or library (a model file)")
+    if "models" in spec:
+        text = spec["models"]
+    else:
+        lib = (path.parent / spec["library"]).resolve()
+        if not lib.is_file():
+            raise ToolkitError(f"{path}: library {lib} does not exist (paths are relative to the process file)")
+        section = spec.get("section")
+        text = f'.lib "{lib}" {section}' if section else f'.include "{lib}"'
+    return Process(name=spec["name"], description=spec["description"], vdd=float(spec["vdd"]),
+                   cl=float(spec["cl"]), ldiff=float(spec["ldiff"]), nmos=spec["nmos"], pmos=spec["pmos"],
+                   model_text=text)
 
-PROCESS_B = Process(
-    name="B", description="130nm-class, tox 2.6 nm, 1.2 V", vdd=1.2, cl=1e-12, ldiff=0.34,
-    nmos="nch_b", pmos="pch_b",
-    model_text=_card("nch_b", "nmos", toxe=2.6e-9, vth0=0.34, u0=0.030, ua=-0.6e-9, ub=1.6e-18,
-                     vsat=1.0e5, pclm=0.75, pdiblc2=6.0e-3, k1=0.45, cgo=2.8e-10, cjs=1.3e-3,
-                     cjsws=1.8e-10, ndep=2.6e17)
-    + _card("pch_b", "pmos", toxe=2.6e-9, vth0=-0.33, u0=0.0080, ua=0.8e-9, ub=1.0e-21,
-            vsat=9.0e4, pclm=0.6, pdiblc2=4.0e-3, k1=0.42, cgo=2.4e-10, cjs=1.4e-3,
-            cjsws=1.6e-10, ndep=2.3e17),
-)
 
-PROCESSES = {"A": PROCESS_A, "B": PROCESS_B}
+PROCESSES = {p.stem: load_process(p) for p in sorted(LIBRARY.glob("*.toml"))}
+PROCESS_A, PROCESS_B = PROCESSES["A"], PROCESSES["B"]
+
+
 # The data layout's domains: source data come from process A, target data from process B.
 DOMAIN_PROCESS = {"source": "A", "target": "B"}
 

@@ -5,7 +5,9 @@ This is the API other stages call (inverse design verifies its candidates here).
 calling process with its own ngspice instance (libngspice through ctypes), or falls back to one
 ``ngspice -b`` process per design when the shared library is not installed.
 """
+import functools
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,7 @@ from spice import batch, measure
 from spice import operating_point
 from spice.circuits import ac_testbench, circuit, tran_testbench
 from spice.measure import INCOMPLETE_STEP, METRICS, NONCONVERGENCE, OK, SIM_ERROR
-from spice.processes import PROCESSES
+from spice.processes import PROCESSES, load_process
 from spice.shared_lib import engine
 from spice.tran_length import POINTS, RETRY_FACTOR, SETTLE_TAUS, estimate_tstop
 
@@ -27,14 +29,22 @@ _LOCK = threading.Lock()
 INSTALL_HINT = "install it with `sudo apt-get install ngspice libngspice0` (see docs/SPICE.md)"
 
 
-def resolve_process(process: str, *, pdk_path=None):
-    """The Process for "A", "B" or "sky130" (SKY130 is parsed once per PDK folder)."""
+def resolve_process(process, *, pdk_path=None):
+    """The Process for "A", "B", "sky130" (parsed once per PDK folder) or a process file (.toml)."""
     if process in PROCESSES:
         return PROCESSES[process]
     if process == "sky130":
         from spice import sky130
         return sky130.process(pdk_path)
-    raise ToolkitError(f"unknown process {process!r}: expected one of {sorted(PROCESSES) + ['sky130']}")
+    if str(process).endswith(".toml"):
+        return _process_file(str(Path(process).resolve()))
+    raise ToolkitError(f"unknown process {process!r}: expected one of {sorted(PROCESSES) + ['sky130']} "
+                       f"or a process file (.toml; docs/SPICE.md 'Your own process')")
+
+
+@functools.lru_cache(maxsize=16)
+def _process_file(path: str):
+    return load_process(path)
 
 
 def _designs_frame(opamp, designs) -> pd.DataFrame:

@@ -144,3 +144,50 @@ def test_unknown_circuit_and_out_of_space_designs_are_refused(tmp_path):
 
 def test_library_holds_the_shipped_circuits():
     assert sorted(p.stem for p in LIBRARY.glob("*.toml")) == ["5t_opamp", "two_stage_opamp"]
+
+
+# ---------------------------------------------------------------- processes as files
+def test_shipped_process_files_hold_the_cards_the_data_was_made_with():
+    from spice.processes import PROCESSES
+    from tests.spice_helpers import _card
+    a = PROCESSES["A"]
+    assert (a.vdd, a.cl, a.ldiff, a.nmos, a.pmos) == (1.8, 1e-12, 0.48, "nch_a", "pch_a")
+    assert a.model_text.startswith(_card("nch_a", "nmos", toxe=4.1e-9, vth0=0.45, u0=0.040, ua=-1.0e-9, ub=2.0e-18,
+                                         vsat=8.0e4, pclm=1.3, pdiblc2=2.0e-3, k1=0.58, cgo=3.5e-10, cjs=1.0e-3,
+                                         cjsws=2.5e-10, ndep=1.7e17))
+    assert PROCESSES["B"].vdd == 1.2 and sorted(PROCESSES) == ["A", "B"]
+
+
+@needs_lib
+def test_a_users_process_file_simulates(tmp_path):
+    from spice.processes import LIBRARY
+    text = (LIBRARY / "B.toml").read_text().replace('name = "B"', 'name = "B_lowv"').replace("vdd = 1.2", "vdd = 1.0")
+    f = tmp_path / "b_lowv.toml"
+    f.write_text(text)
+    d = dict(w1=10.0, w2=10.0, w3=10.0, l1=1.0, l2=1.0, l3=1.0, ibias=1e-5)
+    y = simulate("5t_opamp", [d], str(f), op=True)
+    yb = simulate("5t_opamp", [d], "B", op=True)
+    assert y.loc[0, "status"] == "ok"
+    assert y.loc[0, "power"] / 1.0 == pytest.approx(yb.loc[0, "power"] / 1.2, rel=0.1)   # ~ same current, lower supply
+    assert y.loc[0, "power"] < 0.9 * yb.loc[0, "power"]
+    # the library route: the same cards in a model file next to it
+    (tmp_path / "cards.lib").write_text(".lib tt\n" + __import__("tomllib").loads(text)["models"] + ".endl tt\n")
+    g = tmp_path / "b_lib.toml"
+    g.write_text(text.split("models =")[0] + 'library = "cards.lib"\nsection = "tt"\n')
+    assert simulate("5t_opamp", [d], str(g)).loc[0, "dc_gain"] == pytest.approx(y.loc[0, "dc_gain"], rel=1e-9)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("vdd = 1.2", "vdd = -1"), r"vdd must be > 0"),
+    (lambda t: t.replace('nmos = "nch_b"', 'nmos = 3'), r"nmos must be a non-empty string"),
+    (lambda t: "corner = 'tt'\n" + t, r"unknown key\(s\) \['corner'\]"),
+    (lambda t: t.split("models =")[0] + 'library = "missing.lib"\n', r"library .*missing.lib does not exist"),
+    (lambda t: t.split("models =")[0], r"give exactly one of models"),
+])
+def test_malformed_process_files_fail_in_one_line(tmp_path, edit, message):
+    from spice.processes import LIBRARY, load_process
+    f = tmp_path / "p.toml"
+    f.write_text(edit((LIBRARY / "B.toml").read_text()))
+    with pytest.raises(ToolkitError, match=message) as e:
+        load_process(f)
+    assert str(f) in str(e.value) and "\n" not in str(e.value)

@@ -21,7 +21,7 @@ import pytest
 from core.errors import ToolkitError
 from spice import simulate
 from spice import sky130
-from spice.processes import _card
+from tests.spice_helpers import _card
 from spice.shared_lib import engine
 from tests.spice_helpers import D5, needs_lib
 
