@@ -74,7 +74,8 @@ def parse_args(argv=None):
     a("--range-tol", type=float, default=RANGE_TOL, help=f"'range' without a band: t +- tol*t [{RANGE_TOL}]")
     a("--save-dir", default=None, help="output folder [results/inverse/{OPAMP}_{model-type}]")
     a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
-    a("--process", default="B", help="process to verify in [B, the target process]")
+    a("--process", default="B", help="process to verify in: A, B, sky130 or a process file (.toml) [B]")
+    a("--circuit", default=None, help="circuit file (.toml) to verify with [the shipped circuit named --opamp]")
     a("--quiet", action="store_true")
     cli.flag("--out-of-domain", "OUT_OF_DOMAIN", "candidates outside the training inputs' ranges: warn | refuse | off")
     return cli.parse(argv)
@@ -193,8 +194,9 @@ def main(argv=None):
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
     spec = build_spec(args, forward.y_cols, forward.preprocessing)
+    sim_circuit = args.circuit or opamp
     if args.verify:
-        check_circuit_columns(opamp, forward.x_cols)
+        check_circuit_columns(sim_circuit, forward.x_cols)
     torch.manual_seed(settings["SEED"])
     x0 = starts_for(args, forward, spec, settings["SEED"])
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {len(x0)} starts "
@@ -220,7 +222,7 @@ def main(argv=None):
     lines = summary_lines(table, spec, args.top_k)
     ver = None
     if args.verify:
-        ver = verify_designs(opamp, table, spec, process=args.process)
+        ver = verify_designs(sim_circuit, table, spec, process=args.process)
         print(format_verification(ver, spec))
     wall = time.perf_counter() - t0
     print("\n".join(lines) + f"\n[inverse] {prop.n_unique} unique snapped designs from {prop.n_starts} starts; "

@@ -1,6 +1,7 @@
 """Check proposed designs in ngspice (the target process) and compare with the prediction.
 
     rows = verify_designs("5t_opamp", table, spec, process="B")
+    rows = verify_designs("circuits/my_ota.toml", table, spec, process="my_node.toml")   # your own files
 
 For each candidate and metric: predicted, simulated, pass/fail of its goal in SPICE; a
 candidate passes when every goal passes (a failed simulation fails every goal).
@@ -26,23 +27,27 @@ def require_ngspice() -> None:
                            f"Or run without --verify.")
 
 
-def check_circuit_columns(opamp: str, x_cols) -> None:
-    from spice.circuits import FEATURES
-    if opamp not in FEATURES:
-        raise ToolkitError(f"--verify: the simulator has no circuit {opamp!r} (known: {list(FEATURES)}).")
-    if list(x_cols) != list(FEATURES[opamp]):
+def check_circuit_columns(opamp, x_cols) -> None:
+    """``opamp``: a shipped circuit name or a circuit file (.toml) whose variables the model's
+    features must be (any order)."""
+    from spice.circuits import BUILTINS, circuit
+    if isinstance(opamp, str) and opamp not in BUILTINS and not opamp.endswith(".toml"):
+        raise ToolkitError(f"--verify: the simulator has no circuit {opamp!r} (shipped: {list(BUILTINS)}); "
+                           f"give its circuit file with --circuit FILE.toml (docs/SPICE.md 'Your own circuit').")
+    features = circuit(opamp).features
+    if sorted(x_cols) != sorted(features):
         raise ToolkitError(f"--verify: the model's features {list(x_cols)} are not the simulator's "
-                           f"{FEATURES[opamp]} for {opamp}; verify with the model of that circuit.")
+                           f"{features} for {opamp}; verify with the model of that circuit.")
 
 
-def verify_designs(opamp: str, table: pd.DataFrame, spec: Spec, *, process: str = "B",
+def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B",
                    simulate=None) -> pd.DataFrame:
     """Simulate the designs of ``table`` (physical x columns + pred_*); one row per candidate with
     sim_*, pass_* per metric, status and pass_all."""
     if simulate is None:
         from spice.simulate import simulate
-    from spice.circuits import FEATURES
-    x = table[FEATURES[opamp]]
+    from spice.circuits import circuit
+    x = table[circuit(opamp).features]
     sim = simulate(opamp, x.reset_index(drop=True), process)
     y = sim[spec.y_cols].to_numpy(float)
     ok = (sim["status"] == "ok").to_numpy()

@@ -191,3 +191,14 @@ def test_malformed_process_files_fail_in_one_line(tmp_path, edit, message):
     with pytest.raises(ToolkitError, match=message) as e:
         load_process(f)
     assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_verify_takes_a_circuit_file(tmp_path):
+    from inverse.verify import check_circuit_columns
+    f = tmp_path / "my_ota.toml"
+    f.write_text(MY_OTA)
+    check_circuit_columns(str(f), ["len", "ib", "win", "wload", "wt"])          # any column order
+    with pytest.raises(ToolkitError, match=r"give its circuit file with --circuit"):
+        check_circuit_columns("my_ota", ["win"])
+    with pytest.raises(ToolkitError, match=r"the model's features \['win'\] are not the simulator's"):
+        check_circuit_columns(str(f), ["win"])
