@@ -27,6 +27,7 @@ from core.outputs import check_writable_file, results_lock
 from inverse.goals import parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_nll, mdn_sidecar, sample_designs, save_mdn  # noqa: F401
 from inverse.optimise import model_bounds
+from inverse.snap import grid_for
 from training.cli import epoch_printer
 from training.loop import TensorBatches, fit
 from training.stage import start_stage
@@ -89,7 +90,7 @@ def train(args, settings):
         x_te, y_te = t("target_test")
         with torch.no_grad():
             metrics["test"] = {"nll": mdn_nll(*model(y_te), x_te).item(), "n": int(len(x_te))}
-    lo, hi = model_bounds(pre)
+    lo, hi = model_bounds(pre, grid_for(settings["DATA_DIR"], settings["OPAMP_TYPE"])[0])
     path = mdn_path(settings)
     save_mdn(path, model.cpu(), x_cols=data["x_cols"], y_cols=data["y_cols"], preprocessing=pre.to_dict(),
              config=settings, seed=settings["SEED"], x_lo=lo.tolist(), x_hi=hi.tolist(), metrics=metrics,

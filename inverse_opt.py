@@ -15,7 +15,8 @@
 
 Goals per metric (column order): min (y >= t), max (y <= t), target (|y - t| <= 5 % t),
 range (inside --ugf-band / --pm-band / --band metric=lo:hi, else t +- 10 %).  Design
-variables stay inside the buildable box; results are snapped to the grid of inverse/snap.py,
+variables stay inside the buildable box; results are snapped to the grid of the design space
+(the data's target meta.json, or --design-space FILE; none: no snapping, see inverse/snap.py),
 re-predicted and ranked by the pessimistic prediction (mean -/+ kappa std).
 Writes to --save-dir: candidates.csv (top-k designs in physical units, predicted metrics,
 predicted std, goals met), result.json (command, spec, settings, candidates, verification),
@@ -42,7 +43,7 @@ from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.mdn import load_mdn, sample_designs
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
-from inverse.snap import describe_grid
+from inverse.snap import describe_grid, grid_for
 from inverse.spec_file import load_spec
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
 
@@ -75,6 +76,8 @@ def parse_args(argv=None):
     a("--save-dir", default=None, help="output folder [results/inverse/{OPAMP}_{model-type}]")
     a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
     a("--process", default="B", help="process to verify in: A, B, sky130 or a process file (.toml) [B]")
+    a("--design-space", default=None, help="grid and box for the designs: a circuit file (.toml) or a meta.json "
+                                           "[the data's target meta.json; none: no snapping, the data's range]")
     a("--circuit", default=None, help="circuit file (.toml) to verify with [the shipped circuit named --opamp]")
     a("--quiet", action="store_true")
     cli.flag("--out-of-domain", "OUT_OF_DOMAIN", "candidates outside the training inputs' ranges: warn | refuse | off")
@@ -157,8 +160,8 @@ def typical_metrics(pre) -> np.ndarray:
     return y
 
 
-def starts_for(args, forward, spec, seed):
-    lo, hi = model_bounds(forward.preprocessing)
+def starts_for(args, forward, spec, seed, grid=None):
+    lo, hi = model_bounds(forward.preprocessing, grid)
     parts = []
     if args.init_mdn:
         parts.append(torch.as_tensor(mdn_starts(args.init_mdn, forward, spec, args.n_init, seed=seed)))
@@ -198,12 +201,13 @@ def main(argv=None):
     if args.verify:
         check_circuit_columns(sim_circuit, forward.x_cols)
     torch.manual_seed(settings["SEED"])
-    x0 = starts_for(args, forward, spec, settings["SEED"])
+    grid, grid_source = grid_for(settings["DATA_DIR"], opamp, args.design_space)
+    x0 = starts_for(args, forward, spec, settings["SEED"], grid)
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {len(x0)} starts "
           f"({'MDN ' + str(args.init_mdn) if args.init_mdn else 'random'}), {args.steps} Adam + "
-          f"{args.finish_lbfgs} L-BFGS")
+          f"{args.finish_lbfgs} L-BFGS; design space: {grid_source}")
     prop = propose(forward, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
-                   prior=args.prior, kappa=args.kappa, top_k=args.top_k)
+                   prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=grid)
     table = prop.table
     flags = forward.preprocessing.out_of_domain(table[forward.x_cols])
     if flags is not None:           # "" = inside the training inputs' ranges
@@ -232,7 +236,7 @@ def main(argv=None):
         "opamp": opamp, "model_type": args.model_type, "checkpoint": str(ckpt), "spec": spec.to_dict(),
         "settings": {k: getattr(args, k) for k in ("prior", "n_init", "steps", "lr", "finish_lbfgs", "top_k",
                                                    "kappa", "init_mdn", "process", "verify")} | {"seed": settings["SEED"]},
-        "grid": describe_grid(forward.x_cols), "n_unique": prop.n_unique, "wall_s": round(wall, 2),
+        "grid": describe_grid(forward.x_cols, grid), "design_space": grid_source, "n_unique": prop.n_unique, "wall_s": round(wall, 2),
         "optimise_s": round(prop.wall_s, 2), "n_predicted_ok": int(table["meets_all"].sum()),
         "candidates": json.loads(table.to_json(orient="records")),
     }

@@ -42,7 +42,7 @@ from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_
 from inverse.goals import Spec
 from inverse.mdn import load_mdn, mdn_log_prob, sample_designs
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
-from inverse.snap import snap_designs
+from inverse.snap import grid_for, snap_designs
 from inverse.verify import verify_designs
 from spice.sampling import sample_designs as grid_designs
 from spice.simulate import simulate
@@ -98,13 +98,13 @@ def sim_pass(opamp, designs: pd.DataFrame, spec: Spec) -> np.ndarray:
 
 def run_opt(args, fwd, mdn, mdn_meta, spec, seed):
     pre = fwd.preprocessing
-    lo, hi = model_bounds(pre)
+    lo, hi = model_bounds(pre, args.grid)
     n_mdn = args.n_init // 2
     _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), n_mdn, seed=seed)
     x0 = torch.cat([torch.as_tensor(pre.transform_x(d)), random_starts(args.n_init - n_mdn, lo, hi, seed=seed)])
     x0 = torch.maximum(torch.minimum(x0, hi), lo)
     prop = propose(fwd, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs, prior=args.prior,
-                   kappa=args.kappa, top_k=args.top_k)
+                   kappa=args.kappa, top_k=args.top_k, grid=args.grid)
     ver = verify_designs(args.opamp, prop.table, spec, process="B")
     return ver["pass_all"].to_numpy(), {"n_pred_ok": int(prop.table["meets_all"].sum())}
 
@@ -117,7 +117,7 @@ def run_random(args, x_cols, spec, seed):
 def run_mdn(args, mdn, mdn_meta, spec, seed):
     pre = Preprocessing.from_dict(mdn_meta["preprocessing"])
     _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), 4 * args.top_k, seed=seed)
-    snapped = pd.DataFrame(snap_designs(d.to_numpy(float), pre.x_cols), columns=pre.x_cols).drop_duplicates()
+    snapped = pd.DataFrame(snap_designs(d.to_numpy(float), pre.x_cols, args.grid), columns=pre.x_cols).drop_duplicates()
     xs = torch.as_tensor(pre.transform_x(snapped))
     ys = torch.as_tensor(pre.transform_y(mdn_condition(spec)[None, :])).expand(len(xs), -1)
     with torch.no_grad():
@@ -136,6 +136,7 @@ def main(argv=None):
                            f"there first: python -m pipeline --opamp {args.opamp} --results-dir {args.results_dir} "
                            f"&& python -m inverse_mdn --opamp {args.opamp} --results-dir {args.results_dir}")
     check_writable_dir(args.results_dir, "--results-dir")
+    args.grid, _ = grid_for(args.data_dir, args.opamp)   # the design space that travels with the data
     data = get_data_and_scalers(**data_kwargs_from_settings(settings))
     x_test, y_test = data["raw"]["target_test"]
     rng = np.random.default_rng(args.seed)

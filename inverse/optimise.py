@@ -26,12 +26,16 @@ from inverse.goals import Spec, goal_loss, pessimistic_fails
 from inverse.snap import feature_bounds, rule_for, snap_designs
 
 EPS = 1e-4       # keep sigmoid(u) off 0/1 when a start sits on the box edge
-DATA_SPAN = 3.0  # features with no grid rule: box = mean +- 3 std of the scaler's data (model space)
+DATA_SPAN = 3.0  # features with no rule and no recorded range: box = mean +- 3 std of the scaler's data
 
 
 def model_bounds(pre, grid=None):
-    """Model-space box (lo, hi), float32 tensors (D,), from the grid rules of inverse/snap.py."""
+    """Model-space box (lo, hi), float32 tensors (D,): the grid rules of inverse/snap.py, else the
+    feature's range in the training inputs (recorded in the checkpoint), else mean +- 3 std."""
     lo, hi = np.full(len(pre.x_cols), -DATA_SPAN), np.full(len(pre.x_cols), DATA_SPAN)
+    if pre.x_min is not None and pre.x_max is not None:
+        lo = pre.transform_x(np.asarray(pre.x_min, float)[None, :])[0].astype(float)
+        hi = pre.transform_x(np.asarray(pre.x_max, float)[None, :])[0].astype(float)
     known = [j for j, c in enumerate(pre.x_cols) if rule_for(c, grid) is not None]
     if known:
         p_lo, p_hi = feature_bounds(pre.x_cols, data_lo=np.ones(len(pre.x_cols)),

@@ -1,8 +1,13 @@
 """The buildable design grid: bounds for the optimiser and snapping of its results.
 
-One small table, ``GRID``, matched against each feature name in order (first match wins).
-Add a row to support a new kind of feature; a feature that matches no row keeps its
-continuous value and gets its bounds from the data (see ``feature_bounds``).
+The grid comes from the design space that travels with the data (``design_space`` in the
+target folder's meta.json, written by ``spice.generate`` from the circuit file) or from
+``--design-space FILE`` (a circuit .toml or a meta.json): ``grid_for`` turns it into one rule per
+variable.  Data with no design space get no snapping and the box of the data (a feature never
+matched by name, so a user's ``w1`` in metres is not clamped to our micrometre box).
+
+``GRID`` below is the shipped circuits' grid written as name patterns; the design space of the
+shipped data gives the same rules (a test pins it).
 
     name pattern   rule                              bounds (physical units)    source
     w\\d*           multiple of 0.5 um                [0.5, 50] um               spice/sampling.W_GRID
@@ -23,7 +28,8 @@ from spice.sampling import CC_RANGE, CR_RANGE, IBIAS_GRID, L_GRID, W_GRID
 @dataclass(frozen=True)
 class Rule:
     pattern: str                  # regular expression matched against the whole feature name
-    kind: str                     # 'step' (multiples of step), 'set' (nearest of values), 'sig' (significant digits)
+    kind: str                     # 'step' (multiples of step), 'set' (nearest of values), 'sig' (significant
+                                  # digits), 'range' (continuous, only bounded)
     lo: float
     hi: float
     step: float = 0.0             # 'step'
@@ -45,6 +51,8 @@ class Rule:
             vals = np.asarray(self.values, float)
             return vals[np.abs(v[:, None] - vals[None, :]).argmin(axis=1)] if v.ndim else \
                 vals[np.abs(v - vals).argmin()]
+        if self.kind == "range":
+            return v
         if self.kind == "sig":
             exp = np.floor(np.log10(v))
             scale = 10.0 ** (exp - (self.digits - 1))
@@ -62,6 +70,62 @@ GRID = [
     Rule(r"cc", "step", CC_RANGE[0], CC_RANGE[1], step=0.01e-12, describe="multiple of 0.01 pF in [0.1, 2] pF"),
     Rule(r"cr", "sig", CR_RANGE[0], CR_RANGE[1], digits=3, describe="3 significant digits in [1k, 100k] ohm"),
 ]
+
+
+def rules_from_design_space(design_space: dict) -> list:
+    """One exact-name Rule per variable of a design space ({name: {unit, range, grid, sample}})."""
+    rules = []
+    for name, v in design_space.items():
+        lo, hi = (float(b) for b in v["range"])
+        g = v.get("grid") or {}
+        pattern = re.escape(name)
+        if "step" in g:
+            rules.append(Rule(pattern, "step", lo, hi, step=float(g["step"]),
+                              describe=f"multiple of {g['step']:g} {v['unit']} in [{lo:g}, {hi:g}]"))
+        elif "values" in g:
+            vals = tuple(float(x) for x in g["values"])
+            rules.append(Rule(pattern, "set", min(vals), max(vals), values=vals,
+                              describe=f"one of {{{', '.join(f'{x:g}' for x in vals)}}} {v['unit']}"))
+        elif "digits" in g:
+            rules.append(Rule(pattern, "sig", lo, hi, digits=int(g["digits"]),
+                              describe=f"{g['digits']} significant digits in [{lo:g}, {hi:g}] {v['unit']}"))
+        else:
+            rules.append(Rule(pattern, "range", lo, hi, describe=f"continuous in [{lo:g}, {hi:g}] {v['unit']}"))
+    return rules
+
+
+def grid_for(data_dir, opamp: str, design_space_file=None) -> tuple[list, str]:
+    """(rules, where they came from): ``design_space_file`` (a circuit .toml or a meta.json) if
+    given, else ``<data_dir>/<opamp>/target/meta.json``'s design space, else no rules."""
+    import json
+    from pathlib import Path
+
+    from core.errors import ToolkitError
+    if design_space_file:
+        path = Path(design_space_file)
+        if not path.is_file():
+            raise ToolkitError(f"--design-space {path} not found; give a circuit file (.toml) or a meta.json "
+                               f"written by spice.generate")
+        if path.suffix == ".toml":
+            from spice.circuit_file import load_circuit
+            return rules_from_design_space(load_circuit(path).design_space()), str(path)
+        try:
+            ds = json.loads(path.read_text()).get("design_space")
+        except (json.JSONDecodeError, AttributeError):
+            ds = None
+        if not ds:
+            raise ToolkitError(f"--design-space {path} holds no design_space; give a circuit file (.toml) or the "
+                               f"meta.json of data made by spice.generate")
+        return rules_from_design_space(ds), str(path)
+    meta = Path(data_dir) / opamp / "target" / "meta.json"
+    if meta.is_file():
+        try:
+            ds = json.loads(meta.read_text()).get("design_space")
+        except (json.JSONDecodeError, AttributeError):
+            ds = None
+        if ds:
+            return rules_from_design_space(ds), str(meta)
+    return [], "none (no design space with the data: no snapping, the data's range as the box)"
 
 
 def rule_for(name: str, grid=None):
