@@ -156,7 +156,17 @@ def _save(path, seed):
                     seed=seed)
 
 
-def test_interrupt_between_checkpoint_and_sidecar_keeps_the_pair_consistent(tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt, as for a user at a terminal: a runner that starts the suite in
+    the background (e.g. ``cmd &`` in a script) hands Python an ignored SIGINT, and the tests would
+    then measure nothing."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_interrupt_between_checkpoint_and_sidecar_keeps_the_pair_consistent(tmp_path, monkeypatch, ctrl_c_raises):
     from models.model_utils import read_checkpoint_meta, sidecar_path
     path = tmp_path / "m.pth"
     _save(path, 1)
@@ -468,6 +478,7 @@ def test_ctrl_c_inside_an_ngspice_call_is_not_swallowed(tmp_path):
         pytest.skip("libngspice not installed")
     script = (
         "import os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, whoever started us\n"
         "from spice import shared_lib\n"
         "armed = []\n"
         "orig = shared_lib.SharedNgspice._on_print\n"
