@@ -18,12 +18,12 @@ conditions the MDN on the model's typical value (the source mean).
 """
 import math
 import re
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import ToolkitError
+from core.toml_file import read_toml
 from inverse.goals import TARGET_TOL, Spec
 
 # unit -> (dimension, factor to the data unit); "dB" is converted as 10 ** (x / 20).
@@ -83,12 +83,7 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     """Read a spec file for a model with metrics ``y_cols``; ``typical`` (physical, per metric)
     conditions the MDN for free metrics."""
     path = Path(path)
-    if not path.is_file():
-        raise ToolkitError(f"--spec {path} not found; write a TOML file with a [goals] table (docs/USAGE.md)")
-    try:
-        spec = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ToolkitError(f"--spec {path} is not valid TOML ({exc})") from None
+    spec = read_toml(path, missing="--spec needs a TOML file with a [goals] table (docs/USAGE.md)")
     unknown = set(spec) - {"goals", "weights"}
     if unknown or not isinstance(spec.get("goals"), dict) or not spec["goals"]:
         raise ToolkitError(f"{path}: expected a non-empty [goals] table and an optional [weights] table, "

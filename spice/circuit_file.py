@@ -30,13 +30,13 @@ and ``sum_wl`` (um^2).  Anything else is refused when the file is loaded.
 import ast
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import ToolkitError
+from core.toml_file import read_toml
 
 PORTS = ("inp", "inn", "out", "vdd", "gnd")
 UNITS = ("um", "A", "F", "ohm", "V", "")
@@ -266,12 +266,7 @@ def _netlist(path, text, variables) -> tuple:
 def load_circuit(path) -> Circuit:
     """Parse and check a circuit file; every problem is one ToolkitError naming the file and key."""
     path = Path(path)
-    if not path.is_file():
-        raise ToolkitError(f"circuit file {path} not found; give a .toml circuit file or a built-in name")
-    try:
-        spec = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ToolkitError(f"{path} is not valid TOML ({exc})") from None
+    spec = read_toml(path, missing="give a .toml circuit file or a built-in circuit name")
     unknown = set(spec) - {"name", "description", "netlist", "slew_time", "variables", "figures"}
     if unknown:
         raise ToolkitError(f"{path}: unknown key(s) {sorted(unknown)}; expected name, description, netlist, "

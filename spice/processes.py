@@ -15,11 +15,11 @@ BSIM3 names (cj, cjsw, js) with only a warning.  Drain/source areas and perimete
 per instance (see ``diffusion``) because BSIM4 otherwise computes zero junction capacitance.
 """
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ToolkitError
+from core.toml_file import read_toml
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,7 @@ def load_process(path) -> Process:
     ``models`` (the .model cards inline) or ``library`` (a model file, relative to the process file)
     with an optional ``section`` (its ``.lib`` section, e.g. "tt").  Every problem is one line."""
     path = Path(path)
-    if not path.is_file():
-        raise ToolkitError(f"process file {path} not found; give a .toml process file or one of A, B, sky130")
-    try:
-        spec = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ToolkitError(f"{path} is not valid TOML ({exc})") from None
+    spec = read_toml(path, missing="give a .toml process file or one of A, B, sky130")
     unknown = set(spec) - set(_KEYS) - {"models", "library", "section"}
     if unknown:
         raise ToolkitError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_KEYS)} and models or "

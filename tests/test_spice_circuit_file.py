@@ -134,7 +134,7 @@ def test_generate_refuses_a_netlist_ngspice_rejects_and_writes_nothing(tmp_path,
 def test_unknown_circuit_and_out_of_space_designs_are_refused(tmp_path):
     with pytest.raises(ToolkitError, match=r"unknown opamp 'folded'.*circuit file"):
         circuit("folded")
-    with pytest.raises(ToolkitError, match=r"circuit file .*nope.toml not found"):
+    with pytest.raises(ToolkitError, match=r"nope.toml not found"):
         circuit(tmp_path / "nope.toml")
     # metres instead of um: refused with the range and the file, never clamped
     d = dict(w1=10e-6, w2=10.0, w3=10.0, l1=1.0, l2=1.0, l3=1.0, ibias=1e-5)
