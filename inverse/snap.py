@@ -16,12 +16,16 @@ shipped data gives the same rules (a test pins it).
     cc             multiple of 0.01 pF               [0.1, 2] pF                spice/sampling.CC_RANGE
     cr             3 significant digits (log grid)   [1k, 100k] ohm             spice/sampling.CR_RANGE
 """
+import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from core.errors import ToolkitError
+from spice.circuit_file import load_circuit
 from spice.sampling import CC_RANGE, CR_RANGE, IBIAS_GRID, L_GRID, W_GRID
 
 
@@ -94,37 +98,31 @@ def rules_from_design_space(design_space: dict) -> list:
     return rules
 
 
+def _meta_design_space(path: Path) -> dict | None:
+    """The ``design_space`` of a meta.json written by spice.generate, or None."""
+    try:
+        return json.loads(path.read_text()).get("design_space") or None
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 def grid_for(data_dir, opamp: str, design_space_file=None) -> tuple[list, str]:
     """(rules, where they came from): ``design_space_file`` (a circuit .toml or a meta.json) if
     given, else ``<data_dir>/<opamp>/target/meta.json``'s design space, else no rules."""
-    import json
-    from pathlib import Path
-
-    from core.errors import ToolkitError
     if design_space_file:
         path = Path(design_space_file)
         if not path.is_file():
             raise ToolkitError(f"--design-space {path} not found; give a circuit file (.toml) or a meta.json "
                                f"written by spice.generate")
-        if path.suffix == ".toml":
-            from spice.circuit_file import load_circuit
-            return rules_from_design_space(load_circuit(path).design_space()), str(path)
-        try:
-            ds = json.loads(path.read_text()).get("design_space")
-        except (json.JSONDecodeError, AttributeError):
-            ds = None
+        ds = load_circuit(path).design_space() if path.suffix == ".toml" else _meta_design_space(path)
         if not ds:
             raise ToolkitError(f"--design-space {path} holds no design_space; give a circuit file (.toml) or the "
                                f"meta.json of data made by spice.generate")
         return rules_from_design_space(ds), str(path)
     meta = Path(data_dir) / opamp / "target" / "meta.json"
-    if meta.is_file():
-        try:
-            ds = json.loads(meta.read_text()).get("design_space")
-        except (json.JSONDecodeError, AttributeError):
-            ds = None
-        if ds:
-            return rules_from_design_space(ds), str(meta)
+    ds = _meta_design_space(meta) if meta.is_file() else None
+    if ds:
+        return rules_from_design_space(ds), str(meta)
     return [], "none (no design space with the data: no snapping, the data's range as the box)"
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from core.errors import ToolkitError
 from core.toml_file import read_toml
 from inverse.goals import TARGET_TOL, Spec
+from spice.measure import METRIC_UNITS
 
 # unit -> (dimension, factor to the data unit); "dB" is converted as 10 ** (x / 20).
 UNITS = {
@@ -35,8 +36,9 @@ UNITS = {
     "A": ("A", 1.0), "mA": ("A", 1e-3), "uA": ("A", 1e-6), "µA": ("A", 1e-6),
     "W": ("W", 1.0), "mW": ("W", 1e-3), "uW": ("W", 1e-6), "µW": ("W", 1e-6),
 }
-# The data unit of each shipped metric (docs/SPICE.md): the dimension a spec value must have.
-METRIC_DIMENSIONS = {"slewrate_pos": "V/s", "dc_gain": "1", "ugf": "Hz", "phase_margin": "deg", "cmrr": "1"}
+# The data unit of each shipped metric (spice.measure, docs/SPICE.md): the dimension a spec value
+# must have ("1" for a ratio, as in UNITS).
+METRIC_DIMENSIONS = {m: ("1" if u == "V/V" else u) for m, u in METRIC_UNITS.items()}
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµ/^0-9]*)\s*$")
 
 

@@ -55,10 +55,9 @@ def circuit(opamp) -> Circuit:
                        f"see docs/SPICE.md 'Your own circuit'")
 
 
-# The shipped circuits' feature columns and transistors (names, types), read from their files.
+# The shipped circuits' feature columns, read from their files.
 FEATURES = {name: circuit(name).features for name in BUILTINS}
 OPAMPS = tuple(FEATURES)
-DEVICES = {name: circuit(name).devices for name in BUILTINS}
 
 BENCH_VERSION = 2  # 1: 1e12 H / 1e12 F DC loop, + input driven alone; 2: replica + balanced drive
 STEP_DELAY = 1e-9  # s: buffer step starts here ...
@@ -68,11 +67,6 @@ STEP_RISE = 1e-9   # s: ... and rises this fast (faster than any design here can
 # The op-amp copy whose operating point is reported (every copy in the AC netlist shares it).
 OP_INSTANCE = "xrep"
 OP_SUPPLY = "vddrep"
-
-
-def device_sizes(design: dict, opamp) -> dict[str, list[tuple[float, float]]]:
-    """{"nmos": [(w, l), ...], "pmos": [...]} in um: what SKY130 needs to pick size bins."""
-    return circuit(opamp).device_sizes(design)
 
 
 def opamp_subckt(opamp, design: dict, process: Process) -> list[str]:

@@ -36,7 +36,7 @@ from core.errors import ToolkitError
 from core.outputs import check_writable_dir, results_lock
 from spice.batch import AC_CMD
 from spice.circuits import BENCH_VERSION, BUILTINS, circuit
-from spice.measure import METRICS, OK, STATUSES
+from spice.measure import METRIC_UNITS, METRICS, OK, STATUSES
 from spice.processes import DOMAIN_PROCESS
 from spice.sampling import sample_designs
 from spice.simulate import netlist_errors, ngspice_version, resolve_process, simulate
@@ -131,6 +131,13 @@ def _check_same_run(partial: Path, key: dict) -> None:
         atomic_write_text(stamp, json.dumps(key) + "\n")
 
 
+def _remove_partial(partial: Path) -> None:
+    """Delete the resume folder: its chunks, its run stamp, then the folder."""
+    for f in [*partial.glob("chunk_*.csv"), partial / "run.json"]:
+        f.unlink()
+    partial.rmdir()
+
+
 def _first_ok_enough(done: dict[int, pd.DataFrame], n: int) -> int | None:
     """Number of designs drawn up to and including the n-th OK one, if the done prefix has n OK."""
     ok, start = 0, 0
@@ -203,9 +210,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
                 n_sim = sum(len(d) for d in done.values())
                 if n_ok == 0 and n_sim >= MAX_FAILED_START * args.chunk:
                     counts = pd.concat(done.values())["status"].value_counts().to_dict()
-                    for f in [*partial.glob("chunk_*.csv"), partial / "run.json"]:
-                        f.unlink()
-                    partial.rmdir()
+                    _remove_partial(partial)
                     raise ToolkitError(f"{args.circuit.path}: none of the first {n_sim} designs simulated OK "
                                        f"({counts}); check the netlist and the design space in the file")
                 bar.n = n_ok
@@ -259,16 +264,13 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
         "rows_written": int(len(kept)), "keep_failed": bool(args.keep_failed),
         "negative_phase_margin_fraction": float((ok["phase_margin"] < 0).mean()),
         "feature_columns": feat_cols, "target_columns": METRICS,
-        "units": {**{k: v.unit for k, v in args.circuit.variables.items()}, "slewrate_pos": "V/s",
-                  "dc_gain": "V/V", "ugf": "Hz", "phase_margin": "deg", "cmrr": "V/V"},
+        "units": {**{k: v.unit for k, v in args.circuit.variables.items()}, **METRIC_UNITS},
         "wall_time_s": round(time.time() - t0, 1), "resumed_chunks": reused,
         "backend": args.backend, "workers": args.workers, "chunk": args.chunk,
         "python": platform.python_version(),
     }
     atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
-    for f in [*partial.glob("chunk_*.csv"), partial / "run.json"]:
-        f.unlink()
-    partial.rmdir()
+    _remove_partial(partial)
     print(f"wrote {len(kept)} rows to {out_dir} (requested {requested}, ok {meta['ok']}, "
           f"failed {meta['failed']}, {meta['wall_time_s']} s)")
     return meta

@@ -15,6 +15,7 @@ from the AC bench of ``spice.circuits`` (sweep ``spice.batch.AC_CMD``, from F_ST
 import numpy as np
 
 METRICS = ["slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"]
+METRIC_UNITS = {"slewrate_pos": "V/s", "dc_gain": "V/V", "ugf": "Hz", "phase_margin": "deg", "cmrr": "V/V"}
 
 # Status values a design can get.  Only "ok" rows go into the training files.
 OK = "ok"

@@ -106,7 +106,7 @@ def _read_op(eng, opamp, proc) -> dict | None:
 def _one_shared(eng, opamp, design, proc, want_op: bool) -> dict:
     model_lines = proc.model_lines(design, opamp)
     ac_net = ac_testbench(opamp, design, proc, model_lines=model_lines)
-    op = operating_point.empty_row(opamp) if want_op else None
+    op = empty = operating_point.empty_row(opamp) if want_op else None
     if want_op:
         # Only saved vectors exist after an analysis once any .save is given: keep the AC outputs.
         vecs = " ".join(operating_point.op_vectors(opamp, proc).values())
@@ -119,7 +119,7 @@ def _one_shared(eng, opamp, design, proc, want_op: bool) -> dict:
             return _finish({}, NONCONVERGENCE, op)
         op = _read_op(eng, opamp, proc)
         if op is None:
-            return _finish({}, SIM_ERROR, operating_point.empty_row(opamp))
+            return _finish({}, SIM_ERROR, empty)
     if not eng.run(AC_CMD):
         return _finish({}, NONCONVERGENCE, op)
     freq, adm, acm = eng.vector("frequency"), eng.vector("out_dm"), eng.vector("out_cm")

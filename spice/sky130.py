@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ToolkitError
-from spice.circuits import device_sizes
+from spice.circuits import circuit
 from spice.processes import Process
 
 SUBDIR = "sky130A/libs.tech/ngspice"            # open_pdks layout under $PDK_ROOT
@@ -348,7 +348,7 @@ class Sky130Process(Process):
 
     def model_lines(self, design: dict, opamp: str) -> list[str]:
         need = {DEVICES[kind]: [(self.finger_width(kind, w, l)[1] * 1e-6, l * 1e-6) for w, l in pairs]
-                for kind, pairs in device_sizes(design, opamp).items()}
+                for kind, pairs in circuit(opamp).device_sizes(design).items()}
         return self._lib.lines(need)
 
     def mos_line(self, name, d, g, s, b, kind, w, l) -> str:

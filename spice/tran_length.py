@@ -18,5 +18,6 @@ RETRY_FACTOR = 8.0     # one retry this much longer when the step did not comple
 
 def estimate_tstop(opamp, design: dict, cl: float, dv: float, ugf: float) -> float:
     """Transient length (s): SLEW_MARGIN x the circuit file's ``slew_time`` + settling."""
-    slew_time = circuit(opamp).evaluate(circuit(opamp).slew_time, design, cl=cl, dv=dv)
+    c = circuit(opamp)
+    slew_time = c.evaluate(c.slew_time, design, cl=cl, dv=dv)
     return SLEW_MARGIN * slew_time + SETTLE_TAUS / (2 * math.pi * ugf)
