@@ -64,6 +64,12 @@ ALIGN_REINIT_LAYERS = "auto"  # last backbone layers re-initialised before align
                            # layer (the seed) .. NUM_LAYERS-1 = only the first; "auto" trains 0 and NUM_LAYERS-1
                            # and keeps the lower val NLL (the best depth differs per circuit; docs/DECISIONS.md)
 
+# ---- pooled (one MLP on source + target rows with a 0/1 domain flag)
+POOLED_SAMPLING = "shuffled"  # "shuffled": all rows shuffled in BASELINE_BATCH_SIZE batches (target weight =
+                           # its share of rows) | "balanced": each step a BATCH_SIZE target batch + an equal
+                           # source batch (both processes weigh the same; 4x faster, lower R^2 here: see
+                           # training/train_pooled.py)
+
 # ---- finetune (DualHeadMLP, three phases)
 L2SP_LAMBDA = 1e-4         # L2-SP weight toward the pretrained weights, >= 0
 LR_BIAS = 3e-3             # phase 1 learning rate, head_B.bias only, > 0 (seed: 3e-4, too slow to converge)
@@ -76,6 +82,13 @@ UNFREEZE_PATIENCE = 60     # phase 3 early-stopping patience in epochs, >= 1 (se
 FINETUNE_OBJECTIVE = "hetero"  # phase 3 loss: "hetero" (a logvar_B head; NLL + ALPHA_R2 (1 - R^2), early-stopped
                            # on val MSE of the mean) | "mse" (the seed) | "auto" (both, keep the higher val
                            # mean R^2); hetero won on test in most measured runs (docs/DECISIONS.md)
+
+# ---- ensemble (inference.infer_ensemble; --members overrides ENSEMBLE_MEMBERS)
+ENSEMBLE_MEMBERS = ["align_hetero", "target_only", "dualhead"]  # member stages (core/stages.py names); the
+                           # pipeline trains each one named here
+FUSION_SELECTION = "cv"    # how the fusion's per-metric weighting is chosen on target_val: "cv" (scored out of
+                           # fold, 5 folds; no bonus for a member that fits val by chance) | "val" (in-sample,
+                           # the first version; docs/DECISIONS.md)
 
 # ---- inverse (MDN and optimisation)
 MDN_COMPONENTS = 10        # mixture components

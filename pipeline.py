@@ -100,7 +100,7 @@ def main(argv=None):
 
 def run(args, settings):
     t_all = time.perf_counter()
-    steps = plan(settings, force=args.force, dry_run=args.dry_run, members=args.members)
+    steps = plan(settings, force=args.force, dry_run=args.dry_run, members=args.members or settings["ENSEMBLE_MEMBERS"])
     print(f"[pipeline] opamp={settings['OPAMP_TYPE']} data={settings['DATA_DIR']} results={settings['RESULTS_DIR']} "
           f"seed={settings['SEED']}{' DRY-RUN' if args.dry_run else ''}")
     for i, (name, module, kind, reason) in enumerate(steps, 1):

@@ -72,7 +72,7 @@ from data_loader import data_kwargs_from_settings, get_data_and_scalers  # noqa:
 from data_loader.preprocessing import same_preprocessing  # noqa: E402
 from inference import infer_ensemble  # noqa: E402
 from inference.evaluate import positive_floor, predict_scaled  # noqa: E402
-from inference.members import DEFAULT_MEMBERS, parse_members  # noqa: E402
+from inference.members import parse_members  # noqa: E402
 from inference.metrics import regression_report  # noqa: E402
 from models import MLP  # noqa: E402
 from models.model_utils import load_checkpoint, read_checkpoint_meta, sidecar_path  # noqa: E402
@@ -247,7 +247,7 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
         def up_to_date(kind):
             return not args.retrain and staleness(settings_run, kind, data["split"], data["files"].values(),
                                                   dry_run=False) is None
-        ens_members = parse_members(args.members or DEFAULT_MEMBERS) if "ensemble" in methods else []
+        ens_members = parse_members(args.members or config.ENSEMBLE_MEMBERS) if "ensemble" in methods else []
         stage_s["baseline"] = 0.0
         if needs_baseline(methods, ens_members):
             base_summary = _baseline(out, opamp, data, settings_run, ckpt, up_to_date("baseline"), argv,
@@ -524,7 +524,7 @@ def run_cells(args, methods: list, root: Path, log: Path, command: str) -> list:
     same_settings = [r for r in read_rows(log) if r.get("fingerprint") == fp]
     done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in same_settings} if not args.fresh else set()
     cells = [(opamp, seed, n) for opamp in args.opamp for n in args.n_target for seed in args.seeds]
-    members = tuple(parse_members(args.members or DEFAULT_MEMBERS)) if "ensemble" in methods else ()
+    members = tuple(parse_members(args.members or config.ENSEMBLE_MEMBERS)) if "ensemble" in methods else ()
     parts = schedule.plan(cells, methods, done=done, ensemble_members=members, order_n=_n_order,
                           history=schedule.fit_history(latest(same_settings)))
     print(f"[benchmarks] {len(parts)} part(s) of {len(cells)} (seed, n) cell(s) to run "

@@ -31,7 +31,8 @@ TARGET_BATCHES = frozenset({"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"})
 COMMON = RUN | DATA | NET
 # Read by no training stage: how a run executes (not what it learns), the MDN, inverse design.
 NOT_STAGE_SETTINGS = frozenset({"DEVICE", "NUM_THREADS", "MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
-                                "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN"})
+                                "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN",
+                                "ENSEMBLE_MEMBERS", "FUSION_SELECTION"})
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ for _s in (
                                      "UNFREEZE_PATIENCE", "FINETUNE_OBJECTIVE"},
           parent="baseline", member=True, label="dual-head fine-tune",
           aliases=("dualhead_b", "dualhead_finetuned", "fine_tune")),
-    Stage("pooled", "training.train_pooled", "{opamp}_pooled_flag.pth", "MLP", COMMON | {"BASELINE_BATCH_SIZE"},
+    Stage("pooled", "training.train_pooled", "{opamp}_pooled_flag.pth", "MLP",
+          COMMON | TARGET_BATCHES | {"BASELINE_BATCH_SIZE", "POOLED_SAMPLING"},
           member=True, optional=True, label="pooled MLP + domain flag",
           aliases=("pooled_mlp", "pooled_flag", "train_pooled")),
 ):

@@ -16,6 +16,20 @@ T^2 = mean((y - mean)^2 / var), ``final="none"`` keeps T_f = 1.  ``beta`` in {0,
 metric on target_val (lowest MSE of the fused mean; the seed's choice beta = gamma = 1 wins
 ties): beta = gamma = 0 is the plain average, large gamma approaches "best member only".
 
+How that choice is scored (``selection``):
+
+* ``"cv"`` (default): K-fold cross-fitting over the target_val rows (``CV_FOLDS``, seeded).  For
+  each fold the temperatures and member MSEs are fitted on the other folds and the fused mean is
+  scored on the held-out fold; beta, gamma are those with the lowest out-of-fold MSE, and the
+  final temperature and interval multipliers are fitted on the out-of-fold fused predictions.
+  Scoring a weighting on the rows that fitted it favours the member whose val error is lowest
+  *by chance* on those rows (and the members early-stopped on them); out-of-fold scores pay for
+  that, so a weighting that merely fits noise loses to a flatter one.
+* ``"val"``: everything fitted and scored in-sample on target_val (the first version).
+
+Either way the parameters ``fuse`` uses (temperatures, val MSE) are then fitted on all
+target_val rows.
+
 ``fuse`` is torch-only and differentiable w.r.t. the members' outputs (inverse design
 optimises through it); ``fit_fusion`` works on NumPy arrays from target_val.
 """
@@ -30,6 +44,10 @@ from inference.calibration import VAR_FLOOR, fit_coverage_temperature, fit_inter
 BETA_GRID = (1.0, 0.0)                     # exponent of the precision weight 1/v (first = default)
 GAMMA_GRID = (1.0, 0.0, 2.0, 4.0, 8.0)      # exponent of the per-metric MSE weight 1/e (first = default)
 FINAL_METHODS = ("coverage", "nll", "none")  # how the fused variance's final temperature is fitted
+CANDIDATES = tuple((b, g) for b in BETA_GRID for g in GAMMA_GRID)   # (beta, gamma) pairs tried, default first
+SELECTIONS = ("cv", "val")                 # how beta/gamma are scored: out-of-fold or in-sample on target_val
+CV_FOLDS = 5                               # folds of target_val for selection="cv"
+CV_MIN_ROWS = 20                           # fewer target_val rows: "cv" falls back to "val" (folds too small)
 
 
 @dataclass
@@ -43,13 +61,14 @@ class FusionParams:
     final_temperature: list  # (M,) T_fj applied to the fused variance
     final_method: str = "coverage"  # how T_f was fitted: coverage | nll | none
     interval_z: dict = None  # {"0.68": (M,), "0.95": (M,)} conformal half-widths in fused stds; None = Gaussian
+    selection: str = "val"   # how beta/gamma were scored: cv (out-of-fold on target_val) | val (in-sample)
 
     def to_dict(self) -> dict:
         return {k: (np.asarray(v).tolist() if not isinstance(v, list) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FusionParams":
-        optional = {"final_method", "interval_z"}
+        optional = {"final_method", "interval_z", "selection"}
         missing = [k for k in cls.__dataclass_fields__ if k not in d and k not in optional]
         if missing:
             raise ToolkitError(f"Fusion record lacks {missing}; rerun python -m inference.infer_ensemble.")
@@ -88,35 +107,77 @@ def _np_fuse(means, variances, val_mse, beta, gamma, final_temperature=None):
     return mean.numpy(), var.numpy(), w.numpy()
 
 
-def fit_fusion(members, means_val, vars_val, y_val, *, final: str = "coverage") -> FusionParams:
+def _member_fit(means, vars_, y):
+    """Per-member temperatures (K, M), calibrated variances (K, N, M) and val MSE (K, M) on these rows."""
+    temps = np.stack([fit_temperature(y, means[i], vars_[i]) for i in range(len(means))])
+    return temps, vars_ * temps[:, None, :] ** 2, np.mean((means - y) ** 2, axis=1)
+
+
+def _fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    """Row -> fold (0..folds-1), balanced, from a seeded permutation (reproducible)."""
+    ids = np.empty(n, dtype=int)
+    ids[np.random.default_rng(seed).permutation(n)] = np.arange(n) % folds
+    return ids
+
+
+def _fused_per_candidate(means_fit, vars_fit, y_fit, means_out, vars_out):
+    """Fit members on (means_fit, y_fit); fused (mean, var) on the ``*_out`` rows for every candidate."""
+    m = y_fit.shape[1]
+    temps, _, val_mse = _member_fit(means_fit, vars_fit, y_fit)
+    cal_out = vars_out * temps[:, None, :] ** 2
+    out = []
+    for b, g in CANDIDATES:
+        mean, var, _ = _np_fuse(means_out, cal_out, val_mse, np.full(m, b), np.full(m, g))
+        out.append((mean, var))
+    return out
+
+
+def fit_fusion(members, means_val, vars_val, y_val, *, final: str = "coverage", selection: str = "cv",
+               folds: int = CV_FOLDS) -> FusionParams:
     """Fit temperatures, exponents and the final temperature on validation data.
 
     ``means_val``/``vars_val``: (K, N, M) *uncalibrated* member outputs, ``y_val`` (N, M).
+    ``selection``: "cv" (out-of-fold scoring, see the module docstring) or "val" (in-sample).
     """
     means_val, vars_val, y_val = (np.asarray(a, float) for a in (means_val, vars_val, y_val))
     if means_val.ndim != 3 or means_val.shape != vars_val.shape or means_val.shape[1:] != y_val.shape:
         raise ToolkitError(f"Expected means/vars (K, N, M) and y (N, M); got {means_val.shape}, {vars_val.shape}, "
                            f"{y_val.shape}.")
-    k, _, m = means_val.shape
-    temps = np.stack([fit_temperature(y_val, means_val[i], vars_val[i]) for i in range(k)])   # (K, M)
-    cal = vars_val * temps[:, None, :] ** 2
-    val_mse = np.mean((means_val - y_val) ** 2, axis=1)                                        # (K, M)
-    beta, gamma = np.ones(m), np.ones(m)
-    best = np.full(m, np.inf)
-    for b in BETA_GRID:
-        for g in GAMMA_GRID:
-            mean, _, _ = _np_fuse(means_val, cal, val_mse, np.full(m, b), np.full(m, g))
-            err = np.mean((mean - y_val) ** 2, axis=0)
-            better = err < best * (1 - 1e-9)
-            beta[better], gamma[better], best[better] = b, g, err[better]
-    mean, var, _ = _np_fuse(means_val, cal, val_mse, beta, gamma)
     if final not in FINAL_METHODS:
         raise ToolkitError(f"Final calibration must be one of {FINAL_METHODS}, got {final!r}.")
+    if selection not in SELECTIONS:
+        raise ToolkitError(f"Fusion selection must be one of {SELECTIONS}, got {selection!r}.")
+    _, n, m = means_val.shape
+    if selection == "cv" and n < max(CV_MIN_ROWS, 2 * folds):
+        selection = "val"          # a fold of 3 rows scores nothing; say so in the record
+    if selection == "cv":
+        ids = _fold_ids(n, folds)
+        oof = [(np.empty((n, m)), np.empty((n, m))) for _ in CANDIDATES]     # per candidate (mean, var)
+        for f in range(folds):
+            fit_rows, out_rows = ids != f, ids == f
+            fused = _fused_per_candidate(means_val[:, fit_rows], vars_val[:, fit_rows], y_val[fit_rows],
+                                         means_val[:, out_rows], vars_val[:, out_rows])
+            for c, (mean, var) in enumerate(fused):
+                oof[c][0][out_rows], oof[c][1][out_rows] = mean, var
+        scored = oof
+    else:
+        scored = _fused_per_candidate(means_val, vars_val, y_val, means_val, vars_val)
+    beta, gamma = np.ones(m), np.ones(m)
+    best, chosen = np.full(m, np.inf), np.zeros(m, dtype=int)
+    for c, (b, g) in enumerate(CANDIDATES):
+        err = np.mean((scored[c][0] - y_val) ** 2, axis=0)
+        better = err < best * (1 - 1e-9)             # strict: the earlier (the seed's beta = gamma = 1) wins ties
+        beta[better], gamma[better], best[better], chosen[better] = b, g, err[better], c
+    # the predictions the final calibration is fitted on: out-of-fold ("cv") or in-sample ("val")
+    mean = np.stack([scored[chosen[j]][0][:, j] for j in range(m)], axis=1)
+    var = np.stack([scored[chosen[j]][1][:, j] for j in range(m)], axis=1)
     final_t = {"coverage": fit_coverage_temperature, "nll": fit_temperature,
                "none": lambda y, mu, v: np.ones(y.shape[1])}[final](y_val, mean, var)
+    temps, _, val_mse = _member_fit(means_val, vars_val, y_val)
     return FusionParams(members=list(members), val_mse=val_mse.tolist(), temperatures=temps.tolist(),
                         beta=beta.tolist(), gamma=gamma.tolist(), final_temperature=final_t.tolist(),
-                        final_method=final, interval_z=fit_interval_z(y_val, mean, var * final_t ** 2))
+                        final_method=final, interval_z=fit_interval_z(y_val, mean, var * final_t ** 2),
+                        selection=selection)
 
 
 def apply_fusion(params: FusionParams, means, variances, *, final: bool = True):

@@ -4,7 +4,7 @@
     python -m inference.infer_ensemble --opamp two_stage_opamp --members align_hetero,target_only,dualhead,pooled
     python -m inference.infer_ensemble --data-dir /tmp/tiny --results-dir /tmp/res --no-plots
 
-Members (``--members``, default ``align_hetero,target_only,dualhead``; ``pooled`` optional):
+Members (``--members``, default config ``ENSEMBLE_MEMBERS``: align_hetero, target_only, dualhead, pooled):
 each member's model-space variance is calibrated per metric with the closed-form temperature
 T^2 = mean((y - mu)^2 / sigma^2) on target_val (point models, ``pooled`` and a ``dualhead``
 fine-tuned with FINETUNE_OBJECTIVE="mse", get the homoscedastic variance = their val MSE, then
@@ -27,8 +27,8 @@ from core.runtime import start_run
 from core.stages import STAGES, checkpoint_path, command
 from data_loader import load_run_data
 from inference.calibration import CURVE_LEVELS
-from inference.fusion import FINAL_METHODS
-from inference.members import DEFAULT_MEMBERS, check_against_data, load_member, parse_members
+from inference.fusion import FINAL_METHODS, SELECTIONS
+from inference.members import check_against_data, load_member, parse_members
 from inference.metrics import format_report
 from inference.predict import Ensemble, ensemble_json_path
 from inference.report import write_report
@@ -39,8 +39,11 @@ def parse_args(argv=None):
     cli = StageCLI("inference.infer_ensemble", __doc__)
     cli.flag("--val-split", "VAL_SPLIT")
     cli.flag("--test-split", "TEST_SPLIT")
-    cli.add_argument("--members", default=",".join(DEFAULT_MEMBERS),
-                     help="comma-separated: align_hetero, target_only, pooled, dualhead [default %(default)s]")
+    cli.add_argument("--members", default=None,
+                     help="comma-separated: align_hetero, target_only, pooled, dualhead [default: config "
+                          "ENSEMBLE_MEMBERS]")
+    cli.flag("--fusion-selection", "FUSION_SELECTION", "how the per-metric weighting is scored on target_val: cv "
+             "(out of fold) or val (in-sample)", choices=list(SELECTIONS))
     cli.add_argument("--final-calibration", choices=FINAL_METHODS, default="coverage",
                      help="final temperature of the fused variance, fitted on target_val: coverage (match the "
                           "68/95 %% intervals) | nll (closed form) | none [default %(default)s]")
@@ -70,7 +73,7 @@ def _calibration_table(rows: dict) -> str:
 
 def main(argv=None):
     args, settings = parse_args(argv)
-    names = parse_members(args.members)
+    names = parse_members(args.members or settings["ENSEMBLE_MEMBERS"])
     opamp = settings["OPAMP_TYPE"]
     for name in names:   # before loading data: a missing member is the most common mistake
         path = checkpoint_path(settings, name)
@@ -106,7 +109,7 @@ def run(args, settings, names):
         check_against_data(m, data)
         if (m.meta.get("metrics") or {}).get("dry_run") and not args.dry_run:
             print(f"warning: {m.path} is a dry-run checkpoint (2 epochs of 2 batches); its numbers mean nothing.")
-    ens = Ensemble.fit(members, data, final=args.final_calibration,
+    ens = Ensemble.fit(members, data, final=args.final_calibration, selection=settings["FUSION_SELECTION"],
                        info={"opamp": opamp, "dry_run": bool(args.dry_run), "seed": settings["SEED"]})
     result = ens.evaluate()
     if result.split == "target_val":

@@ -83,7 +83,8 @@ class Ensemble:
             m.model.eval()
 
     @classmethod
-    def fit(cls, members, data: dict, *, final: str = "coverage", info: dict | None = None) -> "Ensemble":
+    def fit(cls, members, data: dict, *, final: str = "coverage", selection: str = "cv",
+            info: dict | None = None) -> "Ensemble":
         """Calibrate ``members`` and fit the fusion on ``data["target_val"]`` (a ``get_data_and_scalers`` dict).
 
         ``info``: run facts kept in the record (opamp, seed, dry_run).  The data is kept as ``data_`` for
@@ -101,7 +102,7 @@ class Ensemble:
             means.append(mv)
             variances.append(vv)
         names = [m.name for m in members]
-        params = fit_fusion(names, np.stack(means), np.stack(variances), y_val, final=final)
+        params = fit_fusion(names, np.stack(means), np.stack(variances), y_val, final=final, selection=selection)
         record = {**(info or {}), "checkpoints": [str(m.path) for m in members],
                   # what the fusion was fitted on: Ensemble.load refuses a member retrained since
                   "member_sha256": {m.name: checkpoint_sha256(m.path) for m in members},

@@ -3,9 +3,22 @@
     python -m training.train_pooled
     python -m training.train_pooled --dry-run --data-dir /tmp/tiny --results-dir /tmp/res
 
-Source and target_train rows are shuffled together (batch ``BASELINE_BATCH_SIZE``) and fitted
-with MSE from a fresh initialisation; target rows get a learned offset ``s`` (H,) on the first
-layer's pre-activation:
+Source and target_train rows are fitted together with MSE from a fresh initialisation.
+``POOLED_SAMPLING`` says how they meet in a batch:
+
+* ``"shuffled"`` (default): source and target rows shuffled together in batches of
+  ``BASELINE_BATCH_SIZE`` (each row weighs the same, so the target's share of the loss is its
+  share of the rows: 0.5 % with 50 target rows among 10,000 source rows);
+* ``"balanced"``: every step is a target batch of ``BATCH_SIZE`` rows (cycled, at least
+  ``MIN_BATCHES_PER_EPOCH`` steps an epoch, like the target-only stages) plus a source batch of the
+  same size drawn without replacement, so both processes carry equal total weight in the loss.
+
+Measured (two_stage_opamp, seed 0, log-space R^2 on target_test, 100 / all target rows):
+shuffled 0.893 / 0.922, balanced 0.874 / 0.910, at a quarter of the time (50 s vs 190 s).
+Equal weighting sees the source rows ~10 times before early stopping instead of ~150 times,
+and the shared function is what carries the transfer here.
+
+Target rows get a learned offset ``s`` (H,) on the first layer's pre-activation:
     h1 = act(W1 x + b1 + s * is_target)
 which is exactly an extra 0/1 input column "is target" with weights ``s``, initialised like the
 other input weights (uniform, +-1/sqrt(fan_in)).  The network shares everything it can between
@@ -31,10 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.cli import StageCLI, run_main
+from core.errors import ToolkitError
+from core.settings import setting_choice
 from core.outputs import results_lock
 from models import MLP
 from training.cli import add_training_flags, epoch_printer
-from training.loop import TensorBatches, fit
+from training.loop import PairedBatches, TensorBatches, fit
 from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
 
 
@@ -75,19 +90,52 @@ class FlaggedMLP(nn.Module):
         return out
 
 
-def fit_pooled(model: MLP, data: dict, *, lr: float, weight_decay: float, batch_size: int, epochs: int,
-               patience: int, seed: int, device="cpu", max_batches=None, progress: bool = False, on_epoch=None):
-    """Train ``model`` (an MLP of x) on ``data`` (a ``get_data_and_scalers`` dict) pooled with a target
-    offset; returns ``(FitResult, the target MLP with the offset folded in, offset norm)``.  ``model``
-    itself is trained in place but holds no offset: predict for the target with the returned MLP."""
-    net = FlaggedMLP(model).to(device)
+SAMPLINGS = ("balanced", "shuffled")
+
+
+def pooled_batches(data: dict, *, sampling: str, batch_size: int, seed: int, device="cpu", max_batches=None,
+                   min_batches: int = 1):
+    """Batches of ``(x, y, is_target)`` over source + target_train rows (see the module docstring)."""
     x_src, y_src = tensors(data, "source", device)
     x_tr, y_tr = tensors(data, "target_train", device)
+    if sampling == "balanced":
+        paired = PairedBatches(TensorBatches(x_tr, y_tr, batch_size=batch_size, seed=seed, max_batches=max_batches,
+                                             min_batches=min_batches), (x_src, y_src), seed=seed)
+        ones, zeros = torch.ones(batch_size, device=device), torch.zeros(batch_size, device=device)
+        return _Balanced(paired, ones, zeros)
+    if sampling == "shuffled":
+        is_target = torch.cat([torch.zeros(len(x_src)), torch.ones(len(x_tr))]).to(device)
+        return TensorBatches(torch.cat([x_src, x_tr]), torch.cat([y_src, y_tr]), is_target, batch_size=batch_size,
+                             seed=seed, max_batches=max_batches)
+    raise ToolkitError(f"POOLED_SAMPLING must be one of {SAMPLINGS}, got {sampling!r}.")
+
+
+class _Balanced:
+    """One batch = a target batch and a source batch of the same size, concatenated with their 0/1 flag."""
+
+    def __init__(self, paired: PairedBatches, ones: torch.Tensor, zeros: torch.Tensor):
+        self.paired, self.ones, self.zeros = paired, ones, zeros
+
+    def __len__(self):
+        return len(self.paired)
+
+    def __iter__(self):
+        for (xt, yt), (xs, ys) in self.paired:
+            yield torch.cat([xt, xs]), torch.cat([yt, ys]), torch.cat([self.ones[:len(xt)], self.zeros[:len(xs)]])
+
+
+def fit_pooled(model: MLP, data: dict, *, lr: float, weight_decay: float, batch_size: int, epochs: int,
+               patience: int, seed: int, sampling: str = "shuffled", min_batches: int = 1, device="cpu",
+               max_batches=None, progress: bool = False, on_epoch=None):
+    """Train ``model`` (an MLP of x) on ``data`` (a ``get_data_and_scalers`` dict) pooled with a target
+    offset; returns ``(FitResult, the target MLP with the offset folded in, offset norm)``.  ``model``
+    itself is trained in place but holds no offset: predict for the target with the returned MLP.
+    ``batch_size``: target rows per step when ``sampling="balanced"``, rows per step when "shuffled"."""
+    net = FlaggedMLP(model).to(device)
     x_val, y_val = tensors(data, "target_val", device)
-    is_target = torch.cat([torch.zeros(len(x_src)), torch.ones(len(x_tr))]).to(device)
     ones_val = torch.ones(len(x_val), device=device)
-    loader = TensorBatches(torch.cat([x_src, x_tr]), torch.cat([y_src, y_tr]), is_target, batch_size=batch_size,
-                           seed=seed, max_batches=max_batches)
+    loader = pooled_batches(data, sampling=sampling, batch_size=batch_size, seed=seed, device=device,
+                            max_batches=max_batches, min_batches=min_batches)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
 
     def loss_fn(m, batch):
@@ -109,11 +157,14 @@ def main(argv=None):
 def run(args, settings):
     device, data, t0 = start_stage(settings, "pooled", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
+    sampling = setting_choice(settings, "POOLED_SAMPLING", SAMPLINGS, default="shuffled",
+                              fix="--set POOLED_SAMPLING=balanced (equal weight per process) or shuffled.")
     model = MLP(**model_kwargs(settings, data)).to(device)
     result, model, offset_norm = fit_pooled(
         model, data, lr=settings["LEARNING_RATE"], weight_decay=settings["WEIGHT_DECAY"],
-        batch_size=settings["BASELINE_BATCH_SIZE"], epochs=epochs, patience=settings["PATIENCE"],
-        seed=settings["SEED"], device=device, max_batches=max_batches, progress=not args.quiet,
+        batch_size=settings["BATCH_SIZE" if sampling == "balanced" else "BASELINE_BATCH_SIZE"],
+        sampling=sampling, min_batches=settings["MIN_BATCHES_PER_EPOCH"],
+        epochs=epochs, patience=settings["PATIENCE"], seed=settings["SEED"], device=device, max_batches=max_batches, progress=not args.quiet,
         on_epoch=None if args.quiet else epoch_printer("Train MSE", "Val MSE", val_key="val_mse"))
     return finish_stage(settings, data, model, stage="pooled", kind="pooled", device=device,
                         fit_results={"pooled": result}, monitor="mse", val_value=result.best_value, t0=t0,
