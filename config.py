@@ -70,6 +70,11 @@ POOLED_SAMPLING = "shuffled"  # "shuffled": all rows shuffled in BASELINE_BATCH_
                            # source batch (both processes weigh the same; 4x faster, lower R^2 here: see
                            # training/train_pooled.py)
 
+# ---- gp_stack (a GP per metric on [x, source-baseline prediction]; training/train_gp.py)
+GP_NU = 2.5                # Matern smoothness: 0.5 | 1.5 | 2.5 (2.5: twice-differentiable, the usual choice)
+GP_MAX_ROWS = 1000         # >= 2; target rows per GP (a seeded subset beyond; exact GPs cost O(n^3) time)
+GP_RESTARTS = 1            # >= 0; extra random starts of the marginal-likelihood optimiser per metric
+
 # ---- finetune (DualHeadMLP, three phases)
 L2SP_LAMBDA = 1e-4         # L2-SP weight toward the pretrained weights, >= 0
 LR_BIAS = 3e-3             # phase 1 learning rate, head_B.bias only, > 0 (seed: 3e-4, too slow to converge)

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 from core.stages import STAGES
 
-# the ensemble's member stages (core.stages; an optional member is its own part) join "transfer"
+# the ensemble's member stages (core.stages) join "transfer"; an optional member that needs no baseline (the
+# pooled MLP, trained from scratch) is its own part
 PART_METHODS = {
-    "transfer": ("source_only", *(s.name for s in STAGES.values() if s.member and not s.optional), "ensemble",
-                 "stack_gbm", "stack_gp"),
-    "pooled": tuple(s.name for s in STAGES.values() if s.member and s.optional),
+    "transfer": ("source_only", *(s.name for s in STAGES.values() if s.member and (not s.optional or s.parent)),
+                 "ensemble", "stack_gbm", "stack_gp"),
+    "pooled": tuple(s.name for s in STAGES.values() if s.member and s.optional and not s.parent),
     "target": ("target_mlp", "target_gbm", "target_gp"),
 }
 # Rough seconds per part on the shipped 5t_opamp data with --jobs 2 (docs/RESULTS.md), as

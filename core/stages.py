@@ -140,5 +140,8 @@ for _s in (
           COMMON | TARGET_BATCHES | {"BASELINE_BATCH_SIZE", "POOLED_SAMPLING"},
           member=True, optional=True, label="pooled MLP + domain flag",
           aliases=("pooled_mlp", "pooled_flag", "train_pooled")),
+    Stage("gp_stack", "training.train_gp", "{opamp}_gp_stack.pth", "StackedGP",
+          COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS"}, parent="baseline", member=True, optional=True,
+          label="GP on x + source prediction (ARD Matérn)", aliases=("gp", "train_gp")),
 ):
     register(_s)

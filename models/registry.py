@@ -4,6 +4,7 @@ Explicit on purpose: a checkpoint can only name a class listed here, never an ar
 """
 from models.align_hetero import AlignHeteroMLP
 from models.dual_head import DualHeadMLP
+from models.gp import StackedGP
 from models.mdn import MDN
 from models.mlp import MLP
 
@@ -12,4 +13,5 @@ MODEL_CLASSES = {
     "AlignHeteroMLP": AlignHeteroMLP,
     "DualHeadMLP": DualHeadMLP,
     "MDN": MDN,
+    "StackedGP": StackedGP,
 }

@@ -170,3 +170,29 @@ def test_later_sizes_reuse_the_seeds_baseline(quick_run):
     first, later = task / "seed0_n20", task / "seed0_nall"
     assert (first / "5t_opamp_baseline_model.pth").read_bytes() == (later / "5t_opamp_baseline_model.pth").read_bytes()
     assert "[benchmarks] reusing" in (later / "benchmark_log.txt").read_text()
+
+
+def test_fusion_whatif_replays_member_sets_and_selections(quick_run):
+    """The harness's task dirs hold every member checkpoint: fusion variants are scored without retraining."""
+    from benchmarks import fusion_whatif
+    tmp, _, _ = quick_run
+    ckpts = sorted((tmp / "res" / "5t_opamp" / "seed0_nall").glob("*.pth"))
+    stamps = [p.stat().st_mtime_ns for p in ckpts]
+    doc = tmp / "docs" / "WHATIF.md"
+    rows = fusion_whatif.main(["--opamp", "5t_opamp", "--results-root", str(tmp / "res"), "--docs-path", str(doc),
+                               "--members", "align_hetero,target_only,dualhead", "align_hetero,target_only,dualhead,pooled"])
+    got = {(r["members"], r["selection"], r["n"]) for r in rows}
+    assert got == {(m, s, n) for m in ("align_hetero,target_only,dualhead", "align_hetero,target_only,dualhead,pooled")
+                   for s in ("val", "cv") for n in ("20", "all")}
+    for r in rows:
+        assert np.isfinite([r["r2_log"], r["best_r2_log"], r["cov95"]]).all() and 0 <= r["cov95"] <= 1
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps          # nothing retrained
+    text = doc.read_text()
+    assert "fusion_whatif:5t_opamp start" in text and "worst gap to best member" in text
+
+
+def test_fusion_whatif_without_task_dirs_names_the_command(tmp_path):
+    from benchmarks import fusion_whatif
+    from core.errors import ToolkitError
+    with pytest.raises(ToolkitError, match="python -m benchmarks.run --opamp 5t_opamp"):
+        fusion_whatif.main(["--opamp", "5t_opamp", "--results-root", str(tmp_path)])

@@ -23,7 +23,9 @@ def _outputs(model, x):
 
 def test_registry_names_match_classes():
     from models.mdn import MDN
-    assert MODEL_CLASSES == {"MLP": MLP, "AlignHeteroMLP": AlignHeteroMLP, "DualHeadMLP": DualHeadMLP, "MDN": MDN}
+    from models.gp import StackedGP
+    assert MODEL_CLASSES == {"MLP": MLP, "AlignHeteroMLP": AlignHeteroMLP, "DualHeadMLP": DualHeadMLP, "MDN": MDN,
+                             "StackedGP": StackedGP}
     for name, cls in MODEL_CLASSES.items():
         assert cls.__name__ == name
 

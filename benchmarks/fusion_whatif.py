@@ -1,0 +1,158 @@
+"""Which members and which fusion rule, replayed on the harness's saved member checkpoints.
+
+    python -m benchmarks.fusion_whatif --opamp two_stage_opamp --results-root results/benchmarks \
+        --members align_hetero,target_only,dualhead align_hetero,target_only,dualhead,pooled --selection val cv
+
+The benchmark harness leaves every member's checkpoint in its task dir
+``<results-root>/<opamp>/seed<k>_n<N>/``.  For each task dir and each (member set, fusion
+selection) this refits the calibrated ensemble (``inference.predict.Ensemble.fit``: temperatures
+and fusion on target_val, as ``inference.infer_ensemble`` does) and scores it on target_test;
+no member is retrained, so comparing fusion rules costs seconds.  A member set whose checkpoints
+are not all in a task dir is skipped there (and counted).
+
+Per variant and n: mean log-space R^2 over seeds, the worst per-seed gap to that cell's best
+member (log-space R^2 of the best single member minus the ensemble's; <= 0 means the ensemble is
+at least as good), and the range of per-seed 95 % interval coverage.  ``--docs-path`` replaces
+the block ``<!-- benchmarks.run:fusion_whatif:<opamp> start/end -->`` in that Markdown file.
+"""
+import argparse
+import contextlib
+import io
+import re
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+from core.cli import run_main
+from core.errors import ToolkitError
+from core.markdown import markdown_table, replace_block
+from core.stages import checkpoint_path
+from data_loader import data_kwargs_from_settings, get_data_and_scalers
+from inference.fusion import SELECTIONS
+from inference.members import check_against_data, load_member, parse_members
+from inference.predict import Ensemble
+from models.model_utils import read_checkpoint_meta
+
+TASK_DIR = re.compile(r"^seed(\d+)_n(\w+)$")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.fusion_whatif", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--opamp", required=True)
+    p.add_argument("--results-root", default="results/benchmarks", help="the harness's --results-root")
+    p.add_argument("--data-dir", default=None, help="default: the DATA_DIR the members were trained on")
+    p.add_argument("--members", nargs="+", default=["align_hetero,target_only,dualhead"],
+                   help="member sets to compare, each comma-separated")
+    p.add_argument("--selection", nargs="+", default=list(SELECTIONS), choices=list(SELECTIONS))
+    p.add_argument("--docs-path", default=None, help="Markdown file whose fusion_whatif block is replaced")
+    args = p.parse_args(argv)
+    args.member_sets = [tuple(parse_members(m)) for m in args.members]
+    return args
+
+
+def task_dirs(root: Path, opamp: str) -> list:
+    """``[(seed, n, path)]`` of the harness's task dirs, sorted; none is an error naming the command."""
+    base = root / opamp
+    found = sorted((int(m.group(1)), m.group(2), d) for d in (base.iterdir() if base.is_dir() else [])
+                   if d.is_dir() and (m := TASK_DIR.match(d.name)))
+    if not found:
+        raise ToolkitError(f"No harness task dirs (seed<k>_n<N>) under {base}. Make them with: python -m "
+                           f"benchmarks.run --opamp {opamp} --results-root {root}")
+    return found
+
+
+def task_settings(task: Path, data_dir=None) -> dict | None:
+    """The settings the task dir's stages ran with (any checkpoint's config snapshot), RESULTS_DIR = ``task``."""
+    for ckpt in sorted(task.glob("*.pth")):
+        try:
+            settings = dict(read_checkpoint_meta(ckpt).get("config") or {})
+        except ToolkitError:
+            continue
+        if settings:
+            settings["RESULTS_DIR"] = str(task)
+            if data_dir is not None:
+                settings["DATA_DIR"] = data_dir
+            return settings
+    return None
+
+
+def score_cell(task: Path, members: tuple, selections, data_dir=None) -> dict | None:
+    """``{selection: {r2_log, cov95, best_member, best_r2_log}}`` for one task dir; None if a member is missing."""
+    settings = task_settings(task, data_dir)
+    if settings is None:
+        return None
+    paths = {name: checkpoint_path(settings, name) for name in members}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    loaded = [load_member(name, paths[name]) for name in members]
+    for m in loaded:
+        check_against_data(m, data)
+    out = {}
+    for selection in selections:
+        record = Ensemble.fit(loaded, data, selection=selection).evaluate("target_test").record
+        r2 = {n: record["members"][n]["metrics"]["mean"]["r2_log"] for n in members}
+        best = max(r2, key=r2.get)
+        out[selection] = {"r2_log": record["ensemble"]["metrics"]["mean"]["r2_log"],
+                          "cov95": record["ensemble"]["calibration"]["after"]["mean"]["cov95"],
+                          "best_member": best, "best_r2_log": r2[best]}
+    return out
+
+
+def _n_key(n: str):
+    return (1, 0) if n == "all" else (0, int(n))
+
+
+def table(rows: list) -> str:
+    """rows: dicts with members, selection, seed, n, r2_log, best_r2_log, cov95 -> one Markdown table."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["members"], r["selection"], r["n"]), []).append(r)
+    out = []
+    for (members, selection, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _n_key(kv[0][2]))):
+        gaps = [r["best_r2_log"] - r["r2_log"] for r in rs]
+        covs = [100 * r["cov95"] for r in rs]
+        out.append([members.replace(",", " + "), selection, n, str(len(rs)),
+                    f"{statistics.mean(r['r2_log'] for r in rs):.3f}", f"{max(gaps):+.3f}",
+                    f"{min(covs):.1f}–{max(covs):.1f}"])
+    return markdown_table(pd.DataFrame(out, columns=["members", "selection", "n", "seeds", "mean R²_log (test)",
+                                                     "worst gap to best member", "95 % coverage per seed"]))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rows, skipped = [], 0
+    for seed, n, task in task_dirs(Path(args.results_root), args.opamp):
+        for members in args.member_sets:
+            cell = score_cell(task, members, args.selection, args.data_dir)
+            if cell is None:
+                skipped += 1
+                continue
+            for selection, s in cell.items():
+                rows.append({"members": ",".join(members), "selection": selection, "seed": seed, "n": n, **s})
+                print(f"seed {seed} n={n:<4} {'+'.join(members):<40} {selection:<4} R2_log {s['r2_log']:.4f} "
+                      f"(best member {s['best_member']} {s['best_r2_log']:.4f}) cov95 {100 * s['cov95']:.1f}%",
+                      flush=True)
+    if not rows:
+        raise ToolkitError(f"No task dir under {args.results_root}/{args.opamp} holds every checkpoint of "
+                           f"{args.members}. Run the harness with those members (--members).")
+    text = table(rows)
+    print()
+    print(text)
+    if skipped:
+        print(f"({skipped} task dir x member set pairs skipped: a member checkpoint was missing)")
+    if args.docs_path:
+        command = ("python -m benchmarks.fusion_whatif --opamp " + args.opamp + " --results-root " + args.results_root
+                   + " --members " + " ".join(args.members) + " --selection " + " ".join(args.selection))
+        block = (f"### {args.opamp}: member sets and fusion selection, replayed on the harness's checkpoints\n\n"
+                 f"Command: `{command}`\n\n{text}\n")
+        replace_block(Path(args.docs_path), f"fusion_whatif:{args.opamp}", block)
+        print(f"wrote the fusion_whatif:{args.opamp} block of {args.docs_path}")
+    return rows
+
+
+if __name__ == "__main__":
+    run_main(main)
