@@ -33,6 +33,7 @@ import pandas as pd
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
+from core.executor import check_backend, parallel
 from core.outputs import check_writable_dir, results_lock
 from spice.batch import AC_CMD
 from spice.circuits import BENCH_VERSION, BUILTINS, circuit
@@ -72,9 +73,7 @@ def parse_args(argv=None):
     args.circuit = circuit(args.opamp)  # a bad name or file is one line, before any simulation
     if args.opamp not in BUILTINS:
         args.opamp = str(Path(args.opamp).resolve())  # workers load the same file from any folder
-    if args.backend == "dask" and not args.scheduler:
-        raise ToolkitError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786); "
-                           "for this machine alone use --backend local")
+    check_backend(args.backend, args.scheduler, workers=args.workers)
     return args
 
 
@@ -151,18 +150,6 @@ def _first_ok_enough(done: dict[int, pd.DataFrame], n: int) -> int | None:
     return None
 
 
-def _parallel(args):
-    from joblib import Parallel, parallel_config
-    if args.backend == "dask":
-        try:
-            from dask.distributed import Client
-        except ImportError:
-            raise ToolkitError("--backend dask needs dask[distributed]: pip install 'dask[distributed]'") from None
-        client = Client(args.scheduler)
-        return client, parallel_config(backend="dask"), Parallel(n_jobs=-1, return_as="generator_unordered")
-    return None, parallel_config(backend="loky"), Parallel(n_jobs=args.workers, return_as="generator_unordered")
-
-
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
@@ -199,12 +186,11 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
     print(f"generate {args.circuit.name} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
           f"seed={args.seed}, {args.backend} x{args.workers}, ngspice {version}; {reused} chunks already done")
 
-    client, ctx, parallel = _parallel(args)
     # a bar on a terminal; redirected, a plain line per batch of chunks instead of carriage-return fragments
     terminal = sys.stderr.isatty()
     bar = tqdm(total=args.n, unit="ok", disable=args.no_progress or not terminal, desc=f"{args.circuit.name}/{args.domain}")
     try:
-        with ctx:
+        with parallel(args.backend, args.workers, args.scheduler) as run:
             while (requested := _first_ok_enough(done, args.n)) is None:
                 n_ok = sum(int((d["status"] == OK).sum()) for d in done.values())
                 n_sim = sum(len(d) for d in done.values())
@@ -228,7 +214,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
                     s += args.chunk
                 tasks = (delayed(simulate_chunk)(args.opamp, process, args.pdk_path, args.seed,
                                                  st, st + args.chunk, args.sim_backend) for st in starts)
-                for df in parallel(tasks):
+                for df in run(tasks):
                     st = int(df.index[0])
                     with atomic_path(_chunk_path(partial, st)) as tmp:
                         df.to_csv(tmp, float_format=FLOAT_FORMAT)
@@ -236,8 +222,6 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
                     bar.update(min(int((df["status"] == OK).sum()), args.n - bar.n))
     finally:
         bar.close()
-        if client is not None:
-            client.close()
 
     rows = pd.concat([done[s] for s in sorted(done)]).loc[: requested - 1]
     kept = rows if args.keep_failed else rows[rows["status"] == OK]

@@ -1,0 +1,344 @@
+"""Search settings of one training stage: a grid (or a seeded random subset of it) x seeds x target sizes.
+
+    python -m sweep --stage align_hetero --grid LAMBDA_CORAL=0.01,0.02,0.03,0.05 --seeds 0 1 2
+    python -m sweep --opamp two_stage_opamp --stage dualhead --grid LR_UNFREEZE=1e-4,3e-4,1e-3 \\
+        --grid UNFREEZE_LAYERS=1,all --random 4 --n-target 100 all --jobs 2
+    python -m sweep ... --backend dask --scheduler tcp://head:8786     # an existing Dask cluster
+
+Every combination of the ``--grid`` values (``KEY=v1,v2,...``; any config.py key the stage or its
+parents read, typed like its default; ``KEY=[...]`` for list values) is run for every seed and
+target size, each in its own folder ``<results-root>/<combo>/seed<k>_n<N>/``: the stage's parents
+(e.g. the source baseline) are trained once per (seed, n, parent settings) under
+``<results-root>/_parents/`` and copied in, then the stage itself.  Each run is scored in
+physical units on target_val (mean log-space R^2) -- the number the best setting is **chosen**
+on -- and on target_test, which is only reported.  Runs go to a local process pool
+(``--jobs``) or a Dask cluster (``core.executor``, the mechanism ``spice.generate`` uses).
+
+Writes ``<results-root>/sweep.jsonl`` (one line per run; a rerun skips runs already there, so an
+interrupted sweep resumes) and ``<results-root>/sweep.md`` (a table per target size, the best
+setting by val marked), and prints the best setting as ``--set`` flags.  ``--docs-path`` also
+replaces the block ``<!-- benchmarks.run:sweep:<name> ... -->`` of that Markdown file.
+
+Bad input (an unknown or mistyped key, a value of the wrong type, an empty grid, a key the stage
+does not read, an unreachable scheduler) is one line and exit 2, before anything is written.
+"""
+import argparse
+import contextlib
+import hashlib
+import importlib
+import itertools
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import config
+from core.atomic import atomic_write_text
+from core.cli import run_main
+from core.errors import ToolkitError
+from core.executor import BACKENDS, check_backend, parallel
+from core.markdown import replace_block
+from core.settings import parse_set_pairs, resolve, snapshot
+from core.stages import STAGES, canonical, checkpoint_path, command, metrics_path
+from models.model_utils import sidecar_path
+
+SCORE = "r2_log"           # the selection score: mean log-space R^2 on target_val (higher is better)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--opamp", default=config.OPAMP_TYPE, help="circuit folder under --data-dir")
+    p.add_argument("--data-dir", default=config.DATA_DIR)
+    p.add_argument("--stage", required=True, help="the training stage to sweep: " + ", ".join(STAGES))
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a config key and the values to try (repeat for more keys)")
+    p.add_argument("--random", type=int, default=None, metavar="K",
+                   help="run K combinations drawn (seeded by --sweep-seed) from the grid instead of all")
+    p.add_argument("--sweep-seed", type=int, default=0, help="seed of the --random draw")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="run seeds (split, init, batches)")
+    p.add_argument("--n-target", nargs="+", default=["all"], metavar="N", help="target training rows: N or all")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed for every run")
+    p.add_argument("--results-root", default=None, help="default results/sweeps/<opamp>_<stage>")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="local worker processes")
+    p.add_argument("--backend", choices=list(BACKENDS), default="local")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (with --backend dask)")
+    p.add_argument("--docs-path", default=None, help="Markdown file whose sweep block is replaced")
+    args = p.parse_args(argv)
+    args.stage = canonical(args.stage, what="stage to sweep")
+    if not args.grid:
+        raise ToolkitError("Empty grid: give at least one --grid KEY=V1,V2 (e.g. --grid LAMBDA_CORAL=0.01,0.05).")
+    if args.random is not None and args.random < 1:
+        raise ToolkitError(f"--random must be >= 1, got {args.random}.")
+    for n in args.n_target:
+        if n != "all" and not (n.isdigit() and int(n) > 0):
+            raise ToolkitError(f"--n-target takes positive integers or 'all', got {n!r}.")
+    check_backend(args.backend, args.scheduler, workers=args.jobs)
+    args.results_root = Path(args.results_root or Path(config.RESULTS_DIR) / "sweeps" / f"{args.opamp}_{args.stage}")
+    return args
+
+
+# ---------------------------------------------------------------- the grid
+def chain(stage: str) -> list:
+    """The stage's parents first, then the stage: ``["baseline", "align_hetero"]``."""
+    out = [stage]
+    while STAGES[out[0]].parent:
+        out.insert(0, STAGES[out[0]].parent)
+    return out
+
+
+def parse_grid(pairs: list, stage: str) -> dict:
+    """``["KEY=v1,v2"]`` -> {KEY: [typed values]} checked against config.py and the stage chain's reads."""
+    defaults = snapshot(config)
+    reads = set().union(*(STAGES[s].reads for s in chain(stage)))
+    grid = {}
+    for pair in pairs:
+        key, raw = (pair.split("=", 1) + [""])[:2] if "=" in pair else (pair, None)
+        key = key.strip().upper()
+        if raw is None or not raw.strip():
+            raise ToolkitError(f"--grid {pair!r} has no values. Fix: --grid {key or 'KEY'}=V1,V2")
+        if key not in defaults:
+            resolve(config, {key: raw})          # raises: unknown setting, with a "did you mean"
+        if key in grid:
+            raise ToolkitError(f"--grid names {key} twice; give all its values once: --grid {key}=V1,V2,V3")
+        if key not in reads:
+            raise ToolkitError(f"{key} is not read by {stage} or the stages it starts from ({', '.join(chain(stage))}),"
+                               f" so sweeping it changes nothing. Keys they read: {', '.join(sorted(reads))}.")
+        values = [resolve(config, {key: v})[key] for v in _split_values(raw, defaults[key])]   # typed; bad: one line
+        if len(set(map(json.dumps, values))) != len(values):
+            raise ToolkitError(f"--grid {key} lists a value twice: {raw}")
+        grid[key] = values
+    return grid
+
+
+def _split_values(raw: str, default):
+    """Comma-separated values, or a JSON list (``[0.01, 0.02]``); a list-valued key takes a JSON list of lists
+    (``[["a","b"],["a"]]``)."""
+    if not isinstance(default, list) and raw.strip().startswith("["):
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            raise ToolkitError(f"--grid values {raw!r} start with '[' but are not a JSON list.") from None
+        return [v if isinstance(v, str) else json.dumps(v) for v in values]
+    if isinstance(default, list):
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            values = None
+        if not isinstance(values, list) or not all(isinstance(v, list) for v in values):
+            raise ToolkitError(f"A list setting takes a JSON list of lists in --grid, e.g. "
+                               f"--grid 'KEY=[[\"a\",\"b\"],[\"a\"]]'; got {raw!r}.")
+        return values
+    return [v.strip() for v in raw.split(",") if v.strip()]
+
+
+def combinations(grid: dict, random_k: int | None, seed: int) -> list:
+    """Every combination of the grid ({KEY: value}), or ``random_k`` of them drawn without replacement."""
+    keys = list(grid)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    if random_k is not None and random_k < len(combos):
+        import numpy as np
+        pick = sorted(np.random.default_rng(seed).choice(len(combos), random_k, replace=False))
+        combos = [combos[i] for i in pick]
+    return combos
+
+
+def combo_name(combo: dict) -> str:
+    """A folder name for a combination: readable and unique (``LAMBDA_CORAL=0.01`` ... plus a short hash)."""
+    text = "_".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in combo.items())
+    safe = "".join(c if c.isalnum() or c in "._=-" else "-" for c in text)[:80]
+    return f"{safe}_{hashlib.sha256(json.dumps(combo, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
+# ---------------------------------------------------------------- one run (in a worker process)
+def _text(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _argv(opamp, data_dir, results_dir, seed, n, overrides: dict) -> list:
+    """A stage's command line for one run (``--set`` for every override, N_TARGET_TRAIN from n)."""
+    out = ["--opamp", opamp, "--data-dir", str(data_dir), "--results-dir", str(results_dir), "--seed", str(seed),
+           "--quiet", "--set", f"N_TARGET_TRAIN={0 if n == 'all' else int(n)}"]
+    for key, value in overrides.items():
+        out += ["--set", f"{key}={_text(value)}"]
+    return out
+
+
+def _settings(spec: dict, results_dir) -> dict:
+    """The resolved settings the stage of ``spec`` runs with in ``results_dir`` (what its argv says)."""
+    return resolve(config, {**spec["overrides"], "OPAMP_TYPE": spec["opamp"], "DATA_DIR": str(spec["data_dir"]),
+                            "RESULTS_DIR": str(results_dir), "SEED": spec["seed"],
+                            "N_TARGET_TRAIN": 0 if spec["n"] == "all" else int(spec["n"])})
+
+
+def _train(stages: list, argv: list, results_dir: Path) -> dict:
+    """Run each stage's entry point in order (one thread, output to the folder's log); the last summary."""
+    from core.runtime import set_threads
+    set_threads(1)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    summary = None
+    with open(results_dir / "sweep_log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        for name in stages:
+            summary = importlib.import_module(STAGES[name].module).main(argv)
+    return summary
+
+
+def train_parents(spec: dict) -> str:
+    """Phase 1 task: the parent chain for one (seed, n, parent settings)."""
+    _train(spec["parents"], _argv(spec["opamp"], spec["data_dir"], spec["dir"], spec["seed"], spec["n"],
+                                  spec["overrides"]), Path(spec["dir"]))
+    return spec["dir"]
+
+
+def run_one(spec: dict) -> dict:
+    """Phase 2 task: copy the trained parents in, train the stage, score it on target_val and target_test."""
+    import torch
+    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    from inference.evaluate import evaluate_physical
+    from models.model_utils import load_checkpoint
+    out = Path(spec["dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    argv = _argv(spec["opamp"], spec["data_dir"], out, spec["seed"], spec["n"], spec["overrides"])
+    settings = _settings(spec, out)
+    for parent in spec["parents"]:
+        src = checkpoint_path(_settings(spec, spec["parent_dir"]), parent)
+        for f in (src, sidecar_path(src), metrics_path(src)):
+            shutil.copy2(f, out / f.name)
+    t0 = time.perf_counter()
+    summary = _train([spec["stage"]], argv, out)
+    wall = time.perf_counter() - t0
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    model, _ = load_checkpoint(checkpoint_path(settings, spec["stage"]), map_location="cpu")
+    with torch.no_grad():
+        val = evaluate_physical(model, data, "cpu", split="target_val")
+    test = summary["test"]
+    return {**spec["row"], "val_" + SCORE: float(val["mean"][SCORE]), "test_" + SCORE: float(test["mean"][SCORE]),
+            "val_per_metric": {c: float(v[SCORE]) for c, v in val.items() if isinstance(v, dict) and SCORE in v
+                               and c != "mean"},
+            "wall_s": round(wall, 2), "dir": str(out)}
+
+
+# ---------------------------------------------------------------- the sweep
+def fingerprint(args) -> str:
+    """What makes two sweeps' runs comparable (beside combo, seed and n): stage, circuit, data, fixed settings."""
+    key = {"stage": args.stage, "opamp": args.opamp, "data": str(Path(args.data_dir).resolve()),
+           "set": sorted(args.set)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def read_rows(path: Path) -> list:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plan(args, combos: list, fixed: dict) -> tuple:
+    """(parent tasks, run tasks) still to do; runs already in the JSONL are skipped."""
+    fp = fingerprint(args)
+    done = {(json.dumps(r["combo"], sort_keys=True), r["seed"], r["n"]) for r in read_rows(args.results_root / "sweep.jsonl")
+            if r.get("fingerprint") == fp}
+    stages = chain(args.stage)
+    parents, parent_reads = stages[:-1], set().union(*(STAGES[s].reads for s in stages[:-1])) if len(stages) > 1 else set()
+    parent_tasks, runs = {}, []
+    for combo in combos:
+        overrides = {**fixed, **combo}
+        for seed in args.seeds:
+            for n in args.n_target:
+                if (json.dumps(combo, sort_keys=True), seed, n) in done:
+                    continue
+                parent_overrides = {k: v for k, v in overrides.items() if k in parent_reads}
+                pkey = hashlib.sha256(json.dumps([seed, n, parent_overrides], sort_keys=True).encode()).hexdigest()[:10]
+                pdir = args.results_root / "_parents" / f"seed{seed}_n{n}_{pkey}"
+                if parents and pkey not in parent_tasks:
+                    parent_tasks[pkey] = {"parents": parents, "opamp": args.opamp, "data_dir": str(args.data_dir),
+                                          "dir": str(pdir), "seed": seed, "n": n, "overrides": parent_overrides}
+                runs.append({"stage": args.stage, "parents": parents, "parent_dir": str(pdir), "opamp": args.opamp,
+                             "data_dir": str(args.data_dir), "seed": seed, "n": n, "overrides": overrides,
+                             "dir": str(args.results_root / combo_name(combo) / f"seed{seed}_n{n}"),
+                             "row": {"stage": args.stage, "opamp": args.opamp, "combo": combo, "seed": seed, "n": n,
+                                     "fingerprint": fp}})
+    return list(parent_tasks.values()), runs
+
+
+def table(rows: list, keys: list) -> tuple:
+    """(Markdown, {n: best combo}): per target size, one line per combination, best val marked."""
+    by_n = {}
+    for r in rows:
+        by_n.setdefault(r["n"], {}).setdefault(json.dumps(r["combo"], sort_keys=True), []).append(r)
+    parts, best = [], {}
+    for n in sorted(by_n, key=lambda v: (v == "all", int(v) if v.isdigit() else 0)):
+        groups = by_n[n]
+        mean_val = {c: statistics.mean(r["val_" + SCORE] for r in rs) for c, rs in groups.items()}
+        top = max(mean_val, key=mean_val.get)
+        best[n] = json.loads(top)
+        lines = [f"n = {n} target training rows; seeds {sorted({r['seed'] for rs in groups.values() for r in rs})}. "
+                 f"**Bold** = chosen (highest mean val R²_log); test is reported, never used to choose.", "",
+                 "| " + " | ".join(keys) + " | val R²_log (mean ± sd) | test R²_log (mean) | wall s (median) |",
+                 "| " + " | ".join("---" for _ in keys) + " | --- | --- | --- |"]
+        for c, rs in sorted(groups.items(), key=lambda kv: -mean_val[kv[0]]):
+            combo, vals = json.loads(c), [r["val_" + SCORE] for r in rs]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cell = f"{mean_val[c]:.4f} ± {sd:.4f}"
+            lines.append("| " + " | ".join(str(combo.get(k)) for k in keys)
+                         + f" | {'**' + cell + '**' if c == top else cell}"
+                         + f" | {statistics.mean(r['test_' + SCORE] for r in rs):.4f}"
+                         + f" | {statistics.median(r['wall_s'] for r in rs):.0f} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts), best
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    grid = parse_grid(args.grid, args.stage)
+    fixed = {k: resolve(config, {k: v})[k] for k, v in parse_set_pairs(args.set).items()}
+    overlap = sorted(set(fixed) & set(grid))
+    if overlap:
+        raise ToolkitError(f"{', '.join(overlap)} is both swept (--grid) and fixed (--set); keep one.")
+    combos = combinations(grid, args.random, args.sweep_seed)
+    for combo in combos:      # every run's settings are valid before anything runs (range checks included)
+        resolve(config, {**fixed, **combo, "OPAMP_TYPE": args.opamp, "DATA_DIR": str(args.data_dir)})
+    data_dir = Path(args.data_dir) / args.opamp
+    if not data_dir.is_dir():
+        raise ToolkitError(f"No circuit folder {data_dir}. Fix: --data-dir DIR with DIR/{args.opamp}/source and "
+                           f"DIR/{args.opamp}/target (python -m data_loader.cli checks a folder).")
+    parent_tasks, runs = plan(args, combos, fixed)
+    jsonl = args.results_root / "sweep.jsonl"
+    print(f"[sweep] {args.stage} on {args.opamp}: {len(combos)} combination(s) x {len(args.seeds)} seed(s) x "
+          f"{len(args.n_target)} size(s); {len(runs)} run(s) to do, {len(parent_tasks)} parent chain(s) first "
+          f"({' -> '.join(chain(args.stage)[:-1]) or 'none'}); {args.backend} backend; {args.results_root}")
+    t0 = time.perf_counter()
+    from joblib import delayed
+    with parallel(args.backend, args.jobs, args.scheduler) as run:   # an unreachable scheduler fails here
+        args.results_root.mkdir(parents=True, exist_ok=True)
+        for done in run(delayed(train_parents)(t) for t in parent_tasks):
+            print(f"[sweep] parents ready: {done} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        for k, row in enumerate(run(delayed(run_one)(r) for r in runs), 1):
+            with open(jsonl, "a", encoding="utf-8") as f:      # one line per finished run: a resume point
+                f.write(json.dumps(row) + "\n")
+            print(f"[sweep] {k}/{len(runs)} {row['combo']} seed {row['seed']} n={row['n']}: val R2_log "
+                  f"{row['val_' + SCORE]:.4f}, test {row['test_' + SCORE]:.4f} ({row['wall_s']:.0f} s)", flush=True)
+    fp = fingerprint(args)
+    wanted = {json.dumps(c, sort_keys=True) for c in combos}
+    rows = [r for r in read_rows(jsonl) if r.get("fingerprint") == fp and json.dumps(r["combo"], sort_keys=True) in wanted
+            and r["seed"] in args.seeds and r["n"] in args.n_target]
+    text, best = table(rows, list(grid))
+    cmd = "python -m sweep " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    block = f"### sweep: {args.stage} on {args.opamp}\n\nCommand: `{cmd}`\n\n{text}\n"
+    atomic_write_text(args.results_root / "sweep.md", block)
+    if args.docs_path:
+        replace_block(Path(args.docs_path), f"sweep:{args.opamp}_{args.stage}", block)
+    print()
+    print(text)
+    print()
+    for n, combo in best.items():
+        flags = " ".join(f"--set {k}={_text(v)}" for k, v in combo.items())
+        print(f"[sweep] best on val at n={n}: {flags}   (e.g. {command(args.stage)} {flags})")
+    print(f"[sweep] wrote {jsonl} and {args.results_root / 'sweep.md'} ({time.perf_counter() - t0:.0f} s)")
+    return {"rows": rows, "best": best}
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,97 @@
+"""python -m sweep: grid x seeds x sizes, parents trained once, best chosen on val, resumable, bad input."""
+import json
+
+import pytest
+
+import sweep
+from core import executor
+from core.errors import ToolkitError
+
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "EPOCHS=3", "--set", "PATIENCE=2"]
+
+
+@pytest.fixture(scope="module")
+def data(tiny_data):
+    return tiny_data(200, 120)
+
+
+def _argv(data, root, *extra):
+    return ["--data-dir", str(data), "--results-root", str(root), "--jobs", "1", *TINY, *extra]
+
+
+def test_grid_runs_every_combination_and_chooses_on_val(data, tmp_path):
+    root = tmp_path / "sw"
+    out = sweep.main(_argv(data, root, "--stage", "target_only", "--grid", "ALPHA_R2=0.5,1.0",
+                           "--seeds", "0", "1", "--n-target", "20", "all"))
+    rows = [json.loads(x) for x in (root / "sweep.jsonl").read_text().splitlines()]
+    assert sorted((r["combo"]["ALPHA_R2"], r["seed"], r["n"]) for r in rows) == sorted(
+        (a, s, n) for a in (0.5, 1.0) for s in (0, 1) for n in ("20", "all"))
+    for n in ("20", "all"):            # the choice is the highest mean val score, whatever test says
+        mean_val = {a: sum(r["val_r2_log"] for r in rows if r["n"] == n and r["combo"]["ALPHA_R2"] == a) / 2
+                    for a in (0.5, 1.0)}
+        assert out["best"][n] == {"ALPHA_R2": max(mean_val, key=mean_val.get)}
+    assert len({r["val_r2_log"] for r in rows}) > 1                     # the runs really differ
+    text = (root / "sweep.md").read_text()
+    assert "never used to choose" in text and text.count("| **") == 2     # one bold (chosen) cell per size
+    # a rerun finds every run in the JSONL: nothing is trained again
+    before = (root / "sweep.jsonl").read_text()
+    sweep.main(_argv(data, root, "--stage", "target_only", "--grid", "ALPHA_R2=0.5,1.0",
+                     "--seeds", "0", "1", "--n-target", "20", "all"))
+    assert (root / "sweep.jsonl").read_text() == before
+
+
+def test_parents_are_trained_once_and_shared(data, tmp_path):
+    root = tmp_path / "sw"
+    sweep.main(_argv(data, root, "--stage", "align_hetero", "--grid", "LAMBDA_CORAL=0.01,0.05",
+                     "--set", "ALIGN_REINIT_LAYERS=0"))
+    assert len(list((root / "_parents").iterdir())) == 1                 # one baseline for both lambdas
+    ckpts = sorted(p.name for p in root.glob("LAMBDA_CORAL=*/seed0_nall/*align_hetero*.pth"))
+    assert ckpts == ["5t_opamp_align_hetero_lambda0.010.pth", "5t_opamp_align_hetero_lambda0.050.pth"]
+
+
+def test_random_draws_k_combinations(data, tmp_path):
+    grid = sweep.parse_grid(["LR_HEAD=1e-4,3e-4,1e-3", "UNFREEZE_LAYERS=1,all"], "dualhead")
+    assert grid == {"LR_HEAD": [1e-4, 3e-4, 1e-3], "UNFREEZE_LAYERS": ["1", "all"]}
+    picked = sweep.combinations(grid, 4, seed=0)
+    assert len(picked) == 4 and len({json.dumps(c) for c in picked}) == 4
+    assert picked == sweep.combinations(grid, 4, seed=0) != sweep.combinations(grid, 4, seed=1)
+    assert len(sweep.combinations(grid, None, seed=0)) == 6
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--stage", "target_only"], "Empty grid"),
+    (["--stage", "target_only", "--grid", "ALPHA_R3=0.5,1"], "Did you mean ALPHA_R2"),
+    (["--stage", "target_only", "--grid", "ALPHA_R2=abc"], "ALPHA_R2"),
+    (["--stage", "target_only", "--grid", "ALPHA_R2="], "has no values"),
+    (["--stage", "target_only", "--grid", "LAMBDA_CORAL=0.01,0.05"], "not read by target_only"),
+    (["--stage", "target_onyl", "--grid", "ALPHA_R2=1"], "did you mean target_only"),
+    (["--stage", "target_only", "--grid", "ALPHA_R2=0.5", "--set", "ALPHA_R2=1"], "both swept"),
+    (["--stage", "target_only", "--grid", "ALPHA_R2=-1"], "ALPHA_R2"),
+    (["--stage", "target_only", "--grid", "ALPHA_R2=1", "--backend", "dask"], "needs --scheduler"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(data, tmp_path, extra, needle):
+    with pytest.raises(ToolkitError, match=needle):
+        sweep.main(_argv(data, tmp_path / "sw", *extra))
+    assert not (tmp_path / "sw").exists()
+
+
+def test_unreachable_scheduler_is_a_clear_error(data, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(executor, "CONNECT_TIMEOUT_S", 1)
+    with pytest.raises(ToolkitError, match="Cannot reach the Dask scheduler"):
+        sweep.main(_argv(data, tmp_path / "sw", "--stage", "target_only", "--grid", "ALPHA_R2=1",
+                         "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9"))
+    assert not (tmp_path / "sw").exists()
+
+
+def test_dask_local_cluster_gives_the_same_rows(data, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    args = ["--stage", "target_only", "--grid", "ALPHA_R2=0.5,1.0", "--n-target", "20"]
+    local = sweep.main(_argv(data, tmp_path / "local", *args))["rows"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        remote = sweep.main(_argv(data, tmp_path / "dask", *args, "--backend", "dask",
+                                  "--scheduler", cluster.scheduler_address))["rows"]
+    key = lambda r: json.dumps(r["combo"])   # noqa: E731
+    assert [(r["combo"], r["val_r2_log"], r["test_r2_log"]) for r in sorted(local, key=key)] == \
+        [(r["combo"], r["val_r2_log"], r["test_r2_log"]) for r in sorted(remote, key=key)]
