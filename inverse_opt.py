@@ -20,8 +20,9 @@ variables stay inside the buildable box; results are snapped to the grid of the 
 re-predicted and ranked by the pessimistic prediction (mean -/+ kappa std).
 Writes to --save-dir: candidates.csv (top-k designs in physical units, predicted metrics,
 predicted std, goals met), result.json (command, spec, settings, candidates, verification),
-and verify.csv with --verify.  An unreachable spec is reported (closest designs, failing
-goals), not an error.
+and verify.csv with --verify.  A spec nothing meets is reported, not an error: the goals no
+searched design reaches, the pairs of goals met separately but never together, the best
+trade-off (inverse/feasibility.py), and exit status 3 (2 is bad input, 0 a design meets it).
 """
 import argparse
 import json
@@ -41,6 +42,7 @@ from core.outputs import check_writable_dir
 from core.stages import checkpoint_path
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
+from inverse.feasibility import INFEASIBLE_EXIT, describe
 from inverse.mdn import load_mdn, sample_designs
 from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
 from inverse.snap import describe_grid, grid_for
@@ -207,7 +209,7 @@ def main(argv=None):
           f"({'MDN ' + str(args.init_mdn) if args.init_mdn else 'random'}), {args.steps} Adam + "
           f"{args.finish_lbfgs} L-BFGS; design space: {grid_source}")
     prop = propose(forward, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
-                   prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=grid)
+                   prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=grid, progress=not args.quiet)
     table = prop.table
     flags = forward.preprocessing.out_of_domain(table[forward.x_cols])
     if flags is not None:           # "" = inside the training inputs' ranges
@@ -223,11 +225,13 @@ def main(argv=None):
     if not args.quiet:
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    lines = summary_lines(table, spec, args.top_k)
+    lines = summary_lines(table, spec, args.top_k) + describe(prop.feasibility)
     ver = None
     if args.verify:
         ver = verify_designs(sim_circuit, table, spec, process=args.process)
         print(format_verification(ver, spec))
+    # feasible: some candidate is predicted to meet every goal, or meets them all in simulation
+    feasible = bool(table["meets_all"].any()) or (ver is not None and bool(ver["pass_all"].any()))
     wall = time.perf_counter() - t0
     print("\n".join(lines) + f"\n[inverse] {prop.n_unique} unique snapped designs from {prop.n_starts} starts; "
           f"optimisation {prop.wall_s:.1f}s, total {wall:.1f}s")
@@ -238,6 +242,7 @@ def main(argv=None):
                                                    "kappa", "init_mdn", "process", "verify")} | {"seed": settings["SEED"]},
         "grid": describe_grid(forward.x_cols, grid), "design_space": grid_source, "n_unique": prop.n_unique, "wall_s": round(wall, 2),
         "optimise_s": round(prop.wall_s, 2), "n_predicted_ok": int(table["meets_all"].sum()),
+        "feasible": feasible, "feasibility": prop.feasibility,
         "candidates": json.loads(table.to_json(orient="records")),
     }
     if ver is not None:
@@ -250,8 +255,11 @@ def main(argv=None):
             ver.to_csv(tmp, index=False)
     atomic_write_text(save_dir / "result.json", json.dumps(record, indent=2) + "\n")
     print(f"[inverse] wrote {save_dir}/candidates.csv, result.json" + (", verify.csv" if ver is not None else ""))
+    if not feasible:
+        print(f"[inverse] exit status {INFEASIBLE_EXIT}: the search ran, nothing meets the spec (bad input exits 2)")
     return {"table": table, "verification": ver, "record": record, "save_dir": str(save_dir)}
 
 
 if __name__ == "__main__":
-    run_main(main)
+    result = run_main(main)
+    sys.exit(0 if result["record"]["feasible"] else INFEASIBLE_EXIT)

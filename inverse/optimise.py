@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from inverse import feasibility
 from inverse.goals import Spec, goal_loss, pessimistic_fails
 from inverse.snap import feature_bounds, rule_for, snap_designs
 
@@ -65,12 +67,14 @@ def objective(forward, x, mspec, *, prior: float, kappa: float):
 
 
 def optimise(forward, mspec, x0, lo, hi, *, steps: int = 800, lr: float = 2e-3, lbfgs_steps: int = 80,
-             prior: float = 1e-3, kappa: float = 1.0):
+             prior: float = 1e-3, kappa: float = 1.0, progress: bool = False):
     """Optimise starts ``x0`` (N, D, model space); return (x (N, D) in bounds, per-start loss (N,))."""
     u = _to_u(torch.as_tensor(x0, dtype=torch.float32), lo, hi).clone().requires_grad_(True)
     if steps > 0:
         opt = torch.optim.Adam([u], lr=lr)
-        for _ in range(steps):
+        # a bar on a terminal only (disable=None); redirected output stays free of carriage-return fragments
+        for _ in tqdm(range(steps), desc=f"optimise {len(u)} starts", disable=None if progress else True,
+                      leave=False):
             opt.zero_grad(set_to_none=True)
             loss = objective(forward, _to_x(u, lo, hi), mspec, prior=prior, kappa=kappa).sum()
             loss.backward()
@@ -96,6 +100,7 @@ class Proposal:
     n_starts: int
     n_unique: int
     wall_s: float
+    feasibility: dict = None  # inverse.feasibility.analyse over every unique design searched
 
 
 def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,
@@ -113,6 +118,12 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
     loss = goal_loss(mt, st, mspec, kappa=kappa, margin=0.0).numpy()
     fails = pessimistic_fails(mt, st, mspec, kappa=kappa).numpy()
     order = np.lexsort((loss, fails))[:top_k]
+    y_all = pre.inverse_y(mean)
+    searched = feasibility.analyse(spec.y_cols, spec.goals, spec.meets(y_all), loss)
+    if searched["best_tradeoff"] is not None:        # the design itself, physical units, with its prediction
+        b = searched["best_tradeoff"].pop("index")
+        searched["best_tradeoff"].update(design={c: float(v) for c, v in frame.iloc[b].items()},
+                                         predicted={c: float(v) for c, v in zip(spec.y_cols, y_all[b])})
     y_mean = pre.inverse_y(mean[order])
     y_std = pre.y_std_to_physical(mean[order], std[order])
     meets = spec.meets(y_mean)
@@ -127,11 +138,12 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
     table["meets_all"] = meets.all(axis=1)
     table["fails_pessimistic"] = fails[order]
     table["loss"] = loss[order]
+    table.attrs["feasibility"] = searched       # what every searched design (not only the top-k) achieves
     return table, xs[order], len(frame)
 
 
 def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prior=1e-3, kappa=1.0,
-            top_k=8, grid=None, keep_starts: bool = True) -> Proposal:
+            top_k=8, grid=None, keep_starts: bool = True, progress: bool = False) -> Proposal:
     """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k.
 
     With ``keep_starts`` the (snapped) starts compete in the ranking too: the optimised
@@ -142,12 +154,12 @@ def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prio
     lo, hi = model_bounds(forward.preprocessing, grid)
     x0 = torch.as_tensor(x0, dtype=torch.float32)
     x, _ = optimise(forward, spec.model_space(forward.preprocessing), x0, lo, hi, steps=steps, lr=lr,
-                    lbfgs_steps=lbfgs_steps, prior=prior, kappa=kappa)
+                    lbfgs_steps=lbfgs_steps, prior=prior, kappa=kappa, progress=progress)
     if keep_starts:
         x = torch.cat([x, torch.maximum(torch.minimum(x0, hi), lo)])
     x_phys = forward.preprocessing.inverse_x(x.numpy().astype(float))
     table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid)
-    return Proposal(table, xs, len(x0), n_unique, time.perf_counter() - t0)
+    return Proposal(table, xs, len(x0), n_unique, time.perf_counter() - t0, table.attrs["feasibility"])
 
 
 def mdn_condition(spec: Spec) -> np.ndarray:

@@ -165,6 +165,10 @@ def test_optimiser_reports_unreachable_spec():
     assert not prop.table["meets_all"].any() and not prop.table["meets_slewrate_pos"].any()
     assert prop.table[["meets_dc_gain", "meets_ugf"]].all().all()     # the reachable goals still pass
     assert (prop.table["fails_pessimistic"] >= 1).all()
+    # every design searched was checked: slew rate is the goal nothing reaches, the others are not to blame
+    assert prop.feasibility["never_met"] == ["slewrate_pos"] and prop.feasibility["n_meet_all"] == 0
+    assert prop.feasibility["best_tradeoff"]["misses"] == ["slewrate_pos"]
+    assert set(prop.feasibility["best_tradeoff"]["design"]) == set(pre.x_cols)
 
 
 # ---------------------------------------------------------------- bad input
@@ -237,6 +241,18 @@ def test_cli_bad_input_is_one_line_exit_2(trained, tmp_path):
     assert out.returncode == 2 and "python -m inverse_mdn" in out.stderr
 
 
+def test_cli_unreachable_spec_exits_3_with_the_reason(trained, tmp_path):
+    """Searched, nothing meets the spec: a report and exit status 3 (not 2, which is bad input)."""
+    common, _, _ = trained
+    out = subprocess.run([sys.executable, "-m", "inverse_opt", *common, "--y-target", "1e30,1e30,5e7,60,2000",
+                          "--goal", "min,min,range,range,min", *FAST_OPT, "--save-dir", str(tmp_path / "out")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, out.stderr
+    assert "infeasible in prediction" in out.stdout and "slewrate_pos (min)" in out.stdout
+    record = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert record["feasible"] is False and "dc_gain" in record["feasibility"]["never_met"]
+
+
 # ---------------------------------------------------------------- end to end
 def test_end_to_end_mdn_sample_and_hybrid_optimisation(trained, tmp_path):
     common, res, summary = trained
@@ -307,3 +323,16 @@ def test_cli_verify_on_two_candidates(trained, tmp_path):
     ver = pd.read_csv(tmp_path / "v" / "verify.csv")
     assert 1 <= len(ver) <= 2 and {"pred_ugf", "sim_ugf", "pass_ugf", "pass_all", "status"} <= set(ver.columns)
     assert out["record"]["verification"]["n_pass"] == int(ver["pass_all"].sum())
+
+
+def test_feasibility_names_unreachable_and_conflicting_goals():
+    from inverse.feasibility import analyse, describe
+    cols, goals = ["a", "b", "c"], ["min", "min", "max"]
+    meets = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]], bool)   # a and b each met, never together
+    s = analyse(cols, goals, meets, loss=np.array([3.0, 2.0, 1.0, 4.0]))
+    assert s["never_met"] == ["c"] and s["conflicts"] == [["a", "b"]] and s["n_meet_all"] == 0
+    assert s["best_tradeoff"] == {"index": 2, "goals_met": 1, "misses": ["b", "c"]}   # ties: lowest loss
+    text = "\n".join(describe(s))
+    assert "never met" in text and "c (max)" in text and "a vs b" in text
+    ok = analyse(cols, goals, np.ones((2, 3), bool), loss=np.zeros(2))
+    assert ok["conflicts"] == [] and ok["never_met"] == [] and describe(ok) == []     # control: feasible says nothing

@@ -34,6 +34,8 @@ def test_every_method_lands_in_exactly_one_part():
     joined = schedule.split_methods(ALL, ensemble_members=("align_hetero", "pooled"))
     assert "pooled" not in joined and "pooled" in joined["transfer"]
     assert schedule.split_methods(["target_gbm"]) == {"target": ["target_gbm"]}
+    # a member built on the baseline (the GP on [x, source prediction]) runs where the baseline is made
+    assert "gp_stack" in parts["transfer"] and parts["pooled"] == ["pooled"]
 
 
 def test_plan_one_baseline_maker_per_seed_and_skips_done_parts():
