@@ -47,6 +47,7 @@ def parse_args(argv=None):
                    help="member sets to compare, each comma-separated")
     p.add_argument("--selection", nargs="+", default=list(SELECTIONS), choices=list(SELECTIONS))
     p.add_argument("--docs-path", default=None, help="Markdown file whose fusion_whatif block is replaced")
+    p.add_argument("--block", default=None, help="block name in --docs-path [fusion_whatif:<opamp>]")
     args = p.parse_args(argv)
     args.member_sets = [tuple(parse_members(m)) for m in args.members]
     return args
@@ -146,11 +147,13 @@ def main(argv=None):
         print(f"({skipped} task dir x member set pairs skipped: a member checkpoint was missing)")
     if args.docs_path:
         command = ("python -m benchmarks.fusion_whatif --opamp " + args.opamp + " --results-root " + args.results_root
+                   + (f" --data-dir {args.data_dir}" if args.data_dir else "")
                    + " --members " + " ".join(args.members) + " --selection " + " ".join(args.selection))
         block = (f"### {args.opamp}: member sets and fusion selection, replayed on the harness's checkpoints\n\n"
                  f"Command: `{command}`\n\n{text}\n")
-        replace_block(Path(args.docs_path), f"fusion_whatif:{args.opamp}", block)
-        print(f"wrote the fusion_whatif:{args.opamp} block of {args.docs_path}")
+        name = args.block or f"fusion_whatif:{args.opamp}"
+        replace_block(Path(args.docs_path), name, block)
+        print(f"wrote the {name} block of {args.docs_path}")
     return rows
 
 
