@@ -72,6 +72,8 @@ POOLED_SAMPLING = "shuffled"  # "shuffled": all rows shuffled in BASELINE_BATCH_
 
 # ---- gp_stack (a GP per metric on [x, source-baseline prediction]; training/train_gp.py)
 GP_NU = 2.5                # Matern smoothness: 0.5 | 1.5 | 2.5 (2.5: twice-differentiable, the usual choice)
+GP_ROWS = "train+val"      # rows the GP fits: "train+val" (val rows too; the ensemble uses their leave-one-out
+                           # predictions, so val stays out-of-sample) | "train" (docs/DECISIONS.md)
 GP_MAX_ROWS = 1000         # >= 2; target rows per GP (a seeded subset beyond; exact GPs cost O(n^3) time)
 GP_RESTARTS = 1            # >= 0; extra random starts of the marginal-likelihood optimiser per metric
 

@@ -9,7 +9,8 @@
     mean, std = ens.predict_scaled(x_scaled)                # model space, torch, differentiable w.r.t. x
 
 ``fit`` calibrates each member's variance on target_val (closed-form temperature; a point member's
-variance is its val MSE) and fits the fusion (``inference.fusion``); every fused number, whether
+variance is its val MSE; a member that learned from the val rows too brings its own out-of-sample
+val predictions, ``oof_val``) and fits the fusion (``inference.fusion``); every fused number, whether
 for the report or for inverse design, goes through ``inference.fusion.fuse``.  A loaded ensemble
 needs only the member checkpoints and ``{OPAMP}_ensemble_metrics.json``: neither config.py nor the
 data dir.  ``python -m inference.infer_ensemble`` is a short script over this object.
@@ -55,6 +56,17 @@ def interval_bounds(pre, mean, var, z):
     return pre.inverse_y(mean - half), pre.inverse_y(mean + half)
 
 
+def oof_val(member: Member, data: dict):
+    """A member's own out-of-sample target_val predictions ``(mean, var)`` when its checkpoint carries them
+    (a member that also learned from the val rows, e.g. the GP's leave-one-out predictions), else None.
+
+    The fusion and the calibration are fitted on these instead of the member's in-sample fit of val."""
+    oof = (member.meta.get("extra") or {}).get("oof_val")
+    if not oof or list(oof.get("target_val_idx") or []) != list(data["split"].get("target_val_idx") or []):
+        return None
+    return np.asarray(oof["mean"], float), np.asarray(oof["var"], float)
+
+
 @dataclass
 class Evaluation:
     """``Ensemble.evaluate``: ``record`` (JSON-able: members, ensemble, calibration, coverage curves) and
@@ -96,7 +108,7 @@ class Ensemble:
         y_val = data["target_val"][1].astype(float)
         means, variances = [], []
         for m in members:
-            mv, vv = member_outputs(m, x_val)
+            mv, vv = oof_val(m, data) or member_outputs(m, x_val)
             if vv is None:  # point model: homoscedastic variance = its val MSE per metric
                 vv = np.broadcast_to(np.mean((mv - y_val) ** 2, axis=0), mv.shape).copy()
             means.append(mv)

@@ -86,9 +86,53 @@ def test_gp_max_rows_subsets_and_bad_settings(tiny_data, tmp_path):
     data, res = tiny_data(200, 120), tmp_path / "res"
     common = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", "--quiet", *TINY]
     train.main([*common, "--epochs", "2"])
-    train_gp.main([*common, "--set", "GP_MAX_ROWS=10", "--set", "GP_RESTARTS=0"])
+    train_gp.main([*common, "--set", "GP_MAX_ROWS=10", "--set", "GP_RESTARTS=0", "--set", "GP_ROWS=train"])
     _, meta = load_checkpoint(res / "5t_opamp_gp_stack.pth", expect_class=StackedGP)
     assert meta["extra"]["n_rows"] == 10 and meta["model_kwargs"]["n_train"] == 10
-    for bad, needle in (("GP_NU=2.0", "GP_NU must be one of"), ("GP_MAX_ROWS=1", "GP_MAX_ROWS must be")):
+    assert "oof_val" not in meta["extra"]                              # val was held out: nothing to replace
+    train_gp.main([*common, "--set", "GP_MAX_ROWS=25", "--set", "GP_RESTARTS=0"])   # train+val: val rows all kept
+    _, meta = load_checkpoint(res / "5t_opamp_gp_stack.pth", expect_class=StackedGP)
+    assert meta["extra"]["n_rows"] == 25 and len(meta["extra"]["oof_val"]["mean"]) == 18
+    for bad, needle in (("GP_NU=2.0", "GP_NU must be one of"), ("GP_MAX_ROWS=1", "GP_MAX_ROWS must be"),
+                        ("GP_ROWS=all", "GP_ROWS must be one of"), ("GP_MAX_ROWS=10", "leaves no room")):
         with pytest.raises(ToolkitError, match=needle):
             train_gp.main([*common, "--set", bad])
+
+
+def test_leave_one_out_equals_refitting_without_the_row():
+    """The closed-form leave-one-out prediction of a row equals a GP with the same kernel fitted without it."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    baseline, gps, model, rng = _fitted(2.5, n=30)
+    z = np.asarray(model.train_z)
+    mean, var = train_gp.loo_predictions(gps, [3, 17])
+    for j, gp in enumerate(gps):
+        y = gp._y_train_std * np.ravel(gp.y_train_) + gp._y_train_mean          # back to model space
+        for k, row in enumerate((3, 17)):
+            keep = np.arange(len(z)) != row
+            ref = GaussianProcessRegressor(gp.kernel_, optimizer=None, normalize_y=False).fit(
+                z[keep], (y[keep] - gp._y_train_mean) / gp._y_train_std)
+            mu, sd = ref.predict(z[row:row + 1], return_std=True)
+            assert np.isclose(mean[k, j], mu[0] * gp._y_train_std + gp._y_train_mean, rtol=1e-6, atol=1e-8)
+            assert np.isclose(var[k, j], sd[0] ** 2 * gp._y_train_std ** 2, rtol=1e-5)
+
+
+def test_train_plus_val_keeps_val_out_of_sample_for_the_ensemble(tiny_data, tmp_path):
+    from inference.members import load_member
+    from inference.predict import Ensemble
+    from data_loader import get_data_and_scalers
+    data, res = tiny_data(200, 120), tmp_path / "res"
+    common = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", "--quiet", *TINY]
+    train.main([*common, "--epochs", "2"])
+    train_gp.main([*common, "--set", "GP_RESTARTS=0"])                  # GP_ROWS=train+val, the default
+    member = load_member("gp_stack", res / "5t_opamp_gp_stack.pth")
+    oof = member.meta["extra"]["oof_val"]
+    d = get_data_and_scalers("5t_opamp", data, seed=42, log_y_cols=["slewrate_pos", "dc_gain", "ugf", "cmrr"])
+    assert member.meta["extra"]["n_rows"] == len(d["target_train"][0]) + len(d["target_val"][0])
+    assert oof["target_val_idx"] == list(d["split"]["target_val_idx"])
+    with torch.no_grad():
+        in_sample = member.model(torch.as_tensor(d["target_val"][0])).double().numpy()
+    y_val = d["target_val"][1]
+    # fitted on the val rows, the model nearly interpolates them; the leave-one-out errors are honest (larger)
+    assert np.mean((np.asarray(oof["mean"]) - y_val) ** 2) > 2 * np.mean((in_sample - y_val) ** 2)
+    ens = Ensemble.fit([member], d, selection="val")
+    assert np.allclose(ens.params.val_mse[0], np.mean((np.asarray(oof["mean"]) - y_val) ** 2, axis=0))

@@ -12,9 +12,20 @@ random starts (seeded).  Where the two processes agree up to a smooth correction
 few target rows to learn that correction, and it knows where it has not seen data: its
 predictive variance is the member's variance in the ensemble.
 
-It never looks at target_val to fit anything (no early stopping, no selection), so its val
-error is an honest estimate for the fusion.  At most ``GP_MAX_ROWS`` target rows are used (a
-seeded subset; exact GPs cost O(n^3)).  The fitted GPs are saved as a ``models.gp.StackedGP``
+Which rows it fits (``GP_ROWS``):
+
+* ``"train+val"`` (default): target_train and target_val.  A GP needs no early stopping, so the
+  val rows are free to learn from -- at 50 training rows they more than triple its data -- and
+  its val predictions stay out-of-sample all the same: the exact leave-one-out predictive mean
+  and variance of each val row (closed form, Rasmussen & Williams eq. 5.12,
+      mu_-i = y_i - [K^-1 y]_i / [K^-1]_ii,     var_-i = 1 / [K^-1]_ii    (K with the noise),
+  in the GP's normalised units, then de-normalised) are stored in the checkpoint
+  (``extra["oof_val"]``), and the ensemble calibrates and weights the GP on them, not on
+  in-sample fits.  (The kernel hyperparameters saw every row, a mild optimism.)
+* ``"train"``: target_train only; val is then an ordinary held-out set.
+
+At most ``GP_MAX_ROWS`` rows are fitted (beyond that a seeded subset of the training rows; every
+val row is kept; exact GPs cost O(n^3)).  The fitted GPs are saved as a ``models.gp.StackedGP``
 (the baseline MLP inside), so the checkpoint predicts in torch like every other member.
 Writes ``results/{OPAMP}_gp_stack.pth``.
 """
@@ -41,7 +52,13 @@ def parse_args(argv=None):
     return cli.parse(argv)
 
 
+GP_ROWS = ("train+val", "train")
+
+
 def check_gp_settings(settings: dict) -> None:
+    if settings["GP_ROWS"] not in GP_ROWS:
+        raise ToolkitError(f"GP_ROWS must be one of {list(GP_ROWS)}, got {settings['GP_ROWS']!r}. "
+                           f"Fix: --set GP_ROWS=train+val")
     if settings["GP_NU"] not in NUS:
         raise ToolkitError(f"GP_NU must be one of {list(NUS)}, got {settings['GP_NU']!r}. Fix: --set GP_NU=2.5")
     for key, lo in (("GP_MAX_ROWS", 2), ("GP_RESTARTS", 0)):
@@ -67,6 +84,22 @@ def fit_gps(z: np.ndarray, y: np.ndarray, *, nu: float, restarts: int, seed: int
         if log is not None:
             log(j, gp)
     return gps
+
+
+def loo_predictions(gps: list, rows) -> tuple:
+    """Leave-one-out predictive (mean, var), (len(rows), M), for training rows ``rows`` of the fitted GPs
+    (model space: sklearn's normalisation undone).  var includes the noise, like ``StackedGP``'s."""
+    from scipy.linalg import cho_solve
+    rows = np.asarray(rows, int)
+    mean, var = np.empty((len(rows), len(gps))), np.empty((len(rows), len(gps)))
+    for j, gp in enumerate(gps):
+        k_inv = cho_solve((gp.L_, True), np.eye(len(gp.L_)))             # (K + alpha I)^-1, normalised units
+        diag = np.diag(k_inv)[rows]
+        y_norm = np.ravel(gp.y_train_)                                     # sklearn keeps y normalised
+        mu = y_norm[rows] - np.ravel(gp.alpha_)[rows] / diag
+        scale, shift = float(np.ravel(gp._y_train_std)[0]), float(np.ravel(gp._y_train_mean)[0])
+        mean[:, j], var[:, j] = mu * scale + shift, scale ** 2 / diag
+    return mean, var
 
 
 def to_module(gps: list, baseline: MLP, z: np.ndarray, nu: float) -> StackedGP:
@@ -102,12 +135,19 @@ def run(args, settings):
     baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device="cpu")
     baseline.eval()
     x_tr, y_tr = tensors(data, "target_train", "cpu")
-    if len(x_tr) > settings["GP_MAX_ROWS"]:
-        keep = np.sort(np.random.default_rng(settings["SEED"]).choice(len(x_tr), settings["GP_MAX_ROWS"],
-                                                                      replace=False))
-        print(f"[gp_stack] {len(x_tr)} target rows > GP_MAX_ROWS={settings['GP_MAX_ROWS']}: fitting a seeded "
-              f"subset of {len(keep)}")
+    x_val, y_val = tensors(data, "target_val", "cpu")
+    with_val = settings["GP_ROWS"] == "train+val"
+    room = settings["GP_MAX_ROWS"] - (len(x_val) if with_val else 0)
+    if room < 1:
+        raise ToolkitError(f"GP_MAX_ROWS={settings['GP_MAX_ROWS']} leaves no room for training rows beside the "
+                           f"{len(x_val)} val rows (GP_ROWS=train+val). Fix: --set GP_MAX_ROWS="
+                           f"{len(x_val) + len(x_tr)} or --set GP_ROWS=train")
+    if len(x_tr) > room:
+        keep = np.sort(np.random.default_rng(settings["SEED"]).choice(len(x_tr), room, replace=False))
+        print(f"[gp_stack] {len(x_tr)} training rows > the {room} GP_MAX_ROWS leaves: fitting a seeded subset")
         x_tr, y_tr = x_tr[keep], y_tr[keep]
+    if with_val:                       # val rows last: their leave-one-out predictions are the val report
+        x_tr, y_tr = torch.cat([x_tr, x_val]), torch.cat([y_tr, y_val])
     with torch.no_grad():
         z = torch.cat([x_tr, baseline(x_tr)], dim=1).double().numpy()          # (n, D+M)
     cols = data["y_cols"]
@@ -119,9 +159,16 @@ def run(args, settings):
     gps = fit_gps(z, y_tr.double().numpy(), nu=settings["GP_NU"], restarts=settings["GP_RESTARTS"],
                   seed=settings["SEED"], log=log)
     model = to_module(gps, baseline, z, settings["GP_NU"]).to(device)
-    x_val, y_val = tensors(data, "target_val", device)
-    with torch.no_grad():
-        val_mse = float(((model(x_val) - y_val) ** 2).mean())
+    extra = {}
+    if with_val:                       # out-of-sample val predictions for the val report and the ensemble
+        val_rows = np.arange(len(z) - len(x_val), len(z))
+        val_mean, val_var = loo_predictions(gps, val_rows)
+        extra["oof_val"] = {"target_val_idx": list(data["split"]["target_val_idx"]), "method": "gp_leave_one_out",
+                            "mean": val_mean.tolist(), "var": val_var.tolist()}
+    else:
+        with torch.no_grad():
+            val_mean = model(x_val.to(device)).double().cpu().numpy()
+    val_mse = float(np.mean((val_mean - y_val.double().numpy()) ** 2))
     # no epochs: one "epoch" row records the fit (the val number is a report, never used to choose anything)
     fit = FitResult(history=[{"epoch": 1, "val_mse": val_mse,
                               **{f"lml_{c}": float(gp.log_marginal_likelihood_value_) for c, gp in zip(cols, gps)}}],
@@ -129,8 +176,8 @@ def run(args, settings):
     return finish_stage(settings, data, model, stage="gp_stack", kind="gp_stack", device=device,
                         fit_results={"gp_stack": fit}, monitor="mse", val_value=val_mse, t0=t0, parent=parent,
                         dry_run=args.dry_run,
-                        extra={"n_rows": int(len(z)), "nu": settings["GP_NU"],
-                               "kernels": {c: str(gp.kernel_) for c, gp in zip(cols, gps)}})
+                        extra={"n_rows": int(len(z)), "rows": settings["GP_ROWS"], "nu": settings["GP_NU"],
+                               "kernels": {c: str(gp.kernel_) for c, gp in zip(cols, gps)}, **extra})
 
 
 if __name__ == "__main__":
