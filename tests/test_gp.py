@@ -136,3 +136,16 @@ def test_train_plus_val_keeps_val_out_of_sample_for_the_ensemble(tiny_data, tmp_
     assert np.mean((np.asarray(oof["mean"]) - y_val) ** 2) > 2 * np.mean((in_sample - y_val) ** 2)
     ens = Ensemble.fit([member], d, selection="val")
     assert np.allclose(ens.params.val_mse[0], np.mean((np.asarray(oof["mean"]) - y_val) ** 2, axis=0))
+
+
+def test_crossfit_predicts_each_val_row_from_gps_that_never_saw_it():
+    baseline, gps, model, rng = _fitted(2.5, n=40)
+    z = np.asarray(model.train_z)
+    y = np.stack([gp._y_train_std * np.ravel(gp.y_train_) + gp._y_train_mean for gp in gps], 1)
+    rows = np.arange(30, 40)
+    mean, var = train_gp.crossfit_predictions(gps, z, y, rows, folds=5, seed=0)
+    in_sample = np.stack([gp.predict(z[rows]) for gp in gps], 1)
+    assert mean.shape == var.shape == (10, 2) and (var > 0).all()
+    assert np.mean((mean - y[rows]) ** 2) > 1.3 * np.mean((in_sample - y[rows]) ** 2)   # out of sample: larger (1.7x)
+    again, _ = train_gp.crossfit_predictions(gps, z, y, rows, folds=5, seed=0)
+    assert np.array_equal(mean, again)

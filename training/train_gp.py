@@ -16,12 +16,18 @@ Which rows it fits (``GP_ROWS``):
 
 * ``"train+val"`` (default): target_train and target_val.  A GP needs no early stopping, so the
   val rows are free to learn from -- at 50 training rows they more than triple its data -- and
-  its val predictions stay out-of-sample all the same: the exact leave-one-out predictive mean
-  and variance of each val row (closed form, Rasmussen & Williams eq. 5.12,
-      mu_-i = y_i - [K^-1 y]_i / [K^-1]_ii,     var_-i = 1 / [K^-1]_ii    (K with the noise),
-  in the GP's normalised units, then de-normalised) are stored in the checkpoint
-  (``extra["oof_val"]``), and the ensemble calibrates and weights the GP on them, not on
-  in-sample fits.  (The kernel hyperparameters saw every row, a mild optimism.)
+  its val predictions stay out-of-sample all the same, stored in the checkpoint
+  (``extra["oof_val"]``) for the ensemble to calibrate and weight the GP on, not its in-sample fit:
+    - up to ``CROSSFIT_MAX_ROWS`` rows, cross-fitted: the val rows in ``CROSSFIT_FOLDS`` seeded
+      folds, each predicted by GPs refitted without that fold (hyperparameters re-optimised,
+      started from the full fit's);
+    - above, the exact leave-one-out predictive mean and variance (closed form, Rasmussen &
+      Williams eq. 5.12: mu_-i = y_i - [K^-1 y]_i / [K^-1]_ii, var_-i = 1 / [K^-1]_ii with the
+      noise in K), with the full fit's hyperparameters.
+  Why both: leave-one-out keeps hyperparameters that saw the row.  With 18 length scales and
+  ~180 rows (50 train + 128 val) that made the val errors look smaller than the test errors:
+  the calibrated 95 % intervals covered 90-94 % of test rows (5t_opamp, 3 seeds).  With
+  hundreds of rows the effect fades and refitting 5 folds costs more than it buys.
 * ``"train"``: target_train only; val is then an ordinary held-out set.
 
 At most ``GP_MAX_ROWS`` rows are fitted (beyond that a seeded subset of the training rows; every
@@ -84,6 +90,34 @@ def fit_gps(z: np.ndarray, y: np.ndarray, *, nu: float, restarts: int, seed: int
         if log is not None:
             log(j, gp)
     return gps
+
+
+CROSSFIT_MAX_ROWS = 400    # up to this many fitted rows, val predictions come from refits without their fold
+CROSSFIT_FOLDS = 5
+
+
+def crossfit_predictions(gps: list, z: np.ndarray, y: np.ndarray, rows, *, folds: int = CROSSFIT_FOLDS,
+                         seed: int = 0) -> tuple:
+    """Out-of-fold predictive (mean, var), (len(rows), M), for training rows ``rows``: ``rows`` split into
+    ``folds`` seeded folds, each predicted by GPs refitted on every other row (hyperparameters re-optimised
+    from the full fit's ``gps[j].kernel_``)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    rows = np.asarray(rows, int)
+    fold_of = np.empty(len(rows), int)
+    fold_of[np.random.default_rng(seed).permutation(len(rows))] = np.arange(len(rows)) % folds
+    mean, var = np.empty((len(rows), len(gps))), np.empty((len(rows), len(gps)))
+    for f in range(folds):
+        out = rows[fold_of == f]
+        keep = np.setdiff1d(np.arange(len(z)), out)
+        for j, gp in enumerate(gps):
+            refit = GaussianProcessRegressor(gp.kernel_, normalize_y=True, n_restarts_optimizer=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                refit.fit(z[keep], y[keep, j])
+            mu, sd = refit.predict(z[out], return_std=True)
+            mean[fold_of == f, j], var[fold_of == f, j] = mu, sd ** 2
+    return mean, var
 
 
 def loo_predictions(gps: list, rows) -> tuple:
@@ -162,8 +196,14 @@ def run(args, settings):
     extra = {}
     if with_val:                       # out-of-sample val predictions for the val report and the ensemble
         val_rows = np.arange(len(z) - len(x_val), len(z))
-        val_mean, val_var = loo_predictions(gps, val_rows)
-        extra["oof_val"] = {"target_val_idx": list(data["split"]["target_val_idx"]), "method": "gp_leave_one_out",
+        if len(z) <= CROSSFIT_MAX_ROWS:
+            method = f"{CROSSFIT_FOLDS}-fold refits"
+            val_mean, val_var = crossfit_predictions(gps, z, y_tr.double().numpy(), val_rows, seed=settings["SEED"])
+        else:
+            method = "leave-one-out (closed form)"
+            val_mean, val_var = loo_predictions(gps, val_rows)
+        print(f"[gp_stack] val predictions for the ensemble: {method} (the GP also learned from the val rows)")
+        extra["oof_val"] = {"target_val_idx": list(data["split"]["target_val_idx"]), "method": method,
                             "mean": val_mean.tolist(), "var": val_var.tolist()}
     else:
         with torch.no_grad():
