@@ -91,8 +91,9 @@ FINETUNE_OBJECTIVE = "hetero"  # phase 3 loss: "hetero" (a logvar_B head; NLL + 
                            # mean R^2); hetero won on test in most measured runs (docs/DECISIONS.md)
 
 # ---- ensemble (inference.infer_ensemble; --members overrides ENSEMBLE_MEMBERS)
-ENSEMBLE_MEMBERS = ["align_hetero", "target_only", "dualhead"]  # member stages (core/stages.py names); the
-                           # pipeline trains each one named here
+ENSEMBLE_MEMBERS = ["align_hetero", "target_only", "dualhead", "pooled", "gp_stack"]  # member stages
+                           # (core/stages.py names); the pipeline trains each one named here. pooled and the GP
+                           # lift the ensemble most below ~200 target rows (docs/DECISIONS.md)
 FUSION_SELECTION = "cv"    # how the fusion's per-metric weighting is chosen on target_val: "cv" (scored out of
                            # fold, 5 folds; no bonus for a member that fits val by chance) | "val" (in-sample,
                            # the first version; docs/DECISIONS.md)

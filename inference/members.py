@@ -15,11 +15,10 @@ from data_loader.preprocessing import same_preprocessing
 from models.model_utils import load_checkpoint, read_checkpoint_meta
 from models.outputs import mean_and_variance
 
-DEFAULT_MEMBERS = ("align_hetero", "target_only", "dualhead")
-# dualhead joined when fine-tuning got its own variance head (FINETUNE_OBJECTIVE): it is the best
-# member below ~200 target rows.  pooled stays optional: it lifts the ensemble on 5t_opamp at every
-# n, but on one two_stage split its cmrr has the best val MSE and fails on test (R2_log -0.83 at
-# n=50), and the fusion trusts it; see docs/RESULTS.md
+DEFAULT_MEMBERS = ("align_hetero", "target_only", "dualhead", "pooled", "gp_stack")
+# = config.ENSEMBLE_MEMBERS (tests/test_registry.py checks).  dualhead joined when fine-tuning got its own
+# variance head; pooled and gp_stack joined once the shipped data was re-measured (bench v2) and the
+# GP learned from the val rows with out-of-sample val predictions; docs/RESULTS.md#ensemble-members-and-fusion
 
 
 def checkpoint_sha256(path) -> str:

@@ -243,7 +243,8 @@ def chain(dataset, tmp_path_factory):
     res = tmp_path_factory.mktemp("chain") / "res"
     for stage in (train, train_align_coral, train_target_only, fine_tune):
         stage.main([*_common(dataset, res), *TINY])
-    infer_ensemble.main([*_common(dataset, res), "--no-plots", "--dry-run", "--quiet"])
+    infer_ensemble.main([*_common(dataset, res), "--no-plots", "--dry-run", "--quiet",
+                         "--members", "align_hetero,target_only,dualhead"])
     import inverse_mdn
     inverse_mdn.main([*_common(dataset, res), "--hidden", "16", "--layers", "2", "--dry-run", "--quiet"])
     return res
@@ -409,7 +410,8 @@ def test_stale_ensemble_refused_after_a_member_is_retrained(dataset, own_chain, 
     refused(inverse_opt.main, _opt_argv(dataset, own_chain, tmp_path), capsys,
             "Rerun python -m inference.infer_ensemble")
     assert not (tmp_path / "inv").exists()
-    infer_ensemble.main([*_common(dataset, own_chain), "--no-plots", "--dry-run", "--quiet"])
+    infer_ensemble.main([*_common(dataset, own_chain), "--no-plots", "--dry-run", "--quiet",
+                         "--members", "align_hetero,target_only,dualhead"])
     ens = Ensemble.load(own_chain, "5t_opamp")                      # refitted: loads again
     assert set(ens.record["member_sha256"]) == {"align_hetero", "target_only", "dualhead"}
 

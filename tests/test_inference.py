@@ -181,7 +181,7 @@ def test_member_from_other_circuit_refused(trained, tmp_path, tiny_data):
                 tmp_path / "res" / "5t_opamp_target_only_hetero.pth")
     args = [a if a != str(res) else str(tmp_path / "res") for a in args]
     with pytest.raises(ValueError, match="two_stage_opamp"):
-        infer_ensemble.main(args)
+        infer_ensemble.main(args + ["--members", "align_hetero,target_only,dualhead"])
 
 
 def test_members_with_other_columns_refused():

@@ -27,20 +27,20 @@ def test_pipeline_dry_run_end_to_end_as_subprocess(ran):
     _, res, _, out = ran
     assert out.returncode == 0, out.stderr[-2000:]
     for name in ("baseline_model.pth", "align_hetero_lambda0.050.pth", "target_only_hetero.pth",
-                 "dualhead_finetuned.pth", "ensemble_metrics.json", "ensemble_predictions.csv", "parity.png",
+                 "dualhead_finetuned.pth", "pooled_flag.pth", "gp_stack.pth", "ensemble_metrics.json",
+                 "ensemble_predictions.csv", "parity.png",
                  "calibration.png", "training_curves.png", "report.md"):
         assert (res / f"5t_opamp_{name}").is_file(), name
     assert "pipeline summary" in out.stdout and "coverage after calibration" in out.stdout
-    assert out.stdout.index("==> 1/5 baseline") < out.stdout.index("==> 2/5 align_hetero") \
-        < out.stdout.index("==> 5/5 ensemble")
-    assert not (res / "5t_opamp_pooled_flag.pth").exists()       # optional stage, not a default member
+    assert out.stdout.index("==> 1/7 baseline") < out.stdout.index("==> 2/7 align_hetero") \
+        < out.stdout.index("==> 6/7 gp_stack") < out.stdout.index("==> 7/7 ensemble")
 
 
 def test_second_run_skips_up_to_date_stages(ran, capsys):
     _, res, args, _ = ran
     before = {p.name: p.stat().st_mtime for p in res.glob("*.pth")}
     summary = pipeline.main(args)
-    assert [reason for _, reason in summary["plan"]] == [None] * 4
+    assert [reason for _, reason in summary["plan"]] == [None] * 6
     assert {p.name: p.stat().st_mtime for p in res.glob("*.pth")} == before
     assert "skipped (up to date)" in capsys.readouterr().out
 
@@ -51,17 +51,19 @@ def test_staleness_reasons(ran):
     assert all(r is None for *_, r in pipeline.plan(settings, force=False, dry_run=True))
     # a full run does not accept dry-run checkpoints; the stages built on the baseline follow it
     reasons = [r for *_, r in pipeline.plan(settings, force=False, dry_run=False)]
-    assert reasons == ["dry-run checkpoint", "after baseline", "dry-run checkpoint", "after baseline"]
+    assert reasons == ["dry-run checkpoint", "after baseline", "dry-run checkpoint", "after baseline",
+                       "dry-run checkpoint", "after baseline"]
     assert [n for n, *_ in pipeline.plan(settings, force=False, dry_run=True, members="align_hetero,pooled")] == \
         ["baseline", "align_hetero", "target_only", "dualhead", "pooled"]
     # a fine-tune-only setting reruns only the fine-tune stage
     _, ft = pipeline.parse_args(args + ["--set", "L2SP_LAMBDA=0.5"])
     reasons = [r for *_, r in pipeline.plan(ft, force=False, dry_run=True)]
-    assert reasons[:3] == [None, None, None] and "L2SP_LAMBDA" in reasons[3]
+    assert reasons[:3] == [None, None, None] and "L2SP_LAMBDA" in reasons[3] and reasons[4:] == [None, None]
     # the baseline's own early-stopping rule: the baseline and its children retrain, target-only does not
     _, bv = pipeline.parse_args(args + ["--set", "BASELINE_VAL=source"])
     reasons = [r for *_, r in pipeline.plan(bv, force=False, dry_run=True)]
-    assert "BASELINE_VAL" in reasons[0] and reasons[1:] == ["after baseline", None, "after baseline"]
+    assert "BASELINE_VAL" in reasons[0] and reasons[1:] == ["after baseline", None, "after baseline", None,
+                                                            "after baseline"]   # pooled: no baseline; the GP: on it
     _, changed = pipeline.parse_args(args + ["--set", "WEIGHT_DECAY=0.01"])
     assert "WEIGHT_DECAY" in pipeline.plan(changed, force=False, dry_run=True)[0][3]
     _, other_split = pipeline.parse_args(args + ["--seed", "7"])

@@ -87,3 +87,10 @@ def test_the_toy_stage_is_gone_after_the_test():
     assert "toy" not in stages.STAGES
     with pytest.raises(ToolkitError):
         parse_members("toy")
+
+
+def test_library_default_members_equal_config():
+    """inference.members.DEFAULT_MEMBERS (what library callers get) is config.ENSEMBLE_MEMBERS (what the CLI uses)."""
+    import config
+    from inference.members import DEFAULT_MEMBERS, parse_members
+    assert list(DEFAULT_MEMBERS) == parse_members(config.ENSEMBLE_MEMBERS)

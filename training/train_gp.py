@@ -45,16 +45,15 @@ from core.errors import ToolkitError
 from core.outputs import results_lock
 from models import MLP
 from models.gp import NUS, StackedGP
+from training.cli import add_training_flags
 from training.stage import finish_stage, load_parent, start_stage, tensors
 from training.loop import FitResult
 
 
 def parse_args(argv=None):
     cli = StageCLI("training.train_gp", __doc__)
-    for flag, key in (("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT"), ("--n-target", "N_TARGET_TRAIN")):
-        cli.flag(flag, key)
-    cli.add_argument("--dry-run", action="store_true", help="(accepted like every stage; the GP fit is the same)")
-    cli.add_argument("--quiet", action="store_true", help="no per-metric lines")
+    add_training_flags(cli)   # the flags every training stage takes (the pipeline passes them on); the GP
+    # itself reads the data flags (--val-split --test-split --n-target) and the GP_* settings
     return cli.parse(argv)
 
 
