@@ -141,7 +141,7 @@ for _s in (
           member=True, optional=True, label="pooled MLP + domain flag",
           aliases=("pooled_mlp", "pooled_flag", "train_pooled")),
     Stage("gp_stack", "training.train_gp", "{opamp}_gp_stack.pth", "StackedGP",
-          COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS"}, parent="baseline", member=True, optional=True,
+          COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS", "GP_ROWS"}, parent="baseline", member=True, optional=True,
           label="GP on x + source prediction (ARD Matérn)", aliases=("gp", "train_gp")),
 ):
     register(_s)
