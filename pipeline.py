@@ -6,7 +6,8 @@
 
 Runs, in-process and in the registry's order (``core.stages.STAGES``): training.train ->
 training.train_align_coral -> training.train_target_only -> fine_tune.fine_tune ->
-(training.train_pooled, only with ``--members ...,pooled``) -> inference.infer_ensemble, passing
+training.train_pooled -> training.train_gp (these two optional stages run when the ensemble's members,
+config ``ENSEMBLE_MEMBERS`` or ``--members``, name them: by default they do) -> inference.infer_ensemble, passing
 ``--opamp --data-dir --results-dir --device --seed --val-split --test-split --epochs --set
 --dry-run --quiet`` through.  A training stage is skipped when its checkpoint is up to date:
 it exists; it was made by today's code (the hashes of the stage's source files and of every

@@ -4,7 +4,7 @@
     python -m inference.infer_ensemble --opamp two_stage_opamp --members align_hetero,target_only,dualhead,pooled
     python -m inference.infer_ensemble --data-dir /tmp/tiny --results-dir /tmp/res --no-plots
 
-Members (``--members``, default config ``ENSEMBLE_MEMBERS``: align_hetero, target_only, dualhead, pooled):
+Members (``--members``, default config ``ENSEMBLE_MEMBERS``: align_hetero, target_only, dualhead, pooled, gp_stack):
 each member's model-space variance is calibrated per metric with the closed-form temperature
 T^2 = mean((y - mu)^2 / sigma^2) on target_val (point models, ``pooled`` and a ``dualhead``
 fine-tuned with FINETUNE_OBJECTIVE="mse", get the homoscedastic variance = their val MSE, then
