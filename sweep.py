@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import config
+from benchmarks.sizes import n_label, n_order, n_value
 from core.atomic import atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
@@ -72,9 +73,7 @@ def parse_args(argv=None):
         raise ToolkitError("Empty grid: give at least one --grid KEY=V1,V2 (e.g. --grid LAMBDA_CORAL=0.01,0.05).")
     if args.random is not None and args.random < 1:
         raise ToolkitError(f"--random must be >= 1, got {args.random}.")
-    for n in args.n_target:
-        if n != "all" and not (n.isdigit() and int(n) > 0):
-            raise ToolkitError(f"--n-target takes positive integers or 'all', got {n!r}.")
+    args.n_target = [n_label(n) for n in args.n_target]
     check_backend(args.backend, args.scheduler, workers=args.jobs)
     args.results_root = Path(args.results_root or Path(config.RESULTS_DIR) / "sweeps" / f"{args.opamp}_{args.stage}")
     return args
@@ -145,22 +144,22 @@ def combinations(grid: dict, random_k: int | None, seed: int) -> list:
     return combos
 
 
+def _text(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
 def combo_name(combo: dict) -> str:
     """A folder name for a combination: readable and unique (``LAMBDA_CORAL=0.01`` ... plus a short hash)."""
-    text = "_".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in combo.items())
+    text = "_".join(f"{k}={_text(v)}" for k, v in combo.items())
     safe = "".join(c if c.isalnum() or c in "._=-" else "-" for c in text)[:80]
     return f"{safe}_{hashlib.sha256(json.dumps(combo, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 # ---------------------------------------------------------------- one run (in a worker process)
-def _text(value) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
 def _argv(opamp, data_dir, results_dir, seed, n, overrides: dict) -> list:
     """A stage's command line for one run (``--set`` for every override, N_TARGET_TRAIN from n)."""
     out = ["--opamp", opamp, "--data-dir", str(data_dir), "--results-dir", str(results_dir), "--seed", str(seed),
-           "--quiet", "--set", f"N_TARGET_TRAIN={0 if n == 'all' else int(n)}"]
+           "--quiet", "--set", f"N_TARGET_TRAIN={n_value(n)}"]
     for key, value in overrides.items():
         out += ["--set", f"{key}={_text(value)}"]
     return out
@@ -170,7 +169,7 @@ def _settings(spec: dict, results_dir) -> dict:
     """The resolved settings the stage of ``spec`` runs with in ``results_dir`` (what its argv says)."""
     return resolve(config, {**spec["overrides"], "OPAMP_TYPE": spec["opamp"], "DATA_DIR": str(spec["data_dir"]),
                             "RESULTS_DIR": str(results_dir), "SEED": spec["seed"],
-                            "N_TARGET_TRAIN": 0 if spec["n"] == "all" else int(spec["n"])})
+                            "N_TARGET_TRAIN": n_value(spec["n"])})
 
 
 def _train(stages: list, argv: list, results_dir: Path) -> dict:
@@ -269,7 +268,7 @@ def table(rows: list, keys: list) -> tuple:
     for r in rows:
         by_n.setdefault(r["n"], {}).setdefault(json.dumps(r["combo"], sort_keys=True), []).append(r)
     parts, best = [], {}
-    for n in sorted(by_n, key=lambda v: (v == "all", int(v) if v.isdigit() else 0)):
+    for n in sorted(by_n, key=n_order):
         groups = by_n[n]
         mean_val = {c: statistics.mean(r["val_" + SCORE] for r in rs) for c, rs in groups.items()}
         top = max(mean_val, key=mean_val.get)

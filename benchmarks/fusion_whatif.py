@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.sizes import n_order
 from core.cli import run_main
 from core.errors import ToolkitError
 from core.markdown import markdown_table, replace_block
@@ -103,17 +104,13 @@ def score_cell(task: Path, members: tuple, selections, data_dir=None) -> dict | 
     return out
 
 
-def _n_key(n: str):
-    return (1, 0) if n == "all" else (0, int(n))
-
-
 def table(rows: list) -> str:
     """rows: dicts with members, selection, seed, n, r2_log, best_r2_log, cov95 -> one Markdown table."""
     groups = {}
     for r in rows:
         groups.setdefault((r["members"], r["selection"], r["n"]), []).append(r)
     out = []
-    for (members, selection, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _n_key(kv[0][2]))):
+    for (members, selection, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], n_order(kv[0][2]))):
         gaps = [r["best_r2_log"] - r["r2_log"] for r in rs]
         covs = [100 * r["cov95"] for r in rs]
         out.append([members.replace(",", " + "), selection, n, str(len(rs)),

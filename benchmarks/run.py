@@ -60,6 +60,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 import config  # noqa: E402
 from benchmarks import forward_report, schedule  # noqa: E402
+from benchmarks.sizes import n_label, n_order, n_value  # noqa: E402
 from benchmarks.peers import PEERS, peer_params  # noqa: E402
 from core.cli import run_main  # noqa: E402
 from core.errors import ToolkitError  # noqa: E402
@@ -128,19 +129,6 @@ def parse_args(argv=None):
     if args.jobs < 1:
         raise ToolkitError(f"--jobs must be >= 1, got {args.jobs}.")
     return args
-
-
-def n_label(raw) -> str:
-    text = str(raw).strip().lower()
-    if text in ("all", "0"):
-        return "all"
-    if not text.isdigit() or int(text) < 1:
-        raise ToolkitError(f"--n-target takes positive integers or 'all', got {raw!r}. Example: --n-target 50 100 all")
-    return str(int(text))
-
-
-def n_value(label: str) -> int:
-    return 0 if label == "all" else int(label)
 
 
 def all_methods() -> list:
@@ -335,10 +323,6 @@ def latest(rows: list) -> list:
 
 
 # ---- rendering
-def _n_order(label: str):
-    return (1, 0) if label == "all" else (0, int(label))
-
-
 def _ms(vals, fmt="{:.3f}") -> str:
     if not vals:
         return "–"
@@ -371,7 +355,7 @@ def _commands_line(commands: list) -> str:
 def render_markdown(rows: list, opamp: str, commands: list) -> str:
     cells = summarise(rows, opamp)
     names = labels()
-    ns = sorted({n for _, n in cells}, key=_n_order)
+    ns = sorted({n for _, n in cells}, key=n_order)
     methods = [m for m in all_methods() if any((m, n) in cells for n in ns)]
     ours = [m for m in methods if m in OURS]
     seeds = sorted({s for c in cells.values() for s in c["seeds"]})
@@ -424,7 +408,7 @@ def plot_learning_curve(rows: list, opamp: str, path: Path) -> Path:
     import matplotlib.pyplot as plt   # after choosing the backend
     cells = summarise(rows, opamp)
     names = labels()
-    ns = sorted({n for _, n in cells}, key=_n_order)
+    ns = sorted({n for _, n in cells}, key=n_order)
     fig, ax = plt.subplots(figsize=(10, 5))
     colors = plt.get_cmap("tab20").colors
     xs_all = set()
@@ -528,7 +512,7 @@ def run_cells(args, methods: list, root: Path, log: Path, command: str) -> list:
     done = {(r["opamp"], r["seed"], r["n_target"], r["method"]) for r in same_settings} if not args.fresh else set()
     cells = [(opamp, seed, n) for opamp in args.opamp for n in args.n_target for seed in args.seeds]
     members = tuple(parse_members(args.members or config.ENSEMBLE_MEMBERS)) if "ensemble" in methods else ()
-    parts = schedule.plan(cells, methods, done=done, ensemble_members=members, order_n=_n_order,
+    parts = schedule.plan(cells, methods, done=done, ensemble_members=members, order_n=n_order,
                           history=schedule.fit_history(latest(same_settings)))
     print(f"[benchmarks] {len(parts)} part(s) of {len(cells)} (seed, n) cell(s) to run "
           f"(the rest already in {log}); methods: {', '.join(methods)}")

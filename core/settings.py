@@ -162,6 +162,8 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "FAIL_MAX": ("a dict {metric name: number}", _bounds, '--set \'FAIL_MAX={"ugf": 1e10}\''),
     "OUT_OF_DOMAIN": ("one of 'warn', 'refuse', 'off'", lambda v: v in ("warn", "refuse", "off"),
                       "--out-of-domain warn"),
+    "GP_MAX_ROWS": ("an integer >= 2", lambda v: _int(v) and v >= 2, "--set GP_MAX_ROWS=1000"),
+    "GP_RESTARTS": ("an integer >= 0", lambda v: _int(v) and v >= 0, "--set GP_RESTARTS=1"),
     **{k: (*_AT_LEAST_1, f"--set {k}=...") for k in ("MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
                                                       "MDN_BATCH_SIZE", "MDN_EPOCHS")},
 }

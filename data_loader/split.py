@@ -60,3 +60,11 @@ def split_source_rows(n_rows: int, *, val_split: float, seed: int) -> dict:
                            f"or validate on the target: --baseline-val target.")
     train, val = train_test_split(np.arange(n_rows), test_size=n_val, random_state=seed)
     return {"train": np.asarray(train), "val": np.asarray(val)}
+
+
+def fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    """Row -> fold (0..folds-1) for K-fold cross-fitting: balanced (sizes differ by at most one), from a
+    seeded permutation, so the same (n, folds, seed) always gives the same folds."""
+    ids = np.empty(n, dtype=int)
+    ids[np.random.default_rng(seed).permutation(n)] = np.arange(n) % folds
+    return ids

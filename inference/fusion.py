@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from core.errors import ToolkitError
+from data_loader.split import fold_ids
 from inference.calibration import VAR_FLOOR, fit_coverage_temperature, fit_interval_z, fit_temperature
 
 BETA_GRID = (1.0, 0.0)                     # exponent of the precision weight 1/v (first = default)
@@ -108,22 +109,15 @@ def _np_fuse(means, variances, val_mse, beta, gamma, final_temperature=None):
 
 
 def _member_fit(means, vars_, y):
-    """Per-member temperatures (K, M), calibrated variances (K, N, M) and val MSE (K, M) on these rows."""
+    """Per-member temperatures (K, M) and val MSE (K, M) on these rows."""
     temps = np.stack([fit_temperature(y, means[i], vars_[i]) for i in range(len(means))])
-    return temps, vars_ * temps[:, None, :] ** 2, np.mean((means - y) ** 2, axis=1)
-
-
-def _fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
-    """Row -> fold (0..folds-1), balanced, from a seeded permutation (reproducible)."""
-    ids = np.empty(n, dtype=int)
-    ids[np.random.default_rng(seed).permutation(n)] = np.arange(n) % folds
-    return ids
+    return temps, np.mean((means - y) ** 2, axis=1)
 
 
 def _fused_per_candidate(means_fit, vars_fit, y_fit, means_out, vars_out):
     """Fit members on (means_fit, y_fit); fused (mean, var) on the ``*_out`` rows for every candidate."""
     m = y_fit.shape[1]
-    temps, _, val_mse = _member_fit(means_fit, vars_fit, y_fit)
+    temps, val_mse = _member_fit(means_fit, vars_fit, y_fit)
     cal_out = vars_out * temps[:, None, :] ** 2
     out = []
     for b, g in CANDIDATES:
@@ -151,7 +145,7 @@ def fit_fusion(members, means_val, vars_val, y_val, *, final: str = "coverage", 
     if selection == "cv" and n < max(CV_MIN_ROWS, 2 * folds):
         selection = "val"          # a fold of 3 rows scores nothing; say so in the record
     if selection == "cv":
-        ids = _fold_ids(n, folds)
+        ids = fold_ids(n, folds)
         oof = [(np.empty((n, m)), np.empty((n, m))) for _ in CANDIDATES]     # per candidate (mean, var)
         for f in range(folds):
             fit_rows, out_rows = ids != f, ids == f
@@ -173,7 +167,7 @@ def fit_fusion(members, means_val, vars_val, y_val, *, final: str = "coverage", 
     var = np.stack([scored[chosen[j]][1][:, j] for j in range(m)], axis=1)
     final_t = {"coverage": fit_coverage_temperature, "nll": fit_temperature,
                "none": lambda y, mu, v: np.ones(y.shape[1])}[final](y_val, mean, var)
-    temps, _, val_mse = _member_fit(means_val, vars_val, y_val)
+    temps, val_mse = _member_fit(means_val, vars_val, y_val)
     return FusionParams(members=list(members), val_mse=val_mse.tolist(), temperatures=temps.tolist(),
                         beta=beta.tolist(), gamma=gamma.tolist(), final_temperature=final_t.tolist(),
                         final_method=final, interval_z=fit_interval_z(y_val, mean, var * final_t ** 2),

@@ -1,7 +1,7 @@
 """benchmarks.schedule: cells split into parts, each seed's baseline made once, longest parts first."""
 import heapq
 
-from benchmarks import run, schedule
+from benchmarks import run, schedule, sizes
 
 ALL = run.all_methods()
 SIZES = ["50", "100", "200", "400", "all"]
@@ -41,7 +41,7 @@ def test_every_method_lands_in_exactly_one_part():
 def test_plan_one_baseline_maker_per_seed_and_skips_done_parts():
     cells = [("5t_opamp", s, n) for n in SIZES for s in (0, 1)]
     done = {("5t_opamp", 1, "400", m) for m in schedule.PART_METHODS["pooled"]}
-    parts = schedule.plan(cells, ALL, done=done, history={}, order_n=run._n_order)
+    parts = schedule.plan(cells, ALL, done=done, history={}, order_n=sizes.n_order)
     assert len(parts) == 3 * len(cells) - 1
     makers = [p for p in parts if p.makes_baseline]
     assert [(p.seed, p.n) for p in makers] == [(0, "50"), (1, "50")]
@@ -66,7 +66,7 @@ def test_dispatch_respects_the_baseline_and_keeps_workers_busy():
     cost = {"pooled": lambda n: 200, "transfer": lambda n: transfer[n], "target": lambda n: 5 + 0.1 * int(
         n if n != "all" else 640)}
     cells = [("5t_opamp", s, n) for n in SIZES for s in (0, 1, 2)]
-    parts = schedule.plan(cells, ALL, done=set(), history={}, order_n=run._n_order)
+    parts = schedule.plan(cells, ALL, done=set(), history={}, order_n=sizes.n_order)
     spans = simulate(parts, 2, lambda p: cost[p.name](p.n))
     total = sum(e - s for s, e in spans.values())
     makespan = max(e for _, e in spans.values())

@@ -43,6 +43,8 @@ import torch
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from core.outputs import results_lock
+from core.settings import setting_choice
+from data_loader.split import fold_ids
 from models import MLP
 from models.gp import NUS, StackedGP
 from training.cli import add_training_flags
@@ -61,15 +63,9 @@ GP_ROWS = ("train+val", "train")
 
 
 def check_gp_settings(settings: dict) -> None:
-    if settings["GP_ROWS"] not in GP_ROWS:
-        raise ToolkitError(f"GP_ROWS must be one of {list(GP_ROWS)}, got {settings['GP_ROWS']!r}. "
-                           f"Fix: --set GP_ROWS=train+val")
-    if settings["GP_NU"] not in NUS:
-        raise ToolkitError(f"GP_NU must be one of {list(NUS)}, got {settings['GP_NU']!r}. Fix: --set GP_NU=2.5")
-    for key, lo in (("GP_MAX_ROWS", 2), ("GP_RESTARTS", 0)):
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ToolkitError(f"{key} must be an integer >= {lo}, got {value!r}. Fix: --set {key}={max(lo, 1)}")
+    """The two choice settings (GP_MAX_ROWS and GP_RESTARTS are range-checked with every setting, in resolve)."""
+    setting_choice(settings, "GP_ROWS", GP_ROWS, default="train+val", fix="--set GP_ROWS=train+val")
+    setting_choice(settings, "GP_NU", NUS, default=2.5, fix="--set GP_NU=2.5")
 
 
 def fit_gps(z: np.ndarray, y: np.ndarray, *, nu: float, restarts: int, seed: int, log=None) -> list:
@@ -103,8 +99,7 @@ def crossfit_predictions(gps: list, z: np.ndarray, y: np.ndarray, rows, *, folds
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     rows = np.asarray(rows, int)
-    fold_of = np.empty(len(rows), int)
-    fold_of[np.random.default_rng(seed).permutation(len(rows))] = np.arange(len(rows)) % folds
+    fold_of = fold_ids(len(rows), folds, seed)
     mean, var = np.empty((len(rows), len(gps))), np.empty((len(rows), len(gps)))
     for f in range(folds):
         out = rows[fold_of == f]
@@ -179,7 +174,7 @@ def run(args, settings):
         keep = np.sort(np.random.default_rng(settings["SEED"]).choice(len(x_tr), room, replace=False))
         print(f"[gp_stack] {len(x_tr)} training rows > the {room} GP_MAX_ROWS leaves: fitting a seeded subset")
         x_tr, y_tr = x_tr[keep], y_tr[keep]
-    if with_val:                       # val rows last: their leave-one-out predictions are the val report
+    if with_val:                       # val rows last: their out-of-sample predictions are the val report
         x_tr, y_tr = torch.cat([x_tr, x_val]), torch.cat([y_tr, y_val])
     with torch.no_grad():
         z = torch.cat([x_tr, baseline(x_tr)], dim=1).double().numpy()          # (n, D+M)

@@ -163,8 +163,8 @@ def run(args, settings):
     result, model, offset_norm = fit_pooled(
         model, data, lr=settings["LEARNING_RATE"], weight_decay=settings["WEIGHT_DECAY"],
         batch_size=settings["BATCH_SIZE" if sampling == "balanced" else "BASELINE_BATCH_SIZE"],
-        sampling=sampling, min_batches=settings["MIN_BATCHES_PER_EPOCH"],
-        epochs=epochs, patience=settings["PATIENCE"], seed=settings["SEED"], device=device, max_batches=max_batches, progress=not args.quiet,
+        sampling=sampling, min_batches=settings["MIN_BATCHES_PER_EPOCH"], epochs=epochs, patience=settings["PATIENCE"],
+        seed=settings["SEED"], device=device, max_batches=max_batches, progress=not args.quiet,
         on_epoch=None if args.quiet else epoch_printer("Train MSE", "Val MSE", val_key="val_mse"))
     return finish_stage(settings, data, model, stage="pooled", kind="pooled", device=device,
                         fit_results={"pooled": result}, monitor="mse", val_value=result.best_value, t0=t0,
