@@ -305,12 +305,12 @@ def main(argv=None):
                            f"DIR/{args.opamp}/target (python -m data_loader.cli checks a folder).")
     parent_tasks, runs = plan(args, combos, fixed)
     jsonl = args.results_root / "sweep.jsonl"
-    print(f"[sweep] {args.stage} on {args.opamp}: {len(combos)} combination(s) x {len(args.seeds)} seed(s) x "
-          f"{len(args.n_target)} size(s); {len(runs)} run(s) to do, {len(parent_tasks)} parent chain(s) first "
-          f"({' -> '.join(chain(args.stage)[:-1]) or 'none'}); {args.backend} backend; {args.results_root}")
     t0 = time.perf_counter()
     from joblib import delayed
     with parallel(args.backend, args.jobs, args.scheduler) as run:   # an unreachable scheduler fails here
+        print(f"[sweep] {args.stage} on {args.opamp}: {len(combos)} combination(s) x {len(args.seeds)} seed(s) x "
+              f"{len(args.n_target)} size(s); {len(runs)} run(s) to do, {len(parent_tasks)} parent chain(s) first "
+              f"({' -> '.join(chain(args.stage)[:-1]) or 'none'}); {args.backend} backend; {args.results_root}")
         args.results_root.mkdir(parents=True, exist_ok=True)
         for done in run(delayed(train_parents)(t) for t in parent_tasks):
             print(f"[sweep] parents ready: {done} ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -50,7 +50,7 @@ from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import make_hetero_loss, mse_objective, val_hetero
-from training.stage import epochs_and_batches, finish_stage, load_parent, start_stage, tensors
+from training.stage import epochs_and_batches, finish_stage, load_parent, require_parent, start_stage, tensors
 
 OBJECTIVES = ("mse", "hetero", "auto")
 PHASE3_STREAMS = {"mse": 0, "hetero": 1}   # RNG stream offset of each phase-3 run
@@ -140,6 +140,7 @@ def main(argv=None):
             or settings["UNFREEZE_PATIENCE"] < 1:
         raise ToolkitError(f"UNFREEZE_PATIENCE must be an integer >= 1, got {settings['UNFREEZE_PATIENCE']!r}. "
                            f"Example: --unfreeze-patience 60")
+    require_parent(settings, "baseline")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings, objective)
 

@@ -149,3 +149,10 @@ def test_crossfit_predicts_each_val_row_from_gps_that_never_saw_it():
     assert np.mean((mean - y[rows]) ** 2) > 1.3 * np.mean((in_sample - y[rows]) ** 2)   # out of sample: larger (1.7x)
     again, _ = train_gp.crossfit_predictions(gps, z, y, rows, folds=5, seed=0)
     assert np.array_equal(mean, again)
+
+
+def test_missing_baseline_is_refused_before_anything_is_written(tiny_data, tmp_path):
+    res = tmp_path / "res"
+    with pytest.raises(ToolkitError, match="python -m training.train"):
+        train_gp.main(["--data-dir", str(tiny_data(200, 120)), "--results-dir", str(res), "--quiet"])
+    assert not res.exists()          # no scalers, no lock file: the check runs before the stage starts

@@ -49,13 +49,20 @@ def model_kwargs(settings: dict, data: dict) -> dict:
                 dropout=settings["DROPOUT_RATE"])
 
 
-def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
-    """Load the checkpoint a stage starts from; refuse one made for other data with the fix."""
+def require_parent(settings: dict, kind: str) -> Path:
+    """The checkpoint a stage starts from, which must exist: checked in ``main`` before the stage loads data
+    or writes anything in RESULTS_DIR (a missing parent is the most common mistake)."""
     path = checkpoint_path(settings, kind)
-    make = command(kind)
     if not path.is_file():
         raise ToolkitError(f"Missing {path} (the {kind} checkpoint this stage starts from). Make it with: "
-                           f"{make} --opamp {settings['OPAMP_TYPE']} --results-dir {settings['RESULTS_DIR']}")
+                           f"{command(kind)} --opamp {settings['OPAMP_TYPE']} --results-dir {settings['RESULTS_DIR']}")
+    return path
+
+
+def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
+    """Load the checkpoint a stage starts from; refuse one made for other data with the fix."""
+    path = require_parent(settings, kind)
+    make = command(kind)
     meta = read_checkpoint_meta(path)
     made_for = meta.get("config", {}).get("OPAMP_TYPE")
     if made_for != settings["OPAMP_TYPE"]:

@@ -30,7 +30,7 @@ from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss, val_hetero
-from training.stage import epochs_and_batches, finish_stage, load_parent, start_stage, tensors
+from training.stage import epochs_and_batches, finish_stage, load_parent, require_parent, start_stage, tensors
 
 
 def parse_args(argv=None):
@@ -67,6 +67,7 @@ def build_model(baseline: MLP, reinit_layers: int, device) -> AlignHeteroMLP:
 def main(argv=None):
     args, settings = parse_args(argv)
     check_weights(settings, "LAMBDA_CORAL", "ALPHA_R2")
+    require_parent(settings, "baseline")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)
 

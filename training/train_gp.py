@@ -48,7 +48,7 @@ from data_loader.split import fold_ids
 from models import MLP
 from models.gp import NUS, StackedGP
 from training.cli import add_training_flags
-from training.stage import finish_stage, load_parent, start_stage, tensors
+from training.stage import finish_stage, load_parent, require_parent, start_stage, tensors
 from training.loop import FitResult
 
 
@@ -154,6 +154,7 @@ def to_module(gps: list, baseline: MLP, z: np.ndarray, nu: float) -> StackedGP:
 def main(argv=None):
     args, settings = parse_args(argv)
     check_gp_settings(settings)
+    require_parent(settings, "baseline")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)
 
