@@ -18,14 +18,27 @@ is not a dry-run checkpoint (unless this is a dry run).  When the baseline rerun
 built on it (align, fine-tune) rerun too; target-only and pooled do not depend on it.
 ``--force`` reruns everything.  The ensemble (seconds) always runs.  Ends with a
 one-screen summary: per-stage wall time, the ensemble's test R^2 / R^2_log and coverage, paths.
+
+``--jobs N`` (config ``PIPELINE_JOBS``, default 2): the training stages run in N worker processes,
+a child stage as soon as its parent is done, the longest chain first (``core.scheduling``; expected
+times from each stage's last wall time, else ``Stage.cost_s``).  Each stage's own output then goes to
+``RESULTS_DIR/logs/<opamp>_<stage>.log`` and the pipeline prints when each starts and ends.  The
+checkpoints are the same as with ``--jobs 1`` (each stage seeds itself; a test checks it), which runs the
+stages one after another in this process with their output on the terminal.
 """
+import contextlib
 import importlib
+import json
+import multiprocessing as mp
 import time
 import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 
 from core.cli import StageCLI, run_main
-from core.outputs import results_lock
-from core.stages import STAGES, checkpoint_path, command
+from core import scheduling
+from core.outputs import results_lock, shared_results
+from core.stages import STAGES, checkpoint_path, command, metrics_path
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from inference import infer_ensemble
 from inference.members import DEFAULT_MEMBERS, parse_members
@@ -36,6 +49,7 @@ def parse_args(argv=None):
     cli = StageCLI("pipeline", __doc__)
     for flag, key in (("--epochs", "EPOCHS"), ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT")):
         cli.flag(flag, key)
+    cli.flag("--jobs", "PIPELINE_JOBS", "training stages run at once (worker processes; 1 = in this process)")
     cli.add_argument("--force", action="store_true", help="rerun every stage even if its checkpoint is up to date")
     cli.add_argument("--dry-run", action="store_true", help="2 epochs of 2 batches per stage (smoke test)")
     cli.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars in the stages")
@@ -108,15 +122,22 @@ def run(args, settings):
         print(f"  {i}. {name:<13} {'run ' if reason else 'skip'}  "
               f"{('(' + reason + ')') if reason else '(up to date: ' + checkpoint_path(settings, kind).name + ')'}")
     print(f"  {len(steps) + 1}. {'ensemble':<13} run   (always; seconds)")
-    walls = {}
-    for i, (name, module, kind, reason) in enumerate(steps, 1):
-        if not reason:
-            walls[name] = None
-            continue
-        print(f"\n[pipeline] ==> {i}/{len(steps) + 1} {name}: {command(kind)}", flush=True)
-        t0 = time.perf_counter()
-        importlib.import_module(module).main(stage_argv(args, training=True))
-        walls[name] = time.perf_counter() - t0
+    for name, module, _, reason in steps:   # every stage's own settings checks, before hours of training
+        check = getattr(importlib.import_module(module), "preflight", None) if reason else None
+        if check is not None:
+            check(settings)
+    walls = {name: None for name, *_ in steps}
+    todo = [step for step in steps if step[3]]
+    if settings["PIPELINE_JOBS"] > 1 and len(todo) > 1:
+        walls.update(run_parallel(args, settings, steps, todo))
+    else:
+        for i, (name, module, kind, reason) in enumerate(steps, 1):
+            if not reason:
+                continue
+            print(f"\n[pipeline] ==> {i}/{len(steps) + 1} {name}: {command(kind)}", flush=True)
+            t0 = time.perf_counter()
+            importlib.import_module(module).main(stage_argv(args, training=True))
+            walls[name] = time.perf_counter() - t0
     print(f"\n[pipeline] ==> {len(steps) + 1}/{len(steps) + 1} ensemble: python -m inference.infer_ensemble", flush=True)
     t0 = time.perf_counter()
     record = infer_ensemble.main(stage_argv(args, training=False))
@@ -140,6 +161,95 @@ def run(args, settings):
             print(f"  {key:<12} {record['paths'][key]}")
     print("=" * 72)
     return {"walls": walls, "total_s": total, "plan": [(n, r) for n, _, _, r in steps], "ensemble": record}
+
+
+def expected_seconds(settings: dict, name: str) -> float:
+    """The stage's wall time in its last metrics JSON (a full run), else the registry's rough ``cost_s``."""
+    try:
+        record = json.loads(metrics_path(checkpoint_path(settings, name)).read_text(encoding="utf-8"))
+        if not record.get("dry_run") and float(record["wall_s"]) > 0:
+            return float(record["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return STAGES[name].cost_s
+
+
+def stage_log(settings: dict, name: str) -> Path:
+    return Path(settings["RESULTS_DIR"]) / "logs" / f"{settings['OPAMP_TYPE']}_{name}.log"
+
+
+def _stage_worker(module: str, argv: list, results_dir: str, log_path: str, registry: list) -> float:
+    """One training stage in a worker process, its output into ``log_path``; returns its wall seconds.
+    The pipeline process holds the results lock; ``shared_results`` lets the stage write under it.
+    ``registry``: the pipeline's stages, so one registered at run time (not in core.stages) is known here too."""
+    from threadpoolctl import threadpool_limits
+
+    from core.stages import register
+    for stage in registry:
+        if stage.name not in STAGES:
+            register(stage)
+    t0 = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log), threadpool_limits(1), shared_results(results_dir):
+        # one BLAS thread: the other worker has the other core (the GP's linear algebra would oversubscribe)
+        importlib.import_module(module).main(argv)
+    return time.perf_counter() - t0
+
+
+def _tail(path: Path, lines: int) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def run_parallel(args, settings: dict, steps: list, todo: list) -> dict:
+    """Train ``todo`` (plan steps with a reason) in ``PIPELINE_JOBS`` worker processes, each after its
+    parent when the parent is retrained too; returns {stage: wall seconds}.  A failed stage stops the
+    start of others; the running ones finish (their checkpoints are kept) and the error is raised."""
+    number = {name: i for i, (name, *_rest) in enumerate(steps, 1)}
+    total = len(steps) + 1
+    parent = {name: STAGES[name].parent for name, *_ in todo}
+    cost = {name: expected_seconds(settings, name) for name, *_ in todo}
+    priority = scheduling.critical_path([s[0] for s in todo], key=lambda n: n, after=parent.get, cost=cost.get)
+    (Path(settings["RESULTS_DIR"]) / "logs").mkdir(parents=True, exist_ok=True)
+    jobs = settings["PIPELINE_JOBS"]
+    print(f"\n[pipeline] {len(todo)} training stages on {jobs} workers; each stage's output: "
+          f"{stage_log(settings, '<stage>')}", flush=True)
+    modules = {name: module for name, module, *_ in todo}
+    walls, started, t_all = {}, {}, time.perf_counter()
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        futures = {}
+
+        def submit(name):
+            log = stage_log(settings, name)
+            print(f"[pipeline] ==> {number[name]}/{total} {name} starts at {time.perf_counter() - t_all:.0f}s: "
+                  f"{command(name)}  (log {log})", flush=True)
+            started[name] = time.perf_counter()
+            fut = pool.submit(_stage_worker, modules[name], stage_argv(args, training=True),
+                              str(settings["RESULTS_DIR"]), str(log), list(STAGES.values()))
+            futures[fut] = name
+            return fut
+
+        def wait_one(handles):
+            fut = next(iter(wait(handles, return_when=FIRST_COMPLETED).done))
+            name = futures[fut]
+            try:
+                walls[name] = fut.result()
+            except BaseException:
+                others = [futures[f] for f in handles if f is not fut]
+                print(f"[pipeline] {name} failed; the last lines of {stage_log(settings, name)}:\n"
+                      f"{_tail(stage_log(settings, name), 15)}", flush=True)
+                if others:
+                    print(f"[pipeline] waiting for {', '.join(others)} to finish (its checkpoint is kept)", flush=True)
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            last = (_tail(stage_log(settings, name), 2).splitlines() or [""])[0]   # "[stage] best epoch ...; wall"
+            print(f"[pipeline] <== {name} done in {_fmt_time(walls[name])}: {last}", flush=True)
+            return fut
+
+        scheduling.dispatch([s[0] for s in todo], jobs, submit, wait_one, key=lambda n: n,
+                            after=parent.get, priority=priority.get)
+    return walls
 
 
 if __name__ == "__main__":

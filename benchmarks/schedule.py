@@ -18,6 +18,7 @@ changes only when a part finishes, never any number a part produces.
 """
 from dataclasses import dataclass
 
+from core import scheduling
 from core.stages import STAGES
 
 # the ensemble's member stages (core.stages) join "transfer"; an optional member that needs no baseline (the
@@ -104,27 +105,8 @@ def plan(cells: list, methods: list, *, done: set, history: dict, order_n, ensem
     return parts
 
 
-def next_part(waiting: list, finished: set):
-    """The part to start now: among those whose prerequisite has finished, baseline makers first,
-    then the longest expected; None when nothing may start yet."""
-    ready = [p for p in waiting if p.after is None or p.after in finished]
-    if not ready:
-        return None
-    return max(ready, key=lambda p: (p.makes_baseline, p.cost_s))
-
-
 def dispatch(parts: list, jobs: int, submit, wait_one) -> None:
-    """Run ``parts`` with at most ``jobs`` in flight: ``submit(part) -> handle`` starts one,
-    ``wait_one(handles) -> handle`` blocks until one of them has finished (and raises if it failed)."""
-    waiting, running, finished = list(parts), {}, set()
-    while waiting or running:
-        while len(running) < jobs:
-            part = next_part(waiting, finished)
-            if part is None:
-                break
-            waiting.remove(part)
-            running[submit(part)] = part
-        if not running:  # a prerequisite outside ``parts`` (plan never makes one): go on in order
-            part = waiting.pop(0)
-            running[submit(part)] = part
-        finished.add(running.pop(wait_one(list(running))).key())
+    """Run ``parts`` with at most ``jobs`` in flight (``core.scheduling.dispatch``): among the parts whose
+    prerequisite has finished, baseline makers first, then the longest expected."""
+    scheduling.dispatch(parts, jobs, submit, wait_one, key=Part.key, after=lambda p: p.after,
+                        priority=lambda p: (p.makes_baseline, p.cost_s))

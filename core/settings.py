@@ -154,6 +154,7 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "BASELINE_BATCH_SIZE": (*_AT_LEAST_1, "--baseline-batch-size 256"),
     "HIDDEN_DIM": (*_AT_LEAST_1, "--hidden-dim 512"),
     "NUM_LAYERS": (*_AT_LEAST_1, "--num-layers 6"),
+    "PIPELINE_JOBS": (*_AT_LEAST_1, "--jobs 2 (1 = the stages one after another, in this process)"),
     "MIN_BATCHES_PER_EPOCH": (*_AT_LEAST_1, "--set MIN_BATCHES_PER_EPOCH=10"),
     "N_TARGET_TRAIN": (">= 0 (0 = all rows)", lambda v: _int(v) and v >= 0, "--n-target 50"),
     "FAIL_POSITIVE": ("a list of metric names", _names, "--set FAIL_POSITIVE=dc_gain,ugf"),

@@ -9,6 +9,8 @@ file under RESULTS_DIR (the seed's names), the stage it starts from (``parent``)
 ensemble can use it (``member``) and whether the pipeline trains it only then (``optional``),
 its model class (a ``models.MODEL_CLASSES`` name), the settings it reads (a setting it does not
 read leaves its checkpoint up to date), a table label, and the old names it answers to.
+A stage module may define ``preflight(settings)``: its own settings checks (a choice, a layer count), raising
+``ToolkitError``; its ``main`` and the pipeline (for every stage it will train) call it before any data is read.
 The pipeline, ``inference.predict`` (members), ``inverse.forward`` (``--model-type``), the
 benchmark harness and the staleness check all look stages up here.  Adding a stage is one
 module plus one ``register(Stage(...))`` (tests/test_registry.py does it with a toy stage).
@@ -30,7 +32,7 @@ NET = frozenset({"HIDDEN_DIM", "NUM_LAYERS", "DROPOUT_RATE", "EPOCHS", "PATIENCE
 TARGET_BATCHES = frozenset({"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"})
 COMMON = RUN | DATA | NET
 # Read by no training stage: how a run executes (not what it learns), the MDN, inverse design.
-NOT_STAGE_SETTINGS = frozenset({"DEVICE", "NUM_THREADS", "MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
+NOT_STAGE_SETTINGS = frozenset({"DEVICE", "NUM_THREADS", "PIPELINE_JOBS", "MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
                                 "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN",
                                 "ENSEMBLE_MEMBERS", "FUSION_SELECTION"})
 
@@ -47,6 +49,8 @@ class Stage:
     optional: bool = False    # the pipeline trains it only when the ensemble uses it (--members)
     label: str = ""           # tables
     aliases: tuple = ()       # old names, accepted everywhere a name is
+    cost_s: float = 60.0      # rough seconds (shipped 5t_opamp, one core): orders the pipeline's parallel
+                              # stages when the stage has no earlier wall time on record
 
     def path(self, settings: dict) -> Path:
         return Path(settings["RESULTS_DIR"]) / self.file.format(opamp=settings["OPAMP_TYPE"], **settings)
@@ -124,24 +128,24 @@ def differences(saved: dict, settings: dict, name: str, *, ignore=()) -> list:
 for _s in (
     Stage("baseline", "training.train", "{opamp}_baseline_model.pth", "MLP",
           COMMON - {"N_TARGET_TRAIN"} | {"BASELINE_BATCH_SIZE", "BASELINE_VAL", "SOURCE_VAL_SPLIT"},
-          label="source-only (baseline MLP on B)", aliases=("baseline_model",)),
+          label="source-only (baseline MLP on B)", aliases=("baseline_model",), cost_s=45.0),
     Stage("align_hetero", "training.train_align_coral", "{opamp}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth",
           "AlignHeteroMLP", COMMON | TARGET_BATCHES | {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"},
-          parent="baseline", member=True, label="align_hetero + CORAL", aliases=("align_coral", "train_align_coral")),
+          parent="baseline", member=True, label="align_hetero + CORAL", aliases=("align_coral", "train_align_coral"), cost_s=110.0),
     Stage("target_only", "training.train_target_only", "{opamp}_target_only_hetero.pth", "AlignHeteroMLP",
           COMMON | TARGET_BATCHES | {"ALPHA_R2"}, member=True, label="target-only hetero (ensemble member)",
-          aliases=("target_hetero", "target_only_hetero", "train_target_only")),
+          aliases=("target_hetero", "target_only_hetero", "train_target_only"), cost_s=30.0),
     Stage("dualhead", "fine_tune.fine_tune", "{opamp}_dualhead_finetuned.pth", "DualHeadMLP",
           COMMON | TARGET_BATCHES | {"ALPHA_R2", "L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS",
                                      "UNFREEZE_PATIENCE", "FINETUNE_OBJECTIVE"},
           parent="baseline", member=True, label="dual-head fine-tune",
-          aliases=("dualhead_b", "dualhead_finetuned", "fine_tune")),
+          aliases=("dualhead_b", "dualhead_finetuned", "fine_tune"), cost_s=56.0),
     Stage("pooled", "training.train_pooled", "{opamp}_pooled_flag.pth", "MLP",
           COMMON | TARGET_BATCHES | {"BASELINE_BATCH_SIZE", "POOLED_SAMPLING"},
           member=True, optional=True, label="pooled MLP + domain flag",
-          aliases=("pooled_mlp", "pooled_flag", "train_pooled")),
+          aliases=("pooled_mlp", "pooled_flag", "train_pooled"), cost_s=270.0),
     Stage("gp_stack", "training.train_gp", "{opamp}_gp_stack.pth", "StackedGP",
           COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS", "GP_ROWS"}, parent="baseline", member=True, optional=True,
-          label="GP on x + source prediction (ARD Matérn)", aliases=("gp", "train_gp")),
+          label="GP on x + source prediction (ARD Matérn)", aliases=("gp", "train_gp"), cost_s=160.0),
 ):
     register(_s)

@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.cli import StageCLI, run_main
-from core.errors import ToolkitError
 from core.outputs import results_lock
 from core.settings import check_weights, layer_count, setting_choice
 from losses import batch_r2
@@ -94,12 +93,17 @@ def init_logvar_b(model: DualHeadMLP, x_val, y_val) -> None:
         model.logvar_B.bias.copy_(mse.log())
 
 
+def unfreeze_count(n_layers, blocks: int) -> int:
+    """``UNFREEZE_LAYERS`` (1..blocks, or "all") as a number of backbone blocks."""
+    count = layer_count(n_layers, key="UNFREEZE_LAYERS", keyword="all", lo=1, hi=blocks,
+                        why="the backbone's layers", example="--unfreeze-layers 1 (the seed)")
+    return blocks if count is None else count
+
+
 def unfrozen_backbone_params(model: DualHeadMLP, n_layers) -> list:
     """Parameter names of the last ``n_layers`` backbone blocks (phase 3); ``"all"`` = every block."""
     blocks = len(model.backbone)
-    count = layer_count(n_layers, key="UNFREEZE_LAYERS", keyword="all", lo=1, hi=blocks,
-                        why="the backbone's layers", example="--unfreeze-layers 1 (the seed)")
-    count = blocks if count is None else count
+    count = unfreeze_count(n_layers, blocks)
     return [f"backbone.blocks.{i}.linear.{p}" for i in range(blocks - count, blocks) for p in ("weight", "bias")]
 
 
@@ -134,15 +138,18 @@ def set_trainable(model, names) -> list:
 
 def main(argv=None):
     args, settings = parse_args(argv)
-    check_weights(settings, "L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "ALPHA_R2")
-    objective = check_objective(settings)
-    if isinstance(settings["UNFREEZE_PATIENCE"], bool) or not isinstance(settings["UNFREEZE_PATIENCE"], int) \
-            or settings["UNFREEZE_PATIENCE"] < 1:
-        raise ToolkitError(f"UNFREEZE_PATIENCE must be an integer >= 1, got {settings['UNFREEZE_PATIENCE']!r}. "
-                           f"Example: --unfreeze-patience 60")
+    preflight(settings)
     require_parent(settings, "baseline")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
-        return run(args, settings, objective)
+        return run(args, settings, check_objective(settings))
+
+
+def preflight(settings: dict) -> None:
+    """The stage's own settings checks, run before any data is read (the pipeline runs every stage's first).
+    UNFREEZE_PATIENCE and the other ranges are checked with every setting (core.settings.SETTING_RULES)."""
+    check_weights(settings, "L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "ALPHA_R2")
+    check_objective(settings)
+    unfreeze_count(settings.get("UNFREEZE_LAYERS", "all"), settings["NUM_LAYERS"])   # the baseline has NUM_LAYERS
 
 
 def run(args, settings, objective):

@@ -1,4 +1,5 @@
 """`python -m pipeline`: the whole forward chain on test-made data, then skipping what is up to date."""
+import json
 import os
 import subprocess
 import sys
@@ -32,8 +33,49 @@ def test_pipeline_dry_run_end_to_end_as_subprocess(ran):
                  "calibration.png", "training_curves.png", "report.md"):
         assert (res / f"5t_opamp_{name}").is_file(), name
     assert "pipeline summary" in out.stdout and "coverage after calibration" in out.stdout
-    assert out.stdout.index("==> 1/7 baseline") < out.stdout.index("==> 2/7 align_hetero") \
-        < out.stdout.index("==> 6/7 gp_stack") < out.stdout.index("==> 7/7 ensemble")
+    # two workers (the default): a child stage starts only after its parent is done; the ensemble after all
+    text = out.stdout
+    for child in ("2/7 align_hetero", "4/7 dualhead", "6/7 gp_stack"):
+        assert text.index("<== baseline done") < text.index(f"==> {child} starts")
+    assert max(text.index(f"<== {name} done") for name in ("baseline", "align_hetero", "target_only", "dualhead",
+                                                           "pooled", "gp_stack")) < text.index("==> 7/7 ensemble")
+    assert "[align_hetero] wrote" in (res / "logs" / "5t_opamp_align_hetero.log").read_text()
+
+
+def _test_reports(folder: Path) -> dict:
+    return {p.name: json.loads(p.read_text())["test"] for p in folder.glob("*_metrics.json")
+            if "ensemble" not in p.name}
+
+
+def test_one_worker_in_process_trains_the_same_checkpoints(ran, tmp_path, capsys):
+    data, res, args, _ = ran
+    one = ["--results-dir" if a == "--results-dir" else a for a in args]
+    one[one.index("--results-dir") + 1] = str(tmp_path / "one")
+    summary = pipeline.main(one + ["--jobs", "1"])
+    out = capsys.readouterr().out
+    assert out.index("==> 1/7 baseline") < out.index("==> 2/7 align_hetero") < out.index("==> 6/7 gp_stack") \
+        < out.index("==> 7/7 ensemble") and not (tmp_path / "one" / "logs").exists()
+    assert all(reason for _, reason in summary["plan"])   # everything trained, in this process
+    assert _test_reports(tmp_path / "one") == _test_reports(res) and len(_test_reports(res)) == 6
+
+
+def test_bad_stage_settings_are_found_first_and_a_failed_worker_keeps_the_others(ran, tmp_path):
+    data, _, args, _ = ran
+    res = tmp_path / "res"
+    # the GP is the last stage: its bad choice is found before any stage starts, nothing is trained
+    argv = [a if a != str(ran[1]) else str(res) for a in args] + ["--set", "GP_NU=1.0"]
+    out = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "GP_NU" in out.stderr, out.stderr
+    assert not list(res.glob("*.pth")) and not (res / "logs").exists()
+    # a stage that fails inside a worker: the error is one line, the stage's log tail is printed, and the
+    # stage that ran beside it finished and kept its checkpoint
+    (res / "5t_opamp_baseline_model.pth").mkdir(parents=True)   # a folder where the baseline must write
+    out = subprocess.run([sys.executable, "-m", "pipeline", *argv[:-2], "--members", "target_only,dualhead"],
+                         cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         timeout=300)
+    assert out.returncode != 0 and "baseline failed" in out.stdout, (out.stdout[-2000:], out.stderr[-2000:])
+    assert (res / "5t_opamp_target_only_hetero.pth").is_file()
 
 
 def test_second_run_skips_up_to_date_stages(ran, capsys):

@@ -48,7 +48,7 @@ def mse_loss(model, batch):
 
 def main(argv=None):
     args, settings = parse_args(argv)
-    validate_on = baseline_val(settings)
+    preflight(settings)
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)
 
@@ -85,6 +85,11 @@ def run(args, settings):
     return finish_stage(settings, data, model, stage="baseline", kind="baseline", device=device,
                         fit_results={"baseline": result}, monitor=monitor, val_value=result.best_value, t0=t0,
                         dry_run=args.dry_run, extra=extra)
+
+
+def preflight(settings: dict) -> None:
+    """The stage's own settings checks, run before any data is read (the pipeline runs every stage's first)."""
+    baseline_val(settings)
 
 
 def baseline_val(settings: dict) -> str:

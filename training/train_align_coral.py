@@ -43,6 +43,12 @@ def parse_args(argv=None):
     return cli.parse(argv)
 
 
+def preflight(settings: dict) -> None:
+    """The stage's own settings checks, run before any data is read (the pipeline runs every stage's first)."""
+    check_weights(settings, "LAMBDA_CORAL", "ALPHA_R2")
+    reinit_candidates(settings["ALIGN_REINIT_LAYERS"], settings["NUM_LAYERS"])   # the baseline has NUM_LAYERS
+
+
 def reinit_candidates(value, num_layers: int) -> list:
     """``ALIGN_REINIT_LAYERS`` -> the transfer depths to train: ``[k]`` or ``[0, num_layers-1]`` for auto."""
     k = layer_count(value, key="ALIGN_REINIT_LAYERS", keyword="auto", lo=0, hi=num_layers - 1,
@@ -66,7 +72,7 @@ def build_model(baseline: MLP, reinit_layers: int, device) -> AlignHeteroMLP:
 
 def main(argv=None):
     args, settings = parse_args(argv)
-    check_weights(settings, "LAMBDA_CORAL", "ALPHA_R2")
+    preflight(settings)
     require_parent(settings, "baseline")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)

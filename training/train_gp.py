@@ -62,8 +62,9 @@ def parse_args(argv=None):
 GP_ROWS = ("train+val", "train")
 
 
-def check_gp_settings(settings: dict) -> None:
-    """The two choice settings (GP_MAX_ROWS and GP_RESTARTS are range-checked with every setting, in resolve)."""
+def preflight(settings: dict) -> None:
+    """The stage's own settings checks, run before any data is read (the pipeline runs every stage's first):
+    the two choice settings (GP_MAX_ROWS and GP_RESTARTS are range-checked with every setting, in resolve)."""
     setting_choice(settings, "GP_ROWS", GP_ROWS, default="train+val", fix="--set GP_ROWS=train+val")
     setting_choice(settings, "GP_NU", NUS, default=2.5, fix="--set GP_NU=2.5")
 
@@ -153,7 +154,7 @@ def to_module(gps: list, baseline: MLP, z: np.ndarray, nu: float) -> StackedGP:
 
 def main(argv=None):
     args, settings = parse_args(argv)
-    check_gp_settings(settings)
+    preflight(settings)
     require_parent(settings, "baseline")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)

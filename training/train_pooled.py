@@ -148,8 +148,16 @@ def fit_pooled(model: MLP, data: dict, *, lr: float, weight_decay: float, batch_
     return result, net.target_model().eval(), float(net.target_offset.detach().norm())
 
 
+def preflight(settings: dict) -> str:
+    """The stage's own settings checks, run before any data is read (the pipeline runs every stage's first);
+    returns POOLED_SAMPLING."""
+    return setting_choice(settings, "POOLED_SAMPLING", SAMPLINGS, default="shuffled",
+                          fix="--set POOLED_SAMPLING=balanced (equal weight per process) or shuffled.")
+
+
 def main(argv=None):
     args, settings = parse_args(argv)
+    preflight(settings)
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)
 
@@ -157,8 +165,7 @@ def main(argv=None):
 def run(args, settings):
     device, data, t0 = start_stage(settings, "pooled", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
-    sampling = setting_choice(settings, "POOLED_SAMPLING", SAMPLINGS, default="shuffled",
-                              fix="--set POOLED_SAMPLING=balanced (equal weight per process) or shuffled.")
+    sampling = preflight(settings)
     model = MLP(**model_kwargs(settings, data)).to(device)
     result, model, offset_norm = fit_pooled(
         model, data, lr=settings["LEARNING_RATE"], weight_decay=settings["WEIGHT_DECAY"],

@@ -27,9 +27,14 @@ def parse_args(argv=None):
     return cli.parse(argv)
 
 
+def preflight(settings: dict) -> None:
+    """The stage's own settings checks, run before any data is read (the pipeline runs every stage's first)."""
+    check_weights(settings, "ALPHA_R2")
+
+
 def main(argv=None):
     args, settings = parse_args(argv)
-    check_weights(settings, "ALPHA_R2")
+    preflight(settings)
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)
 
