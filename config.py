@@ -21,7 +21,7 @@ OPAMP_TYPE = "5t_opamp"    # a circuit folder under DATA_DIR: '5t_opamp' | 'two_
 DEVICE = "auto"            # 'auto' (CUDA when available, else CPU) | 'cpu' | 'cuda' | 'cuda:N'
 NUM_THREADS = 1            # torch CPU threads, >= 1; 1 is fastest for these small nets (docs/DECISIONS.md)
 PIPELINE_JOBS = 2          # training stages run at once by python -m pipeline (worker processes), >= 1;
-                           # 2 = both cores of a laptop busy: make run 1.6x faster (docs/DECISIONS.md)
+                           # 2 = both cores of a laptop busy: make run 5.7 vs 11.3 min (docs/DECISIONS.md)
 SEED = 42                  # seeds the split, the weights' init and the batch order
 
 # ---- data
