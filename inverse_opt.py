@@ -44,7 +44,8 @@ from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.feasibility import INFEASIBLE_EXIT, describe
 from inverse.mdn import load_mdn, sample_designs
-from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
+from inverse.refine import design_keys, search
+from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import describe_grid, grid_for
 from inverse.spec_file import load_spec
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
@@ -61,18 +62,27 @@ def parse_args(argv=None):
     a("--pm-band", default=None, help="lo:hi band for phase_margin (goal 'range')")
     a("--band", action="append", default=[], metavar="METRIC=LO:HI", help="band for any metric (repeatable)")
     a("--weights", default=None, help="goal weight per metric, comma-separated [all 1]")
-    a("--prior", type=float, default=1e-3, help="weight of mean(x_scaled^2), keeps x near the data [1e-3]")
-    a("--n-init", type=int, default=512, help="number of starts [512]")
-    a("--steps", type=int, default=800, help="Adam steps [800]")
-    a("--lr", type=float, default=2e-3, help="Adam learning rate on the unconstrained variable [0.002]")
-    a("--finish-lbfgs", type=int, default=80, help="L-BFGS iterations after Adam (0 = none) [80]")
+    d = DEFAULTS   # shared with benchmarks.inverse_benchmark, which measures them (docs/RESULTS.md)
+    a("--prior", type=float, default=d["prior"], help=f"weight of mean(x_scaled^2), keeps x near the data "
+                                                     f"[{d['prior']:g}]")
+    a("--n-init", type=int, default=d["n_init"], help=f"number of starts [{d['n_init']}]")
+    a("--steps", type=int, default=d["steps"], help=f"Adam steps [{d['steps']}]")
+    a("--lr", type=float, default=d["lr"], help=f"Adam learning rate on the unconstrained variable [{d['lr']:g}]")
+    a("--finish-lbfgs", type=int, default=d["lbfgs_steps"], help=f"L-BFGS iterations after Adam (0 = none) "
+                                                                 f"[{d['lbfgs_steps']}]")
     a("--model-type", default="align_hetero", type=_model_type,
       help=f"forward model: {' | '.join(model_types())} (old names such as dualhead_b accepted) [align_hetero]")
     a("--ckpt", default=None, help="forward checkpoint [the stage's file in --results-dir; the results dir "
                                    "for ensemble]")
-    a("--init-mdn", default=None, help="hybrid start: an MDN checkpoint (.pth) or samples (.npy with its .csv)")
+    a("--init-mdn", default="auto", help="hybrid starts (half MDN samples, half random): an MDN checkpoint (.pth), "
+                                         "samples (.npy with its .csv), auto (the circuit's MDN in --results-dir "
+                                         "when it exists: python -m inverse_mdn) or none [auto]")
+    a("--rounds", type=int, default=1, help="simulator in the loop (with --verify): up to K rounds of optimise -> "
+                                            "simulate the top-k -> correct the model with every simulated design, "
+                                            "until one meets the spec (inverse/refine.py) [1]")
     a("--top-k", type=int, default=8, help="designs to report (and verify) [8]")
-    a("--kappa", type=float, default=1.0, help="pessimism: rank by mean -/+ kappa*std [1]")
+    a("--kappa", type=float, default=DEFAULTS["kappa"], help=f"pessimism: rank by mean -/+ kappa*std "
+                                                              f"[{DEFAULTS['kappa']:g}]")
     a("--target-tol", type=float, default=TARGET_TOL, help=f"'target' tolerance, relative [{TARGET_TOL}]")
     a("--range-tol", type=float, default=RANGE_TOL, help=f"'range' without a band: t +- tol*t [{RANGE_TOL}]")
     a("--save-dir", default=None, help="output folder [results/inverse/{OPAMP}_{model-type}]")
@@ -108,13 +118,16 @@ def check_numbers(args):
         raise ToolkitError("give the spec: --spec spec.toml, or --y-target with --goal (docs/USAGE.md, "
                            "'Inverse design')")
     for name, v, lo in (("--n-init", args.n_init, 1), ("--top-k", args.top_k, 1), ("--steps", args.steps, 0),
-                        ("--finish-lbfgs", args.finish_lbfgs, 0)):
+                        ("--finish-lbfgs", args.finish_lbfgs, 0), ("--rounds", args.rounds, 1)):
         if v < lo:
             raise ToolkitError(f"{name} must be >= {lo}, got {v}.")
     for name, v in (("--prior", args.prior), ("--kappa", args.kappa), ("--lr", args.lr),
                     ("--target-tol", args.target_tol), ("--range-tol", args.range_tol)):
         if not np.isfinite(v) or v < 0:
             raise ToolkitError(f"{name} must be a finite number >= 0, got {v}.")
+    if args.rounds > 1 and not args.verify:
+        raise ToolkitError(f"--rounds {args.rounds} puts the simulator in the loop: add --verify (ngspice), "
+                           f"or use --rounds 1.")
 
 
 def mdn_starts(path, forward, spec: Spec, n: int, *, seed: int) -> np.ndarray:
@@ -162,15 +175,30 @@ def typical_metrics(pre) -> np.ndarray:
     return y
 
 
-def starts_for(args, forward, spec, seed, grid=None):
+def mdn_source(args, settings):
+    """The MDN to start from: a path, or None (random starts only); ``auto`` = the circuit's MDN in the results
+    folder when it exists."""
+    value = str(args.init_mdn).strip()
+    if value.lower() == "none":
+        return None
+    if value.lower() == "auto":
+        path = Path(settings["RESULTS_DIR"]) / f"mdn_{settings['OPAMP_TYPE']}.pth"
+        return path if path.is_file() else None
+    return Path(value)
+
+
+def starts_for(args, forward, spec, seed, grid=None, mdn=None):
+    """``--n-init`` starts in model space: half MDN samples (when ``mdn``), the rest random in the box."""
     lo, hi = model_bounds(forward.preprocessing, grid)
-    parts = []
-    if args.init_mdn:
-        parts.append(torch.as_tensor(mdn_starts(args.init_mdn, forward, spec, args.n_init, seed=seed)))
-    n_rand = args.n_init - sum(len(p) for p in parts)
-    if n_rand > 0:
-        parts.append(random_starts(n_rand, lo, hi, seed=seed))
-    return torch.maximum(torch.minimum(torch.cat(parts).float(), hi), lo)
+    mdn_x = None
+    if mdn is not None:
+        try:
+            mdn_x = mdn_starts(mdn, forward, spec, args.n_init // 2, seed=seed)
+        except ToolkitError as exc:
+            if str(args.init_mdn).strip().lower() != "auto":
+                raise
+            print(f"warning: not starting from {mdn} ({exc}); random starts only.")
+    return hybrid_starts(args.n_init, lo, hi, seed=seed, mdn_x=mdn_x)
 
 
 def summary_lines(table, spec: Spec, k: int) -> list:
@@ -183,6 +211,34 @@ def summary_lines(table, spec: Spec, k: int) -> list:
         out.append(f"[inverse] no design is predicted to meet the spec; the closest (rank 1) misses "
                    f"{', '.join(fails)}")
     return out
+
+
+def one_round(args, forward, spec, x0, grid, simulated: set):
+    """Optimise, snap, rank; the top-k designs not simulated in an earlier round.  Returns the Proposal with
+    its table re-ranked 1..k."""
+    prop = propose(forward, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
+                   prior=args.prior, kappa=args.kappa, top_k=args.top_k + len(simulated), grid=grid,
+                   progress=not args.quiet)
+    fresh = ~design_keys(prop.table, forward.x_cols).isin(simulated).to_numpy()
+    prop.x_scaled = prop.x_scaled[fresh][:args.top_k]
+    prop.table = prop.table[fresh].head(args.top_k).reset_index(drop=True)
+    prop.table["rank"] = np.arange(1, len(prop.table) + 1)
+    return prop
+
+
+def flag_out_of_domain(table, forward, mode: str):
+    flags = forward.preprocessing.out_of_domain(table[forward.x_cols])
+    if flags is None:           # "" = inside the training inputs' ranges
+        return
+    table["out_of_domain"] = flags
+    outside = [(r, f) for r, f in zip(table["rank"], flags) if f]
+    if outside and mode == "refuse":
+        raise ToolkitError(f"{len(outside)} of the top-{len(table)} candidates lie outside the training data "
+                           f"(rank {outside[0][0]}: {outside[0][1]}); their predictions are extrapolations. "
+                           f"Fix: --out-of-domain warn to keep them (marked), or narrow the design box.")
+    if outside and mode == "warn":
+        print(f"warning: {len(outside)} of the top-{len(table)} candidates lie outside the training data "
+              f"(rank {outside[0][0]}: {outside[0][1]}); see the out_of_domain column.")
 
 
 def main(argv=None):
@@ -204,60 +260,73 @@ def main(argv=None):
         check_circuit_columns(sim_circuit, forward.x_cols)
     torch.manual_seed(settings["SEED"])
     grid, grid_source = grid_for(settings["DATA_DIR"], opamp, args.design_space)
-    x0 = starts_for(args, forward, spec, settings["SEED"], grid)
-    print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {len(x0)} starts "
-          f"({'MDN ' + str(args.init_mdn) if args.init_mdn else 'random'}), {args.steps} Adam + "
-          f"{args.finish_lbfgs} L-BFGS; design space: {grid_source}")
-    prop = propose(forward, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
-                   prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=grid, progress=not args.quiet)
+    mdn = mdn_source(args, settings)
+    print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {args.n_init} starts "
+          f"({'half MDN ' + str(mdn) + ', half random' if mdn else 'random'}), {args.steps} Adam + "
+          f"{args.finish_lbfgs} L-BFGS; design space: {grid_source}"
+          + (f"; up to {args.rounds} rounds of {args.top_k} simulations" if args.rounds > 1 else ""))
+    def simulate(table):
+        return verify_designs(sim_circuit, table, spec, process=args.process)
+
+    def propose_round(model, x0, exclude):
+        prop = one_round(args, model, spec, x0, grid, exclude)
+        flag_out_of_domain(prop.table, forward, settings["OUT_OF_DOMAIN"])
+        return prop
+
+    found = search(forward, spec, starts=lambda model, rnd: starts_for(args, model, spec, settings["SEED"] + rnd - 1,
+                                                                          grid, mdn),
+                   propose_round=propose_round, simulate=simulate if args.verify else None, rounds=args.rounds)
+    prop, rounds, success = found.proposal, found.rounds, found.success_at
     table = prop.table
-    flags = forward.preprocessing.out_of_domain(table[forward.x_cols])
-    if flags is not None:           # "" = inside the training inputs' ranges
-        table["out_of_domain"] = flags
-        outside = [(r, f) for r, f in zip(table["rank"], flags) if f]
-        if outside and settings["OUT_OF_DOMAIN"] == "refuse":
-            raise ToolkitError(f"{len(outside)} of the top-{len(table)} candidates lie outside the training data "
-                               f"(rank {outside[0][0]}: {outside[0][1]}); their predictions are extrapolations. "
-                               f"Fix: --out-of-domain warn to keep them (marked), or narrow the design box.")
-        if outside and settings["OUT_OF_DOMAIN"] == "warn":
-            print(f"warning: {len(outside)} of the top-{len(table)} candidates lie outside the training data "
-                  f"(rank {outside[0][0]}: {outside[0][1]}); see the out_of_domain column.")
+    ver = found.verified[-1] if found.verified else None
     if not args.quiet:
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     lines = summary_lines(table, spec, args.top_k) + describe(prop.feasibility)
-    ver = None
-    if args.verify:
-        ver = verify_designs(sim_circuit, table, spec, process=args.process)
-        print(format_verification(ver, spec))
+    ver_all = pd.concat(found.verified, ignore_index=True) if found.verified else None
+    if ver is not None:
+        print(format_verification(ver.drop(columns=forward.x_cols), spec))
+    if args.rounds > 1:
+        lines.append(f"[inverse] simulations until a design met the spec: {success}" if success else
+                     f"[inverse] no simulated design met the spec in {len(rounds)} round(s), "
+                     f"{rounds[-1]['n_simulated']} simulations")
     # feasible: some candidate is predicted to meet every goal, or meets them all in simulation
-    feasible = bool(table["meets_all"].any()) or (ver is not None and bool(ver["pass_all"].any()))
+    feasible = bool(table["meets_all"].any()) or (ver_all is not None and bool(ver_all["pass_all"].any()))
     wall = time.perf_counter() - t0
     print("\n".join(lines) + f"\n[inverse] {prop.n_unique} unique snapped designs from {prop.n_starts} starts; "
-          f"optimisation {prop.wall_s:.1f}s, total {wall:.1f}s")
+          f"optimisation {sum(r['optimise_s'] for r in rounds):.1f}s, total {wall:.1f}s")
     record = {
         "command": "python -m inverse_opt " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
         "opamp": opamp, "model_type": args.model_type, "checkpoint": str(ckpt), "spec": spec.to_dict(),
         "settings": {k: getattr(args, k) for k in ("prior", "n_init", "steps", "lr", "finish_lbfgs", "top_k",
-                                                   "kappa", "init_mdn", "process", "verify")} | {"seed": settings["SEED"]},
-        "grid": describe_grid(forward.x_cols, grid), "design_space": grid_source, "n_unique": prop.n_unique, "wall_s": round(wall, 2),
-        "optimise_s": round(prop.wall_s, 2), "n_predicted_ok": int(table["meets_all"].sum()),
-        "feasible": feasible, "feasibility": prop.feasibility,
+                                                   "kappa", "process", "verify", "rounds")}
+        | {"seed": settings["SEED"], "init_mdn": str(mdn) if mdn else None},
+        "grid": describe_grid(forward.x_cols, grid), "design_space": grid_source, "n_unique": prop.n_unique,
+        "wall_s": round(wall, 2), "optimise_s": round(sum(r["optimise_s"] for r in rounds), 2),
+        "n_predicted_ok": int(table["meets_all"].sum()), "feasible": feasible, "feasibility": prop.feasibility,
+        "rounds": rounds, "simulations_until_success": success,
         "candidates": json.loads(table.to_json(orient="records")),
     }
-    if ver is not None:
-        record["verification"] = {"process": args.process, "n_pass": int(ver["pass_all"].sum()),
-                                  "rows": json.loads(ver.to_json(orient="records"))}
+    if ver_all is not None:
+        record["verification"] = {"process": args.process, "n_pass": int(ver_all["pass_all"].sum()),
+                                  "rows": json.loads(ver_all.to_json(orient="records"))}
     with atomic_path(save_dir / "candidates.csv") as tmp:
         table.to_csv(tmp, index=False)
-    if ver is not None:
+    written = ["candidates.csv", "result.json"]
+    if ver_all is not None:   # every simulated design, every round: nothing simulated is thrown away
         with atomic_path(save_dir / "verify.csv") as tmp:
-            ver.to_csv(tmp, index=False)
+            ver_all.to_csv(tmp, index=False)
+        written += ["verify.csv", "simulated_features.csv", "simulated_targets.csv"]
+        with atomic_path(save_dir / "simulated_features.csv") as tmp:   # the data layout: append to your target
+            ver_all[forward.x_cols].to_csv(tmp, index=False)
+        with atomic_path(save_dir / "simulated_targets.csv") as tmp:
+            ver_all[[f"sim_{c}" for c in spec.y_cols]].set_axis(spec.y_cols, axis=1).assign(
+                status=ver_all["status"], round=ver_all["round"]).to_csv(tmp, index=False)
     atomic_write_text(save_dir / "result.json", json.dumps(record, indent=2) + "\n")
-    print(f"[inverse] wrote {save_dir}/candidates.csv, result.json" + (", verify.csv" if ver is not None else ""))
+    print(f"[inverse] wrote {save_dir}/" + ", ".join(written))
     if not feasible:
         print(f"[inverse] exit status {INFEASIBLE_EXIT}: the search ran, nothing meets the spec (bad input exits 2)")
-    return {"table": table, "verification": ver, "record": record, "save_dir": str(save_dir)}
+    return {"table": table, "verification": ver_all, "record": record, "save_dir": str(save_dir)}
 
 
 if __name__ == "__main__":

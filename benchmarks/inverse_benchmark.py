@@ -41,14 +41,18 @@ from data_loader.preprocessing import Preprocessing
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import Spec
 from inverse.mdn import load_mdn, mdn_log_prob, sample_designs
-from inverse.optimise import mdn_condition, model_bounds, propose, random_starts
+from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import grid_for, snap_designs
+from inverse.refine import design_keys, search
 from inverse.verify import verify_designs
 from spice.sampling import sample_designs as grid_designs
 from spice.simulate import simulate
 
 GOALS = ["min", "min", "range", "range", "min"]
 METHODS = ("opt", "random", "mdn")
+DIFFICULTIES = ("feasible", "hard", "infeasible")
+HIGHER_IS_BETTER = ("slewrate_pos", "dc_gain", "ugf", "cmrr")
+PM_MIN = 45.0     # degrees: every hard / infeasible spec asks for a stable amplifier too
 
 
 def parse_args(argv=None):
@@ -61,17 +65,26 @@ def parse_args(argv=None):
     p.add_argument("--top-k", type=int, default=8)
     p.add_argument("--model-type", default="align_hetero", type=canonical_model_type,
                    help=f"forward model: {' | '.join(model_types())} (old names such as dualhead_b accepted)")
-    p.add_argument("--n-init", type=int, default=64, help="starts per spec (half MDN, half random)")
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--finish-lbfgs", type=int, default=20)
-    p.add_argument("--prior", type=float, default=1e-3)
-    p.add_argument("--kappa", type=float, default=1.0)
+    # the search defaults are inverse_opt's (inverse.optimise.DEFAULTS): the benchmark measures the CLI
+    p.add_argument("--n-init", type=int, default=DEFAULTS["n_init"], help="starts per spec (half MDN, half random)")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--finish-lbfgs", type=int, default=DEFAULTS["lbfgs_steps"])
+    p.add_argument("--prior", type=float, default=DEFAULTS["prior"])
+    p.add_argument("--kappa", type=float, default=DEFAULTS["kappa"])
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--methods", default="opt,random,mdn")
+    p.add_argument("--difficulty", default="feasible", choices=DIFFICULTIES,
+                   help="feasible: around a held-out design (met by it); hard: 3 metrics jointly at the 80-90th "
+                        "percentile of the target data (met by some simulated design); infeasible: one metric "
+                        "beyond every simulated design [feasible]")
+    p.add_argument("--rounds", type=int, default=1, help="opt: simulator-in-the-loop rounds of --top-k simulations "
+                                                         "(inverse_opt --rounds); random and mdn get the same "
+                                                         "budget, rounds x top-k [1]")
     args = p.parse_args(argv)
     for name, value, lo in (("--n-specs", args.n_specs, 1), ("--top-k", args.top_k, 1), ("--n-init", args.n_init, 2),
-                            ("--steps", args.steps, 0), ("--finish-lbfgs", args.finish_lbfgs, 0)):
+                            ("--steps", args.steps, 0), ("--finish-lbfgs", args.finish_lbfgs, 0),
+                            ("--rounds", args.rounds, 1)):
         if value < lo:
             raise ToolkitError(f"{name} must be >= {lo}, got {value}.")
     for name, value in (("--lr", args.lr), ("--prior", args.prior), ("--kappa", args.kappa)):
@@ -90,6 +103,39 @@ def make_spec(y_cols, y_phys) -> Spec:
                       bands={"ugf": (0.8 * u, 1.2 * u), "phase_margin": (pm - 10.0, pm + 10.0)})
 
 
+def bound_spec(y_cols, lows: dict) -> Spec:
+    """``metric >= bound`` for the metrics in ``lows`` (phase margin >= PM_MIN), every other metric free."""
+    goals = ["min" if c in lows or c == "phase_margin" else "range" for c in y_cols]
+    target = [lows.get(c, PM_MIN if c == "phase_margin" else 0.0) for c in y_cols]
+    bands = {c: (-np.inf, np.inf) for c, g in zip(y_cols, goals) if g == "range"}
+    return Spec.build(y_cols, goals, target, bands=bands, weights=[1.0 if g == "min" else 0.0 for g in goals])
+
+
+def hard_spec(y_cols, y_all: np.ndarray, rng) -> tuple:
+    """Three higher-is-better metrics each at the q-quantile of the target data (q drawn in [0.8, 0.9], lowered
+    by 0.02 until some simulated design meets all three and PM_MIN); returns (spec, q)."""
+    names = [c for c in HIGHER_IS_BETTER if c in y_cols]
+    chosen = list(rng.choice(names, size=min(3, len(names)), replace=False))
+    q = float(rng.uniform(0.8, 0.9))
+    while q > 0.5:
+        spec = bound_spec(y_cols, {c: float(np.nanquantile(y_all[:, y_cols.index(c)], q)) for c in chosen})
+        if spec.meets(y_all).all(axis=1).any():
+            return spec, q
+        q -= 0.02
+    return spec, q
+
+
+def infeasible_spec(y_cols, y_all: np.ndarray, rng) -> tuple:
+    """One higher-is-better metric at 1.25x its largest simulated value, another at its median: no simulated
+    design meets it (and, by the margin, none in the design space is expected to)."""
+    names = [c for c in HIGHER_IS_BETTER if c in y_cols]
+    beyond, other = rng.choice(names, size=2, replace=False)
+    col = y_all[:, y_cols.index(beyond)]
+    spec = bound_spec(y_cols, {beyond: 1.25 * float(np.nanmax(col)),
+                               other: float(np.nanmedian(y_all[:, y_cols.index(other)]))})
+    return spec, None
+
+
 def sim_pass(opamp, designs: pd.DataFrame, spec: Spec) -> np.ndarray:
     sim = simulate(opamp, designs.reset_index(drop=True), "B")
     ok = (sim["status"] == "ok").to_numpy()
@@ -99,30 +145,41 @@ def sim_pass(opamp, designs: pd.DataFrame, spec: Spec) -> np.ndarray:
 def run_opt(args, fwd, mdn, mdn_meta, spec, seed):
     pre = fwd.preprocessing
     lo, hi = model_bounds(pre, args.grid)
-    n_mdn = args.n_init // 2
-    _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), n_mdn, seed=seed)
-    x0 = torch.cat([torch.as_tensor(pre.transform_x(d)), random_starts(args.n_init - n_mdn, lo, hi, seed=seed)])
-    x0 = torch.maximum(torch.minimum(x0, hi), lo)
-    prop = propose(fwd, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs, prior=args.prior,
-                   kappa=args.kappa, top_k=args.top_k, grid=args.grid)
-    ver = verify_designs(args.opamp, prop.table, spec, process="B")
-    return ver["pass_all"].to_numpy(), {"n_pred_ok": int(prop.table["meets_all"].sum())}
+    _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), args.n_init // 2, seed=seed)
+    mdn_x = pre.transform_x(d)
+
+    def propose_round(model, x0, exclude):
+        prop = propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
+                       prior=args.prior, kappa=args.kappa, top_k=args.top_k + len(exclude), grid=args.grid)
+        fresh = ~design_keys(prop.table, pre.x_cols).isin(exclude).to_numpy()
+        prop.table = prop.table[fresh].head(args.top_k).reset_index(drop=True)
+        prop.table["rank"] = np.arange(1, len(prop.table) + 1)
+        return prop
+
+    found = search(fwd, spec, starts=lambda model, rnd: hybrid_starts(args.n_init, lo, hi, seed=seed + 1000 * (rnd - 1),
+                                                                        mdn_x=mdn_x),
+                   propose_round=propose_round, rounds=args.rounds, log=lambda *_: None,
+                   simulate=lambda table: verify_designs(args.opamp, table, spec, process="B"))
+    passed = np.concatenate([v["pass_all"].to_numpy() for v in found.verified])
+    return passed, {"n_pred_ok": found.rounds[0]["n_predicted_ok"], "rounds": len(found.rounds),
+                    "flagged_infeasible": found.rounds[0]["n_predicted_ok"] == 0, "success_at": found.success_at}
 
 
 def run_random(args, x_cols, spec, seed):
-    d = grid_designs(args.opamp, 10_000 + seed, 0, args.top_k)[x_cols]
+    d = grid_designs(args.opamp, 10_000 + seed, 0, args.top_k * args.rounds)[x_cols]
     return sim_pass(args.opamp, d, spec), {}
 
 
 def run_mdn(args, mdn, mdn_meta, spec, seed):
     pre = Preprocessing.from_dict(mdn_meta["preprocessing"])
-    _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), 4 * args.top_k, seed=seed)
+    budget = args.top_k * args.rounds
+    _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), 4 * budget, seed=seed)
     snapped = pd.DataFrame(snap_designs(d.to_numpy(float), pre.x_cols, args.grid), columns=pre.x_cols).drop_duplicates()
     xs = torch.as_tensor(pre.transform_x(snapped))
     ys = torch.as_tensor(pre.transform_y(mdn_condition(spec)[None, :])).expand(len(xs), -1)
     with torch.no_grad():
         lp = mdn_log_prob(*mdn(ys), xs).numpy()
-    top = snapped.iloc[np.argsort(-lp)[:args.top_k]]
+    top = snapped.iloc[np.argsort(-lp)[:budget]]
     return sim_pass(args.opamp, top, spec), {}
 
 
@@ -146,9 +203,18 @@ def main(argv=None):
     mdn, mdn_meta = load_mdn(Path(args.results_dir) / f"mdn_{args.opamp}.pth")
     methods = args.methods.split(",")
     per_spec = []
+    y_all = np.concatenate([data["raw"][k][1].to_numpy(float) for k in ("target_train", "target_val", "target_test")])
+    spec_rng = np.random.default_rng(args.seed + 1)
     for i, r in enumerate(rows):
-        spec = make_spec(data["y_cols"], y_test.iloc[r].to_numpy(float))
-        row = {"spec_row": int(y_test.index[r]), "spec": spec.to_dict()}
+        q = None
+        if args.difficulty == "feasible":
+            spec = make_spec(data["y_cols"], y_test.iloc[r].to_numpy(float))
+        elif args.difficulty == "hard":
+            spec, q = hard_spec(list(data["y_cols"]), y_all, spec_rng)
+        else:
+            spec, q = infeasible_spec(list(data["y_cols"]), y_all, spec_rng)
+        row = {"spec_row": int(y_test.index[r]), "spec": spec.to_dict(), "quantile": q,
+               "met_by_simulated_rows": int(spec.meets(y_all).all(axis=1).sum())}
         for m in methods:
             t0 = time.perf_counter()
             if m == "opt":
@@ -168,13 +234,20 @@ def main(argv=None):
                    f"top{args.top_k}": float(np.mean([r[m]["topk"] for r in per_spec])),
                    "median_wall_s": float(np.median([r[m]["wall_s"] for r in per_spec])),
                    "sims_per_spec": float(np.mean([r[m]["n_sim"] for r in per_spec]))} for m in methods}
-    out = {"opamp": args.opamp, "n_specs": len(rows), "args": vars(args), "summary": summary, "per_spec": per_spec}
-    path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}.json"
+    if "opt" in methods:   # flagged infeasible = no candidate predicted to meet the spec before any simulation
+        summary["opt"]["flagged_infeasible"] = float(np.mean([r["opt"]["flagged_infeasible"] for r in per_spec]))
+    out = {"opamp": args.opamp, "n_specs": len(rows), "difficulty": args.difficulty, "rounds": args.rounds,
+           "args": {k: v for k, v in vars(args).items() if k != "grid"}, "summary": summary, "per_spec": per_spec}
+    tag = ("" if args.difficulty == "feasible" else f"_{args.difficulty}") + ("" if args.rounds == 1 else f"_r{args.rounds}")
+    path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
-    print(f"\n| method | top-1 | top-{args.top_k} | median s/spec | sims/spec |\n|---|---|---|---|---|")
+    print(f"\n{args.difficulty} specs, budget {args.rounds} x {args.top_k} simulations\n"
+          f"| method | top-1 | success (any simulated design) | median s/spec | sims/spec | flagged infeasible |\n"
+          f"|---|---|---|---|---|---|")
     for m, s in summary.items():
+        flagged = f"{100 * s['flagged_infeasible']:.0f} %" if "flagged_infeasible" in s else "–"
         print(f"| {m} | {100 * s['top1']:.0f} % | {100 * s[f'top{args.top_k}']:.0f} % | {s['median_wall_s']:.1f} | "
-              f"{s['sims_per_spec']:.0f} |")
+              f"{s['sims_per_spec']:.1f} | {flagged} |")
     print(f"wrote {path}")
     return out
 

@@ -1,0 +1,162 @@
+"""Simulator in the loop: update a forward model with the designs simulated so far (``inverse_opt --rounds``).
+
+After a round's top-k are simulated, the model is corrected where it was wrong and optimisation
+runs again.  The correction is a Gaussian-process update of the model's own prediction, per metric j
+in model space, with the model's calibrated std as the prior scale of its error:
+
+    f_j(x) ~ GP( m_j(x),  s_j(x) s_j(x') rho_j(x, x') ),   rho_j = Matern-5/2( ||x - x'|| / l_j )
+    y_j(X) = f_j(X) + e,  e ~ N(0, tau^2)
+
+where m, s are the base model's mean and std, X the simulated designs (standardised model space),
+r_j = y_j(X) - m_j(X) the residuals, K_j = S_j P_j S_j + tau^2 I (S_j = diag s_j(X), P_j = rho_j(X, X)):
+
+    mean_j(x) = m_j(x) + k_j(x)^T K_j^-1 r_j,       k_j(x) = s_j(x) S_j rho_j(X, x)
+    var_j(x)  = s_j(x)^2 - k_j(x)^T K_j^-1 k_j(x)   (>= tau^2 / 10)
+
+so at a simulated design the prediction moves to the simulated value and its std shrinks; far from
+every simulated design (l_j away) the model is unchanged.  l_j maximises the log marginal
+likelihood of r_j over a grid (0.1 to 10 standard deviations of the training inputs).  A point model
+(std 0) gets the residuals' RMS as its prior scale.  Failed simulations (status not ok, a metric that
+cannot be mapped to model space) count as simulations but teach the model nothing.
+Everything is torch and differentiable w.r.t. x, like every ``Forward``.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from inverse.forward import Forward
+from models.gp import matern
+
+TAU = 0.01                                    # observation noise std, model-space units (SPICE is deterministic;
+                                              # this only keeps K well conditioned)
+LENGTH_GRID = np.geomspace(0.1, 10.0, 21)     # candidate length scales, in std of the training inputs
+
+
+def _rho(a: torch.Tensor, b: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Matern-5/2 correlation (M, Na, Nb) between rows of a (Na, D) and b (Nb, D), one length per metric (M,)."""
+    r = torch.cdist(a.double(), b.double())                                  # (Na, Nb)
+    return matern(r[None] / length[:, None, None], 2.5)
+
+
+class CorrectedForward(Forward):
+    """``base`` updated with simulated designs ``x_obs`` (n, D, model space) and metrics ``y_obs`` (n, M, model space)."""
+
+    def __init__(self, base: Forward, x_obs, y_obs):
+        super().__init__(base.preprocessing)
+        self.base, self.name = base, f"{base.name}+{len(x_obs)} simulated"
+        x = torch.as_tensor(np.asarray(x_obs, float), dtype=torch.float32)
+        y = torch.as_tensor(np.asarray(y_obs, float), dtype=torch.float64)
+        with torch.no_grad():
+            m, s = (t.double() for t in base.predict(x))                     # (n, M)
+        resid = y - m                                                         # (n, M)
+        floor = resid.pow(2).mean(0).sqrt().clamp_min(1e-3)                  # (M,) prior scale of a point model
+        self.floor = torch.where(s.abs().max(0).values > 0, torch.zeros_like(floor), floor)
+        s = self._scale(s)
+        self.x_obs, self.resid = x, resid
+        self.length = torch.tensor([self._best_length(x, s[:, j], resid[:, j]) for j in range(resid.shape[1])],
+                                   dtype=torch.float64)                      # (M,)
+        k = s.T[:, :, None] * _rho(x, x, self.length) * s.T[:, None, :]      # (M, n, n)
+        k = k + TAU ** 2 * torch.eye(len(x), dtype=torch.float64)
+        self.chol = torch.linalg.cholesky(k)                                  # (M, n, n)
+        self.s_obs = s.T                                                      # (M, n)
+        self.alpha = torch.cholesky_solve(resid.T[:, :, None], self.chol)[..., 0]   # (M, n)
+
+    def _scale(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(s.pow(2) + self.floor.pow(2))
+
+    @staticmethod
+    def _best_length(x, s, r) -> float:
+        """The grid length scale with the highest log marginal likelihood of residuals ``r`` (n,)."""
+        best, best_ll = LENGTH_GRID[0], -math.inf
+        eye = TAU ** 2 * torch.eye(len(x), dtype=torch.float64)
+        for length in LENGTH_GRID:
+            k = s[:, None] * _rho(x, x, torch.tensor([length], dtype=torch.float64))[0] * s[None, :] + eye
+            chol = torch.linalg.cholesky(k)
+            a = torch.cholesky_solve(r[:, None], chol)[:, 0]
+            ll = float(-0.5 * r @ a - torch.log(torch.diagonal(chol)).sum())
+            if ll > best_ll:
+                best, best_ll = float(length), ll
+        return best
+
+    def predict(self, x_scaled):
+        m, s = self.base.predict(x_scaled)                                    # (N, M) each
+        s64 = self._scale(s.double())
+        kx = self.s_obs[:, None, :] * _rho(torch.as_tensor(x_scaled), self.x_obs, self.length)   # (M, N, n) / s(x)
+        mean = m.double() + s64 * torch.einsum("mkn,mn->km", kx, self.alpha)
+        v = torch.cholesky_solve(kx.transpose(1, 2), self.chol)                # (M, n, N)
+        reduction = torch.einsum("mkn,mnk->km", kx, v)                        # (N, M): k^T K^-1 k / s(x)^2
+        var = (s64.pow(2) * (1.0 - reduction)).clamp_min(TAU ** 2 / 10)
+        return mean.to(m.dtype), var.sqrt().to(m.dtype)
+
+
+def observed(preprocessing, x_phys: np.ndarray, y_phys: np.ndarray, ok: np.ndarray):
+    """Simulated designs usable as observations, in model space: (x (n, D), y (n, M)); rows that failed or whose
+    metrics have no model-space value (a log of a non-positive number) are left out."""
+    keep = np.asarray(ok, bool) & np.isfinite(y_phys).all(axis=1)
+    if not keep.any():
+        return np.zeros((0, x_phys.shape[1])), np.zeros((0, y_phys.shape[1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = preprocessing.transform_y(y_phys[keep])
+    good = np.isfinite(y).all(axis=1)
+    return preprocessing.transform_x(x_phys[keep][good]), y[good]
+
+
+def design_keys(frame, x_cols) -> pd.Series:
+    """One string per design (9 significant digits per variable): what "the same design" means across rounds."""
+    return frame[list(x_cols)].apply(lambda row: ",".join(f"{v:.9g}" for v in row), axis=1)
+
+
+@dataclass
+class Search:
+    proposal: object          # the last round's inverse.optimise.Proposal (its table: the last candidates)
+    verified: list            # per simulated round: verify_designs rows + round + the designs' x columns
+    rounds: list              # per round: model, n_predicted_ok, n_simulated, n_failed_sims, n_pass, optimise_s
+    success_at: int | None    # simulations spent when a design first met the spec in SPICE (None: none did)
+
+
+def search(forward: Forward, spec, *, starts, propose_round, simulate=None, rounds: int = 1, log=print) -> Search:
+    """Optimise -> simulate the top-k -> correct the model with every simulated design -> repeat.
+
+    ``starts(model, round) -> x0``; ``propose_round(model, x0, exclude) -> Proposal`` (its top-k, none of the
+    design keys in ``exclude``); ``simulate(table) -> rows`` with ``status``, ``pass_all`` and ``sim_<metric>``
+    (None: no simulation, one round).  Stops at the first round where a design passes, after ``rounds``, or
+    before simulating a round (after the first) in which the corrected model predicts no candidate meets the
+    spec: more simulations would only confirm an infeasible prediction."""
+    model, done, verified, records, obs_x, obs_y = forward, set(), [], [], [], []
+    prop = None
+    for rnd in range(1, rounds + 1):
+        prop = propose_round(model, starts(model, rnd), done)
+        table = prop.table
+        record = {"round": rnd, "model": model.name, "n_predicted_ok": int(table["meets_all"].sum()),
+                  "optimise_s": round(prop.wall_s, 2)}
+        if simulate is None or (rnd > 1 and not table["meets_all"].any()):
+            if simulate is not None:
+                log(f"[inverse] round {rnd}: corrected with {len(done)} simulated designs, the model predicts no "
+                    f"candidate meets the spec; stopping before simulating more")
+            records.append(record | {"n_simulated": len(done), "n_pass": None,
+                                     "n_failed_sims": sum(int((v["status"] != "ok").sum()) for v in verified)})
+            break
+        ver = simulate(table)
+        ver.insert(0, "round", rnd)
+        ver = pd.concat([ver, table[forward.x_cols].reset_index(drop=True)], axis=1)
+        verified.append(ver)
+        done |= set(design_keys(table, forward.x_cols))
+        records.append(record | {"n_simulated": sum(len(v) for v in verified), "n_pass": int(ver["pass_all"].sum()),
+                                 "n_failed_sims": sum(int((v["status"] != "ok").sum()) for v in verified)})
+        if rounds > 1:
+            log(f"[inverse] round {rnd}/{rounds} ({model.name}): {record['n_predicted_ok']}/{len(table)} predicted "
+                f"to meet the spec, {records[-1]['n_pass']} meet it in SPICE; {records[-1]['n_simulated']} "
+                f"simulations so far")
+        if ver["pass_all"].any() or rnd == rounds:
+            break
+        x_new, y_new = observed(forward.preprocessing, table[forward.x_cols].to_numpy(float),
+                                ver[[f"sim_{c}" for c in spec.y_cols]].to_numpy(float), (ver["status"] == "ok").to_numpy())
+        obs_x.append(x_new)
+        obs_y.append(y_new)
+        if sum(len(x) for x in obs_x):
+            model = CorrectedForward(forward, np.concatenate(obs_x), np.concatenate(obs_y))
+    success = next((r["n_simulated"] for r in records if r["n_pass"]), None)
+    return Search(prop, verified, records, success)
