@@ -4,18 +4,21 @@ After a round's top-k are simulated, the model is corrected where it was wrong a
 runs again.  The correction is a Gaussian-process update of the model's own prediction, per metric j
 in model space, with the model's calibrated std as the prior scale of its error:
 
-    f_j(x) ~ GP( m_j(x),  s_j(x) s_j(x') rho_j(x, x') ),   rho_j = Matern-5/2( ||x - x'|| / l_j )
+    f_j(x) ~ GP( m_j(x),  c_j^2 s_j(x) s_j(x') rho_j(x, x') ),   rho_j = Matern-5/2( ||x - x'|| / l_j )
     y_j(X) = f_j(X) + e,  e ~ N(0, tau^2)
 
 where m, s are the base model's mean and std, X the simulated designs (standardised model space),
-r_j = y_j(X) - m_j(X) the residuals, K_j = S_j P_j S_j + tau^2 I (S_j = diag s_j(X), P_j = rho_j(X, X)):
+r_j = y_j(X) - m_j(X) the residuals, K_j = c_j^2 S_j P_j S_j + tau^2 I (S_j = diag s_j(X), P_j = rho_j(X, X)):
 
-    mean_j(x) = m_j(x) + k_j(x)^T K_j^-1 r_j,       k_j(x) = s_j(x) S_j rho_j(X, x)
-    var_j(x)  = s_j(x)^2 - k_j(x)^T K_j^-1 k_j(x)   (>= tau^2 / 10)
+    mean_j(x) = m_j(x) + k_j(x)^T K_j^-1 r_j,       k_j(x) = c_j^2 s_j(x) S_j rho_j(X, x)
+    var_j(x)  = c_j^2 s_j(x)^2 - k_j(x)^T K_j^-1 k_j(x)   (>= tau^2 / 10)
 
 so at a simulated design the prediction moves to the simulated value and its std shrinks; far from
-every simulated design (l_j away) the model is unchanged.  l_j maximises the log marginal
-likelihood of r_j over a grid (0.1 to 10 standard deviations of the training inputs).  A point model
+every simulated design (l_j away) the model is unchanged.  l_j and c_j maximise the log marginal
+likelihood of r_j: l_j over a grid from 0.1 to 2 standard deviations of the training inputs (longer
+would turn a few nearby simulations into a shift of the whole design space), c_j in closed form,
+at least 1 (a model whose errors exceed its std at the simulated designs is overconfident: its std is
+widened everywhere; never narrowed).  A point model
 (std 0) gets the residuals' RMS as its prior scale.  Failed simulations (status not ok, a metric that
 cannot be mapped to model space) count as simulations but teach the model nothing.
 Everything is torch and differentiable w.r.t. x, like every ``Forward``.
@@ -32,7 +35,7 @@ from models.gp import matern
 
 TAU = 0.01                                    # observation noise std, model-space units (SPICE is deterministic;
                                               # this only keeps K well conditioned)
-LENGTH_GRID = np.geomspace(0.1, 10.0, 21)     # candidate length scales, in std of the training inputs
+LENGTH_GRID = np.geomspace(0.1, 2.0, 14)      # candidate length scales, in std of the training inputs
 
 
 def _rho(a: torch.Tensor, b: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
@@ -56,8 +59,10 @@ class CorrectedForward(Forward):
         self.floor = torch.where(s.abs().max(0).values > 0, torch.zeros_like(floor), floor)
         s = self._scale(s)
         self.x_obs, self.resid = x, resid
-        self.length = torch.tensor([self._best_length(x, s[:, j], resid[:, j]) for j in range(resid.shape[1])],
-                                   dtype=torch.float64)                      # (M,)
+        fits = [self._fit(x, s[:, j], resid[:, j]) for j in range(resid.shape[1])]
+        self.length = torch.tensor([f[0] for f in fits], dtype=torch.float64)  # (M,)
+        self.gain = torch.tensor([f[1] for f in fits], dtype=torch.float64)    # (M,) c_j
+        s = s * self.gain[None, :]                                             # c_j s_j(X)
         k = s.T[:, :, None] * _rho(x, x, self.length) * s.T[:, None, :]      # (M, n, n)
         k = k + TAU ** 2 * torch.eye(len(x), dtype=torch.float64)
         self.chol = torch.linalg.cholesky(k)                                  # (M, n, n)
@@ -68,22 +73,27 @@ class CorrectedForward(Forward):
         return torch.sqrt(s.pow(2) + self.floor.pow(2))
 
     @staticmethod
-    def _best_length(x, s, r) -> float:
-        """The grid length scale with the highest log marginal likelihood of residuals ``r`` (n,)."""
-        best, best_ll = LENGTH_GRID[0], -math.inf
+    def _fit(x, s, r) -> tuple:
+        """(l, c): the grid length scale and the gain c >= 1 with the highest log marginal likelihood of the
+        residuals ``r`` (n,); for each l, c^2 = r^T (S P S)^-1 r / n (the noise-free optimum), then the
+        likelihood is evaluated with the noise."""
+        best, best_ll = (float(LENGTH_GRID[0]), 1.0), -math.inf
         eye = TAU ** 2 * torch.eye(len(x), dtype=torch.float64)
         for length in LENGTH_GRID:
-            k = s[:, None] * _rho(x, x, torch.tensor([length], dtype=torch.float64))[0] * s[None, :] + eye
-            chol = torch.linalg.cholesky(k)
+            sps = s[:, None] * _rho(x, x, torch.tensor([length], dtype=torch.float64))[0] * s[None, :]
+            jitter = 1e-9 * torch.eye(len(x), dtype=torch.float64) * float(sps.diagonal().mean())
+            gain2 = float(r @ torch.linalg.solve(sps + jitter, r)) / len(r)
+            gain2 = min(max(gain2, 1.0), 1e6)
+            chol = torch.linalg.cholesky(gain2 * sps + eye)
             a = torch.cholesky_solve(r[:, None], chol)[:, 0]
             ll = float(-0.5 * r @ a - torch.log(torch.diagonal(chol)).sum())
             if ll > best_ll:
-                best, best_ll = float(length), ll
+                best, best_ll = (float(length), math.sqrt(gain2)), ll
         return best
 
     def predict(self, x_scaled):
         m, s = self.base.predict(x_scaled)                                    # (N, M) each
-        s64 = self._scale(s.double())
+        s64 = self._scale(s.double()) * self.gain                             # c_j s_j(x)
         kx = self.s_obs[:, None, :] * _rho(torch.as_tensor(x_scaled), self.x_obs, self.length)   # (M, N, n) / s(x)
         mean = m.double() + s64 * torch.einsum("mkn,mn->km", kx, self.alpha)
         v = torch.cholesky_solve(kx.transpose(1, 2), self.chol)                # (M, n, N)
@@ -95,11 +105,13 @@ class CorrectedForward(Forward):
 def observed(preprocessing, x_phys: np.ndarray, y_phys: np.ndarray, ok: np.ndarray):
     """Simulated designs usable as observations, in model space: (x (n, D), y (n, M)); rows that failed or whose
     metrics have no model-space value (a log of a non-positive number) are left out."""
-    keep = np.asarray(ok, bool) & np.isfinite(y_phys).all(axis=1)
+    y_phys = np.asarray(y_phys, float)
+    logged = np.isin(list(preprocessing.y_cols), list(preprocessing.log_y_cols or []))
+    with np.errstate(invalid="ignore"):
+        keep = np.asarray(ok, bool) & np.isfinite(y_phys).all(axis=1) & (y_phys[:, logged] > -1).all(axis=1)
     if not keep.any():
         return np.zeros((0, x_phys.shape[1])), np.zeros((0, y_phys.shape[1]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = preprocessing.transform_y(y_phys[keep])
+    y = preprocessing.transform_y(y_phys[keep])
     good = np.isfinite(y).all(axis=1)
     return preprocessing.transform_x(x_phys[keep][good]), y[good]
 

@@ -214,6 +214,9 @@ def _opt(common, *extra):
     (["--band", "slew=1:2"], "unknown metric"),
     (["--ckpt", "nowhere.pth"], "python -m training.train_align_coral"),
     (["--model-type", "dualhead_b", "--ckpt", "nowhere.pth"], "python -m fine_tune.fine_tune"),
+    (["--rounds", "0"], "--rounds must be >= 1"),
+    (["--rounds", "3"], "add --verify"),
+    (["--init-mdn", "nowhere.npy"], "not found"),
 ])
 def test_cli_bad_input_writes_nothing(trained, tmp_path, extra, phrase):
     common, _, _ = trained
@@ -323,6 +326,24 @@ def test_cli_verify_on_two_candidates(trained, tmp_path):
     ver = pd.read_csv(tmp_path / "v" / "verify.csv")
     assert 1 <= len(ver) <= 2 and {"pred_ugf", "sim_ugf", "pass_ugf", "pass_all", "status"} <= set(ver.columns)
     assert out["record"]["verification"]["n_pass"] == int(ver["pass_all"].sum())
+
+
+@needs_ngspice
+def test_cli_rounds_keep_every_simulated_design_and_never_simulate_one_twice(trained, tmp_path):
+    common, res, _ = trained
+    out = inverse_opt.main(_opt(common, "--verify", "--top-k", "2", "--rounds", "3", "--save-dir", str(tmp_path / "r"),
+                                "--quiet", "--y-target", "1e30,100,5e7,60,2000"))   # slew out of reach: never met
+    record = out["record"]
+    assert record["settings"]["init_mdn"] == str(res / "mdn_5t_opamp.pth")           # --init-mdn auto found it
+    assert 1 <= len(record["rounds"]) <= 3 and record["simulations_until_success"] is None
+    ver = pd.read_csv(tmp_path / "r" / "verify.csv")
+    feats = pd.read_csv(tmp_path / "r" / "simulated_features.csv")
+    targets = pd.read_csv(tmp_path / "r" / "simulated_targets.csv")
+    assert list(feats.columns) == X_COLS and list(targets.columns) == [*Y_COLS, "status", "round"]
+    assert len(ver) == len(feats) == len(targets) == record["rounds"][-1]["n_simulated"]
+    assert not feats.duplicated().any() and set(ver["round"]) == set(range(1, ver["round"].max() + 1))
+    none = inverse_opt.main(_opt(common, "--init-mdn", "none", "--save-dir", str(tmp_path / "n"), "--quiet"))
+    assert none["record"]["settings"]["init_mdn"] is None and none["record"]["rounds"][0]["n_simulated"] == 0
 
 
 def test_feasibility_names_unreachable_and_conflicting_goals():
