@@ -19,7 +19,7 @@ import torch
 BIG_BOUND = 1e5          # model-space bounds at or beyond this are open (inverse.goals.BIG stands for +-inf)
 
 
-def _require_botorch():
+def require_botorch():
     try:
         import botorch  # noqa: F401
     except ImportError:
@@ -30,7 +30,7 @@ def _require_botorch():
 
 class BayesOpt:
     def __init__(self, x_scaled: np.ndarray, y_scaled: np.ndarray, lo, hi):
-        _require_botorch()
+        require_botorch()
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from botorch.models.transforms import Standardize

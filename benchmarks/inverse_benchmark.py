@@ -93,6 +93,9 @@ def parse_args(argv=None):
     unknown = [m for m in args.methods.split(",") if m not in METHODS]
     if unknown:
         raise ToolkitError(f"--methods has unknown {unknown}; choose from {','.join(METHODS)}.")
+    if "bo" in args.methods.split(","):      # before the data load and the other methods' work
+        from benchmarks.bo_baseline import require_botorch
+        require_botorch()
     return args
 
 

@@ -560,9 +560,13 @@ def test_inverse_benchmark_missing_results_dir_is_one_line(dataset, tmp_path):
     (["--lr", "-1"], "--lr must be a finite number > 0"),
     (["--methods", "opt,magic"], "--methods has unknown ['magic']"),
     (["--seed", "-1"], "SEED must be an integer in 0..4294967295"),
+    (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+    (["--methods", "opt,bo"], "needs BoTorch, a benchmark-only dependency"),
 ])
-def test_inverse_benchmark_bad_flags(dataset, chain, capsys, flags, phrase):
+def test_inverse_benchmark_bad_flags(dataset, chain, capsys, flags, phrase, monkeypatch):
+    import sys
     from benchmarks import inverse_benchmark
+    monkeypatch.setitem(sys.modules, "botorch", None)   # as on a machine without the [bench] extra
     before = _snapshot(chain)
     refused(inverse_benchmark.main, ["--data-dir", str(dataset), "--results-dir", str(chain), *flags], capsys,
             phrase)
