@@ -1,24 +1,31 @@
-"""Inverse-design benchmark: feasible specs from held-out simulated designs, success in SPICE.
+"""Inverse-design benchmark: specs of three difficulties, success in SPICE at equal simulation budgets.
 
-    python -m benchmarks.inverse_benchmark --opamp 5t_opamp --results-dir results_bench --n-specs 50
+    python -m benchmarks.inverse_benchmark --opamp 5t_opamp --results-dir results --model-type ensemble --n-specs 50
+    python -m benchmarks.inverse_benchmark ... --difficulty hard --rounds 4 --methods opt,bo,random,mdn
+    python -m benchmarks.inverse_benchmark ... --difficulty infeasible --rounds 2 --methods opt
 needs, in --results-dir, the forward checkpoints (python -m pipeline --results-dir ...) and the
-MDN (python -m inverse_mdn --results-dir ...), all trained on the same data and split.
+MDN (python -m inverse_mdn --results-dir ...), all trained on the same data and split; ``bo`` needs
+BoTorch (pip install -e '.[bench]').
 
-Specs: ``--n-specs`` rows drawn (seeded) from the target_test split -- never used to fit or
-select any model -- each giving, around its simulated metrics (s, g, u, p, c):
+Specs (``--difficulty``): ``feasible`` -- ``--n-specs`` rows drawn (seeded) from target_test, never
+used to fit or select any model, each giving around its simulated metrics (s, g, u, p, c):
     slewrate_pos >= 0.9 s (min), dc_gain >= 0.9 g (min), ugf in [0.8 u, 1.2 u] (range),
     phase_margin in [p - 10, p + 10] deg (range), cmrr >= 0.9 c (min)
-so every spec is met by at least the held-out design itself.  Success = every goal met in a
-SPICE simulation in the target process (B).  Per spec and method, with the same budget of
-``--top-k`` simulations:
-    opt      hybrid inverse_opt: MDN samples + random starts, Adam + L-BFGS through the forward
-             model, snap, re-predict, rank; simulate the top-k
-    random   k designs drawn from the generator's design space (spice.sampling); simulate them
-    mdn      MDN samples alone: 4k samples, snapped, deduplicated, ranked by MDN log-density;
-             simulate the top-k
-top-1 = the first-ranked design passes; top-k = any of the k passes.  Wall time per spec =
-proposal + simulation of the k designs (1 process, 1 torch thread).
-Writes ``<results-dir>/inverse_benchmark_<opamp>.json`` (per-spec rows + summary).
+so every spec is met by at least the held-out design itself; ``hard`` -- three higher-is-better
+metrics jointly at the 80-90th percentile of all B rows, met by some simulated design
+(``hard_spec``); ``infeasible`` -- one metric beyond every simulated design (``infeasible_spec``).
+Success = every goal met in a SPICE simulation in the target process (B).  Per spec and method,
+with the same budget of ``--top-k`` x ``--rounds`` simulations:
+    opt      inverse_opt's search (its defaults, inverse.optimise.DEFAULTS): half MDN, half random
+             starts, Adam + L-BFGS through the forward model, snap, re-predict, rank; simulate the
+             top-k; between rounds the simulator-in-the-loop correction (inverse/refine.py)
+    bo       constrained Bayesian optimisation (benchmarks/bo_baseline.py, BoTorch)
+    random   designs drawn from the generator's design space (spice.sampling); simulate them
+    mdn      MDN samples alone: 4 x budget samples, snapped, deduplicated, ranked by MDN log-density
+top-1 = the first simulated design passes; success within b = a design passes within the first b
+simulations; flagged infeasible = opt predicts, before any simulation, that no candidate meets the
+spec.  Wall time per spec = proposal + simulations (1 process, 1 torch thread).
+Writes ``<results-dir>/inverse_benchmark_<opamp>[_<difficulty>][_r<rounds>].json`` (per-spec rows + summary).
 """
 import argparse
 import json
