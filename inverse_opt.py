@@ -44,7 +44,7 @@ from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.feasibility import INFEASIBLE_EXIT, describe
 from inverse.mdn import load_mdn, sample_designs
-from inverse.refine import design_keys, search
+from inverse.refine import search
 from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import describe_grid, grid_for
 from inverse.spec_file import load_spec
@@ -213,19 +213,6 @@ def summary_lines(table, spec: Spec, k: int) -> list:
     return out
 
 
-def one_round(args, forward, spec, x0, grid, simulated: set):
-    """Optimise, snap, rank; the top-k designs not simulated in an earlier round.  Returns the Proposal with
-    its table re-ranked 1..k."""
-    prop = propose(forward, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
-                   prior=args.prior, kappa=args.kappa, top_k=args.top_k + len(simulated), grid=grid,
-                   progress=not args.quiet)
-    fresh = ~design_keys(prop.table, forward.x_cols).isin(simulated).to_numpy()
-    prop.x_scaled = prop.x_scaled[fresh][:args.top_k]
-    prop.table = prop.table[fresh].head(args.top_k).reset_index(drop=True)
-    prop.table["rank"] = np.arange(1, len(prop.table) + 1)
-    return prop
-
-
 def flag_out_of_domain(table, forward, mode: str):
     flags = forward.preprocessing.out_of_domain(table[forward.x_cols])
     if flags is None:           # "" = inside the training inputs' ranges
@@ -269,7 +256,9 @@ def main(argv=None):
         return verify_designs(sim_circuit, table, spec, process=args.process)
 
     def propose_round(model, x0, exclude):
-        prop = one_round(args, model, spec, x0, grid, exclude)
+        prop = propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
+                       prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=grid, progress=not args.quiet,
+                       exclude=exclude)
         flag_out_of_domain(prop.table, forward, settings["OUT_OF_DOMAIN"])
         return prop
 

@@ -216,7 +216,7 @@ def run_parallel(args, settings: dict, steps: list, todo: list) -> dict:
     print(f"\n[pipeline] {len(todo)} training stages on {jobs} workers; each stage's output: "
           f"{stage_log(settings, '<stage>')}", flush=True)
     modules = {name: module for name, module, *_ in todo}
-    walls, started, t_all = {}, {}, time.perf_counter()
+    walls, t_all = {}, time.perf_counter()
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
         futures = {}
 
@@ -224,7 +224,6 @@ def run_parallel(args, settings: dict, steps: list, todo: list) -> dict:
             log = stage_log(settings, name)
             print(f"[pipeline] ==> {number[name]}/{total} {name} starts at {time.perf_counter() - t_all:.0f}s: "
                   f"{command(name)}  (log {log})", flush=True)
-            started[name] = time.perf_counter()
             fut = pool.submit(_stage_worker, modules[name], stage_argv(args, training=True),
                               str(settings["RESULTS_DIR"]), str(log), list(STAGES.values()))
             futures[fut] = name

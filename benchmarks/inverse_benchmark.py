@@ -48,9 +48,9 @@ from data_loader.preprocessing import Preprocessing
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import Spec
 from inverse.mdn import load_mdn, mdn_log_prob, sample_designs
-from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
+from inverse.optimise import DEFAULTS, design_keys, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import grid_for, snap_designs
-from inverse.refine import design_keys, observed, search
+from inverse.refine import observed, search
 from inverse.verify import verify_designs
 from spice.sampling import sample_designs as grid_designs
 from spice.simulate import simulate
@@ -159,12 +159,8 @@ def run_opt(args, fwd, mdn, mdn_meta, spec, seed):
     mdn_x = pre.transform_x(d)
 
     def propose_round(model, x0, exclude):
-        prop = propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
-                       prior=args.prior, kappa=args.kappa, top_k=args.top_k + len(exclude), grid=args.grid)
-        fresh = ~design_keys(prop.table, pre.x_cols).isin(exclude).to_numpy()
-        prop.table = prop.table[fresh].head(args.top_k).reset_index(drop=True)
-        prop.table["rank"] = np.arange(1, len(prop.table) + 1)
-        return prop
+        return propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
+                       prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=args.grid, exclude=exclude)
 
     found = search(fwd, spec, starts=lambda model, rnd: hybrid_starts(args.n_init, lo, hi, seed=seed + 1000 * (rnd - 1),
                                                                         mdn_x=mdn_x),

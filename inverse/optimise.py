@@ -120,21 +120,31 @@ class Proposal:
     feasibility: dict = None  # inverse.feasibility.analyse over every unique design searched
 
 
+def design_keys(frame: pd.DataFrame, x_cols) -> pd.Series:
+    """One string per design (9 significant digits per variable): what "the same design" means when
+    merging duplicates and across the rounds of inverse/refine.py."""
+    return frame[list(x_cols)].apply(lambda row: ",".join(f"{v:.9g}" for v in row), axis=1)
+
+
 def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,
-                 snap: bool = True):
-    """Snap physical designs (N, D), merge duplicates, re-predict, rank; return (table, x_scaled)."""
+                 snap: bool = True, exclude=()):
+    """Snap physical designs (N, D), merge duplicates, re-predict, rank; return (table, x_scaled).
+    Designs whose ``design_keys`` are in ``exclude`` (already simulated) count in the feasibility analysis
+    but are not ranked."""
     pre = forward.preprocessing
     x = snap_designs(x_phys, pre.x_cols, grid) if snap else np.asarray(x_phys, float)
     frame = pd.DataFrame(x, columns=pre.x_cols)
-    key = frame.apply(lambda col: col.map(lambda v: f"{v:.9g}"))
-    frame = frame[~key.duplicated()].reset_index(drop=True)
+    keys = design_keys(frame, pre.x_cols)
+    frame = frame[~keys.duplicated()].reset_index(drop=True)
+    keys = keys[~keys.duplicated()].reset_index(drop=True)
     xs = pre.transform_x(frame.to_numpy(float))
     mean, std = forward.predict_np(xs)
     mspec = spec.model_space(pre)
     mt, st = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
     loss = goal_loss(mt, st, mspec, kappa=kappa, margin=0.0).numpy()
     fails = pessimistic_fails(mt, st, mspec, kappa=kappa).numpy()
-    order = np.lexsort((loss, fails))[:top_k]
+    order = np.lexsort((loss, fails))
+    order = order[~keys.iloc[order].isin(set(exclude)).to_numpy()][:top_k]
     y_all = pre.inverse_y(mean)
     searched = feasibility.analyse(spec.y_cols, spec.goals, spec.meets(y_all), loss)
     if searched["best_tradeoff"] is not None:        # the design itself, physical units, with its prediction
@@ -160,8 +170,9 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
 
 
 def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prior=1e-3, kappa=1.0,
-            top_k=8, grid=None, keep_starts: bool = True, progress: bool = False) -> Proposal:
-    """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k.
+            top_k=8, grid=None, keep_starts: bool = True, progress: bool = False, exclude=()) -> Proposal:
+    """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k (none of the
+    designs in ``exclude``, keys of ``design_keys``).
 
     With ``keep_starts`` the (snapped) starts compete in the ranking too: the optimised
     designs of many starts often converge to one region, and a good start (an MDN sample)
@@ -175,7 +186,7 @@ def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prio
     if keep_starts:
         x = torch.cat([x, torch.maximum(torch.minimum(x0, hi), lo)])
     x_phys = forward.preprocessing.inverse_x(x.numpy().astype(float))
-    table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid)
+    table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid, exclude=exclude)
     return Proposal(table, xs, len(x0), n_unique, time.perf_counter() - t0, table.attrs["feasibility"])
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from inverse.forward import Forward
+from inverse.optimise import design_keys
 from models.gp import matern
 
 TAU = 0.01                                    # observation noise std, model-space units (SPICE is deterministic;
@@ -114,11 +115,6 @@ def observed(preprocessing, x_phys: np.ndarray, y_phys: np.ndarray, ok: np.ndarr
     y = preprocessing.transform_y(y_phys[keep])
     good = np.isfinite(y).all(axis=1)
     return preprocessing.transform_x(x_phys[keep][good]), y[good]
-
-
-def design_keys(frame, x_cols) -> pd.Series:
-    """One string per design (9 significant digits per variable): what "the same design" means across rounds."""
-    return frame[list(x_cols)].apply(lambda row: ",".join(f"{v:.9g}" for v in row), axis=1)
 
 
 @dataclass

@@ -7,8 +7,8 @@ from sklearn.gaussian_process.kernels import Matern
 from benchmarks.inverse_benchmark import PM_MIN, hard_spec, infeasible_spec
 from inverse.forward import FunctionForward
 from inverse.goals import Spec
-from inverse.optimise import hybrid_starts, model_bounds, propose
-from inverse.refine import TAU, CorrectedForward, design_keys, observed, search
+from inverse.optimise import design_keys, hybrid_starts, model_bounds, propose
+from inverse.refine import TAU, CorrectedForward, observed, search
 from tests.synthetic import X_COLS, Y_COLS
 from tests.test_inverse import _pre
 
@@ -99,10 +99,7 @@ def _run(fwd, spec, simulate, rounds, top_k=4):
     lo, hi = model_bounds(pre)
 
     def propose_round(model, x0, exclude):
-        prop = propose(model, spec, x0, steps=120, lr=0.05, lbfgs_steps=10, top_k=top_k + len(exclude))
-        prop.table = prop.table[~design_keys(prop.table, X_COLS).isin(exclude).to_numpy()].head(top_k)
-        prop.table = prop.table.reset_index(drop=True).assign(rank=lambda t: np.arange(1, len(t) + 1))
-        return prop
+        return propose(model, spec, x0, steps=120, lr=0.05, lbfgs_steps=10, top_k=top_k, exclude=exclude)
     return search(fwd, spec, starts=lambda model, rnd: hybrid_starts(48, lo, hi, seed=rnd), rounds=rounds,
                   propose_round=propose_round, simulate=simulate, log=lambda *_: None)
 
