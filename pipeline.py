@@ -109,8 +109,20 @@ def _fmt_time(s: float) -> str:
 
 def main(argv=None):
     args, settings = parse_args(argv)
+    preflight(settings, args.members or settings["ENSEMBLE_MEMBERS"])
     with results_lock(settings["RESULTS_DIR"]):   # the stages run in-process under the same lock
         return run(args, settings)
+
+
+def preflight(settings: dict, members) -> None:
+    """Every stage's own settings checks (``preflight`` in its module), for every stage this run may train,
+    before the results folder is touched and before hours of training."""
+    wanted = set(parse_members(members or DEFAULT_MEMBERS))
+    for stage in STAGES.values():
+        check = None if stage.optional and stage.name not in wanted else \
+            getattr(importlib.import_module(stage.module), "preflight", None)
+        if check is not None:
+            check(settings)
 
 
 def run(args, settings):
@@ -122,10 +134,6 @@ def run(args, settings):
         print(f"  {i}. {name:<13} {'run ' if reason else 'skip'}  "
               f"{('(' + reason + ')') if reason else '(up to date: ' + checkpoint_path(settings, kind).name + ')'}")
     print(f"  {len(steps) + 1}. {'ensemble':<13} run   (always; seconds)")
-    for name, module, _, reason in steps:   # every stage's own settings checks, before hours of training
-        check = getattr(importlib.import_module(module), "preflight", None) if reason else None
-        if check is not None:
-            check(settings)
     walls = {name: None for name, *_ in steps}
     todo = [step for step in steps if step[3]]
     if settings["PIPELINE_JOBS"] > 1 and len(todo) > 1:

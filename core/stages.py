@@ -10,7 +10,7 @@ ensemble can use it (``member``) and whether the pipeline trains it only then (`
 its model class (a ``models.MODEL_CLASSES`` name), the settings it reads (a setting it does not
 read leaves its checkpoint up to date), a table label, and the old names it answers to.
 A stage module may define ``preflight(settings)``: its own settings checks (a choice, a layer count), raising
-``ToolkitError``; its ``main`` and the pipeline (for every stage it will train) call it before any data is read.
+``ToolkitError``; its ``main`` and the pipeline (for every stage it may train) call it before any data is read.
 The pipeline, ``inference.predict`` (members), ``inverse.forward`` (``--model-type``), the
 benchmark harness and the staleness check all look stages up here.  Adding a stage is one
 module plus one ``register(Stage(...))`` (tests/test_registry.py does it with a toy stage).

@@ -67,7 +67,7 @@ def test_bad_stage_settings_are_found_first_and_a_failed_worker_keeps_the_others
     out = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=REPO, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "GP_NU" in out.stderr, out.stderr
-    assert not list(res.glob("*.pth")) and not (res / "logs").exists()
+    assert not res.exists()   # found before the results folder is touched
     # a stage that fails inside a worker: the error is one line, the stage's log tail is printed, and the
     # stage that ran beside it finished and kept its checkpoint
     (res / "5t_opamp_baseline_model.pth").mkdir(parents=True)   # a folder where the baseline must write
