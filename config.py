@@ -100,6 +100,17 @@ FUSION_SELECTION = "cv"    # how the fusion's per-metric weighting is chosen on 
                            # fold, 5 folds; no bonus for a member that fits val by chance) | "val" (in-sample,
                            # the first version; docs/DECISIONS.md)
 
+# ---- active learning (python -m active): which target-process designs to simulate
+ACTIVE_RULE = "diverse"    # acquisition rule: "random" (the control) | "uncertainty" (largest calibrated ensemble
+                           # variance, each metric relative to its spread) | "diverse" (the same, spread over the
+                           # design space by weighted k-means); docs/RESULTS.md#active-learning
+ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
+ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)
+ACTIVE_BATCH = 25          # designs simulated per round
+ACTIVE_POOL = 5000         # candidates drawn from the design space (its grid) and scored each round
+ACTIVE_MEMBERS = ["align_hetero", "target_only", "dualhead", "gp_stack"]  # ensemble retrained every round:
+                           # ENSEMBLE_MEMBERS without pooled, which alone takes ~2 min a round (its source rows)
+
 # ---- inverse (MDN and optimisation)
 MDN_COMPONENTS = 10        # mixture components
 MDN_HIDDEN = 256           # hidden width

@@ -34,7 +34,8 @@ COMMON = RUN | DATA | NET
 # Read by no training stage: how a run executes (not what it learns), the MDN, inverse design.
 NOT_STAGE_SETTINGS = frozenset({"DEVICE", "NUM_THREADS", "PIPELINE_JOBS", "MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
                                 "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN",
-                                "ENSEMBLE_MEMBERS", "FUSION_SELECTION"})
+                                "ENSEMBLE_MEMBERS", "FUSION_SELECTION", "ACTIVE_RULE", "ACTIVE_BUDGET",
+                                "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL", "ACTIVE_MEMBERS"})
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,9 @@ def ngspice_available() -> bool:
     return find_library() is not None or find_ngspice() is not None
 
 
-def require_ngspice() -> None:
+def require_ngspice(needed_by: str = "--verify", otherwise: str = "Or run without --verify.") -> None:
     if not ngspice_available():
-        raise ToolkitError(f"--verify needs ngspice, which is not installed; {INSTALL}. "
-                           f"Or run without --verify.")
+        raise ToolkitError(f"{needed_by} needs ngspice, which is not installed; {INSTALL}. {otherwise}".rstrip())
 
 
 def check_circuit_columns(opamp, x_cols) -> None:

@@ -151,6 +151,15 @@ def test_crossfit_predicts_each_val_row_from_gps_that_never_saw_it():
     assert np.array_equal(mean, again)
 
 
+def test_crossfit_with_fewer_val_rows_than_folds():
+    """A tiny val split (4 rows, 5 folds: one fold empty) used to crash in sklearn's predict on 0 rows."""
+    baseline, gps, model, rng = _fitted(2.5, n=40)
+    z = np.asarray(model.train_z)
+    y = np.stack([gp._y_train_std * np.ravel(gp.y_train_) + gp._y_train_mean for gp in gps], 1)
+    mean, var = train_gp.crossfit_predictions(gps, z, y, np.arange(36, 40), folds=5, seed=0)
+    assert mean.shape == var.shape == (4, 2) and np.isfinite(mean).all() and (var > 0).all()
+
+
 def test_missing_baseline_is_refused_before_anything_is_written(tiny_data, tmp_path):
     res = tmp_path / "res"
     with pytest.raises(ToolkitError, match="python -m training.train"):

@@ -102,7 +102,7 @@ def crossfit_predictions(gps: list, z: np.ndarray, y: np.ndarray, rows, *, folds
     rows = np.asarray(rows, int)
     fold_of = fold_ids(len(rows), folds, seed)
     mean, var = np.empty((len(rows), len(gps))), np.empty((len(rows), len(gps)))
-    for f in range(folds):
+    for f in np.unique(fold_of):     # fewer rows than folds (a tiny val split) leaves some folds empty
         out = rows[fold_of == f]
         keep = np.setdiff1d(np.arange(len(z)), out)
         for j, gp in enumerate(gps):

@@ -1,0 +1,373 @@
+"""Active learning: let the calibrated ensemble choose which target-process (B) designs to simulate.
+
+    python -m active --opamp 5t_opamp --rule diverse --budget 250          # shipped data: A rows + B test rows
+    python -m active --opamp 5t_opamp --rule random --seed 1 --budget 100 --out results/active/random_s1
+    python -m active --opamp my_ota --data-dir mydata --circuit my_ota.toml --process my_node.toml
+
+Starts from ``--init`` random B designs (drawn from the circuit's design space on its buildable grid)
+and the source (A) rows of ``--data-dir/<opamp>/source``; each round trains the transfer ensemble
+(``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
+VAL_SPLIT of them for early stopping and calibration), scores ``--pool`` fresh candidates and simulates
+the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse)
+in process B, until ``--budget`` simulations.  Failed simulations count against the budget, are kept
+with their status and are never simulated again.
+
+Scored on a fixed test set nothing here trains, selects or calibrates on: the target_test split
+(TEST_SPLIT, --seed) of ``--data-dir/<opamp>/target`` when that folder exists (the shipped data); its
+designs are never simulated by the loop.  Without it, only the validation R^2 is reported.
+
+Writes under ``--out`` (default ``results/active/<opamp>_<rule>_seed<seed>``):
+  acquired.csv           every simulated design: round, rule, seed, features, metrics, status
+  data/<opamp>/          the training data of the rounds (source copied once; target = acquired designs)
+  rounds/rNN/            round NN's checkpoints, ensemble and pipeline log; batch.csv = the designs it chose
+  progress.jsonl, active.md, learning_curve.png    per round: simulations, failures, val/test R^2, times
+Resumable: the same command again continues where it stopped (after Ctrl-C at any point) and a larger
+``--budget`` extends a finished run; nothing simulated is lost or simulated twice.  Bad input (budget
+below the initial set, a pool or batch of 0, no ngspice, data without a design space) is one line and
+exit 2 before anything is written.
+"""
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import pipeline
+from active_learning.acquisition import RULES, select
+from active_learning.ledger import PROVENANCE, STATUS, append_rows, read_ledger, write_training_data
+from core.atomic import atomic_path, atomic_write_text
+from core.cli import StageCLI, run_main
+from core.errors import ToolkitError
+from core.executor import BACKENDS, check_backend, parallel
+from core.markdown import markdown_table
+from core.outputs import check_writable_dir
+from data_loader import data_kwargs_from_settings, get_data_and_scalers
+from data_loader.layout import read_domain
+from data_loader.split import split_target_rows
+from inference.members import parse_members
+from inference.metrics import regression_report
+from inference.predict import Ensemble
+from inverse.optimise import design_keys
+from inverse.verify import check_circuit_columns, require_ngspice
+
+CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
+KEY_FIELDS = ("opamp", "circuit", "process", "rule", "seed", "init", "batch", "pool", "members", "set")
+
+
+def parse_args(argv=None):
+    cli = StageCLI("active", __doc__)
+    cli.flag("--rule", "ACTIVE_RULE", "acquisition rule: " + " | ".join(RULES))
+    cli.flag("--budget", "ACTIVE_BUDGET", "simulations in process B in all (initial set included)")
+    cli.flag("--init", "ACTIVE_INIT", "random designs simulated first")
+    cli.flag("--batch", "ACTIVE_BATCH", "designs simulated per round")
+    cli.flag("--pool", "ACTIVE_POOL", "candidates scored per round")
+    cli.flag("--members", "ACTIVE_MEMBERS", "ensemble members retrained each round (comma-separated)")
+    cli.flag("--jobs", "PIPELINE_JOBS", "training stages and simulations run at once")
+    cli.add_argument("--out", default=None, help="run folder [results/active/<opamp>_<rule>_seed<seed>]")
+    cli.add_argument("--circuit", default=None,
+                     help="circuit file (.toml) to simulate [the data's meta.json circuit, else the shipped circuit "
+                          "named --opamp]")
+    cli.add_argument("--process", default=None, help="process to simulate in: A, B, sky130 or a process file "
+                                                     "[the target data's meta.json process, else B]")
+    cli.add_argument("--backend", choices=list(BACKENDS), default="local", help="where simulations run")
+    cli.add_argument("--scheduler", default=None, help="Dask scheduler address (with --backend dask)")
+    cli.add_argument("--no-plot", action="store_true", help="no learning_curve.png")
+    args, settings = cli.parse(argv)
+    args.set_pairs = list(args.set)
+    return args, settings
+
+
+# ---------------------------------------------------------------- checks before anything is written
+def _meta(data_dir, opamp: str, domain: str) -> dict:
+    path = Path(data_dir) / opamp / domain / "meta.json"
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text(encoding="utf-8")) or {}
+    return {}
+
+
+def resolve_simulator(args, data_dir, opamp: str) -> tuple:
+    """(circuit, process) the loop simulates with: flags, else the data's meta.json, else the shipped circuit."""
+    from spice.circuits import BUILTINS
+    meta = {**_meta(data_dir, opamp, "source"), **_meta(data_dir, opamp, "target")}
+    circuit = args.circuit
+    if circuit is None:
+        recorded = meta.get("circuit_file")
+        if recorded in BUILTINS or (recorded and Path(recorded).is_file()):
+            circuit = recorded
+        elif opamp in BUILTINS:
+            circuit = opamp
+        else:
+            raise ToolkitError(f"{Path(data_dir) / opamp} has no design space the loop can sample from (no meta.json "
+                               f"naming a circuit, and {opamp!r} is not a shipped circuit). Fix: --circuit "
+                               f"FILE.toml (docs/SPICE.md 'Your own circuit').")
+    if args.circuit is not None and not str(circuit).endswith(".toml") and circuit not in BUILTINS:
+        raise ToolkitError(f"--circuit {circuit!r} is neither a shipped circuit {list(BUILTINS)} nor a .toml file.")
+    if str(circuit).endswith(".toml") and not Path(circuit).is_file():
+        raise ToolkitError(f"--circuit {circuit} not found.")
+    process = args.process or (meta.get("process_file") if _meta(data_dir, opamp, "target") else None) \
+        or _meta(data_dir, opamp, "target").get("process") or "B"
+    return str(circuit), str(process)
+
+
+def check_sizes(settings: dict) -> None:
+    init, budget, batch, pool = (settings[k] for k in ("ACTIVE_INIT", "ACTIVE_BUDGET", "ACTIVE_BATCH", "ACTIVE_POOL"))
+    if budget < init:
+        raise ToolkitError(f"--budget {budget} is smaller than the initial set --init {init}: the loop could not "
+                           f"even simulate its first designs. Fix: --budget {init + batch} or more, or a smaller --init.")
+    if pool < batch:
+        raise ToolkitError(f"--pool {pool} is smaller than --batch {batch}: a batch is chosen among the pool. "
+                           f"Fix: --pool {max(batch * 20, 1000)}.")
+    split_target_rows(init, val_split=settings["VAL_SPLIT"], test_split=0.0, seed=settings["SEED"])
+
+
+def run_key(args, settings, circuit: str, process: str) -> dict:
+    """What makes a rerun the same run (resume) rather than a different one; --budget may grow."""
+    return {"opamp": settings["OPAMP_TYPE"], "circuit": circuit, "process": process, "rule": settings["ACTIVE_RULE"],
+            "seed": settings["SEED"], "init": settings["ACTIVE_INIT"], "batch": settings["ACTIVE_BATCH"],
+            "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
+            "set": sorted(p for p in args.set_pairs if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS=")))}
+
+
+def check_same_run(out: Path, key: dict) -> None:
+    path = out / "state.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text(encoding="utf-8")).get("key", {})
+    diff = [k for k in KEY_FIELDS if old.get(k) != key.get(k)]
+    if diff:
+        raise ToolkitError(f"{out} holds an active-learning run with other settings ({', '.join(diff)}: "
+                           f"{', '.join(f'{old.get(k)!r} there vs {key.get(k)!r} now' for k in diff[:2])}). "
+                           f"Fix: --out NEW_FOLDER, or rerun with that run's settings to continue it.")
+
+
+# ---------------------------------------------------------------- data
+def test_set(settings: dict, data_dir, opamp: str):
+    """(X, y) physical DataFrames of the fixed target_test split of the shipped target data, or None."""
+    if not (Path(data_dir) / opamp / "target").is_dir():
+        return None
+    kwargs = {**data_kwargs_from_settings(settings), "n_target_train": 0}
+    if kwargs["test_split"] <= 0:
+        return None
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = get_data_and_scalers(**kwargs)
+    return data["raw"]["target_test"]
+
+
+def copy_source(data_dir, opamp: str, dest: Path) -> None:
+    """The source rows, copied once (a later change of the original does not change a running loop)."""
+    src = read_domain(data_dir, opamp, "source")
+    dest.mkdir(parents=True, exist_ok=True)
+    for f, name in ((src.features_file, "features.csv"), (src.targets_file, "targets.csv")):
+        if not (dest / name).is_file():
+            with atomic_path(dest / name) as tmp:
+                shutil.copyfile(f, tmp)
+
+
+def draw(circuit: str, seed: int, start: int, stop: int, exclude: set) -> pd.DataFrame:
+    """Designs start..stop-1 of the run's design stream (``spice.sampling``: design i depends only on (seed, i)),
+    with a ``design`` column, minus those whose key is in ``exclude`` (simulated already, or test designs)."""
+    from spice.sampling import sample_designs
+    x = sample_designs(circuit, seed, start, stop)
+    x = x[~design_keys(x, x.columns).isin(exclude).to_numpy()]
+    return x.reset_index(names="design")
+
+
+# ---------------------------------------------------------------- simulation
+def _simulate_chunk(circuit: str, process: str, rows: pd.DataFrame, x_cols: list) -> pd.DataFrame:
+    from spice.simulate import simulate
+    sim = simulate(circuit, rows[x_cols].reset_index(drop=True), process)
+    out = rows.reset_index(drop=True).copy()
+    for c in sim.columns:
+        out[c] = sim[c].to_numpy()
+    return out
+
+
+def simulate_batch(batch: pd.DataFrame, ledger: pd.DataFrame, ledger_path: Path, *, circuit, process, x_cols,
+                   y_cols, workers: int, backend: str, scheduler, desc: str) -> pd.DataFrame:
+    """Simulate the rows of ``batch`` not in the ledger yet, appending each finished chunk; the new ledger."""
+    from joblib import delayed
+    from tqdm import tqdm
+    todo = batch[~batch["design"].isin(ledger["design"])]
+    if todo.empty:
+        return ledger
+    chunks = [todo.iloc[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    with tqdm(total=len(todo), unit="sim", desc=desc, disable=not sys.stderr.isatty(), leave=False) as bar, \
+            parallel(backend, workers, scheduler) as run:
+        for done in run(delayed(_simulate_chunk)(circuit, process, c, x_cols) for c in chunks):
+            for col in y_cols:
+                done[col] = pd.to_numeric(done[col], errors="coerce")
+            ledger = append_rows(ledger_path, ledger, done[PROVENANCE + x_cols + y_cols + [STATUS]])
+            bar.update(len(done))
+    return ledger
+
+
+# ---------------------------------------------------------------- one round
+def train_round(args, settings, out: Path, round_dir: Path) -> dict:
+    """python -m pipeline on the data so far into ``round_dir`` (output in its pipeline.log); its summary."""
+    argv = ["--opamp", settings["OPAMP_TYPE"], "--data-dir", str(out / "data"), "--results-dir", str(round_dir),
+            "--seed", str(settings["SEED"]), "--device", str(settings["DEVICE"]), "--test-split", "0",
+            "--members", ",".join(parse_members(settings["ACTIVE_MEMBERS"])),
+            "--jobs", str(settings["PIPELINE_JOBS"]), "--quiet", "--no-plots"]
+    for pair in args.set_pairs:
+        argv += ["--set", pair]
+    round_dir.mkdir(parents=True, exist_ok=True)
+    with open(round_dir / "pipeline.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pipeline.main(argv)
+
+
+def score_test(ens: Ensemble, test, floor) -> dict:
+    """Mean R^2 (physical and log space) and 95 % interval coverage of the round's ensemble on the test set."""
+    x, y = test
+    mean, _ = ens.predict(x, out_of_domain="off")
+    report = regression_report(y.to_numpy(float), mean[ens.y_cols].to_numpy(float), ens.y_cols, floor=floor)
+    lo, hi = ens.predict_interval(x, 0.95)
+    inside = ((y[ens.y_cols] >= lo) & (y[ens.y_cols] <= hi)).to_numpy().mean()
+    return {"test_r2": report["mean"]["r2"], "test_r2_log": report["mean"]["r2_log"], "test_cov95": float(inside),
+            "test_r2_log_per_metric": {c: report[c]["r2_log"] for c in ens.y_cols}}
+
+
+def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, batch: int, seed: int, round_no: int) -> pd.DataFrame:
+    """The ``batch`` pool designs ``rule`` picks, with their acquisition score, in pick order."""
+    import torch
+    from active_learning.acquisition import score
+    x_scaled = ens.preprocessing.transform_x(pool[ens.x_cols])
+    with torch.no_grad():
+        mean, std = ens.predict_scaled(torch.as_tensor(x_scaled))
+    mean, std = mean.double().numpy(), std.double().numpy()
+    pick = select(rule, x_scaled, mean, std, batch=batch, rng=np.random.default_rng([seed, round_no, 17]))
+    chosen = pool.iloc[pick].copy()
+    chosen["score"] = score(mean, std)[pick]
+    return chosen
+
+
+def source_floor(data_dir, opamp: str, y_cols) -> np.ndarray:
+    """Per metric, half the smallest positive source value: the log-space R^2 floor (same for every round)."""
+    y = read_domain(data_dir, opamp, "source").targets[list(y_cols)].to_numpy(float)
+    return np.array([0.5 * y[:, j][y[:, j] > 0].min() if (y[:, j] > 0).any() else 1e-30 for j in range(y.shape[1])])
+
+
+# ---------------------------------------------------------------- the loop
+def main(argv=None):
+    args, settings = parse_args(argv)
+    opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
+    if rule not in RULES:
+        raise ToolkitError(f"ACTIVE_RULE must be one of {list(RULES)}, got {rule!r}. Fix: --rule diverse")
+    check_sizes(settings)
+    check_backend(args.backend, args.scheduler, workers=settings["PIPELINE_JOBS"])
+    members = parse_members(settings["ACTIVE_MEMBERS"])
+    pipeline.preflight(settings, members)
+    data_dir = Path(settings["DATA_DIR"])
+    src = read_domain(data_dir, opamp, "source")                     # readable source rows, or one line
+    x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
+    circuit, process = resolve_simulator(args, data_dir, opamp)
+    check_circuit_columns(circuit, x_cols)
+    require_ngspice("python -m active", "It simulates every design it chooses.")
+    from spice.simulate import resolve_process
+    resolve_process(process)                                         # an unknown process: one line now
+    out = Path(args.out or Path(settings["RESULTS_DIR"]) / "active" / f"{opamp}_{rule}_seed{seed}")
+    check_writable_dir(out, "--out")
+    key = run_key(args, settings, circuit, process)
+    check_same_run(out, key)
+    test = test_set(settings, data_dir, opamp)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "state.json", json.dumps({"key": key, "budget": settings["ACTIVE_BUDGET"]}, indent=2) + "\n")
+    copy_source(data_dir, opamp, out / "data" / opamp / "source")
+    ledger_path, progress_path = out / "acquired.csv", out / "progress.jsonl"
+    ledger = read_ledger(ledger_path, x_cols, y_cols)
+    progress = [json.loads(line) for line in progress_path.read_text().splitlines()] if progress_path.is_file() else []
+    exclude = set(design_keys(test[0], x_cols)) if test is not None else set()
+    floor = source_floor(data_dir, opamp, y_cols) if test is not None else None
+    budget, init, batch, pool_n = (settings[k] for k in ("ACTIVE_BUDGET", "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL"))
+    print(f"[active] {opamp}: rule {rule}, seed {seed}, budget {budget} ({init} random first, then {batch} a round, "
+          f"chosen among {pool_n}); simulating {circuit} in {process}; members {','.join(members)}; "
+          f"test {'none (val only)' if test is None else f'{len(test[0])} target_test rows'}; {out}"
+          + (f"; resuming with {len(ledger)} designs simulated" if len(ledger) else ""), flush=True)
+    sim_kw = dict(circuit=circuit, process=process, x_cols=x_cols, y_cols=y_cols, workers=settings["PIPELINE_JOBS"],
+                  backend=args.backend, scheduler=args.scheduler)
+    t_run, round_no = time.perf_counter(), 0
+    while True:
+        round_dir = out / "rounds" / f"r{round_no:02d}"
+        batch_path = round_dir / "batch.csv"
+        t0 = time.perf_counter()
+        if not batch_path.is_file():
+            want = min(init if round_no == 0 else batch, budget - len(ledger))
+            if want <= 0:
+                break
+            taken = exclude | set(design_keys(ledger, x_cols))
+            if round_no == 0:
+                chosen = draw(circuit, seed, 0, 4 * init, taken).head(want)
+                chosen["score"] = np.nan
+            else:
+                start = 4 * init + (round_no - 1) * pool_n
+                pool = draw(circuit, seed, start, start + pool_n, taken)
+                prev = Ensemble.load(out / "rounds" / f"r{round_no - 1:02d}", opamp)
+                chosen = choose(prev, rule, pool, want, seed, round_no)
+            chosen.insert(1, "round", round_no)
+            chosen.insert(2, "rule", "random" if round_no == 0 else rule)
+            chosen.insert(3, "seed", seed)
+            round_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(batch_path) as tmp:
+                chosen.to_csv(tmp, index=False)
+        chosen = pd.read_csv(batch_path)
+        t_select = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ledger = simulate_batch(chosen, ledger, ledger_path, desc=f"round {round_no} simulations", **sim_kw)
+        t_sim = time.perf_counter() - t0
+        if not any(p["round"] == round_no for p in progress):
+            t0 = time.perf_counter()
+            write_training_data(ledger, out / "data" / opamp / "target", x_cols, y_cols)
+            summary = train_round(args, settings, out, round_dir)
+            t_train = time.perf_counter() - t0
+            ens_record = summary["ensemble"]["ensemble"]
+            row = {"round": round_no, "rule": rule, "seed": seed, "simulations": int(len(ledger)),
+                   "failed": int((ledger[STATUS] != "ok").sum()),
+                   "val_r2_log": float(ens_record["metrics"]["mean"]["r2_log"]),
+                   "select_s": round(t_select, 1), "simulate_s": round(t_sim, 1), "train_s": round(t_train, 1)}
+            if test is not None:
+                row.update(score_test(Ensemble.load(round_dir, opamp), test, floor))
+            progress.append(row)
+            with open(progress_path, "a", encoding="utf-8") as f:   # one line per finished round: a resume point
+                f.write(json.dumps(row) + "\n")
+            print(f"[active] round {round_no}: {row['simulations']} simulations ({row['failed']} failed) | val R2_log "
+                  f"{row['val_r2_log']:.4f}" + (f" | test R2_log {row['test_r2_log']:.4f}" if test is not None else "")
+                  + f" | select {t_select:.0f} s, simulate {t_sim:.0f} s, train {t_train:.0f} s", flush=True)
+        if len(ledger) >= budget:
+            break
+        round_no += 1
+    write_summary(out, progress, opamp, plot=not args.no_plot)
+    print(f"[active] done: {len(ledger)} simulations ({int((ledger[STATUS] != 'ok').sum())} failed) in "
+          f"{time.perf_counter() - t_run:.0f} s this call; {out / 'active.md'}")
+    return {"progress": progress, "ledger": ledger, "out": str(out)}
+
+
+def write_summary(out: Path, progress: list, opamp: str, *, plot: bool) -> None:
+    """active.md (the round table) and learning_curve.png (R^2 vs simulations)."""
+    has_test = any("test_r2_log" in p for p in progress)
+    head = ["round", "simulations", "failed", "val R²_log"] + (["test R²_log", "test R² (phys)", "test 95 % cov."]
+                                                               if has_test else []) + ["select s", "simulate s", "train s"]
+    rows = [[p["round"], p["simulations"], p["failed"], f"{p['val_r2_log']:.4f}"]
+            + ([f"{p['test_r2_log']:.4f}", f"{p['test_r2']:.4f}", f"{100 * p['test_cov95']:.1f} %"] if has_test else [])
+            + [f"{p['select_s']:.0f}", f"{p['simulate_s']:.0f}", f"{p['train_s']:.0f}"] for p in progress]
+    text = markdown_table(pd.DataFrame(rows, columns=head))
+    atomic_write_text(out / "active.md", f"# active learning: {opamp}\n\n{text}\n")
+    print(text)
+    if plot and progress:
+        from active_learning.plots import learning_curve
+        series = {"validation (the loop's own rows)": [(p["simulations"], p["val_r2_log"]) for p in progress]}
+        if has_test:
+            series["target_test (fixed)"] = [(p["simulations"], p["test_r2_log"]) for p in progress]
+        learning_curve(out / "learning_curve.png", series, title=f"{opamp}: {progress[0]['rule']}, seed {progress[0]['seed']}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,59 @@
+"""Acquisition rules: which ``batch`` designs of a candidate pool to simulate next.
+
+    pick = select("diverse", x_scaled, mean, std, batch=25, rng=np.random.default_rng([seed, round]))
+
+Inputs are in the ensemble's model space (``Ensemble.predict_scaled``): ``x_scaled`` (N, D) the
+candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused prediction per metric.
+
+* ``random``: a uniform draw from the pool (the control; the same code path as the others).
+* ``uncertainty``: the largest ``score`` = Σ_j std_ij² / v_j, v_j the variance of the predicted mean of
+  metric j over the pool.  Dividing by v_j normalises each metric by its own spread, so the score is the
+  expected squared error of a design relative to the metric's variance: the term a design adds to
+  Σ_j SSE_j / SST_j, i.e. to the loss in mean R² the toolkit reports.
+* ``diverse``: the ``DIVERSE_FACTOR`` × batch highest scores, clustered into ``batch`` groups by k-means
+  weighted by the score in scaled feature space (scikit-learn); from each group the highest score.
+  A batch then covers several uncertain regions instead of crowding into one (Zhdanov 2019, "Diverse
+  mini-batch active learning").
+"""
+import numpy as np
+
+from core.errors import ToolkitError
+
+RULES = ("random", "uncertainty", "diverse")
+DIVERSE_FACTOR = 10    # candidates per batch slot handed to k-means (Zhdanov's beta)
+
+
+def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(N,) Σ_j std_ij² / v_j with v_j = var_i(mean_ij) over the pool (a constant metric counts 1)."""
+    mean, std = np.asarray(mean, float), np.asarray(std, float)
+    if mean.shape != std.shape or mean.ndim != 2:
+        raise ValueError(f"mean and std must both be (N, M), got {mean.shape} and {std.shape}")
+    spread = mean.var(axis=0)
+    spread = np.where(spread > 0, spread, 1.0)
+    return (std ** 2 / spread).sum(axis=1)
+
+
+def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices (sorted by pick order, distinct) of ``min(batch, N)`` pool rows chosen by ``rule``."""
+    if rule not in RULES:
+        raise ToolkitError(f"Unknown acquisition rule {rule!r}; choose from {list(RULES)}.")
+    n = len(x_scaled)
+    if batch < 1 or n < 1:
+        raise ToolkitError(f"Acquisition needs a batch >= 1 and a non-empty pool, got batch={batch}, pool={n}.")
+    k = min(batch, n)
+    if rule == "random":
+        return rng.choice(n, k, replace=False)
+    s = score(mean, std)
+    order = np.argsort(-s, kind="stable")
+    if rule == "uncertainty" or k == n:
+        return order[:k]
+    top = order[:min(n, DIVERSE_FACTOR * k)]
+    from sklearn.cluster import KMeans
+    labels = KMeans(n_clusters=k, n_init=3, random_state=int(rng.integers(2 ** 31 - 1))).fit(
+        np.asarray(x_scaled, float)[top], sample_weight=s[top]).labels_
+    picks = [top[labels == c][0] for c in range(k) if (labels == c).any()]   # top is sorted: [0] = best score
+    if len(picks) < k:     # empty clusters (duplicate candidates): fill with the next best scores
+        taken = set(picks)
+        picks += [i for i in order if i not in taken][:k - len(picks)]
+    picks = np.asarray(picks)
+    return picks[np.argsort(-s[picks], kind="stable")]

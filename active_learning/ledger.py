@@ -1,0 +1,55 @@
+"""Every design an active-learning loop simulated, on disk: the loop's memory and resume point.
+
+``<run>/acquired.csv``: one row per simulated design, in the order simulated, with its provenance
+(``design``: index in the run's design stream, ``round``, ``rule``, ``seed``), its features, its
+metrics (NaN when the simulation failed) and ``status`` ("ok" or the simulator's failure reason).
+A design is in the ledger at most once; failed ones stay (they count against the budget and are
+never simulated again).  Written atomically after every simulated chunk, so an interrupted loop
+loses at most the chunks in flight.
+"""
+from pathlib import Path
+
+import pandas as pd
+
+from core.atomic import atomic_path, atomic_write_text
+
+PROVENANCE = ["design", "round", "rule", "seed"]
+STATUS = "status"
+
+
+def read_ledger(path, x_cols, y_cols) -> pd.DataFrame:
+    """The ledger, or an empty one with its columns."""
+    cols = PROVENANCE + list(x_cols) + list(y_cols) + [STATUS]
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=cols)
+    frame = pd.read_csv(path)
+    return frame[cols]
+
+
+def append_rows(path, ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``ledger`` + ``rows`` written atomically to ``path``; returns the new ledger.  A design index
+    already there is a programming error (the loop never simulates a design twice)."""
+    again = set(rows["design"]) & set(ledger["design"])
+    if again:
+        raise ValueError(f"designs {sorted(again)[:5]} are already in the ledger")
+    out = pd.concat([ledger, rows[ledger.columns]], ignore_index=True) if len(ledger) else rows[ledger.columns]
+    out = out.reset_index(drop=True)
+    with atomic_path(Path(path)) as tmp:
+        out.to_csv(tmp, index=False)
+    return out
+
+
+def write_training_data(ledger: pd.DataFrame, folder, x_cols, y_cols) -> None:
+    """The ledger's designs in the data layout (``features.csv``, ``targets.csv`` with ``status``), so
+    every stage reads them like any target data (failed rows are dropped by their status).  A file whose
+    content would not change is left alone: its time stays, so stages trained on it stay up to date."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = {"features.csv": ledger[list(x_cols)].reset_index(drop=True),
+              "targets.csv": ledger[list(y_cols) + [STATUS]].reset_index(drop=True)}
+    for name, frame in frames.items():
+        path, text = folder / name, frame.to_csv(index=False)
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
+        atomic_write_text(path, text)

@@ -1,0 +1,141 @@
+"""Active learning vs random sampling: mean log-space R^2 on the fixed target_test vs B simulations.
+
+    python -m benchmarks.active_benchmark --opamp 5t_opamp --rules random uncertainty diverse --seeds 0 1 2 \\
+        --budget 250 --docs-path docs/RESULTS.md
+
+Runs ``python -m active`` for every (seed, rule) -- one after another, each with the loop's own
+``--jobs`` -- in ``<results-root>/<opamp>/<rule>_seed<k>/`` (a rerun resumes each loop and skips the
+finished ones), then writes a table (mean ± sd over seeds per rule and simulation count, the time per
+round) and ``learning_curve_active_<opamp>.png`` (one line per rule, ± sd band, the all-rows random-sample
+reference ``--reference``).  ``--docs-path`` replaces the block ``active:<opamp>`` of that Markdown file
+and puts the PNG beside it.  Extra flags after ``--`` go to every loop (e.g. ``-- --set EPOCHS=50``).
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from active_learning.acquisition import RULES
+from active_learning.plots import learning_curve
+from core.atomic import atomic_write_text
+from core.cli import run_main
+from core.errors import ToolkitError
+from core.markdown import markdown_table, replace_block
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.active_benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--opamp", default="5t_opamp")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--rules", nargs="+", default=list(RULES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=250)
+    p.add_argument("--init", type=int, default=25)
+    p.add_argument("--batch", type=int, default=25)
+    p.add_argument("--results-root", default="results/active_bench")
+    p.add_argument("--reference", type=float, default=None,
+                   help="all-rows random-sample mean R2_log to draw and compare with (docs/RESULTS.md harness)")
+    p.add_argument("--docs-path", default=None, help="Markdown file whose active:<opamp> block is replaced")
+    p.add_argument("--report-only", action="store_true", help="only tabulate the runs already there")
+    args, extra = p.parse_known_args(argv)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    args.extra = extra
+    bad = [r for r in args.rules if r not in RULES]
+    if bad:
+        raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}.")
+    return args
+
+
+def run_dir(args, rule: str, seed: int) -> Path:
+    return Path(args.results_root) / args.opamp / f"{rule}_seed{seed}"
+
+
+def read_progress(folder: Path) -> list:
+    path = folder / "progress.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def summarise(args) -> tuple:
+    """(Markdown, {rule: [(simulations, mean, sd)]}) over the seeds that reached each simulation count."""
+    by_rule, lines, times = {}, [], {}
+    counts = set()
+    for rule in args.rules:
+        per_n = {}
+        for seed in args.seeds:
+            rows = read_progress(run_dir(args, rule, seed))
+            for r in rows:
+                per_n.setdefault(r["simulations"], []).append(r)
+                times.setdefault(rule, []).append(r["select_s"] + r["simulate_s"] + r["train_s"])
+        by_rule[rule] = per_n
+        counts |= set(per_n)
+    counts = sorted(counts)
+    table = []
+    for n in counts:
+        row = {"B simulations": n}
+        for rule in args.rules:
+            rows = by_rule[rule].get(n, [])
+            vals = [r["test_r2_log"] for r in rows if "test_r2_log" in r]
+            row[rule] = (f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f} ({len(vals)})" if len(vals) > 1
+                         else f"{vals[0]:.4f} (1)" if vals else "–")
+        table.append(row)
+    curves = {rule: [(n, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+                     for n, rows in by_rule[rule].items()
+                     if (v := [r["test_r2_log"] for r in rows if "test_r2_log" in r])] for rule in args.rules}
+    failed = {rule: sum(max((r["failed"] for r in read_progress(run_dir(args, rule, s))), default=0)
+                        for s in args.seeds) for rule in args.rules}
+    timing = [{"rule": rule, "rounds": len(t), "median s per round": f"{statistics.median(t):.0f}",
+               "failed simulations (all seeds)": failed[rule]} for rule, t in times.items()]
+    lines.append(markdown_table(pd.DataFrame(table)))
+    lines.append("")
+    lines.append("Cells: mean ± sd of the mean log-space R² on the fixed target_test over seeds (number of seeds).")
+    if timing:
+        lines += ["", markdown_table(pd.DataFrame(timing))]
+    return "\n".join(lines), curves
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    if not args.report_only:
+        for seed in args.seeds:
+            for rule in args.rules:
+                out = run_dir(args, rule, seed)
+                done = read_progress(out)
+                if done and done[-1]["simulations"] >= args.budget:
+                    continue
+                cmd = [sys.executable, "-m", "active", "--opamp", args.opamp, "--data-dir", args.data_dir,
+                       "--rule", rule, "--seed", str(seed), "--budget", str(args.budget), "--init", str(args.init),
+                       "--batch", str(args.batch), "--out", str(out), "--no-plot", *args.extra]
+                print(f"[active-bench] {rule} seed {seed}: {' '.join(cmd[1:])}", flush=True)
+                out.mkdir(parents=True, exist_ok=True)
+                with open(out.parent / f"{rule}_seed{seed}.log", "a", encoding="utf-8") as log:
+                    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+                if rc != 0:
+                    raise ToolkitError(f"python -m active failed for {rule} seed {seed} (exit {rc}); see "
+                                       f"{out.parent / f'{rule}_seed{seed}.log'}")
+                print(f"[active-bench] {rule} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    text, curves = summarise(args)
+    png_dir = Path(args.docs_path).parent if args.docs_path else Path(args.results_root)
+    png = png_dir / f"learning_curve_active_{args.opamp}.png"
+    reference = ("all target rows, random sample (harness)", args.reference) if args.reference is not None else None
+    learning_curve(png, {r: c for r, c in curves.items() if c}, title=f"{args.opamp}: active learning, "
+                   f"seeds {', '.join(map(str, args.seeds))}", reference=reference)
+    cmd = "python -m benchmarks.active_benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+    block = (f"### {args.opamp}: active learning vs random sampling\n\nCommand: `{cmd}`\n\n{text}\n\n"
+             f"![active learning {args.opamp}]({png.name})\n")
+    atomic_write_text(Path(args.results_root) / f"active_{args.opamp}.md", block)
+    if args.docs_path:
+        replace_block(Path(args.docs_path), f"active:{args.opamp}", block)
+    print(text)
+    return {"text": text, "curves": curves}
+
+
+if __name__ == "__main__":
+    run_main(main)

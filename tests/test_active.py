@@ -1,0 +1,192 @@
+"""python -m active: acquisition rules, the loop on real ngspice (tiny), resume, failed simulations, bad input."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import active
+from active_learning.acquisition import score, select
+from inverse.optimise import design_keys
+from tests.spice_helpers import needs_ngspice
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--set", "EPOCHS=2", "--set", "GP_MAX_ROWS=60", "--members", "target_only,gp_stack", "--jobs", "1",
+        "--no-plot"]
+
+
+# ---------------------------------------------------------------- acquisition rules
+def test_score_is_variance_relative_to_each_metrics_spread():
+    mean = np.array([[0.0, 0.0], [2.0, 20.0], [4.0, 40.0]])
+    std = np.array([[1.0, 10.0], [0.0, 0.0], [2.0, 1.0]])
+    expected = std[:, 0] ** 2 / mean[:, 0].var() + std[:, 1] ** 2 / mean[:, 1].var()
+    np.testing.assert_allclose(score(mean, std), expected)
+    # a metric scaled by 10 (units) leaves the score unchanged: it is normalised per metric
+    np.testing.assert_allclose(score(mean * [1, 10], std * [1, 10]), expected)
+
+
+def _two_regions(n=400, n_a=40, seed=0):
+    """Candidates in two separated regions: a small region A (the first ``n_a``) slightly more uncertain
+    than the large region B."""
+    rng = np.random.default_rng(seed)
+    x = np.vstack([rng.normal(-3, 0.3, (n_a, 2)), rng.normal(3, 1.0, (n - n_a, 2))])
+    mean = rng.normal(0, 1, (n, 3))
+    std = np.vstack([np.full((n_a, 3), 1.0), np.full((n - n_a, 3), 0.9)]) + rng.uniform(0, 0.05, (n, 3))
+    return x, mean, std
+
+
+def test_uncertainty_takes_the_largest_scores_and_random_does_not():
+    x, mean, std = _two_regions()
+    top = select("uncertainty", x, mean, std, batch=10, rng=np.random.default_rng(0))
+    s = score(mean, std)
+    assert set(top) == set(np.argsort(-s)[:10])
+    rand = select("random", x, mean, std, batch=10, rng=np.random.default_rng(0))
+    assert len(set(rand)) == 10 and s[rand].mean() < s[top].mean()     # control: random is less uncertain
+
+
+def test_diverse_spreads_a_batch_over_regions_that_uncertainty_crowds_into_one():
+    x, mean, std = _two_regions()
+    crowded = select("uncertainty", x, mean, std, batch=10, rng=np.random.default_rng(0))
+    assert (crowded < 40).all()                                       # all from the small region A
+    diverse = select("diverse", x, mean, std, batch=10, rng=np.random.default_rng(0))
+    assert len(set(diverse)) == 10
+    spread = lambda idx: np.mean([np.linalg.norm(x[i] - x[j]) for i in idx for j in idx if i < j])  # noqa: E731
+    assert spread(diverse) > 3 * spread(crowded) and (diverse >= 40).any() and (diverse < 40).any()
+    s = score(mean, std)
+    assert s[diverse].mean() > np.median(s)                           # still among the uncertain ones
+
+
+# ---------------------------------------------------------------- the loop (real ngspice, tiny data)
+@pytest.fixture
+def tiny_data(tmp_path):
+    """The shipped 5t_opamp layout cut down: 400 source rows, 150 target rows (30 of them the test split)."""
+    for domain, n in (("source", 400), ("target", 150)):
+        dest = tmp_path / "data" / "5t_opamp" / domain
+        dest.mkdir(parents=True)
+        for name in ("features.csv", "targets.csv"):
+            pd.read_csv(ROOT / "data" / "5t_opamp" / domain / name).head(n).to_csv(dest / name, index=False)
+    return tmp_path / "data"
+
+
+def _run(data, out, *extra):
+    return active.main(["--opamp", "5t_opamp", "--data-dir", str(data), "--seed", "3", "--out", str(out), *FAST,
+                        *extra])
+
+
+@needs_ngspice
+def test_loop_simulates_the_budget_once_each_away_from_the_test_set_and_resumes(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = []
+    real = active._simulate_chunk
+    monkeypatch.setattr(active, "_simulate_chunk", lambda *a: calls.append(len(a[2])) or real(*a))
+    res = _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "40", "--rule", "diverse")
+    ledger = pd.read_csv(out / "acquired.csv")
+    assert len(ledger) == 40 == sum(calls)
+    assert ledger["round"].value_counts().to_dict() == {0: 20, 1: 10, 2: 10}
+    assert list(ledger["rule"].unique()) == ["random", "diverse"] and (ledger["seed"] == 3).all()
+    x_cols = active.read_domain(tiny_data, "5t_opamp", "source").features.columns
+    keys = design_keys(ledger, x_cols)
+    assert keys.is_unique
+    test_x, _ = active.test_set(active.parse_args(["--data-dir", str(tiny_data), "--opamp", "5t_opamp", "--seed", "3"])[1],
+                                tiny_data, "5t_opamp")
+    assert not keys.isin(set(design_keys(test_x, x_cols))).any()      # never a test design
+    rows = res["progress"]
+    assert [r["simulations"] for r in rows] == [20, 30, 40]
+    assert all(np.isfinite(r["test_r2_log"]) and np.isfinite(r["val_r2_log"]) for r in rows)
+    assert (out / "active.md").is_file() and (out / "data" / "5t_opamp" / "target" / "features.csv").is_file()
+    # the training data the last round saw = every OK design simulated
+    feats = pd.read_csv(out / "data" / "5t_opamp" / "target" / "features.csv")
+    assert len(feats) == 40
+
+    # a larger budget continues the same run: one more round, nothing simulated again
+    calls.clear()
+    _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "50", "--rule", "diverse")
+    again = pd.read_csv(out / "acquired.csv")
+    assert len(again) == 50 and sum(calls) == 10
+    pd.testing.assert_frame_equal(again.head(40), ledger)
+    assert [json.loads(line)["simulations"] for line in (out / "progress.jsonl").read_text().splitlines()] == \
+        [20, 30, 40, 50]
+
+    # the same folder with another rule is refused with the fix
+    with pytest.raises(active.ToolkitError, match="other settings .*rule"):
+        _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "50", "--rule", "random")
+
+
+@needs_ngspice
+def test_interrupted_round_resumes_without_simulating_twice_and_failed_designs_are_kept(tiny_data, tmp_path,
+                                                                                        monkeypatch):
+    out = tmp_path / "run"
+    real = active._simulate_chunk
+
+    def flaky(circuit, process, rows, x_cols):      # every design whose w1 > 40 um "fails"
+        done = real(circuit, process, rows, x_cols)
+        bad = done["w1"] > 40
+        done.loc[bad, "status"] = "nonconvergence"
+        done.loc[bad, ["slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"]] = np.nan
+        return done
+
+    calls = []
+    monkeypatch.setattr(active, "_simulate_chunk", lambda *a: calls.append(len(a[2])) or flaky(*a))
+    real_train = active.train_round
+    state = {"n": 0}
+
+    def stop_in_round_1(*a, **k):
+        state["n"] += 1
+        if state["n"] == 2:
+            raise KeyboardInterrupt
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(active, "train_round", stop_in_round_1)
+    args = ["--init", "20", "--batch", "10", "--pool", "300", "--budget", "40", "--rule", "uncertainty"]
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_data, out, *args)
+    assert len(pd.read_csv(out / "acquired.csv")) == 30 and sum(calls) == 30     # round 1 simulated, then Ctrl-C
+    monkeypatch.setattr(active, "train_round", real_train)
+    calls.clear()
+    _run(tiny_data, out, *args)
+    ledger = pd.read_csv(out / "acquired.csv")
+    assert len(ledger) == 40 and sum(calls) == 10 and ledger["design"].is_unique
+    failed = ledger[ledger["status"] != "ok"]
+    assert len(failed) > 0 and failed["slewrate_pos"].isna().all()             # kept, with the status
+    rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1, 2] and rows[-1]["failed"] == len(failed)
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
+@pytest.mark.parametrize("extra, message", [
+    (["--budget", "20", "--init", "25"], "smaller than the initial set"),
+    (["--pool", "0"], "ACTIVE_POOL must be"),
+    (["--batch", "0"], "ACTIVE_BATCH must be"),
+    (["--pool", "10", "--batch", "25"], "smaller than --batch"),
+    (["--init", "5"], "ACTIVE_INIT must be"),
+    (["--rule", "greedy"], "ACTIVE_RULE must be one of"),
+    (["--members", "nope"], "Unknown ensemble member"),
+])
+def test_bad_sizes_are_one_line_and_write_nothing(tiny_data, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(out), *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_data_without_a_design_space_is_refused(tmp_path, tiny_data, capsys):
+    shutil.copytree(tiny_data / "5t_opamp", tmp_path / "mine" / "my_amp")   # not a shipped name, no meta.json
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "my_amp", "--data-dir", str(tmp_path / "mine"),
+                                      "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2 and "no design space" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_ngspice_is_refused_before_anything_is_written(tiny_data, tmp_path, capsys, monkeypatch):
+    import inverse.verify
+    monkeypatch.setattr(inverse.verify, "ngspice_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2 and "needs ngspice" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
