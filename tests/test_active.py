@@ -154,6 +154,28 @@ def test_interrupted_round_resumes_without_simulating_twice_and_failed_designs_a
     assert [r["round"] for r in rows] == [0, 1, 2] and rows[-1]["failed"] == len(failed)
 
 
+@needs_ngspice
+def test_dask_workers_simulate_the_same_rows_and_the_training_data_has_a_fixed_order(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from active_learning.ledger import read_ledger, write_training_data
+    from spice.circuits import circuit
+    x_cols = circuit("5t_opamp").features
+    y_cols = ["slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"]
+    batch = active.draw("5t_opamp", 5, 0, 12, set())
+    batch.insert(1, "round", 0), batch.insert(2, "rule", "random"), batch.insert(3, "seed", 5)
+    kw = dict(circuit="5t_opamp", process="B", x_cols=x_cols, y_cols=y_cols, desc="t")
+    local = active.simulate_batch(batch, read_ledger(tmp_path / "a.csv", x_cols, y_cols), tmp_path / "a.csv",
+                                  workers=2, backend="local", scheduler=None, **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        remote = active.simulate_batch(batch, read_ledger(tmp_path / "b.csv", x_cols, y_cols), tmp_path / "b.csv",
+                                       workers=2, backend="dask", scheduler=c.scheduler_address, **kw)
+    for k, (ledger, folder) in enumerate(((local, tmp_path / "da"), (remote, tmp_path / "db"))):
+        write_training_data(ledger.sample(frac=1, random_state=k), folder, x_cols, y_cols)   # any finishing order
+    for name in ("features.csv", "targets.csv"):
+        assert (tmp_path / "da" / name).read_text() == (tmp_path / "db" / name).read_text()
+    assert len(pd.read_csv(tmp_path / "da" / "features.csv")) == 12
+
+
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
 @pytest.mark.parametrize("extra, message", [
     (["--budget", "20", "--init", "25"], "smaller than the initial set"),
