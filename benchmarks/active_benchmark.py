@@ -64,7 +64,7 @@ def read_progress(folder: Path) -> list:
 
 def summarise(args) -> tuple:
     """(Markdown, {rule: [(simulations, mean, sd)]}) over the seeds that reached each simulation count."""
-    by_rule, lines, times = {}, [], {}
+    by_rule, lines = {}, []
     counts = set()
     for rule in args.rules:
         per_n = {}
@@ -72,7 +72,6 @@ def summarise(args) -> tuple:
             rows = read_progress(run_dir(args, rule, seed))
             for r in rows:
                 per_n.setdefault(r["simulations"], []).append(r)
-                times.setdefault(rule, []).append(r["select_s"] + r["simulate_s"] + r["train_s"])
         by_rule[rule] = per_n
         counts |= set(per_n)
     counts = sorted(counts)
@@ -90,8 +89,27 @@ def summarise(args) -> tuple:
                      if (v := [r["test_r2_log"] for r in rows if "test_r2_log" in r])] for rule in args.rules}
     failed = {rule: sum(max((r["failed"] for r in read_progress(run_dir(args, rule, s))), default=0)
                         for s in args.seeds) for rule in args.rules}
-    timing = [{"rule": rule, "rounds": len(t), "median s per round": f"{statistics.median(t):.0f}",
-               "failed simulations (all seeds)": failed[rule]} for rule, t in times.items()]
+    timing = []
+    for rule in args.rules:
+        runs = [read_progress(run_dir(args, rule, s)) for s in args.seeds]
+        rows = [r for run in runs for r in run]
+        if not rows:
+            continue
+        mean_at = {n: m for n, m, _ in curves[rule]}
+        reached = [n for n in sorted(mean_at) if args.reference is not None and mean_at[n] >= args.reference]
+        row = {"rule": rule, "complete runs": sum(1 for run in runs if run and run[-1]["simulations"] >= args.budget),
+               "median s per round (select / simulate / train)":
+                   " / ".join(f"{statistics.median(r[k] for r in rows):.0f}" for k in ("select_s", "simulate_s", "train_s")),
+               f"s per {args.budget}-simulation run (median)": (f"{statistics.median(sum(r['select_s'] + r['simulate_s'] + r['train_s'] for r in run) for run in runs if run and run[-1]['simulations'] >= args.budget):.0f}"
+                                                                if any(run and run[-1]["simulations"] >= args.budget for run in runs) else "–"),
+               "failed simulations (all seeds)": failed[rule]}
+        if args.reference is not None:
+            row[f"first mean ≥ {args.reference}"] = reached[0] if reached else "not reached"
+        if rule != "random" and curves.get("random"):
+            rand = {n: m for n, m, _ in curves["random"]}
+            common = [n for n in mean_at if n in rand]
+            row["≥ random at"] = f"{sum(mean_at[n] >= rand[n] for n in common)} of {len(common)} budgets"
+        timing.append(row)
     lines.append(markdown_table(pd.DataFrame(table)))
     lines.append("")
     lines.append("Cells: mean ± sd of the mean log-space R² on the fixed target_test over seeds (number of seeds).")

@@ -7,7 +7,8 @@ variable.  Data with no design space get no snapping and the box of the data (a 
 matched by name, so a user's ``w1`` in metres is not clamped to our micrometre box).
 
 ``GRID`` below is the shipped circuits' grid written as name patterns; the design space of the
-shipped data gives the same rules (a test pins it).
+shipped data gives the same rules (a test pins it).  It is never applied by default: a caller that
+passes no grid gets no snapping and no name-based box.
 
     name pattern   rule                              bounds (physical units)    source
     w\\d*           multiple of 0.5 um                [0.5, 50] um               spice/sampling.W_GRID
@@ -127,8 +128,10 @@ def grid_for(data_dir, opamp: str, design_space_file=None) -> tuple[list, str]:
 
 
 def rule_for(name: str, grid=None):
-    """The first rule of ``grid`` (default ``GRID``) matching ``name``, or None."""
-    return next((r for r in (GRID if grid is None else grid) if r.matches(name)), None)
+    """The first rule of ``grid`` matching ``name``, or None.  ``grid=None`` means no rules: a feature is
+    snapped or boxed only by a design space the caller passes (``grid_for``), never by its name alone (a
+    user's ``w1`` in metres must not be clamped to the shipped micrometre box)."""
+    return next((r for r in (grid or ()) if r.matches(name)), None)
 
 
 def snap_designs(x_phys: np.ndarray, x_cols, grid=None) -> np.ndarray:
@@ -158,7 +161,7 @@ def feature_bounds(x_cols, *, data_lo=None, data_hi=None, grid=None):
             lo.append(float(data_lo[j]))
             hi.append(float(data_hi[j]))
         else:
-            raise ValueError(f"feature {name!r} matches no row of inverse.snap.GRID and no data range was given")
+            raise ValueError(f"feature {name!r} matches no grid rule and no data range was given")
     return np.asarray(lo, float), np.asarray(hi, float)
 
 

@@ -20,7 +20,7 @@ from inverse.forward import FunctionForward, ModelForward
 from inverse.goals import Spec, goal_loss, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_log_prob, mdn_nll, mdn_sample, save_mdn
 from inverse.optimise import model_bounds, propose, random_starts, rank_designs
-from inverse.snap import snap_designs
+from inverse.snap import GRID, snap_designs
 from spice.sampling import IBIAS_GRID, L_GRID, W_GRID
 from tests.synthetic import X_COLS, Y_COLS, make_domain
 
@@ -86,14 +86,16 @@ def test_snapping_yields_grid_values():
     cols = ["w1", "l1", "ibias", "cc", "cr", "vdd"]
     x = np.column_stack([rng.uniform(0, 60, 50), rng.uniform(0.3, 2.5, 50), rng.uniform(1e-6, 3e-5, 50),
                          rng.uniform(0.05e-12, 3e-12, 50), 10 ** rng.uniform(2.5, 5.5, 50), rng.uniform(1, 2, 50)])
-    s = snap_designs(x, cols)
+    s = snap_designs(x, cols, GRID)
     assert np.isin(s[:, 0], W_GRID).all() and np.isin(s[:, 1], L_GRID).all() and np.isin(s[:, 2], IBIAS_GRID).all()
     cc_steps = s[:, 3] / 0.01e-12
     assert np.allclose(cc_steps, np.round(cc_steps)) and (s[:, 3] >= 0.1e-12 - 1e-24).all() and (s[:, 3] <= 2e-12).all()
     mant = s[:, 4] / 10 ** (np.floor(np.log10(s[:, 4])) - 2)
     assert np.allclose(mant, np.round(mant)) and (s[:, 4] >= 1e3).all() and (s[:, 4] <= 1e5).all()
     np.testing.assert_array_equal(s[:, 5], x[:, 5])       # no rule: stays continuous
-    np.testing.assert_array_equal(snap_designs(s, cols), s)  # idempotent
+    np.testing.assert_array_equal(snap_designs(s, cols, GRID), s)  # idempotent
+    # no grid given: nothing is snapped or clamped by its name (a w1 in metres stays as it is)
+    np.testing.assert_array_equal(snap_designs(x, cols), x)
 
 
 def test_spec_meets_and_goal_loss_signs():
@@ -139,8 +141,8 @@ def test_optimiser_meets_reachable_spec():
     y0 = pre.inverse_y(fwd.predict_np(pre.transform_x(design))[0])[0]
     spec = Spec.build(Y_COLS, ["min", "min", "range", "range", "min"], y0 * np.array([0.9, 0.9, 1, 1, 0.9]),
                       bands={"ugf": (0.8 * y0[2], 1.2 * y0[2]), "phase_margin": (y0[3] - 10, y0[3] + 10)})
-    lo, hi = model_bounds(pre)
-    prop = propose(fwd, spec, random_starts(32, lo, hi, seed=0), steps=150, lr=0.05, lbfgs_steps=10, top_k=4)
+    lo, hi = model_bounds(pre, GRID)
+    prop = propose(fwd, spec, random_starts(32, lo, hi, seed=0), steps=150, lr=0.05, lbfgs_steps=10, top_k=4, grid=GRID)
     top = prop.table
     assert top["meets_all"].iloc[0] and top["fails_pessimistic"].iloc[0] == 0
     assert np.isin(top["w1"], W_GRID).all() and np.isin(top["l2"], L_GRID).all()     # snapped
@@ -149,7 +151,7 @@ def test_optimiser_meets_reachable_spec():
     again = pre.inverse_y(fwd.predict_np(pre.transform_x(top[X_COLS].iloc[:1]))[0])[0]
     np.testing.assert_allclose(again, top[[f"pred_{c}" for c in Y_COLS]].iloc[0].to_numpy(float), rtol=1e-5)
     # control: without optimisation the random starts rarely meet the spec
-    ctrl, _, _ = rank_designs(fwd, spec, pre.inverse_x(random_starts(32, lo, hi, seed=0).numpy()), top_k=32)
+    ctrl, _, _ = rank_designs(fwd, spec, pre.inverse_x(random_starts(32, lo, hi, seed=0).numpy()), top_k=32, grid=GRID)
     assert ctrl["meets_all"].mean() < 0.5
 
 
@@ -160,8 +162,8 @@ def test_optimiser_reports_unreachable_spec():
     y_hi = pre.inverse_y(np.full((1, 5), 3.0), clip=False)[0]
     y_any = pre.inverse_y(np.zeros((1, 5)))[0]
     spec = Spec.build(Y_COLS, ["min", "max", "max", "max", "max"], [y_hi[0], *(y_any[1:] * 1e3)])
-    lo, hi = model_bounds(pre)
-    prop = propose(fwd, spec, random_starts(16, lo, hi, seed=0), steps=100, lr=0.05, lbfgs_steps=5, top_k=4)
+    lo, hi = model_bounds(pre, GRID)
+    prop = propose(fwd, spec, random_starts(16, lo, hi, seed=0), steps=100, lr=0.05, lbfgs_steps=5, top_k=4, grid=GRID)
     assert not prop.table["meets_all"].any() and not prop.table["meets_slewrate_pos"].any()
     assert prop.table[["meets_dc_gain", "meets_ugf"]].all().all()     # the reachable goals still pass
     assert (prop.table["fails_pessimistic"] >= 1).all()

@@ -9,6 +9,7 @@ from inverse.forward import FunctionForward
 from inverse.goals import Spec
 from inverse.optimise import design_keys, hybrid_starts, model_bounds, propose
 from inverse.refine import TAU, CorrectedForward, observed, search
+from inverse.snap import GRID
 from tests.synthetic import X_COLS, Y_COLS
 from tests.test_inverse import _pre
 
@@ -66,7 +67,7 @@ def _world():
     peak (height 1.8, width 0.3) where x_0 is low and the true slew rate is poor."""
     pre = _pre()
     a = torch.randn(7, 5, generator=torch.Generator().manual_seed(3)) * 0.6
-    lo, hi = model_bounds(pre)
+    lo, hi = model_bounds(pre, GRID)
     centre = float(lo[0]) / 2
 
     def truth(x):
@@ -96,10 +97,10 @@ def _simulator(pre, truth, spec, calls):
 
 def _run(fwd, spec, simulate, rounds, top_k=4):
     pre = fwd.preprocessing
-    lo, hi = model_bounds(pre)
+    lo, hi = model_bounds(pre, GRID)
 
     def propose_round(model, x0, exclude):
-        return propose(model, spec, x0, steps=120, lr=0.05, lbfgs_steps=10, top_k=top_k, exclude=exclude)
+        return propose(model, spec, x0, steps=120, lr=0.05, lbfgs_steps=10, top_k=top_k, exclude=exclude, grid=GRID)
     return search(fwd, spec, starts=lambda model, rnd: hybrid_starts(48, lo, hi, seed=rnd), rounds=rounds,
                   propose_round=propose_round, simulate=simulate, log=lambda *_: None)
 
