@@ -146,6 +146,13 @@ class Ensemble:
         device = next(self.members[0].model.parameters()).device
         y = data[split][1].astype(float)
         means, variances = self.outputs(torch.as_tensor(data[split][0], device=device))
+        if split == "target_val":
+            # a member that learned from the val rows (the GP) is scored on its out-of-sample predictions of
+            # them, as the fusion was fitted on: its in-sample fit would report a near-perfect R^2
+            for k, m in enumerate(self.members):
+                oof = oof_val(m, data)
+                if oof is not None:
+                    means[k], variances[k] = oof
         ens_mean, ens_var_before, _ = apply_fusion(self.params, means, variances, final=False)
         _, ens_var, weights = apply_fusion(self.params, means, variances, final=True)
         truth = data["raw"][split][1].to_numpy(float)

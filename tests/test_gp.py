@@ -136,6 +136,15 @@ def test_train_plus_val_keeps_val_out_of_sample_for_the_ensemble(tiny_data, tmp_
     assert np.mean((np.asarray(oof["mean"]) - y_val) ** 2) > 2 * np.mean((in_sample - y_val) ** 2)
     ens = Ensemble.fit([member], d, selection="val")
     assert np.allclose(ens.params.val_mse[0], np.mean((np.asarray(oof["mean"]) - y_val) ** 2, axis=0))
+    # scored on val (a run without a test split), the member is judged on those out-of-sample predictions
+    from inference.evaluate import positive_floor
+    from inference.metrics import regression_report
+    got = ens.evaluate("target_val", d).record["members"]["gp_stack"]["metrics"]["mean"]["r2"]
+    honest = regression_report(d["raw"]["target_val"][1].to_numpy(float), d["preprocessing"].inverse_y(
+        np.asarray(oof["mean"])), d["y_cols"], floor=positive_floor(d))["mean"]["r2"]
+    fitted = regression_report(d["raw"]["target_val"][1].to_numpy(float), d["preprocessing"].inverse_y(in_sample),
+                               d["y_cols"], floor=positive_floor(d))["mean"]["r2"]
+    assert np.isclose(got, honest) and not np.isclose(got, fitted)
 
 
 def test_crossfit_predicts_each_val_row_from_gps_that_never_saw_it():
