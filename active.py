@@ -56,6 +56,7 @@ from inference.predict import Ensemble
 from inverse.optimise import design_keys
 from inverse.verify import check_circuit_columns, require_ngspice
 
+PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
 KEY_FIELDS = ("opamp", "circuit", "process", "rule", "seed", "init", "batch", "pool", "members", "set")
 
@@ -209,15 +210,50 @@ def simulate_batch(batch: pd.DataFrame, ledger: pd.DataFrame, ledger_path: Path,
 
 
 # ---------------------------------------------------------------- one round
+def loop_settings(args, out: Path) -> list:
+    """``--set`` pairs of every round: the user's, plus (unless the user set them) one preprocessing for all
+    rounds and a baseline early-stopped on source rows, so the source baseline is trained once (round 0)."""
+    given = {p.split("=", 1)[0].strip().upper() for p in args.set_pairs}
+    extra = [] if "PREPROCESSING_FROM" in given else [f"PREPROCESSING_FROM={(out / PREPROCESSING).resolve()}"]
+    extra += [] if "BASELINE_VAL" in given else ["BASELINE_VAL=source"]
+    return list(args.set_pairs) + extra
+
+
+def pin_preprocessing(settings: dict, out: Path) -> None:
+    """Fit the preprocessing once, on the source rows and the first round's target rows, for every round."""
+    path = out / PREPROCESSING
+    if path.is_file():
+        return
+    kwargs = {**data_kwargs_from_settings({**settings, "DATA_DIR": str(out / "data"), "TEST_SPLIT": 0.0,
+                                           "N_TARGET_TRAIN": 0, "PREPROCESSING_FROM": ""})}
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pre = get_data_and_scalers(**kwargs)["preprocessing"]
+    atomic_write_text(path, json.dumps(pre.to_dict(), indent=1) + "\n")
+
+
+def reuse_baseline(settings: dict, first_round: Path, round_dir: Path) -> None:
+    """Copy round 0's source baseline (checkpoint, sidecar, metrics; times kept) into a later round's folder,
+    where the pipeline finds it up to date (same preprocessing, source rows unchanged) and trains only the rest."""
+    from core.stages import checkpoint_path, metrics_path
+    from models.model_utils import sidecar_path
+    ckpt = checkpoint_path({**settings, "RESULTS_DIR": str(first_round)}, "baseline")
+    for f in (ckpt, sidecar_path(ckpt), metrics_path(ckpt)):
+        if f.is_file() and not (round_dir / f.name).exists():
+            shutil.copy2(f, round_dir / f.name)
+
+
 def train_round(args, settings, out: Path, round_dir: Path) -> dict:
     """python -m pipeline on the data so far into ``round_dir`` (output in its pipeline.log); its summary."""
     argv = ["--opamp", settings["OPAMP_TYPE"], "--data-dir", str(out / "data"), "--results-dir", str(round_dir),
             "--seed", str(settings["SEED"]), "--device", str(settings["DEVICE"]), "--test-split", "0",
             "--members", ",".join(parse_members(settings["ACTIVE_MEMBERS"])),
             "--jobs", str(settings["PIPELINE_JOBS"]), "--quiet", "--no-plots"]
-    for pair in args.set_pairs:
+    for pair in loop_settings(args, out):
         argv += ["--set", pair]
     round_dir.mkdir(parents=True, exist_ok=True)
+    if round_dir.name != "r00":
+        reuse_baseline(settings, out / "rounds" / "r00", round_dir)
     with open(round_dir / "pipeline.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -326,6 +362,8 @@ def main(argv=None):
         if not any(p["round"] == round_no for p in progress):
             t0 = time.perf_counter()
             write_training_data(ledger, out / "data" / opamp / "target", x_cols, y_cols)
+            if "PREPROCESSING_FROM" not in {p.split("=", 1)[0].strip().upper() for p in args.set_pairs}:
+                pin_preprocessing(settings, out)
             summary = train_round(args, settings, out, round_dir)
             t_train = time.perf_counter() - t0
             ens_record = summary["ensemble"]["ensemble"]

@@ -34,6 +34,9 @@ LOG_X_COLS = "auto"        # features modelled as log(x): a list of names, or 'a
                            # features whose max/min >= LOG_X_MIN_SPAN in the pooled data
 LOG_X_MIN_SPAN = 10.0      # ratio max/min at which 'auto' logs a feature (one decade)
 X_SCALER_FIT = "both"      # 'both' (fit x scaler on source+target inputs; label-free) | 'source'
+PREPROCESSING_FROM = ""    # path of a saved preprocessing record (JSON of Preprocessing.to_dict) every stage uses instead
+                           # of fitting one; "" = fit from the data (the seed). python -m active pins its first round's,
+                           # so the source baseline is trained once while the target rows grow
 # A row is a failed simulation (dropped after splitting, reported by reason) when any value is
 # NaN/inf, or it breaks one of these rules.  Rules naming metrics absent from the data are ignored.
 FAIL_POSITIVE = ["slewrate_pos", "dc_gain", "ugf", "cmrr"]   # must be > 0

@@ -96,7 +96,8 @@ def plan(settings: dict, *, force: bool, dry_run: bool, members=None) -> list:
         elif parent in rerun:
             reason = f"after {parent}"   # a stage built on a retrained parent is retrained too
         else:
-            reason = staleness(settings, name, data["split"], data["files"].values(), dry_run=dry_run)
+            reason = staleness(settings, name, data["split"], data["files"], dry_run=dry_run,
+                               preprocessing=data["preprocessing"].to_dict())
         if reason:
             rerun.add(name)
         out.append((name, stage.module, name, reason))

@@ -25,14 +25,16 @@ from core.errors import ToolkitError
 
 # Settings groups (keys of config.py).  Every config key is read by some stage or listed in
 # NOT_STAGE_SETTINGS; tests/test_registry.py fails on a key in neither, so a new setting is classified.
-RUN = frozenset({"OPAMP_TYPE", "DATA_DIR", "RESULTS_DIR", "SEED", "CIRCUIT_OVERRIDES"})
+RUN = frozenset({"OPAMP_TYPE", "DATA_DIR", "SEED", "CIRCUIT_OVERRIDES"})
 DATA = frozenset({"VAL_SPLIT", "TEST_SPLIT", "N_TARGET_TRAIN", "LOG_Y_COLS", "LOG_X_COLS", "LOG_X_MIN_SPAN",
-                  "X_SCALER_FIT", "FAIL_POSITIVE", "FAIL_MIN", "FAIL_MAX"})
+                  "X_SCALER_FIT", "FAIL_POSITIVE", "FAIL_MIN", "FAIL_MAX", "PREPROCESSING_FROM"})
 NET = frozenset({"HIDDEN_DIM", "NUM_LAYERS", "DROPOUT_RATE", "EPOCHS", "PATIENCE", "LEARNING_RATE", "WEIGHT_DECAY"})
 TARGET_BATCHES = frozenset({"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"})
 COMMON = RUN | DATA | NET
 # Read by no training stage: how a run executes (not what it learns), the MDN, inverse design.
-NOT_STAGE_SETTINGS = frozenset({"DEVICE", "NUM_THREADS", "PIPELINE_JOBS", "MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
+# RESULTS_DIR is where a checkpoint lives, not what it learned: a checkpoint copied into another folder
+# (python -m active reuses its first round's baseline) is still up to date there.
+NOT_STAGE_SETTINGS = frozenset({"RESULTS_DIR", "DEVICE", "NUM_THREADS", "PIPELINE_JOBS", "MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
                                 "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN",
                                 "ENSEMBLE_MEMBERS", "FUSION_SELECTION", "ACTIVE_RULE", "ACTIVE_BUDGET",
                                 "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL", "ACTIVE_MEMBERS"})
@@ -50,6 +52,8 @@ class Stage:
     optional: bool = False    # the pipeline trains it only when the ensemble uses it (--members)
     label: str = ""           # tables
     aliases: tuple = ()       # old names, accepted everywhere a name is
+    source_only_if: tuple | None = None   # (SETTING, value): with that setting the stage learns from no target
+                              # row, so growing target data leaves it up to date (training.staleness)
     cost_s: float = 60.0      # rough seconds (shipped 5t_opamp, one core): orders the pipeline's parallel
                               # stages when the stage has no earlier wall time on record
 
@@ -129,7 +133,8 @@ def differences(saved: dict, settings: dict, name: str, *, ignore=()) -> list:
 for _s in (
     Stage("baseline", "training.train", "{opamp}_baseline_model.pth", "MLP",
           COMMON - {"N_TARGET_TRAIN"} | {"BASELINE_BATCH_SIZE", "BASELINE_VAL", "SOURCE_VAL_SPLIT"},
-          label="source-only (baseline MLP on B)", aliases=("baseline_model",), cost_s=45.0),
+          label="source-only (baseline MLP on B)", aliases=("baseline_model",), cost_s=45.0,
+          source_only_if=("BASELINE_VAL", "source")),
     Stage("align_hetero", "training.train_align_coral", "{opamp}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth",
           "AlignHeteroMLP", COMMON | TARGET_BATCHES | {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"},
           parent="baseline", member=True, label="align_hetero + CORAL", aliases=("align_coral", "train_align_coral"), cost_s=110.0),

@@ -8,7 +8,9 @@ Arrays are float32 in model space (log + standardised).  ``d["preprocessing"]`` 
 back to physical units and travels inside checkpoints; ``d["raw"]`` keeps each split's
 physical x and y as DataFrames.
 """
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,7 @@ import pandas as pd
 from core.errors import ToolkitError
 from data_loader.failures import FailureRule, count_reasons, failure_reasons
 from data_loader.layout import check_same_columns, read_domain
-from data_loader.preprocessing import auto_log_columns, fit_preprocessing
+from data_loader.preprocessing import Preprocessing, auto_log_columns, fit_preprocessing
 from data_loader.scaler_utils import fingerprint, load_scalers, save_scalers, scaler_path
 from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
 
@@ -31,7 +33,7 @@ def data_kwargs_from_settings(settings: dict) -> dict:
                 val_split=settings["VAL_SPLIT"], test_split=settings["TEST_SPLIT"], seed=settings["SEED"],
                 log_y_cols=settings["LOG_Y_COLS"], log_x_cols=settings["LOG_X_COLS"],
                 log_x_min_span=settings["LOG_X_MIN_SPAN"], x_scaler_fit=settings["X_SCALER_FIT"],
-                n_target_train=settings["N_TARGET_TRAIN"],
+                n_target_train=settings["N_TARGET_TRAIN"], preprocessing_from=settings.get("PREPROCESSING_FROM") or None,
                 failure_rule=FailureRule(positive=tuple(settings["FAIL_POSITIVE"]),
                                          minimum=dict(settings["FAIL_MIN"]), maximum=dict(settings["FAIL_MAX"])))
 
@@ -64,7 +66,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
                          test_split: float = 0.2, seed: int = 42, log_y_cols=("ugf", "cmrr"),
                          log_x_cols="auto", log_x_min_span: float = 10.0, x_scaler_fit: str = "both",
                          failure_rule: FailureRule | None = None, n_target_train: int = 0,
-                         results_dir=None, verbose: bool = False) -> dict:
+                         results_dir=None, verbose: bool = False, preprocessing_from=None) -> dict:
     """Everything a stage needs from one circuit's dataset.
 
     Returns a dict with the seed's keys ``source``, ``target_train``, ``target_val``,
@@ -76,6 +78,9 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     With ``results_dir`` the scalers are saved there and reused while the data matches.
     ``n_target_train > 0`` keeps only that many (usable) target training rows, a seeded subset
     taken after splitting, for data-efficiency studies: val and test stay exactly as without it.
+    ``preprocessing_from``: a saved preprocessing record (JSON of ``Preprocessing.to_dict``) used as it is
+    instead of fitting one (its log columns win over ``log_y_cols``/``log_x_cols``): runs on growing target
+    data (``python -m active``) keep one preprocessing, so a source baseline trained once stays usable.
     """
     rule = failure_rule or DEFAULT_RULE
     if x_scaler_fit not in ("both", "source"):
@@ -126,8 +131,10 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
                        log_y=list(log_y_cols),
                        log_x=resolved_log_x, x_fit=x_scaler_fit, rule=rule.describe(), version=2)  # 2: + x_min/x_max
     files = [src.features_file, src.targets_file, tgt.features_file, tgt.targets_file]
-    pre = None
-    if results_dir is not None:
+    pre = pinned_preprocessing(preprocessing_from, x_cols, y_cols) if preprocessing_from else None
+    if pre is not None:
+        fp_settings["pinned"] = str(preprocessing_from)
+    if results_dir is not None and pre is None:
         path = scaler_path(results_dir, opamp_type)
         fp = fingerprint(files, fp_settings)
         pre, old_fp = load_scalers(path)
@@ -143,6 +150,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
                                 log_x_cols=resolved_log_x, log_y_cols=list(log_y_cols), x_domain=pooled_x)
         if results_dir is not None:
             save_scalers(path, pre, fp)
+    elif preprocessing_from and results_dir is not None:
+        save_scalers(scaler_path(results_dir, opamp_type), pre, fingerprint(files, fp_settings))
 
     out = {name: (pre.transform_x(x), pre.transform_y(y)) for name, (x, y) in raw.items()}
     if test_split == 0:
@@ -160,6 +169,20 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         failure_rule=rule,
     )
     return out
+
+
+def pinned_preprocessing(path, x_cols, y_cols) -> Preprocessing:
+    """The preprocessing record at ``path`` (JSON), checked against the data's columns."""
+    path = Path(path)
+    try:
+        pre = Preprocessing.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ToolkitError(f"PREPROCESSING_FROM={path} is not a readable preprocessing record ({type(exc).__name__}). "
+                           f"Fix: point it at a JSON written from Preprocessing.to_dict(), or set it to ''.") from None
+    if list(pre.x_cols) != list(x_cols) or list(pre.y_cols) != list(y_cols):
+        raise ToolkitError(f"PREPROCESSING_FROM={path} is for features {pre.x_cols} and metrics {pre.y_cols}, but the "
+                           f"data has {list(x_cols)} and {list(y_cols)}. Fix: use the record made for this data, or ''.")
+    return pre
 
 
 def load_run_data(settings: dict, stage: str) -> dict:

@@ -96,6 +96,11 @@ def test_loop_simulates_the_budget_once_each_away_from_the_test_set_and_resumes(
     assert [r["simulations"] for r in rows] == [20, 30, 40]
     assert all(np.isfinite(r["test_r2_log"]) and np.isfinite(r["val_r2_log"]) for r in rows)
     assert (out / "active.md").is_file() and (out / "data" / "5t_opamp" / "target" / "features.csv").is_file()
+    # the source baseline is trained once (round 0) and reused, with one preprocessing for every round
+    r0, r2 = out / "rounds" / "r00", out / "rounds" / "r02"
+    name = "5t_opamp_baseline_model.pth"
+    assert (r2 / name).read_bytes() == (r0 / name).read_bytes() and (out / "preprocessing.json").is_file()
+    assert "skip  (up to date: 5t_opamp_baseline_model.pth)" in (r2 / "pipeline.log").read_text()
     # the training data the last round saw = every OK design simulated
     feats = pd.read_csv(out / "data" / "5t_opamp" / "target" / "features.csv")
     assert len(feats) == 40

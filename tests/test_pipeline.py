@@ -128,3 +128,49 @@ def test_stage_argv_passes_flags_through():
     assert train_argv[:2] == ["--opamp", "two_stage_opamp"] and "--epochs" in train_argv and "--dry-run" in train_argv
     ens_argv = pipeline.stage_argv(args, training=False)
     assert "--epochs" not in ens_argv and "EPOCHS=5" in ens_argv and "--members" in ens_argv
+
+
+def test_a_source_only_baseline_with_pinned_preprocessing_survives_new_target_rows(tmp_path):
+    """BASELINE_VAL=source + PREPROCESSING_FROM: more target rows leave the baseline up to date (its children
+    retrain); without the pin the x scaler (fit on source + target inputs) moves and the baseline retrains;
+    with BASELINE_VAL=target (it early-stops on target rows) it retrains as before.  A copy of the checkpoint in
+    another results folder is up to date there too (RESULTS_DIR is not something a stage learns)."""
+    import shutil
+
+    import pandas as pd
+
+    from data_loader import get_data_and_scalers
+    data = write_dataset(tmp_path / "data", n_source=200, n_target=100)
+    pre = get_data_and_scalers("5t_opamp", data, seed=42, test_split=0.0)["preprocessing"]
+    pin = tmp_path / "pre.json"
+    pin.write_text(json.dumps(pre.to_dict()))
+    base = ["--data-dir", str(data), "--device", "cpu", *TINY, "--dry-run", "--test-split", "0",
+            "--set", "BASELINE_VAL=source"]
+    pinned = base + ["--set", f"PREPROCESSING_FROM={pin}"]
+    pipeline.main(pinned + ["--results-dir", str(tmp_path / "r0")])
+    tgt = data / "5t_opamp" / "target"
+    for name in ("features.csv", "targets.csv"):       # 20 more target rows (copies with a new width)
+        frame = pd.read_csv(tgt / name)
+        extra = frame.head(20).copy()
+        if name == "features.csv":
+            extra["w1"] = extra["w1"] * 1.01
+        pd.concat([frame, extra]).to_csv(tgt / name, index=False)
+    shutil.copytree(tmp_path / "r0", tmp_path / "r1")
+    (tmp_path / "r1" / ".toolkit.lock").unlink(missing_ok=True)
+
+    def reasons(argv, folder):
+        _, settings = pipeline.parse_args(argv + ["--results-dir", str(tmp_path / folder)])
+        return {n: r for n, *_, r in pipeline.plan(settings, force=False, dry_run=True)}
+    got = reasons(pinned, "r1")
+    assert got["baseline"] is None and got["align_hetero"] and got["target_only"]
+    from core.errors import ToolkitError
+    with pytest.raises(ToolkitError, match="not a readable preprocessing record"):
+        reasons(base + ["--set", f"PREPROCESSING_FROM={pin}x"], "r1")
+    _, settings = pipeline.parse_args(base + ["--results-dir", str(tmp_path / "r1")])
+    from training.staleness import staleness
+    d = get_data_and_scalers("5t_opamp", data, seed=42, test_split=0.0)
+    why = staleness({**settings, "PREPROCESSING_FROM": str(pin)}, "baseline", d["split"], d["files"], dry_run=True,
+                    preprocessing=d["preprocessing"].to_dict())
+    assert why == "preprocessing changed"
+    target_val = reasons(pinned[:-2] + ["--set", f"PREPROCESSING_FROM={pin}", "--set", "BASELINE_VAL=target"], "r1")
+    assert target_val["baseline"]                      # a different setting, and it would learn from target rows

@@ -4,13 +4,16 @@ A checkpoint is up to date when it exists; it was made by today's code (the hash
 source files and every toolkit module they import, ``core.code_record``); its config snapshot
 equals this run's settings on every key the stage reads (``core.stages.Stage.reads``); its split
 equals this run's split; no data file and no parent checkpoint is newer than it; and it is not a
-dry-run checkpoint (unless this is a dry run).
+dry-run checkpoint (unless this is a dry run).  A stage that learns from no target row under this run's
+settings (``Stage.source_only_if``: the baseline early-stopped on source rows) is compared on its
+preprocessing and the source files instead of the target split and files.
 """
 from pathlib import Path
 
 from core.code_record import changed_files
 from core.errors import ToolkitError
 from core.stages import checkpoint_path, differences, stage as stage_of
+from data_loader.preprocessing import same_preprocessing
 from models.model_utils import read_checkpoint_meta
 
 
@@ -25,8 +28,19 @@ def code_staleness(meta: dict, name: str) -> str | None:
     return None
 
 
-def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry_run: bool) -> str | None:
-    """Why the checkpoint of stage ``name`` must be (re)made, or None when it is up to date."""
+def learns_from_target(settings: dict, name: str) -> bool:
+    """False when the stage's ``source_only_if`` setting holds (e.g. the baseline early-stopped on source rows)."""
+    cond = stage_of(name).source_only_if
+    return not (cond and settings.get(cond[0]) == cond[1])
+
+
+def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry_run: bool,
+              preprocessing: dict | None = None) -> str | None:
+    """Why the checkpoint of stage ``name`` must be (re)made, or None when it is up to date.
+
+    ``data_files``: the data's files (``get_data_and_scalers(...)["files"]``, a dict by role, or any iterable).
+    A stage that learns from no target row (``learns_from_target``) is judged on the source files and on
+    ``preprocessing`` (this run's ``Preprocessing.to_dict()``) instead of the target files and split."""
     path = checkpoint_path(settings, name)
     if not path.is_file():
         return "no checkpoint"
@@ -42,13 +56,19 @@ def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry
     diff = differences(meta.get("config") or {}, settings, name)
     if diff:
         return f"settings changed: {', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}"
-    # the target split must match; keys a stage adds beside it (the baseline's source holdout) follow
-    # from settings and seed, which were compared above
-    recorded = {k: v for k, v in (meta.get("split") or {}).items() if k in current_split}
-    if recorded != current_split:
-        return "split changed"
+    files = dict(data_files) if isinstance(data_files, dict) else {str(i): f for i, f in enumerate(data_files)}
+    if learns_from_target(settings, name) or preprocessing is None:
+        # the target split must match; keys a stage adds beside it (the baseline's source holdout) follow
+        # from settings and seed, which were compared above
+        recorded = {k: v for k, v in (meta.get("split") or {}).items() if k in current_split}
+        if recorded != current_split:
+            return "split changed"
+    else:
+        if not same_preprocessing(meta.get("preprocessing") or {}, preprocessing):
+            return "preprocessing changed"
+        files = {k: f for k, f in files.items() if k.startswith("source")}
     mtime = path.stat().st_mtime
-    newer = [Path(f).name for f in data_files if Path(f).stat().st_mtime > mtime]
+    newer = [Path(f).name for f in files.values() if Path(f).stat().st_mtime > mtime]
     if newer:
         return f"data newer than checkpoint ({', '.join(newer)})"
     parent = meta.get("parent")
