@@ -46,7 +46,7 @@ from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from core.executor import BACKENDS, check_backend, parallel
 from core.markdown import markdown_table
-from core.outputs import check_writable_dir
+from core.outputs import check_writable_dir, results_lock
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from data_loader.layout import read_domain
 from data_loader.split import split_target_rows
@@ -312,10 +312,19 @@ def main(argv=None):
     out = Path(args.out or Path(settings["RESULTS_DIR"]) / "active" / f"{opamp}_{rule}_seed{seed}")
     check_writable_dir(out, "--out")
     key = run_key(args, settings, circuit, process)
-    check_same_run(out, key)
+    check_same_run(out, key)                  # before the lock: a refused run leaves no lock file behind
     test = test_set(settings, data_dir, opamp)
+    with results_lock(out, flag="--out"):     # one loop per folder: two would simulate the same designs
+        check_same_run(out, key)              # again under the lock (a run started meanwhile)
+        return run_loop(args, settings, out, key, test, src, circuit, process)
 
-    out.mkdir(parents=True, exist_ok=True)
+
+def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, process: str) -> dict:
+    """The rounds, from wherever ``out`` stopped (see the module docstring)."""
+    opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
+    data_dir = Path(settings["DATA_DIR"])
+    x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
+    members = parse_members(settings["ACTIVE_MEMBERS"])
     atomic_write_text(out / "state.json", json.dumps({"key": key, "budget": settings["ACTIVE_BUDGET"]}, indent=2) + "\n")
     copy_source(data_dir, opamp, out / "data" / opamp / "source")
     ledger_path, progress_path = out / "acquired.csv", out / "progress.jsonl"

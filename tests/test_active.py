@@ -217,3 +217,21 @@ def test_missing_ngspice_is_refused_before_anything_is_written(tiny_data, tmp_pa
         active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(tmp_path / "r")])
     assert exc.value.code == 2 and "needs ngspice" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_second_loop_on_a_folder_in_use_is_refused(tiny_data, tmp_path):
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from core.outputs import results_lock\n"
+                               f"with results_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        with pytest.raises(active.ToolkitError, match="Another run is writing to"):
+            _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "40")
+        assert time.perf_counter() - t0 < 30 and not (out / "acquired.csv").exists()
+    finally:
+        holder.kill()
