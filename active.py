@@ -271,17 +271,21 @@ def score_test(ens: Ensemble, test, floor) -> dict:
             "test_r2_log_per_metric": {c: report[c]["r2_log"] for c in ens.y_cols}}
 
 
-def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, batch: int, seed: int, round_no: int) -> pd.DataFrame:
-    """The ``batch`` pool designs ``rule`` picks, with their acquisition score, in pick order."""
+def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, batch: int, seed: int,
+           round_no: int) -> pd.DataFrame:
+    """The ``batch`` pool designs ``rule`` picks, with their uncertainty score and P(simulation OK) learned from
+    the ``ledger``'s statuses, in pick order."""
     import torch
-    from active_learning.acquisition import score
+    from active_learning.acquisition import feasibility, score
     x_scaled = ens.preprocessing.transform_x(pool[ens.x_cols])
     with torch.no_grad():
         mean, std = ens.predict_scaled(torch.as_tensor(x_scaled))
     mean, std = mean.double().numpy(), std.double().numpy()
-    pick = select(rule, x_scaled, mean, std, batch=batch, rng=np.random.default_rng([seed, round_no, 17]))
+    p_ok = feasibility(ens.preprocessing.transform_x(ledger[ens.x_cols].astype(float)),
+                       (ledger[STATUS] == "ok").to_numpy(), x_scaled)
+    pick = select(rule, x_scaled, mean, std, batch=batch, rng=np.random.default_rng([seed, round_no, 17]), p_ok=p_ok)
     chosen = pool.iloc[pick].copy()
-    chosen["score"] = score(mean, std)[pick]
+    chosen["score"], chosen["p_ok"] = score(mean, std)[pick], p_ok[pick]
     return chosen
 
 
@@ -351,12 +355,12 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
             taken = exclude | set(design_keys(ledger, x_cols))
             if round_no == 0:
                 chosen = draw(circuit, seed, 0, 4 * init, taken).head(want)
-                chosen["score"] = np.nan
+                chosen["score"], chosen["p_ok"] = np.nan, np.nan
             else:
                 start = 4 * init + (round_no - 1) * pool_n
                 pool = draw(circuit, seed, start, start + pool_n, taken)
                 prev = Ensemble.load(out / "rounds" / f"r{round_no - 1:02d}", opamp)
-                chosen = choose(prev, rule, pool, want, seed, round_no)
+                chosen = choose(prev, rule, pool, ledger, want, seed, round_no)
             chosen.insert(1, "round", round_no)
             chosen.insert(2, "rule", "random" if round_no == 0 else rule)
             chosen.insert(3, "seed", seed)

@@ -10,6 +10,11 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   metric j over the pool.  Dividing by v_j normalises each metric by its own spread, so the score is the
   expected squared error of a design relative to the metric's variance: the term a design adds to
   Σ_j SSE_j / SST_j, i.e. to the loss in mean R² the toolkit reports.
+* both weigh the score by ``p_ok``, the probability that the design simulates at all (``feasibility``),
+  and rank a design more likely to fail than not after all others:
+  the most uncertain designs are often at the edges of the space where simulations fail (5t_opamp,
+  M2 at its minimum width: 38 of 150 designs failed without it), and a failed simulation teaches
+  the forward model nothing while it costs the budget.
 * ``diverse``: the ``DIVERSE_FACTOR`` × batch highest scores, clustered into ``batch`` groups by k-means
   weighted by the score in scaled feature space (scikit-learn); from each group the highest score.
   A batch then covers several uncertain regions instead of crowding into one (Zhdanov 2019, "Diverse
@@ -21,6 +26,7 @@ from core.errors import ToolkitError
 
 RULES = ("random", "uncertainty", "diverse")
 DIVERSE_FACTOR = 10    # candidates per batch slot handed to k-means (Zhdanov's beta)
+LIKELY_FAIL_FACTOR = 1e-3   # score multiplier of a candidate with P(OK) < 0.5: ranked after every likelier one
 
 
 def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -33,8 +39,22 @@ def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return (std ** 2 / spread).sum(axis=1)
 
 
-def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices (sorted by pick order, distinct) of ``min(batch, N)`` pool rows chosen by ``rule``."""
+def feasibility(x_seen: np.ndarray, ok: np.ndarray, x_pool: np.ndarray) -> np.ndarray:
+    """(N,) P(simulation OK) of the pool designs from the designs simulated so far (scaled features, their
+    status): L2-regularised logistic regression (scikit-learn); 1 everywhere until at least 2 designs have
+    failed and 2 have not (nothing to learn a boundary from)."""
+    ok = np.asarray(ok, bool)
+    if (~ok).sum() < 2 or ok.sum() < 2:
+        return np.ones(len(x_pool))
+    from sklearn.linear_model import LogisticRegression
+    clf = LogisticRegression(C=1.0, max_iter=1000).fit(np.asarray(x_seen, float), ok.astype(int))
+    return clf.predict_proba(np.asarray(x_pool, float))[:, 1]
+
+
+def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.random.Generator,
+           p_ok=None) -> np.ndarray:
+    """Indices (sorted by pick order, distinct) of ``min(batch, N)`` pool rows chosen by ``rule``; ``p_ok``
+    (N,) weighs the uncertainty score (``feasibility``; ``random`` ignores it: it is the control)."""
     if rule not in RULES:
         raise ToolkitError(f"Unknown acquisition rule {rule!r}; choose from {list(RULES)}.")
     n = len(x_scaled)
@@ -44,6 +64,10 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
     if rule == "random":
         return rng.choice(n, k, replace=False)
     s = score(mean, std)
+    if p_ok is not None:
+        p_ok = np.asarray(p_ok, float)
+        # weighted by P(OK); a design more likely to fail than not only when nothing else is left
+        s = s * p_ok * np.where(p_ok < 0.5, LIKELY_FAIL_FACTOR, 1.0)
     order = np.argsort(-s, kind="stable")
     if rule == "uncertainty" or k == n:
         return order[:k]

@@ -58,6 +58,22 @@ def test_diverse_spreads_a_batch_over_regions_that_uncertainty_crowds_into_one()
     assert s[diverse].mean() > np.median(s)                           # still among the uncertain ones
 
 
+def test_feasibility_learns_where_simulations_fail_and_steers_the_batch_away():
+    from active_learning.acquisition import feasibility
+    rng = np.random.default_rng(0)
+    seen = rng.uniform(-2, 2, (60, 3))
+    ok = seen[:, 0] > -1.2                                              # designs with x0 below -1.2 fail
+    pool = rng.uniform(-2, 2, (400, 3))
+    p_ok = feasibility(seen, ok, pool)
+    assert p_ok[pool[:, 0] < -1.5].mean() < 0.3 < 0.8 < p_ok[pool[:, 0] > 0].mean()
+    assert (feasibility(seen, np.ones(60, bool), pool) == 1).all()      # nothing failed yet: no weighting
+    mean = rng.normal(0, 1, (400, 2))
+    std = np.where(pool[:, :1] < -1.5, 2.0, 1.0) * np.ones((400, 2))   # the failing edge looks most uncertain
+    blind = select("uncertainty", pool, mean, std, batch=10, rng=np.random.default_rng(0))
+    aware = select("uncertainty", pool, mean, std, batch=10, rng=np.random.default_rng(0), p_ok=p_ok)
+    assert (pool[blind, 0] < -1.5).all() and (pool[aware, 0] < -1.5).mean() < 0.5
+
+
 # ---------------------------------------------------------------- the loop (real ngspice, tiny data)
 @pytest.fixture
 def tiny_data(tmp_path):
