@@ -19,12 +19,16 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   weighted by the score in scaled feature space (scikit-learn); from each group the highest score.
   A batch then covers several uncertain regions instead of crowding into one (Zhdanov 2019, "Diverse
   mini-batch active learning").
+* ``mixed``: half the batch a uniform draw (as ``random``), the other half ``diverse`` among the rest.
+  Uncertainty alone moves the training rows away from the distribution the surrogate is used on and,
+  before the first failures are seen, into regions where simulations fail (two_stage_opamp: a whole
+  first batch); the random half bounds both.
 """
 import numpy as np
 
 from core.errors import ToolkitError
 
-RULES = ("random", "uncertainty", "diverse")
+RULES = ("random", "uncertainty", "diverse", "mixed")
 DIVERSE_FACTOR = 10    # candidates per batch slot handed to k-means (Zhdanov's beta)
 LIKELY_FAIL_FACTOR = 1e-3   # score multiplier of a candidate with P(OK) < 0.5: ranked after every likelier one
 
@@ -63,6 +67,14 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
     k = min(batch, n)
     if rule == "random":
         return rng.choice(n, k, replace=False)
+    if rule == "mixed":
+        explore = rng.choice(n, k // 2, replace=False)
+        rest = np.setdiff1d(np.arange(n), explore)
+        if k - len(explore) == 0:
+            return explore
+        chosen = select("diverse", np.asarray(x_scaled)[rest], np.asarray(mean)[rest], np.asarray(std)[rest],
+                        batch=k - len(explore), rng=rng, p_ok=None if p_ok is None else np.asarray(p_ok)[rest])
+        return np.concatenate([rest[chosen], explore])
     s = score(mean, std)
     if p_ok is not None:
         p_ok = np.asarray(p_ok, float)

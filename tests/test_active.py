@@ -251,3 +251,12 @@ def test_a_second_loop_on_a_folder_in_use_is_refused(tiny_data, tmp_path):
         assert time.perf_counter() - t0 < 30 and not (out / "acquired.csv").exists()
     finally:
         holder.kill()
+
+
+def test_mixed_takes_half_at_random_and_half_by_the_diverse_rule():
+    x, mean, std = _two_regions()
+    pick = select("mixed", x, mean, std, batch=10, rng=np.random.default_rng(0))
+    assert len(set(pick)) == 10
+    s = score(mean, std)
+    top = set(np.argsort(-s)[:100])                                   # the diverse half comes from the top scores
+    assert sum(i in top for i in pick[:5]) == 5 and sum(i in top for i in pick[5:]) < 5
