@@ -253,7 +253,7 @@ def main(argv=None):
           f"{args.finish_lbfgs} L-BFGS; design space: {grid_source}"
           + (f"; up to {args.rounds} rounds of {args.top_k} simulations" if args.rounds > 1 else ""))
     def simulate(table):
-        return verify_designs(sim_circuit, table, spec, process=args.process)
+        return verify_designs(sim_circuit, table, spec, process=args.process, progress=not args.quiet)
 
     def propose_round(model, x0, exclude):
         prop = propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,

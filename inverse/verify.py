@@ -40,14 +40,18 @@ def check_circuit_columns(opamp, x_cols) -> None:
 
 
 def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B",
-                   simulate=None) -> pd.DataFrame:
+                   simulate=None, progress: bool = False) -> pd.DataFrame:
     """Simulate the designs of ``table`` (physical x columns + pred_*); one row per candidate with
-    sim_*, pass_* per metric, status and pass_all."""
+    sim_*, pass_* per metric, status and pass_all.  ``progress``: a bar per design (on a terminal)."""
     if simulate is None:
         from spice.simulate import simulate
+    from tqdm import tqdm
+
     from spice.circuits import circuit
-    x = table[circuit(opamp).features]
-    sim = simulate(opamp, x.reset_index(drop=True), process)
+    x = table[circuit(opamp).features].reset_index(drop=True)
+    sim = pd.concat([simulate(opamp, x.iloc[i:i + 1], process) for i in tqdm(
+        range(len(x)), desc=f"verify {len(x)} in {process}", unit="sim", disable=None if progress else True,
+        leave=False)]) if len(x) else simulate(opamp, x, process)
     y = sim[spec.y_cols].to_numpy(float)
     ok = (sim["status"] == "ok").to_numpy()
     passed = spec.meets(y) & ok[:, None]
