@@ -63,7 +63,8 @@ def _warn_constant_features(x_src: pd.DataFrame, x_tgt: pd.DataFrame, x_scaler_f
 
 
 def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_split: float = 0.2,
-                         test_split: float = 0.2, seed: int = 42, log_y_cols=("ugf", "cmrr"),
+                         test_split: float = 0.2, seed: int = 42,
+                         log_y_cols=("slewrate_pos", "dc_gain", "ugf", "cmrr"),
                          log_x_cols="auto", log_x_min_span: float = 10.0, x_scaler_fit: str = "both",
                          failure_rule: FailureRule | None = None, n_target_train: int = 0,
                          results_dir=None, verbose: bool = False, preprocessing_from=None) -> dict:

@@ -191,8 +191,9 @@ def test_scaler_round_trip_in_physical_units(d42):
 
 
 def test_log_columns(d42):
-    # ugf / cmrr span decades: log1p; w1..w3 span 0.5..50 (100x): auto-logged; l*, ibias span < 10x: not.
-    assert d42["log_y_cols"] == ["ugf", "cmrr"]
+    # the positive metrics (config LOG_Y_COLS, the library default): log1p; w1..w3 span 0.5..50 (100x):
+    # auto-logged; l*, ibias span < 10x: not.
+    assert d42["log_y_cols"] == ["slewrate_pos", "dc_gain", "ugf", "cmrr"]
     assert d42["log_x_cols"] == ["w1", "w2", "w3"]
     pre = d42["preprocessing"]
     y_raw = d42["raw"]["source"][1]
@@ -493,3 +494,17 @@ def test_n_target_train_subsets_train_only(data_root, d42):
         _load(data_root, n_target_train=10**6)             # more than there are: refused (issue 23), not all rows
     with pytest.raises(ValueError, match="N_TARGET_TRAIN must be >= 0"):
         _load(data_root, n_target_train=-1)
+
+
+def test_library_defaults_equal_config_defaults():
+    """A notebook calling get_data_and_scalers without arguments preprocesses like the command line."""
+    import inspect
+
+    import config
+    from data_loader import get_data_and_scalers as gds
+    params = inspect.signature(gds).parameters
+    for arg, key in (("log_y_cols", "LOG_Y_COLS"), ("log_x_cols", "LOG_X_COLS"), ("val_split", "VAL_SPLIT"),
+                     ("test_split", "TEST_SPLIT"), ("seed", "SEED"), ("log_x_min_span", "LOG_X_MIN_SPAN"),
+                     ("x_scaler_fit", "X_SCALER_FIT"), ("n_target_train", "N_TARGET_TRAIN")):
+        default = params[arg].default
+        assert (list(default) if isinstance(default, tuple) else default) == getattr(config, key), arg
