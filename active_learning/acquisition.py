@@ -11,7 +11,7 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   expected squared error of a design relative to the metric's variance: the term a design adds to
   Σ_j SSE_j / SST_j, i.e. to the loss in mean R² the toolkit reports.
 * both weigh the score by ``p_ok``, the probability that the design simulates at all (``feasibility``),
-  and rank a design more likely to fail than not after all others:
+  and rank a design with a failure risk above 10 % after all others:
   the most uncertain designs are often at the edges of the space where simulations fail (5t_opamp,
   M2 at its minimum width: 38 of 150 designs failed without it), and a failed simulation teaches
   the forward model nothing while it costs the budget.
@@ -30,7 +30,9 @@ from core.errors import ToolkitError
 
 RULES = ("random", "uncertainty", "diverse", "mixed")
 DIVERSE_FACTOR = 10    # candidates per batch slot handed to k-means (Zhdanov's beta)
-LIKELY_FAIL_FACTOR = 1e-3   # score multiplier of a candidate with P(OK) < 0.5: ranked after every likelier one
+LIKELY_FAIL_THRESHOLD = 0.9   # a candidate with P(OK) below this is ranked after every likelier one ... (0.5 let
+                               # the boundary designs through: replaying two_stage rounds 2-9, 31 failures vs 7)
+LIKELY_FAIL_FACTOR = 1e-3      # ... by this score multiplier
 
 
 def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -78,8 +80,8 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
     s = score(mean, std)
     if p_ok is not None:
         p_ok = np.asarray(p_ok, float)
-        # weighted by P(OK); a design more likely to fail than not only when nothing else is left
-        s = s * p_ok * np.where(p_ok < 0.5, LIKELY_FAIL_FACTOR, 1.0)
+        # weighted by P(OK); a design with P(OK) < LIKELY_FAIL_THRESHOLD only when nothing else is left
+        s = s * p_ok * np.where(p_ok < LIKELY_FAIL_THRESHOLD, LIKELY_FAIL_FACTOR, 1.0)
     order = np.argsort(-s, kind="stable")
     if rule == "uncertainty" or k == n:
         return order[:k]
