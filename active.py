@@ -1,14 +1,14 @@
 """Active learning: let the calibrated ensemble choose which target-process (B) designs to simulate.
 
-    python -m active --opamp 5t_opamp --rule diverse --budget 250          # shipped data: A rows + B test rows
-    python -m active --opamp 5t_opamp --rule random --seed 1 --budget 100 --out results/active/random_s1
+    python -m active --opamp 5t_opamp --budget 250                         # shipped data: A rows + B test rows
+    python -m active --opamp 5t_opamp --rule mixed --seed 1 --budget 100 --out results/active/mixed_s1
     python -m active --opamp my_ota --data-dir mydata --circuit my_ota.toml --process my_node.toml
 
 Starts from ``--init`` random B designs (drawn from the circuit's design space on its buildable grid)
 and the source (A) rows of ``--data-dir/<opamp>/source``; each round trains the transfer ensemble
 (``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
 VAL_SPLIT of them for early stopping and calibration), scores ``--pool`` fresh candidates and simulates
-the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse)
+the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse | mixed)
 in process B, until ``--budget`` simulations.  Failed simulations count against the budget, are kept
 with their status and are never simulated again.
 
@@ -300,7 +300,7 @@ def main(argv=None):
     args, settings = parse_args(argv)
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
     if rule not in RULES:
-        raise ToolkitError(f"ACTIVE_RULE must be one of {list(RULES)}, got {rule!r}. Fix: --rule diverse")
+        raise ToolkitError(f"ACTIVE_RULE must be one of {list(RULES)}, got {rule!r}. Fix: --rule random")
     check_sizes(settings)
     check_backend(args.backend, args.scheduler, workers=settings["PIPELINE_JOBS"])
     members = parse_members(settings["ACTIVE_MEMBERS"])
