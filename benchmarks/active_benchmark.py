@@ -145,7 +145,8 @@ def main(argv=None):
     reference = ("all target rows, random sample (harness)", args.reference) if args.reference is not None else None
     learning_curve(png, {r: c for r, c in curves.items() if c}, title=f"{args.opamp}: active learning, "
                    f"seeds {', '.join(map(str, args.seeds))}", reference=reference)
-    cmd = "python -m benchmarks.active_benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    cmd = "python -m benchmarks.active_benchmark " + " ".join(shown)
     block = (f"### {args.opamp}: active learning vs random sampling\n\nCommand: `{cmd}`\n\n{text}\n\n"
              f"![active learning {args.opamp}]({png.name})\n")
     atomic_write_text(Path(args.results_root) / f"active_{args.opamp}.md", block)
