@@ -260,3 +260,24 @@ def test_mixed_takes_half_at_random_and_half_by_the_diverse_rule():
     s = score(mean, std)
     top = set(np.argsort(-s)[:100])                                   # the diverse half comes from the top scores
     assert sum(i in top for i in pick[:5]) == 5 and sum(i in top for i in pick[5:]) < 5
+
+
+def test_benchmark_report_averages_seeds_and_compares_with_random(tmp_path):
+    from benchmarks import active_benchmark as bench
+    root = tmp_path / "bench"
+    for rule, shift in (("random", 0.0), ("mixed", 0.01)):
+        for seed in (0, 1):
+            folder = root / "5t_opamp" / f"{rule}_seed{seed}"
+            folder.mkdir(parents=True)
+            rows = [{"round": k, "rule": rule, "seed": seed, "simulations": 25 * (k + 1), "failed": k,
+                     "val_r2_log": 0.9, "test_r2_log": 0.8 + 0.05 * k + shift + 0.002 * seed,
+                     "select_s": 1.0, "simulate_s": 0.5, "train_s": 30.0} for k in range(2)]
+            (folder / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = tmp_path / "RESULTS.md"
+    out = bench.main(["--opamp", "5t_opamp", "--rules", "random", "mixed", "--seeds", "0", "1", "--budget", "50",
+                      "--results-root", str(root), "--reference", "0.85", "--docs-path", str(doc), "--report-only"])
+    text = doc.read_text()
+    assert "| 50 | 0.8510 ± 0.0014 (2) | 0.8610 ± 0.0014 (2) |" in text
+    assert "2 of 2 budgets" in text and "--report-only" not in text
+    assert (tmp_path / "learning_curve_active_5t_opamp.png").is_file()
+    assert out["curves"]["mixed"][0][:2] == (25, pytest.approx(0.811))
