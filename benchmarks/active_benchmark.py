@@ -105,6 +105,8 @@ def summarise(args) -> tuple:
                "failed simulations (all seeds)": failed[rule]}
         if args.reference is not None:
             row[f"first mean ≥ {args.reference}"] = reached[0] if reached else "not reached"
+        if "random" in args.rules:
+            row["≥ random at"] = "–"
         if rule != "random" and curves.get("random"):
             rand = {n: m for n, m, _ in curves["random"]}
             common = [n for n in mean_at if n in rand]
