@@ -387,8 +387,8 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
             if test is not None:
                 row.update(score_test(Ensemble.load(round_dir, opamp), test, floor))
             progress.append(row)
-            with open(progress_path, "a", encoding="utf-8") as f:   # one line per finished round: a resume point
-                f.write(json.dumps(row) + "\n")
+            # one line per finished round, the file rewritten atomically: a resume point never half written
+            atomic_write_text(progress_path, "".join(json.dumps(p) + "\n" for p in progress))
             print(f"[active] round {round_no}: {row['simulations']} simulations ({row['failed']} failed) | val R2_log "
                   f"{row['val_r2_log']:.4f}" + (f" | test R2_log {row['test_r2_log']:.4f}" if test is not None else "")
                   + f" | select {t_select:.0f} s, simulate {t_sim:.0f} s, train {t_train:.0f} s", flush=True)
