@@ -28,7 +28,6 @@ exit 2 before anything is written.
 """
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -47,10 +46,12 @@ from core.errors import ToolkitError
 from core.executor import BACKENDS, check_backend, parallel
 from core.markdown import markdown_table
 from core.outputs import check_writable_dir, results_lock
+from core.settings import parse_set_pairs
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from data_loader.layout import read_domain
 from data_loader.split import split_target_rows
 from inference.members import parse_members
+from inference.evaluate import half_min_positive
 from inference.metrics import regression_report
 from inference.predict import Ensemble
 from inverse.optimise import design_keys
@@ -79,9 +80,7 @@ def parse_args(argv=None):
     cli.add_argument("--backend", choices=list(BACKENDS), default="local", help="where simulations run")
     cli.add_argument("--scheduler", default=None, help="Dask scheduler address (with --backend dask)")
     cli.add_argument("--no-plot", action="store_true", help="no learning_curve.png")
-    args, settings = cli.parse(argv)
-    args.set_pairs = list(args.set)
-    return args, settings
+    return cli.parse(argv)
 
 
 # ---------------------------------------------------------------- checks before anything is written
@@ -95,7 +94,8 @@ def _meta(data_dir, opamp: str, domain: str) -> dict:
 def resolve_simulator(args, data_dir, opamp: str) -> tuple:
     """(circuit, process) the loop simulates with: flags, else the data's meta.json, else the shipped circuit."""
     from spice.circuits import BUILTINS
-    meta = {**_meta(data_dir, opamp, "source"), **_meta(data_dir, opamp, "target")}
+    target_meta = _meta(data_dir, opamp, "target")
+    meta = {**_meta(data_dir, opamp, "source"), **target_meta}
     circuit = args.circuit
     if circuit is None:
         recorded = meta.get("circuit_file")
@@ -111,8 +111,7 @@ def resolve_simulator(args, data_dir, opamp: str) -> tuple:
         raise ToolkitError(f"--circuit {circuit!r} is neither a shipped circuit {list(BUILTINS)} nor a .toml file.")
     if str(circuit).endswith(".toml") and not Path(circuit).is_file():
         raise ToolkitError(f"--circuit {circuit} not found.")
-    process = args.process or (meta.get("process_file") if _meta(data_dir, opamp, "target") else None) \
-        or _meta(data_dir, opamp, "target").get("process") or "B"
+    process = args.process or target_meta.get("process_file") or target_meta.get("process") or "B"
     return str(circuit), str(process)
 
 
@@ -132,7 +131,7 @@ def run_key(args, settings, circuit: str, process: str) -> dict:
     return {"opamp": settings["OPAMP_TYPE"], "circuit": circuit, "process": process, "rule": settings["ACTIVE_RULE"],
             "seed": settings["SEED"], "init": settings["ACTIVE_INIT"], "batch": settings["ACTIVE_BATCH"],
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
-            "set": sorted(p for p in args.set_pairs if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS=")))}
+            "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS=")))}
 
 
 def check_same_run(out: Path, key: dict) -> None:
@@ -155,15 +154,19 @@ def test_set(settings: dict, data_dir, opamp: str):
     kwargs = {**data_kwargs_from_settings(settings), "n_target_train": 0}
     if kwargs["test_split"] <= 0:
         return None
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+    return _load_data(kwargs)["raw"]["target_test"]
+
+
+def _load_data(kwargs: dict) -> dict:
+    """``get_data_and_scalers(**kwargs)`` without its data warnings (the round's pipeline prints them)."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = get_data_and_scalers(**kwargs)
-    return data["raw"]["target_test"]
+        return get_data_and_scalers(**kwargs)
 
 
-def copy_source(data_dir, opamp: str, dest: Path) -> None:
-    """The source rows, copied once (a later change of the original does not change a running loop)."""
-    src = read_domain(data_dir, opamp, "source")
+def copy_source(src, dest: Path) -> None:
+    """The source files of ``src`` (a ``read_domain`` result), copied once (a later change of the original
+    does not change a running loop)."""
     dest.mkdir(parents=True, exist_ok=True)
     for f, name in ((src.features_file, "features.csv"), (src.targets_file, "targets.csv")):
         if not (dest / name).is_file():
@@ -210,13 +213,18 @@ def simulate_batch(batch: pd.DataFrame, ledger: pd.DataFrame, ledger_path: Path,
 
 
 # ---------------------------------------------------------------- one round
+def user_set_keys(args) -> set:
+    """The config keys the user's ``--set`` pairs name."""
+    return set(parse_set_pairs(args.set))
+
+
 def loop_settings(args, out: Path) -> list:
     """``--set`` pairs of every round: the user's, plus (unless the user set them) one preprocessing for all
     rounds and a baseline early-stopped on source rows, so the source baseline is trained once (round 0)."""
-    given = {p.split("=", 1)[0].strip().upper() for p in args.set_pairs}
+    given = user_set_keys(args)
     extra = [] if "PREPROCESSING_FROM" in given else [f"PREPROCESSING_FROM={(out / PREPROCESSING).resolve()}"]
     extra += [] if "BASELINE_VAL" in given else ["BASELINE_VAL=source"]
-    return list(args.set_pairs) + extra
+    return list(args.set) + extra
 
 
 def pin_preprocessing(settings: dict, out: Path) -> None:
@@ -224,11 +232,8 @@ def pin_preprocessing(settings: dict, out: Path) -> None:
     path = out / PREPROCESSING
     if path.is_file():
         return
-    kwargs = {**data_kwargs_from_settings({**settings, "DATA_DIR": str(out / "data"), "TEST_SPLIT": 0.0,
-                                           "N_TARGET_TRAIN": 0, "PREPROCESSING_FROM": ""})}
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pre = get_data_and_scalers(**kwargs)["preprocessing"]
+    pre = _load_data(data_kwargs_from_settings({**settings, "DATA_DIR": str(out / "data"), "TEST_SPLIT": 0.0,
+                                                "N_TARGET_TRAIN": 0, "PREPROCESSING_FROM": ""}))["preprocessing"]
     atomic_write_text(path, json.dumps(pre.to_dict(), indent=1) + "\n")
 
 
@@ -289,12 +294,6 @@ def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, b
     return chosen
 
 
-def source_floor(data_dir, opamp: str, y_cols) -> np.ndarray:
-    """Per metric, half the smallest positive source value: the log-space R^2 floor (same for every round)."""
-    y = read_domain(data_dir, opamp, "source").targets[list(y_cols)].to_numpy(float)
-    return np.array([0.5 * y[:, j][y[:, j] > 0].min() if (y[:, j] > 0).any() else 1e-30 for j in range(y.shape[1])])
-
-
 # ---------------------------------------------------------------- the loop
 def main(argv=None):
     args, settings = parse_args(argv)
@@ -307,7 +306,7 @@ def main(argv=None):
     pipeline.preflight(settings, members)
     data_dir = Path(settings["DATA_DIR"])
     src = read_domain(data_dir, opamp, "source")                     # readable source rows, or one line
-    x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
+    x_cols = list(src.features.columns)
     circuit, process = resolve_simulator(args, data_dir, opamp)
     check_circuit_columns(circuit, x_cols)
     require_ngspice("python -m active", "It simulates every design it chooses.")
@@ -326,16 +325,16 @@ def main(argv=None):
 def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, process: str) -> dict:
     """The rounds, from wherever ``out`` stopped (see the module docstring)."""
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
-    data_dir = Path(settings["DATA_DIR"])
     x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
     members = parse_members(settings["ACTIVE_MEMBERS"])
     atomic_write_text(out / "state.json", json.dumps({"key": key, "budget": settings["ACTIVE_BUDGET"]}, indent=2) + "\n")
-    copy_source(data_dir, opamp, out / "data" / opamp / "source")
+    copy_source(src, out / "data" / opamp / "source")
     ledger_path, progress_path = out / "acquired.csv", out / "progress.jsonl"
     ledger = read_ledger(ledger_path, x_cols, y_cols)
     progress = [json.loads(line) for line in progress_path.read_text().splitlines()] if progress_path.is_file() else []
     exclude = set(design_keys(test[0], x_cols)) if test is not None else set()
-    floor = source_floor(data_dir, opamp, y_cols) if test is not None else None
+    # the log-space R^2 floor, the same for every round: half the smallest positive source value per metric
+    floor = half_min_positive(src.targets[y_cols].to_numpy(float)) if test is not None else None
     budget, init, batch, pool_n = (settings[k] for k in ("ACTIVE_BUDGET", "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL"))
     print(f"[active] {opamp}: rule {rule}, seed {seed}, budget {budget} ({init} random first, then {batch} a round, "
           f"chosen among {pool_n}); simulating {circuit} in {process}; members {','.join(members)}; "
@@ -375,7 +374,7 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
         if not any(p["round"] == round_no for p in progress):
             t0 = time.perf_counter()
             write_training_data(ledger, out / "data" / opamp / "target", x_cols, y_cols)
-            if "PREPROCESSING_FROM" not in {p.split("=", 1)[0].strip().upper() for p in args.set_pairs}:
+            if "PREPROCESSING_FROM" not in user_set_keys(args):
                 pin_preprocessing(settings, out)
             summary = train_round(args, settings, out, round_dir)
             t_train = time.perf_counter() - t0

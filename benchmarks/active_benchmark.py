@@ -65,13 +65,12 @@ def read_progress(folder: Path) -> list:
 def summarise(args) -> tuple:
     """(Markdown, {rule: [(simulations, mean, sd)]}) over the seeds that reached each simulation count."""
     by_rule, lines = {}, []
+    runs = {rule: [read_progress(run_dir(args, rule, seed)) for seed in args.seeds] for rule in args.rules}
     counts = set()
     for rule in args.rules:
         per_n = {}
-        for seed in args.seeds:
-            rows = read_progress(run_dir(args, rule, seed))
-            for r in rows:
-                per_n.setdefault(r["simulations"], []).append(r)
+        for r in (r for run in runs[rule] for r in run):
+            per_n.setdefault(r["simulations"], []).append(r)
         by_rule[rule] = per_n
         counts |= set(per_n)
     counts = sorted(counts)
@@ -87,22 +86,20 @@ def summarise(args) -> tuple:
     curves = {rule: [(n, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
                      for n, rows in by_rule[rule].items()
                      if (v := [r["test_r2_log"] for r in rows if "test_r2_log" in r])] for rule in args.rules}
-    failed = {rule: sum(max((r["failed"] for r in read_progress(run_dir(args, rule, s))), default=0)
-                        for s in args.seeds) for rule in args.rules}
     timing = []
     for rule in args.rules:
-        runs = [read_progress(run_dir(args, rule, s)) for s in args.seeds]
-        rows = [r for run in runs for r in run]
+        rows = [r for run in runs[rule] for r in run]
         if not rows:
             continue
+        complete = [run for run in runs[rule] if run and run[-1]["simulations"] >= args.budget]
         mean_at = {n: m for n, m, _ in curves[rule]}
         reached = [n for n in sorted(mean_at) if args.reference is not None and mean_at[n] >= args.reference]
-        row = {"rule": rule, "complete runs": sum(1 for run in runs if run and run[-1]["simulations"] >= args.budget),
+        run_s = [sum(r["select_s"] + r["simulate_s"] + r["train_s"] for r in run) for run in complete]
+        row = {"rule": rule, "complete runs": len(complete),
                "median s per round (select / simulate / train)":
                    " / ".join(f"{statistics.median(r[k] for r in rows):.0f}" for k in ("select_s", "simulate_s", "train_s")),
-               f"s per {args.budget}-simulation run (median)": (f"{statistics.median(sum(r['select_s'] + r['simulate_s'] + r['train_s'] for r in run) for run in runs if run and run[-1]['simulations'] >= args.budget):.0f}"
-                                                                if any(run and run[-1]["simulations"] >= args.budget for run in runs) else "–"),
-               "failed simulations (all seeds)": failed[rule]}
+               f"s per {args.budget}-simulation run (median)": f"{statistics.median(run_s):.0f}" if run_s else "–",
+               "failed simulations (all seeds)": sum(run[-1]["failed"] for run in runs[rule] if run)}
         if args.reference is not None:
             row[f"first mean ≥ {args.reference}"] = reached[0] if reached else "not reached"
         if "random" in args.rules:

@@ -35,7 +35,12 @@ def predict_scaled(model, x: torch.Tensor, *, batch: int = 8192):
 
 def positive_floor(data: dict) -> np.ndarray:
     """Per metric, half the smallest positive training value: floor for log-space R^2."""
-    ys = np.vstack([data["raw"]["source"][1].to_numpy(float), data["raw"]["target_train"][1].to_numpy(float)])
+    return half_min_positive(np.vstack([data["raw"]["source"][1].to_numpy(float),
+                                        data["raw"]["target_train"][1].to_numpy(float)]))
+
+
+def half_min_positive(ys: np.ndarray) -> np.ndarray:
+    """Per column of (N, M) values, half the smallest positive one (NaN ignored); 1e-30 for a column with none."""
     out = []
     for j in range(ys.shape[1]):
         pos = ys[:, j][ys[:, j] > 0]
