@@ -12,6 +12,9 @@
     ... --model-type ensemble --verify --top-k 8
     # the spec as a file with units instead of --y-target/--goal/--*band/--weights (inverse/spec_file.py)
     python -m inverse_opt --opamp 5t_opamp --model-type ensemble --spec spec.toml --verify
+    # the smallest gate area that meets the spec; the trade-off of bias current against ugf (inverse/objective.py)
+    ... --objective min:gate_area
+    ... --objective min:bias_current --pareto max:ugf
 
 Goals per metric (column order): min (y >= t), max (y <= t), target (|y - t| <= 5 % t),
 range (inside --ugf-band / --pm-band / --band metric=lo:hi, else t +- 10 %).  Design
@@ -20,9 +23,10 @@ variables stay inside the buildable box; results are snapped to the grid of the 
 re-predicted and ranked by the pessimistic prediction (mean -/+ kappa std).
 Writes to --save-dir: candidates.csv (top-k designs in physical units, predicted metrics,
 predicted std, goals met), result.json (command, spec, settings, candidates, verification),
-and verify.csv with --verify.  A spec nothing meets is reported, not an error: the goals no
-searched design reaches, the pairs of goals met separately but never together, the best
-trade-off (inverse/feasibility.py), and exit status 3 (2 is bad input, 0 a design meets it).
+and verify.csv with --verify (with the simulated supply current and power); with --objective the
+candidates meeting the spec are ordered by it, with --pareto also pareto.csv and pareto.png.
+A spec nothing meets is reported, not an error: the goals no searched design reaches, the pairs
+of goals met separately but never together, the best trade-off (inverse/feasibility.py), and exit status 3 (2 is bad input, 0 a design meets it).
 """
 import argparse
 import json
@@ -47,7 +51,9 @@ from inverse.mdn import load_mdn, sample_designs
 from inverse.refine import search
 from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import describe_grid, grid_for
-from inverse.spec_file import load_spec
+from inverse.objective import figure_circuit, figures_table, make_objective, parse_objective
+from inverse.plots import pareto_plot
+from inverse.spec_file import load_objective, load_spec
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
 
 
@@ -62,6 +68,12 @@ def parse_args(argv=None):
     a("--pm-band", default=None, help="lo:hi band for phase_margin (goal 'range')")
     a("--band", action="append", default=[], metavar="METRIC=LO:HI", help="band for any metric (repeatable)")
     a("--weights", default=None, help="goal weight per metric, comma-separated [all 1]")
+    a("--objective", default=None, metavar="min|max:NAME",
+      help="among designs meeting the spec, minimise or maximise a figure of the circuit file (gate_area, "
+           "bias_current) or a metric, e.g. min:gate_area; or [objective] in --spec [none]")
+    a("--pareto", default=None, metavar="min|max:NAME",
+      help="with an objective: a second one (figure or metric); writes the predicted trade-off front "
+           "(pareto.csv, pareto.png) among designs meeting the other goals, e.g. max:ugf [none]")
     d = DEFAULTS   # shared with benchmarks.inverse_benchmark, which measures them (docs/RESULTS.md)
     a("--prior", type=float, default=d["prior"], help=f"weight of mean(x_scaled^2), keeps x near the data "
                                                      f"[{d['prior']:g}]")
@@ -125,6 +137,9 @@ def check_numbers(args):
                     ("--target-tol", args.target_tol), ("--range-tol", args.range_tol)):
         if not np.isfinite(v) or v < 0:
             raise ToolkitError(f"{name} must be a finite number >= 0, got {v}.")
+    if args.pareto is not None and args.objective is None and (args.spec is None or load_objective(args.spec) is None):
+        raise ToolkitError("--pareto is the second axis of a trade-off: give the first with --objective min|max:NAME "
+                           "(or [objective] in --spec).")
     if args.rounds > 1 and not args.verify:
         raise ToolkitError(f"--rounds {args.rounds} puts the simulator in the loop: add --verify (ngspice), "
                            f"or use --rounds 1.")
@@ -163,6 +178,36 @@ def build_spec(args, y_cols, preprocessing=None) -> Spec:
     weights = parse_weights(args.weights, y_cols)
     return Spec.build(y_cols, goals, y, weights=weights, bands=bands, target_tol=args.target_tol,
                       range_tol=args.range_tol)
+
+
+def build_objectives(args, forward, circuit) -> list:
+    """[objective] or [objective, pareto axis] (inverse.objective.Objective), or []."""
+    in_file = load_objective(args.spec) if args.spec is not None else None
+    if in_file is not None and args.objective is not None:
+        raise ToolkitError(f"the objective is given twice: [objective] in {args.spec} and --objective; keep one.")
+    out = []
+    if in_file is not None:
+        out.append(make_objective(*in_file, y_cols=forward.y_cols, circuit=circuit, where=f"{args.spec}: [objective]"))
+    elif args.objective is not None:
+        out.append(parse_objective(args.objective, y_cols=forward.y_cols, circuit=circuit))
+    if args.pareto is not None:
+        out.append(parse_objective(args.pareto, y_cols=forward.y_cols, circuit=circuit, flag="--pareto"))
+        if out[1].name == out[0].name:
+            raise ToolkitError(f"--pareto {args.pareto}: the front needs two different quantities; the objective is "
+                               f"already {out[0].name}.")
+    return out
+
+
+def best_verified(ver_all, objective, circuit):
+    """(row index, value) of the simulated design meeting the spec with the best objective value (a figure: its
+    closed form; a metric: simulated), or None."""
+    passed = ver_all[ver_all["pass_all"]]
+    if not len(passed):
+        return None
+    values = (figures_table(circuit, passed)[objective.name] if objective.kind == "figure"
+              else passed[f"sim_{objective.name}"].to_numpy(float))
+    i = int(np.argmin(objective.sense * values))
+    return passed.index[i], float(values[i])
 
 
 def typical_metrics(pre) -> np.ndarray:
@@ -245,20 +290,23 @@ def main(argv=None):
     sim_circuit = args.circuit or opamp
     if args.verify:
         check_circuit_columns(sim_circuit, forward.x_cols)
+    circuit = figure_circuit(sim_circuit, forward.x_cols)        # its [figures]: columns, objectives
+    objectives = build_objectives(args, forward, circuit)
     torch.manual_seed(settings["SEED"])
     grid, grid_source = grid_for(settings["DATA_DIR"], opamp, args.design_space)
     mdn = mdn_source(args, settings)
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {args.n_init} starts "
           f"({'half MDN ' + str(mdn) + ', half random' if mdn else 'random'}), {args.steps} Adam + "
           f"{args.finish_lbfgs} L-BFGS; design space: {grid_source}"
-          + (f"; up to {args.rounds} rounds of {args.top_k} simulations" if args.rounds > 1 else ""))
+          + (f"; up to {args.rounds} rounds of {args.top_k} simulations" if args.rounds > 1 else "")
+          + "".join(f"; {'trade-off with' if i else 'objective:'} {o.describe()}" for i, o in enumerate(objectives)))
     def simulate(table):
-        return verify_designs(sim_circuit, table, spec, process=args.process, progress=not args.quiet)
+        return verify_designs(sim_circuit, table, spec, process=args.process, progress=not args.quiet, power=True)
 
     def propose_round(model, x0, exclude):
         prop = propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
                        prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=grid, progress=not args.quiet,
-                       exclude=exclude)
+                       exclude=exclude, objectives=objectives, circuit=circuit)
         flag_out_of_domain(prop.table, forward, settings["OUT_OF_DOMAIN"])
         return prop
 
@@ -279,6 +327,42 @@ def main(argv=None):
         lines.append(f"[inverse] simulations until a design met the spec: {success}" if success else
                      f"[inverse] no simulated design met the spec in {len(rounds)} round(s), "
                      f"{rounds[-1]['n_simulated']} simulations")
+    best = None
+    if objectives:
+        obj = objectives[0]
+        ok = table[table["meets_all"]]
+        if len(ok):
+            lines.append(f"[objective] {obj.describe()}: rank 1 {obj.name} = {table['objective'].iloc[0]:.4g} "
+                         f"{'(predicted) ' if obj.kind == 'metric' else ''}among {len(ok)} candidates predicted to "
+                         f"meet the spec")
+        if ver_all is not None:
+            best = best_verified(ver_all, obj, circuit)
+            if best is not None:
+                r = ver_all.loc[best[0]]
+                lines.append(f"[objective] best simulated design meeting the spec: round {int(r['round'])} rank "
+                             f"{int(r['rank'])}, {obj.name} = {best[1]:.4g} {obj.unit}".rstrip()
+                             + f"; supply current {r['sim_supply_current']:.4g} A, power {r['sim_power']:.4g} W")
+    front = table.attrs.get("pareto")
+    if front is not None and not len(front):
+        lines.append("[pareto] no searched design is predicted to meet the spec: no front to draw")
+        front = None
+    if front is not None:
+        verified_points = None
+        if args.verify and len(front):    # simulate the front itself: what the trade-off really is in the process
+            fv = simulate(front.assign(rank=np.arange(1, len(front) + 1)))
+            front = pd.concat([front, fv[[c for c in fv.columns if c.startswith("sim_")] + ["status", "pass_all"]]],
+                              axis=1)
+            vals = [figures_table(circuit, front)[o.name] if o.kind == "figure"
+                    else front[f"sim_{o.name}"].to_numpy(float) for o in objectives]
+            verified_points = (vals[0], vals[1], front["pass_all"].to_numpy(bool))
+            lines.append(f"[pareto] simulated the {len(front)} front designs: {int(front['pass_all'].sum())} meet "
+                         f"the spec in {args.process}")
+        pareto_plot(save_dir / "pareto.png", front, objectives, verified=verified_points,
+                    title=f"{opamp}: {objectives[0].describe()} vs {objectives[1].describe()}")
+        lines.append(f"[pareto] {len(front)} non-dominated designs predicted to meet the spec: {objectives[0].name} "
+                     f"{front[f'objective_{objectives[0].name}'].min():.4g}..{front[f'objective_{objectives[0].name}'].max():.4g}, "
+                     f"{objectives[1].name} {front[f'objective_{objectives[1].name}'].min():.4g}.."
+                     f"{front[f'objective_{objectives[1].name}'].max():.4g}")
     # feasible: some candidate is predicted to meet every goal, or meets them all in simulation
     feasible = bool(table["meets_all"].any()) or (ver_all is not None and bool(ver_all["pass_all"].any()))
     wall = time.perf_counter() - t0
@@ -295,7 +379,11 @@ def main(argv=None):
         "n_predicted_ok": int(table["meets_all"].sum()), "feasible": feasible, "feasibility": prop.feasibility,
         "rounds": rounds, "simulations_until_success": success,
         "candidates": json.loads(table.to_json(orient="records")),
+        "objectives": [o.to_dict() for o in objectives],
     }
+    if best is not None:
+        record["best_verified"] = {"round": int(ver_all.loc[best[0], "round"]), "rank": int(ver_all.loc[best[0], "rank"]),
+                                   objectives[0].name: best[1]}
     if ver_all is not None:
         record["verification"] = {"process": args.process, "n_pass": int(ver_all["pass_all"].sum()),
                                   "rows": json.loads(ver_all.to_json(orient="records"))}
@@ -311,6 +399,11 @@ def main(argv=None):
         with atomic_path(save_dir / "simulated_targets.csv") as tmp:
             ver_all[[f"sim_{c}" for c in spec.y_cols]].set_axis(spec.y_cols, axis=1).assign(
                 status=ver_all["status"], round=ver_all["round"]).to_csv(tmp, index=False)
+    if front is not None:
+        with atomic_path(save_dir / "pareto.csv") as tmp:
+            front.to_csv(tmp, index=False)
+        written += ["pareto.csv", "pareto.png"]
+        record["pareto"] = json.loads(front.to_json(orient="records"))
     atomic_write_text(save_dir / "result.json", json.dumps(record, indent=2) + "\n")
     print(f"[inverse] wrote {save_dir}/" + ", ".join(written))
     if not feasible:

@@ -2,9 +2,9 @@
 
 Design variables live in model space inside the buildable box [lo, hi] (inverse/snap.py
 mapped through the forward model's Preprocessing): x = lo + (hi - lo) * sigmoid(u) with u
-unconstrained, so every iterate is in bounds.  Per start the objective is
+unconstrained, so every iterate is in bounds.  Per start the loss is
 
-    goal_loss(mean(x), std(x))  +  prior * mean_d x_d^2
+    goal_loss(mean(x), std(x))  +  prior * mean_d x_d^2  [+ w_s * objective term, inverse/objective.py]
 
 (goal loss: inverse/goals.py; ``prior`` pulls x toward the centre of the training data,
 where the forward model is trustworthy; x is standardised so x_d^2 is in units of the
@@ -13,7 +13,8 @@ data's spread).  All starts are optimised together (their losses are independent
 After optimisation each design is snapped to the grid, converted back to model space and
 re-predicted; identical snapped designs are merged; candidates are ranked by
 (number of goals the pessimistic prediction misses, goal loss with margin 0), both with
-mean -/+ kappa * std, so a candidate the model is unsure of ranks below a confident one.
+mean -/+ kappa * std, so a candidate the model is unsure of ranks below a confident one; with an
+objective (``--objective``), candidates that meet every goal that way are ordered by it instead.
 """
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from inverse import feasibility
+from inverse import feasibility, objective
 from inverse.goals import Spec, goal_loss, pessimistic_fails
 from inverse.snap import feature_bounds, rule_for, snap_designs
 
@@ -78,14 +79,18 @@ def _to_x(u, lo, hi):
     return lo + (hi - lo) * torch.sigmoid(u)
 
 
-def objective(forward, x, mspec, *, prior: float, kappa: float):
+def search_loss(forward, x, mspec, *, prior: float, kappa: float, extra=None):
+    """Per-start loss (N,): goal loss + prior, plus ``extra(x, mean, std)`` (N,) (an objective's term) when given."""
     mean, std = forward.predict(x)                                          # (N, M) each
-    return goal_loss(mean, std, mspec, kappa=kappa) + prior * x.pow(2).mean(dim=1)   # (N,)
+    loss = goal_loss(mean, std, mspec, kappa=kappa) + prior * x.pow(2).mean(dim=1)   # (N,)
+    return loss if extra is None else loss + extra(x, mean, std)
 
 
 def optimise(forward, mspec, x0, lo, hi, *, steps: int = 800, lr: float = 2e-3, lbfgs_steps: int = 80,
-             prior: float = 1e-3, kappa: float = 1.0, progress: bool = False):
-    """Optimise starts ``x0`` (N, D, model space); return (x (N, D) in bounds, per-start loss (N,))."""
+             prior: float = 1e-3, kappa: float = 1.0, progress: bool = False, extra=None):
+    """Optimise starts ``x0`` (N, D, model space); return (x (N, D) in bounds, per-start loss (N,)).
+    ``extra(x, mean, std) -> (N,)`` is added to each start's loss (inverse/objective.py)."""
+
     u = _to_u(torch.as_tensor(x0, dtype=torch.float32), lo, hi).clone().requires_grad_(True)
     if steps > 0:
         opt = torch.optim.Adam([u], lr=lr)
@@ -93,7 +98,7 @@ def optimise(forward, mspec, x0, lo, hi, *, steps: int = 800, lr: float = 2e-3, 
         for _ in tqdm(range(steps), desc=f"optimise {len(u)} starts", disable=None if progress else True,
                       leave=False):
             opt.zero_grad(set_to_none=True)
-            loss = objective(forward, _to_x(u, lo, hi), mspec, prior=prior, kappa=kappa).sum()
+            loss = search_loss(forward, _to_x(u, lo, hi), mspec, prior=prior, kappa=kappa, extra=extra).sum()
             loss.backward()
             opt.step()
     if lbfgs_steps > 0:
@@ -101,13 +106,13 @@ def optimise(forward, mspec, x0, lo, hi, *, steps: int = 800, lr: float = 2e-3, 
 
         def closure():
             opt.zero_grad(set_to_none=True)
-            total = objective(forward, _to_x(u, lo, hi), mspec, prior=prior, kappa=kappa).sum()
+            total = search_loss(forward, _to_x(u, lo, hi), mspec, prior=prior, kappa=kappa, extra=extra).sum()
             total.backward()
             return total
         opt.step(closure)
     with torch.no_grad():
         x = _to_x(u, lo, hi)
-        return x, objective(forward, x, mspec, prior=prior, kappa=kappa)
+        return x, search_loss(forward, x, mspec, prior=prior, kappa=kappa, extra=extra)
 
 
 @dataclass
@@ -127,10 +132,12 @@ def design_keys(frame: pd.DataFrame, x_cols) -> pd.Series:
 
 
 def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,
-                 snap: bool = True, exclude=()):
+                 snap: bool = True, exclude=(), terms=(), circuit=None):
     """Snap physical designs (N, D), merge duplicates, re-predict, rank; return (table, x_scaled).
     Designs whose ``design_keys`` are in ``exclude`` (already simulated) count in the feasibility analysis
-    but are not ranked."""
+    but are not ranked.  ``terms`` (inverse.objective.ObjectiveTerm, the first is the objective, a second
+    the other axis of the Pareto front): designs whose pessimistic prediction meets every goal are ordered
+    by the objective.  ``circuit``: its figures (gate area, ...) become columns."""
     pre = forward.preprocessing
     x = snap_designs(x_phys, pre.x_cols, grid) if snap else np.asarray(x_phys, float)
     frame = pd.DataFrame(x, columns=pre.x_cols)
@@ -143,7 +150,9 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
     mt, st = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
     loss = goal_loss(mt, st, mspec, kappa=kappa, margin=0.0).numpy()
     fails = pessimistic_fails(mt, st, mspec, kappa=kappa).numpy()
-    order = np.lexsort((loss, fails))
+    values = [t.value(frame, mean, std) for t in terms]                        # physical, per objective
+    second = loss if not terms else np.where(fails == 0, terms[0].objective.sense * values[0], loss)
+    order = np.lexsort((loss, second, fails))   # ties in the objective (same area, another bias): lower loss
     order = order[~keys.iloc[order].isin(set(exclude)).to_numpy()][:top_k]
     y_all = pre.inverse_y(mean)
     searched = feasibility.analyse(spec.y_cols, spec.goals, spec.meets(y_all), loss)
@@ -165,14 +174,52 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
     table["meets_all"] = meets.all(axis=1)
     table["fails_pessimistic"] = fails[order]
     table["loss"] = loss[order]
+    for name, v in objective.figures_table(circuit, table).items():
+        table[name] = v
+    if terms:
+        table["objective"] = values[0][order]
     table.attrs["feasibility"] = searched       # what every searched design (not only the top-k) achieves
+    if len(terms) == 2:
+        table.attrs["pareto"] = pareto_table(frame, terms, values, fails, pre.inverse_y(mean), pre.y_cols)
     return table, xs[order], len(frame)
 
 
+def pareto_table(frame, terms, values, fails, y_phys, y_cols) -> pd.DataFrame:
+    """The non-dominated designs for the two objectives among those whose pessimistic prediction meets every
+    goal, sorted along the first objective: design, both objective values, predicted metrics."""
+    ok = np.flatnonzero(fails == 0)
+    idx = ok[objective.pareto_front(terms[0].objective.sense * values[0][ok], terms[1].objective.sense * values[1][ok])]
+    out = frame.iloc[idx].reset_index(drop=True)
+    for t, v in zip(terms, values):
+        out[f"objective_{t.objective.name}"] = v[idx]
+    for j, c in enumerate(y_cols):
+        out[f"pred_{c}"] = y_phys[idx, j]
+    return out
+
+
+def objective_extra(terms, n: int):
+    """``extra(x, mean, std)`` for ``search_loss``: per start s, w_s * z_1 (one objective) or
+    w_s * (cos t_s z_1 + sin t_s z_2) (two, t_s spread over [0, pi/2]: starts trace the trade-off)."""
+    if not terms:
+        return None
+    w = objective.start_weights(n)
+    if len(terms) == 1:
+        coef = [w]
+    else:
+        theta = torch.as_tensor(np.resize(np.linspace(0.0, np.pi / 2, 7), n), dtype=torch.float32)
+        coef = [w * torch.cos(theta), w * torch.sin(theta)]
+
+    def extra(x, mean, std):
+        return sum(c[: len(x)] * t.term(x, mean, std) for c, t in zip(coef, terms))
+    return extra
+
+
 def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prior=1e-3, kappa=1.0,
-            top_k=8, grid=None, keep_starts: bool = True, progress: bool = False, exclude=()) -> Proposal:
+            top_k=8, grid=None, keep_starts: bool = True, progress: bool = False, exclude=(),
+            objectives=(), circuit=None) -> Proposal:
     """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k (none of the
-    designs in ``exclude``, keys of ``design_keys``).
+    designs in ``exclude``, keys of ``design_keys``).  ``objectives`` (inverse.objective.Objective, at most
+    two): minimise/maximise under the spec (the second: the other axis of ``table.attrs["pareto"]``).
 
     With ``keep_starts`` the (snapped) starts compete in the ranking too: the optimised
     designs of many starts often converge to one region, and a good start (an MDN sample)
@@ -181,12 +228,15 @@ def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prio
     t0 = time.perf_counter()
     lo, hi = model_bounds(forward.preprocessing, grid)
     x0 = torch.as_tensor(x0, dtype=torch.float32)
+    terms = [objective.ObjectiveTerm(o, forward.preprocessing, x0, kappa=kappa) for o in objectives]
     x, _ = optimise(forward, spec.model_space(forward.preprocessing), x0, lo, hi, steps=steps, lr=lr,
-                    lbfgs_steps=lbfgs_steps, prior=prior, kappa=kappa, progress=progress)
+                    lbfgs_steps=lbfgs_steps, prior=prior, kappa=kappa, progress=progress,
+                    extra=objective_extra(terms, len(x0)))
     if keep_starts:
         x = torch.cat([x, torch.maximum(torch.minimum(x0, hi), lo)])
     x_phys = forward.preprocessing.inverse_x(x.numpy().astype(float))
-    table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid, exclude=exclude)
+    table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid, exclude=exclude,
+                                       terms=terms, circuit=circuit)
     return Proposal(table, xs, len(x0), n_unique, time.perf_counter() - t0, table.attrs["feasibility"])
 
 

@@ -8,6 +8,8 @@
     cmrr = "any"                    # explicitly free
     [weights]                       # optional, default 1
     dc_gain = 2
+    [objective]                     # optional: among designs meeting the goals, the smallest gate area
+    minimize = "gate_area"          # (or maximize = "ugf"); a figure of the circuit file or a metric
 
 Goal forms: ``>= X`` (min), ``<= X`` (max), ``== X`` (target, met within ``TARGET_TOL``),
 ``X .. Y`` (range), ``any``.  X is a number with an optional unit from ``UNITS``; the unit must
@@ -86,10 +88,10 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     conditions the MDN for free metrics."""
     path = Path(path)
     spec = read_toml(path, missing="--spec needs a TOML file with a [goals] table (docs/USAGE.md)")
-    unknown = set(spec) - {"goals", "weights"}
+    unknown = set(spec) - {"goals", "weights", "objective"}
     if unknown or not isinstance(spec.get("goals"), dict) or not spec["goals"]:
-        raise ToolkitError(f"{path}: expected a non-empty [goals] table and an optional [weights] table, "
-                           f"got keys {sorted(spec)}")
+        raise ToolkitError(f"{path}: expected a non-empty [goals] table and optional [weights] and [objective] "
+                           f"tables, got keys {sorted(spec)}")
     weights_in = spec.get("weights", {})
     for table, name in ((spec["goals"], "goals"), (weights_in, "weights")):
         bad = [k for k in table if k not in y_cols]
@@ -115,3 +117,19 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     if weights.sum() <= 0:
         raise ToolkitError(f"{path}: [weights] are all 0; at least one goal must count")
     return Spec.build(list(y_cols), goals, target, weights=weights, bands=bands, target_tol=target_tol, warn=warn)
+
+
+def load_objective(path):
+    """(sense, name) of the spec file's ``[objective]`` (``minimize = "gate_area"`` or ``maximize = "ugf"``), or
+    None when it has none; the name is checked against the model and circuit by inverse.objective."""
+    spec = read_toml(Path(path), missing="--spec needs a TOML file with a [goals] table (docs/USAGE.md)")
+    table = spec.get("objective")
+    if table is None:
+        return None
+    keys = set(table) if isinstance(table, dict) else set()
+    if not isinstance(table, dict) or len(keys) != 1 or not keys <= {"minimize", "maximize", "minimise", "maximise"} \
+            or not isinstance(next(iter(table.values())), str):
+        raise ToolkitError(f"{path}: [objective] must hold one line, minimize = \"NAME\" or maximize = \"NAME\" "
+                           f"(e.g. minimize = \"gate_area\"), got {table!r}")
+    sense, name = next(iter(table.items()))
+    return sense, name

@@ -40,18 +40,20 @@ def check_circuit_columns(opamp, x_cols) -> None:
 
 
 def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B",
-                   simulate=None, progress: bool = False) -> pd.DataFrame:
+                   simulate=None, progress: bool = False, power: bool = False) -> pd.DataFrame:
     """Simulate the designs of ``table`` (physical x columns + pred_*); one row per candidate with
-    sim_*, pass_* per metric, status and pass_all.  ``progress``: a bar per design (on a terminal)."""
+    sim_*, pass_* per metric, status and pass_all.  ``progress``: a bar per design (on a terminal).
+    ``power``: also the operating point's sim_supply_current (A) and sim_power (W)."""
     if simulate is None:
         from spice.simulate import simulate
     from tqdm import tqdm
 
     from spice.circuits import circuit
     x = table[circuit(opamp).features].reset_index(drop=True)
-    sim = pd.concat([simulate(opamp, x.iloc[i:i + 1], process) for i in tqdm(
+    kw = {"op": True} if power else {}
+    sim = pd.concat([simulate(opamp, x.iloc[i:i + 1], process, **kw) for i in tqdm(
         range(len(x)), desc=f"verify {len(x)} in {process}", unit="sim", disable=None if progress else True,
-        leave=False)]) if len(x) else simulate(opamp, x, process)
+        leave=False)]) if len(x) else simulate(opamp, x, process, **kw)
     y = sim[spec.y_cols].to_numpy(float)
     ok = (sim["status"] == "ok").to_numpy()
     passed = spec.meets(y) & ok[:, None]
@@ -60,6 +62,9 @@ def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B"
         out[f"pred_{c}"] = table[f"pred_{c}"].to_numpy()
         out[f"sim_{c}"] = y[:, j]
         out[f"pass_{c}"] = passed[:, j]
+    if power:
+        out["sim_supply_current"] = sim["supply_current"].to_numpy(float)
+        out["sim_power"] = sim["power"].to_numpy(float)
     out["status"] = sim["status"].to_numpy()
     out["pass_all"] = passed.all(axis=1)
     return out

@@ -14,8 +14,9 @@ TOML (``tomllib``), one file per op-amp; the shipped ones are in ``spice/library
     range = [0.5, 50]
     grid = {step = 0.5}                   # buildable values: {step}, {values = [...]} or {digits = 3}
     sample = "grid"                       # how spice.generate draws it: grid | uniform | loguniform
-    [figures]
-    gate_area = "sum_wl"                  # um^2: sum of w*l over the transistors (built-in)
+    [figures]                             # closed forms of the design: reported, and objectives of inverse_opt
+    gate_area = {expr = "sum_wl", unit = "um^2"}      # sum of w*l over the transistors (built-in)
+    bias_current = {expr = "2 * ibias", unit = "A"}   # or a bare "expression" (no unit)
 
 Netlist: ``{name}`` is a design variable's value (written ``%.6g`` in its unit). A MOSFET line is
 ``<name> <d> <g> <s> <b> nmos|pmos w=<size> l=<size>`` with sizes ``{variable}`` or numbers in um;
@@ -102,6 +103,7 @@ class Circuit:
     lines: tuple          # netlist body: str (element template) or Mosfet, in file order
     slew_time: str
     figures: dict         # name -> expression
+    figure_units: dict = field(default_factory=dict)   # name -> unit text ("um^2", "A"); "" when not declared
 
     @property
     def features(self) -> list[str]:
@@ -143,24 +145,35 @@ class Circuit:
     def figures_of(self, design: dict) -> dict[str, float]:
         return {name: self.evaluate(expr, design) for name, expr in self.figures.items()}
 
+    def figure_of_columns(self, name: str, columns: dict, functions: dict):
+        """Figure ``name`` for many designs at once: ``columns`` maps each design variable to an array or
+        tensor (N,), ``functions`` the array versions of min/max/sqrt/log10 (e.g. torch's, so the figure
+        stays differentiable for inverse design)."""
+        env = {**columns, "sum_wl": sum(_size(m.w, columns) * _size(m.l, columns) for m in self.mosfets)}
+        return _eval(ast.parse(self.figures[name], mode="eval").body, env, functions)
+
     def design_space(self) -> dict:
         """{variable: {unit, range, grid, sample}}: what generated data and checkpoints carry."""
         return {name: v.describe() for name, v in self.variables.items()}
 
 
-def _eval(node, env):
+def _size(size, columns):
+    return columns[size] if isinstance(size, str) else size
+
+
+def _eval(node, env, functions=FUNCTIONS):
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
         return node.value
     if isinstance(node, ast.Name):
         return env[node.id]
     if isinstance(node, ast.BinOp):
-        a, b = _eval(node.left, env), _eval(node.right, env)
+        a, b = _eval(node.left, env, functions), _eval(node.right, env, functions)
         return {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
                 ast.Div: lambda: a / b, ast.Pow: lambda: a ** b}[type(node.op)]()
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_eval(node.operand, env)
+        return -_eval(node.operand, env, functions)
     if isinstance(node, ast.Call):
-        return FUNCTIONS[node.func.id](*(_eval(a, env) for a in node.args))
+        return functions[node.func.id](*(_eval(a, env, functions) for a in node.args))
     raise AssertionError(node)  # _check_expr refused everything else at load time
 
 
@@ -284,6 +297,15 @@ def load_circuit(path) -> Circuit:
     figures = spec.get("figures", {})
     if not isinstance(figures, dict):
         raise ToolkitError(f"{path}: [figures] must be a table of name = \"expression\"")
+    exprs, units = {}, {}
     for k, v in figures.items():
+        if isinstance(v, dict):       # {expr = "...", unit = "..."}
+            extra = set(v) - {"expr", "unit"}
+            if extra or "expr" not in v or not isinstance(v.get("unit", ""), str):
+                raise ToolkitError(f"{path}: figures.{k}: expected \"expression\" or {{expr = \"...\", unit = \"...\"}}, "
+                                   f"got {v!r}")
+            v, units[k] = v["expr"], v.get("unit", "")
         _check_expr(v, names - {"cl", "dv"}, f"{path}: figures.{k}")
-    return Circuit(name, str(spec.get("description", "")), str(path), variables, lines, slew, dict(figures))
+        exprs[k] = v
+        units.setdefault(k, "")
+    return Circuit(name, str(spec.get("description", "")), str(path), variables, lines, slew, exprs, units)
