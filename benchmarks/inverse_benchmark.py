@@ -25,7 +25,9 @@ with the same budget of ``--top-k`` x ``--rounds`` simulations:
 top-1 = the first simulated design passes; success within b = a design passes within the first b
 simulations; flagged infeasible = opt predicts, before any simulation, that no candidate meets the
 spec.  Wall time per spec = proposal + simulations (1 process, 1 torch thread).
-Writes ``<results-dir>/inverse_benchmark_<opamp>[_<difficulty>][_r<rounds>].json`` (per-spec rows + summary).
+``--objective min:gate_area`` adds ``opt-obj`` (opt with that objective) and, per method, the best figure among
+its simulated designs that met the spec (median over the specs every method met, and the median ratio to opt).
+Writes ``<results-dir>/inverse_benchmark_<opamp>[_<difficulty>][_r<rounds>][_<min|max>-<figure>].json``.
 """
 import argparse
 import json
@@ -48,6 +50,7 @@ from data_loader.preprocessing import Preprocessing
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import Spec
 from inverse.mdn import load_mdn, mdn_log_prob, sample_designs
+from inverse.objective import figure_circuit, figures_table, parse_objective
 from inverse.optimise import DEFAULTS, design_keys, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import grid_for, snap_designs
 from inverse.refine import observed, search
@@ -57,6 +60,7 @@ from spice.simulate import simulate
 
 GOALS = ["min", "min", "range", "range", "min"]
 METHODS = ("opt", "random", "mdn", "bo")
+OBJ_METHOD = "opt-obj"     # opt with --objective (added to the methods when --objective is given)
 DIFFICULTIES = ("feasible", "hard", "infeasible")
 HIGHER_IS_BETTER = ("slewrate_pos", "dc_gain", "ugf", "cmrr")
 PM_MIN = 45.0     # degrees: every hard / infeasible spec asks for a stable amplifier too
@@ -85,6 +89,10 @@ def parse_args(argv=None):
                    help="feasible: around a held-out design (met by it); hard: 3 metrics jointly at the 80-90th "
                         "percentile of the target data (met by some simulated design); infeasible: one metric "
                         "beyond every simulated design [feasible]")
+    p.add_argument("--objective", default=None, metavar="min|max:FIGURE",
+                   help="a figure of the circuit file (e.g. min:gate_area): adds the method opt-obj (opt with "
+                        "inverse_opt --objective) and, per method, the best figure among the simulated designs "
+                        "that met the spec [none]")
     p.add_argument("--rounds", type=int, default=1, help="opt: simulator-in-the-loop rounds of --top-k simulations "
                                                          "(inverse_opt --rounds); random and mdn get the same "
                                                          "budget, rounds x top-k [1]")
@@ -100,6 +108,9 @@ def parse_args(argv=None):
     unknown = [m for m in args.methods.split(",") if m not in METHODS]
     if unknown:
         raise ToolkitError(f"--methods has unknown {unknown}; choose from {','.join(METHODS)}.")
+    if args.objective is not None:           # figures only (exact, no simulation); checked before any work
+        from spice.circuits import circuit
+        parse_objective(args.objective, y_cols=[], circuit=circuit(args.opamp))
     if "bo" in args.methods.split(","):      # before the data load and the other methods' work
         from benchmarks.bo_baseline import require_botorch
         require_botorch()
@@ -152,7 +163,7 @@ def sim_pass(opamp, designs: pd.DataFrame, spec: Spec) -> np.ndarray:
     return spec.meets(sim[spec.y_cols].to_numpy(float)).all(axis=1) & ok
 
 
-def run_opt(args, fwd, mdn, mdn_meta, spec, seed):
+def run_opt(args, fwd, mdn, mdn_meta, spec, seed, objectives=()):
     pre = fwd.preprocessing
     lo, hi = model_bounds(pre, args.grid)
     _, d = sample_designs(mdn, mdn_meta, mdn_condition(spec), args.n_init // 2, seed=seed)
@@ -160,27 +171,30 @@ def run_opt(args, fwd, mdn, mdn_meta, spec, seed):
 
     def propose_round(model, x0, exclude):
         return propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
-                       prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=args.grid, exclude=exclude)
+                       prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=args.grid, exclude=exclude,
+                       objectives=objectives, circuit=args.circuit)
 
     found = search(fwd, spec, starts=lambda model, rnd: hybrid_starts(args.n_init, lo, hi, seed=seed + 1000 * (rnd - 1),
                                                                         mdn_x=mdn_x),
                    propose_round=propose_round, rounds=args.rounds, log=lambda *_: None,
                    simulate=lambda table: verify_designs(args.opamp, table, spec, process="B"))
     passed = np.concatenate([v["pass_all"].to_numpy() for v in found.verified])
-    return passed, {"n_pred_ok": found.rounds[0]["n_predicted_ok"], "rounds": len(found.rounds),
+    designs = pd.concat([v[pre.x_cols] for v in found.verified], ignore_index=True)
+    return passed, designs, {"n_pred_ok": found.rounds[0]["n_predicted_ok"], "rounds": len(found.rounds),
                     "flagged_infeasible": found.rounds[0]["n_predicted_ok"] == 0, "success_at": found.success_at}
 
 
 def run_bo(args, bo, pre, spec, seed):
     """Constrained BO (benchmarks/bo_baseline.py): rounds of ``--top-k`` designs, snapped, never simulated twice."""
     mspec = spec.model_space(pre)
-    xs, ys, passed, done, success_at = [], [], [], set(), None
+    xs, ys, passed, done, success_at, simulated = [], [], [], set(), None, []
     for rnd in range(args.rounds):
         u = bo.propose(mspec.lo.numpy(), mspec.hi.numpy(), q=args.top_k, seed=seed + 1000 * rnd,
                        x_extra=np.concatenate(xs) if xs else None, y_extra=np.concatenate(ys) if ys else None)
         d = pd.DataFrame(snap_designs(pre.inverse_x(bo.to_scaled(u)), pre.x_cols, args.grid), columns=pre.x_cols)
         d = d[~design_keys(d, pre.x_cols).isin(done)].drop_duplicates()
         done |= set(design_keys(d, pre.x_cols))
+        simulated.append(d)
         sim = simulate(args.opamp, d.reset_index(drop=True), "B")
         ok = (sim["status"] == "ok").to_numpy()
         y = sim[spec.y_cols].to_numpy(float)
@@ -191,12 +205,12 @@ def run_bo(args, bo, pre, spec, seed):
         x_new, y_new = observed(pre, d.to_numpy(float), y, ok)
         xs.append(x_new)
         ys.append(y_new)
-    return np.concatenate(passed), {"rounds": rnd + 1, "success_at": success_at}
+    return np.concatenate(passed), pd.concat(simulated, ignore_index=True), {"rounds": rnd + 1, "success_at": success_at}
 
 
 def run_random(args, x_cols, spec, seed):
     d = grid_designs(args.opamp, 10_000 + seed, 0, args.top_k * args.rounds)[x_cols]
-    return sim_pass(args.opamp, d, spec), {}
+    return sim_pass(args.opamp, d, spec), d, {}
 
 
 def run_mdn(args, mdn, mdn_meta, spec, seed):
@@ -209,7 +223,7 @@ def run_mdn(args, mdn, mdn_meta, spec, seed):
     with torch.no_grad():
         lp = mdn_log_prob(*mdn(ys), xs).numpy()
     top = snapped.iloc[np.argsort(-lp)[:budget]]
-    return sim_pass(args.opamp, top, spec), {}
+    return sim_pass(args.opamp, top, spec), top, {}
 
 
 def main(argv=None):
@@ -231,6 +245,10 @@ def main(argv=None):
     fwd = load_forward(args.model_type, ckpt, opamp=args.opamp, results_dir=args.results_dir)
     mdn, mdn_meta = load_mdn(Path(args.results_dir) / f"mdn_{args.opamp}.pth")
     methods = args.methods.split(",")
+    args.circuit, objectives = figure_circuit(args.opamp, fwd.x_cols), []
+    if args.objective is not None:
+        objectives = [parse_objective(args.objective, y_cols=[], circuit=args.circuit)]   # figures only: exact, no simulation
+        methods.append(OBJ_METHOD)
     bo = None
     if "bo" in methods:   # the GPs' hyperparameters: fitted once on the B rows the forward models learn from
         from benchmarks.bo_baseline import BayesOpt
@@ -255,14 +273,19 @@ def main(argv=None):
                "met_by_simulated_rows": int(spec.meets(y_all).all(axis=1).sum())}
         for m in methods:
             t0 = time.perf_counter()
-            if m == "opt":
-                passed, extra = run_opt(args, fwd, mdn, mdn_meta, spec, args.seed + i)
+            if m in ("opt", OBJ_METHOD):
+                passed, designs, extra = run_opt(args, fwd, mdn, mdn_meta, spec, args.seed + i,
+                                                 objectives if m == OBJ_METHOD else ())
             elif m == "bo":
-                passed, extra = run_bo(args, bo, fwd.preprocessing, spec, args.seed + i)
+                passed, designs, extra = run_bo(args, bo, fwd.preprocessing, spec, args.seed + i)
             elif m == "random":
-                passed, extra = run_random(args, data["x_cols"], spec, args.seed + i)
+                passed, designs, extra = run_random(args, data["x_cols"], spec, args.seed + i)
             else:
-                passed, extra = run_mdn(args, mdn, mdn_meta, spec, args.seed + i)
+                passed, designs, extra = run_mdn(args, mdn, mdn_meta, spec, args.seed + i)
+            if objectives:   # the best figure among the simulated designs that met the spec
+                o = objectives[0]
+                v = figures_table(args.circuit, designs.reset_index(drop=True))[o.name][np.asarray(passed, bool)]
+                extra["objective_best"] = float(v[np.argmin(o.sense * v)]) if len(v) else None
             if "success_at" not in extra:   # one batch, ranked: the first passing design's position
                 extra["success_at"] = int(np.argmax(passed)) + 1 if passed.any() else None
             row[m] = {"top1": bool(passed[0]) if len(passed) else False, "topk": bool(passed.any()),
@@ -280,11 +303,19 @@ def main(argv=None):
         summary[m]["success_within"] = {
             b: float(np.mean([r[m]["success_at"] is not None and r[m]["success_at"] <= b for r in per_spec]))
             for b in [args.top_k * 2 ** i for i in range(8) if args.top_k * 2 ** i <= args.top_k * args.rounds]}
+    if objectives:   # paired: specs where every method met the spec; the ratio to opt per spec
+        both = [r for r in per_spec if all(r[m]["objective_best"] is not None for m in methods)]
+        for m in methods:
+            summary[m]["objective_median"] = float(np.median([r[m]["objective_best"] for r in both])) if both else None
+            summary[m]["objective_ratio_to_opt"] = float(np.median(
+                [r[m]["objective_best"] / r["opt"]["objective_best"] for r in both])) if both and "opt" in methods else None
+            summary[m]["objective_n_paired"] = len(both)
     if "opt" in methods:   # flagged infeasible = no candidate predicted to meet the spec before any simulation
         summary["opt"]["flagged_infeasible"] = float(np.mean([r["opt"]["flagged_infeasible"] for r in per_spec]))
     out = {"opamp": args.opamp, "n_specs": len(rows), "difficulty": args.difficulty, "rounds": args.rounds,
-           "args": {k: v for k, v in vars(args).items() if k != "grid"}, "summary": summary, "per_spec": per_spec}
-    tag = ("" if args.difficulty == "feasible" else f"_{args.difficulty}") + ("" if args.rounds == 1 else f"_r{args.rounds}")
+           "args": {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")}, "summary": summary, "per_spec": per_spec}
+    tag = ("" if args.difficulty == "feasible" else f"_{args.difficulty}") + ("" if args.rounds == 1 else f"_r{args.rounds}") \
+        + (f"_{objectives[0].word}-{objectives[0].name}" if objectives else "")
     path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     budgets = list(next(iter(summary.values()))["success_within"])
@@ -296,6 +327,13 @@ def main(argv=None):
         within = " | ".join(f"{100 * v:.0f} %" for v in s["success_within"].values())
         print(f"| {m} | {100 * s['top1']:.0f} % | {within} | {s['median_wall_s']:.1f} | {s['sims_per_spec']:.1f} | "
               f"{flagged} |")
+    if objectives:
+        o = objectives[0]
+        print(f"\n{o.describe()}: best among the simulated designs meeting the spec, {summary['opt']['objective_n_paired']} "
+              f"specs where every method met it\n| method | median {o.name} | median ratio to opt |\n|---|---|---|")
+        for m, s in summary.items():
+            med, ratio = s["objective_median"], s["objective_ratio_to_opt"]
+            print(f"| {m} | {'–' if med is None else f'{med:.4g}'} | {'–' if ratio is None else f'{ratio:.3f}'} |")
     print(f"wrote {path}")
     return out
 

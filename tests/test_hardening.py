@@ -562,6 +562,7 @@ def test_inverse_benchmark_missing_results_dir_is_one_line(dataset, tmp_path):
     (["--seed", "-1"], "SEED must be an integer in 0..4294967295"),
     (["--rounds", "0"], "--rounds must be >= 1, got 0"),
     (["--methods", "opt,bo"], "needs BoTorch, a benchmark-only dependency"),
+    (["--objective", "min:area"], "'area' is neither a metric of the model nor a figure"),
 ])
 def test_inverse_benchmark_bad_flags(dataset, chain, capsys, flags, phrase, monkeypatch):
     import sys

@@ -180,3 +180,16 @@ def test_verification_measures_supply_current_near_the_ideal_mirror_figure():
     np.testing.assert_allclose(ver["sim_power"], resolve_process("B").vdd * ver["sim_supply_current"], rtol=1e-9)
     ideal = figures_table(circuit("5t_opamp"), designs)["bias_current"]       # 2 ibias
     assert np.all(np.abs(ver["sim_supply_current"] / ideal - 1) < 0.2)
+
+
+@pytest.mark.skipif(not __import__("inverse.verify", fromlist=["x"]).ngspice_available(), reason="ngspice not installed")
+def test_figure_check_compares_a_figure_with_the_simulator():
+    from benchmarks import figure_check
+    rows = figure_check.main(["--opamp", "5t_opamp", "--n", "12"])
+    q = rows["5t_opamp"]["quantiles"]
+    assert rows["5t_opamp"]["n_ok"] >= 10 and 0.7 < q["0.5"] < 1.1 and q["0.05"] <= q["0.5"] <= q["0.95"]
+    assert rows["5t_opamp"]["spearman"] > 0.5
+    with pytest.raises(ToolkitError, match="has figures"):
+        figure_check.main(["--opamp", "5t_opamp", "--figure", "area"])
+    with pytest.raises(ToolkitError, match="not an operating-point column"):
+        figure_check.main(["--opamp", "5t_opamp", "--measured", "watts"])
