@@ -94,7 +94,8 @@ def train(args, settings):
     path = mdn_path(settings)
     save_mdn(path, model.cpu(), x_cols=data["x_cols"], y_cols=data["y_cols"], preprocessing=pre.to_dict(),
              config=settings, seed=settings["SEED"], x_lo=lo.tolist(), x_hi=hi.tolist(), metrics=metrics,
-             history={"mdn": result.history}, split=data["split"], code=code_record("inverse_mdn"))
+             history={"mdn": result.history}, split=data["split"], code=code_record("inverse_mdn"),
+             design_space=data.get("design_space"))
     test = f", test NLL {metrics['test']['nll']:.4f}" if "test" in metrics else ""
     print(f"[mdn] best epoch {result.best_epoch}/{len(result.history)}; val NLL {result.best_value:.4f}{test}; "
           f"wall {metrics['wall_s']:.1f}s")

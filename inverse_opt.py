@@ -293,7 +293,7 @@ def main(argv=None):
     circuit = figure_circuit(sim_circuit, forward.x_cols)        # its [figures]: columns, objectives
     objectives = build_objectives(args, forward, circuit)
     torch.manual_seed(settings["SEED"])
-    grid, grid_source = grid_for(settings["DATA_DIR"], opamp, args.design_space)
+    grid, grid_source = grid_for(settings["DATA_DIR"], opamp, args.design_space, forward.design_space)
     mdn = mdn_source(args, settings)
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {args.n_init} starts "
           f"({'half MDN ' + str(mdn) + ', half random' if mdn else 'random'}), {args.steps} Adam + "

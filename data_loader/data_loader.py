@@ -17,7 +17,7 @@ import pandas as pd
 
 from core.errors import ToolkitError
 from data_loader.failures import FailureRule, count_reasons, failure_reasons
-from data_loader.layout import check_same_columns, read_domain
+from data_loader.layout import check_same_columns, read_design_space, read_domain
 from data_loader.preprocessing import Preprocessing, auto_log_columns, fit_preprocessing
 from data_loader.scaler_utils import fingerprint, load_scalers, save_scalers, scaler_path
 from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
@@ -75,7 +75,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     ``target_test`` (when test_split > 0), ``x_cols``, ``y_cols``, ``log_x_cols``,
     ``log_y_cols``, ``preprocessing`` (a :class:`Preprocessing`), ``split`` (row indices into
     the target files and the protocol), ``dropped`` (failed rows per split and reason),
-    ``raw`` (physical DataFrames per split), ``files``, ``failure_rule``.
+    ``raw`` (physical DataFrames per split), ``files``, ``failure_rule``, ``design_space`` (of the
+    target meta.json, or None).
     With ``results_dir`` the scalers are saved there and reused while the data matches.
     ``n_target_train > 0`` keeps only that many (usable) target training rows, a seeded subset
     taken after splitting, for data-efficiency studies: val and test stay exactly as without it.
@@ -167,7 +168,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
                **{f"target_{k}_idx": v.tolist() for k, v in kept.items()}},
         dropped=dropped, raw=raw, files={k: str(f) for k, f in zip(
             ["source_features", "source_targets", "target_features", "target_targets"], files)},
-        failure_rule=rule,
+        failure_rule=rule, design_space=read_design_space(data_dir, opamp_type),
     )
     return out
 

@@ -7,6 +7,7 @@ Every problem a user can cause is a ToolkitError naming the path, what was expec
 what to do.
 """
 import csv
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,3 +143,14 @@ def check_same_columns(src: DomainData, tgt: DomainData) -> None:
         if only_src or only_tgt:
             raise ToolkitError(f"Source and target have different {kind} columns: only in source {only_src}, "
                                f"only in target {only_tgt}. Both domains must have the same {kind} columns.")
+
+
+def read_design_space(data_dir, circuit: str, domain: str = "target") -> dict | None:
+    """The ``design_space`` that ``spice.generate`` wrote into ``<domain>/meta.json`` (variable -> unit, range,
+    grid, sample), or None (a user's data without one, or an unreadable meta.json)."""
+    path = circuit_dir(data_dir, circuit) / domain / "meta.json"
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8")).get("design_space")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return ds if isinstance(ds, dict) and ds else None

@@ -37,9 +37,10 @@ def canonical_model_type(name: str) -> str:
 class Forward:
     name = "forward"
 
-    def __init__(self, preprocessing: Preprocessing):
+    def __init__(self, preprocessing: Preprocessing, design_space: dict | None = None):
         self.preprocessing = preprocessing
         self.x_cols, self.y_cols = list(preprocessing.x_cols), list(preprocessing.y_cols)
+        self.design_space = design_space    # what the checkpoint recorded from its data (None: not recorded)
 
     def predict(self, x_scaled: torch.Tensor):
         raise NotImplementedError
@@ -70,8 +71,8 @@ class FunctionForward(Forward):
 class ModelForward(Forward):
     """One trained model through its ``mean_logvar``; ``std`` is the point model's constant std."""
 
-    def __init__(self, model, preprocessing, std: float = 0.0, name: str = "model"):
-        super().__init__(preprocessing)
+    def __init__(self, model, preprocessing, std: float = 0.0, name: str = "model", design_space=None):
+        super().__init__(preprocessing, design_space)
         self.model, self.std, self.name = model.eval(), float(std), name
 
     def predict(self, x_scaled):
@@ -85,7 +86,7 @@ class EnsembleForward(Forward):
     name = "ensemble"
 
     def __init__(self, ensemble):
-        super().__init__(ensemble.preprocessing)
+        super().__init__(ensemble.preprocessing, ensemble.members[0].meta.get("design_space"))
         self.ensemble = ensemble
         for member in ensemble.members:
             for p in member.model.parameters():
@@ -129,4 +130,5 @@ def load_forward(model_type: str, ckpt, *, opamp: str, results_dir, device="cpu"
     for p in model.parameters():
         p.requires_grad_(False)   # only x is optimised
     mse = None if model.has_variance else _val_mse(meta)
-    return ModelForward(model, pre, std=np.sqrt(mse) if mse is not None else 0.0, name=model_type)
+    return ModelForward(model, pre, std=np.sqrt(mse) if mse is not None else 0.0, name=model_type,
+                        design_space=meta.get("design_space"))

@@ -88,14 +88,14 @@ def mdn_sidecar(path) -> Path:
 
 
 def save_mdn(path, model: MDN, *, x_cols, y_cols, preprocessing: dict, config: dict, seed,
-             x_lo, x_hi, metrics=None, history=None, split=None, code=None) -> dict:
+             x_lo, x_hi, metrics=None, history=None, split=None, code=None, design_space=None) -> dict:
     """Write the MDN checkpoint (.pth) and its JSON sidecar atomically; return the metadata.
 
     ``x_lo``/``x_hi``: model-space box the samples are kept inside (from the training data), in ``extra``.
     """
     return save_checkpoint(path, model, stage="mdn", x_cols=x_cols, y_cols=y_cols, preprocessing=preprocessing,
                            config=config, seed=seed, split=split, metrics=metrics, history=history, code=code,
-                           extra={"x_lo": [float(v) for v in x_lo], "x_hi": [float(v) for v in x_hi]})
+                           design_space=design_space, extra={"x_lo": [float(v) for v in x_lo], "x_hi": [float(v) for v in x_hi]})
 
 
 def load_mdn(path):

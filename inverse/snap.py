@@ -1,9 +1,9 @@
 """The buildable design grid: bounds for the optimiser and snapping of its results.
 
-The grid comes from the design space that travels with the data (``design_space`` in the
-target folder's meta.json, written by ``spice.generate`` from the circuit file) or from
-``--design-space FILE`` (a circuit .toml or a meta.json): ``grid_for`` turns it into one rule per
-variable.  Data with no design space get no snapping and the box of the data (a feature never
+The grid comes from ``--design-space FILE`` (a circuit .toml or a meta.json), else from the design
+space the forward model's checkpoint recorded from its data, else from the one that travels with the
+data (``design_space`` in the target folder's meta.json, written by ``spice.generate`` from the
+circuit file): ``grid_for`` turns it into one rule per variable.  Data with no design space get no snapping and the box of the data (a feature never
 matched by name, so a user's ``w1`` in metres is not clamped to our micrometre box).
 
 ``GRID`` below is the shipped circuits' grid written as name patterns; the design space of the
@@ -107,9 +107,10 @@ def _meta_design_space(path: Path) -> dict | None:
         return None
 
 
-def grid_for(data_dir, opamp: str, design_space_file=None) -> tuple[list, str]:
+def grid_for(data_dir, opamp: str, design_space_file=None, recorded=None) -> tuple[list, str]:
     """(rules, where they came from): ``design_space_file`` (a circuit .toml or a meta.json) if
-    given, else ``<data_dir>/<opamp>/target/meta.json``'s design space, else no rules."""
+    given, else ``recorded`` (the design space a checkpoint recorded from the data it learned from),
+    else ``<data_dir>/<opamp>/target/meta.json``'s design space, else no rules."""
     if design_space_file:
         path = Path(design_space_file)
         if not path.is_file():
@@ -120,6 +121,8 @@ def grid_for(data_dir, opamp: str, design_space_file=None) -> tuple[list, str]:
             raise ToolkitError(f"--design-space {path} holds no design_space; give a circuit file (.toml) or the "
                                f"meta.json of data made by spice.generate")
         return rules_from_design_space(ds), str(path)
+    if recorded:
+        return rules_from_design_space(recorded), "the forward model's checkpoint (recorded from its data)"
     meta = Path(data_dir) / opamp / "target" / "meta.json"
     ds = _meta_design_space(meta) if meta.is_file() else None
     if ds:

@@ -18,6 +18,8 @@ Checkpoint = one ``.pth`` dict, the same for every model (the MDN included) read
     parent          path string of the checkpoint this one started from, or None
     history         per-epoch lists, or None
     extra           plain dict (e.g. calibration temperatures), or None
+    design_space    {variable: {unit, range, grid, sample}} of the target data (its meta.json), or None:
+                    the box and grid inverse design searches (optional; older checkpoints lack it)
     code            {repo-relative path: sha256 prefix} of the source that made it (optional;
                     ``core.code_record``), so a stale checkpoint is not reused after a code change
     versions        torch, numpy, python, package
@@ -189,7 +191,7 @@ def _write(path, model: nn.Module, meta: dict) -> dict:
 def save_checkpoint(path, model: nn.Module, *, stage: str, x_cols, y_cols, preprocessing: dict,
                     config: dict, seed: int | None, split: dict | None = None,
                     metrics: dict | None = None, parent=None, history=None,
-                    extra: dict | None = None, code: dict | None = None) -> dict:
+                    extra: dict | None = None, code: dict | None = None, design_space: dict | None = None) -> dict:
     """Write the toolkit checkpoint ``path`` (.pth) and its JSON sidecar; return the metadata.
 
     See the module docstring for the keys.  Metadata must be plain Python (numpy scalars,
@@ -224,6 +226,7 @@ def save_checkpoint(path, model: nn.Module, *, stage: str, x_cols, y_cols, prepr
         "parent": None if parent is None else str(parent),
         "history": _plain(history, "history"),
         "extra": _plain(extra, "extra"),
+        "design_space": _plain(design_space, "design_space"),
     }
     if code is not None:
         meta["code"] = _plain(code, "code")

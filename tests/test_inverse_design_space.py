@@ -47,3 +47,31 @@ def test_design_space_file_overrides_and_bad_files_are_one_line(tmp_path):
         grid_for(tmp_path, "mine", tmp_path / "nope.toml")
     cont = rules_from_design_space({"ib": {"unit": "A", "range": [5e-6, 2e-5], "grid": {}, "sample": "loguniform"}})
     assert cont[0].kind == "range" and snap_designs(np.array([[1e-6]]), ["ib"], cont)[0, 0] == 5e-6
+
+
+def test_checkpoints_record_the_design_space_and_inverse_design_uses_it_without_the_data(tmp_path):
+    """A model carries the design space of the data it learned from: inverse design snaps to it even when the data
+    folder is gone (a model shared without its data); --design-space still wins."""
+    import shutil
+
+    from inverse.forward import load_forward
+    from models.model_utils import read_checkpoint_meta
+    from tests.synthetic import write_dataset
+    from training import train_target_only
+    data = write_dataset(tmp_path / "data", "5t_opamp", n_source=120, n_target=80)
+    space = json.loads((DATA / "5t_opamp" / "target" / "meta.json").read_text())["design_space"]
+    (data / "5t_opamp" / "target" / "meta.json").write_text(json.dumps({"design_space": space}))
+    res = tmp_path / "res"
+    train_target_only.main(["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", "--dry-run",
+                            "--set", "HIDDEN_DIM=8", "--set", "NUM_LAYERS=1", "--quiet"])
+    ckpt = res / "5t_opamp_target_only_hetero.pth"
+    assert read_checkpoint_meta(ckpt)["design_space"] == space
+    fwd = load_forward("target_only", ckpt, opamp="5t_opamp", results_dir=res)
+    shutil.rmtree(data)
+    rules, source = grid_for(data, "5t_opamp", None, fwd.design_space)
+    assert "checkpoint" in source and [r.pattern for r in rules] == list(space)
+    x = np.array([[3.3, 7.7, 12.2, 0.6, 1.9, 1.2, 7e-6]])
+    assert snap_designs(x, list(space), rules).tolist() == [[3.5, 7.5, 12.0, 0.5, 2.0, 1.0, 5e-6]]
+    # control: with neither the record nor the data, nothing is snapped
+    assert grid_for(data, "5t_opamp")[0] == []
+    assert grid_for(data, "5t_opamp", LIBRARY / "5t_opamp.toml", fwd.design_space)[1].endswith("5t_opamp.toml")

@@ -118,7 +118,7 @@ def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, de
     save_checkpoint(path, model.cpu(), stage=stage, x_cols=data["x_cols"], y_cols=data["y_cols"],
                     preprocessing=data["preprocessing"].to_dict(), config=settings, seed=settings["SEED"],
                     split=data["split"], metrics=metrics, parent=parent, history=history, extra=extra,
-                    code=code_record(stage_of(kind).module))
+                    code=code_record(stage_of(kind).module), design_space=data.get("design_space"))
     model.to(device)
     summary = {"stage": stage, "opamp": settings["OPAMP_TYPE"], "checkpoint": str(path), "seed": settings["SEED"],
                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metrics,
