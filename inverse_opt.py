@@ -55,6 +55,7 @@ from inverse.objective import figure_circuit, figures_table, make_objective, par
 from inverse.plots import pareto_plot
 from inverse.spec_file import load_objective, load_spec
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
+from spice.conditions import Conditions, apply as apply_conditions
 
 
 def parse_args(argv=None):
@@ -100,6 +101,10 @@ def parse_args(argv=None):
     a("--save-dir", default=None, help="output folder [results/inverse/{OPAMP}_{model-type}]")
     a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
     a("--process", default="B", help="process to verify in: A, B, sky130 or a process file (.toml) [B]")
+    a("--temp", type=float, default=None, help="--verify at this temperature, C [nominal 27]")
+    a("--vdd", type=float, default=None, help="--verify at this supply, V [the process's]")
+    a("--corner", default=None, help="--verify at this corner, a .lib section of the process's library (sky130: tt, "
+                                     "ff, ss, sf, fs) [typical]")
     a("--design-space", default=None, help="grid and box for the designs: a circuit file (.toml) or a meta.json "
                                            "[the data's target meta.json; none: no snapping, the data's range]")
     a("--circuit", default=None, help="circuit file (.toml) to verify with [the shipped circuit named --opamp]")
@@ -140,6 +145,10 @@ def check_numbers(args):
     if args.pareto is not None and args.objective is None and (args.spec is None or load_objective(args.spec) is None):
         raise ToolkitError("--pareto is the second axis of a trade-off: give the first with --objective min|max:NAME "
                            "(or [objective] in --spec).")
+    args.conditions = Conditions(args.temp, args.vdd, args.corner)   # bad values: one line, before any work
+    if not args.conditions.nominal and not args.verify:
+        raise ToolkitError(f"--temp/--vdd/--corner are the conditions --verify simulates in ({args.conditions.describe()}); "
+                           f"add --verify, or drop them.")
     if args.rounds > 1 and not args.verify:
         raise ToolkitError(f"--rounds {args.rounds} puts the simulator in the loop: add --verify (ngspice), "
                            f"or use --rounds 1.")
@@ -280,6 +289,8 @@ def main(argv=None):
     check_numbers(args)
     if args.verify:
         require_ngspice()
+        from spice.simulate import resolve_process   # the process and its corner, before the search
+        apply_conditions(resolve_process(args.process), args.conditions)
     opamp = settings["OPAMP_TYPE"]
     save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
         f"{opamp}_{args.model_type}"
@@ -301,7 +312,8 @@ def main(argv=None):
           + (f"; up to {args.rounds} rounds of {args.top_k} simulations" if args.rounds > 1 else "")
           + "".join(f"; {'trade-off with' if i else 'objective:'} {o.describe()}" for i, o in enumerate(objectives)))
     def simulate(table):
-        return verify_designs(sim_circuit, table, spec, process=args.process, progress=not args.quiet, power=True)
+        return verify_designs(sim_circuit, table, spec, process=args.process, progress=not args.quiet, power=True,
+                              conditions=args.conditions.to_dict())
 
     def propose_round(model, x0, exclude):
         prop = propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
@@ -385,7 +397,7 @@ def main(argv=None):
         record["best_verified"] = {"round": int(ver_all.loc[best[0], "round"]), "rank": int(ver_all.loc[best[0], "rank"]),
                                    objectives[0].name: best[1]}
     if ver_all is not None:
-        record["verification"] = {"process": args.process, "n_pass": int(ver_all["pass_all"].sum()),
+        record["verification"] = {"process": args.process, "conditions": args.conditions.to_dict(), "n_pass": int(ver_all["pass_all"].sum()),
                                   "rows": json.loads(ver_all.to_json(orient="records"))}
     with atomic_path(save_dir / "candidates.csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -40,17 +40,19 @@ def check_circuit_columns(opamp, x_cols) -> None:
 
 
 def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B",
-                   simulate=None, progress: bool = False, power: bool = False) -> pd.DataFrame:
+                   simulate=None, progress: bool = False, power: bool = False, conditions: dict | None = None
+                   ) -> pd.DataFrame:
     """Simulate the designs of ``table`` (physical x columns + pred_*); one row per candidate with
     sim_*, pass_* per metric, status and pass_all.  ``progress``: a bar per design (on a terminal).
-    ``power``: also the operating point's sim_supply_current (A) and sim_power (W)."""
+    ``power``: also the operating point's sim_supply_current (A) and sim_power (W).  ``conditions``: run
+    conditions as keywords of ``spice.simulate.simulate`` (temp, vdd, corner; spice/conditions.py)."""
     if simulate is None:
         from spice.simulate import simulate
     from tqdm import tqdm
 
     from spice.circuits import circuit
     x = table[circuit(opamp).features].reset_index(drop=True)
-    kw = {"op": True} if power else {}
+    kw = ({"op": True} if power else {}) | dict(conditions or {})
     sim = pd.concat([simulate(opamp, x.iloc[i:i + 1], process, **kw) for i in tqdm(
         range(len(x)), desc=f"verify {len(x)} in {process}", unit="sim", disable=None if progress else True,
         leave=False)]) if len(x) else simulate(opamp, x, process, **kw)

@@ -79,6 +79,8 @@ def _header(opamp, design, process, model_lines, what) -> list[str]:
     lines += model_lines if model_lines is not None else process.model_lines(design, opamp)
     lines += opamp_subckt(opamp, design, process)
     lines.append(f"vdd vdd 0 dc {process.vdd}")
+    if process.temp is not None:          # a run condition (spice.conditions); absent: nominal, as before
+        lines.append(f".temp {process.temp:g}")
     return lines
 
 

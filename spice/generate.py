@@ -4,6 +4,7 @@
     python -m spice.generate --opamp two_stage_opamp --domain target --n 1000 --seed 1 --out data/
     python -m spice.generate --opamp 5t_opamp --domain target --process sky130 --n 200 --out /tmp/d
     python -m spice.generate ... --backend dask --scheduler tcp://head:8786    # an existing cluster
+    python -m spice.generate ... --process sky130 --corner ss --temp 85 --vdd 1.62  # run conditions (spice/conditions.py)
 
 --opamp is a shipped circuit name or a circuit file (.toml, docs/SPICE.md 'Your own circuit'),
 whose ``name`` is the output folder.  Writes <out>/<name>/<domain>/features.csv, targets.csv (rows matched by position) and
@@ -11,7 +12,8 @@ meta.json (with the design space).  --n counts designs that simulated OK: design
 only on (seed, i)) until n of them are OK; the files hold the first n OK designs in index order,
 so the result is the same for any --workers, --chunk or backend.  Failed designs are left out
 (meta.json counts them by status); --keep-failed writes every drawn design with a status column.
---domain source uses process A and target process B unless --process says otherwise.
+--domain source uses process A and target process B unless --process says otherwise; run conditions
+(--temp, --vdd, --corner) are recorded in meta.json under ``conditions``.
 
 Resumable: each finished chunk is saved under <out>/<opamp>/<domain>/.partial/ at once; running
 the same command again skips the chunks already there.  The partial folder is removed after the
@@ -40,6 +42,7 @@ from spice.circuits import BENCH_VERSION, BUILTINS, circuit
 from spice.measure import METRIC_UNITS, METRICS, OK, STATUSES
 from spice.processes import DOMAIN_PROCESS
 from spice.sampling import sample_designs
+from spice.conditions import Conditions, apply as apply_conditions
 from spice.simulate import netlist_errors, ngspice_version, resolve_process, simulate
 
 FLOAT_FORMAT = "%.7g"
@@ -55,6 +58,10 @@ def parse_args(argv=None):
                    help="output folder name; picks process A (source) or B (target) by default")
     p.add_argument("--process", help="override the domain's process: A, B, sky130 or a process file (.toml)")
     p.add_argument("--pdk-path", help="SKY130 ngspice model folder (default $PDK_ROOT/sky130A/libs.tech/ngspice, else the installed sky130 package)")
+    p.add_argument("--temp", type=float, help="run condition: temperature in C [the simulator's nominal 27]")
+    p.add_argument("--vdd", type=float, help="run condition: supply in V [the process's]")
+    p.add_argument("--corner", help="run condition: a .lib section of the process's library, e.g. ss with sky130 "
+                                    "[its typical]")
     p.add_argument("--n", type=int, required=True, help="number of OK designs to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (local backend)")
@@ -71,16 +78,18 @@ def parse_args(argv=None):
     if args.n < 1 or args.chunk < 1 or args.workers < 1:
         raise ToolkitError(f"--n, --chunk and --workers must be >= 1, got {args.n}, {args.chunk}, {args.workers}")
     args.circuit = circuit(args.opamp)  # a bad name or file is one line, before any simulation
+    args.conditions = Conditions(args.temp, args.vdd, args.corner)
     if args.opamp not in BUILTINS:
         args.opamp = str(Path(args.opamp).resolve())  # workers load the same file from any folder
     check_backend(args.backend, args.scheduler, workers=args.workers)
     return args
 
 
-def simulate_chunk(opamp, process, pdk_path, seed, start, stop, sim_backend) -> pd.DataFrame:
-    """Designs start..stop-1: features, metrics and status, indexed by design index (runs in a worker)."""
+def simulate_chunk(opamp, process, pdk_path, seed, start, stop, sim_backend, conditions=None) -> pd.DataFrame:
+    """Designs start..stop-1: features, metrics and status, indexed by design index (runs in a worker);
+    ``conditions``: the run conditions as keywords of ``simulate`` (temp, vdd, corner)."""
     x = sample_designs(opamp, seed, start, stop)
-    y = simulate(opamp, x, process, backend=sim_backend, pdk_path=pdk_path)
+    y = simulate(opamp, x, process, backend=sim_backend, pdk_path=pdk_path, **(conditions or {}))
     return pd.concat([x, y], axis=1)
 
 
@@ -109,11 +118,12 @@ def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
     return done
 
 
-def run_key(circuit, process: str, seed: int, chunk: int, pdk_path) -> dict:
+def run_key(circuit, process: str, seed: int, chunk: int, pdk_path, conditions: dict | None = None) -> dict:
     """What must match for a rerun to resume an interrupted run's chunks (the circuit file's
     bytes included: an edited netlist must not mix with designs simulated before the edit)."""
     return {"opamp": circuit.name, "process": process, "seed": seed, "chunk": chunk, "pdk_path": pdk_path,
-            "circuit_sha256": hashlib.sha256(Path(circuit.path).read_bytes()).hexdigest()}
+            "circuit_sha256": hashlib.sha256(Path(circuit.path).read_bytes()).hexdigest(),
+            **({"conditions": conditions} if conditions else {})}
 
 
 def _check_same_run(partial: Path, key: dict) -> None:
@@ -156,13 +166,14 @@ def main(argv=None):
     process = args.process or DOMAIN_PROCESS[args.domain]
     if process.endswith(".toml"):
         process = str(Path(process).resolve())  # workers load the same file from any folder
-    proc = resolve_process(process, pdk_path=args.pdk_path)  # fails early if SKY130 is missing
+    # fails early if SKY130 is missing or the process has no such corner
+    proc = apply_conditions(resolve_process(process, pdk_path=args.pdk_path), args.conditions, pdk_path=args.pdk_path)
     version = ngspice_version(args.sim_backend)
     if version == "not installed":
         raise ToolkitError("ngspice is not installed; sudo apt-get install ngspice libngspice0 (docs/SPICE.md)")
     # A circuit file whose netlist ngspice rejects fails here, in ngspice's words, before anything is written.
     first = sample_designs(args.opamp, args.seed, 0, 1).iloc[0].to_dict()
-    errors = netlist_errors(args.opamp, first, process, pdk_path=args.pdk_path)
+    errors = netlist_errors(args.opamp, first, process, pdk_path=args.pdk_path, conditions=args.conditions)
     if errors:
         raise ToolkitError(f"{args.circuit.path}: netlist: ngspice rejects it ({errors[0].strip()}); "
                            f"fix the netlist in the file")
@@ -180,7 +191,8 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
 
     partial = out_dir / ".partial"
     partial.mkdir(parents=True, exist_ok=True)
-    _check_same_run(partial, run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path))
+    _check_same_run(partial, run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path,
+                                     args.conditions.to_dict()))
     done = _load_done(partial, args.chunk)
     reused = len(done)
     print(f"generate {args.circuit.name} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
@@ -213,7 +225,8 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
                         starts.append(s)
                     s += args.chunk
                 tasks = (delayed(simulate_chunk)(args.opamp, process, args.pdk_path, args.seed,
-                                                 st, st + args.chunk, args.sim_backend) for st in starts)
+                                                 st, st + args.chunk, args.sim_backend, args.conditions.to_dict())
+                         for st in starts)
                 for df in run(tasks):
                     st = int(df.index[0])
                     with atomic_path(_chunk_path(partial, st)) as tmp:
@@ -238,6 +251,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
         **({"process_file": process} if process.endswith(".toml") else {}),
         "process_description": proc.description, "vdd_V": proc.vdd, "cl_F": proc.cl,
         "buffer_step_V": list(proc.step), "vcm_V": proc.vcm,
+        **({"conditions": args.conditions.to_dict()} if not args.conditions.nominal else {}),
         "ngspice_version": version, "bench_version": BENCH_VERSION, "ac_sweep": AC_CMD,
         "seed": args.seed,
         "command": "python -m spice.generate " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -32,6 +32,7 @@ class Process:
     nmos: str            # model name used by the netlists
     pmos: str
     model_text: str      # the .model cards
+    temp: float | None = None   # C, the circuit temperature (.temp); None = ngspice's nominal 27 C (spice.conditions)
 
     def model_lines(self, design: dict, opamp: str) -> list[str]:
         """The model cards a netlist for ``design`` needs (all of them, for our own cards)."""

@@ -14,6 +14,7 @@ import pandas as pd
 
 from core.errors import ToolkitError
 from spice import batch, measure
+from spice import conditions as conditions_mod
 from spice import operating_point
 from spice.circuits import ac_testbench, circuit, tran_testbench
 from spice.measure import INCOMPLETE_STEP, METRICS, NONCONVERGENCE, OK, SIM_ERROR
@@ -74,10 +75,10 @@ def _designs_frame(opamp, designs) -> pd.DataFrame:
     return x
 
 
-def netlist_errors(opamp, design: dict, process: str = "A", *, pdk_path=None) -> list[str]:
+def netlist_errors(opamp, design: dict, process: str = "A", *, pdk_path=None, conditions=None) -> list[str]:
     """What ngspice says when it parses the AC netlist of one design ([] when it accepts it, or
     when only ``ngspice -b`` is installed): lets a new circuit file fail with ngspice's words."""
-    proc = resolve_process(process, pdk_path=pdk_path)
+    proc = conditions_mod.apply(resolve_process(process, pdk_path=pdk_path), conditions, pdk_path=pdk_path)
     eng = engine()
     if eng is None:
         return []
@@ -181,7 +182,7 @@ def _one_batch(exe, opamp, design, proc, want_op: bool) -> dict:
 
 
 def simulate(opamp, designs, process: str = "A", *, backend: str = "auto",
-             pdk_path=None, op: bool = False) -> pd.DataFrame:
+             pdk_path=None, op: bool = False, temp=None, vdd=None, corner=None) -> pd.DataFrame:
     """Simulate designs of ``opamp`` in ``process`` ("A", "B" or "sky130").
 
     opamp: a built-in circuit name, a circuit file (.toml, see ``spice.circuit_file``) or a Circuit.
@@ -194,11 +195,14 @@ def simulate(opamp, designs, process: str = "A", *, backend: str = "auto",
     op: also return the operating point (``spice.operating_point.op_columns``: supply_current in
     A, power in W, and per device |id|, gm, gds, |vgs|, |vds|, |vth|, |vdsat| and region), kept
     for failed designs too whenever their operating point was solved.
+    temp (C), vdd (V), corner (a .lib section, e.g. "ss" in sky130): run conditions
+    (``spice.conditions``); None = the process as it is (27 C, its supply, its typical section).
     """
     if backend not in BACKENDS:
         raise ToolkitError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
     x = _designs_frame(opamp, designs)
-    proc = resolve_process(process, pdk_path=pdk_path)
+    proc = conditions_mod.apply(resolve_process(process, pdk_path=pdk_path), conditions_mod.Conditions(temp, vdd, corner),
+                                pdk_path=pdk_path)
     eng = engine() if backend in ("auto", "shared") else None
     exe = batch.find_ngspice() if eng is None else None
     if eng is None and backend == "shared":

@@ -330,13 +330,13 @@ class Library:
 class Sky130Process(Process):
     """Process with the PDK's models; frozen dataclass fields plus the parsed library."""
 
-    def __init__(self, root: Path):
-        lib = Library(root / LIB_FILE, CORNER, DEVICES.values())
+    def __init__(self, root: Path, corner: str = CORNER):
+        lib = Library(root / LIB_FILE, corner, DEVICES.values())
         object.__setattr__(self, "root", root)
         object.__setattr__(self, "_lib", lib)
         object.__setattr__(self, "_bins", {d: lib.bins(d) for d in DEVICES.values()})
         object.__setattr__(self, "_inner", {d: lib.inner_device(d) for d in DEVICES.values()})
-        super().__init__(name="sky130", description=f"SKY130 {CORNER} (nfet/pfet_01v8) from {source(root)}, 1.8 V",
+        super().__init__(name="sky130", description=f"SKY130 {corner} (nfet/pfet_01v8) from {source(root)}, 1.8 V",
                          vdd=1.8, cl=1e-12, ldiff=LDIFF_UM, nmos=DEVICES["nmos"], pmos=DEVICES["pmos"],
                          model_text="")
 
@@ -364,11 +364,12 @@ class Sky130Process(Process):
         return f"@m.{'.'.join([*path, 'x' + dev, self._inner[DEVICES[kind]]])}[{param}]"
 
 
-def process(pdk_path=None) -> Sky130Process:
-    """The SKY130 process, parsed once per library folder per process."""
-    return _cached(find_pdk(pdk_path).resolve())
+def process(pdk_path=None, corner: str = CORNER) -> Sky130Process:
+    """The SKY130 process at ``corner`` (a section of sky130.lib.spice: tt, ff, ss, sf, fs, ...), parsed once per
+    library folder and corner per process."""
+    return _cached(find_pdk(pdk_path).resolve(), corner)
 
 
-@functools.lru_cache(maxsize=4)
-def _cached(root: Path) -> Sky130Process:
-    return Sky130Process(root)
+@functools.lru_cache(maxsize=8)
+def _cached(root: Path, corner: str) -> Sky130Process:
+    return Sky130Process(root, corner)
