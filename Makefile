@@ -34,7 +34,7 @@ data-check: setup
 
 # Regenerate the shipped dataset exactly (the commands recorded in each data/*/*/meta.json; needs ngspice).
 data: setup
-	for c in 5t_opamp two_stage_opamp; do \
+	for c in 5t_opamp two_stage_opamp folded_cascode_opamp; do \
 	  $(BIN)/python -m spice.generate --opamp $$c --domain source --n 10000 --seed 0 --workers 2 --out data/ && \
 	  $(BIN)/python -m spice.generate --opamp $$c --domain target --n 1000 --seed 1 --workers 2 --out data/ || exit 1; \
 	done

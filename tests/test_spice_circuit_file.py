@@ -45,7 +45,7 @@ input_ratio = "win / wload"
 
 
 @needs_lib
-@pytest.mark.parametrize("opamp", ["5t_opamp", "two_stage_opamp"])
+@pytest.mark.parametrize("opamp", ["5t_opamp", "two_stage_opamp", "folded_cascode_opamp"])
 def test_shipped_circuit_files_regenerate_the_shipped_target_rows(opamp):
     d = DATA / opamp / "target"
     meta = json.loads((d / "meta.json").read_text())
@@ -62,7 +62,7 @@ def test_shipped_circuit_files_regenerate_the_shipped_target_rows(opamp):
 
 
 def test_shipped_files_declare_what_the_data_carries():
-    for opamp in ("5t_opamp", "two_stage_opamp"):
+    for opamp in ("5t_opamp", "two_stage_opamp", "folded_cascode_opamp"):
         c = circuit(opamp)
         meta = json.loads((DATA / opamp / "source" / "meta.json").read_text())
         assert c.features == meta["feature_columns"]
@@ -70,6 +70,10 @@ def test_shipped_files_declare_what_the_data_carries():
     assert list(circuit("two_stage_opamp").devices) == ["m6", "m5", "m1", "m2", "m3", "m4", "m7", "m8"]
     d = dict(w1=10.0, w2=10.0, w3=10.0, l1=1.0, l2=1.0, l3=1.0, ibias=1e-5)
     assert circuit("5t_opamp").figures_of(d)["gate_area"] == pytest.approx(60.0)  # 6 devices x 10 um^2
+    fc = circuit("folded_cascode_opamp")                     # the third op-amp, added only as a file
+    assert len(fc.features) >= 10 and len(fc.devices) == 14 and fc.figures_of(
+        {**{f"w{i}": 1.0 for i in range(1, 7)}, **{f"l{i}": 1.0 for i in range(1, 7)}, "ibias": 5e-6, "vcn": 0.5,
+         "vcp": 0.5})["bias_current"] == pytest.approx(2e-5)
 
 
 @needs_lib
@@ -143,7 +147,7 @@ def test_unknown_circuit_and_out_of_space_designs_are_refused(tmp_path):
 
 
 def test_library_holds_the_shipped_circuits():
-    assert sorted(p.stem for p in LIBRARY.glob("*.toml")) == ["5t_opamp", "two_stage_opamp"]
+    assert sorted(p.stem for p in LIBRARY.glob("*.toml")) == ["5t_opamp", "folded_cascode_opamp", "two_stage_opamp"]
 
 
 # ---------------------------------------------------------------- processes as files
