@@ -28,8 +28,10 @@ SEED = 42                  # seeds the split, the weights' init and the batch or
 VAL_SPLIT = 0.2            # fraction of the non-test target rows used for validation / early stopping
 TEST_SPLIT = 0.2           # fraction of target rows held out first, never used for fitting or selection
 N_TARGET_TRAIN = 0         # 0 = all target training rows; N > 0 = a seeded subset of N (data-efficiency runs)
-LOG_Y_COLS = ["slewrate_pos", "dc_gain", "ugf", "cmrr"]  # metrics modelled as log1p(y); absent names ignored
-                           # (seed: ugf, cmrr; metrics spanning decades fit better in log, docs/DECISIONS.md)
+LOG_Y_COLS = "auto"        # metrics modelled as log1p(y): a list of names, or 'auto' = strictly positive metrics
+                           # whose max/min >= LOG_Y_MIN_SPAN in the source + target-val labels (on the shipped
+                           # data: slewrate_pos, dc_gain, ugf, cmrr). Seed: ugf, cmrr (docs/DECISIONS.md)
+LOG_Y_MIN_SPAN = 3.0       # ratio max/min at which 'auto' logs a metric (half a decade); a list ignores it
 LOG_X_COLS = "auto"        # features modelled as log(x): a list of names, or 'auto' = strictly positive
                            # features whose max/min >= LOG_X_MIN_SPAN in the pooled data
 LOG_X_MIN_SPAN = 10.0      # ratio max/min at which 'auto' logs a feature (one decade)

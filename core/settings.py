@@ -25,6 +25,9 @@ def _did_you_mean(key, known):
     return f" Did you mean {' or '.join(close)}?" if close else ""
 
 
+NAME_LIST_OR_AUTO = ("LOG_X_COLS", "LOG_Y_COLS")   # 'auto' or a list of column names
+
+
 def coerce(key: str, raw, default):
     """Convert ``raw`` (usually a CLI string) to the type of ``default``; clear error if it cannot."""
     if not isinstance(raw, str):
@@ -59,8 +62,10 @@ def coerce(key: str, raw, default):
                 return value
             return [t.strip() for t in text.split(",") if t.strip()]
         if isinstance(default, str) or default is None:
-            if isinstance(default, str) and isinstance(default, str) and text.startswith("["):
+            if isinstance(default, str) and text.startswith("["):
                 return json.loads(text)      # e.g. LOG_X_COLS='["cc","cr"]' replacing 'auto'
+            if key in NAME_LIST_OR_AUTO and text != "auto":
+                return [t.strip() for t in text.split(",") if t.strip()]   # LOG_Y_COLS=ugf,cmrr replacing 'auto'
             return text
     except (ValueError, json.JSONDecodeError):
         pass
@@ -158,7 +163,9 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "MIN_BATCHES_PER_EPOCH": (*_AT_LEAST_1, "--set MIN_BATCHES_PER_EPOCH=10"),
     "N_TARGET_TRAIN": (">= 0 (0 = all rows)", lambda v: _int(v) and v >= 0, "--n-target 50"),
     "FAIL_POSITIVE": ("a list of metric names", _names, "--set FAIL_POSITIVE=dc_gain,ugf"),
-    "LOG_Y_COLS": ("a list of metric names", _names, "--set LOG_Y_COLS=ugf,cmrr"),
+    "LOG_Y_COLS": ("a list of metric names or 'auto'", lambda v: v == "auto" or _names(v),
+                   "--set LOG_Y_COLS=ugf,cmrr (or auto)"),
+    "LOG_Y_MIN_SPAN": ("a number >= 1", lambda v: _number(v) and v >= 1, "--set LOG_Y_MIN_SPAN=3"),
     "FAIL_MIN": ("a dict {metric name: number}", _bounds, '--set \'FAIL_MIN={"dc_gain": 1.0}\''),
     "FAIL_MAX": ("a dict {metric name: number}", _bounds, '--set \'FAIL_MAX={"ugf": 1e10}\''),
     "OUT_OF_DOMAIN": ("one of 'warn', 'refuse', 'off'", lambda v: v in ("warn", "refuse", "off"),

@@ -26,7 +26,7 @@ from core.errors import ToolkitError
 # Settings groups (keys of config.py).  Every config key is read by some stage or listed in
 # NOT_STAGE_SETTINGS; tests/test_registry.py fails on a key in neither, so a new setting is classified.
 RUN = frozenset({"OPAMP_TYPE", "DATA_DIR", "SEED", "CIRCUIT_OVERRIDES"})
-DATA = frozenset({"VAL_SPLIT", "TEST_SPLIT", "N_TARGET_TRAIN", "LOG_Y_COLS", "LOG_X_COLS", "LOG_X_MIN_SPAN",
+DATA = frozenset({"VAL_SPLIT", "TEST_SPLIT", "N_TARGET_TRAIN", "LOG_Y_COLS", "LOG_Y_MIN_SPAN", "LOG_X_COLS", "LOG_X_MIN_SPAN",
                   "X_SCALER_FIT", "FAIL_POSITIVE", "FAIL_MIN", "FAIL_MAX", "PREPROCESSING_FROM"})
 NET = frozenset({"HIDDEN_DIM", "NUM_LAYERS", "DROPOUT_RATE", "EPOCHS", "PATIENCE", "LEARNING_RATE", "WEIGHT_DECAY"})
 TARGET_BATCHES = frozenset({"BATCH_SIZE", "MIN_BATCHES_PER_EPOCH"})

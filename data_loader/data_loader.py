@@ -31,7 +31,8 @@ def data_kwargs_from_settings(settings: dict) -> dict:
     """Map resolved config settings (UPPER keys) to ``get_data_and_scalers`` keyword arguments."""
     return dict(opamp_type=settings["OPAMP_TYPE"], data_dir=settings["DATA_DIR"],
                 val_split=settings["VAL_SPLIT"], test_split=settings["TEST_SPLIT"], seed=settings["SEED"],
-                log_y_cols=settings["LOG_Y_COLS"], log_x_cols=settings["LOG_X_COLS"],
+                log_y_cols=settings["LOG_Y_COLS"], log_y_min_span=settings["LOG_Y_MIN_SPAN"],
+                log_x_cols=settings["LOG_X_COLS"],
                 log_x_min_span=settings["LOG_X_MIN_SPAN"], x_scaler_fit=settings["X_SCALER_FIT"],
                 n_target_train=settings["N_TARGET_TRAIN"], preprocessing_from=settings.get("PREPROCESSING_FROM") or None,
                 failure_rule=FailureRule(positive=tuple(settings["FAIL_POSITIVE"]),
@@ -49,6 +50,29 @@ def _resolve_log_x(log_x_cols, x_pool: pd.DataFrame, min_span: float) -> list:
     return [c for c in x_pool.columns if c in log_x_cols]
 
 
+def _resolve_log_y(log_y_cols, y_seen: pd.DataFrame, min_span: float) -> list:
+    """LOG_Y_COLS as metric names in column order: ``'auto'`` = every strictly positive metric spanning at least
+    ``min_span`` (max/min) in ``y_seen`` (source + target val labels: what every stage may see); a list keeps
+    the metrics it names, and says which names the data lacks."""
+    if isinstance(log_y_cols, str):
+        if log_y_cols != "auto":
+            raise ToolkitError(f"LOG_Y_COLS must be a list of metric names or 'auto', got {log_y_cols!r}.")
+        return auto_log_columns(y_seen, min_span)
+    unknown = [c for c in log_y_cols if c not in y_seen.columns]
+    if unknown:
+        warnings.warn(f"LOG_Y_COLS names {unknown}, which are not metrics of this data ({list(y_seen.columns)}); "
+                      f"ignored.")
+    return [c for c in y_seen.columns if c in log_y_cols]
+
+
+def _warn_unknown_rule_metrics(rule: FailureRule, y_cols) -> None:
+    for key, names in (("FAIL_POSITIVE", rule.positive), ("FAIL_MIN", rule.minimum), ("FAIL_MAX", rule.maximum)):
+        unknown = [c for c in names if c not in y_cols]
+        if unknown:
+            warnings.warn(f"{key} names {unknown}, which are not metrics of this data ({list(y_cols)}); that part of "
+                          f"the failed-simulation rule does nothing. Fix: --set {key}=... with your metric names.")
+
+
 def _warn_constant_features(x_src: pd.DataFrame, x_tgt: pd.DataFrame, x_scaler_fit: str) -> None:
     for col in x_src.columns:
         s_const = np.ptp(x_src[col].to_numpy()) == 0
@@ -64,7 +88,7 @@ def _warn_constant_features(x_src: pd.DataFrame, x_tgt: pd.DataFrame, x_scaler_f
 
 def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_split: float = 0.2,
                          test_split: float = 0.2, seed: int = 42,
-                         log_y_cols=("slewrate_pos", "dc_gain", "ugf", "cmrr"),
+                         log_y_cols="auto", log_y_min_span: float = 3.0,
                          log_x_cols="auto", log_x_min_span: float = 10.0, x_scaler_fit: str = "both",
                          failure_rule: FailureRule | None = None, n_target_train: int = 0,
                          results_dir=None, verbose: bool = False, preprocessing_from=None) -> dict:
@@ -92,6 +116,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     check_same_columns(src, tgt)
     x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
     tgt.features, tgt.targets = tgt.features[x_cols], tgt.targets[y_cols]  # same order as source
+    _warn_unknown_rule_metrics(rule, y_cols)
 
     parts = split_target_rows(len(tgt.targets), val_split=val_split, test_split=test_split, seed=seed)
     why_src = failure_reasons(src.features, src.targets, rule, src.status)
@@ -127,10 +152,13 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     pooled_x = pd.concat([raw["source"][0], fit_tgt_x])
     x_pool = pooled_x if x_scaler_fit == "both" else raw["source"][0]
     resolved_log_x = _resolve_log_x(log_x_cols, pooled_x, log_x_min_span)
+    # clip range and 'auto' log metrics from labels every stage may see whatever N_TARGET_TRAIN is: source + target val
+    y_range = pd.concat([raw["source"][1], raw["target_val"][1]])
+    resolved_log_y = _resolve_log_y(log_y_cols, y_range, log_y_min_span)
     _warn_constant_features(raw["source"][0], fit_tgt_x, x_scaler_fit)
 
     fp_settings = dict(val_split=val_split, test_split=test_split, seed=seed, n_target_train=n_target_train,
-                       log_y=list(log_y_cols),
+                       log_y=resolved_log_y,
                        log_x=resolved_log_x, x_fit=x_scaler_fit, rule=rule.describe(), version=2)  # 2: + x_min/x_max
     files = [src.features_file, src.targets_file, tgt.features_file, tgt.targets_file]
     pre = pinned_preprocessing(preprocessing_from, x_cols, y_cols) if preprocessing_from else None
@@ -146,10 +174,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         elif pre is not None and verbose:
             print(f"[data] reusing scalers from {path}")
     if pre is None:
-        # clip range from labels every stage may see whatever N_TARGET_TRAIN is: source + target val
-        y_range = pd.concat([raw["source"][1], raw["target_val"][1]])
         pre = fit_preprocessing(x_fit=x_pool, y_fit=raw["source"][1], y_range=y_range,
-                                log_x_cols=resolved_log_x, log_y_cols=list(log_y_cols), x_domain=pooled_x)
+                                log_x_cols=resolved_log_x, log_y_cols=resolved_log_y, x_domain=pooled_x)
         if results_dir is not None:
             save_scalers(path, pre, fp)
     elif preprocessing_from and results_dir is not None:
