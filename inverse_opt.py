@@ -51,7 +51,7 @@ from inverse.mdn import load_mdn, sample_designs
 from inverse.refine import search
 from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import describe_grid, grid_for
-from inverse.objective import figure_circuit, figures_table, make_objective, parse_objective
+from inverse.objective import MARGIN, figure_circuit, figures_table, make_objective, parse_objective
 from inverse.plots import pareto_plot
 from inverse.spec_file import load_objective, load_spec
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
@@ -72,6 +72,9 @@ def parse_args(argv=None):
     a("--objective", default=None, metavar="min|max:NAME",
       help="among designs meeting the spec, minimise or maximise a figure of the circuit file (gate_area, "
            "bias_current) or a metric, e.g. min:gate_area; or [objective] in --spec [none]")
+    a("--objective-margin", type=float, default=MARGIN,
+      help=f"with an objective: designs meeting every goal with this many more stds of pessimism are ordered by "
+           f"it first (room for the model's error at the spec's edge) [{MARGIN:g}]")
     a("--pareto", default=None, metavar="min|max:NAME",
       help="with an objective: a second one (figure or metric); writes the predicted trade-off front "
            "(pareto.csv, pareto.png) among designs meeting the other goals, e.g. max:ugf [none]")
@@ -139,6 +142,7 @@ def check_numbers(args):
         if v < lo:
             raise ToolkitError(f"{name} must be >= {lo}, got {v}.")
     for name, v in (("--prior", args.prior), ("--kappa", args.kappa), ("--lr", args.lr),
+                    ("--objective-margin", args.objective_margin),
                     ("--target-tol", args.target_tol), ("--range-tol", args.range_tol)):
         if not np.isfinite(v) or v < 0:
             raise ToolkitError(f"{name} must be a finite number >= 0, got {v}.")
@@ -318,7 +322,8 @@ def main(argv=None):
     def propose_round(model, x0, exclude):
         prop = propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
                        prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=grid, progress=not args.quiet,
-                       exclude=exclude, objectives=objectives, circuit=circuit)
+                       exclude=exclude, objectives=objectives, circuit=circuit,
+                       objective_margin=args.objective_margin)
         flag_out_of_domain(prop.table, forward, settings["OUT_OF_DOMAIN"])
         return prop
 
@@ -384,7 +389,7 @@ def main(argv=None):
         "command": "python -m inverse_opt " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
         "opamp": opamp, "model_type": args.model_type, "checkpoint": str(ckpt), "spec": spec.to_dict(),
         "settings": {k: getattr(args, k) for k in ("prior", "n_init", "steps", "lr", "finish_lbfgs", "top_k",
-                                                   "kappa", "process", "verify", "rounds")}
+                                                   "kappa", "process", "verify", "rounds", "objective_margin")}
         | {"seed": settings["SEED"], "init_mdn": str(mdn) if mdn else None},
         "grid": describe_grid(forward.x_cols, grid), "design_space": grid_source, "n_unique": prop.n_unique,
         "wall_s": round(wall, 2), "optimise_s": round(sum(r["optimise_s"] for r in rounds), 2),

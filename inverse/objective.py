@@ -15,7 +15,10 @@ is better:
 loss is a hinge about one unit steep per standardised unit of violation, so a weight below 1 keeps
 the goals first; the spread of weights lets some starts push the objective hard and others stay well
 inside the spec.  Ranking: designs whose pessimistic prediction meets every goal first, ordered by
-the objective; then the rest by (goals missed, goal loss) as without an objective.
+the objective; then the rest by (goals missed, goal loss) as without an objective.  With a margin m
+(``--objective-margin``), among the designs meeting every goal those that still meet them at
+mean -/+ (kappa + m) std come first: the objective drives designs to the spec's edge, where the
+model's error decides whether they pass in simulation.
 
 ``pareto_front`` gives the designs that are best in two directions at once (the objective and one
 metric, e.g. bias current vs ugf) among the searched designs predicted to meet the other goals.
@@ -28,6 +31,7 @@ import torch
 from core.errors import ToolkitError
 
 WEIGHTS = np.geomspace(0.03, 0.5, 6)   # objective weight per start, cycled (see the module docstring)
+MARGIN = 1.0   # extra stds of pessimism a design needs to be ordered by the objective first (inverse_opt --objective-margin)
 SENSES = {"min": 1.0, "minimize": 1.0, "minimise": 1.0, "max": -1.0, "maximize": -1.0, "maximise": -1.0}
 TORCH_FUNCTIONS = {"min": torch.minimum, "max": torch.maximum, "sqrt": torch.sqrt, "log10": torch.log10}
 NUMPY_FUNCTIONS = {"min": np.minimum, "max": np.maximum, "sqrt": np.sqrt, "log10": np.log10}

@@ -132,7 +132,7 @@ def design_keys(frame: pd.DataFrame, x_cols) -> pd.Series:
 
 
 def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,
-                 snap: bool = True, exclude=(), terms=(), circuit=None):
+                 snap: bool = True, exclude=(), terms=(), circuit=None, objective_margin: float = 0.0):
     """Snap physical designs (N, D), merge duplicates, re-predict, rank; return (table, x_scaled).
     Designs whose ``design_keys`` are in ``exclude`` (already simulated) count in the feasibility analysis
     but are not ranked.  ``terms`` (inverse.objective.ObjectiveTerm, the first is the objective, a second
@@ -152,7 +152,10 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
     fails = pessimistic_fails(mt, st, mspec, kappa=kappa).numpy()
     values = [t.value(frame, mean, std) for t in terms]                        # physical, per objective
     second = loss if not terms else np.where(fails == 0, terms[0].objective.sense * values[0], loss)
-    order = np.lexsort((loss, second, fails))   # ties in the objective (same area, another bias): lower loss
+    # with an objective, designs that meet every goal with objective_margin more stds of pessimism rank first: the
+    # objective pushes designs to the spec's edge, where the model's error decides (inverse/objective.py)
+    unsafe = (pessimistic_fails(mt, st, mspec, kappa=kappa + objective_margin).numpy() > 0) if terms else 0 * fails
+    order = np.lexsort((loss, second, unsafe, fails))   # ties in the objective (same area, another bias): lower loss
     order = order[~keys.iloc[order].isin(set(exclude)).to_numpy()][:top_k]
     y_all = pre.inverse_y(mean)
     searched = feasibility.analyse(spec.y_cols, spec.goals, spec.meets(y_all), loss)
@@ -216,7 +219,7 @@ def objective_extra(terms, n: int):
 
 def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prior=1e-3, kappa=1.0,
             top_k=8, grid=None, keep_starts: bool = True, progress: bool = False, exclude=(),
-            objectives=(), circuit=None) -> Proposal:
+            objectives=(), circuit=None, objective_margin: float = 0.0) -> Proposal:
     """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k (none of the
     designs in ``exclude``, keys of ``design_keys``).  ``objectives`` (inverse.objective.Objective, at most
     two): minimise/maximise under the spec (the second: the other axis of ``table.attrs["pareto"]``).
@@ -236,7 +239,7 @@ def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prio
         x = torch.cat([x, torch.maximum(torch.minimum(x0, hi), lo)])
     x_phys = forward.preprocessing.inverse_x(x.numpy().astype(float))
     table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid, exclude=exclude,
-                                       terms=terms, circuit=circuit)
+                                       terms=terms, circuit=circuit, objective_margin=objective_margin)
     return Proposal(table, xs, len(x0), n_unique, time.perf_counter() - t0, table.attrs["feasibility"])
 
 

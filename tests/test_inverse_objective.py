@@ -193,3 +193,26 @@ def test_figure_check_compares_a_figure_with_the_simulator():
         figure_check.main(["--opamp", "5t_opamp", "--figure", "area"])
     with pytest.raises(ToolkitError, match="not an operating-point column"):
         figure_check.main(["--opamp", "5t_opamp", "--measured", "watts"])
+
+
+def test_an_objective_margin_ranks_the_designs_with_room_to_spare_first():
+    fwd = _analytic()
+    pre = fwd.preprocessing
+    design = pd.DataFrame([[20.0, 35.5, 8.0, 1.0, 1.5, 0.5, 10e-6]], columns=X_COLS)
+    y0 = pre.inverse_y(fwd.predict_np(pre.transform_x(design))[0])[0]
+    spec = Spec.build(Y_COLS, ["min", "range", "range", "range", "range"], y0 * 0.8,
+                      bands={c: (-np.inf, np.inf) for c in Y_COLS[1:]})
+    c = figure_circuit("5t_opamp", X_COLS)
+    obj = make_objective("min", "gate_area", y_cols=Y_COLS, circuit=c)
+    lo, hi = model_bounds(pre, GRID)
+    kw = dict(steps=120, lr=0.05, lbfgs_steps=10, top_k=4, grid=GRID, circuit=c, objectives=[obj])
+    lo_model = spec.model_space(pre).lo[0].item()
+
+    def slack(table):   # model-space distance of the slew rate's mean above its bound, in units of std (0.05)
+        mean, std = fwd.predict_np(pre.transform_x(table[X_COLS]))
+        return (mean[:, 0] - lo_model) / std[:, 0]
+    edge = propose(fwd, spec, random_starts(48, lo, hi, seed=0), **kw).table
+    margin = float(np.ceil(slack(edge)[0]))                           # more room than the smallest design has
+    safe = propose(fwd, spec, random_starts(48, lo, hi, seed=0), objective_margin=margin, **kw).table
+    assert slack(safe)[0] >= 1 + margin - 1e-6 > slack(edge)[0]       # kappa 1 + the margin
+    assert safe["gate_area"].iloc[0] > edge["gate_area"].iloc[0]      # room costs area
