@@ -126,7 +126,8 @@ def test_train_plus_val_keeps_val_out_of_sample_for_the_ensemble(tiny_data, tmp_
     train_gp.main([*common, "--set", "GP_RESTARTS=0"])                  # GP_ROWS=train+val, the default
     member = load_member("gp_stack", res / "5t_opamp_gp_stack.pth")
     oof = member.meta["extra"]["oof_val"]
-    d = get_data_and_scalers("5t_opamp", data, seed=42, log_y_cols=["slewrate_pos", "dc_gain", "ugf", "cmrr"])
+    d = get_data_and_scalers("5t_opamp", data, seed=42)             # the defaults the stage ran with
+    assert member.meta["preprocessing"]["log_y_cols"] == d["log_y_cols"]
     assert member.meta["extra"]["n_rows"] == len(d["target_train"][0]) + len(d["target_val"][0])
     assert oof["target_val_idx"] == list(d["split"]["target_val_idx"])
     with torch.no_grad():
