@@ -39,30 +39,18 @@ def data_kwargs_from_settings(settings: dict) -> dict:
                                          minimum=dict(settings["FAIL_MIN"]), maximum=dict(settings["FAIL_MAX"])))
 
 
-def _resolve_log_x(log_x_cols, x_pool: pd.DataFrame, min_span: float) -> list:
-    if isinstance(log_x_cols, str):
-        if log_x_cols != "auto":
-            raise ToolkitError(f"LOG_X_COLS must be a list of feature names or 'auto', got {log_x_cols!r}.")
-        return auto_log_columns(x_pool, min_span)
-    unknown = [c for c in log_x_cols if c not in x_pool.columns]
+def _resolve_log(key: str, what: str, cols, seen: pd.DataFrame, min_span: float) -> list:
+    """LOG_X_COLS / LOG_Y_COLS as column names in ``seen``'s order: ``'auto'`` = every strictly positive column
+    spanning at least ``min_span`` (max/min) in ``seen``; a list keeps the names it gives and says which the data
+    lacks.  ``seen``: pooled non-test inputs for x, source + target-val labels for y (what every stage may see)."""
+    if isinstance(cols, str):
+        if cols != "auto":
+            raise ToolkitError(f"{key} must be a list of {what} names or 'auto', got {cols!r}.")
+        return auto_log_columns(seen, min_span)
+    unknown = [c for c in cols if c not in seen.columns]
     if unknown:
-        warnings.warn(f"LOG_X_COLS names {unknown}, which are not features of this data; ignored.")
-    return [c for c in x_pool.columns if c in log_x_cols]
-
-
-def _resolve_log_y(log_y_cols, y_seen: pd.DataFrame, min_span: float) -> list:
-    """LOG_Y_COLS as metric names in column order: ``'auto'`` = every strictly positive metric spanning at least
-    ``min_span`` (max/min) in ``y_seen`` (source + target val labels: what every stage may see); a list keeps
-    the metrics it names, and says which names the data lacks."""
-    if isinstance(log_y_cols, str):
-        if log_y_cols != "auto":
-            raise ToolkitError(f"LOG_Y_COLS must be a list of metric names or 'auto', got {log_y_cols!r}.")
-        return auto_log_columns(y_seen, min_span)
-    unknown = [c for c in log_y_cols if c not in y_seen.columns]
-    if unknown:
-        warnings.warn(f"LOG_Y_COLS names {unknown}, which are not metrics of this data ({list(y_seen.columns)}); "
-                      f"ignored.")
-    return [c for c in y_seen.columns if c in log_y_cols]
+        warnings.warn(f"{key} names {unknown}, which are not {what}s of this data ({list(seen.columns)}); ignored.")
+    return [c for c in seen.columns if c in cols]
 
 
 def _warn_unknown_rule_metrics(rule: FailureRule, y_cols) -> None:
@@ -151,10 +139,10 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     fit_tgt_x = pd.concat([tgt.features.iloc[all_train], raw["target_val"][0]])
     pooled_x = pd.concat([raw["source"][0], fit_tgt_x])
     x_pool = pooled_x if x_scaler_fit == "both" else raw["source"][0]
-    resolved_log_x = _resolve_log_x(log_x_cols, pooled_x, log_x_min_span)
+    resolved_log_x = _resolve_log("LOG_X_COLS", "feature", log_x_cols, pooled_x, log_x_min_span)
     # clip range and 'auto' log metrics from labels every stage may see whatever N_TARGET_TRAIN is: source + target val
     y_range = pd.concat([raw["source"][1], raw["target_val"][1]])
-    resolved_log_y = _resolve_log_y(log_y_cols, y_range, log_y_min_span)
+    resolved_log_y = _resolve_log("LOG_Y_COLS", "metric", log_y_cols, y_range, log_y_min_span)
     _warn_constant_features(raw["source"][0], fit_tgt_x, x_scaler_fit)
 
     fp_settings = dict(val_split=val_split, test_split=test_split, seed=seed, n_target_train=n_target_train,

@@ -73,18 +73,23 @@ def test_pareto_front_matches_brute_force():
     assert np.all(np.diff(a[front]) > 0) and np.all(np.diff(b[front]) < 0)
 
 
-def test_the_objective_shrinks_the_area_and_keeps_the_goals():
+def _area_search():
+    """The analytic forward model, a spec with one goal (slew rate >= 0.8 of a mid design's: room to trade area),
+    the 5T circuit, its gate-area objective, the box and the search settings."""
     fwd = _analytic()
     pre = fwd.preprocessing
     design = pd.DataFrame([[20.0, 35.5, 8.0, 1.0, 1.5, 0.5, 10e-6]], columns=X_COLS)
     y0 = pre.inverse_y(fwd.predict_np(pre.transform_x(design))[0])[0]
-    # two goals only: room to trade area inside the spec
     spec = Spec.build(Y_COLS, ["min", "range", "range", "range", "range"], y0 * 0.8,
                       bands={c: (-np.inf, np.inf) for c in Y_COLS[1:]})
     c = figure_circuit("5t_opamp", X_COLS)
     obj = make_objective("min", "gate_area", y_cols=Y_COLS, circuit=c)
     lo, hi = model_bounds(pre, GRID)
-    kw = dict(steps=120, lr=0.05, lbfgs_steps=10, top_k=4, grid=GRID, circuit=c)
+    return fwd, pre, spec, obj, (lo, hi), dict(steps=120, lr=0.05, lbfgs_steps=10, top_k=4, grid=GRID, circuit=c)
+
+
+def test_the_objective_shrinks_the_area_and_keeps_the_goals():
+    fwd, pre, spec, obj, (lo, hi), kw = _area_search()
     plain = propose(fwd, spec, random_starts(48, lo, hi, seed=0), **kw).table
     small = propose(fwd, spec, random_starts(48, lo, hi, seed=0), objectives=[obj], **kw).table
     assert plain["meets_all"].all() and small["meets_all"].all() and (small["fails_pessimistic"] == 0).all()
@@ -196,16 +201,8 @@ def test_figure_check_compares_a_figure_with_the_simulator():
 
 
 def test_an_objective_margin_ranks_the_designs_with_room_to_spare_first():
-    fwd = _analytic()
-    pre = fwd.preprocessing
-    design = pd.DataFrame([[20.0, 35.5, 8.0, 1.0, 1.5, 0.5, 10e-6]], columns=X_COLS)
-    y0 = pre.inverse_y(fwd.predict_np(pre.transform_x(design))[0])[0]
-    spec = Spec.build(Y_COLS, ["min", "range", "range", "range", "range"], y0 * 0.8,
-                      bands={c: (-np.inf, np.inf) for c in Y_COLS[1:]})
-    c = figure_circuit("5t_opamp", X_COLS)
-    obj = make_objective("min", "gate_area", y_cols=Y_COLS, circuit=c)
-    lo, hi = model_bounds(pre, GRID)
-    kw = dict(steps=120, lr=0.05, lbfgs_steps=10, top_k=4, grid=GRID, circuit=c, objectives=[obj])
+    fwd, pre, spec, obj, (lo, hi), kw = _area_search()
+    kw["objectives"] = [obj]
     lo_model = spec.model_space(pre).lo[0].item()
 
     def slack(table):   # model-space distance of the slew rate's mean above its bound, in units of std (0.05)
