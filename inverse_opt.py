@@ -51,7 +51,7 @@ from inverse.mdn import load_mdn, sample_designs
 from inverse.refine import search
 from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import describe_grid, grid_for
-from inverse.objective import MARGIN, figure_circuit, figures_table, make_objective, parse_objective
+from inverse.objective import MARGIN, PLAIN_SLOTS, figure_circuit, figures_table, make_objective, parse_objective
 from inverse.plots import pareto_plot
 from inverse.spec_file import load_objective, load_spec
 from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
@@ -75,6 +75,9 @@ def parse_args(argv=None):
     a("--objective-margin", type=float, default=MARGIN,
       help=f"with an objective: designs meeting every goal with this many more stds of pessimism are ordered by "
            f"it first (room for the model's error at the spec's edge) [{MARGIN:g}]")
+    a("--plain-slots", type=int, default=PLAIN_SLOTS,
+      help=f"with an objective: the last N of the top-k are the best designs by the spec alone, a hedge when the "
+           f"objective's designs sit at the spec's edge [{PLAIN_SLOTS}]")
     a("--pareto", default=None, metavar="min|max:NAME",
       help="with an objective: a second one (figure or metric); writes the predicted trade-off front "
            "(pareto.csv, pareto.png) among designs meeting the other goals, e.g. max:ugf [none]")
@@ -138,7 +141,8 @@ def check_numbers(args):
         raise ToolkitError("give the spec: --spec spec.toml, or --y-target with --goal (docs/USAGE.md, "
                            "'Inverse design')")
     for name, v, lo in (("--n-init", args.n_init, 1), ("--top-k", args.top_k, 1), ("--steps", args.steps, 0),
-                        ("--finish-lbfgs", args.finish_lbfgs, 0), ("--rounds", args.rounds, 1)):
+                        ("--finish-lbfgs", args.finish_lbfgs, 0), ("--rounds", args.rounds, 1),
+                        ("--plain-slots", args.plain_slots, 0)):
         if v < lo:
             raise ToolkitError(f"{name} must be >= {lo}, got {v}.")
     for name, v in (("--prior", args.prior), ("--kappa", args.kappa), ("--lr", args.lr),
@@ -323,7 +327,7 @@ def main(argv=None):
         prop = propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
                        prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=grid, progress=not args.quiet,
                        exclude=exclude, objectives=objectives, circuit=circuit,
-                       objective_margin=args.objective_margin)
+                       objective_margin=args.objective_margin, plain_slots=args.plain_slots)
         flag_out_of_domain(prop.table, forward, settings["OUT_OF_DOMAIN"])
         return prop
 
@@ -389,7 +393,8 @@ def main(argv=None):
         "command": "python -m inverse_opt " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
         "opamp": opamp, "model_type": args.model_type, "checkpoint": str(ckpt), "spec": spec.to_dict(),
         "settings": {k: getattr(args, k) for k in ("prior", "n_init", "steps", "lr", "finish_lbfgs", "top_k",
-                                                   "kappa", "process", "verify", "rounds", "objective_margin")}
+                                                   "kappa", "process", "verify", "rounds", "objective_margin",
+                                                   "plain_slots")}
         | {"seed": settings["SEED"], "init_mdn": str(mdn) if mdn else None},
         "grid": describe_grid(forward.x_cols, grid), "design_space": grid_source, "n_unique": prop.n_unique,
         "wall_s": round(wall, 2), "optimise_s": round(sum(r["optimise_s"] for r in rounds), 2),

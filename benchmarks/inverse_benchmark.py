@@ -50,7 +50,7 @@ from data_loader.preprocessing import Preprocessing
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import Spec
 from inverse.mdn import load_mdn, mdn_log_prob, sample_designs
-from inverse.objective import MARGIN, figure_circuit, figures_table, parse_objective
+from inverse.objective import MARGIN, PLAIN_SLOTS, figure_circuit, figures_table, parse_objective
 from inverse.optimise import DEFAULTS, design_keys, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import grid_for, snap_designs
 from inverse.refine import observed, search
@@ -97,6 +97,8 @@ def parse_args(argv=None):
     p.add_argument("--objective-margin", type=float, default=OBJECTIVE_MARGIN,
                    help=f"opt-obj: extra stds of pessimism a design needs to be ranked by the objective first "
                         f"[{OBJECTIVE_MARGIN:g}]")
+    p.add_argument("--plain-slots", type=int, default=PLAIN_SLOTS,
+                   help=f"opt-obj: how many of the top-k are the plain ranking's (no objective) [{PLAIN_SLOTS}]")
     p.add_argument("--rounds", type=int, default=1, help="opt: simulator-in-the-loop rounds of --top-k simulations "
                                                          "(inverse_opt --rounds); random and mdn get the same "
                                                          "budget, rounds x top-k [1]")
@@ -176,7 +178,8 @@ def run_opt(args, fwd, mdn, mdn_meta, spec, seed, objectives=()):
     def propose_round(model, x0, exclude):
         return propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
                        prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=args.grid, exclude=exclude,
-                       objectives=objectives, circuit=args.circuit, objective_margin=args.objective_margin)
+                       objectives=objectives, circuit=args.circuit, objective_margin=args.objective_margin,
+                       plain_slots=args.plain_slots if objectives else 0)
 
     found = search(fwd, spec, starts=lambda model, rnd: hybrid_starts(args.n_init, lo, hi, seed=seed + 1000 * (rnd - 1),
                                                                         mdn_x=mdn_x),
@@ -321,7 +324,8 @@ def main(argv=None):
            "args": {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")}, "summary": summary, "per_spec": per_spec}
     tag = ("" if args.difficulty == "feasible" else f"_{args.difficulty}") + ("" if args.rounds == 1 else f"_r{args.rounds}") \
         + (f"_{objectives[0].word}-{objectives[0].name}" if objectives else "") \
-        + (f"_margin{args.objective_margin:g}" if objectives and args.objective_margin != OBJECTIVE_MARGIN else "")
+        + (f"_margin{args.objective_margin:g}" if objectives and args.objective_margin != OBJECTIVE_MARGIN else "") \
+        + (f"_plain{args.plain_slots}" if objectives and args.plain_slots != PLAIN_SLOTS else "")
     path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     budgets = list(next(iter(summary.values()))["success_within"])

@@ -31,6 +31,7 @@ import torch
 from core.errors import ToolkitError
 
 WEIGHTS = np.geomspace(0.03, 0.5, 6)   # objective weight per start, cycled (see the module docstring)
+PLAIN_SLOTS = 0   # of the top-k, how many are the plain ranking's best (no objective): a hedge (inverse_opt --plain-slots)
 MARGIN = 1.0   # extra stds of pessimism a design needs to be ordered by the objective first (inverse_opt --objective-margin)
 SENSES = {"min": 1.0, "minimize": 1.0, "minimise": 1.0, "max": -1.0, "maximize": -1.0, "maximise": -1.0}
 TORCH_FUNCTIONS = {"min": torch.minimum, "max": torch.maximum, "sqrt": torch.sqrt, "log10": torch.log10}

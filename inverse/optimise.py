@@ -132,7 +132,8 @@ def design_keys(frame: pd.DataFrame, x_cols) -> pd.Series:
 
 
 def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,
-                 snap: bool = True, exclude=(), terms=(), circuit=None, objective_margin: float = 0.0):
+                 snap: bool = True, exclude=(), terms=(), circuit=None, objective_margin: float = 0.0,
+                 plain_slots: int = 0):
     """Snap physical designs (N, D), merge duplicates, re-predict, rank; return (table, x_scaled).
     Designs whose ``design_keys`` are in ``exclude`` (already simulated) count in the feasibility analysis
     but are not ranked.  ``terms`` (inverse.objective.ObjectiveTerm, the first is the objective, a second
@@ -156,7 +157,13 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
     # objective pushes designs to the spec's edge, where the model's error decides (inverse/objective.py)
     unsafe = (pessimistic_fails(mt, st, mspec, kappa=kappa + objective_margin).numpy() > 0) if terms else 0 * fails
     order = np.lexsort((loss, second, unsafe, fails))   # ties in the objective (same area, another bias): lower loss
-    order = order[~keys.iloc[order].isin(set(exclude)).to_numpy()][:top_k]
+    fresh = ~keys.isin(set(exclude)).to_numpy()
+    order = order[fresh[order]]
+    if terms and plain_slots > 0:   # the last slots: the plain ranking's best not already in (a hedge at the edge)
+        head = list(order[: max(top_k - plain_slots, 1)])
+        plain = [i for i in np.lexsort((loss, fails)) if fresh[i] and i not in set(head)]
+        order = np.asarray(head + plain, int)
+    order = order[:top_k]
     y_all = pre.inverse_y(mean)
     searched = feasibility.analyse(spec.y_cols, spec.goals, spec.meets(y_all), loss)
     if searched["best_tradeoff"] is not None:        # the design itself, physical units, with its prediction
@@ -219,7 +226,7 @@ def objective_extra(terms, n: int):
 
 def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prior=1e-3, kappa=1.0,
             top_k=8, grid=None, keep_starts: bool = True, progress: bool = False, exclude=(),
-            objectives=(), circuit=None, objective_margin: float = 0.0) -> Proposal:
+            objectives=(), circuit=None, objective_margin: float = 0.0, plain_slots: int = 0) -> Proposal:
     """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k (none of the
     designs in ``exclude``, keys of ``design_keys``).  ``objectives`` (inverse.objective.Objective, at most
     two): minimise/maximise under the spec (the second: the other axis of ``table.attrs["pareto"]``).
@@ -239,7 +246,8 @@ def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prio
         x = torch.cat([x, torch.maximum(torch.minimum(x0, hi), lo)])
     x_phys = forward.preprocessing.inverse_x(x.numpy().astype(float))
     table, xs, n_unique = rank_designs(forward, spec, x_phys, kappa=kappa, top_k=top_k, grid=grid, exclude=exclude,
-                                       terms=terms, circuit=circuit, objective_margin=objective_margin)
+                                       terms=terms, circuit=circuit, objective_margin=objective_margin,
+                                       plain_slots=plain_slots)
     return Proposal(table, xs, len(x0), n_unique, time.perf_counter() - t0, table.attrs["feasibility"])
 
 

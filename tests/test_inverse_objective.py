@@ -213,3 +213,15 @@ def test_an_objective_margin_ranks_the_designs_with_room_to_spare_first():
     safe = propose(fwd, spec, random_starts(48, lo, hi, seed=0), objective_margin=margin, **kw).table
     assert slack(safe)[0] >= 1 + margin - 1e-6 > slack(edge)[0]       # kappa 1 + the margin
     assert safe["gate_area"].iloc[0] > edge["gate_area"].iloc[0]      # room costs area
+
+
+def test_plain_slots_hedge_the_top_k_with_the_spec_alone_ranking():
+    fwd, pre, spec, obj, (lo, hi), kw = _area_search()
+    x0 = random_starts(48, lo, hi, seed=0)
+    plain = propose(fwd, spec, x0, **kw).table
+    only = propose(fwd, spec, x0, objectives=[obj], **kw).table
+    hedged = propose(fwd, spec, x0, objectives=[obj], plain_slots=2, **kw).table
+    key = lambda t: [tuple(r) for r in t[X_COLS].to_numpy()]                   # noqa: E731
+    assert key(hedged)[:2] == key(only)[:2]                                     # the objective's best first
+    assert set(key(plain)[:2]) <= set(key(hedged))                              # then the spec-alone ranking's best
+    assert len(set(key(hedged))) == len(hedged) == 4
