@@ -18,7 +18,9 @@ inside the spec.  Ranking: designs whose pessimistic prediction meets every goal
 the objective; then the rest by (goals missed, goal loss) as without an objective.  With a margin m
 (``--objective-margin``), among the designs meeting every goal those that still meet them at
 mean -/+ (kappa + m) std come first: the objective drives designs to the spec's edge, where the
-model's error decides whether they pass in simulation.
+model's error decides whether they pass in simulation.  With ``PLAIN_SLOTS`` (``--plain-slots``) the last
+of the top-k are the best designs by the spec alone (as without an objective): a hedge, so a batch of
+simulations still holds designs well inside the spec.
 
 ``pareto_front`` gives the designs that are best in two directions at once (the objective and one
 metric, e.g. bias current vs ugf) among the searched designs predicted to meet the other goals.
@@ -31,7 +33,7 @@ import torch
 from core.errors import ToolkitError
 
 WEIGHTS = np.geomspace(0.03, 0.5, 6)   # objective weight per start, cycled (see the module docstring)
-PLAIN_SLOTS = 0   # of the top-k, how many are the plain ranking's best (no objective): a hedge (inverse_opt --plain-slots)
+PLAIN_SLOTS = 4   # of the top-k, how many are the plain ranking's best (no objective): a hedge (inverse_opt --plain-slots)
 MARGIN = 1.0   # extra stds of pessimism a design needs to be ordered by the objective first (inverse_opt --objective-margin)
 SENSES = {"min": 1.0, "minimize": 1.0, "minimise": 1.0, "max": -1.0, "maximize": -1.0, "maximise": -1.0}
 TORCH_FUNCTIONS = {"min": torch.minimum, "max": torch.maximum, "sqrt": torch.sqrt, "log10": torch.log10}

@@ -133,7 +133,8 @@ def test_cli_objective_and_front_outputs(trained, tmp_path):  # noqa: F811
     common, _, _ = trained
     (tmp_path / "s.toml").write_text('[goals]\nphase_margin = ">= 0 deg"\n')     # loose: the tiny model meets it
     out = inverse_opt.main([*common, "--spec", str(tmp_path / "s.toml"), *FAST_OPT, "--objective", "min:gate_area",
-                            "--pareto", "max:ugf", "--top-k", "3", "--save-dir", str(tmp_path / "o"), "--quiet"])
+                            "--pareto", "max:ugf", "--top-k", "3", "--plain-slots", "0", "--save-dir", str(tmp_path / "o"),
+                            "--quiet"])
     table, record = out["table"], out["record"]
     assert {"gate_area", "bias_current", "objective"} <= set(table.columns)
     assert record["objectives"] == [{"name": "gate_area", "sense": "min", "kind": "figure", "unit": "um^2"},
@@ -141,7 +142,7 @@ def test_cli_objective_and_front_outputs(trained, tmp_path):  # noqa: F811
     front = pd.read_csv(tmp_path / "o" / "pareto.csv")
     assert len(front) == len(record["pareto"]) >= 1 and (tmp_path / "o" / "pareto.png").stat().st_size > 1000
     ok = table[table["meets_all"]]
-    assert ok["objective"].is_monotonic_increasing
+    assert ok["objective"].is_monotonic_increasing and record["settings"]["plain_slots"] == 0
 
 
 @pytest.mark.parametrize("extra, body, phrase", [
