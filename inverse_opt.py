@@ -26,7 +26,8 @@ predicted std, goals met), result.json (command, spec, settings, candidates, ver
 and verify.csv with --verify (with the simulated supply current and power); with --objective the
 candidates meeting the spec are ordered by it, with --pareto also pareto.csv and pareto.png.
 A spec nothing meets is reported, not an error: the goals no searched design reaches, the pairs
-of goals met separately but never together, the best trade-off (inverse/feasibility.py), and exit status 3 (2 is bad input, 0 a design meets it).
+of goals met separately but never together, the best trade-off (inverse/feasibility.py), and exit
+status 3 (2 is bad input, 0 a design meets it).
 """
 import argparse
 import json
@@ -150,13 +151,14 @@ def check_numbers(args):
                     ("--target-tol", args.target_tol), ("--range-tol", args.range_tol)):
         if not np.isfinite(v) or v < 0:
             raise ToolkitError(f"{name} must be a finite number >= 0, got {v}.")
-    if args.pareto is not None and args.objective is None and (args.spec is None or load_objective(args.spec) is None):
+    args.spec_objective = load_objective(args.spec) if args.spec is not None else None   # (sense, name) or None
+    if args.pareto is not None and args.objective is None and args.spec_objective is None:
         raise ToolkitError("--pareto is the second axis of a trade-off: give the first with --objective min|max:NAME "
                            "(or [objective] in --spec).")
     args.conditions = Conditions(args.temp, args.vdd, args.corner)   # bad values: one line, before any work
     if not args.conditions.nominal and not args.verify:
-        raise ToolkitError(f"--temp/--vdd/--corner are the conditions --verify simulates in ({args.conditions.describe()}); "
-                           f"add --verify, or drop them.")
+        raise ToolkitError(f"--temp/--vdd/--corner are the conditions --verify simulates in "
+                           f"({args.conditions.describe()}); add --verify, or drop them.")
     if args.rounds > 1 and not args.verify:
         raise ToolkitError(f"--rounds {args.rounds} puts the simulator in the loop: add --verify (ngspice), "
                            f"or use --rounds 1.")
@@ -199,7 +201,7 @@ def build_spec(args, y_cols, preprocessing=None) -> Spec:
 
 def build_objectives(args, forward, circuit) -> list:
     """[objective] or [objective, pareto axis] (inverse.objective.Objective), or []."""
-    in_file = load_objective(args.spec) if args.spec is not None else None
+    in_file = args.spec_objective
     if in_file is not None and args.objective is not None:
         raise ToolkitError(f"the objective is given twice: [objective] in {args.spec} and --objective; keep one.")
     out = []
@@ -215,14 +217,19 @@ def build_objectives(args, forward, circuit) -> list:
     return out
 
 
+def simulated_values(rows, objective, circuit) -> np.ndarray:
+    """The objective of simulated designs ``rows`` (x columns + sim_*): a figure's closed form, a metric's
+    simulated value."""
+    return (figures_table(circuit, rows)[objective.name] if objective.kind == "figure"
+            else rows[f"sim_{objective.name}"].to_numpy(float))
+
+
 def best_verified(ver_all, objective, circuit):
-    """(row index, value) of the simulated design meeting the spec with the best objective value (a figure: its
-    closed form; a metric: simulated), or None."""
+    """(row index, value) of the simulated design meeting the spec with the best objective value, or None."""
     passed = ver_all[ver_all["pass_all"]]
     if not len(passed):
         return None
-    values = (figures_table(circuit, passed)[objective.name] if objective.kind == "figure"
-              else passed[f"sim_{objective.name}"].to_numpy(float))
+    values = simulated_values(passed, objective, circuit)
     i = int(np.argmin(objective.sense * values))
     return passed.index[i], float(values[i])
 
@@ -369,21 +376,19 @@ def main(argv=None):
         front = None
     if front is not None:
         verified_points = None
-        if args.verify and len(front):    # simulate the front itself: what the trade-off really is in the process
+        if args.verify:    # simulate the front itself: what the trade-off really is in the process
             fv = simulate(front.assign(rank=np.arange(1, len(front) + 1)))
             front = pd.concat([front, fv[[c for c in fv.columns if c.startswith("sim_")] + ["status", "pass_all"]]],
                               axis=1)
-            vals = [figures_table(circuit, front)[o.name] if o.kind == "figure"
-                    else front[f"sim_{o.name}"].to_numpy(float) for o in objectives]
+            vals = [simulated_values(front, o, circuit) for o in objectives]
             verified_points = (vals[0], vals[1], front["pass_all"].to_numpy(bool))
             lines.append(f"[pareto] simulated the {len(front)} front designs: {int(front['pass_all'].sum())} meet "
                          f"the spec in {args.process}")
         pareto_plot(save_dir / "pareto.png", front, objectives, verified=verified_points,
                     title=f"{opamp}: {objectives[0].describe()} vs {objectives[1].describe()}")
-        lines.append(f"[pareto] {len(front)} non-dominated designs predicted to meet the spec: {objectives[0].name} "
-                     f"{front[f'objective_{objectives[0].name}'].min():.4g}..{front[f'objective_{objectives[0].name}'].max():.4g}, "
-                     f"{objectives[1].name} {front[f'objective_{objectives[1].name}'].min():.4g}.."
-                     f"{front[f'objective_{objectives[1].name}'].max():.4g}")
+        spans = [f"{o.name} {front[f'objective_{o.name}'].min():.4g}..{front[f'objective_{o.name}'].max():.4g}"
+                 for o in objectives]
+        lines.append(f"[pareto] {len(front)} non-dominated designs predicted to meet the spec: {', '.join(spans)}")
     # feasible: some candidate is predicted to meet every goal, or meets them all in simulation
     feasible = bool(table["meets_all"].any()) or (ver_all is not None and bool(ver_all["pass_all"].any()))
     wall = time.perf_counter() - t0
@@ -404,11 +409,11 @@ def main(argv=None):
         "objectives": [o.to_dict() for o in objectives],
     }
     if best is not None:
-        record["best_verified"] = {"round": int(ver_all.loc[best[0], "round"]), "rank": int(ver_all.loc[best[0], "rank"]),
-                                   objectives[0].name: best[1]}
+        row = ver_all.loc[best[0]]
+        record["best_verified"] = {"round": int(row["round"]), "rank": int(row["rank"]), objectives[0].name: best[1]}
     if ver_all is not None:
-        record["verification"] = {"process": args.process, "conditions": args.conditions.to_dict(), "n_pass": int(ver_all["pass_all"].sum()),
-                                  "rows": json.loads(ver_all.to_json(orient="records"))}
+        record["verification"] = {"process": args.process, "conditions": args.conditions.to_dict(),
+                                  "n_pass": int(ver_all["pass_all"].sum()), "rows": json.loads(ver_all.to_json(orient="records"))}
     with atomic_path(save_dir / "candidates.csv") as tmp:
         table.to_csv(tmp, index=False)
     written = ["candidates.csv", "result.json"]

@@ -26,7 +26,7 @@ top-1 = the first simulated design passes; success within b = a design passes wi
 simulations; flagged infeasible = opt predicts, before any simulation, that no candidate meets the
 spec.  Wall time per spec = proposal + simulations (1 process, 1 torch thread).
 ``--objective min:gate_area`` adds ``opt-obj`` (opt with that objective) and, per method, the best figure among
-its simulated designs that met the spec (median over the specs every method met, and the median ratio to opt).
+its simulated designs that met the spec (median over the specs both it and opt met, and the median ratio to opt).
 Writes ``<results-dir>/inverse_benchmark_<opamp>[_<difficulty>][_r<rounds>][_<min|max>-<figure>].json``.
 """
 import argparse
@@ -179,7 +179,7 @@ def run_opt(args, fwd, mdn, mdn_meta, spec, seed, objectives=()):
         return propose(model, spec, x0, steps=args.steps, lr=args.lr, lbfgs_steps=args.finish_lbfgs,
                        prior=args.prior, kappa=args.kappa, top_k=args.top_k, grid=args.grid, exclude=exclude,
                        objectives=objectives, circuit=args.circuit, objective_margin=args.objective_margin,
-                       plain_slots=args.plain_slots if objectives else 0)
+                       plain_slots=args.plain_slots)
 
     found = search(fwd, spec, starts=lambda model, rnd: hybrid_starts(args.n_init, lo, hi, seed=seed + 1000 * (rnd - 1),
                                                                         mdn_x=mdn_x),
@@ -254,7 +254,8 @@ def main(argv=None):
     methods = args.methods.split(",")
     args.circuit, objectives = figure_circuit(args.opamp, fwd.x_cols), []
     if args.objective is not None:
-        objectives = [parse_objective(args.objective, y_cols=[], circuit=args.circuit)]   # figures only: exact, no simulation
+        # figures only: exact, no simulation needed to score a design
+        objectives = [parse_objective(args.objective, y_cols=[], circuit=args.circuit)]
         methods.append(OBJ_METHOD)
     bo = None
     if "bo" in methods:   # the GPs' hyperparameters: fitted once on the B rows the forward models learn from

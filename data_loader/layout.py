@@ -145,12 +145,16 @@ def check_same_columns(src: DomainData, tgt: DomainData) -> None:
                                f"only in target {only_tgt}. Both domains must have the same {kind} columns.")
 
 
-def read_design_space(data_dir, circuit: str, domain: str = "target") -> dict | None:
-    """The ``design_space`` that ``spice.generate`` wrote into ``<domain>/meta.json`` (variable -> unit, range,
-    grid, sample), or None (a user's data without one, or an unreadable meta.json)."""
-    path = circuit_dir(data_dir, circuit) / domain / "meta.json"
+def meta_design_space(path) -> dict | None:
+    """The ``design_space`` that ``spice.generate`` wrote into the meta.json at ``path`` (variable -> unit, range,
+    grid, sample), or None (no such file, none in it, or an unreadable file)."""
     try:
-        ds = json.loads(path.read_text(encoding="utf-8")).get("design_space")
+        ds = json.loads(Path(path).read_text(encoding="utf-8")).get("design_space")
     except (OSError, ValueError, AttributeError):
         return None
     return ds if isinstance(ds, dict) and ds else None
+
+
+def read_design_space(data_dir, circuit: str, domain: str = "target") -> dict | None:
+    """``meta_design_space`` of ``<data_dir>/<circuit>/<domain>/meta.json``."""
+    return meta_design_space(circuit_dir(data_dir, circuit) / domain / "meta.json")

@@ -95,7 +95,8 @@ def save_mdn(path, model: MDN, *, x_cols, y_cols, preprocessing: dict, config: d
     """
     return save_checkpoint(path, model, stage="mdn", x_cols=x_cols, y_cols=y_cols, preprocessing=preprocessing,
                            config=config, seed=seed, split=split, metrics=metrics, history=history, code=code,
-                           design_space=design_space, extra={"x_lo": [float(v) for v in x_lo], "x_hi": [float(v) for v in x_hi]})
+                           design_space=design_space,
+                           extra={"x_lo": [float(v) for v in x_lo], "x_hi": [float(v) for v in x_hi]})
 
 
 def load_mdn(path):

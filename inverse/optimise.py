@@ -90,7 +90,6 @@ def optimise(forward, mspec, x0, lo, hi, *, steps: int = 800, lr: float = 2e-3, 
              prior: float = 1e-3, kappa: float = 1.0, progress: bool = False, extra=None):
     """Optimise starts ``x0`` (N, D, model space); return (x (N, D) in bounds, per-start loss (N,)).
     ``extra(x, mean, std) -> (N,)`` is added to each start's loss (inverse/objective.py)."""
-
     u = _to_u(torch.as_tensor(x0, dtype=torch.float32), lo, hi).clone().requires_grad_(True)
     if steps > 0:
         opt = torch.optim.Adam([u], lr=lr)
@@ -161,7 +160,8 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
     order = order[fresh[order]]
     if terms and plain_slots > 0:   # the last slots: the plain ranking's best not already in (a hedge at the edge)
         head = list(order[: max(top_k - plain_slots, 1)])
-        plain = [i for i in np.lexsort((loss, fails)) if fresh[i] and i not in set(head)]
+        taken = set(head)
+        plain = [i for i in np.lexsort((loss, fails)) if fresh[i] and i not in taken]
         order = np.asarray(head + plain, int)
     order = order[:top_k]
     y_all = pre.inverse_y(mean)
@@ -190,7 +190,7 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
         table["objective"] = values[0][order]
     table.attrs["feasibility"] = searched       # what every searched design (not only the top-k) achieves
     if len(terms) == 2:
-        table.attrs["pareto"] = pareto_table(frame, terms, values, fails, pre.inverse_y(mean), pre.y_cols)
+        table.attrs["pareto"] = pareto_table(frame, terms, values, fails, y_all, pre.y_cols)
     return table, xs[order], len(frame)
 
 

@@ -3,8 +3,9 @@
 The grid comes from ``--design-space FILE`` (a circuit .toml or a meta.json), else from the design
 space the forward model's checkpoint recorded from its data, else from the one that travels with the
 data (``design_space`` in the target folder's meta.json, written by ``spice.generate`` from the
-circuit file): ``grid_for`` turns it into one rule per variable.  Data with no design space get no snapping and the box of the data (a feature never
-matched by name, so a user's ``w1`` in metres is not clamped to our micrometre box).
+circuit file): ``grid_for`` turns it into one rule per variable.  Data with no design space get no
+snapping and the box of the data (a feature never matched by name, so a user's ``w1`` in metres is
+not clamped to our micrometre box).
 
 ``GRID`` below is the shipped circuits' grid written as name patterns; the design space of the
 shipped data gives the same rules (a test pins it).  It is never applied by default: a caller that
@@ -17,7 +18,6 @@ passes no grid gets no snapping and no name-based box.
     cc             multiple of 0.01 pF               [0.1, 2] pF                spice/sampling.CC_RANGE
     cr             3 significant digits (log grid)   [1k, 100k] ohm             spice/sampling.CR_RANGE
 """
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ToolkitError
+from data_loader.layout import meta_design_space
 from spice.circuit_file import load_circuit
 from spice.sampling import CC_RANGE, CR_RANGE, IBIAS_GRID, L_GRID, W_GRID
 
@@ -99,14 +100,6 @@ def rules_from_design_space(design_space: dict) -> list:
     return rules
 
 
-def _meta_design_space(path: Path) -> dict | None:
-    """The ``design_space`` of a meta.json written by spice.generate, or None."""
-    try:
-        return json.loads(path.read_text()).get("design_space") or None
-    except (json.JSONDecodeError, AttributeError):
-        return None
-
-
 def grid_for(data_dir, opamp: str, design_space_file=None, recorded=None) -> tuple[list, str]:
     """(rules, where they came from): ``design_space_file`` (a circuit .toml or a meta.json) if
     given, else ``recorded`` (the design space a checkpoint recorded from the data it learned from),
@@ -116,7 +109,7 @@ def grid_for(data_dir, opamp: str, design_space_file=None, recorded=None) -> tup
         if not path.is_file():
             raise ToolkitError(f"--design-space {path} not found; give a circuit file (.toml) or a meta.json "
                                f"written by spice.generate")
-        ds = load_circuit(path).design_space() if path.suffix == ".toml" else _meta_design_space(path)
+        ds = load_circuit(path).design_space() if path.suffix == ".toml" else meta_design_space(path)
         if not ds:
             raise ToolkitError(f"--design-space {path} holds no design_space; give a circuit file (.toml) or the "
                                f"meta.json of data made by spice.generate")
@@ -124,7 +117,7 @@ def grid_for(data_dir, opamp: str, design_space_file=None, recorded=None) -> tup
     if recorded:
         return rules_from_design_space(recorded), "the forward model's checkpoint (recorded from its data)"
     meta = Path(data_dir) / opamp / "target" / "meta.json"
-    ds = _meta_design_space(meta) if meta.is_file() else None
+    ds = meta_design_space(meta)
     if ds:
         return rules_from_design_space(ds), str(meta)
     return [], "none (no design space with the data: no snapping, the data's range as the box)"

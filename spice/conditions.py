@@ -15,6 +15,7 @@ Bounds are sanity checks on typos (-60..200 C, 0 < vdd <= 10 V).  None everywher
 is, so the shipped data and every number made before these existed are unchanged.
 """
 import copy
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -99,13 +100,22 @@ def _with_corner(process, corner: str, pdk_path):
                            f"Corners need a model library with sections: --process sky130, or a process file with "
                            f"library = \"...\" and section = \"tt\"")
     lib = re.search(r'"([^"]+)"', m.group(1)).group(1)
-    try:
-        text = open(lib, encoding="utf-8", errors="replace").read()
-    except OSError:
-        raise ToolkitError(f"process {process.name!r}: its model library {lib} cannot be read") from None
-    sections = sorted(set(re.findall(r"^\s*\.lib\s+(\w+)\s*$", text, re.I | re.M)))
+    sections = _sections(lib)
+    if sections is None:
+        raise ToolkitError(f"process {process.name!r}: its model library {lib} cannot be read")
     if corner.lower() not in {x.lower() for x in sections}:
         raise ToolkitError(f"corner {corner!r}: {lib} has no `.lib {corner}` section; it has {sections}")
     out = copy.copy(process)
     object.__setattr__(out, "model_text", f"{m.group(1)}{corner}")
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _sections(lib: str) -> list[str] | None:
+    """The ``.lib`` section names of a model library (read once per process: ``simulate`` applies the
+    conditions on every call, and --verify calls it once per design), or None when it cannot be read."""
+    try:
+        text = open(lib, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    return sorted(set(re.findall(r"^\s*\.lib\s+(\w+)\s*$", text, re.I | re.M)))
