@@ -90,21 +90,25 @@ def apply(process, conditions: Conditions, *, pdk_path=None):
 
 
 def _with_corner(process, corner: str, pdk_path):
-    if process.name == "sky130" and hasattr(process, "root"):
+    sky = process.name == "sky130" and hasattr(process, "root")
+    if sky:
         from spice import sky130
-        return sky130.process(pdk_path or process.root, corner=corner)
-    lines = process.model_text.strip().splitlines()
-    m = _LIB_LINE.match(lines[0]) if len(lines) == 1 else None
-    if m is None:
-        raise ToolkitError(f"process {process.name!r} has no corners: its models are inline cards (or an .include). "
-                           f"Corners need a model library with sections: --process sky130, or a process file with "
-                           f"library = \"...\" and section = \"tt\"")
-    lib = re.search(r'"([^"]+)"', m.group(1)).group(1)
+        lib = str(process.root / sky130.LIB_FILE)
+    else:
+        lines = process.model_text.strip().splitlines()
+        m = _LIB_LINE.match(lines[0]) if len(lines) == 1 else None
+        if m is None:
+            raise ToolkitError(f"process {process.name!r} has no corners: its models are inline cards (or an "
+                               f".include). Corners need a model library with sections: --process sky130, or a "
+                               f"process file with library = \"...\" and section = \"tt\"")
+        lib = re.search(r'"([^"]+)"', m.group(1)).group(1)
     sections = _sections(lib)
     if sections is None:
         raise ToolkitError(f"process {process.name!r}: its model library {lib} cannot be read")
     if corner.lower() not in {x.lower() for x in sections}:
         raise ToolkitError(f"corner {corner!r}: {lib} has no `.lib {corner}` section; it has {sections}")
+    if sky:
+        return sky130.process(pdk_path or process.root, corner=corner)
     out = copy.copy(process)
     object.__setattr__(out, "model_text", f"{m.group(1)}{corner}")
     return out

@@ -100,6 +100,8 @@ def test_sky130_corners():
     np.testing.assert_allclose(tt2["dc_gain"], tt["dc_gain"], rtol=1e-9)
     assert (ss["status"] == "ok").all() and (ff["status"] == "ok").all()
     assert len({round(float(d["dc_gain"].iloc[0]), 6) for d in (tt, ss, ff)}) == 3
+    with pytest.raises(ToolkitError, match=r"no `.lib xx` section; it has \[.*'ss'.*'tt'"):
+        simulate("5t_opamp", x, "sky130", corner="xx")
 
 
 @needs_ngspice
