@@ -27,7 +27,8 @@ simulations; flagged infeasible = opt predicts, before any simulation, that no c
 spec.  Wall time per spec = proposal + simulations (1 process, 1 torch thread).
 ``--objective min:gate_area`` adds ``opt-obj`` (opt with that objective) and, per method, the best figure among
 its simulated designs that met the spec (median over the specs both it and opt met, and the median ratio to opt).
-Writes ``<results-dir>/inverse_benchmark_<opamp>[_<difficulty>][_r<rounds>][_<min|max>-<figure>].json``.
+Writes ``<results-dir>/inverse_benchmark_<opamp>[_<difficulty>][_r<rounds>][_<min|max>-<figure>].json``; after
+each spec the rows so far go to ``<that name>.partial.json``, and a rerun with the same arguments resumes after them.
 """
 import argparse
 import json
@@ -233,6 +234,26 @@ def run_mdn(args, mdn, mdn_meta, spec, seed):
     return sim_pass(args.opamp, top, spec), top, {}
 
 
+def partial_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".partial.json")
+
+
+def resumed_specs(path: Path, run_args: dict) -> list:
+    """The per-spec rows an interrupted run with the same arguments left (the run resumes after them), else []."""
+    part = partial_path(path)
+    if not part.is_file():
+        return []
+    try:
+        saved = json.loads(part.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if saved.get("args") != json.loads(json.dumps(run_args)):
+        print(f"[resume] {part} was written with other arguments: starting over", flush=True)
+        return []
+    print(f"[resume] {len(saved['per_spec'])} specs done in an earlier run: continuing after them", flush=True)
+    return saved["per_spec"]
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -266,7 +287,13 @@ def main(argv=None):
         t_fit = time.perf_counter()
         bo = BayesOpt(pre.transform_x(x_fit), pre.transform_y(y_fit), *model_bounds(pre, args.grid))
         print(f"[bo] GPs fitted on {len(x_fit)} target rows in {time.perf_counter() - t_fit:.1f}s", flush=True)
-    per_spec = []
+    tag = ("" if args.difficulty == "feasible" else f"_{args.difficulty}") + ("" if args.rounds == 1 else f"_r{args.rounds}") \
+        + (f"_{objectives[0].word}-{objectives[0].name}" if objectives else "") \
+        + (f"_margin{args.objective_margin:g}" if objectives and args.objective_margin != OBJECTIVE_MARGIN else "") \
+        + (f"_plain{args.plain_slots}" if objectives and args.plain_slots != PLAIN_SLOTS else "")
+    path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
+    run_args = {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")}
+    per_spec = resumed_specs(path, run_args)
     y_all = np.concatenate([data["raw"][k][1].to_numpy(float) for k in ("target_train", "target_val", "target_test")])
     spec_rng = np.random.default_rng(args.seed + 1)
     for i, r in enumerate(rows):
@@ -277,6 +304,11 @@ def main(argv=None):
             spec, q = hard_spec(list(data["y_cols"]), y_all, spec_rng)
         else:
             spec, q = infeasible_spec(list(data["y_cols"]), y_all, spec_rng)
+        if i < len(per_spec):   # done in an earlier, interrupted run with the same arguments
+            if per_spec[i]["spec"] != spec.to_dict():
+                raise ToolkitError(f"{partial_path(path)}: spec {i + 1} differs from this run's; delete the file "
+                                   f"to start over")
+            continue
         row = {"spec_row": int(y_test.index[r]), "spec": spec.to_dict(), "quantile": q,
                "met_by_simulated_rows": int(spec.meets(y_all).all(axis=1).sum())}
         for m in methods:
@@ -300,6 +332,7 @@ def main(argv=None):
                       "n_pass": int(passed.sum()), "n_sim": int(len(passed)),
                       "wall_s": round(time.perf_counter() - t0, 3), **extra}
         per_spec.append(row)
+        atomic_write_text(partial_path(path), json.dumps({"args": run_args, "per_spec": per_spec}) + "\n")
         print(f"spec {i + 1}/{len(rows)} (test row {row['spec_row']}): " + "  ".join(
             f"{m}: top1={row[m]['top1']:d} top{args.top_k}={row[m]['topk']:d} {row[m]['wall_s']:.1f}s"
             for m in methods), flush=True)
@@ -322,13 +355,9 @@ def main(argv=None):
     if "opt" in methods:   # flagged infeasible = no candidate predicted to meet the spec before any simulation
         summary["opt"]["flagged_infeasible"] = float(np.mean([r["opt"]["flagged_infeasible"] for r in per_spec]))
     out = {"opamp": args.opamp, "n_specs": len(rows), "difficulty": args.difficulty, "rounds": args.rounds,
-           "args": {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")}, "summary": summary, "per_spec": per_spec}
-    tag = ("" if args.difficulty == "feasible" else f"_{args.difficulty}") + ("" if args.rounds == 1 else f"_r{args.rounds}") \
-        + (f"_{objectives[0].word}-{objectives[0].name}" if objectives else "") \
-        + (f"_margin{args.objective_margin:g}" if objectives and args.objective_margin != OBJECTIVE_MARGIN else "") \
-        + (f"_plain{args.plain_slots}" if objectives and args.plain_slots != PLAIN_SLOTS else "")
-    path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
+           "args": run_args, "summary": summary, "per_spec": per_spec}
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
+    partial_path(path).unlink(missing_ok=True)
     budgets = list(next(iter(summary.values()))["success_within"])
     print(f"\n{args.difficulty} specs, budget {args.rounds} x {args.top_k} simulations\n"
           f"| method | top-1 | {' | '.join(f'success within {b} sims' for b in budgets)} | median s/spec | sims/spec | "

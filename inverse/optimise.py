@@ -131,8 +131,8 @@ def design_keys(frame: pd.DataFrame, x_cols) -> pd.Series:
 
 
 def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,
-                 snap: bool = True, exclude=(), terms=(), circuit=None, objective_margin: float = 0.0,
-                 plain_slots: int = 0):
+                 snap: bool = True, exclude=(), terms=(), circuit=None, objective_margin: float = objective.MARGIN,
+                 plain_slots: int = objective.PLAIN_SLOTS):
     """Snap physical designs (N, D), merge duplicates, re-predict, rank; return (table, x_scaled).
     Designs whose ``design_keys`` are in ``exclude`` (already simulated) count in the feasibility analysis
     but are not ranked.  ``terms`` (inverse.objective.ObjectiveTerm, the first is the objective, a second
@@ -226,7 +226,7 @@ def objective_extra(terms, n: int):
 
 def propose(forward, spec: Spec, x0, *, steps=800, lr=2e-3, lbfgs_steps=80, prior=1e-3, kappa=1.0,
             top_k=8, grid=None, keep_starts: bool = True, progress: bool = False, exclude=(),
-            objectives=(), circuit=None, objective_margin: float = 0.0, plain_slots: int = 0) -> Proposal:
+            objectives=(), circuit=None, objective_margin: float = objective.MARGIN, plain_slots: int = objective.PLAIN_SLOTS) -> Proposal:
     """Optimise from starts ``x0`` (N, D model space), snap, re-predict, rank; the top-k (none of the
     designs in ``exclude``, keys of ``design_keys``).  ``objectives`` (inverse.objective.Objective, at most
     two): minimise/maximise under the spec (the second: the other axis of ``table.attrs["pareto"]``).

@@ -85,7 +85,8 @@ def _area_search():
     c = figure_circuit("5t_opamp", X_COLS)
     obj = make_objective("min", "gate_area", y_cols=Y_COLS, circuit=c)
     lo, hi = model_bounds(pre, GRID)
-    return fwd, pre, spec, obj, (lo, hi), dict(steps=120, lr=0.05, lbfgs_steps=10, top_k=4, grid=GRID, circuit=c)
+    return fwd, pre, spec, obj, (lo, hi), dict(steps=120, lr=0.05, lbfgs_steps=10, top_k=4, grid=GRID, circuit=c,
+                                                  objective_margin=0.0, plain_slots=0)   # each test turns one on
 
 
 def test_the_objective_shrinks_the_area_and_keeps_the_goals():
@@ -211,7 +212,7 @@ def test_an_objective_margin_ranks_the_designs_with_room_to_spare_first():
         return (mean[:, 0] - lo_model) / std[:, 0]
     edge = propose(fwd, spec, random_starts(48, lo, hi, seed=0), **kw).table
     margin = float(np.ceil(slack(edge)[0]))                           # more room than the smallest design has
-    safe = propose(fwd, spec, random_starts(48, lo, hi, seed=0), objective_margin=margin, **kw).table
+    safe = propose(fwd, spec, random_starts(48, lo, hi, seed=0), **{**kw, "objective_margin": margin}).table
     assert slack(safe)[0] >= 1 + margin - 1e-6 > slack(edge)[0]       # kappa 1 + the margin
     assert safe["gate_area"].iloc[0] > edge["gate_area"].iloc[0]      # room costs area
 
@@ -221,8 +222,20 @@ def test_plain_slots_hedge_the_top_k_with_the_spec_alone_ranking():
     x0 = random_starts(48, lo, hi, seed=0)
     plain = propose(fwd, spec, x0, **kw).table
     only = propose(fwd, spec, x0, objectives=[obj], **kw).table
-    hedged = propose(fwd, spec, x0, objectives=[obj], plain_slots=2, **kw).table
+    hedged = propose(fwd, spec, x0, objectives=[obj], **{**kw, "plain_slots": 2}).table
     key = lambda t: [tuple(r) for r in t[X_COLS].to_numpy()]                   # noqa: E731
     assert key(hedged)[:2] == key(only)[:2]                                     # the objective's best first
     assert set(key(plain)[:2]) <= set(key(hedged))                              # then the spec-alone ranking's best
     assert len(set(key(hedged))) == len(hedged) == 4
+
+
+def test_library_defaults_equal_the_command_line_defaults():
+    import inspect
+
+    import inverse_opt
+    from inverse.optimise import rank_designs
+    args, _ = inverse_opt.parse_args(["--opamp", "5t_opamp"])
+    for fn in (propose, rank_designs):
+        params = inspect.signature(fn).parameters
+        assert params["objective_margin"].default == args.objective_margin == 1.0
+        assert params["plain_slots"].default == args.plain_slots == 4
