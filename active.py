@@ -4,8 +4,10 @@
     python -m active --opamp 5t_opamp --rule mixed --seed 1 --budget 100 --out results/active/mixed_s1
     python -m active --opamp my_ota --data-dir mydata --circuit my_ota.toml --process my_node.toml
 
-Starts from ``--init`` random B designs (drawn from the circuit's design space on its buildable grid)
-and the source (A) rows of ``--data-dir/<opamp>/source``; each round trains the transfer ensemble
+Starts from ``--init`` random B designs (drawn from the circuit's design space on its buildable grid), or
+from the B designs you simulated already (``--init-from FOLDER``: one *features*.csv and one *targets*.csv;
+they are not simulated again and do not count against ``--budget``, which then counts the loop's own
+simulations), and the source (A) rows of ``--data-dir/<opamp>/source``; each round trains the transfer ensemble
 (``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
 VAL_SPLIT of them for early stopping and calibration), scores ``--pool`` fresh candidates and simulates
 the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse | mixed)
@@ -59,7 +61,8 @@ from inverse.verify import check_circuit_columns, require_ngspice
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
-KEY_FIELDS = ("opamp", "circuit", "process", "rule", "seed", "init", "batch", "pool", "members", "set")
+KEY_FIELDS = ("opamp", "circuit", "process", "rule", "seed", "init", "batch", "pool", "members", "set", "init_from")
+GIVEN = "given"      # the rule of --init-from designs (simulated before the loop, by the user)
 
 
 def parse_args(argv=None):
@@ -71,6 +74,9 @@ def parse_args(argv=None):
     cli.flag("--pool", "ACTIVE_POOL", "candidates scored per round")
     cli.flag("--members", "ACTIVE_MEMBERS", "ensemble members retrained each round (comma-separated)")
     cli.flag("--jobs", "PIPELINE_JOBS", "training stages and simulations run at once")
+    cli.add_argument("--init-from", default=None, metavar="FOLDER",
+                     help="B designs simulated already (one *features*.csv, one *targets*.csv, optional status "
+                          "column) as the initial set instead of --init random ones; not counted in --budget")
     cli.add_argument("--out", default=None, help="run folder [results/active/<opamp>_<rule>_seed<seed>]")
     cli.add_argument("--circuit", default=None,
                      help="circuit file (.toml) to simulate [the data's meta.json circuit, else the shipped circuit "
@@ -115,15 +121,54 @@ def resolve_simulator(args, data_dir, opamp: str) -> tuple:
     return str(circuit), str(process)
 
 
-def check_sizes(settings: dict) -> None:
+def check_sizes(settings: dict, n_given: int | None = None) -> None:
+    """``n_given``: the OK designs of --init-from (then --init is not used and --budget counts new simulations)."""
     init, budget, batch, pool = (settings[k] for k in ("ACTIVE_INIT", "ACTIVE_BUDGET", "ACTIVE_BATCH", "ACTIVE_POOL"))
-    if budget < init:
+    if n_given is None and budget < init:
         raise ToolkitError(f"--budget {budget} is smaller than the initial set --init {init}: the loop could not "
                            f"even simulate its first designs. Fix: --budget {init + batch} or more, or a smaller --init.")
     if pool < batch:
         raise ToolkitError(f"--pool {pool} is smaller than --batch {batch}: a batch is chosen among the pool. "
                            f"Fix: --pool {max(batch * 20, 1000)}.")
-    split_target_rows(init, val_split=settings["VAL_SPLIT"], test_split=0.0, seed=settings["SEED"])
+    if n_given is not None and n_given < 10:   # as ACTIVE_INIT's floor: the first round splits train and val
+        raise ToolkitError(f"--init-from has {n_given} designs with every metric simulated (test-set designs left "
+                           f"out); the first round needs >= 10. Fix: more designs in that folder, or --init N random.")
+    split_target_rows(init if n_given is None else n_given, val_split=settings["VAL_SPLIT"], test_split=0.0,
+                      seed=settings["SEED"])
+
+
+def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -> pd.DataFrame:
+    """The --init-from designs as ledger rows (round 0, rule ``given``, design ids -1, -2, ...), minus designs of
+    the fixed test set (``exclude``: they stay unseen) and repeats; one line naming the file when its columns
+    differ from the source data's."""
+    from data_loader.layout import read_folder
+    got = read_folder(folder)
+    for kind, have, want, f in (("design variable", got.features.columns, x_cols, got.features_file),
+                                ("metric", got.targets.columns, y_cols, got.targets_file)):
+        missing = [c for c in want if c not in have]
+        if missing:
+            raise ToolkitError(f"--init-from {f} lacks the {kind} columns {missing} of the source data (it has "
+                               f"{list(have)}). Fix: the same column names as {'features' if kind != 'metric' else 'targets'}"
+                               f" of the source folder.")
+    rows = pd.concat([got.features[x_cols], got.targets[y_cols]], axis=1).astype(float)
+    ok = np.isfinite(rows[y_cols].to_numpy()).all(axis=1)
+    status = got.status.fillna("").astype(str).to_numpy() if got.status is not None else np.full(len(rows), "ok")
+    rows[STATUS] = np.where(ok & (status == "ok"), "ok", np.where(status == "ok", "failed (non-finite metric)", status))
+    rows.insert(0, "design", -(np.arange(len(rows)) + 1))
+    rows.insert(1, "round", 0)
+    rows.insert(2, "rule", GIVEN)
+    rows.insert(3, "seed", seed)
+    keys = design_keys(rows, x_cols)
+    keep = ~keys.isin(exclude).to_numpy() & ~keys.duplicated().to_numpy()
+    if not keep.all():
+        print(f"[active] --init-from: {int((~keep).sum())} of {len(rows)} designs left out (in the fixed test set, "
+              f"or repeated)", flush=True)
+    return rows[keep].reset_index(drop=True)
+
+
+def loop_simulations(ledger: pd.DataFrame) -> int:
+    """Designs the loop simulated itself (the --init-from ones excluded): what --budget counts."""
+    return int((ledger["rule"] != GIVEN).sum())
 
 
 def run_key(args, settings, circuit: str, process: str) -> dict:
@@ -131,7 +176,8 @@ def run_key(args, settings, circuit: str, process: str) -> dict:
     return {"opamp": settings["OPAMP_TYPE"], "circuit": circuit, "process": process, "rule": settings["ACTIVE_RULE"],
             "seed": settings["SEED"], "init": settings["ACTIVE_INIT"], "batch": settings["ACTIVE_BATCH"],
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
-            "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS=")))}
+            "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS="))),
+            "init_from": None if args.init_from is None else str(Path(args.init_from).resolve())}
 
 
 def check_same_run(out: Path, key: dict) -> None:
@@ -300,7 +346,9 @@ def main(argv=None):
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
     if rule not in RULES:
         raise ToolkitError(f"ACTIVE_RULE must be one of {list(RULES)}, got {rule!r}. Fix: --rule random")
-    check_sizes(settings)
+    given = None
+    if args.init_from is None:
+        check_sizes(settings)
     check_backend(args.backend, args.scheduler, workers=settings["PIPELINE_JOBS"])
     members = parse_members(settings["ACTIVE_MEMBERS"])
     pipeline.preflight(settings, members)
@@ -317,12 +365,16 @@ def main(argv=None):
     key = run_key(args, settings, circuit, process)
     check_same_run(out, key)                  # before the lock: a refused run leaves no lock file behind
     test = test_set(settings, data_dir, opamp)
+    if args.init_from is not None:   # read and checked before anything is written
+        given = given_designs(args.init_from, x_cols, list(src.targets.columns), seed,
+                              set(design_keys(test[0], x_cols)) if test is not None else set())
+        check_sizes(settings, n_given=int((given[STATUS] == "ok").sum()))
     with results_lock(out, flag="--out"):     # one loop per folder: two would simulate the same designs
         check_same_run(out, key)              # again under the lock (a run started meanwhile)
-        return run_loop(args, settings, out, key, test, src, circuit, process)
+        return run_loop(args, settings, out, key, test, src, circuit, process, given)
 
 
-def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, process: str) -> dict:
+def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, process: str, given=None) -> dict:
     """The rounds, from wherever ``out`` stopped (see the module docstring)."""
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
     x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
@@ -336,7 +388,8 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
     # the log-space R^2 floor, the same for every round: half the smallest positive source value per metric
     floor = half_min_positive(src.targets[y_cols].to_numpy(float)) if test is not None else None
     budget, init, batch, pool_n = (settings[k] for k in ("ACTIVE_BUDGET", "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL"))
-    print(f"[active] {opamp}: rule {rule}, seed {seed}, budget {budget} ({init} random first, then {batch} a round, "
+    first = f"{len(given)} given designs first" if given is not None else f"{init} random first"
+    print(f"[active] {opamp}: rule {rule}, seed {seed}, budget {budget} ({first}, then {batch} a round, "
           f"chosen among {pool_n}); simulating {circuit} in {process}; members {','.join(members)}; "
           f"test {'none (val only)' if test is None else f'{len(test[0])} target_test rows'}; {out}"
           + (f"; resuming with {len(ledger)} designs simulated" if len(ledger) else ""), flush=True)
@@ -348,11 +401,14 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
         batch_path = round_dir / "batch.csv"
         t0 = time.perf_counter()
         if not batch_path.is_file():
-            want = min(init if round_no == 0 else batch, budget - len(ledger))
-            if want <= 0:
+            want = min(init if round_no == 0 else batch, budget - loop_simulations(ledger))
+            if want <= 0 and not (round_no == 0 and given is not None):
                 break
             taken = exclude | set(design_keys(ledger, x_cols))
-            if round_no == 0:
+            if round_no == 0 and given is not None:   # the user's designs: recorded, not simulated
+                chosen = given.drop(columns=y_cols + [STATUS, "round", "rule", "seed"])
+                chosen["score"], chosen["p_ok"] = np.nan, np.nan
+            elif round_no == 0:
                 chosen = draw(circuit, seed, 0, 4 * init, taken).head(want)
                 chosen["score"], chosen["p_ok"] = np.nan, np.nan
             else:
@@ -361,7 +417,7 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
                 prev = Ensemble.load(out / "rounds" / f"r{round_no - 1:02d}", opamp)
                 chosen = choose(prev, rule, pool, ledger, want, seed, round_no)
             chosen.insert(1, "round", round_no)
-            chosen.insert(2, "rule", "random" if round_no == 0 else rule)
+            chosen.insert(2, "rule", (GIVEN if given is not None else "random") if round_no == 0 else rule)
             chosen.insert(3, "seed", seed)
             round_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(batch_path) as tmp:
@@ -369,7 +425,11 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
         chosen = pd.read_csv(batch_path)
         t_select = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ledger = simulate_batch(chosen, ledger, ledger_path, desc=f"round {round_no} simulations", **sim_kw)
+        if round_no == 0 and given is not None:
+            if ledger.empty:
+                ledger = append_rows(ledger_path, ledger, given)
+        else:
+            ledger = simulate_batch(chosen, ledger, ledger_path, desc=f"round {round_no} simulations", **sim_kw)
         t_sim = time.perf_counter() - t0
         if not any(p["round"] == round_no for p in progress):
             t0 = time.perf_counter()
@@ -379,7 +439,8 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
             summary = train_round(args, settings, out, round_dir)
             t_train = time.perf_counter() - t0
             ens_record = summary["ensemble"]["ensemble"]
-            row = {"round": round_no, "rule": rule, "seed": seed, "simulations": int(len(ledger)),
+            row = {"round": round_no, "rule": rule, "seed": seed, "simulations": loop_simulations(ledger),
+                   "given": int(len(ledger)) - loop_simulations(ledger),
                    "failed": int((ledger[STATUS] != "ok").sum()),
                    "val_r2_log": float(ens_record["metrics"]["mean"]["r2_log"]),
                    "select_s": round(t_select, 1), "simulate_s": round(t_sim, 1), "train_s": round(t_train, 1)}
@@ -388,14 +449,16 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
             progress.append(row)
             # one line per finished round, the file rewritten atomically: a resume point never half written
             atomic_write_text(progress_path, "".join(json.dumps(p) + "\n" for p in progress))
-            print(f"[active] round {round_no}: {row['simulations']} simulations ({row['failed']} failed) | val R2_log "
+            print(f"[active] round {round_no}: {row['simulations']} simulations"
+                  + (f" + {row['given']} given" if row["given"] else "") + f" ({row['failed']} failed) | val R2_log "
                   f"{row['val_r2_log']:.4f}" + (f" | test R2_log {row['test_r2_log']:.4f}" if test is not None else "")
                   + f" | select {t_select:.0f} s, simulate {t_sim:.0f} s, train {t_train:.0f} s", flush=True)
-        if len(ledger) >= budget:
+        if loop_simulations(ledger) >= budget:
             break
         round_no += 1
     write_summary(out, progress, opamp, plot=not args.no_plot)
-    print(f"[active] done: {len(ledger)} simulations ({int((ledger[STATUS] != 'ok').sum())} failed) in "
+    print(f"[active] done: {loop_simulations(ledger)} simulations ({int((ledger[STATUS] != 'ok').sum())} failed"
+          + (f", {len(ledger) - loop_simulations(ledger)} designs given" if given is not None else "") + ") in "
           f"{time.perf_counter() - t_run:.0f} s this call; {out / 'active.md'}")
     return {"progress": progress, "ledger": ledger, "out": str(out)}
 
@@ -405,7 +468,8 @@ def write_summary(out: Path, progress: list, opamp: str, *, plot: bool) -> None:
     has_test = any("test_r2_log" in p for p in progress)
     head = ["round", "simulations", "failed", "val R²_log"] + (["test R²_log", "test R² (phys)", "test 95 % cov."]
                                                                if has_test else []) + ["select s", "simulate s", "train s"]
-    rows = [[p["round"], p["simulations"], p["failed"], f"{p['val_r2_log']:.4f}"]
+    rows = [[p["round"], f"{p['simulations']}" + (f" + {p['given']} given" if p.get("given") else ""), p["failed"],
+             f"{p['val_r2_log']:.4f}"]
             + ([f"{p['test_r2_log']:.4f}", f"{p['test_r2']:.4f}", f"{100 * p['test_cov95']:.1f} %"] if has_test else [])
             + [f"{p['select_s']:.0f}", f"{p['simulate_s']:.0f}", f"{p['train_s']:.0f}"] for p in progress]
     text = markdown_table(pd.DataFrame(rows, columns=head))

@@ -118,6 +118,15 @@ def read_domain(data_dir, circuit: str, domain: str) -> DomainData:
         raise ToolkitError(f"Missing folder {folder}. Expected {domain}/ beside "
                            f"{'target' if domain == 'source' else 'source'}/ under {folder.parent}, "
                            f"holding one *features*.csv and one *targets*.csv.")
+    return read_folder(folder)
+
+
+def read_folder(folder) -> DomainData:
+    """Read and validate one folder of one *features*.csv and one *targets*.csv (rows matched by position)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ToolkitError(f"Missing folder {folder}: expected a folder holding one *features*.csv and one "
+                           f"*targets*.csv.")
     features_file = _one_file(folder, "*features*.csv", "design variables, one row per design")
     targets_file = _one_file(folder, "*targets*.csv", "simulated metrics, rows matched to the features file")
     x_text, y_text = _read_numeric(features_file), _read_numeric(targets_file)

@@ -281,3 +281,52 @@ def test_benchmark_report_averages_seeds_and_compares_with_random(tmp_path):
     assert "2 of 2 budgets" in text and "--report-only" not in text
     assert (tmp_path / "learning_curve_active_5t_opamp.png").is_file()
     assert out["curves"]["mixed"][0][:2] == (25, pytest.approx(0.811))
+
+
+@needs_ngspice
+def test_init_from_the_users_designs_records_them_and_spends_the_budget_on_new_ones(tiny_data, tmp_path, monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    tgt = tiny_data / "5t_opamp" / "target"
+    feats, targs = pd.read_csv(tgt / "features.csv").head(60), pd.read_csv(tgt / "targets.csv").head(60)
+    targs.loc[3, "cmrr"] = np.nan                     # one failed design among the user's
+    feats.to_csv(mine / "my_features.csv", index=False)
+    targs.to_csv(mine / "my_targets.csv", index=False)
+    calls = []
+    real = active._simulate_chunk
+    monkeypatch.setattr(active, "_simulate_chunk", lambda *a: calls.append(len(a[2])) or real(*a))
+    out = tmp_path / "run"
+    res = _run(tiny_data, out, "--init-from", str(mine), "--batch", "10", "--pool", "300", "--budget", "10")
+    ledger = pd.read_csv(out / "acquired.csv")
+    given = ledger[ledger["rule"] == "given"]
+    x_cols = list(feats.columns)
+    test_x, _ = active.test_set(active.parse_args(["--data-dir", str(tiny_data), "--opamp", "5t_opamp", "--seed", "3"])[1],
+                                tiny_data, "5t_opamp")
+    in_test = design_keys(feats, x_cols).isin(set(design_keys(test_x, x_cols)))
+    assert 0 < in_test.sum() < 60                                          # the fixture's split puts some there
+    assert len(given) == 60 - in_test.sum() and (given["design"] < 0).all() and sum(calls) == 10
+    assert not design_keys(ledger, x_cols).isin(set(design_keys(test_x, x_cols))).any()
+    assert (given["status"] != "ok").sum() == (0 if in_test[3] else 1)
+    assert [(r["simulations"], r["given"]) for r in res["progress"]] == [(0, len(given)), (10, len(given))]
+    # rerun: nothing simulated or recorded again
+    calls.clear()
+    _run(tiny_data, out, "--init-from", str(mine), "--batch", "10", "--pool", "300", "--budget", "10")
+    assert sum(calls) == 0 and len(pd.read_csv(out / "acquired.csv")) == len(ledger)
+
+
+@pytest.mark.parametrize("damage, message", [("drop", "lacks the metric columns ['cmrr']"), ("few", "needs >= 10")])
+def test_init_from_bad_folders_are_one_line_and_write_nothing(tiny_data, tmp_path, capsys, damage, message):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    tgt = tiny_data / "5t_opamp" / "target"
+    n = 5 if damage == "few" else 40
+    pd.read_csv(tgt / "features.csv").iloc[-n:].to_csv(mine / "features.csv", index=False)
+    targs = pd.read_csv(tgt / "targets.csv").iloc[-n:]
+    (targs.drop(columns="cmrr") if damage == "drop" else targs).to_csv(mine / "targets.csv", index=False)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(out),
+                                      "--init-from", str(mine)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not out.exists()
