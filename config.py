@@ -33,14 +33,16 @@ LOG_Y_COLS = "auto"        # metrics modelled as log1p(y): a list of names, or '
                            # data: slewrate_pos, dc_gain, ugf, cmrr). Seed: ugf, cmrr (docs/DECISIONS.md)
 LOG_Y_MIN_SPAN = 3.0       # ratio max/min at which 'auto' logs a metric (half a decade); a list ignores it
 LOG_X_COLS = "auto"        # features modelled as log(x): a list of names, or 'auto' = strictly positive
-                           # features whose max/min >= LOG_X_MIN_SPAN in the pooled data
+                           # features whose max/min >= LOG_X_MIN_SPAN in the pooled data, unless the data's
+                           # design space (meta.json, from the circuit file) declares scale = lin|log
 LOG_X_MIN_SPAN = 10.0      # ratio max/min at which 'auto' logs a feature (one decade)
 X_SCALER_FIT = "both"      # 'both' (fit x scaler on source+target inputs; label-free) | 'source'
 PREPROCESSING_FROM = ""    # path of a saved preprocessing record (JSON of Preprocessing.to_dict) every stage uses instead
                            # of fitting one; "" = fit from the data (the seed). python -m active pins its first round's,
                            # so the source baseline is trained once while the target rows grow
 # A row is a failed simulation (dropped after splitting, reported by reason) when any value is
-# NaN/inf, or it breaks one of these rules.  Rules naming metrics absent from the data are ignored.
+# NaN/inf, or it breaks one of these rules.  A rule naming a metric absent from the data does nothing and says so
+# (one warning per rule).
 FAIL_POSITIVE = ["slewrate_pos", "dc_gain", "ugf", "cmrr"]   # must be > 0
 FAIL_MIN = {"dc_gain": 1.0}                                  # value < bound -> failed
 FAIL_MAX = {"ugf": 1e10}                                     # value >= bound -> sentinel, failed

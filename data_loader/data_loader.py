@@ -17,7 +17,8 @@ import pandas as pd
 
 from core.errors import ToolkitError
 from data_loader.failures import FailureRule, count_reasons, failure_reasons
-from data_loader.layout import check_same_columns, read_design_space, read_domain
+from data_loader.layout import (check_features_in_space, check_same_columns, circuit_dir, read_design_space,
+                                read_domain, space_boxes)
 from data_loader.preprocessing import Preprocessing, auto_log_columns, fit_preprocessing
 from data_loader.scaler_utils import fingerprint, load_scalers, save_scalers, scaler_path
 from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
@@ -39,14 +40,20 @@ def data_kwargs_from_settings(settings: dict) -> dict:
                                          minimum=dict(settings["FAIL_MIN"]), maximum=dict(settings["FAIL_MAX"])))
 
 
-def _resolve_log(key: str, what: str, cols, seen: pd.DataFrame, min_span: float) -> list:
+def _resolve_log(key: str, what: str, cols, seen: pd.DataFrame, min_span: float, declared=None) -> list:
     """LOG_X_COLS / LOG_Y_COLS as column names in ``seen``'s order: ``'auto'`` = every strictly positive column
-    spanning at least ``min_span`` (max/min) in ``seen``; a list keeps the names it gives and says which the data
-    lacks.  ``seen``: pooled non-test inputs for x, source + target-val labels for y (what every stage may see)."""
+    spanning at least ``min_span`` (max/min) in ``seen``, except that a column with a declared scale
+    (``declared``: {column: 'lin' | 'log'}, from the data's design space) takes that scale; a list keeps the names
+    it gives and says which the data lack.  ``seen``: pooled non-test inputs for x, source + target-val labels
+    for y (what every stage may see)."""
+    declared = declared or {}
     if isinstance(cols, str):
         if cols != "auto":
             raise ToolkitError(f"{key} must be a list of {what} names or 'auto', got {cols!r}.")
-        return auto_log_columns(seen, min_span)
+        auto = auto_log_columns(seen, min_span)
+        # a declared 'log' column has lo > 0 (check_variable) and data within UNIT_SLIP of it (checked on load),
+        # so it is positive here
+        return [c for c in seen.columns if declared.get(c, "log" if c in auto else "lin") == "log"]
     unknown = [c for c in cols if c not in seen.columns]
     if unknown:
         warnings.warn(f"{key} names {unknown}, which are not {what}s of this data ({list(seen.columns)}); ignored.")
@@ -72,6 +79,25 @@ def _warn_constant_features(x_src: pd.DataFrame, x_tgt: pd.DataFrame, x_scaler_f
                           f"Source-trained weights learn nothing about it: rely on target-trained stages.")
         elif s_const and t_const:
             warnings.warn(f"Feature {col!r} is constant in both domains; it carries no information.")
+
+
+def _check_against_design_spaces(data_dir, circuit: str, src, tgt, x_cols) -> dict | None:
+    """The target's design space (None without one), after refusing data it does not describe: each domain's
+    features against its own meta.json's space, a source folder without one against the target's (inverse design
+    snaps to the target's space, and a unit slip there would put it decades away from what the models saw)."""
+    target_space, source_space = (read_design_space(data_dir, circuit, d) for d in ("target", "source"))
+    src_owner = "source" if source_space is not None else "target"
+    for data, owner, space in ((src, src_owner, source_space if source_space is not None else target_space),
+                               (tgt, "target", target_space)):
+        if space is None:
+            continue
+        meta = circuit_dir(data_dir, circuit) / owner / "meta.json"
+        x = data.features[x_cols]
+        check_features_in_space(x_cols, x.min().to_numpy(), x.max().to_numpy(), space_boxes(space),
+                                source=f"{meta} (checking {data.features_file})",
+                                fix=f"give the CSV columns in the units of that design space, or correct (or delete) "
+                                    f"design_space in {meta}")
+    return target_space
 
 
 def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_split: float = 0.2,
@@ -104,6 +130,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     check_same_columns(src, tgt)
     x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
     tgt.features, tgt.targets = tgt.features[x_cols], tgt.targets[y_cols]  # same order as source
+    design_space = _check_against_design_spaces(data_dir, opamp_type, src, tgt, x_cols)
     _warn_unknown_rule_metrics(rule, y_cols)
 
     parts = split_target_rows(len(tgt.targets), val_split=val_split, test_split=test_split, seed=seed)
@@ -139,7 +166,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     fit_tgt_x = pd.concat([tgt.features.iloc[all_train], raw["target_val"][0]])
     pooled_x = pd.concat([raw["source"][0], fit_tgt_x])
     x_pool = pooled_x if x_scaler_fit == "both" else raw["source"][0]
-    resolved_log_x = _resolve_log("LOG_X_COLS", "feature", log_x_cols, pooled_x, log_x_min_span)
+    scales = {k: v["scale"] for k, v in (design_space or {}).items() if v.get("scale")}
+    resolved_log_x = _resolve_log("LOG_X_COLS", "feature", log_x_cols, pooled_x, log_x_min_span, scales)
     # clip range and 'auto' log metrics from labels every stage may see whatever N_TARGET_TRAIN is: source + target val
     y_range = pd.concat([raw["source"][1], raw["target_val"][1]])
     resolved_log_y = _resolve_log("LOG_Y_COLS", "metric", log_y_cols, y_range, log_y_min_span)
@@ -182,7 +210,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
                **{f"target_{k}_idx": v.tolist() for k, v in kept.items()}},
         dropped=dropped, raw=raw, files={k: str(f) for k, f in zip(
             ["source_features", "source_targets", "target_features", "target_targets"], files)},
-        failure_rule=rule, design_space=read_design_space(data_dir, opamp_type),
+        failure_rule=rule, design_space=design_space,
     )
     return out
 

@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ToolkitError
+from spice.circuit_file import check_variable
 
 DOMAINS = ("source", "target")
 STATUS_COL = "status"  # optional column in *targets*.csv written by `spice.generate --keep-failed`
+UNIT_SLIP = 10.0       # data this many times beyond a declared range: another unit (m vs um), not a wider sweep
 
 
 @dataclass
@@ -156,12 +158,57 @@ def check_same_columns(src: DomainData, tgt: DomainData) -> None:
 
 def meta_design_space(path) -> dict | None:
     """The ``design_space`` that ``spice.generate`` wrote into the meta.json at ``path`` (variable -> unit, range,
-    grid, sample), or None (no such file, none in it, or an unreadable file)."""
+    grid, sample[, scale]), checked entry by entry (``check_design_space``); None when there is no such file,
+    none in it, or the file is unreadable."""
     try:
         ds = json.loads(Path(path).read_text(encoding="utf-8")).get("design_space")
     except (OSError, ValueError, AttributeError):
         return None
-    return ds if isinstance(ds, dict) and ds else None
+    if ds is None or ds == {}:
+        return None
+    return check_design_space(ds, str(path))
+
+
+def check_design_space(design_space, where: str) -> dict:
+    """Each variable of a design space checked like a circuit file's (one ToolkitError naming
+    ``<where>: design_space.<name>``: lo > hi, no range, a bad grid, an unknown unit ...), returned as a circuit
+    file records it (a range derived from grid values filled in), so readers can index it without KeyErrors."""
+    if not isinstance(design_space, dict) or not design_space:
+        raise ToolkitError(f"{where}: design_space must be a table {{variable: {{unit, range, grid, sample}}}}, got "
+                           f"{type(design_space).__name__}; rewrite it with spice.generate or remove the key")
+    return {name: check_variable(f"{where}: design_space.{name}", name, spec).describe()
+            for name, spec in design_space.items()}
+
+
+def space_boxes(design_space: dict) -> dict:
+    """{variable: (lo, hi, unit)} of a checked design space."""
+    return {k: (float(v["range"][0]), float(v["range"][1]), v["unit"]) for k, v in design_space.items()}
+
+
+def check_features_in_space(x_cols, x_min, x_max, boxes: dict, *, source: str, fix: str) -> None:
+    """Refuse data that a declared design space does not describe, before any work is done on them.
+
+    ``boxes``: {feature: (lo, hi, unit)} of the space declared in ``source``; ``x_min``/``x_max``: each feature's
+    physical range in the data (NaN: not checked).  Refused: a feature the space declares nothing for, and a
+    feature whose data lie more than ``UNIT_SLIP`` times outside its box (below lo / UNIT_SLIP or above
+    hi * UNIT_SLIP for a positive range; beyond UNIT_SLIP * max(|lo|, |hi|) in magnitude for a signed one), the
+    mark of another unit (metres against um) rather than a slightly wider sweep.  ``fix``: what the user does.
+    """
+    missing = [c for c in x_cols if c not in boxes]
+    if missing:
+        raise ToolkitError(f"the design space of {source} declares no variable for feature(s) {missing} (it declares "
+                           f"{list(boxes)}); fix: {fix}")
+    for c, d_lo, d_hi in zip(x_cols, np.asarray(x_min, float), np.asarray(x_max, float)):
+        lo, hi, unit = boxes[c]
+        if lo > 0:
+            off = d_lo < lo / UNIT_SLIP or d_hi > hi * UNIT_SLIP
+        else:
+            size = max(abs(lo), abs(hi))
+            off = size > 0 and max(abs(d_lo), abs(d_hi)) > UNIT_SLIP * size
+        if off:
+            raise ToolkitError(f"feature {c!r} spans [{d_lo:g}, {d_hi:g}] in the data, more than {UNIT_SLIP:g}x "
+                               f"outside its declared range [{lo:g}, {hi:g}] {unit or '(no unit)'} in {source} "
+                               f"(another unit?); fix: {fix}")
 
 
 def read_design_space(data_dir, circuit: str, domain: str = "target") -> dict | None:

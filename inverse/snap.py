@@ -5,7 +5,9 @@ space the forward model's checkpoint recorded from its data, else from the one t
 data (``design_space`` in the target folder's meta.json, written by ``spice.generate`` from the
 circuit file): ``grid_for`` turns it into one rule per variable.  Data with no design space get no
 snapping and the box of the data (a feature never matched by name, so a user's ``w1`` in metres is
-not clamped to our micrometre box).
+not clamped to our micrometre box).  A design space that does not describe the model's data (a feature
+it does not declare, or data more than 10x outside a declared range: metres against um) is refused
+before the search (``check_data_against_space``).  A step grid is ``lo + k * step``, the generator's points.
 
 ``GRID`` below is the shipped circuits' grid written as name patterns; the design space of the
 shipped data gives the same rules (a test pins it).  It is never applied by default: a caller that
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ToolkitError
-from data_loader.layout import meta_design_space
+from data_loader.layout import check_design_space, check_features_in_space, meta_design_space
 from spice.circuit_file import load_circuit
 from spice.sampling import CC_RANGE, CR_RANGE, IBIAS_GRID, L_GRID, W_GRID
 
@@ -42,6 +44,7 @@ class Rule:
     values: tuple = ()            # 'set'
     digits: int = 3               # 'sig'
     describe: str = ""
+    unit: str = ""                # of lo/hi (named when data are refused against the rule)
 
     def matches(self, name: str) -> bool:
         return re.fullmatch(self.pattern, name) is not None
@@ -49,10 +52,10 @@ class Rule:
     def snap(self, v: np.ndarray) -> np.ndarray:
         v = np.clip(np.asarray(v, float), self.lo, self.hi)
         if self.kind == "step":
-            # round to the step, staying inside [lo, hi] on the grid
-            k = np.clip(np.round(v / self.step), math.ceil(self.lo / self.step - 1e-9),
-                        math.floor(self.hi / self.step + 1e-9))
-            return np.round(k * self.step, 15)
+            # the generator's points lo + k*step (spice.circuit_file.Variable.values), k = 0 .. the last inside hi;
+            # anchored at lo, not 0, so [0.3, 10.3] step 1 snaps to 0.3, 1.3, ... (same points when lo is a multiple)
+            k = np.clip(np.round((v - self.lo) / self.step), 0, math.floor((self.hi - self.lo) / self.step + 1e-9))
+            return _decimal(self.lo + k * self.step)
         if self.kind == "set":
             vals = np.asarray(self.values, float)
             return vals[np.abs(v[:, None] - vals[None, :]).argmin(axis=1)] if v.ndim else \
@@ -66,15 +69,24 @@ class Rule:
         raise AssertionError(self.kind)
 
 
+def _decimal(x: np.ndarray) -> np.ndarray:
+    """Each value as the float nearest its 12-significant-digit decimal: lo + k*step carries float noise
+    (0.3 + 7*0.01 = 0.37000000000000005) and a snapped design should read as the grid point it is."""
+    x = np.asarray(x, float)
+    return np.array([float(f"{a:.12g}") for a in x.ravel()]).reshape(x.shape)
+
+
 GRID = [
     Rule(r"w\d*", "step", float(W_GRID.min()), float(W_GRID.max()), step=0.5,
-         describe="multiple of 0.5 um in [0.5, 50]"),
+         describe="multiple of 0.5 um in [0.5, 50]", unit="um"),
     Rule(r"l\d*", "set", float(L_GRID.min()), float(L_GRID.max()), values=tuple(L_GRID.tolist()),
-         describe="one of {0.5, 1, 1.5, 2} um"),
+         describe="one of {0.5, 1, 1.5, 2} um", unit="um"),
     Rule(r"ibias", "set", float(IBIAS_GRID.min()), float(IBIAS_GRID.max()),
-         values=tuple(IBIAS_GRID.tolist()), describe="one of {5, 10, 15, 20} uA"),
-    Rule(r"cc", "step", CC_RANGE[0], CC_RANGE[1], step=0.01e-12, describe="multiple of 0.01 pF in [0.1, 2] pF"),
-    Rule(r"cr", "sig", CR_RANGE[0], CR_RANGE[1], digits=3, describe="3 significant digits in [1k, 100k] ohm"),
+         values=tuple(IBIAS_GRID.tolist()), describe="one of {5, 10, 15, 20} uA", unit="A"),
+    Rule(r"cc", "step", CC_RANGE[0], CC_RANGE[1], step=0.01e-12, describe="multiple of 0.01 pF in [0.1, 2] pF",
+         unit="F"),
+    Rule(r"cr", "sig", CR_RANGE[0], CR_RANGE[1], digits=3, describe="3 significant digits in [1k, 100k] ohm",
+         unit="ohm"),
 ]
 
 
@@ -84,19 +96,19 @@ def rules_from_design_space(design_space: dict) -> list:
     for name, v in design_space.items():
         lo, hi = (float(b) for b in v["range"])
         g = v.get("grid") or {}
-        pattern = re.escape(name)
+        pattern, unit = re.escape(name), v["unit"]
         if "step" in g:
             rules.append(Rule(pattern, "step", lo, hi, step=float(g["step"]),
-                              describe=f"multiple of {g['step']:g} {v['unit']} in [{lo:g}, {hi:g}]"))
+                              describe=f"every {g['step']:g} {unit} from {lo:g} to {hi:g}", unit=unit))
         elif "values" in g:
             vals = tuple(float(x) for x in g["values"])
             rules.append(Rule(pattern, "set", min(vals), max(vals), values=vals,
-                              describe=f"one of {{{', '.join(f'{x:g}' for x in vals)}}} {v['unit']}"))
+                              describe=f"one of {{{', '.join(f'{x:g}' for x in vals)}}} {unit}", unit=unit))
         elif "digits" in g:
             rules.append(Rule(pattern, "sig", lo, hi, digits=int(g["digits"]),
-                              describe=f"{g['digits']} significant digits in [{lo:g}, {hi:g}] {v['unit']}"))
+                              describe=f"{g['digits']} significant digits in [{lo:g}, {hi:g}] {unit}", unit=unit))
         else:
-            rules.append(Rule(pattern, "range", lo, hi, describe=f"continuous in [{lo:g}, {hi:g}] {v['unit']}"))
+            rules.append(Rule(pattern, "range", lo, hi, describe=f"continuous in [{lo:g}, {hi:g}] {unit}", unit=unit))
     return rules
 
 
@@ -115,12 +127,27 @@ def grid_for(data_dir, opamp: str, design_space_file=None, recorded=None) -> tup
                                f"meta.json of data made by spice.generate")
         return rules_from_design_space(ds), str(path)
     if recorded:
-        return rules_from_design_space(recorded), "the forward model's checkpoint (recorded from its data)"
+        where = "the forward model's checkpoint (recorded from its data)"
+        return rules_from_design_space(check_design_space(recorded, where)), where
     meta = Path(data_dir) / opamp / "target" / "meta.json"
     ds = meta_design_space(meta)
     if ds:
         return rules_from_design_space(ds), str(meta)
     return [], "none (no design space with the data: no snapping, the data's range as the box)"
+
+
+def check_data_against_space(grid, x_cols, x_min, x_max, source: str) -> None:
+    """Refuse a design space (``grid``, from ``grid_for``; its origin ``source``) that does not describe the data a
+    model learned from (``x_min``/``x_max``: each feature's physical range in them, e.g. the model's
+    preprocessing): a feature no rule matches, or a data range more than ``UNIT_SLIP`` times outside its rule's
+    [lo, hi] (metres against um): the search would otherwise run decades away from the data.  No grid or no
+    recorded ranges (older checkpoints): nothing to check."""
+    if not grid or x_min is None or x_max is None:
+        return
+    boxes = {c: (r.lo, r.hi, r.unit) for c in x_cols if (r := rule_for(c, grid)) is not None}
+    check_features_in_space(list(x_cols), x_min, x_max, boxes, source=source,
+                            fix="pass --design-space FILE (a circuit .toml or a meta.json) that declares every feature "
+                                "in the units of the model's data, or retrain on data in the declared units")
 
 
 def rule_for(name: str, grid=None):

@@ -14,6 +14,7 @@ TOML (``tomllib``), one file per op-amp; the shipped ones are in ``spice/library
     range = [0.5, 50]
     grid = {step = 0.5}                   # buildable values: {step}, {values = [...]} or {digits = 3}
     sample = "grid"                       # how spice.generate draws it: grid | uniform | loguniform
+    scale = "log"                         # optional: how models see it, lin | log (default: decided from the data)
     [figures]                             # closed forms of the design: reported, and objectives of inverse_opt
     gate_area = {expr = "sum_wl", unit = "um^2"}      # sum of w*l over the transistors (built-in)
     bias_current = {expr = "2 * ibias", unit = "A"}   # or a bare "expression" (no unit)
@@ -23,6 +24,12 @@ Netlist: ``{name}`` is a design variable's value (written ``%.6g`` in its unit).
 it is written by the process (model names, diffusion areas, PDK subcircuits, fingers). Nodes
 ``inp inn out vdd gnd`` are the ports (inp = non-inverting input). The draw order of ``sample``
 is the order of ``[variables]``, so a seed gives the same designs for the same file.
+
+Grid: every value of ``values`` lies in ``range``, and a ``step`` grid (lo, lo + step, ...) ends on
+``hi`` or below it (the generator's points are ``lo + k * step``; inverse design snaps to the same
+points).  ``scale`` is recorded in the design space the data carry: with ``LOG_X_COLS = 'auto'`` a
+declared scale wins over the data rule (log when a column spans ``LOG_X_MIN_SPAN``); ``log`` needs
+lo > 0.  A figure's ``unit`` is one of ``FIGURE_UNITS`` (it labels reports and plots).
 
 Expressions (``slew_time``, ``[figures]``): + - * / **, parentheses, numbers, the design
 variables, ``cl`` (F) and ``dv`` (V, the buffer's input step), ``min``/``max``/``sqrt``/``log10``,
@@ -41,7 +48,9 @@ from core.toml_file import read_toml
 
 PORTS = ("inp", "inn", "out", "vdd", "gnd")
 UNITS = ("um", "A", "F", "ohm", "V", "")
+FIGURE_UNITS = UNITS + ("um^2", "W", "s", "Hz", "V/s", "V/V")   # areas, powers, times, ...: labels only
 SAMPLES = ("grid", "uniform", "loguniform")
+SCALES = ("lin", "log")
 MOS_KINDS = ("nmos", "pmos")
 FUNCTIONS = {"min": min, "max": max, "sqrt": math.sqrt, "log10": math.log10}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -57,6 +66,7 @@ class Variable:
     hi: float
     grid: dict = field(default_factory=dict)   # {"step": s} | {"values": [...]} | {"digits": n} | {}
     sample: str = "grid"
+    scale: str = ""                             # "lin" | "log" when the file declares it, else "" (the data decide)
 
     def values(self) -> np.ndarray | None:
         """The buildable values when the grid is a step or a set, else None."""
@@ -76,8 +86,10 @@ class Variable:
         return float(10 ** rng.uniform(np.log10(self.lo), np.log10(self.hi)))
 
     def describe(self) -> dict:
-        """What meta.json and checkpoints record about this variable."""
-        return {"unit": self.unit, "range": [self.lo, self.hi], "grid": dict(self.grid), "sample": self.sample}
+        """What meta.json and checkpoints record about this variable (``scale`` only when declared, so the
+        shipped files' records, made before the key existed, stay as they are)."""
+        out = {"unit": self.unit, "range": [self.lo, self.hi], "grid": dict(self.grid), "sample": self.sample}
+        return {**out, "scale": self.scale} if self.scale else out
 
 
 @dataclass(frozen=True)
@@ -197,13 +209,14 @@ def _check_expr(expr, names: set, where: str) -> None:
                                f"({sorted(names - {'cl', 'dv', 'sum_wl'})}), cl, dv or sum_wl")
 
 
-def _variable(path, name, spec) -> Variable:
-    where = f"{path}: [variables.{name}]"
+def check_variable(where: str, name: str, spec) -> Variable:
+    """One design variable ``{unit, range, grid, sample, scale}`` checked, as a Variable; every problem is one
+    ToolkitError starting with ``where`` (a circuit file's ``[variables.w1]``, a meta.json's ``design_space.w1``)."""
     if not isinstance(spec, dict):
-        raise ToolkitError(f"{where}: expected a table with unit, range, grid, sample; got {spec!r}")
-    unknown = set(spec) - {"unit", "range", "grid", "sample"}
+        raise ToolkitError(f"{where}: expected a table with unit, range, grid, sample, scale; got {spec!r}")
+    unknown = set(spec) - {"unit", "range", "grid", "sample", "scale"}
     if unknown:
-        raise ToolkitError(f"{where}: unknown key(s) {sorted(unknown)}; expected unit, range, grid, sample")
+        raise ToolkitError(f"{where}: unknown key(s) {sorted(unknown)}; expected unit, range, grid, sample, scale")
     unit = spec.get("unit")
     if unit not in UNITS:
         raise ToolkitError(f"{where}: unit {unit!r} is not one of {list(UNITS)} (w and l in um, currents in A, "
@@ -211,19 +224,35 @@ def _variable(path, name, spec) -> Variable:
     grid = spec.get("grid", {})
     if not isinstance(grid, dict) or len(grid) > 1 or (grid and next(iter(grid)) not in ("step", "values", "digits")):
         raise ToolkitError(f"{where}: grid must be {{step = s}}, {{values = [...]}} or {{digits = n}}, got {grid!r}")
+    if "values" in grid and (not isinstance(grid["values"], (list, tuple)) or not grid["values"]
+                             or not all(_number(v) for v in grid["values"])):
+        raise ToolkitError(f"{where}: grid values must be a non-empty list of numbers, got {grid['values']!r}")
     rng = spec.get("range")
     if rng is None and "values" in grid:
         rng = [min(grid["values"]), max(grid["values"])]
-    if (not isinstance(rng, list) or len(rng) != 2 or not all(isinstance(v, (int, float)) for v in rng)):
+    if (not isinstance(rng, list) or len(rng) != 2 or not all(_number(v) for v in rng)):
         raise ToolkitError(f"{where}: range must be [lo, hi] in {unit or 'its unit'}, got {rng!r}")
     lo, hi = float(rng[0]), float(rng[1])
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
         raise ToolkitError(f"{where}: range [{lo:g}, {hi:g}] needs finite lo <= hi")
-    if "step" in grid and not (isinstance(grid["step"], (int, float)) and grid["step"] > 0):
-        raise ToolkitError(f"{where}: grid step must be > 0, got {grid['step']!r}")
-    if "values" in grid and (not grid["values"] or not all(isinstance(v, (int, float)) for v in grid["values"])):
-        raise ToolkitError(f"{where}: grid values must be a non-empty list of numbers, got {grid['values']!r}")
-    if "digits" in grid and not (isinstance(grid["digits"], int) and grid["digits"] >= 1):
+    if "values" in grid:
+        outside = [v for v in grid["values"] if not lo <= v <= hi]
+        if outside:     # the generator would draw them and simulate() refuse them mid-run
+            raise ToolkitError(f"{where}: grid values {outside} lie outside range [{lo:g}, {hi:g}] {unit}; "
+                               f"widen the range or drop those values")
+    if "step" in grid:
+        step = grid["step"]
+        if not (_number(step) and math.isfinite(step) and step > 0):
+            raise ToolkitError(f"{where}: grid step must be > 0, got {step!r}")
+        # Variable.values() rounds the number of steps, so a step that does not divide hi - lo can put the
+        # last point above hi (step 0.7 on [0.5, 50] ends at 50.2), where simulate() refuses it
+        last = lo + step * round((hi - lo) / step)
+        if last > hi + 1e-9 * max(abs(hi), step):
+            fit = lo + step * math.floor((hi - lo) / step + 1e-9)
+            raise ToolkitError(f"{where}: grid step {step:g} on [{lo:g}, {hi:g}] ends at {last:g} > {hi:g}; "
+                               f"use a step that divides hi - lo, or hi = {fit:g}")
+    if "digits" in grid and not (isinstance(grid["digits"], int) and not isinstance(grid["digits"], bool)
+                                 and grid["digits"] >= 1):
         raise ToolkitError(f"{where}: grid digits must be an integer >= 1, got {grid['digits']!r}")
     sample = spec.get("sample", "grid" if ("step" in grid or "values" in grid) else "uniform")
     if sample not in SAMPLES:
@@ -232,7 +261,16 @@ def _variable(path, name, spec) -> Variable:
         raise ToolkitError(f"{where}: sample = 'grid' needs grid = {{step = ...}} or {{values = [...]}}")
     if sample == "loguniform" and lo <= 0:
         raise ToolkitError(f"{where}: sample = 'loguniform' needs lo > 0, got {lo:g}")
-    return Variable(name, unit, lo, hi, grid, sample)
+    scale = spec.get("scale", "")
+    if scale not in SCALES and not (scale == "" and "scale" not in spec):
+        raise ToolkitError(f"{where}: scale {scale!r} is not one of {list(SCALES)} (or leave it out: the data decide)")
+    if scale == "log" and lo <= 0:
+        raise ToolkitError(f"{where}: scale = 'log' needs lo > 0, got {lo:g}; use scale = 'lin'")
+    return Variable(name, unit, lo, hi, grid, sample, scale)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _netlist(path, text, variables) -> tuple:
@@ -289,7 +327,7 @@ def load_circuit(path) -> Circuit:
         raise ToolkitError(f"{path}: name must be a folder-safe string (letters, digits, _ . -), got {name!r}")
     if not isinstance(spec.get("variables"), dict) or not spec["variables"]:
         raise ToolkitError(f"{path}: [variables] is missing or empty; declare each design variable")
-    variables = {k: _variable(path, k, v) for k, v in spec["variables"].items()}
+    variables = {k: check_variable(f"{path}: [variables.{k}]", k, v) for k, v in spec["variables"].items()}
     lines = _netlist(path, spec.get("netlist"), variables)
     names = set(variables) | {"cl", "dv", "sum_wl"}
     slew = spec.get("slew_time")
@@ -305,6 +343,8 @@ def load_circuit(path) -> Circuit:
                 raise ToolkitError(f"{path}: figures.{k}: expected \"expression\" or {{expr = \"...\", unit = \"...\"}}, "
                                    f"got {v!r}")
             v, units[k] = v["expr"], v.get("unit", "")
+            if units[k] not in FIGURE_UNITS:
+                raise ToolkitError(f"{path}: figures.{k}: unit {units[k]!r} is not one of {list(FIGURE_UNITS)}")
         _check_expr(v, names - {"cl", "dv"}, f"{path}: figures.{k}")
         exprs[k] = v
         units.setdefault(k, "")

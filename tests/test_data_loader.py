@@ -509,9 +509,14 @@ def test_library_defaults_equal_config_defaults():
     params = inspect.signature(gds).parameters
     for arg, key in (("log_y_cols", "LOG_Y_COLS"), ("log_x_cols", "LOG_X_COLS"), ("val_split", "VAL_SPLIT"),
                      ("test_split", "TEST_SPLIT"), ("seed", "SEED"), ("log_x_min_span", "LOG_X_MIN_SPAN"),
-                     ("x_scaler_fit", "X_SCALER_FIT"), ("n_target_train", "N_TARGET_TRAIN")):
+                     ("x_scaler_fit", "X_SCALER_FIT"), ("n_target_train", "N_TARGET_TRAIN"),
+                     ("log_y_min_span", "LOG_Y_MIN_SPAN")):
         default = params[arg].default
         assert (list(default) if isinstance(default, tuple) else default) == getattr(config, key), arg
+    # no failure_rule argument = DEFAULT_RULE, which must be config's FAIL_* rules
+    assert params["failure_rule"].default is None
+    assert list(DEFAULT_RULE.positive) == config.FAIL_POSITIVE
+    assert DEFAULT_RULE.minimum == config.FAIL_MIN and DEFAULT_RULE.maximum == config.FAIL_MAX
 
 
 @pytest.mark.parametrize("opamp", ["5t_opamp", "two_stage_opamp"])
@@ -534,3 +539,62 @@ def test_rules_and_log_lists_that_name_missing_metrics_say_so(data_root):
     text = " | ".join(str(w.message) for w in caught)
     assert "FAIL_POSITIVE names ['power']" in text and "FAIL_MIN names ['gain_db']" in text
     assert "LOG_Y_COLS names ['noise']" in text and "FAIL_MAX" not in text
+
+
+SHIPPED_5T_SPACE = json.loads((Path(__file__).resolve().parents[1] / "data" / "5t_opamp" / "target" / "meta.json")
+                              .read_text())["design_space"]
+
+
+def _meta(root, space, domain="target"):
+    (root / CIRCUIT / domain / "meta.json").write_text(json.dumps({"design_space": space}))
+
+
+def test_data_the_design_space_does_not_describe_are_refused(root):
+    """Features in another unit than their meta.json's design space (metres against um), a feature the space does not
+    declare, or a malformed entry: one line naming the column, both ranges and the meta.json, before any work."""
+    _meta(root, SHIPPED_5T_SPACE)
+    assert _load(root)["design_space"] == SHIPPED_5T_SPACE                   # control: the synthetic data are in um
+    f_x = _files(root, "source")[0]
+    x = pd.read_csv(f_x)
+    x["l2"] *= 1e-6
+    x.to_csv(f_x, index=False)
+    with pytest.raises(ToolkitError) as e:
+        _load(root)
+    msg = str(e.value)
+    assert "'l2' spans [5e-07, 2e-06]" in msg and "[0.5, 2] um" in msg and "target/meta.json" in msg
+    assert "source/features.csv" in msg and "\n" not in msg
+    # a source folder with its own design space is checked against it (here: the same space in metres)
+    _meta(root, {**SHIPPED_5T_SPACE, "l2": {**SHIPPED_5T_SPACE["l2"], "range": [5e-7, 2e-6],
+                                            "grid": {"values": [5e-7, 1e-6, 1.5e-6, 2e-6]}}}, "source")
+    _load(root)
+    _meta(root, {k: v for k, v in SHIPPED_5T_SPACE.items() if k != "ibias"})
+    with pytest.raises(ToolkitError, match=r"declares no variable for feature\(s\) \['ibias'\]"):
+        _load(root)
+    _meta(root, {**SHIPPED_5T_SPACE, "w1": {**SHIPPED_5T_SPACE["w1"], "range": [50, 0.5]}})
+    with pytest.raises(ToolkitError, match=r"target/meta.json: design_space.w1: range \[50, 0.5\] needs finite lo <= hi"):
+        _load(root)
+
+
+@pytest.mark.parametrize("opamp", ["5t_opamp", "two_stage_opamp", "folded_cascode_opamp"])
+def test_shipped_data_lie_in_their_design_space(opamp):
+    repo_data = Path(__file__).resolve().parents[1] / "data"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = get_data_and_scalers(opamp, repo_data)
+    assert set(d["x_cols"]) <= set(d["design_space"])
+    assert all("scale" not in v for v in d["design_space"].values())     # shipped: LOG_X_COLS='auto' decides alone
+
+
+def test_a_declared_scale_decides_auto_log_features(root):
+    """LOG_X_COLS='auto' logs a feature spanning LOG_X_MIN_SPAN unless its design space declares a scale: a declared
+    'lin' is not logged, a declared 'log' is, whatever the span; a list still wins."""
+    _meta(root, SHIPPED_5T_SPACE)
+    assert _load(root)["log_x_cols"] == ["w1", "w2", "w3"]                  # control: the span rule (w 100x, l 4x)
+    _meta(root, {**SHIPPED_5T_SPACE, "w1": {**SHIPPED_5T_SPACE["w1"], "scale": "lin"},
+                 "l1": {**SHIPPED_5T_SPACE["l1"], "scale": "log"}, "w2": {**SHIPPED_5T_SPACE["w2"], "scale": "log"}})
+    d = _load(root)
+    assert d["log_x_cols"] == ["w2", "w3", "l1"] and d["design_space"]["l1"]["scale"] == "log"
+    assert _load(root, log_x_cols=["w1"])["log_x_cols"] == ["w1"]
+    _meta(root, {**SHIPPED_5T_SPACE, "w1": {**SHIPPED_5T_SPACE["w1"], "scale": "ln"}})
+    with pytest.raises(ToolkitError, match=r"design_space.w1: scale 'ln' is not one of \['lin', 'log'\]"):
+        _load(root)

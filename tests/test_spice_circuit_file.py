@@ -111,6 +111,17 @@ def test_a_users_circuit_file_simulates_and_generates(tmp_path):
     (lambda t: t.replace("[variables]", "[variables]\nunused = {unit = \"um\", range = [1, 2]}"), r"\['unused'\] appear nowhere"),
     (lambda t: t.replace('name = "my_ota"', 'name = "my ota/x"'), r"name must be a folder-safe string"),
     (lambda t: t.replace("[figures]", "[figures"), r"is not valid TOML"),
+    # a grid the generator would draw outside the range, where simulate() refuses it mid-run
+    (lambda t: t.replace('len = {unit = "um", grid', 'len = {unit = "um", range = [1, 1.5], grid'),
+     r"\[variables.len\]: grid values \[2.0\] lie outside range \[1, 1.5\] um"),
+    (lambda t: t.replace("range = [2, 40], grid = {step = 1}}\nwload", "range = [2, 40], grid = {step = 3}}\nwload"),
+     r"\[variables.win\]: grid step 3 on \[2, 40\] ends at 41 > 40; .* or hi = 38"),
+    (lambda t: t.replace('gate_area = "sum_wl"', 'gate_area = {expr = "sum_wl", unit = "furlong"}'),
+     r"figures.gate_area: unit 'furlong' is not one of"),
+    (lambda t: t.replace('sample = "loguniform"}', 'sample = "loguniform", scale = "ln"}'),
+     r"\[variables.ib\]: scale 'ln' is not one of \['lin', 'log'\]"),
+    (lambda t: t.replace('wt = {unit = "um", range = [2, 40]', 'wt = {unit = "um", range = [0, 40], scale = "log"'),
+     r"\[variables.wt\]: scale = 'log' needs lo > 0"),
 ])
 def test_malformed_circuit_files_fail_in_one_line_naming_file_and_key(tmp_path, edit, message):
     f = tmp_path / "bad.toml"
@@ -118,6 +129,22 @@ def test_malformed_circuit_files_fail_in_one_line_naming_file_and_key(tmp_path, 
     with pytest.raises(ToolkitError, match=message) as e:
         load_circuit(f)
     assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_declared_scale_and_figure_units_are_recorded(tmp_path):
+    """``scale`` is optional: recorded in the design space only where declared (the shipped files declare none, so
+    their meta.json records stay as they were); a known figure unit loads."""
+    f = tmp_path / "scaled.toml"
+    f.write_text(MY_OTA.replace('sample = "loguniform"}', 'sample = "loguniform", scale = "log"}')
+                 .replace('wt = {unit = "um", range = [2, 40], grid = {step = 1}}',
+                          'wt = {unit = "um", range = [2, 40], grid = {step = 1}, scale = "lin"}')
+                 .replace('gate_area = "sum_wl"', 'gate_area = {expr = "sum_wl", unit = "um^2"}'))
+    c = load_circuit(f)
+    space = c.design_space()
+    assert space["ib"]["scale"] == "log" and space["wt"]["scale"] == "lin" and "scale" not in space["win"]
+    assert c.figure_units["gate_area"] == "um^2"
+    assert all("scale" not in v for name in ("5t_opamp", "two_stage_opamp", "folded_cascode_opamp")
+               for v in circuit(name).design_space().values())
 
 
 @needs_lib
