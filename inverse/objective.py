@@ -68,8 +68,8 @@ def make_objective(sense: str, name: str, *, y_cols, circuit=None, where: str = 
     name = str(name).strip()
     figures = dict(circuit.figures) if circuit is not None else {}
     if name in y_cols:
-        from spice.measure import METRIC_UNITS
-        return Objective(name, s, "metric", METRIC_UNITS.get(name, ""))
+        from spice.measure import METRIC_UNITS, OP_METRIC_UNITS
+        return Objective(name, s, "metric", {**METRIC_UNITS, **OP_METRIC_UNITS}.get(name, ""))
     if name in figures:
         return Objective(name, s, "figure", circuit.figure_units.get(name, ""), circuit)
     known = list(y_cols) + list(figures)

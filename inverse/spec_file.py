@@ -27,7 +27,7 @@ import numpy as np
 from core.errors import ToolkitError
 from core.toml_file import read_toml
 from inverse.goals import TARGET_TOL, Spec
-from spice.measure import METRIC_UNITS
+from spice.measure import METRIC_UNITS, OP_METRIC_UNITS
 
 # unit -> (dimension, factor to the data unit); "dB" is converted as 10 ** (x / 20).
 UNITS = {
@@ -40,7 +40,7 @@ UNITS = {
 }
 # The data unit of each shipped metric (spice.measure, docs/SPICE.md): the dimension a spec value
 # must have ("1" for a ratio, as in UNITS).
-METRIC_DIMENSIONS = {m: ("1" if u == "V/V" else u) for m, u in METRIC_UNITS.items()}
+METRIC_DIMENSIONS = {m: ("1" if u == "V/V" else u) for m, u in {**METRIC_UNITS, **OP_METRIC_UNITS}.items()}
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµ/^0-9]*)\s*$")
 
 
@@ -60,7 +60,7 @@ def quantity(text: str, metric: str, where: str) -> float:
     if want is not None and dim != want:
         raise ToolkitError(f"{where}: unit {unit!r} is {dim}, but {metric} is in "
                            f"{'V/V' if want == '1' else want}; e.g. "
-                           f"{ {'1': '40 dB', 'Hz': '2 MHz', 'V/s': '10 V/us', 'deg': '60 deg'}[want]!r}")
+                           f"{ {'1': '40 dB', 'Hz': '2 MHz', 'V/s': '10 V/us', 'deg': '60 deg', 'W': '1 mW', 'A': '100 uA'}[want]!r}")
     return 10 ** (value / 20) if factor == "dB" else value * factor
 
 

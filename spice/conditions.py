@@ -15,15 +15,14 @@ Bounds are sanity checks on typos (-60..200 C, 0 < vdd <= 10 V).  None everywher
 is, so the shipped data and every number made before these existed are unchanged.
 """
 import copy
-import functools
 import math
 import re
 from dataclasses import dataclass
 
 from core.errors import ToolkitError
+from spice.model_library import VDD_MAX, library_sections
 
 TEMP_RANGE = (-60.0, 200.0)     # C
-VDD_MAX = 10.0                  # V
 _LIB_LINE = re.compile(r'^(\s*\.lib\s+"[^"]+"\s+)(\w+)\s*$', re.I)
 
 
@@ -102,7 +101,7 @@ def _with_corner(process, corner: str, pdk_path):
                                f".include). Corners need a model library with sections: --process sky130, or a "
                                f"process file with library = \"...\" and section = \"tt\"")
         lib = re.search(r'"([^"]+)"', m.group(1)).group(1)
-    sections = _sections(lib)
+    sections = library_sections(lib)
     if sections is None:
         raise ToolkitError(f"process {process.name!r}: its model library {lib} cannot be read")
     if corner.lower() not in {x.lower() for x in sections}:
@@ -112,14 +111,3 @@ def _with_corner(process, corner: str, pdk_path):
     out = copy.copy(process)
     object.__setattr__(out, "model_text", f"{m.group(1)}{corner}")
     return out
-
-
-@functools.lru_cache(maxsize=16)
-def _sections(lib: str) -> list[str] | None:
-    """The ``.lib`` section names of a model library (read once per process: ``simulate`` applies the
-    conditions on every call, and --verify calls it once per design), or None when it cannot be read."""
-    try:
-        text = open(lib, encoding="utf-8", errors="replace").read()
-    except OSError:
-        return None
-    return sorted(set(re.findall(r"^\s*\.lib\s+(\w+)\s*$", text, re.I | re.M)))

@@ -17,9 +17,12 @@ so the result is the same for any --workers, --chunk or backend.  Failed designs
 
 Resumable: each finished chunk is saved under <out>/<opamp>/<domain>/.partial/ at once; running
 the same command again skips the chunks already there.  The partial folder is removed after the
-final files are written (atomically).
+final files are written (atomically).  A run that stops with an error (exit 2) before any design
+simulated OK leaves nothing behind: the .partial folder, the lock and the folders it made are removed;
+what existed before it (a resumed run's chunks, a folder of yours) is never touched.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -36,14 +39,14 @@ from core.atomic import atomic_path, atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
 from core.executor import check_backend, parallel
-from core.outputs import check_writable_dir, results_lock
+from core.outputs import LOCK_NAME, check_writable_dir, results_lock
 from spice.batch import AC_CMD
 from spice.circuits import BENCH_VERSION, BUILTINS, circuit
-from spice.measure import METRIC_UNITS, METRICS, OK, STATUSES
+from spice.measure import METRIC_UNITS, METRICS, OK, OP_METRIC_UNITS, STATUSES
 from spice.processes import DOMAIN_PROCESS
 from spice.sampling import sample_designs
 from spice.conditions import Conditions, apply as apply_conditions
-from spice.simulate import netlist_errors, ngspice_version, resolve_process, simulate
+from spice.simulate import check_design_space, netlist_errors, ngspice_version, resolve_process, simulate
 
 FLOAT_FORMAT = "%.7g"
 MAX_FAILED_START = 4   # chunks: a circuit with no OK design among this many is stopped with the fix
@@ -72,6 +75,10 @@ def parse_args(argv=None):
     p.add_argument("--sim-backend", choices=["auto", "shared", "batch"], default="auto",
                    help="libngspice in each worker (shared), ngspice -b per design (batch), or auto")
     p.add_argument("--keep-failed", action="store_true", help="also write failed designs, with a status column")
+    p.add_argument("--power", action="store_true",
+                   help="also write the supply power (W, from the operating point) as a metric column 'power': the "
+                        "surrogate then models it, and inverse_opt can bound it (power = \"<= 1 mW\") or minimise "
+                        "it (--objective min:power)")
     p.add_argument("--out", default="data", help="data root; files go to <out>/<opamp>/<domain>/")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -85,12 +92,14 @@ def parse_args(argv=None):
     return args
 
 
-def simulate_chunk(opamp, process, pdk_path, seed, start, stop, sim_backend, conditions=None) -> pd.DataFrame:
+def simulate_chunk(opamp, process, pdk_path, seed, start, stop, sim_backend, conditions=None,
+                   power: bool = False) -> pd.DataFrame:
     """Designs start..stop-1: features, metrics and status, indexed by design index (runs in a worker);
-    ``conditions``: the run conditions as keywords of ``simulate`` (temp, vdd, corner)."""
+    ``conditions``: the run conditions as keywords of ``simulate`` (temp, vdd, corner); ``power``: the
+    operating point's supply power (W) as one more metric column."""
     x = sample_designs(opamp, seed, start, stop)
-    y = simulate(opamp, x, process, backend=sim_backend, pdk_path=pdk_path, **(conditions or {}))
-    return pd.concat([x, y], axis=1)
+    y = simulate(opamp, x, process, backend=sim_backend, pdk_path=pdk_path, op=power, **(conditions or {}))
+    return pd.concat([x, y[METRICS + (["power"] if power else []) + ["status"]]], axis=1)
 
 
 def _chunk_path(partial: Path, start: int) -> Path:
@@ -118,12 +127,16 @@ def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
     return done
 
 
-def run_key(circuit, process: str, seed: int, chunk: int, pdk_path, conditions: dict | None = None) -> dict:
-    """What must match for a rerun to resume an interrupted run's chunks (the circuit file's
-    bytes included: an edited netlist must not mix with designs simulated before the edit)."""
+def run_key(circuit, process: str, seed: int, chunk: int, pdk_path, conditions: dict | None = None,
+            power: bool = False) -> dict:
+    """What must match for a rerun to resume an interrupted run's chunks (the circuit file's and a
+    process file's bytes included: an edited netlist or supply must not mix with designs simulated
+    before the edit).  The shipped processes are named, not hashed, so their keys are as before."""
     return {"opamp": circuit.name, "process": process, "seed": seed, "chunk": chunk, "pdk_path": pdk_path,
             "circuit_sha256": hashlib.sha256(Path(circuit.path).read_bytes()).hexdigest(),
-            **({"conditions": conditions} if conditions else {})}
+            **({"process_sha256": hashlib.sha256(Path(process).read_bytes()).hexdigest()}
+               if process.endswith(".toml") else {}),
+            **({"conditions": conditions} if conditions else {}), **({"power": True} if power else {})}
 
 
 def _check_same_run(partial: Path, key: dict) -> None:
@@ -160,6 +173,18 @@ def _first_ok_enough(done: dict[int, pd.DataFrame], n: int) -> int | None:
     return None
 
 
+def _blame(circuit, process: str, conditions: Conditions) -> tuple[str, str]:
+    """(who, fix) for an error that may lie in the circuit file or in a user's process file.  The shipped
+    processes are known good (the shipped data were made with them), so with one only the circuit is blamed."""
+    who = f"{circuit.path} with process {process}"
+    fix = "fix the netlist or the design space in the circuit file"
+    if process.endswith(".toml"):
+        fix = "fix the netlist or design space in the circuit file, or vdd, cl and the models in the process file"
+    if not conditions.nominal:
+        fix += f", or the run conditions ({conditions.describe()})"
+    return who, fix
+
+
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
@@ -168,31 +193,77 @@ def main(argv=None):
         process = str(Path(process).resolve())  # workers load the same file from any folder
     # fails early if SKY130 is missing or the process has no such corner
     proc = apply_conditions(resolve_process(process, pdk_path=args.pdk_path), args.conditions, pdk_path=args.pdk_path)
+    check_design_space(args.opamp, proc)   # sizes the process forbids: refused now, not part-way through
     version = ngspice_version(args.sim_backend)
     if version == "not installed":
         raise ToolkitError("ngspice is not installed; sudo apt-get install ngspice libngspice0 (docs/SPICE.md)")
-    # A circuit file whose netlist ngspice rejects fails here, in ngspice's words, before anything is written.
+    # A netlist ngspice rejects fails here, in ngspice's words, before anything is written.  It is the
+    # circuit with the process: a model name or library the process file gets wrong fails the same way.
     first = sample_designs(args.opamp, args.seed, 0, 1).iloc[0].to_dict()
     errors = netlist_errors(args.opamp, first, process, pdk_path=args.pdk_path, conditions=args.conditions)
     if errors:
-        raise ToolkitError(f"{args.circuit.path}: netlist: ngspice rejects it ({errors[0].strip()}); "
-                           f"fix the netlist in the file")
+        who, fix = _blame(args.circuit, process, args.conditions)
+        # a shipped process is known good: the netlist is at fault; with a process file either may be
+        what = f"{who}: ngspice rejects the netlist" if process.endswith(".toml") else \
+            f"{args.circuit.path}: netlist: ngspice rejects it with process {process}"
+        raise ToolkitError(f"{what} ({errors[0].strip()}); {fix}")
     out_dir = Path(args.out) / args.circuit.name / args.domain
     check_writable_dir(out_dir, "--out")
+    before = _existing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # one generator per output folder: a second one would race on .partial/ (and die when the first removes it)
-    with results_lock(out_dir, flag="--out"):
-        return _generate(args, argv, out_dir, process, proc, version, t0)
+    run = {"ok": 0, "locked": False}   # OK designs this run simulated; whether it holds the lock
+    try:
+        # one generator per output folder: a second one would race on .partial/ (and die when the first removes it)
+        with results_lock(out_dir, flag="--out"):
+            run["locked"] = True
+            return _generate(args, argv, out_dir, process, proc, version, t0, run)
+    except ToolkitError:
+        if run["ok"] == 0:
+            _undo(out_dir, before, run["locked"])
+        raise
 
 
-def _generate(args, argv, out_dir, process, proc, version, t0):
+def _existing(out_dir: Path) -> set[Path]:
+    """What of <out>/<name>/<domain> (its lock, its .partial, the folders down to it) exists before a run."""
+    paths = [out_dir / LOCK_NAME, out_dir / ".partial", *[out_dir, *out_dir.parents]]
+    return {p for p in paths if p.exists()}
+
+
+def _undo(out_dir: Path, before: set[Path], locked: bool) -> None:
+    """After a run that failed before any design simulated OK: remove what it made (its .partial folder,
+    its lock file, the folders it created), so a failed first try leaves nothing behind.  Whatever
+    existed before is kept: a resumed run's chunks, and any folder or file of the user's."""
+    partial = out_dir / ".partial"
+    if partial.is_dir() and partial not in before:
+        for f in [*partial.glob("chunk_*.csv"), partial / "run.json"]:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        with contextlib.suppress(OSError):      # not empty: something else is in it, leave it
+            partial.rmdir()
+    if locked and out_dir / LOCK_NAME not in before:
+        # Released by now (results_lock's exit ran); only this run made and held it.
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / LOCK_NAME).unlink()
+    for folder in [out_dir, *out_dir.parents]:
+        if folder in before:
+            break
+        try:
+            folder.rmdir()                      # only when empty: never removes anything else
+        except OSError:
+            break
+
+
+def _generate(args, argv, out_dir, process, proc, version, t0, run_state=None):
+    """The run itself; ``run_state["ok"]`` counts the OK designs this run simulated (``main`` cleans up a
+    failed run that had none)."""
     from joblib import delayed
     from tqdm import tqdm
 
     partial = out_dir / ".partial"
+    resumed = partial.is_dir()
     partial.mkdir(parents=True, exist_ok=True)
     _check_same_run(partial, run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path,
-                                     args.conditions.to_dict()))
+                                     args.conditions.to_dict(), args.power))
     done = _load_done(partial, args.chunk)
     reused = len(done)
     print(f"generate {args.circuit.name} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
@@ -208,9 +279,12 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
                 n_sim = sum(len(d) for d in done.values())
                 if n_ok == 0 and n_sim >= MAX_FAILED_START * args.chunk:
                     counts = pd.concat(done.values())["status"].value_counts().to_dict()
-                    _remove_partial(partial)
-                    raise ToolkitError(f"{args.circuit.path}: none of the first {n_sim} designs simulated OK "
-                                       f"({counts}); check the netlist and the design space in the file")
+                    who, fix = _blame(args.circuit, process, args.conditions)
+                    kept = (f"; the earlier run's {partial} (holding {reused} chunk(s)) is kept: delete it to start over"
+                            if resumed else "")
+                    # main removes this run's .partial (no design was OK); an earlier run's is never deleted
+                    raise ToolkitError(f"{who}: none of the first {n_sim} designs simulated OK ({counts}); "
+                                       f"{fix}{kept}")
                 bar.n = n_ok
                 bar.refresh()
                 if not terminal and not args.no_progress:
@@ -225,13 +299,16 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
                         starts.append(s)
                     s += args.chunk
                 tasks = (delayed(simulate_chunk)(args.opamp, process, args.pdk_path, args.seed,
-                                                 st, st + args.chunk, args.sim_backend, args.conditions.to_dict())
+                                                 st, st + args.chunk, args.sim_backend, args.conditions.to_dict(),
+                                                 args.power)
                          for st in starts)
                 for df in run(tasks):
                     st = int(df.index[0])
                     with atomic_path(_chunk_path(partial, st)) as tmp:
                         df.to_csv(tmp, float_format=FLOAT_FORMAT)
                     done[st] = df
+                    if run_state is not None:
+                        run_state["ok"] += int((df["status"] == OK).sum())
                     bar.update(min(int((df["status"] == OK).sum()), args.n - bar.n))
     finally:
         bar.close()
@@ -240,7 +317,8 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
     kept = rows if args.keep_failed else rows[rows["status"] == OK]
     counts = rows["status"].value_counts().to_dict()
     feat_cols = args.circuit.features
-    tgt_cols = METRICS + (["status"] if args.keep_failed else [])
+    metrics = METRICS + (["power"] if args.power else [])
+    tgt_cols = metrics + (["status"] if args.keep_failed else [])
     with atomic_path(out_dir / "features.csv") as tmp:
         kept[feat_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
     with atomic_path(out_dir / "targets.csv") as tmp:
@@ -261,8 +339,9 @@ def _generate(args, argv, out_dir, process, proc, version, t0):
         "failed": {s: int(counts[s]) for s in STATUSES if s != OK and s in counts},
         "rows_written": int(len(kept)), "keep_failed": bool(args.keep_failed),
         "negative_phase_margin_fraction": float((ok["phase_margin"] < 0).mean()),
-        "feature_columns": feat_cols, "target_columns": METRICS,
-        "units": {**{k: v.unit for k, v in args.circuit.variables.items()}, **METRIC_UNITS},
+        "feature_columns": feat_cols, "target_columns": metrics,
+        "units": {**{k: v.unit for k, v in args.circuit.variables.items()}, **METRIC_UNITS,
+                  **({"power": OP_METRIC_UNITS["power"]} if args.power else {})},
         "wall_time_s": round(time.time() - t0, 1), "resumed_chunks": reused,
         "backend": args.backend, "workers": args.workers, "chunk": args.chunk,
         "python": platform.python_version(),

@@ -16,6 +16,8 @@ import numpy as np
 
 METRICS = ["slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"]
 METRIC_UNITS = {"slewrate_pos": "V/s", "dc_gain": "V/V", "ugf": "Hz", "phase_margin": "deg", "cmrr": "V/V"}
+# operating-point quantities a dataset may carry as metrics too (spice.generate --power): units for spec files
+OP_METRIC_UNITS = {"power": "W", "supply_current": "A"}
 
 # Status values a design can get.  Only "ok" rows go into the training files.
 OK = "ok"

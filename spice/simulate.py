@@ -60,19 +60,70 @@ def _designs_frame(opamp, designs) -> pd.DataFrame:
         raise ToolkitError(f"{c.name} designs lack columns {missing}: expected exactly {cols} "
                            f"({units}), got {list(df.columns)}")
     x = df[cols].apply(pd.to_numeric, errors="coerce")
-    bad = ~np.isfinite(x.to_numpy(float)).all(axis=1) | (x.to_numpy(float) <= 0).any(axis=1)
+    # Only finiteness here: a variable may be signed (an offset voltage), and a size or current with the
+    # wrong sign or unit is caught by the declared range below, which names the range and the file.
+    finite = np.isfinite(x.to_numpy(float))
+    bad = ~finite.all(axis=1)
     if bad.any():
-        raise ToolkitError(f"{int(bad.sum())} design(s) have missing, non-numeric or non-positive "
-                           f"values (first at row {int(np.argmax(bad))}); every feature must be > 0")
+        i = int(np.argmax(bad))
+        col = cols[int(np.argmax(~finite[i]))]
+        v = df[col].iloc[i]
+        shown = repr(v) if isinstance(v, str) else str(v)     # 'abc' quoted; nan, inf, None bare
+        raise ToolkitError(f"{c.name}: {int(bad.sum())} design(s) have missing, non-numeric or infinite values "
+                           f"(first: row {i}, {col} = {shown}); expected a finite number for every "
+                           f"feature {cols}; fix or drop those rows")
     for k, v in c.variables.items():
         # Outside the declared space is refused, never clamped: it is most often a unit slip.
-        out = (x[k] < v.lo * (1 - 1e-9)) | (x[k] > v.hi * (1 + 1e-9))
+        out = (x[k] < v.lo - 1e-9 * abs(v.lo)) | (x[k] > v.hi + 1e-9 * abs(v.hi))
         if out.any():
             i = int(np.argmax(out.to_numpy()))
             raise ToolkitError(f"{c.name}: {int(out.sum())} design(s) have {k} outside its declared range "
                                f"[{v.lo:g}, {v.hi:g}] {v.unit} (first: row {i}, {k} = {x[k].iloc[i]:g}); "
                                f"check the units, or widen the range in {c.path}")
     return x
+
+
+def _limits(proc) -> dict:
+    """{"w" | "l": (process-file key, (lo, hi) in um)} for the limits the process sets."""
+    return {dim: (key, rng) for dim, key, rng in (("w", "w_range", proc.w_range), ("l", "l_range", proc.l_range))
+            if rng is not None}
+
+
+def _outside(v, rng) -> bool:
+    return v < rng[0] * (1 - 1e-9) or v > rng[1] * (1 + 1e-9)
+
+
+def check_sizes(opamp, x: pd.DataFrame, proc) -> None:
+    """Refuse designs with a transistor outside the process file's ``w_range`` / ``l_range`` (um): one
+    line naming the process file, the key, the device and its size."""
+    c = circuit(opamp)
+    for dim, (key, rng) in _limits(proc).items():
+        for m in c.mosfets:
+            size = getattr(m, dim)     # a design variable's name, or a number fixed in the netlist
+            v = x[size].to_numpy(float) if isinstance(size, str) else np.full(len(x), float(size))
+            out = (v < rng[0] * (1 - 1e-9)) | (v > rng[1] * (1 + 1e-9))
+            if out.any():
+                i = int(np.argmax(out))
+                what = f"{{{size}}}" if isinstance(size, str) else "fixed in the netlist"
+                raise ToolkitError(f"{proc.path or proc.name}: {key} [{rng[0]:g}, {rng[1]:g}] um refuses "
+                                   f"{int(out.sum())} design(s) of {c.name}: device {m.name} {dim} = {v[i]:g} um "
+                                   f"({what}; first: row {i}); give sizes inside {key}, or widen it in "
+                                   f"the process file")
+
+
+def check_design_space(opamp, proc) -> None:
+    """Refuse a circuit whose declared sizes reach outside the process's ``w_range`` / ``l_range``: the
+    generator draws anywhere in the declared ranges, so such a run would fail part-way instead of now."""
+    c = circuit(opamp)
+    for dim, (key, rng) in _limits(proc).items():
+        for m in c.mosfets:
+            size = getattr(m, dim)
+            lo, hi = (c.variables[size].lo, c.variables[size].hi) if isinstance(size, str) else (size, size)
+            if _outside(lo, rng) or _outside(hi, rng):
+                what = f"{{{size}}} in [{lo:g}, {hi:g}] um" if isinstance(size, str) else f"{lo:g} um"
+                raise ToolkitError(f"{proc.path or proc.name}: {key} [{rng[0]:g}, {rng[1]:g}] um: expected every "
+                                   f"{dim} of {c.path} inside it, got device {m.name} {dim} = {what}; narrow that "
+                                   f"range in the circuit file, or widen {key} in the process file")
 
 
 def netlist_errors(opamp, design: dict, process: str = "A", *, pdk_path=None, conditions=None) -> list[str]:
@@ -197,12 +248,15 @@ def simulate(opamp, designs, process: str = "A", *, backend: str = "auto",
     for failed designs too whenever their operating point was solved.
     temp (C), vdd (V), corner (a .lib section, e.g. "ss" in sky130): run conditions
     (``spice.conditions``); None = the process as it is (27 C, its supply, its typical section).
+    Refused, before any simulation: a missing or non-finite feature, a value outside the circuit's
+    declared range, a transistor outside the process file's ``w_range`` / ``l_range``.
     """
     if backend not in BACKENDS:
         raise ToolkitError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
     x = _designs_frame(opamp, designs)
     proc = conditions_mod.apply(resolve_process(process, pdk_path=pdk_path), conditions_mod.Conditions(temp, vdd, corner),
                                 pdk_path=pdk_path)
+    check_sizes(opamp, x, proc)
     eng = engine() if backend in ("auto", "shared") else None
     exe = batch.find_ngspice() if eng is None else None
     if eng is None and backend == "shared":

@@ -117,3 +117,21 @@ def test_generated_data_loads_through_the_data_api(tmp_path):
     tgt = read_domain(tmp_path, "5t_opamp", "target")
     assert len(src.features) == 15 and len(tgt.features) == 12
     assert list(tgt.targets.columns) == METRICS
+
+
+@needs_ngspice
+def test_power_is_one_more_metric_the_surrogate_and_spec_files_can_use(tmp_path):
+    from inverse.spec_file import quantity
+    from spice.simulate import simulate
+    generate.main(ARGS + ["--workers", "1", "--out", str(tmp_path / "p"), "--power"])
+    x, y, meta = _read(tmp_path / "p")
+    assert list(y.columns) == METRICS + ["power"] and meta["target_columns"] == METRICS + ["power"]
+    assert meta["units"]["power"] == "W"
+    direct = simulate("5t_opamp", x, "B", op=True)
+    pd.testing.assert_series_equal(y["power"], direct["power"], check_names=False, rtol=1e-5)
+    assert (y["power"] > 0).all() and (y["power"] < 1.8 * 1e-3).all()     # µA-level bias from 1.8 V
+    generate.main(ARGS + ["--workers", "1", "--out", str(tmp_path / "plain")])
+    pd.testing.assert_frame_equal(_read(tmp_path / "plain")[1], y[METRICS])   # the same designs, same metrics
+    assert quantity("2 mW", "power", "spec.toml: goals.power") == pytest.approx(2e-3)   # spec files: power in W
+    with pytest.raises(ToolkitError, match="unit 'MHz' is Hz, but power is in W"):
+        quantity("2 MHz", "power", "spec.toml: goals.power")
