@@ -57,7 +57,7 @@ from inference.evaluate import half_min_positive
 from inference.metrics import regression_report
 from inference.predict import Ensemble
 from inverse.optimise import design_keys
-from inverse.verify import check_circuit_columns, require_ngspice
+from inverse.verify import check_circuit_columns, require_ngspice, simulator_for
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
@@ -90,37 +90,6 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- checks before anything is written
-def _meta(data_dir, opamp: str, domain: str) -> dict:
-    path = Path(data_dir) / opamp / domain / "meta.json"
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads(path.read_text(encoding="utf-8")) or {}
-    return {}
-
-
-def resolve_simulator(args, data_dir, opamp: str) -> tuple:
-    """(circuit, process) the loop simulates with: flags, else the data's meta.json, else the shipped circuit."""
-    from spice.circuits import BUILTINS
-    target_meta = _meta(data_dir, opamp, "target")
-    meta = {**_meta(data_dir, opamp, "source"), **target_meta}
-    circuit = args.circuit
-    if circuit is None:
-        recorded = meta.get("circuit_file")
-        if recorded in BUILTINS or (recorded and Path(recorded).is_file()):
-            circuit = recorded
-        elif opamp in BUILTINS:
-            circuit = opamp
-        else:
-            raise ToolkitError(f"{Path(data_dir) / opamp} has no design space the loop can sample from (no meta.json "
-                               f"naming a circuit, and {opamp!r} is not a shipped circuit). Fix: --circuit "
-                               f"FILE.toml (docs/SPICE.md 'Your own circuit').")
-    if args.circuit is not None and not str(circuit).endswith(".toml") and circuit not in BUILTINS:
-        raise ToolkitError(f"--circuit {circuit!r} is neither a shipped circuit {list(BUILTINS)} nor a .toml file.")
-    if str(circuit).endswith(".toml") and not Path(circuit).is_file():
-        raise ToolkitError(f"--circuit {circuit} not found.")
-    process = args.process or target_meta.get("process_file") or target_meta.get("process") or "B"
-    return str(circuit), str(process)
-
-
 def check_sizes(settings: dict, n_given: int | None = None) -> None:
     """``n_given``: the OK designs of --init-from (then --init is not used and --budget counts new simulations)."""
     init, budget, batch, pool = (settings[k] for k in ("ACTIVE_INIT", "ACTIVE_BUDGET", "ACTIVE_BATCH", "ACTIVE_POOL"))
@@ -355,7 +324,7 @@ def main(argv=None):
     data_dir = Path(settings["DATA_DIR"])
     src = read_domain(data_dir, opamp, "source")                     # readable source rows, or one line
     x_cols = list(src.features.columns)
-    circuit, process = resolve_simulator(args, data_dir, opamp)
+    circuit, process = simulator_for(data_dir, opamp, args.circuit, args.process, required=True)
     check_circuit_columns(circuit, x_cols)
     require_ngspice("python -m active", "It simulates every design it chooses.")
     from spice.simulate import resolve_process

@@ -55,7 +55,8 @@ from inverse.snap import check_data_against_space, describe_grid, grid_for
 from inverse.objective import MARGIN, PLAIN_SLOTS, figure_circuit, figures_table, make_objective, parse_objective
 from inverse.plots import pareto_plot
 from inverse.spec_file import load_objective, load_spec
-from inverse.verify import check_circuit_columns, format_verification, require_ngspice, verify_designs
+from inverse.verify import (check_circuit_columns, format_verification, require_ngspice, simulator_for,
+                            verify_designs)
 from spice.conditions import Conditions, apply as apply_conditions
 
 
@@ -107,14 +108,16 @@ def parse_args(argv=None):
     a("--range-tol", type=float, default=RANGE_TOL, help=f"'range' without a band: t +- tol*t [{RANGE_TOL}]")
     a("--save-dir", default=None, help="output folder [results/inverse/{OPAMP}_{model-type}]")
     a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
-    a("--process", default="B", help="process to verify in: A, B, sky130 or a process file (.toml) [B]")
+    a("--process", default=None, help="process to verify in: A, B, sky130 or a process file (.toml) [the one the "
+                                      "target data's meta.json records, else B]")
     a("--temp", type=float, default=None, help="--verify at this temperature, C [nominal 27]")
     a("--vdd", type=float, default=None, help="--verify at this supply, V [the process's]")
     a("--corner", default=None, help="--verify at this corner, a .lib section of the process's library (sky130: tt, "
                                      "ff, ss, sf, fs) [typical]")
     a("--design-space", default=None, help="grid and box for the designs: a circuit file (.toml) or a meta.json "
                                            "[the data's target meta.json; none: no snapping, the data's range]")
-    a("--circuit", default=None, help="circuit file (.toml) to verify with [the shipped circuit named --opamp]")
+    a("--circuit", default=None, help="circuit file (.toml) to verify with [the target data's meta.json circuit, else the "
+                                      "shipped circuit named --opamp]")
     a("--quiet", action="store_true")
     cli.flag("--out-of-domain", "OUT_OF_DOMAIN", "candidates outside the training inputs' ranges: warn | refuse | off")
     return cli.parse(argv)
@@ -302,18 +305,20 @@ def main(argv=None):
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, settings["NUM_THREADS"]))
     check_numbers(args)
+    opamp = settings["OPAMP_TYPE"]
+    # the circuit and process the data were simulated with (meta.json), unless --circuit / --process say otherwise
+    args.circuit, args.process = simulator_for(settings["DATA_DIR"], opamp, args.circuit, args.process)
     if args.verify:
         require_ngspice()
         from spice.simulate import resolve_process   # the process and its corner, before the search
         apply_conditions(resolve_process(args.process), args.conditions)
-    opamp = settings["OPAMP_TYPE"]
     save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
         f"{opamp}_{args.model_type}"
     check_writable_dir(save_dir, "--save-dir")      # before the optimisation, so no work is lost at save time
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
     spec = build_spec(args, forward.y_cols, forward.preprocessing)
-    sim_circuit = args.circuit or opamp
+    sim_circuit = args.circuit
     if args.verify:
         check_circuit_columns(sim_circuit, forward.x_cols)
     circuit = figure_circuit(sim_circuit, forward.x_cols)        # its [figures]: columns, objectives

@@ -6,6 +6,10 @@
 For each candidate and metric: predicted, simulated, pass/fail of its goal in SPICE; a
 candidate passes when every goal passes (a failed simulation fails every goal).
 """
+import contextlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -24,6 +28,41 @@ def ngspice_available() -> bool:
 def require_ngspice(needed_by: str = "--verify", otherwise: str = "Or run without --verify.") -> None:
     if not ngspice_available():
         raise ToolkitError(f"{needed_by} needs ngspice, which is not installed; {INSTALL}. {otherwise}".rstrip())
+
+
+def _meta(data_dir, opamp: str, domain: str) -> dict:
+    path = Path(data_dir) / opamp / domain / "meta.json"
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text(encoding="utf-8")) or {}
+    return {}
+
+
+def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required: bool = False) -> tuple:
+    """(circuit, process) to simulate ``opamp``'s designs with: the flags given, else what the data's meta.json
+    recorded (``spice.generate`` writes ``circuit_file`` and ``process`` / ``process_file``; target wins over
+    source), else the shipped circuit named ``opamp`` and process B.  ``required``: a circuit must be known
+    (the active loop samples its design space); otherwise ``opamp`` itself is returned and
+    ``check_circuit_columns`` says what to pass."""
+    from spice.circuits import BUILTINS
+    target_meta = _meta(data_dir, opamp, "target")
+    meta = {**_meta(data_dir, opamp, "source"), **target_meta}
+    if circuit is not None:
+        if not str(circuit).endswith(".toml") and circuit not in BUILTINS:
+            raise ToolkitError(f"--circuit {circuit!r} is neither a shipped circuit {list(BUILTINS)} nor a .toml file.")
+        if str(circuit).endswith(".toml") and not Path(circuit).is_file():
+            raise ToolkitError(f"--circuit {circuit} not found.")
+    else:
+        recorded = meta.get("circuit_file")
+        if recorded in BUILTINS or (recorded and Path(recorded).is_file()):
+            circuit = recorded
+        elif opamp in BUILTINS or not required:
+            circuit = opamp
+        else:
+            raise ToolkitError(f"{Path(data_dir) / opamp} has no design space the loop can sample from (no meta.json "
+                               f"naming a circuit, and {opamp!r} is not a shipped circuit). Fix: --circuit "
+                               f"FILE.toml (docs/SPICE.md 'Your own circuit').")
+    process = process or target_meta.get("process_file") or target_meta.get("process") or "B"
+    return str(circuit), str(process)
 
 
 def check_circuit_columns(opamp, x_cols) -> None:

@@ -1,0 +1,39 @@
+"""--verify and the active loop simulate with the circuit and process the data were made with (meta.json)."""
+import json
+
+import pytest
+
+from core.errors import ToolkitError
+from inverse.verify import simulator_for
+
+
+def _data(root, name, target=None, source=None):
+    for domain, meta in (("target", target), ("source", source)):
+        if meta is not None:
+            (root / name / domain).mkdir(parents=True)
+            (root / name / domain / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_recorded_circuit_and_process_are_the_defaults_and_flags_win(tmp_path):
+    circ, proc = tmp_path / "my_ota.toml", tmp_path / "my_node.toml"
+    circ.write_text("name = 'my_ota'\n")
+    data = _data(tmp_path / "d", "my_ota", target={"circuit_file": str(circ), "process": "my_node",
+                                                    "process_file": str(proc)},
+                 source={"circuit_file": str(circ), "process": "A"})
+    assert simulator_for(data, "my_ota") == (str(circ), str(proc))
+    assert simulator_for(data, "my_ota", "5t_opamp", "B") == ("5t_opamp", "B")
+    # shipped data: their meta.json names the shipped circuit and B
+    assert simulator_for("data", "two_stage_opamp") == ("two_stage_opamp", "B")
+    # no meta.json at all: the shipped circuit of that name and B (a model shared without its data)
+    assert simulator_for(tmp_path / "none", "5t_opamp") == ("5t_opamp", "B")
+
+
+def test_an_unknown_circuit_is_refused_only_where_one_is_required(tmp_path):
+    assert simulator_for(tmp_path, "my_amp") == ("my_amp", "B")          # inverse_opt: check_circuit_columns says more
+    with pytest.raises(ToolkitError, match="no design space the loop can sample from"):
+        simulator_for(tmp_path, "my_amp", required=True)
+    with pytest.raises(ToolkitError, match="neither a shipped circuit"):
+        simulator_for(tmp_path, "my_amp", "my_amp")
+    with pytest.raises(ToolkitError, match="not found"):
+        simulator_for(tmp_path, "my_amp", str(tmp_path / "missing.toml"))
