@@ -154,14 +154,17 @@ def hard_spec(y_cols, y_all: np.ndarray, rng) -> tuple:
 
 
 def infeasible_spec(y_cols, y_all: np.ndarray, rng) -> tuple:
-    """One higher-is-better metric at 1.25x its largest simulated value, another at its median: no simulated
-    design meets it (and, by the margin, none in the design space is expected to)."""
+    """One higher-is-better metric at f x its largest simulated value (f drawn in [1.15, 1.5]), another at its
+    q-quantile (q drawn in [0.3, 0.7]): no simulated design meets it.  Drawn levels, not fixed ones: with fixed
+    levels the 4 metrics give only 12 distinct specs, so 50 specs would repeat a few (and one that is feasible
+    after all would count several times).  Returns (spec, f)."""
     names = [c for c in HIGHER_IS_BETTER if c in y_cols]
     beyond, other = rng.choice(names, size=2, replace=False)
+    f, q = float(rng.uniform(1.15, 1.5)), float(rng.uniform(0.3, 0.7))
     col = y_all[:, y_cols.index(beyond)]
-    spec = bound_spec(y_cols, {beyond: 1.25 * float(np.nanmax(col)),
-                               other: float(np.nanmedian(y_all[:, y_cols.index(other)]))})
-    return spec, None
+    spec = bound_spec(y_cols, {beyond: f * float(np.nanmax(col)),
+                               other: float(np.nanquantile(y_all[:, y_cols.index(other)], q))})
+    return spec, f
 
 
 def sim_pass(opamp, designs: pd.DataFrame, spec: Spec) -> np.ndarray:
@@ -309,7 +312,8 @@ def main(argv=None):
                 raise ToolkitError(f"{partial_path(path)}: spec {i + 1} differs from this run's; delete the file "
                                    f"to start over")
             continue
-        row = {"spec_row": int(y_test.index[r]), "spec": spec.to_dict(), "quantile": q,
+        row = {"spec_row": int(y_test.index[r]), "spec": spec.to_dict(),
+               ("beyond_factor" if args.difficulty == "infeasible" else "quantile"): q,
                "met_by_simulated_rows": int(spec.meets(y_all).all(axis=1).sum())}
         for m in methods:
             t0 = time.perf_counter()
