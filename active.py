@@ -29,6 +29,7 @@ below the initial set, a pool or batch of 0, no ngspice, data without a design s
 exit 2 before anything is written.
 """
 import contextlib
+import hashlib
 import json
 import shutil
 import sys
@@ -61,7 +62,8 @@ from inverse.verify import check_circuit_columns, require_ngspice, simulator_for
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
-KEY_FIELDS = ("opamp", "circuit", "process", "rule", "seed", "init", "batch", "pool", "members", "set", "init_from")
+KEY_FIELDS = ("opamp", "circuit", "process", "rule", "seed", "init", "batch", "pool", "members", "set", "init_from",
+              "spec")
 GIVEN = "given"      # the rule of --init-from designs (simulated before the loop, by the user)
 
 
@@ -74,6 +76,9 @@ def parse_args(argv=None):
     cli.flag("--pool", "ACTIVE_POOL", "candidates scored per round")
     cli.flag("--members", "ACTIVE_MEMBERS", "ensemble members retrained each round (comma-separated)")
     cli.flag("--jobs", "PIPELINE_JOBS", "training stages and simulations run at once")
+    cli.add_argument("--spec", default=None, metavar="FILE",
+                     help="a spec file (as for inverse_opt --spec): rule 'spec' simulates where it is likely met; "
+                          "with any rule each round reports how many simulated designs met it")
     cli.add_argument("--init-from", default=None, metavar="FOLDER",
                      help="B designs simulated already (one *features*.csv, one *targets*.csv, optional status "
                           "column) as the initial set instead of --init random ones; not counted in --budget")
@@ -146,7 +151,8 @@ def run_key(args, settings, circuit: str, process: str) -> dict:
             "seed": settings["SEED"], "init": settings["ACTIVE_INIT"], "batch": settings["ACTIVE_BATCH"],
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
             "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS="))),
-            "init_from": None if args.init_from is None else str(Path(args.init_from).resolve())}
+            "init_from": None if args.init_from is None else str(Path(args.init_from).resolve()),
+            "spec": None if args.spec is None else hashlib.sha256(Path(args.spec).read_bytes()).hexdigest()}
 
 
 def check_same_run(out: Path, key: dict) -> None:
@@ -292,21 +298,40 @@ def score_test(ens: Ensemble, test, floor) -> dict:
 
 
 def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, batch: int, seed: int,
-           round_no: int) -> pd.DataFrame:
+           round_no: int, spec=None) -> pd.DataFrame:
     """The ``batch`` pool designs ``rule`` picks, with their uncertainty score and P(simulation OK) learned from
-    the ``ledger``'s statuses, in pick order."""
+    the ``ledger``'s statuses (and, with a ``spec``, P(spec met)), in pick order."""
     import torch
-    from active_learning.acquisition import feasibility, score
+    from active_learning.acquisition import feasibility, score, spec_probability
     x_scaled = ens.preprocessing.transform_x(pool[ens.x_cols])
     with torch.no_grad():
         mean, std = ens.predict_scaled(torch.as_tensor(x_scaled))
     mean, std = mean.double().numpy(), std.double().numpy()
     p_ok = feasibility(ens.preprocessing.transform_x(ledger[ens.x_cols].astype(float)),
                        (ledger[STATUS] == "ok").to_numpy(), x_scaled)
-    pick = select(rule, x_scaled, mean, std, batch=batch, rng=np.random.default_rng([seed, round_no, 17]), p_ok=p_ok)
+    bounds = None
+    if spec is not None:
+        mspec = spec.model_space(ens.preprocessing)
+        bounds = (mspec.lo.double().numpy(), mspec.hi.double().numpy())
+    pick = select(rule, x_scaled, mean, std, batch=batch, rng=np.random.default_rng([seed, round_no, 17]), p_ok=p_ok,
+                  spec_bounds=bounds)
     chosen = pool.iloc[pick].copy()
     chosen["score"], chosen["p_ok"] = score(mean, std)[pick], p_ok[pick]
+    if bounds is not None:
+        chosen["p_spec"] = spec_probability(mean, std, *bounds)[pick]
     return chosen
+
+
+def read_spec(path, y_cols: list, typical: np.ndarray):
+    """The --spec file as an ``inverse.goals.Spec`` over the data's metrics (one line on a bad file)."""
+    from inverse.spec_file import load_spec
+    return load_spec(path, y_cols, typical, warn=lambda *_: None)
+
+
+def spec_met(spec, rows: pd.DataFrame) -> int:
+    """Simulated designs among ``rows`` that meet every goal of ``spec`` (failed simulations never do)."""
+    ok = (rows[STATUS] == "ok").to_numpy()
+    return int((spec.meets(rows[spec.y_cols].to_numpy(float)).all(axis=1) & ok).sum())
 
 
 # ---------------------------------------------------------------- the loop
@@ -334,16 +359,21 @@ def main(argv=None):
     key = run_key(args, settings, circuit, process)
     check_same_run(out, key)                  # before the lock: a refused run leaves no lock file behind
     test = test_set(settings, data_dir, opamp)
+    if rule == "spec" and args.spec is None:
+        raise ToolkitError("--rule spec needs --spec FILE.toml: the goals to simulate towards (docs/USAGE.md).")
+    spec = None if args.spec is None else read_spec(args.spec, list(src.targets.columns),
+                                                    np.nanmedian(src.targets.to_numpy(float), axis=0))
     if args.init_from is not None:   # read and checked before anything is written
         given = given_designs(args.init_from, x_cols, list(src.targets.columns), seed,
                               set(design_keys(test[0], x_cols)) if test is not None else set())
         check_sizes(settings, n_given=int((given[STATUS] == "ok").sum()))
     with results_lock(out, flag="--out"):     # one loop per folder: two would simulate the same designs
         check_same_run(out, key)              # again under the lock (a run started meanwhile)
-        return run_loop(args, settings, out, key, test, src, circuit, process, given)
+        return run_loop(args, settings, out, key, test, src, circuit, process, given, spec)
 
 
-def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, process: str, given=None) -> dict:
+def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, process: str, given=None,
+             spec=None) -> dict:
     """The rounds, from wherever ``out`` stopped (see the module docstring)."""
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
     x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
@@ -384,7 +414,7 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
                 start = 4 * init + (round_no - 1) * pool_n
                 pool = draw(circuit, seed, start, start + pool_n, taken)
                 prev = Ensemble.load(out / "rounds" / f"r{round_no - 1:02d}", opamp)
-                chosen = choose(prev, rule, pool, ledger, want, seed, round_no)
+                chosen = choose(prev, rule, pool, ledger, want, seed, round_no, spec)
             chosen.insert(1, "round", round_no)
             chosen.insert(2, "rule", (GIVEN if given is not None else "random") if round_no == 0 else rule)
             chosen.insert(3, "seed", seed)
@@ -413,6 +443,9 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
                    "failed": int((ledger[STATUS] != "ok").sum()),
                    "val_r2_log": float(ens_record["metrics"]["mean"]["r2_log"]),
                    "select_s": round(t_select, 1), "simulate_s": round(t_sim, 1), "train_s": round(t_train, 1)}
+            if spec is not None:   # designs meeting the spec: this round's, and every one simulated so far
+                row["spec_met"] = spec_met(spec, ledger[ledger["round"] == round_no])
+                row["spec_met_total"] = spec_met(spec, ledger)
             if test is not None:
                 row.update(score_test(Ensemble.load(round_dir, opamp), test, floor))
             progress.append(row)
@@ -421,6 +454,7 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
             print(f"[active] round {round_no}: {row['simulations']} simulations"
                   + (f" + {row['given']} given" if row["given"] else "") + f" ({row['failed']} failed) | val R2_log "
                   f"{row['val_r2_log']:.4f}" + (f" | test R2_log {row['test_r2_log']:.4f}" if test is not None else "")
+                  + (f" | spec met by {row['spec_met']} ({row['spec_met_total']} so far)" if spec is not None else "")
                   + f" | select {t_select:.0f} s, simulate {t_sim:.0f} s, train {t_train:.0f} s", flush=True)
         if loop_simulations(ledger) >= budget:
             break
@@ -435,11 +469,14 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
 def write_summary(out: Path, progress: list, opamp: str, *, plot: bool) -> None:
     """active.md (the round table) and learning_curve.png (R^2 vs simulations)."""
     has_test = any("test_r2_log" in p for p in progress)
+    has_spec = any("spec_met" in p for p in progress)
     head = ["round", "simulations", "failed", "val R²_log"] + (["test R²_log", "test R² (phys)", "test 95 % cov."]
-                                                               if has_test else []) + ["select s", "simulate s", "train s"]
+                                                               if has_test else []) \
+        + (["met the spec (so far)"] if has_spec else []) + ["select s", "simulate s", "train s"]
     rows = [[p["round"], f"{p['simulations']}" + (f" + {p['given']} given" if p.get("given") else ""), p["failed"],
              f"{p['val_r2_log']:.4f}"]
             + ([f"{p['test_r2_log']:.4f}", f"{p['test_r2']:.4f}", f"{100 * p['test_cov95']:.1f} %"] if has_test else [])
+            + ([f"{p['spec_met']} ({p['spec_met_total']})"] if has_spec else [])
             + [f"{p['select_s']:.0f}", f"{p['simulate_s']:.0f}", f"{p['train_s']:.0f}"] for p in progress]
     text = markdown_table(pd.DataFrame(rows, columns=head))
     atomic_write_text(out / "active.md", f"# active learning: {opamp}\n\n{text}\n")

@@ -19,6 +19,10 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   weighted by the score in scaled feature space (scikit-learn); from each group the highest score.
   A batch then covers several uncertain regions instead of crowding into one (Zhdanov 2019, "Diverse
   mini-batch active learning").
+* ``spec``: for inverse design, simulate where a spec is likely met: the score is P(every goal met) under the
+  calibrated prediction (independent normals per metric, model space: Π_j [Φ((hi_j − μ_ij)/σ_ij) −
+  Φ((lo_j − μ_ij)/σ_ij)], ``spec_probability``), weighed by ``p_ok`` and spread by k-means as ``diverse``.
+  The B data grow where the designer will search, and the designs found are candidates themselves.
 * ``mixed``: half the batch a uniform draw (as ``random``), the other half ``diverse`` among the rest.
   Uncertainty alone moves the training rows away from the distribution the surrogate is used on and,
   before the first failures are seen, into regions where simulations fail (two_stage_opamp: a whole
@@ -28,7 +32,7 @@ import numpy as np
 
 from core.errors import ToolkitError
 
-RULES = ("random", "uncertainty", "diverse", "mixed")
+RULES = ("random", "uncertainty", "diverse", "mixed", "spec")
 DIVERSE_FACTOR = 10    # candidates per batch slot handed to k-means (Zhdanov's beta)
 LIKELY_FAIL_THRESHOLD = 0.9   # a candidate with P(OK) below this is ranked after every likelier one ... (0.5 let
                                # the boundary designs through: replaying two_stage rounds 2-9, 31 failures vs 7)
@@ -45,6 +49,15 @@ def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return (std ** 2 / spread).sum(axis=1)
 
 
+def spec_probability(mean: np.ndarray, std: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(N,) P(lo_j <= y_j <= hi_j for every metric j) with y_ij ~ N(mean_ij, std_ij²) independent across metrics;
+    ``lo``/``hi`` (M,) model-space bounds (``inverse.goals.ModelSpec``, +-BIG when open)."""
+    from scipy.stats import norm
+    mean, std = np.asarray(mean, float), np.maximum(np.asarray(std, float), 1e-12)
+    p = norm.cdf((np.asarray(hi, float) - mean) / std) - norm.cdf((np.asarray(lo, float) - mean) / std)
+    return np.clip(p, 0.0, 1.0).prod(axis=1)
+
+
 def feasibility(x_seen: np.ndarray, ok: np.ndarray, x_pool: np.ndarray) -> np.ndarray:
     """(N,) P(simulation OK) of the pool designs from the designs simulated so far (scaled features, their
     status): L2-regularised logistic regression (scikit-learn); 1 everywhere until at least 2 designs have
@@ -58,11 +71,14 @@ def feasibility(x_seen: np.ndarray, ok: np.ndarray, x_pool: np.ndarray) -> np.nd
 
 
 def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.random.Generator,
-           p_ok=None) -> np.ndarray:
+           p_ok=None, spec_bounds=None) -> np.ndarray:
     """Indices (sorted by pick order, distinct) of ``min(batch, N)`` pool rows chosen by ``rule``; ``p_ok``
-    (N,) weighs the uncertainty score (``feasibility``; ``random`` ignores it: it is the control)."""
+    (N,) weighs the score (``feasibility``; ``random`` ignores it: it is the control); ``spec_bounds`` =
+    (lo, hi) model-space goal bounds, needed by ``spec``."""
     if rule not in RULES:
         raise ToolkitError(f"Unknown acquisition rule {rule!r}; choose from {list(RULES)}.")
+    if rule == "spec" and spec_bounds is None:
+        raise ToolkitError("The 'spec' rule needs a spec: --spec FILE.toml (docs/USAGE.md, as for inverse_opt).")
     n = len(x_scaled)
     if batch < 1 or n < 1:
         raise ToolkitError(f"Acquisition needs a batch >= 1 and a non-empty pool, got batch={batch}, pool={n}.")
@@ -77,7 +93,7 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
         chosen = select("diverse", np.asarray(x_scaled)[rest], np.asarray(mean)[rest], np.asarray(std)[rest],
                         batch=k - len(explore), rng=rng, p_ok=None if p_ok is None else np.asarray(p_ok)[rest])
         return np.concatenate([rest[chosen], explore])
-    s = score(mean, std)
+    s = spec_probability(mean, std, *spec_bounds) if rule == "spec" else score(mean, std)
     if p_ok is not None:
         p_ok = np.asarray(p_ok, float)
         # weighted by P(OK); a design with P(OK) < LIKELY_FAIL_THRESHOLD only when nothing else is left

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 import active
-from active_learning.acquisition import score, select
+from active_learning.acquisition import score, select, spec_probability
+from core.errors import ToolkitError
 from inverse.optimise import design_keys
 from tests.spice_helpers import needs_ngspice
 
@@ -330,3 +331,52 @@ def test_init_from_bad_folders_are_one_line_and_write_nothing(tiny_data, tmp_pat
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_spec_probability_is_the_product_of_per_metric_normal_masses():
+    from scipy.stats import norm
+    mean = np.array([[0.0, 1.0], [2.0, -1.0]])
+    std = np.array([[1.0, 0.5], [1.0, 2.0]])
+    lo, hi = np.array([-1.0, -1e5]), np.array([1e5, 2.0])      # metric 0 >= -1, metric 1 <= 2
+    want = np.array([norm.cdf(1.0) * norm.cdf(2.0), norm.cdf(3.0) * norm.cdf(1.5)])
+    np.testing.assert_allclose(spec_probability(mean, std, lo, hi), want, rtol=1e-9)
+
+
+def test_spec_rule_simulates_where_the_spec_is_likely_met_spread_out():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (400, 2))
+    mean = np.stack([x[:, 0], x[:, 1]], axis=1)                        # the prediction follows the design
+    std = np.full_like(mean, 0.3)
+    bounds = (np.array([1.0, -1e5]), np.array([1e5, 1e5]))             # goal: metric 0 >= 1 (x0 >= 1)
+    pick = select("spec", x, mean, std, batch=10, rng=np.random.default_rng(1), spec_bounds=bounds)
+    assert len(set(pick)) == 10 and (x[pick, 0] > 0.6).all()           # where the goal is likely met
+    assert np.ptp(x[pick, 1]) > 2.0                                     # spread over the other variable
+    control = select("random", x, mean, std, batch=10, rng=np.random.default_rng(1))
+    assert (x[control, 0] > 0.6).mean() < 0.7
+    with pytest.raises(ToolkitError, match="needs a spec"):
+        select("spec", x, mean, std, batch=10, rng=np.random.default_rng(1))
+
+
+@needs_ngspice
+def test_spec_rule_loop_reports_the_designs_meeting_the_spec(tiny_data, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[goals]\ndc_gain = ">= 40 dB"\nphase_margin = ">= 60 deg"\n')
+    out = tmp_path / "run"
+    res = _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "30", "--rule", "spec",
+               "--spec", str(spec))
+    rows = res["progress"]
+    ledger = pd.read_csv(out / "acquired.csv")
+    met = ((ledger["dc_gain"] >= 100) & (ledger["phase_margin"] >= 60) & (ledger["status"] == "ok"))
+    assert [r["spec_met_total"] for r in rows] == [int(met[ledger["round"] <= r["round"]].sum()) for r in rows]
+    assert rows[-1]["spec_met"] == int(met[ledger["round"] == 1].sum())
+    batch = pd.read_csv(out / "rounds" / "r01" / "batch.csv")
+    assert "p_spec" in batch.columns and batch["p_spec"].between(0, 1).all()
+    assert "met the spec" in (out / "active.md").read_text()
+
+
+def test_spec_rule_without_a_spec_is_one_line_and_writes_nothing(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(out),
+                                      "--rule", "spec"])
+    assert exc.value.code == 2 and "--rule spec needs --spec" in capsys.readouterr().err and not out.exists()
