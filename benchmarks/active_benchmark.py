@@ -8,7 +8,9 @@ Runs ``python -m active`` for every (seed, rule) -- one after another, each with
 finished ones), then writes a table (mean ± sd over seeds per rule and simulation count, the time per
 round) and ``learning_curve_active_<opamp>.png`` (one line per rule, ± sd band, the all-rows random-sample
 reference ``--reference``).  ``--docs-path`` replaces the block ``active:<opamp>`` of that Markdown file
-and puts the PNG beside it.  Extra flags after ``--`` go to every loop (e.g. ``-- --set EPOCHS=50``).
+and puts the PNG beside it.  Extra flags after ``--`` go to every loop (e.g. ``-- --set EPOCHS=50``); with
+``-- --spec FILE`` (every rule reports the simulated designs meeting that spec; rule ``spec`` needs it) a
+second table counts them per rule and budget, and the Markdown block is ``active-spec:<opamp>``.
 """
 import argparse
 import json
@@ -112,6 +114,17 @@ def summarise(args) -> tuple:
     lines.append(markdown_table(pd.DataFrame(table)))
     lines.append("")
     lines.append("Cells: mean ± sd of the mean log-space R² on the fixed target_test over seeds (number of seeds).")
+    if any("spec_met_total" in r for rule in args.rules for rows in by_rule[rule].values() for r in rows):
+        met = []
+        for n in counts:
+            row = {"B simulations": n}
+            for rule in args.rules:
+                vals = [r["spec_met_total"] for r in by_rule[rule].get(n, []) if "spec_met_total" in r]
+                row[rule] = f"{statistics.mean(vals):.1f} ({len(vals)})" if vals else "–"
+            met.append(row)
+        lines += ["", markdown_table(pd.DataFrame(met)), "",
+                  "Cells: simulated designs meeting the spec so far (every goal, in SPICE), mean over seeds (number of "
+                  "seeds)."]
     if timing:
         lines += ["", markdown_table(pd.DataFrame(timing))]
     return "\n".join(lines), curves
@@ -140,7 +153,8 @@ def main(argv=None):
                 print(f"[active-bench] {rule} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     text, curves = summarise(args)
     png_dir = Path(args.docs_path).parent if args.docs_path else Path(args.results_root)
-    png = png_dir / f"learning_curve_active_{args.opamp}.png"
+    name = f"active-spec:{args.opamp}" if "--spec" in args.extra else f"active:{args.opamp}"
+    png = png_dir / f"learning_curve_{name.replace(':', '_')}.png"
     reference = ("all target rows, random sample (harness)", args.reference) if args.reference is not None else None
     learning_curve(png, {r: c for r, c in curves.items() if c}, title=f"{args.opamp}: active learning, "
                    f"seeds {', '.join(map(str, args.seeds))}", reference=reference)
@@ -148,9 +162,9 @@ def main(argv=None):
     cmd = "python -m benchmarks.active_benchmark " + " ".join(shown)
     block = (f"### {args.opamp}: active learning vs random sampling\n\nCommand: `{cmd}`\n\n{text}\n\n"
              f"![active learning {args.opamp}]({png.name})\n")
-    atomic_write_text(Path(args.results_root) / f"active_{args.opamp}.md", block)
+    atomic_write_text(Path(args.results_root) / f"{name.replace(':', '_')}.md", block)
     if args.docs_path:
-        replace_block(Path(args.docs_path), f"active:{args.opamp}", block)
+        replace_block(Path(args.docs_path), name, block)
     print(text)
     return {"text": text, "curves": curves}
 

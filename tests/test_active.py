@@ -284,6 +284,27 @@ def test_benchmark_report_averages_seeds_and_compares_with_random(tmp_path):
     assert out["curves"]["mixed"][0][:2] == (25, pytest.approx(0.811))
 
 
+def test_benchmark_with_a_spec_counts_the_designs_meeting_it_in_its_own_block(tmp_path):
+    from benchmarks import active_benchmark as bench
+    root = tmp_path / "bench"
+    for rule, found in (("random", 1), ("spec", 6)):
+        for seed in (0, 1):
+            folder = root / "5t_opamp" / f"{rule}_seed{seed}"
+            folder.mkdir(parents=True)
+            rows = [{"round": k, "rule": rule, "seed": seed, "simulations": 25 * (k + 1), "failed": 0,
+                     "val_r2_log": 0.9, "test_r2_log": 0.8, "spec_met": found * k, "spec_met_total": found * k + seed,
+                     "select_s": 1.0, "simulate_s": 0.5, "train_s": 30.0} for k in range(2)]
+            (folder / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("<!-- benchmarks.run:active:5t_opamp start -->\nkept\n<!-- benchmarks.run:active:5t_opamp end -->\n")
+    bench.main(["--opamp", "5t_opamp", "--rules", "random", "spec", "--seeds", "0", "1", "--budget", "50",
+                "--results-root", str(root), "--docs-path", str(doc), "--report-only", "--", "--spec", "s.toml"])
+    text = doc.read_text()
+    assert "| 50 | 1.5 (2) | 6.5 (2) |" in text and "meeting the spec so far" in text
+    assert "kept" in text                                     # the plain active block is not overwritten
+    assert (tmp_path / "learning_curve_active-spec_5t_opamp.png").is_file()
+
+
 @needs_ngspice
 def test_init_from_the_users_designs_records_them_and_spends_the_budget_on_new_ones(tiny_data, tmp_path, monkeypatch):
     mine = tmp_path / "mine"
