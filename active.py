@@ -29,7 +29,6 @@ below the initial set, a pool or batch of 0, no ngspice, data without a design s
 exit 2 before anything is written.
 """
 import contextlib
-import hashlib
 import json
 import shutil
 import sys
@@ -145,14 +144,14 @@ def loop_simulations(ledger: pd.DataFrame) -> int:
     return int((ledger["rule"] != GIVEN).sum())
 
 
-def run_key(args, settings, circuit: str, process: str) -> dict:
+def run_key(args, settings, circuit: str, process: str, spec=None) -> dict:
     """What makes a rerun the same run (resume) rather than a different one; --budget may grow."""
     return {"opamp": settings["OPAMP_TYPE"], "circuit": circuit, "process": process, "rule": settings["ACTIVE_RULE"],
             "seed": settings["SEED"], "init": settings["ACTIVE_INIT"], "batch": settings["ACTIVE_BATCH"],
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
             "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS="))),
             "init_from": None if args.init_from is None else str(Path(args.init_from).resolve()),
-            "spec": None if args.spec is None else hashlib.sha256(Path(args.spec).read_bytes()).hexdigest()}
+            "spec": None if spec is None else spec.to_dict()}   # the goals, not the file's bytes (comments may change)
 
 
 def check_same_run(out: Path, key: dict) -> None:
@@ -356,13 +355,13 @@ def main(argv=None):
     resolve_process(process)                                         # an unknown process: one line now
     out = Path(args.out or Path(settings["RESULTS_DIR"]) / "active" / f"{opamp}_{rule}_seed{seed}")
     check_writable_dir(out, "--out")
-    key = run_key(args, settings, circuit, process)
-    check_same_run(out, key)                  # before the lock: a refused run leaves no lock file behind
-    test = test_set(settings, data_dir, opamp)
     if rule == "spec" and args.spec is None:
         raise ToolkitError("--rule spec needs --spec FILE.toml: the goals to simulate towards (docs/USAGE.md).")
     spec = None if args.spec is None else read_spec(args.spec, list(src.targets.columns),
                                                     np.nanmedian(src.targets.to_numpy(float), axis=0))
+    key = run_key(args, settings, circuit, process, spec)
+    check_same_run(out, key)                  # before the lock: a refused run leaves no lock file behind
+    test = test_set(settings, data_dir, opamp)
     if args.init_from is not None:   # read and checked before anything is written
         given = given_designs(args.init_from, x_cols, list(src.targets.columns), seed,
                               set(design_keys(test[0], x_cols)) if test is not None else set())
