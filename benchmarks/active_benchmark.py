@@ -160,7 +160,8 @@ def main(argv=None):
                    f"seeds {', '.join(map(str, args.seeds))}", reference=reference)
     shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
     cmd = "python -m benchmarks.active_benchmark " + " ".join(shown)
-    block = (f"### {args.opamp}: active learning vs random sampling\n\nCommand: `{cmd}`\n\n{text}\n\n"
+    title = "active learning toward a spec" if "--spec" in args.extra else "active learning vs random sampling"
+    block = (f"### {args.opamp}: {title}\n\nCommand: `{cmd}`\n\n{text}\n\n"
              f"![active learning {args.opamp}]({png.name})\n")
     atomic_write_text(Path(args.results_root) / f"{name.replace(':', '_')}.md", block)
     if args.docs_path:
