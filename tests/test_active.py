@@ -263,17 +263,23 @@ def test_mixed_takes_half_at_random_and_half_by_the_diverse_rule():
     assert sum(i in top for i in pick[:5]) == 5 and sum(i in top for i in pick[5:]) < 5
 
 
+def _loop_rows(root, rule: str, seed: int, **per_round):
+    """A finished two-round loop's progress.jsonl under ``root`` (the benchmark's layout); ``per_round``: field ->
+    function of the round k."""
+    folder = root / "5t_opamp" / f"{rule}_seed{seed}"
+    folder.mkdir(parents=True)
+    rows = [{"round": k, "rule": rule, "seed": seed, "simulations": 25 * (k + 1), "failed": k, "val_r2_log": 0.9,
+             "select_s": 1.0, "simulate_s": 0.5, "train_s": 30.0, **{f: fn(k) for f, fn in per_round.items()}}
+            for k in range(2)]
+    (folder / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def test_benchmark_report_averages_seeds_and_compares_with_random(tmp_path):
     from benchmarks import active_benchmark as bench
     root = tmp_path / "bench"
     for rule, shift in (("random", 0.0), ("mixed", 0.01)):
         for seed in (0, 1):
-            folder = root / "5t_opamp" / f"{rule}_seed{seed}"
-            folder.mkdir(parents=True)
-            rows = [{"round": k, "rule": rule, "seed": seed, "simulations": 25 * (k + 1), "failed": k,
-                     "val_r2_log": 0.9, "test_r2_log": 0.8 + 0.05 * k + shift + 0.002 * seed,
-                     "select_s": 1.0, "simulate_s": 0.5, "train_s": 30.0} for k in range(2)]
-            (folder / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            _loop_rows(root, rule, seed, test_r2_log=lambda k: 0.8 + 0.05 * k + shift + 0.002 * seed)
     doc = tmp_path / "RESULTS.md"
     out = bench.main(["--opamp", "5t_opamp", "--rules", "random", "mixed", "--seeds", "0", "1", "--budget", "50",
                       "--results-root", str(root), "--reference", "0.85", "--docs-path", str(doc), "--report-only"])
@@ -289,12 +295,8 @@ def test_benchmark_with_a_spec_counts_the_designs_meeting_it_in_its_own_block(tm
     root = tmp_path / "bench"
     for rule, found in (("random", 1), ("spec", 6)):
         for seed in (0, 1):
-            folder = root / "5t_opamp" / f"{rule}_seed{seed}"
-            folder.mkdir(parents=True)
-            rows = [{"round": k, "rule": rule, "seed": seed, "simulations": 25 * (k + 1), "failed": 0,
-                     "val_r2_log": 0.9, "test_r2_log": 0.8, "spec_met": found * k, "spec_met_total": found * k + seed,
-                     "select_s": 1.0, "simulate_s": 0.5, "train_s": 30.0} for k in range(2)]
-            (folder / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            _loop_rows(root, rule, seed, test_r2_log=lambda k: 0.8, spec_met=lambda k: found * k,
+                       spec_met_total=lambda k: found * k + seed)
     doc = tmp_path / "RESULTS.md"
     doc.write_text("<!-- benchmarks.run:active:5t_opamp start -->\nkept\n<!-- benchmarks.run:active:5t_opamp end -->\n")
     bench.main(["--opamp", "5t_opamp", "--rules", "random", "spec", "--seeds", "0", "1", "--budget", "50",
