@@ -281,6 +281,14 @@ def main(argv=None):
         # figures only: exact, no simulation needed to score a design
         objectives = [parse_objective(args.objective, y_cols=[], circuit=args.circuit)]
         methods.append(OBJ_METHOD)
+    # the rows of an interrupted run first: before the GP fit below (minutes), so a resume says so at once
+    tag = ("" if args.difficulty == "feasible" else f"_{args.difficulty}") + ("" if args.rounds == 1 else f"_r{args.rounds}") \
+        + (f"_{objectives[0].word}-{objectives[0].name}" if objectives else "") \
+        + (f"_margin{args.objective_margin:g}" if objectives and args.objective_margin != OBJECTIVE_MARGIN else "") \
+        + (f"_plain{args.plain_slots}" if objectives and args.plain_slots != PLAIN_SLOTS else "")
+    path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
+    run_args = {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")}
+    per_spec = resumed_specs(path, run_args)
     bo = None
     if "bo" in methods:   # the GPs' hyperparameters: fitted once on the B rows the forward models learn from
         from benchmarks.bo_baseline import BayesOpt
@@ -290,13 +298,6 @@ def main(argv=None):
         t_fit = time.perf_counter()
         bo = BayesOpt(pre.transform_x(x_fit), pre.transform_y(y_fit), *model_bounds(pre, args.grid))
         print(f"[bo] GPs fitted on {len(x_fit)} target rows in {time.perf_counter() - t_fit:.1f}s", flush=True)
-    tag = ("" if args.difficulty == "feasible" else f"_{args.difficulty}") + ("" if args.rounds == 1 else f"_r{args.rounds}") \
-        + (f"_{objectives[0].word}-{objectives[0].name}" if objectives else "") \
-        + (f"_margin{args.objective_margin:g}" if objectives and args.objective_margin != OBJECTIVE_MARGIN else "") \
-        + (f"_plain{args.plain_slots}" if objectives and args.plain_slots != PLAIN_SLOTS else "")
-    path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
-    run_args = {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")}
-    per_spec = resumed_specs(path, run_args)
     y_all = np.concatenate([data["raw"][k][1].to_numpy(float) for k in ("target_train", "target_val", "target_test")])
     spec_rng = np.random.default_rng(args.seed + 1)
     for i, r in enumerate(rows):
