@@ -74,7 +74,7 @@ def _designs_frame(opamp, designs) -> pd.DataFrame:
                            f"feature {cols}; fix or drop those rows")
     for k, v in c.variables.items():
         # Outside the declared space is refused, never clamped: it is most often a unit slip.
-        out = (x[k] < v.lo - 1e-9 * abs(v.lo)) | (x[k] > v.hi + 1e-9 * abs(v.hi))
+        out = _outside(x[k], (v.lo, v.hi))
         if out.any():
             i = int(np.argmax(out.to_numpy()))
             raise ToolkitError(f"{c.name}: {int(out.sum())} design(s) have {k} outside its declared range "
@@ -89,8 +89,11 @@ def _limits(proc) -> dict:
             if rng is not None}
 
 
-def _outside(v, rng) -> bool:
-    return v < rng[0] * (1 - 1e-9) or v > rng[1] * (1 + 1e-9)
+def _outside(v, rng):
+    """``v`` (a number or an array) outside [lo, hi], with a relative float tolerance that also holds for a
+    signed bound (an offset voltage's negative lo)."""
+    lo, hi = rng
+    return (v < lo - 1e-9 * abs(lo)) | (v > hi + 1e-9 * abs(hi))
 
 
 def check_sizes(opamp, x: pd.DataFrame, proc) -> None:
@@ -101,7 +104,7 @@ def check_sizes(opamp, x: pd.DataFrame, proc) -> None:
         for m in c.mosfets:
             size = getattr(m, dim)     # a design variable's name, or a number fixed in the netlist
             v = x[size].to_numpy(float) if isinstance(size, str) else np.full(len(x), float(size))
-            out = (v < rng[0] * (1 - 1e-9)) | (v > rng[1] * (1 + 1e-9))
+            out = _outside(v, rng)
             if out.any():
                 i = int(np.argmax(out))
                 what = f"{{{size}}}" if isinstance(size, str) else "fixed in the netlist"
