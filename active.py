@@ -9,7 +9,8 @@ from the B designs you simulated already (``--init-from FOLDER``: one *features*
 they are not simulated again and do not count against ``--budget``, which then counts the loop's own
 simulations), and the source (A) rows of ``--data-dir/<opamp>/source``; each round trains the transfer ensemble
 (``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
-VAL_SPLIT of them for early stopping and calibration), scores ``--pool`` fresh candidates and simulates
+VAL_SPLIT of them for early stopping and calibration; with ``--warm-start true`` the neural members start
+from the previous round's weights), scores ``--pool`` fresh candidates and simulates
 the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse | mixed)
 in process B, until ``--budget`` simulations.  Failed simulations count against the budget, are kept
 with their status and are never simulated again.
@@ -62,7 +63,7 @@ from inverse.verify import check_circuit_columns, require_ngspice, simulator_for
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
 KEY_FIELDS = ("opamp", "circuit", "process", "rule", "seed", "init", "batch", "pool", "members", "set", "init_from",
-              "spec")
+              "spec", "warm_start")
 GIVEN = "given"      # the rule of --init-from designs (simulated before the loop, by the user)
 
 
@@ -75,6 +76,7 @@ def parse_args(argv=None):
     cli.flag("--pool", "ACTIVE_POOL", "candidates scored per round")
     cli.flag("--members", "ACTIVE_MEMBERS", "ensemble members retrained each round (comma-separated)")
     cli.flag("--jobs", "PIPELINE_JOBS", "training stages and simulations run at once")
+    cli.flag("--warm-start", "ACTIVE_WARM_START", "true: each round's neural members start from the previous round's")
     cli.add_argument("--spec", default=None, metavar="FILE",
                      help="a spec file (as for inverse_opt --spec): rule 'spec' simulates where it is likely met; "
                           "with any rule each round reports how many simulated designs met it")
@@ -151,14 +153,16 @@ def run_key(args, settings, circuit: str, process: str, spec=None) -> dict:
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
             "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS="))),
             "init_from": None if args.init_from is None else str(Path(args.init_from).resolve()),
-            "spec": None if spec is None else spec.to_dict()}   # the goals, not the file's bytes (comments may change)
+            "spec": None if spec is None else spec.to_dict(),   # the goals, not the file's bytes (comments may change)
+            "warm_start": bool(settings["ACTIVE_WARM_START"])}
 
 
 def check_same_run(out: Path, key: dict) -> None:
     path = out / "state.json"
     if not path.is_file():
         return
-    old = json.loads(path.read_text(encoding="utf-8")).get("key", {})
+    # a run made before warm start existed retrained from scratch every round
+    old = {"warm_start": False, **json.loads(path.read_text(encoding="utf-8")).get("key", {})}
     diff = [k for k in KEY_FIELDS if old.get(k) != key.get(k)]
     if diff:
         raise ToolkitError(f"{out} holds an active-learning run with other settings ({', '.join(diff)}: "
@@ -279,6 +283,9 @@ def train_round(args, settings, out: Path, round_dir: Path) -> dict:
     round_dir.mkdir(parents=True, exist_ok=True)
     if round_dir.name != "r00":
         reuse_baseline(settings, out / "rounds" / "r00", round_dir)
+        if settings["ACTIVE_WARM_START"] and "WARM_START_FROM" not in user_set_keys(args):
+            previous = round_dir.parent / f"r{int(round_dir.name[1:]) - 1:02d}"
+            argv += ["--set", f"WARM_START_FROM={previous.resolve()}"]
     with open(round_dir / "pipeline.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")

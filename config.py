@@ -40,6 +40,9 @@ X_SCALER_FIT = "both"      # 'both' (fit x scaler on source+target inputs; label
 PREPROCESSING_FROM = ""    # path of a saved preprocessing record (JSON of Preprocessing.to_dict) every stage uses instead
                            # of fitting one; "" = fit from the data (the seed). python -m active pins its first round's,
                            # so the source baseline is trained once while the target rows grow
+WARM_START_FROM = ""       # results folder whose checkpoint of the same stage target_only / align_hetero / dualhead
+                           # start from (same columns and preprocessing); "" = the seed's initialisation. python -m
+                           # active sets it to the previous round when ACTIVE_WARM_START is on
 # A row is a failed simulation (dropped after splitting, reported by reason) when any value is
 # NaN/inf, or it breaks one of these rules.  A rule naming a metric absent from the data does nothing and says so
 # (one warning per rule).
@@ -119,6 +122,8 @@ ACTIVE_BATCH = 25          # designs simulated per round
 ACTIVE_POOL = 5000         # candidates drawn from the design space (its grid) and scored each round
 ACTIVE_MEMBERS = ["align_hetero", "target_only", "dualhead", "gp_stack"]  # ensemble retrained every round:
                            # ENSEMBLE_MEMBERS without pooled, which alone takes ~2 min a round (its source rows)
+ACTIVE_WARM_START = False  # True: each round's neural members start from the previous round's (WARM_START_FROM);
+                           # False: retrained from their usual start (the source baseline / random) every round
 
 # ---- inverse (MDN and optimisation)
 MDN_COMPONENTS = 10        # mixture components

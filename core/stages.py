@@ -37,7 +37,8 @@ COMMON = RUN | DATA | NET
 NOT_STAGE_SETTINGS = frozenset({"RESULTS_DIR", "DEVICE", "NUM_THREADS", "PIPELINE_JOBS", "MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
                                 "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN",
                                 "ENSEMBLE_MEMBERS", "FUSION_SELECTION", "ACTIVE_RULE", "ACTIVE_BUDGET",
-                                "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL", "ACTIVE_MEMBERS"})
+                                "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL", "ACTIVE_MEMBERS",
+                                "ACTIVE_WARM_START"})
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,14 @@ for _s in (
           label="source-only (baseline MLP on B)", aliases=("baseline_model",), cost_s=45.0,
           source_only_if=("BASELINE_VAL", "source")),
     Stage("align_hetero", "training.train_align_coral", "{opamp}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth",
-          "AlignHeteroMLP", COMMON | TARGET_BATCHES | {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS"},
+          "AlignHeteroMLP", COMMON | TARGET_BATCHES | {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS", "WARM_START_FROM"},
           parent="baseline", member=True, label="align_hetero + CORAL", aliases=("align_coral", "train_align_coral"), cost_s=110.0),
     Stage("target_only", "training.train_target_only", "{opamp}_target_only_hetero.pth", "AlignHeteroMLP",
-          COMMON | TARGET_BATCHES | {"ALPHA_R2"}, member=True, label="target-only hetero (ensemble member)",
+          COMMON | TARGET_BATCHES | {"ALPHA_R2", "WARM_START_FROM"}, member=True, label="target-only hetero (ensemble member)",
           aliases=("target_hetero", "target_only_hetero", "train_target_only"), cost_s=30.0),
     Stage("dualhead", "fine_tune.fine_tune", "{opamp}_dualhead_finetuned.pth", "DualHeadMLP",
           COMMON | TARGET_BATCHES | {"ALPHA_R2", "L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS",
-                                     "UNFREEZE_PATIENCE", "FINETUNE_OBJECTIVE"},
+                                     "UNFREEZE_PATIENCE", "FINETUNE_OBJECTIVE", "WARM_START_FROM"},
           parent="baseline", member=True, label="dual-head fine-tune",
           aliases=("dualhead_b", "dualhead_finetuned", "fine_tune"), cost_s=56.0),
     Stage("pooled", "training.train_pooled", "{opamp}_pooled_flag.pth", "MLP",

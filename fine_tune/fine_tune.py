@@ -31,6 +31,8 @@ Phase 3's loss is FINETUNE_OBJECTIVE:
             up to 0.016 (docs/RESULTS.md), so "hetero" is the default at half the cost.
 Each phase-3 run has its own RNG stream (dropout, batch order) fixed by its name, so a run is the
 same trained alone or inside "auto".
+With WARM_START_FROM (a results folder) the phases start from that folder's dual-head weights instead
+(python -m active: the previous round's model); L2-SP still pulls toward the baseline's.
 L2-SP pulls toward the pretrained (baseline) weights with weight L2SP_LAMBDA.  Frozen layers
 stay in eval mode (no dropout noise).  Writes ``results/{OPAMP}_dualhead_finetuned.pth``.
 """
@@ -41,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.cli import StageCLI, run_main
+from core.errors import ToolkitError
 from core.outputs import results_lock
 from core.settings import check_weights, layer_count, setting_choice
 from losses import batch_r2
@@ -49,7 +52,8 @@ from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import make_hetero_loss, mse_objective, val_hetero
-from training.stage import epochs_and_batches, finish_stage, load_parent, require_parent, start_stage, tensors
+from training.stage import (epochs_and_batches, finish_stage, load_parent, load_warm_start, require_parent, start_stage,
+                            tensors, warm_start_path)
 
 OBJECTIVES = ("mse", "hetero", "auto")
 PHASE3_STREAMS = {"mse": 0, "hetero": 1}   # RNG stream offset of each phase-3 run
@@ -140,6 +144,7 @@ def main(argv=None):
     args, settings = parse_args(argv)
     preflight(settings)
     require_parent(settings, "baseline")
+    warm_start_path(settings, "dualhead")   # a missing warm-start checkpoint is refused before any work
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings, check_objective(settings))
 
@@ -159,6 +164,14 @@ def run(args, settings, objective):
     model = DualHeadMLP(**baseline.constructor_kwargs(), logvar_head=objective != "mse").to(device)
     load_backbone_from_trained_mlp(baseline, model)
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    warm = load_warm_start(settings, data, "dualhead", expect_class=DualHeadMLP, device=device)
+    if warm:   # start from the earlier run's weights; L2-SP keeps pulling toward the baseline's (above)
+        if warm[0].has_variance != model.has_variance:
+            raise ToolkitError(f"{warm[2]} has {'a' if warm[0].has_variance else 'no'} variance head; this run's "
+                               f"FINETUNE_OBJECTIVE={objective!r} needs {'one' if model.has_variance else 'none'}. "
+                               f"Fix: the FINETUNE_OBJECTIVE of that run, or WARM_START_FROM=''.")
+        model.load_state_dict(warm[0].state_dict())
+        parent = warm[2]
     x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
@@ -219,6 +232,7 @@ def run(args, settings, objective):
                         fit_results=results, monitor=monitor, val_value=final_val, t0=t0,
                         parent=parent, dry_run=args.dry_run,
                         extra={"phases": list(results), "l2sp_lambda": settings["L2SP_LAMBDA"],
+                               "warm_start": str(warm[2]) if warm else None,
                                "objective": objective, "phase3_objective": chosen,
                                "phase3_val_mse": {c: v[0]["mse"] for c, v in tried.items()},
                                "phase3_val_r2": {c: v[0]["r2"] for c, v in tried.items()}})

@@ -11,6 +11,7 @@ import active
 from active_learning.acquisition import score, select, spec_probability
 from core.errors import ToolkitError
 from inverse.optimise import design_keys
+from models.model_utils import read_checkpoint_meta
 from tests.spice_helpers import needs_ngspice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -403,3 +404,16 @@ def test_spec_rule_without_a_spec_is_one_line_and_writes_nothing(tiny_data, tmp_
         active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(out),
                                       "--rule", "spec"])
     assert exc.value.code == 2 and "--rule spec needs --spec" in capsys.readouterr().err and not out.exists()
+
+
+@needs_ngspice
+def test_warm_start_trains_each_round_from_the_previous_rounds_members_and_is_part_of_the_run(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    args = ("--init", "20", "--batch", "10", "--pool", "300", "--budget", "40", "--members", "target_only")
+    _run(tiny_data, out, *args, "--warm-start", "true")
+    name = "5t_opamp_target_only_hetero.pth"
+    parents = [read_checkpoint_meta(out / "rounds" / f"r{r:02d}" / name)["parent"] for r in range(3)]
+    assert parents == [None, str((out / "rounds" / "r00" / name).resolve()), str((out / "rounds" / "r01" / name).resolve())]
+    # the same folder without warm start is another run, refused with the fix
+    with pytest.raises(active.ToolkitError, match="other settings .*warm_start"):
+        _run(tiny_data, out, *args[:-2], "--budget", "50", "--members", "target_only")

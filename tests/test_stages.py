@@ -358,3 +358,48 @@ def test_pooled_learns_a_target_offset(dataset, tmp_path):
     assert s["extra"]["target_offset_norm"] > 0 and s["extra"]["n_source"] > 0
     meta = read_checkpoint_meta(tmp_path / "5t_opamp_pooled_flag.pth")
     assert meta["parent"] is None and meta["stage"] == "pooled"
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_warm_start_begins_each_neural_member_at_the_given_folders_weights(dataset, tmp_path):
+    """WARM_START_FROM: target-only, align and dual-head start from that folder's own checkpoint (with a learning
+    rate too small to move them, the result is those weights), at its transfer depth, recorded as the parent;
+    the same run without it does not land there."""
+    first, warm, cold = tmp_path / "first", tmp_path / "warm", tmp_path / "cold"
+    train.main(_args(dataset, first, "--dry-run"))
+    for stage in (train_align_coral, train_target_only, fine_tune):
+        stage.main(_args(dataset, first, "--dry-run"))
+    for folder in (warm, cold):
+        folder.mkdir()
+        (folder / "5t_opamp_baseline_model.pth").write_bytes((first / "5t_opamp_baseline_model.pth").read_bytes())
+    frozen = ["--epochs", "1", "--set", "LEARNING_RATE=1e-12", "--set", "LR_BIAS=1e-12", "--set", "LR_HEAD=1e-12",
+              "--set", "LR_UNFREEZE=1e-12"]
+    names = {train_target_only: "5t_opamp_target_only_hetero.pth", train_align_coral: "5t_opamp_align_hetero_lambda0.050.pth",
+             fine_tune: "5t_opamp_dualhead_finetuned.pth"}
+
+    def moved(name, folder):   # weights that differ from the first run's (the dual-head's variance head restarts)
+        before, after = _state(first / name), _state(folder / name)
+        return [k for k in before if not k.startswith("logvar_B") and not torch.allclose(before[k], after[k], atol=1e-6)]
+
+    for stage, name in names.items():
+        summary = stage.main(_args(dataset, warm, *frozen, "--set", f"WARM_START_FROM={first}"))
+        assert moved(name, warm) == [], name
+        meta = read_checkpoint_meta(warm / name)
+        assert meta["parent"] == str(first / name) and summary["extra"]["warm_start"] == str(first / name)
+        if stage is train_align_coral:               # one depth: the earlier run's, nothing re-initialised
+            depth = read_checkpoint_meta(first / name)["extra"]["reinit_layers"]
+            assert list(summary["extra"]["reinit_val_nll"]) == [str(depth)]
+        assert stage.main(_args(dataset, cold, *frozen))["extra"]["warm_start"] is None
+        assert moved(name, cold), name
+
+
+def test_warm_start_from_a_folder_without_the_checkpoint_is_one_line_and_writes_nothing(dataset, tmp_path):
+    train.main(_args(dataset, tmp_path, "--dry-run"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for stage in (train_target_only, train_align_coral, fine_tune):
+        with pytest.raises(ValueError, match=r"WARM_START_FROM=.*empty has no 5t_opamp_.*WARM_START_FROM=''"):
+            stage.main(_args(dataset, tmp_path, "--dry-run", "--set", f"WARM_START_FROM={tmp_path / 'empty'}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

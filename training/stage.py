@@ -86,6 +86,32 @@ def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
     return model, meta, path
 
 
+def warm_start_path(settings: dict, kind: str) -> Path | None:
+    """The checkpoint of stage ``kind`` in ``WARM_START_FROM`` (a results folder) this run starts from, or None
+    when WARM_START_FROM is "" (off).  A folder without that checkpoint is a ToolkitError with the fix."""
+    folder = str(settings.get("WARM_START_FROM") or "").strip()
+    if not folder:
+        return None
+    path = checkpoint_path({**settings, "RESULTS_DIR": folder}, kind)
+    if not path.is_file():
+        raise ToolkitError(f"WARM_START_FROM={folder} has no {path.name} (the {kind} checkpoint this stage would "
+                           f"start from). Fix: point WARM_START_FROM at a results folder where {command(kind)} ran "
+                           f"with the same columns and preprocessing, or set WARM_START_FROM='' to start fresh.")
+    return path
+
+
+def load_warm_start(settings: dict, data: dict, kind: str, *, expect_class, device):
+    """``(model, meta, path)`` of the stage's own checkpoint in ``WARM_START_FROM`` (same class, columns,
+    preprocessing and network shape, checked as a parent is), or None when warm start is off."""
+    path = warm_start_path(settings, kind)
+    if path is None:
+        return None
+    model, meta, path = load_parent({**settings, "RESULTS_DIR": str(path.parent)}, data, kind,
+                                    expect_class=expect_class, device=device)
+    print(f"[{kind}] warm start from {path}")
+    return model, meta, path
+
+
 def _guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: dict) -> None:
     """Never silently replace a better checkpoint made on the same split: keep it beside."""
     if not path.is_file():

@@ -17,6 +17,9 @@ two processes, the top layers encode the source mapping and full transfer (k = 0
 transfer for that metric; where the processes agree, k = 0 helps most.  ``auto`` trains both
 ends, k = 0 and k = NUM_LAYERS-1, and keeps the one with the lower val NLL (never test).
 
+With WARM_START_FROM (a results folder) it starts from that folder's align checkpoint instead, at its
+transfer depth, with no layer re-initialised (python -m active: the previous round's model).
+
 Needs ``results/{OPAMP}_baseline_model.pth`` (``python -m training.train``).
 Writes ``results/{OPAMP}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth``.
 """
@@ -30,7 +33,8 @@ from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss, val_hetero
-from training.stage import epochs_and_batches, finish_stage, load_parent, require_parent, start_stage, tensors
+from training.stage import (epochs_and_batches, finish_stage, load_parent, load_warm_start, require_parent, start_stage,
+                            tensors, warm_start_path)
 
 
 def parse_args(argv=None):
@@ -74,6 +78,7 @@ def main(argv=None):
     args, settings = parse_args(argv)
     preflight(settings)
     require_parent(settings, "baseline")
+    warm_start_path(settings, "align_hetero")   # a missing warm-start checkpoint is refused before any work
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)
 
@@ -83,13 +88,17 @@ def run(args, settings):
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device=device)
     depths = reinit_candidates(settings["ALIGN_REINIT_LAYERS"], baseline.num_layers)
+    warm = load_warm_start(settings, data, "align_hetero", expect_class=AlignHeteroMLP, device=device)
+    if warm:   # the previous model at its own transfer depth; nothing re-initialised
+        depths = [int((warm[1].get("extra") or {}).get("reinit_layers", depths[0]))]
+        parent = warm[2]
     x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     x_src, y_src = tensors(data, "source", device)
     tried = {}
     for k in depths:
         torch.manual_seed(settings["SEED"] + k)  # each candidate's fresh layers / dropout: seeded, independent
-        model = build_model(baseline, k, device)
+        model = warm[0] if warm else build_model(baseline, k, device)
         target = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
                                max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
         loader = PairedBatches(target, (x_src, y_src), seed=settings["SEED"])
@@ -112,7 +121,7 @@ def run(args, settings):
                         fit_results={"align_hetero": result}, monitor="nll", val_value=result.best_value,
                         t0=t0, parent=parent, dry_run=args.dry_run,
                         extra={"lambda_coral": settings["LAMBDA_CORAL"], "alpha_r2": settings["ALPHA_R2"],
-                               "reinit_layers": chosen,
+                               "reinit_layers": chosen, "warm_start": str(warm[2]) if warm else None,
                                "reinit_val_nll": {str(k): r.best_value for k, (_, r) in tried.items()}})
 
 

@@ -7,6 +7,8 @@ The same AlignHeteroMLP as stage 2, randomly initialised and trained on target_t
     loss = NLL(mu, logvar, y) + ALPHA_R2 * (1 - R2_batch(y, mu))
 Early stopping on val NLL.  Writes ``results/{OPAMP}_target_only_hetero.pth``.  Every
 transfer stage must beat it to be worth its source data.
+With WARM_START_FROM (a results folder) it starts from that folder's target-only weights instead
+(python -m active: the previous round's model, refined on the grown data).
 """
 import torch
 
@@ -17,7 +19,8 @@ from models import AlignHeteroMLP
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit
 from training.objectives import make_hetero_loss, val_hetero
-from training.stage import epochs_and_batches, finish_stage, model_kwargs, start_stage, tensors
+from training.stage import (epochs_and_batches, finish_stage, load_warm_start, model_kwargs, start_stage, tensors,
+                            warm_start_path)
 
 
 def parse_args(argv=None):
@@ -35,6 +38,7 @@ def preflight(settings: dict) -> None:
 def main(argv=None):
     args, settings = parse_args(argv)
     preflight(settings)
+    warm_start_path(settings, "target_only")   # a missing warm-start checkpoint is refused before any work
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings)
 
@@ -42,7 +46,8 @@ def main(argv=None):
 def run(args, settings):
     device, data, t0 = start_stage(settings, "target_only", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
-    model = AlignHeteroMLP(**model_kwargs(settings, data)).to(device)
+    warm = load_warm_start(settings, data, "target_only", expect_class=AlignHeteroMLP, device=device)
+    model, parent = (warm[0], warm[2]) if warm else (AlignHeteroMLP(**model_kwargs(settings, data)).to(device), None)
     x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
@@ -55,7 +60,8 @@ def run(args, settings):
                  on_epoch=None if args.quiet else epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
     return finish_stage(settings, data, model, stage="target_only", kind="target_only", device=device,
                         fit_results={"target_only": result}, monitor="nll", val_value=result.best_value,
-                        t0=t0, dry_run=args.dry_run, extra={"alpha_r2": settings["ALPHA_R2"]})
+                        t0=t0, parent=parent, dry_run=args.dry_run,
+                        extra={"alpha_r2": settings["ALPHA_R2"], "warm_start": None if parent is None else str(parent)})
 
 
 if __name__ == "__main__":
