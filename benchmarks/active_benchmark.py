@@ -11,6 +11,8 @@ reference ``--reference``).  ``--docs-path`` replaces the block ``active:<opamp>
 and puts the PNG beside it.  Extra flags after ``--`` go to every loop (e.g. ``-- --set EPOCHS=50``); with
 ``-- --spec FILE`` (every rule reports the simulated designs meeting that spec; rule ``spec`` needs it) a
 second table counts them per rule and budget, and the Markdown block is ``active-spec:<opamp>``.
+A rule written ``<rule>+warm`` runs that rule with ``--warm-start true`` (each round's neural members start
+from the previous round's) beside the others; the Markdown block is then ``active-warm:<opamp>``.
 """
 import argparse
 import json
@@ -49,10 +51,25 @@ def parse_args(argv=None):
     if extra and extra[0] == "--":
         extra = extra[1:]
     args.extra = extra
-    bad = [r for r in args.rules if r not in RULES]
+    bad = [r for r in args.rules if base_rule(r) not in RULES or r.count(WARM) > 1]
     if bad:
-        raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}.")
+        raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}, each optionally with {WARM} "
+                           f"(warm-started rounds), e.g. --rules random random{WARM}.")
     return args
+
+
+WARM = "+warm"   # rule suffix: the same rule with --warm-start true
+
+
+def base_rule(rule: str) -> str:
+    return rule[:-len(WARM)] if rule.endswith(WARM) else rule
+
+
+def block_name(args) -> str:
+    """The Markdown block (and PNG) name: active-spec / active-warm / active, then the circuit."""
+    kind = "active-spec" if "--spec" in args.extra else "active-warm" if any(r.endswith(WARM) for r in args.rules) \
+        else "active"
+    return f"{kind}:{args.opamp}"
 
 
 def run_dir(args, rule: str, seed: int) -> Path:
@@ -141,7 +158,8 @@ def main(argv=None):
                 if done and done[-1]["simulations"] >= args.budget:
                     continue
                 cmd = [sys.executable, "-m", "active", "--opamp", args.opamp, "--data-dir", args.data_dir,
-                       "--rule", rule, "--seed", str(seed), "--budget", str(args.budget), "--init", str(args.init),
+                       "--rule", base_rule(rule), *(["--warm-start", "true"] if rule.endswith(WARM) else []),
+                       "--seed", str(seed), "--budget", str(args.budget), "--init", str(args.init),
                        "--batch", str(args.batch), "--out", str(out), "--no-plot", *args.extra]
                 print(f"[active-bench] {rule} seed {seed}: {' '.join(cmd[1:])}", flush=True)
                 out.mkdir(parents=True, exist_ok=True)
@@ -153,14 +171,15 @@ def main(argv=None):
                 print(f"[active-bench] {rule} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     text, curves = summarise(args)
     png_dir = Path(args.docs_path).parent if args.docs_path else Path(args.results_root)
-    name = f"active-spec:{args.opamp}" if "--spec" in args.extra else f"active:{args.opamp}"
+    name = block_name(args)
     png = png_dir / f"learning_curve_{name.replace(':', '_')}.png"
     reference = ("all target rows, random sample (harness)", args.reference) if args.reference is not None else None
     learning_curve(png, {r: c for r, c in curves.items() if c}, title=f"{args.opamp}: active learning, "
                    f"seeds {', '.join(map(str, args.seeds))}", reference=reference)
     shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
     cmd = "python -m benchmarks.active_benchmark " + " ".join(shown)
-    title = "active learning toward a spec" if "--spec" in args.extra else "active learning vs random sampling"
+    title = {"active-spec": "active learning toward a spec", "active-warm": "warm-started rounds vs retraining",
+             "active": "active learning vs random sampling"}[name.split(":")[0]]
     block = (f"### {args.opamp}: {title}\n\nCommand: `{cmd}`\n\n{text}\n\n"
              f"![active learning {args.opamp}]({png.name})\n")
     atomic_write_text(Path(args.results_root) / f"{name.replace(':', '_')}.md", block)

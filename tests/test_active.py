@@ -406,6 +406,29 @@ def test_spec_rule_without_a_spec_is_one_line_and_writes_nothing(tiny_data, tmp_
     assert exc.value.code == 2 and "--rule spec needs --spec" in capsys.readouterr().err and not out.exists()
 
 
+def test_benchmark_runs_a_warm_variant_of_a_rule_beside_it_in_its_own_block(tmp_path, monkeypatch):
+    from benchmarks import active_benchmark as bench
+    root, calls = tmp_path / "bench", []
+
+    def fake_active(cmd, **_):   # a finished loop where python -m active would have run
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        shutil.rmtree(out)
+        _loop_rows(root, out.name.rsplit("_seed", 1)[0], int(out.name.rsplit("_seed", 1)[1]),
+                   test_r2_log=lambda k: 0.8 + 0.01 * k)
+        return 0
+    monkeypatch.setattr(bench.subprocess, "call", fake_active)
+    doc = tmp_path / "RESULTS.md"
+    bench.main(["--opamp", "5t_opamp", "--rules", "random", "random+warm", "--seeds", "0", "--budget", "50",
+                "--results-root", str(root), "--docs-path", str(doc)])
+    assert [("--warm-start" in c, c[c.index("--rule") + 1]) for c in calls] == [(False, "random"), (True, "random")]
+    text = doc.read_text()
+    assert "benchmarks.run:active-warm:5t_opamp start" in text and "| random | random+warm |" in text
+    assert (tmp_path / "learning_curve_active-warm_5t_opamp.png").is_file()
+    with pytest.raises(ToolkitError, match=r"Unknown rule.*random\+warm"):
+        bench.parse_args(["--rules", "randm+warm"])
+
+
 @needs_ngspice
 def test_warm_start_trains_each_round_from_the_previous_rounds_members_and_is_part_of_the_run(tiny_data, tmp_path):
     out = tmp_path / "run"
