@@ -11,8 +11,9 @@ reference ``--reference``).  ``--docs-path`` replaces the block ``active:<opamp>
 and puts the PNG beside it.  Extra flags after ``--`` go to every loop (e.g. ``-- --set EPOCHS=50``); with
 ``-- --spec FILE`` (every rule reports the simulated designs meeting that spec; rule ``spec`` needs it) a
 second table counts them per rule and budget, and the Markdown block is ``active-spec:<opamp>``.
-A rule written ``<rule>+warm`` runs that rule with ``--warm-start true`` (each round's neural members start
-from the previous round's) beside the others; the Markdown block is then ``active-warm:<opamp>``.
+A plain rule retrains every round (``--warm-start false``, as the tables were first measured); ``<rule>+warm``
+runs it with ``--warm-start true`` (each round's neural members start from the previous round's, the loop's
+default) beside the others; the Markdown block is then ``active-warm:<opamp>``.
 """
 import argparse
 import json
@@ -158,7 +159,7 @@ def main(argv=None):
                 if done and done[-1]["simulations"] >= args.budget:
                     continue
                 cmd = [sys.executable, "-m", "active", "--opamp", args.opamp, "--data-dir", args.data_dir,
-                       "--rule", base_rule(rule), *(["--warm-start", "true"] if rule.endswith(WARM) else []),
+                       "--rule", base_rule(rule), "--warm-start", "true" if rule.endswith(WARM) else "false",
                        "--seed", str(seed), "--budget", str(args.budget), "--init", str(args.init),
                        "--batch", str(args.batch), "--out", str(out), "--no-plot", *args.extra]
                 print(f"[active-bench] {rule} seed {seed}: {' '.join(cmd[1:])}", flush=True)

@@ -421,7 +421,8 @@ def test_benchmark_runs_a_warm_variant_of_a_rule_beside_it_in_its_own_block(tmp_
     doc = tmp_path / "RESULTS.md"
     bench.main(["--opamp", "5t_opamp", "--rules", "random", "random+warm", "--seeds", "0", "--budget", "50",
                 "--results-root", str(root), "--docs-path", str(doc)])
-    assert [("--warm-start" in c, c[c.index("--rule") + 1]) for c in calls] == [(False, "random"), (True, "random")]
+    assert [(c[c.index("--warm-start") + 1], c[c.index("--rule") + 1]) for c in calls] == \
+        [("false", "random"), ("true", "random")]
     text = doc.read_text()
     assert "benchmarks.run:active-warm:5t_opamp start" in text and "| random | random+warm |" in text
     assert (tmp_path / "learning_curve_active-warm_5t_opamp.png").is_file()
@@ -439,4 +440,4 @@ def test_warm_start_trains_each_round_from_the_previous_rounds_members_and_is_pa
     assert parents == [None, str((out / "rounds" / "r00" / name).resolve()), str((out / "rounds" / "r01" / name).resolve())]
     # the same folder without warm start is another run, refused with the fix
     with pytest.raises(active.ToolkitError, match="other settings .*warm_start"):
-        _run(tiny_data, out, *args[:-2], "--budget", "50", "--members", "target_only")
+        _run(tiny_data, out, *args[:-2], "--budget", "50", "--members", "target_only", "--warm-start", "false")
