@@ -52,7 +52,7 @@ def parse_args(argv=None):
     if extra and extra[0] == "--":
         extra = extra[1:]
     args.extra = extra
-    bad = [r for r in args.rules if base_rule(r) not in RULES or r.count(WARM) > 1]
+    bad = [r for r in args.rules if base_rule(r) not in RULES]   # random+warm+warm: base random+warm, refused
     if bad:
         raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}, each optionally with {WARM} "
                            f"(warm-started rounds), e.g. --rules random random{WARM}.")
