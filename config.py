@@ -40,6 +40,9 @@ X_SCALER_FIT = "both"      # 'both' (fit x scaler on source+target inputs; label
 PREPROCESSING_FROM = ""    # path of a saved preprocessing record (JSON of Preprocessing.to_dict) every stage uses instead
                            # of fitting one; "" = fit from the data (the seed). python -m active pins its first round's,
                            # so the source baseline is trained once while the target rows grow
+REFIT = "off"              # 'off' (the seed: keep the model early-stopped on target_val) | 'train+val' (then retrain
+                           # target_only / align_hetero / dualhead from the same start on train + val rows for the
+                           # epochs val chose; the ensemble calibrates on the early-stopped model's val predictions)
 WARM_START_FROM = ""       # results folder whose checkpoint of the same stage target_only / align_hetero / dualhead
                            # start from (same columns and preprocessing); "" = the seed's initialisation. python -m
                            # active sets it to the previous round when ACTIVE_WARM_START is on

@@ -178,6 +178,8 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "ACTIVE_MEMBERS": ("a list of ensemble member names", lambda v: _names(v) and len(v) > 0,
                        "--members align_hetero,dualhead"),
     "ACTIVE_WARM_START": ("true or false", lambda v: isinstance(v, bool), "--set ACTIVE_WARM_START=true"),
+    "REFIT": ("'off' or 'train+val'", lambda v: v in ("off", "train+val"),
+              "--set REFIT=train+val (retrain on train + val rows with val's choices) or off"),
     "WARM_START_FROM": ("a results folder path or '' (off)", lambda v: isinstance(v, str),
                         "--set WARM_START_FROM=results/round3 (or '' to start fresh)"),
     "GP_MAX_ROWS": ("an integer >= 2", lambda v: _int(v) and v >= 2, "--set GP_MAX_ROWS=1000"),

@@ -31,6 +31,8 @@ Phase 3's loss is FINETUNE_OBJECTIVE:
             up to 0.016 (docs/RESULTS.md), so "hetero" is the default at half the cost.
 Each phase-3 run has its own RNG stream (dropout, batch order) fixed by its name, so a run is the
 same trained alone or inside "auto".
+With REFIT = "train+val" the phases then run again from the same start on train + val rows, each for the epochs
+its early stopping chose, phase 3 with the objective val chose (``training.refit``).
 With WARM_START_FROM (a results folder) the phases start from that folder's dual-head weights instead
 (python -m active: the previous round's model); L2-SP still pulls toward the baseline's.
 L2-SP pulls toward the pretrained (baseline) weights with weight L2SP_LAMBDA.  Frozen layers
@@ -52,6 +54,7 @@ from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import make_hetero_loss, mse_objective, val_hetero
+from training.refit import announce, refit_extra, refitting, train_and_val
 from training.stage import (epochs_and_batches, finish_stage, load_parent, load_warm_start, require_parent, start_stage,
                             tensors, warm_start_path)
 
@@ -172,6 +175,7 @@ def run(args, settings, objective):
                                f"Fix: the FINETUNE_OBJECTIVE of that run, or WARM_START_FROM=''.")
         model.load_state_dict(warm[0].state_dict())
         parent = warm[2]
+    initial = copy.deepcopy(model.state_dict())   # a refit starts where this run started
     x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
@@ -180,7 +184,9 @@ def run(args, settings, objective):
     val_r2 = lambda m: batch_r2(y_val, head_b(m, x_val)).item()              # noqa: E731  (mean over metrics)
     val_het = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"], forward=head_b_hetero)  # nll, mse, r2
 
-    def run_phase(name, trainable, l2sp_names, lr, objective, patience=settings["PATIENCE"], stop_on="nll"):
+    def run_phase(name, trainable, l2sp_names, lr, objective, patience=settings["PATIENCE"], stop_on="nll",
+                  loader=loader, fixed=None):
+        """One phase; ``fixed``: train exactly that many epochs without validation (the refit)."""
         if objective == "hetero":
             loss_fn = make_hetero_loss(settings["ALPHA_R2"], forward=head_b_hetero)
             evaluate = val_het
@@ -190,11 +196,13 @@ def run(args, settings, objective):
         frozen = set_trainable(model, trainable)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=lr)  # no weight decay: L2-SP is the regulariser here
-        return fit(model, loader=loader, optimizer=optimizer, loss_fn=loss_fn, evaluate=evaluate, monitor=monitor,
-                   epochs=epochs, patience=patience, desc=f"finetune:{name}", pretrained_state=pretrained,
-                   l2sp_lambda=settings["L2SP_LAMBDA"] if l2sp_names else 0.0, l2sp_params=l2sp_names or None,
-                   frozen_modules=frozen, progress=not args.quiet,
-                   on_epoch=None if args.quiet else epoch_printer(f"[{name}] {labels[0]}", labels[1]))
+        return fit(model, loader=loader, optimizer=optimizer, loss_fn=loss_fn,
+                   evaluate=evaluate if fixed is None else None, monitor=monitor,
+                   epochs=epochs if fixed is None else fixed, patience=patience, desc=f"finetune:{name}",
+                   pretrained_state=pretrained, l2sp_lambda=settings["L2SP_LAMBDA"] if l2sp_names else 0.0,
+                   l2sp_params=l2sp_names or None, frozen_modules=frozen, progress=not args.quiet,
+                   on_epoch=None if args.quiet or fixed is not None else
+                   epoch_printer(f"[{name}] {labels[0]}", labels[1]))
 
     plan = phase_plan(model, settings)
     results = {name: run_phase(name, trainable, l2sp, lr, "mse") for name, trainable, l2sp, lr in plan[:2]}
@@ -225,9 +233,38 @@ def run(args, settings, objective):
                                         "hetero")
     for p in model.parameters():
         p.requires_grad_(True)
-    # the checkpoint's val number is the final model's (a phase may have stopped on another one)
+    # the checkpoint's val number is the final model's (a phase may have stopped on another one); with a
+    # refit, the early-stopped model's (the refitted one has learned from the val rows)
     monitor = "nll" if model.has_variance else "mse"
     final_val = (val_het if model.has_variance else val_mse)(model.eval())[monitor]
+    refit = {}
+    if refitting(settings):
+        epochs_of = {name: r.best_epoch for name, r in results.items()}   # bias, head, unfreeze (+ variance)
+        announce("dualhead", data, epochs_of)
+        refit = refit_extra(model, data, device, epochs_of)
+        model.load_state_dict(initial)
+        rows = train_and_val(data)
+        x_all, y_all = tensors(rows, "target_train", device)
+        all_rows = TensorBatches(x_all, y_all, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
+                                 max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
+        for name, trainable, l2sp, lr in plan[:2]:
+            results[f"refit_{name}"] = run_phase(name, trainable, l2sp, lr, "mse", loader=all_rows,
+                                                 fixed=epochs_of[name])
+        name, trainable, l2sp, lr = plan[2]
+        stream = settings["SEED"] + PHASE3_STREAMS[chosen]
+        torch.manual_seed(stream)
+        all_rows.generator.manual_seed(stream)
+        if chosen == "hetero":
+            init_logvar_b(model, x_all, y_all)
+        moving = [n for n in trainable if chosen == "hetero" or not n.startswith("logvar_B.")]
+        results[f"refit_{name}"] = run_phase(name, moving, l2sp, lr, chosen, loader=all_rows, fixed=epochs_of[name])
+        if "variance" in epochs_of:
+            init_logvar_b(model, x_all, y_all)
+            results["refit_variance"] = run_phase("variance", ["logvar_B.weight", "logvar_B.bias"], [],
+                                                  settings["LR_HEAD"], "hetero", loader=all_rows,
+                                                  fixed=epochs_of["variance"])
+        for p in model.parameters():
+            p.requires_grad_(True)
     return finish_stage(settings, data, model, stage="dualhead", kind="dualhead", device=device,
                         fit_results=results, monitor=monitor, val_value=final_val, t0=t0,
                         parent=parent, dry_run=args.dry_run,
@@ -235,7 +272,7 @@ def run(args, settings, objective):
                                "warm_start": str(warm[2]) if warm else None,
                                "objective": objective, "phase3_objective": chosen,
                                "phase3_val_mse": {c: v[0]["mse"] for c, v in tried.items()},
-                               "phase3_val_r2": {c: v[0]["r2"] for c, v in tried.items()}})
+                               "phase3_val_r2": {c: v[0]["r2"] for c, v in tried.items()}, **refit})
 
 if __name__ == "__main__":
     run_main(main)

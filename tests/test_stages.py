@@ -403,3 +403,65 @@ def test_warm_start_from_a_folder_without_the_checkpoint_is_one_line_and_writes_
         with pytest.raises(ValueError, match=r"WARM_START_FROM=.*empty has no 5t_opamp_.*WARM_START_FROM=''"):
             stage.main(_args(dataset, tmp_path, "--dry-run", "--set", f"WARM_START_FROM={tmp_path / 'empty'}"))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _val_outputs(path, x_val):
+    """Model-space (mean, var) of a saved neural member on the val inputs."""
+    from models.model_utils import load_checkpoint
+    from models.outputs import mean_and_variance
+    model, _ = load_checkpoint(path)
+    model.eval()
+    with torch.no_grad():
+        mean, var = mean_and_variance(model, torch.as_tensor(x_val))
+    return mean.double().numpy(), var.double().numpy()
+
+
+def test_refit_retrains_on_train_and_val_and_keeps_the_early_stopped_val_predictions(dataset, tmp_path):
+    """REFIT=train+val: the saved model is retrained on train + val rows for the epochs early stopping chose;
+    its checkpoint carries, as the ensemble's out-of-sample val predictions, exactly the model the seed's
+    protocol saves (the same run with REFIT=off), and the val number of that model."""
+    import numpy as np
+    from data_loader import load_run_data
+    from inference.members import load_member
+    from inference.predict import oof_val
+    from core.settings import resolve
+    import config
+
+    plain, refit = tmp_path / "plain", tmp_path / "refit"
+    for folder in (plain, refit):
+        train.main(_args(dataset, folder, "--epochs", "3"))
+    names = {train_target_only: "5t_opamp_target_only_hetero.pth", train_align_coral: "5t_opamp_align_hetero_lambda0.050.pth",
+             fine_tune: "5t_opamp_dualhead_finetuned.pth"}
+    settings = resolve(config, {"DATA_DIR": str(dataset), "RESULTS_DIR": str(refit), "HIDDEN_DIM": 16, "NUM_LAYERS": 2})
+    data = load_run_data(settings, "target_only")
+    n_fit = len(data["target_train"][0]) + len(data["target_val"][0])
+    for stage, name in names.items():
+        before = stage.main(_args(dataset, plain, "--epochs", "6"))
+        after = stage.main(_args(dataset, refit, "--epochs", "6", "--set", "REFIT=train+val"))
+        meta = read_checkpoint_meta(refit / name)
+        record = meta["extra"]["refit"]
+        assert record["rows"] == n_fit, name
+        chosen = before["best_epochs"]                                 # per phase: the epochs val chose
+        assert record["epochs"] == chosen, name
+        for phase, epochs in chosen.items():                           # each retrained exactly that long
+            refit_phase = f"refit_{phase}" if stage is fine_tune else "refit"
+            assert len(meta["history"][refit_phase]) == epochs, (name, phase)
+        assert after["val"] == before["val"]                           # the early-stopped model's val number
+        assert record["early_stopped_test"] == pytest.approx(before["test"]["mean"])
+        early_mean, early_var = _val_outputs(plain / name, data["target_val"][0])
+        refit_mean, _ = _val_outputs(refit / name, data["target_val"][0])
+        member = load_member(name_of(stage), refit / name)
+        got = oof_val(member, data)
+        np.testing.assert_allclose(got[0], early_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1], early_var, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(refit_mean, early_mean, atol=1e-4), name   # the saved model learned more
+
+
+def name_of(stage):
+    return {train_target_only: "target_only", train_align_coral: "align_hetero", fine_tune: "dualhead"}[stage]
+
+
+def test_refit_value_is_checked_before_any_work(dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"REFIT.*'yes'.*train\+val"):
+        train_target_only.main(_args(dataset, tmp_path / "r", "--dry-run", "--set", "REFIT=yes"))
+    assert not (tmp_path / "r").exists()

@@ -10,6 +10,8 @@ A stage supplies
 
 ``fit`` runs epochs of :func:`run_epoch`, keeps the best state (deep copy), stops after
 ``patience`` epochs without improvement, restores the best state and returns the history.
+Without ``evaluate`` it trains exactly ``epochs`` epochs and keeps the last state: the refit on
+train+val (``training.refit``) repeats a run whose length early stopping already chose.
 A non-finite loss stops training with :class:`TrainingDiverged` (a ToolkitError) so the
 caller never saves a broken model over a good one.
 """
@@ -192,14 +194,18 @@ def fit(model, *, loader, optimizer, loss_fn, evaluate, monitor: str, epochs: in
         progress: bool = True, on_epoch=None, frozen_modules=()) -> FitResult:
     """Train with early stopping on ``evaluate(model)[monitor]`` (lower is better).
 
-    ``on_epoch(row)`` is called with each epoch's history row (e.g. to print a log line).
+    ``evaluate=None``: no validation; exactly ``epochs`` epochs, the last state kept (``best_epoch`` =
+    ``epochs``, ``best_value`` NaN).  ``on_epoch(row)`` is called with each epoch's history row (e.g. to
+    print a log line).
     """
     if epochs < 1:
         raise ToolkitError(f"EPOCHS must be >= 1, got {epochs}. Example: --epochs 50")
     if patience < 1:
         raise ToolkitError(f"PATIENCE must be >= 1, got {patience}.")
+    if evaluate is None:
+        patience = epochs + 1   # nothing to stop on: every epoch counts as a new best
     result, stopper = FitResult(), EarlyStopping(patience)
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = copy.deepcopy(model.state_dict()) if evaluate is not None else None   # fixed epochs: the last state
     # a bar only on a terminal: redirected to a file, every refresh would be a carriage-return fragment
     # in the log; there the per-epoch lines of ``on_epoch`` are the progress
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress or not stderr_is_terminal(), leave=False,
@@ -209,23 +215,28 @@ def fit(model, *, loader, optimizer, loss_fn, evaluate, monitor: str, epochs: in
                           l2sp_lambda=l2sp_lambda, l2sp_params=l2sp_params, frozen_modules=frozen_modules)
         model.eval()
         with torch.no_grad():
-            val = evaluate(model)
+            val = evaluate(model) if evaluate is not None else {monitor: -float(epoch)}
         value = float(val[monitor])
         if not np.isfinite(value):
             raise TrainingDiverged(f"Validation {monitor} became {value} at epoch {epoch}. Nothing was saved. "
                                    f"Lower the learning rate.")
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in train.items()},
-               **{f"val_{k}": float(v) for k, v in val.items()}}
+               **({f"val_{k}": float(v) for k, v in val.items()} if evaluate is not None else {})}
         result.history.append(row)
         if on_epoch is not None:
             on_epoch(row)
         if stopper.update(epoch, value):
             result.best_value, result.best_epoch = stopper.best_value, stopper.best_epoch
-            best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(train=f"{train['loss']:.4f}", **{monitor: f"{value:.4f}"}, best=result.best_epoch)
+            if best_state is not None:
+                best_state = copy.deepcopy(model.state_dict())
+        bar.set_postfix(train=f"{train['loss']:.4f}", **({monitor: f"{value:.4f}"} if evaluate is not None else {}),
+                        best=result.best_epoch)
         if stopper.should_stop:
             result.stopped_early = True
             break
     bar.close()
-    model.load_state_dict(best_state)
+    if best_state is None:
+        result.best_value = float("nan")
+    else:
+        model.load_state_dict(best_state)
     return result

@@ -17,12 +17,17 @@ two processes, the top layers encode the source mapping and full transfer (k = 0
 transfer for that metric; where the processes agree, k = 0 helps most.  ``auto`` trains both
 ends, k = 0 and k = NUM_LAYERS-1, and keeps the one with the lower val NLL (never test).
 
+With REFIT = "train+val" the kept depth is then retrained from its start on train + val rows for its best
+epoch count (``training.refit``).
+
 With WARM_START_FROM (a results folder) it starts from that folder's align checkpoint instead, at its
 transfer depth, with no layer re-initialised (python -m active: the previous round's model).
 
 Needs ``results/{OPAMP}_baseline_model.pth`` (``python -m training.train``).
 Writes ``results/{OPAMP}_align_hetero_lambda{LAMBDA_CORAL:.3f}.pth``.
 """
+import copy
+
 import torch
 
 from core.cli import StageCLI, run_main
@@ -33,6 +38,7 @@ from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss, val_hetero
+from training.refit import announce, refit_extra, refitting, train_and_val
 from training.stage import (epochs_and_batches, finish_stage, load_parent, load_warm_start, require_parent, start_stage,
                             tensors, warm_start_path)
 
@@ -92,24 +98,29 @@ def run(args, settings):
     if warm:   # the previous model at its own transfer depth; nothing re-initialised
         depths = [int((warm[1].get("extra") or {}).get("reinit_layers", depths[0]))]
         parent = warm[2]
-    x_tr, y_tr = tensors(data, "target_train", device)
     x_val, y_val = tensors(data, "target_val", device)
     x_src, y_src = tensors(data, "source", device)
-    tried = {}
-    for k in depths:
-        torch.manual_seed(settings["SEED"] + k)  # each candidate's fresh layers / dropout: seeded, independent
-        model = warm[0] if warm else build_model(baseline, k, device)
+
+    def train(model, rows: dict, epochs: int, evaluate, k: int):
+        x_tr, y_tr = tensors(rows, "target_train", device)
         target = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
                                max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
         loader = PairedBatches(target, (x_src, y_src), seed=settings["SEED"])
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
                                       weight_decay=settings["WEIGHT_DECAY"])
-        result = fit(model, loader=loader, optimizer=optimizer,
-                     loss_fn=make_align_loss(settings["ALPHA_R2"], settings["LAMBDA_CORAL"]),
-                     evaluate=val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"]), monitor="nll",
-                     epochs=epochs, patience=settings["PATIENCE"], desc=f"align+coral k={k}",
-                     progress=not args.quiet,
-                     on_epoch=None if args.quiet else epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
+        return fit(model, loader=loader, optimizer=optimizer,
+                   loss_fn=make_align_loss(settings["ALPHA_R2"], settings["LAMBDA_CORAL"]),
+                   evaluate=evaluate, monitor="nll", epochs=epochs, patience=settings["PATIENCE"],
+                   desc=f"align+coral k={k}", progress=not args.quiet,
+                   on_epoch=None if args.quiet or evaluate is None else
+                   epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
+
+    tried, starts = {}, {}
+    for k in depths:
+        torch.manual_seed(settings["SEED"] + k)  # each candidate's fresh layers / dropout: seeded, independent
+        model = warm[0] if warm else build_model(baseline, k, device)
+        starts[k] = copy.deepcopy(model.state_dict())   # a refit starts where its run started
+        result = train(model, data, epochs, val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"]), k)
         tried[k] = (model, result)
         print(f"[align_hetero] reinit_layers={k}: best val NLL {result.best_value:.5g} "
               f"(epoch {result.best_epoch}/{len(result.history)})")
@@ -117,12 +128,21 @@ def run(args, settings):
     model, result = tried[chosen]
     if len(tried) > 1:
         print(f"[align_hetero] kept reinit_layers={chosen} (lower val NLL)")
+    fits, refit = {"align_hetero": result}, {}
+    if refitting(settings):
+        plan = {"align_hetero": result.best_epoch}
+        announce("align_hetero", data, plan)
+        refit = refit_extra(model, data, device, plan)
+        model = AlignHeteroMLP(**model.constructor_kwargs()).to(device)
+        model.load_state_dict(starts[chosen])
+        torch.manual_seed(settings["SEED"] + chosen)   # the same dropout stream as the run it repeats
+        fits["refit"] = train(model, train_and_val(data), result.best_epoch, None, chosen)
     return finish_stage(settings, data, model, stage="align_hetero", kind="align_hetero", device=device,
-                        fit_results={"align_hetero": result}, monitor="nll", val_value=result.best_value,
+                        fit_results=fits, monitor="nll", val_value=result.best_value,
                         t0=t0, parent=parent, dry_run=args.dry_run,
                         extra={"lambda_coral": settings["LAMBDA_CORAL"], "alpha_r2": settings["ALPHA_R2"],
                                "reinit_layers": chosen, "warm_start": str(warm[2]) if warm else None,
-                               "reinit_val_nll": {str(k): r.best_value for k, (_, r) in tried.items()}})
+                               "reinit_val_nll": {str(k): r.best_value for k, (_, r) in tried.items()}, **refit})
 
 
 if __name__ == "__main__":

@@ -7,9 +7,13 @@ The same AlignHeteroMLP as stage 2, randomly initialised and trained on target_t
     loss = NLL(mu, logvar, y) + ALPHA_R2 * (1 - R2_batch(y, mu))
 Early stopping on val NLL.  Writes ``results/{OPAMP}_target_only_hetero.pth``.  Every
 transfer stage must beat it to be worth its source data.
+With REFIT = "train+val" it then retrains from the same start on train + val rows for the best epoch count
+(``training.refit``).
 With WARM_START_FROM (a results folder) it starts from that folder's target-only weights instead
 (python -m active: the previous round's model, refined on the grown data).
 """
+import copy
+
 import torch
 
 from core.cli import StageCLI, run_main
@@ -19,6 +23,7 @@ from models import AlignHeteroMLP
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit
 from training.objectives import make_hetero_loss, val_hetero
+from training.refit import announce, refit_extra, refitting, train_and_val
 from training.stage import (epochs_and_batches, finish_stage, load_warm_start, model_kwargs, start_stage, tensors,
                             warm_start_path)
 
@@ -48,20 +53,35 @@ def run(args, settings):
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     warm = load_warm_start(settings, data, "target_only", expect_class=AlignHeteroMLP, device=device)
     model, parent = (warm[0], warm[2]) if warm else (AlignHeteroMLP(**model_kwargs(settings, data)).to(device), None)
-    x_tr, y_tr = tensors(data, "target_train", device)
+    start = copy.deepcopy(model.state_dict())   # a refit starts where this run started
     x_val, y_val = tensors(data, "target_val", device)
-    loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
-                           max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
-                                  weight_decay=settings["WEIGHT_DECAY"])
-    result = fit(model, loader=loader, optimizer=optimizer, loss_fn=make_hetero_loss(settings["ALPHA_R2"]),
-                 evaluate=val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"]), monitor="nll",
-                 epochs=epochs, patience=settings["PATIENCE"], desc="target-only", progress=not args.quiet,
-                 on_epoch=None if args.quiet else epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
+
+    def train(model, rows: dict, epochs: int, evaluate):
+        x_tr, y_tr = tensors(rows, "target_train", device)
+        loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
+                               max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
+                                      weight_decay=settings["WEIGHT_DECAY"])
+        return fit(model, loader=loader, optimizer=optimizer, loss_fn=make_hetero_loss(settings["ALPHA_R2"]),
+                   evaluate=evaluate, monitor="nll", epochs=epochs, patience=settings["PATIENCE"],
+                   desc="target-only", progress=not args.quiet,
+                   on_epoch=None if args.quiet or evaluate is None else
+                   epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
+
+    result = train(model, data, epochs, val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"]))
+    fits, extra = {"target_only": result}, {}
+    if refitting(settings):
+        plan = {"target_only": result.best_epoch}
+        announce("target_only", data, plan)
+        extra = refit_extra(model, data, device, plan)
+        model = AlignHeteroMLP(**model.constructor_kwargs()).to(device)
+        model.load_state_dict(start)
+        fits["refit"] = train(model, train_and_val(data), result.best_epoch, None)
     return finish_stage(settings, data, model, stage="target_only", kind="target_only", device=device,
-                        fit_results={"target_only": result}, monitor="nll", val_value=result.best_value,
+                        fit_results=fits, monitor="nll", val_value=result.best_value,
                         t0=t0, parent=parent, dry_run=args.dry_run,
-                        extra={"alpha_r2": settings["ALPHA_R2"], "warm_start": None if parent is None else str(parent)})
+                        extra={"alpha_r2": settings["ALPHA_R2"], "warm_start": None if parent is None else str(parent),
+                               **extra})
 
 
 if __name__ == "__main__":
