@@ -40,6 +40,8 @@ X_SCALER_FIT = "both"      # 'both' (fit x scaler on source+target inputs; label
 PREPROCESSING_FROM = ""    # path of a saved preprocessing record (JSON of Preprocessing.to_dict) every stage uses instead
                            # of fitting one; "" = fit from the data (the seed). python -m active pins its first round's,
                            # so the source baseline is trained once while the target rows grow
+TARGET_ONLY_NETS = 1       # 1..16; the target-only member averages this many networks trained from seeds SEED,
+                           # SEED+1, ... (a deep ensemble: mixture mean, variance = theirs + their disagreement)
 REFIT = "off"              # 'off' (the seed: keep the model early-stopped on target_val) | 'train+val' (then retrain
                            # target_only / align_hetero / dualhead from the same start on train + val rows for the
                            # epochs val chose; the ensemble calibrates on the early-stopped model's val predictions)

@@ -46,7 +46,7 @@ class Stage:
     name: str                 # the one name: CLI, JSON keys, --members, --model-type, harness methods
     module: str               # entry point: python -m <module>
     file: str                 # checkpoint name under RESULTS_DIR; {opamp} and any {SETTING[:fmt]} filled in
-    model_class: str          # models.MODEL_CLASSES name of the saved model
+    model_class: str | tuple  # models.MODEL_CLASSES name of the saved model (a tuple: any of them)
     reads: frozenset          # settings that change what it learns (others leave its checkpoint up to date)
     parent: str | None = None  # stage whose checkpoint it starts from (retrained after it)
     member: bool = False      # usable as an ensemble member
@@ -140,8 +140,8 @@ for _s in (
           "AlignHeteroMLP", COMMON | TARGET_BATCHES | {"LAMBDA_CORAL", "ALPHA_R2", "ALIGN_REINIT_LAYERS", "WARM_START_FROM",
                                                  "REFIT"},
           parent="baseline", member=True, label="align_hetero + CORAL", aliases=("align_coral", "train_align_coral"), cost_s=110.0),
-    Stage("target_only", "training.train_target_only", "{opamp}_target_only_hetero.pth", "AlignHeteroMLP",
-          COMMON | TARGET_BATCHES | {"ALPHA_R2", "WARM_START_FROM", "REFIT"}, member=True, label="target-only hetero (ensemble member)",
+    Stage("target_only", "training.train_target_only", "{opamp}_target_only_hetero.pth", ("AlignHeteroMLP", "DeepEnsemble"),
+          COMMON | TARGET_BATCHES | {"ALPHA_R2", "WARM_START_FROM", "REFIT", "TARGET_ONLY_NETS"}, member=True, label="target-only hetero (ensemble member)",
           aliases=("target_hetero", "target_only_hetero", "train_target_only"), cost_s=30.0),
     Stage("dualhead", "fine_tune.fine_tune", "{opamp}_dualhead_finetuned.pth", "DualHeadMLP",
           COMMON | TARGET_BATCHES | {"ALPHA_R2", "L2SP_LAMBDA", "LR_BIAS", "LR_HEAD", "LR_UNFREEZE", "UNFREEZE_LAYERS",

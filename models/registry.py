@@ -3,6 +3,7 @@
 Explicit on purpose: a checkpoint can only name a class listed here, never an arbitrary import.
 """
 from models.align_hetero import AlignHeteroMLP
+from models.deep_ensemble import DeepEnsemble
 from models.dual_head import DualHeadMLP
 from models.gp import StackedGP
 from models.mdn import MDN
@@ -14,4 +15,5 @@ MODEL_CLASSES = {
     "DualHeadMLP": DualHeadMLP,
     "MDN": MDN,
     "StackedGP": StackedGP,
+    "DeepEnsemble": DeepEnsemble,
 }

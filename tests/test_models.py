@@ -5,7 +5,8 @@ import torch
 from core.errors import ToolkitError
 from models import MODEL_CLASSES, AlignHeteroMLP, DualHeadMLP, MLP
 
-NETS = {k: v for k, v in MODEL_CLASSES.items() if k != "MDN"}   # x -> y networks (the MDN maps y -> x)
+NETS = {k: v for k, v in MODEL_CLASSES.items() if k not in ("MDN", "DeepEnsemble")}   # x -> y networks (the MDN maps y
+# -> x; a DeepEnsemble is built from networks, tested on its own)
 from models.model_utils import load_backbone_from_trained_mlp
 
 TINY = dict(hidden_dim=8, num_layers=2)
@@ -24,8 +25,9 @@ def _outputs(model, x):
 def test_registry_names_match_classes():
     from models.mdn import MDN
     from models.gp import StackedGP
+    from models.deep_ensemble import DeepEnsemble
     assert MODEL_CLASSES == {"MLP": MLP, "AlignHeteroMLP": AlignHeteroMLP, "DualHeadMLP": DualHeadMLP, "MDN": MDN,
-                             "StackedGP": StackedGP}
+                             "StackedGP": StackedGP, "DeepEnsemble": DeepEnsemble}
     for name, cls in MODEL_CLASSES.items():
         assert cls.__name__ == name
 
@@ -184,3 +186,35 @@ def test_load_backbone_refuses_mismatch_and_leaves_target_unchanged(dst_kwargs):
 def test_load_backbone_requires_an_mlp_source():
     with pytest.raises(ToolkitError, match="must be a trained models.MLP"):
         load_backbone_from_trained_mlp(DualHeadMLP(D_IN, D_OUT, **TINY), MLP(D_IN, D_OUT, **TINY))
+
+
+@pytest.mark.parametrize("member", [AlignHeteroMLP, MLP], ids=["hetero", "point"])
+def test_deep_ensemble_predicts_the_mixture_of_its_networks(member, tmp_path):
+    """mean = average of the means; var = average of (var_k + mu_k^2) - mean^2 (a point network adds no var_k);
+    the saved checkpoint rebuilds it exactly with torch.load(weights_only=True)."""
+    from models.deep_ensemble import DeepEnsemble
+    from models.model_utils import build_model, load_model, save_model
+    from models.outputs import mean_and_variance
+    torch.manual_seed(0)
+    nets = [member(D_IN, D_OUT, **TINY).eval() for _ in range(3)]
+    model = DeepEnsemble.of(nets).eval()
+    mean, var = mean_and_variance(model, _x())
+    mus = torch.stack([mean_and_variance(n, _x())[0] for n in nets])
+    own = torch.stack([mean_and_variance(n, _x())[1] if n.has_variance else torch.zeros_like(mus[0]) for n in nets])
+    want_var = (own + mus ** 2).mean(0) - mus.mean(0) ** 2
+    assert torch.allclose(mean, mus.mean(0), atol=1e-6) and torch.allclose(var, want_var, rtol=1e-4, atol=1e-6)
+    assert model.has_variance and (var > 0).all()
+    path = tmp_path / "deep.pth"
+    meta = save_model(model, path)
+    assert meta["model_class"] == "DeepEnsemble" and meta["model_kwargs"]["size"] == 3
+    assert meta["model_kwargs"]["member_class"] == member.__name__
+    back = load_model(build_model(meta["model_class"], meta["model_kwargs"]), path)
+    assert torch.equal(mean_and_variance(back, _x())[0], mean)
+
+
+def test_deep_ensemble_bad_arguments():
+    from models.deep_ensemble import DeepEnsemble
+    with pytest.raises(ToolkitError, match="size must be an integer >= 1"):
+        DeepEnsemble("AlignHeteroMLP", dict(input_dim=D_IN, output_dim=D_OUT, **TINY), 0)
+    with pytest.raises(ToolkitError, match="member_class must be a network class"):
+        DeepEnsemble("DeepEnsemble", {}, 2)

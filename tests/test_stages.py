@@ -465,3 +465,20 @@ def test_refit_value_is_checked_before_any_work(dataset, tmp_path):
     with pytest.raises(ValueError, match=r"REFIT.*'yes'.*train\+val"):
         train_target_only.main(_args(dataset, tmp_path / "r", "--dry-run", "--set", "REFIT=yes"))
     assert not (tmp_path / "r").exists()
+
+
+def test_target_only_nets_trains_a_deep_ensemble_whose_first_network_is_the_single_run(dataset, tmp_path):
+    """TARGET_ONLY_NETS=2: a DeepEnsemble of two networks from seeds SEED and SEED+1; the first is exactly the
+    network a one-network run saves, the second differs; warm start refuses a checkpoint of another size."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    train_target_only.main(_args(dataset, one, "--epochs", "3"))
+    summary = train_target_only.main(_args(dataset, two, "--epochs", "3", "--set", "TARGET_ONLY_NETS=2"))
+    meta = read_checkpoint_meta(two / "5t_opamp_target_only_hetero.pth")
+    assert meta["model_class"] == "DeepEnsemble" and meta["model_kwargs"]["size"] == 2
+    assert set(summary["best_epochs"]) == {"target_only", "target_only_1"} and summary["extra"]["networks"] == 2
+    single, pair = _state(one / "5t_opamp_target_only_hetero.pth"), _state(two / "5t_opamp_target_only_hetero.pth")
+    assert all(torch.equal(v, pair[f"nets.0.{k}"]) for k, v in single.items())
+    assert not all(torch.equal(pair[f"nets.0.{k}"], pair[f"nets.1.{k}"]) for k in single)
+    with pytest.raises(ValueError, match=r"averages 2 networks.*TARGET_ONLY_NETS=3.*TARGET_ONLY_NETS=2"):
+        train_target_only.main(_args(dataset, tmp_path / "three", "--epochs", "1", "--set", "TARGET_ONLY_NETS=3",
+                                     "--set", f"WARM_START_FROM={two}"))

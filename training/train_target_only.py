@@ -7,6 +7,8 @@ The same AlignHeteroMLP as stage 2, randomly initialised and trained on target_t
     loss = NLL(mu, logvar, y) + ALPHA_R2 * (1 - R2_batch(y, mu))
 Early stopping on val NLL.  Writes ``results/{OPAMP}_target_only_hetero.pth``.  Every
 transfer stage must beat it to be worth its source data.
+With TARGET_ONLY_NETS = K > 1 it trains K such networks from seeds SEED .. SEED+K-1 and saves their
+mixture (``models.DeepEnsemble``: mean of the means; variance = theirs + their disagreement).
 With REFIT = "train+val" it then retrains from the same start on train + val rows for the best epoch count
 (``training.refit``).
 With WARM_START_FROM (a results folder) it starts from that folder's target-only weights instead
@@ -19,7 +21,9 @@ import torch
 from core.cli import StageCLI, run_main
 from core.outputs import results_lock
 from core.settings import check_weights
+from core.errors import ToolkitError
 from models import AlignHeteroMLP
+from models.deep_ensemble import DeepEnsemble
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit
 from training.objectives import make_hetero_loss, val_hetero
@@ -48,17 +52,27 @@ def main(argv=None):
         return run(args, settings)
 
 
+def net_name(base: str, i: int) -> str:
+    """History key of network ``i``: the plain name for the first, so one network reads as before."""
+    return base if i == 0 else f"{base}_{i}"
+
+
 def run(args, settings):
     device, data, t0 = start_stage(settings, "target_only", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
-    warm = load_warm_start(settings, data, "target_only", expect_class=AlignHeteroMLP, device=device)
-    model, parent = (warm[0], warm[2]) if warm else (AlignHeteroMLP(**model_kwargs(settings, data)).to(device), None)
-    start = copy.deepcopy(model.state_dict())   # a refit starts where this run started
+    size = settings.get("TARGET_ONLY_NETS", 1)
+    warm = load_warm_start(settings, data, "target_only", expect_class=DeepEnsemble if size > 1 else AlignHeteroMLP,
+                           device=device)
+    if warm and size > 1 and warm[0].size != size:
+        raise ToolkitError(f"{warm[2]} averages {warm[0].size} networks; this run asks for TARGET_ONLY_NETS={size}. "
+                           f"Fix: --set TARGET_ONLY_NETS={warm[0].size}, or WARM_START_FROM='' to start fresh.")
+    parent = warm[2] if warm else None
     x_val, y_val = tensors(data, "target_val", device)
+    evaluate = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"])
 
-    def train(model, rows: dict, epochs: int, evaluate):
+    def train(model, rows: dict, epochs: int, evaluate, seed: int):
         x_tr, y_tr = tensors(rows, "target_train", device)
-        loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
+        loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=seed,
                                max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
                                       weight_decay=settings["WEIGHT_DECAY"])
@@ -68,20 +82,37 @@ def run(args, settings):
                    on_epoch=None if args.quiet or evaluate is None else
                    epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
 
-    result = train(model, data, epochs, val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"]))
-    fits, extra = {"target_only": result}, {}
+    nets, starts, fits = [], [], {}
+    for i in range(size):   # network i: its own seed for the initial weights, dropout and batch order
+        seed = settings["SEED"] + i
+        if i > 0:
+            torch.manual_seed(seed)
+        if warm:
+            net = warm[0].nets[i] if size > 1 else warm[0]
+        else:
+            net = AlignHeteroMLP(**model_kwargs(settings, data)).to(device)
+        starts.append(copy.deepcopy(net.state_dict()))   # a refit starts where this run started
+        fits[net_name("target_only", i)] = train(net, data, epochs, evaluate, seed)
+        nets.append(net)
+    model = DeepEnsemble.of(nets) if size > 1 else nets[0]
+    val_value = fits["target_only"].best_value if size == 1 else evaluate(model.eval())["nll"]
+    extra = {}
     if refitting(settings):
-        plan = {"target_only": result.best_epoch}
+        plan = {name: result.best_epoch for name, result in fits.items()}
         announce("target_only", data, plan)
         extra = refit_extra(model, data, device, plan)
-        model = AlignHeteroMLP(**model.constructor_kwargs()).to(device)
-        model.load_state_dict(start)
-        fits["refit"] = train(model, train_and_val(data), result.best_epoch, None)
+        for i, net in enumerate(nets):
+            net.load_state_dict(starts[i])
+            fits[net_name("refit", i)] = train(net, train_and_val(data), plan[net_name("target_only", i)], None,
+                                               settings["SEED"] + i)
+        model = DeepEnsemble.of(nets) if size > 1 else nets[0]
+    if size > 1:
+        print(f"[target_only] {size} networks averaged (a deep ensemble); val NLL of their mixture {val_value:.5g}")
     return finish_stage(settings, data, model, stage="target_only", kind="target_only", device=device,
-                        fit_results=fits, monitor="nll", val_value=result.best_value,
+                        fit_results=fits, monitor="nll", val_value=val_value,
                         t0=t0, parent=parent, dry_run=args.dry_run,
                         extra={"alpha_r2": settings["ALPHA_R2"], "warm_start": None if parent is None else str(parent),
-                               **extra})
+                               "networks": size, **extra})
 
 
 if __name__ == "__main__":
