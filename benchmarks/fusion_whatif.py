@@ -42,7 +42,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.fusion_whatif", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--opamp", required=True)
-    p.add_argument("--results-root", default="results/benchmarks", help="the harness's --results-root")
+    p.add_argument("--results-root", nargs="+", default=["results/benchmarks"],
+                   help="the harness's --results-root; several: one row group per folder (e.g. the same cells run "
+                        "with other settings, --set REFIT=train+val)")
     p.add_argument("--data-dir", default=None, help="default: the DATA_DIR the members were trained on")
     p.add_argument("--members", nargs="+", default=["align_hetero,target_only,dualhead"],
                    help="member sets to compare, each comma-separated")
@@ -105,37 +107,45 @@ def score_cell(task: Path, members: tuple, selections, data_dir=None) -> dict | 
 
 
 def table(rows: list) -> str:
-    """rows: dicts with members, selection, seed, n, r2_log, best_r2_log, cov95 -> one Markdown table."""
+    """rows: dicts with root, members, selection, seed, n, r2_log, best_r2_log, cov95 -> one Markdown table
+    (a results-root column when the rows come from more than one)."""
+    roots = list(dict.fromkeys(r["root"] for r in rows))
     groups = {}
     for r in rows:
-        groups.setdefault((r["members"], r["selection"], r["n"]), []).append(r)
+        groups.setdefault((r["root"], r["members"], r["selection"], r["n"]), []).append(r)
     out = []
-    for (members, selection, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], n_order(kv[0][2]))):
+    for (root, members, selection, n), rs in sorted(
+            groups.items(), key=lambda kv: (kv[0][1], kv[0][2], n_order(kv[0][3]), roots.index(kv[0][0]))):
         gaps = [r["best_r2_log"] - r["r2_log"] for r in rs]
         covs = [100 * r["cov95"] for r in rs]
-        out.append([members.replace(",", " + "), selection, n, str(len(rs)),
-                    f"{statistics.mean(r['r2_log'] for r in rs):.3f}", f"{max(gaps):+.3f}",
-                    f"{min(covs):.1f}–{max(covs):.1f}"])
-    return markdown_table(pd.DataFrame(out, columns=["members", "selection", "n", "seeds", "mean R²_log (test)",
-                                                     "worst gap to best member", "95 % coverage per seed"]))
+        out.append(([root] if len(roots) > 1 else [])
+                   + [members.replace(",", " + "), selection, n, str(len(rs)),
+                      f"{statistics.mean(r['r2_log'] for r in rs):.3f}",
+                      f"{statistics.mean(r['best_r2_log'] for r in rs):.3f}", f"{max(gaps):+.3f}",
+                      f"{min(covs):.1f}–{max(covs):.1f}"])
+    columns = ["members", "selection", "n", "seeds", "mean R²_log (test)", "best member's", "worst gap to best member",
+               "95 % coverage per seed"]
+    return markdown_table(pd.DataFrame(out, columns=(["results root"] if len(roots) > 1 else []) + columns))
 
 
 def main(argv=None):
     args = parse_args(argv)
     rows, skipped = [], 0
-    for seed, n, task in task_dirs(Path(args.results_root), args.opamp):
+    tasks = [(root, *t) for root in args.results_root for t in task_dirs(Path(root), args.opamp)]   # all checked first
+    for root, seed, n, task in tasks:
         for members in args.member_sets:
             cell = score_cell(task, members, args.selection, args.data_dir)
             if cell is None:
                 skipped += 1
                 continue
             for selection, s in cell.items():
-                rows.append({"members": ",".join(members), "selection": selection, "seed": seed, "n": n, **s})
-                print(f"seed {seed} n={n:<4} {'+'.join(members):<40} {selection:<4} R2_log {s['r2_log']:.4f} "
+                rows.append({"root": root, "members": ",".join(members), "selection": selection, "seed": seed,
+                             "n": n, **s})
+                print(f"{root} seed {seed} n={n:<4} {'+'.join(members):<40} {selection:<4} R2_log {s['r2_log']:.4f} "
                       f"(best member {s['best_member']} {s['best_r2_log']:.4f}) cov95 {100 * s['cov95']:.1f}%",
                       flush=True)
     if not rows:
-        raise ToolkitError(f"No task dir under {args.results_root}/{args.opamp} holds every checkpoint of "
+        raise ToolkitError(f"No task dir under {', '.join(args.results_root)} (/{args.opamp}) holds every checkpoint of "
                            f"{args.members}. Run the harness with those members (--members).")
     text = table(rows)
     print()
@@ -143,7 +153,8 @@ def main(argv=None):
     if skipped:
         print(f"({skipped} task dir x member set pairs skipped: a member checkpoint was missing)")
     if args.docs_path:
-        command = ("python -m benchmarks.fusion_whatif --opamp " + args.opamp + " --results-root " + args.results_root
+        command = ("python -m benchmarks.fusion_whatif --opamp " + args.opamp + " --results-root "
+                   + " ".join(args.results_root)
                    + (f" --data-dir {args.data_dir}" if args.data_dir else "")
                    + " --members " + " ".join(args.members) + " --selection " + " ".join(args.selection))
         block = (f"### {args.opamp}: member sets and fusion selection, replayed on the harness's checkpoints\n\n"

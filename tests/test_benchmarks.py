@@ -191,6 +191,23 @@ def test_fusion_whatif_replays_member_sets_and_selections(quick_run):
     assert "fusion_whatif:5t_opamp start" in text and "worst gap to best member" in text
 
 
+def test_fusion_whatif_compares_results_roots(quick_run, tmp_path):
+    """Several --results-root (the same cells run with other settings): one row group per folder, labelled."""
+    import shutil
+    from benchmarks import fusion_whatif
+    tmp, _, _ = quick_run
+    other = tmp_path / "other"
+    shutil.copytree(tmp / "res" / "5t_opamp" / "seed0_nall", other / "5t_opamp" / "seed0_nall")
+    doc = tmp_path / "WHATIF.md"
+    rows = fusion_whatif.main(["--opamp", "5t_opamp", "--results-root", str(tmp / "res"), str(other), "--selection",
+                               "cv", "--members", "align_hetero,target_only,dualhead", "--docs-path", str(doc)])
+    by_root = {(r["root"], r["n"]): r["r2_log"] for r in rows}
+    assert set(by_root) == {(str(tmp / "res"), "20"), (str(tmp / "res"), "all"), (str(other), "all")}
+    assert by_root[(str(other), "all")] == pytest.approx(by_root[(str(tmp / "res"), "all")])   # the same checkpoints
+    text = doc.read_text()
+    assert "| results root |" in text and f"--results-root {tmp / 'res'} {other}" in text
+
+
 def test_fusion_whatif_without_task_dirs_names_the_command(tmp_path):
     from benchmarks import fusion_whatif
     from core.errors import ToolkitError
