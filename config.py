@@ -41,10 +41,12 @@ PREPROCESSING_FROM = ""    # path of a saved preprocessing record (JSON of Prepr
                            # of fitting one; "" = fit from the data (the seed). python -m active pins its first round's,
                            # so the source baseline is trained once while the target rows grow
 TARGET_ONLY_NETS = 1       # 1..16; the target-only member averages this many networks trained from seeds SEED,
-                           # SEED+1, ... (a deep ensemble: mixture mean, variance = theirs + their disagreement)
+                           # SEED+1, ... (a deep ensemble: mixture mean, variance = theirs + their disagreement);
+                           # 1: three nets did not lift the ensemble (docs/RESULTS.md#refit-and-deep-ensembles)
 REFIT = "off"              # 'off' (the seed: keep the model early-stopped on target_val) | 'train+val' (then retrain
                            # target_only / align_hetero / dualhead from the same start on train + val rows for the
-                           # epochs val chose; the ensemble calibrates on the early-stopped model's val predictions)
+                           # epochs val chose; the ensemble calibrates on the early-stopped model's val predictions).
+                           # off: the members gain, the ensemble ties within noise (docs/RESULTS.md#refit-and-deep-ensembles)
 WARM_START_FROM = ""       # results folder whose checkpoint of the same stage target_only / align_hetero / dualhead
                            # start from (same columns and preprocessing); "" = the seed's initialisation. python -m
                            # active sets it to the previous round when ACTIVE_WARM_START is on

@@ -13,8 +13,9 @@ The ensemble still needs out-of-sample val predictions for its fusion weights, t
 interval multipliers.  The refitted model's val predictions are in-sample, so the checkpoint carries
 the early-stopped model's instead (``extra["oof_val"]``, the mechanism the GP member uses), and the
 early-stopped model's test report beside them (``extra["refit"]["early_stopped_test"]``, a report for the
-benchmark tables, never used to choose anything).  The intervals are then calibrated on the model
-before the refit, which saw fewer rows: they err towards wide.
+benchmark tables, never used to choose anything).  The interval calibration is thus fitted on the model
+before the refit and applied to the refitted one, whose own variances may be smaller or larger: the 95 %
+coverage this gives on test is in docs/RESULTS.md#refit-and-deep-ensembles.
 """
 import numpy as np
 import torch
