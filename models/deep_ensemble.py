@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from core.errors import ToolkitError
+from models.align_hetero import AlignHeteroMLP
 from models.backbone import LOGVAR_MAX, LOGVAR_MIN
+from models.dual_head import DualHeadMLP
+from models.mlp import MLP
+
+NETWORKS = {"MLP": MLP, "AlignHeteroMLP": AlignHeteroMLP, "DualHeadMLP": DualHeadMLP}   # what it can hold
 
 
 class DeepEnsemble(nn.Module):
@@ -23,14 +28,13 @@ class DeepEnsemble(nn.Module):
 
     def __init__(self, member_class: str, member_kwargs: dict, size: int):
         super().__init__()
-        from models.registry import MODEL_CLASSES   # the registry lists this class too
-        if member_class not in MODEL_CLASSES or member_class == "DeepEnsemble":
-            raise ToolkitError(f"DeepEnsemble member_class must be a network class of models.MODEL_CLASSES, got "
+        if member_class not in NETWORKS:
+            raise ToolkitError(f"DeepEnsemble member_class must be a network class, one of {sorted(NETWORKS)}, got "
                                f"{member_class!r}.")
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ToolkitError(f"DeepEnsemble size must be an integer >= 1, got {size!r}.")
         self.member_class, self.member_kwargs, self.size = member_class, dict(member_kwargs), size
-        self.nets = nn.ModuleList(MODEL_CLASSES[member_class](**member_kwargs) for _ in range(size))
+        self.nets = nn.ModuleList(NETWORKS[member_class](**member_kwargs) for _ in range(size))
         self.input_dim, self.output_dim = self.nets[0].input_dim, self.nets[0].output_dim
 
     @classmethod
