@@ -54,7 +54,7 @@ from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit, run_epoch  # noqa: F401  (run_epoch: seed API, re-exported)
 from training.objectives import make_hetero_loss, mse_objective, val_hetero
-from training.refit import announce, refit_extra, refitting, train_and_val
+from training.refit import refit_extra, refitting, train_and_val
 from training.stage import (epochs_and_batches, finish_stage, load_parent, load_warm_start, require_parent, start_stage,
                             tensors, warm_start_path)
 
@@ -206,31 +206,42 @@ def run(args, settings, objective):
 
     plan = phase_plan(model, settings)
     results = {name: run_phase(name, trainable, l2sp, lr, "mse") for name, trainable, l2sp, lr in plan[:2]}
-    name, trainable, l2sp, lr = plan[2]
+    last = plan[2][0]                                                   # "unfreeze"
     candidates = ("mse", "hetero") if objective == "auto" else (objective,)
-    start, tried = copy.deepcopy(model.state_dict()), {}
-    for candidate in candidates:
-        model.load_state_dict(start)
-        stream = settings["SEED"] + PHASE3_STREAMS[candidate]           # same run alone or inside "auto"
+
+    def phase3(candidate, loader, x_init, y_init, fixed=None):
+        """Phase 3 with objective ``candidate`` on its own RNG stream (the same run alone, inside "auto" or
+        refitted); a hetero run's ``logvar_B`` starts at the homoscedastic fit of ``(x_init, y_init)``."""
+        name, trainable, l2sp, lr = plan[2]
+        stream = settings["SEED"] + PHASE3_STREAMS[candidate]
         torch.manual_seed(stream)
         loader.generator.manual_seed(stream)
         if candidate == "hetero":
-            init_logvar_b(model, x_val, y_val)
+            init_logvar_b(model, x_init, y_init)
         moving = [n for n in trainable if candidate == "hetero" or not n.startswith("logvar_B.")]
         # the hetero run keeps its best val-MSE state too (stopping on val NLL let the mean overfit)
-        result = run_phase(name, moving, l2sp, lr, candidate, patience=settings["UNFREEZE_PATIENCE"],
-                           stop_on="mse")
+        return run_phase(name, moving, l2sp, lr, candidate, patience=settings["UNFREEZE_PATIENCE"], stop_on="mse",
+                         loader=loader, fixed=fixed)
+
+    def variance_phase(loader, x_init, y_init, fixed=None):
+        """After an MSE phase 3: fit ``logvar_B`` alone (mean frozen), from the homoscedastic fit."""
+        init_logvar_b(model, x_init, y_init)
+        return run_phase("variance", ["logvar_B.weight", "logvar_B.bias"], [], settings["LR_HEAD"], "hetero",
+                         loader=loader, fixed=fixed)
+
+    start, tried = copy.deepcopy(model.state_dict()), {}
+    for candidate in candidates:
+        model.load_state_dict(start)
+        result = phase3(candidate, loader, x_val, y_val)
         with torch.no_grad():
             scores = {"mse": val_mse(model.eval())["mse"], "r2": val_r2(model)}
         tried[candidate] = (scores, result, copy.deepcopy(model.state_dict()))
     chosen = choose_phase3({c: v[0] for c, v in tried.items()})      # val only, never test
     model.load_state_dict(tried[chosen][2])
-    results[name] = tried[chosen][1]
+    results[last] = tried[chosen][1]
     if model.has_variance and chosen == "mse":
         # the mean came from the MSE fit; give it a variance head anyway (head only, mean frozen)
-        init_logvar_b(model, x_val, y_val)
-        results["variance"] = run_phase("variance", ["logvar_B.weight", "logvar_B.bias"], [], settings["LR_HEAD"],
-                                        "hetero")
+        results["variance"] = variance_phase(loader, x_val, y_val)
     for p in model.parameters():
         p.requires_grad_(True)
     # the checkpoint's val number is the final model's (a phase may have stopped on another one); with a
@@ -240,8 +251,7 @@ def run(args, settings, objective):
     refit = {}
     if refitting(settings):
         epochs_of = {name: r.best_epoch for name, r in results.items()}   # bias, head, unfreeze (+ variance)
-        announce("dualhead", data, epochs_of)
-        refit = refit_extra(model, data, device, epochs_of)
+        refit = refit_extra("dualhead", model, data, device, epochs_of)
         model.load_state_dict(initial)
         rows = train_and_val(data)
         x_all, y_all = tensors(rows, "target_train", device)
@@ -250,19 +260,9 @@ def run(args, settings, objective):
         for name, trainable, l2sp, lr in plan[:2]:
             results[f"refit_{name}"] = run_phase(name, trainable, l2sp, lr, "mse", loader=all_rows,
                                                  fixed=epochs_of[name])
-        name, trainable, l2sp, lr = plan[2]
-        stream = settings["SEED"] + PHASE3_STREAMS[chosen]
-        torch.manual_seed(stream)
-        all_rows.generator.manual_seed(stream)
-        if chosen == "hetero":
-            init_logvar_b(model, x_all, y_all)
-        moving = [n for n in trainable if chosen == "hetero" or not n.startswith("logvar_B.")]
-        results[f"refit_{name}"] = run_phase(name, moving, l2sp, lr, chosen, loader=all_rows, fixed=epochs_of[name])
+        results[f"refit_{last}"] = phase3(chosen, all_rows, x_all, y_all, fixed=epochs_of[last])
         if "variance" in epochs_of:
-            init_logvar_b(model, x_all, y_all)
-            results["refit_variance"] = run_phase("variance", ["logvar_B.weight", "logvar_B.bias"], [],
-                                                  settings["LR_HEAD"], "hetero", loader=all_rows,
-                                                  fixed=epochs_of["variance"])
+            results["refit_variance"] = variance_phase(all_rows, x_all, y_all, fixed=epochs_of["variance"])
         for p in model.parameters():
             p.requires_grad_(True)
     return finish_stage(settings, data, model, stage="dualhead", kind="dualhead", device=device,

@@ -20,21 +20,13 @@ coverage this gives on test is in docs/RESULTS.md#refit-and-deep-ensembles.
 import numpy as np
 import torch
 
-from core.settings import setting_choice
 from inference.evaluate import evaluate_physical
 from models.outputs import mean_and_variance
 
-REFIT_MODES = ("off", "train+val")
-
-
-def refit_mode(settings: dict) -> str:
-    """``REFIT``: "off" or "train+val" (a ToolkitError naming the fix otherwise)."""
-    return setting_choice(settings, "REFIT", REFIT_MODES, default="off",
-                          fix="--set REFIT=train+val (retrain on train + val rows with val's choices) or off.")
-
 
 def refitting(settings: dict) -> bool:
-    return refit_mode(settings) == "train+val"
+    """``REFIT == "train+val"`` (the value itself is checked with every setting, ``core.settings.SETTING_RULES``)."""
+    return settings.get("REFIT", "off") == "train+val"
 
 
 def train_and_val(data: dict) -> dict:
@@ -61,17 +53,13 @@ def val_record(model, data: dict, device) -> dict:
             "mean": mean.tolist(), "var": np.asarray(var).tolist()}
 
 
-def refit_extra(early_model, data: dict, device, epochs: dict) -> dict:
-    """What a refitted checkpoint records beside its weights: ``oof_val`` (for the ensemble) and ``refit``
-    (rows, the epochs each phase was retrained for, the early-stopped model's test report means)."""
-    report = evaluate_physical(early_model, data, device)
+def refit_extra(stage: str, early_model, data: dict, device, epochs: dict) -> dict:
+    """Announce the refit and return what the refitted checkpoint records beside its weights: ``oof_val`` (for the
+    ensemble) and ``refit`` (rows, the epochs each phase is retrained for, the early-stopped model's test means)."""
     rows = len(data["target_train"][0]) + len(data["target_val"][0])
+    print(f"[{stage}] refit on train+val ({rows} target rows) for the epochs val chose: "
+          + ", ".join(f"{name} {n}" for name, n in epochs.items()))
+    report = evaluate_physical(early_model, data, device)
     return {"oof_val": val_record(early_model, data, device),
             "refit": {"mode": "train+val", "rows": rows, "epochs": {k: int(v) for k, v in epochs.items()},
                       "early_stopped_test": report["mean"]}}
-
-
-def announce(stage: str, data: dict, epochs: dict) -> None:
-    rows = len(data["target_train"][0]) + len(data["target_val"][0])
-    plan = ", ".join(f"{name} {n}" for name, n in epochs.items())
-    print(f"[{stage}] refit on train+val ({rows} target rows) for the epochs val chose: {plan}")

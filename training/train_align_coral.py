@@ -38,7 +38,7 @@ from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
 from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss, val_hetero
-from training.refit import announce, refit_extra, refitting, train_and_val
+from training.refit import refit_extra, refitting, train_and_val
 from training.stage import (epochs_and_batches, finish_stage, load_parent, load_warm_start, require_parent, start_stage,
                             tensors, warm_start_path)
 
@@ -131,8 +131,7 @@ def run(args, settings):
     fits, refit = {"align_hetero": result}, {}
     if refitting(settings):
         plan = {"align_hetero": result.best_epoch}
-        announce("align_hetero", data, plan)
-        refit = refit_extra(model, data, device, plan)
+        refit = refit_extra("align_hetero", model, data, device, plan)
         model = AlignHeteroMLP(**model.constructor_kwargs()).to(device)
         model.load_state_dict(starts[chosen])
         torch.manual_seed(settings["SEED"] + chosen)   # the same dropout stream as the run it repeats

@@ -27,7 +27,7 @@ from models.deep_ensemble import DeepEnsemble
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit
 from training.objectives import make_hetero_loss, val_hetero
-from training.refit import announce, refit_extra, refitting, train_and_val
+from training.refit import refit_extra, refitting, train_and_val
 from training.stage import (epochs_and_batches, finish_stage, load_warm_start, model_kwargs, start_stage, tensors,
                             warm_start_path)
 
@@ -99,8 +99,7 @@ def run(args, settings):
     extra = {}
     if refitting(settings):
         plan = {name: result.best_epoch for name, result in fits.items()}
-        announce("target_only", data, plan)
-        extra = refit_extra(model, data, device, plan)
+        extra = refit_extra("target_only", model, data, device, plan)
         for i, net in enumerate(nets):
             net.load_state_dict(starts[i])
             fits[net_name("refit", i)] = train(net, train_and_val(data), plan[net_name("target_only", i)], None,
