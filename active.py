@@ -11,7 +11,7 @@ simulations), and the source (A) rows of ``--data-dir/<opamp>/source``; each rou
 (``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
 VAL_SPLIT of them for early stopping and calibration; with ``--warm-start true`` the neural members start
 from the previous round's weights), scores ``--pool`` fresh candidates and simulates
-the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse | mixed)
+the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse | integrated | mixed)
 in process B, until ``--budget`` simulations.  Failed simulations count against the budget, are kept
 with their status and are never simulated again.
 
@@ -319,13 +319,33 @@ def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, b
     if spec is not None:
         mspec = spec.model_space(ens.preprocessing)
         bounds = (mspec.lo.double().numpy(), mspec.hi.double().numpy())
-    pick = select(rule, x_scaled, mean, std, batch=batch, rng=np.random.default_rng([seed, round_no, 17]), p_ok=p_ok,
-                  spec_bounds=bounds)
+    rng = np.random.default_rng([seed, round_no, 17])
+    if rule == "integrated":
+        pick = choose_integrated(ens, x_scaled, mean, std, p_ok, batch, rng)
+    else:
+        pick = select(rule, x_scaled, mean, std, batch=batch, rng=rng, p_ok=p_ok, spec_bounds=bounds)
     chosen = pool.iloc[pick].copy()
     chosen["score"], chosen["p_ok"] = score(mean, std)[pick], p_ok[pick]
     if bounds is not None:
         chosen["p_spec"] = spec_probability(mean, std, *bounds)[pick]
     return chosen
+
+
+def choose_integrated(ens: Ensemble, x_scaled, mean, std, p_ok, batch: int, rng) -> np.ndarray:
+    """Pool indices the ``integrated`` rule picks among a random INTEGRATED_POOL of the pool, from the GP
+    member's posterior covariance there."""
+    import torch
+    from active_learning.acquisition import INTEGRATED_POOL
+    gp = next((m.model for m in ens.members if hasattr(m.model, "posterior_cov")), None)
+    if gp is None:
+        raise ToolkitError("--rule integrated needs the GP member in the ensemble. Fix: --members ...,gp_stack")
+    sub = np.sort(rng.choice(len(x_scaled), min(INTEGRATED_POOL, len(x_scaled)), replace=False))
+    with torch.no_grad():
+        xs = torch.as_tensor(np.asarray(x_scaled)[sub])
+        cov = gp.posterior_cov(xs, xs).numpy()
+        noise = gp.observation_noise().numpy()
+    return sub[select("integrated", x_scaled[sub], mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
+                      gp_cov=(cov, noise))]
 
 
 def read_spec(path, y_cols: list, typical: np.ndarray):
@@ -362,6 +382,9 @@ def main(argv=None):
     resolve_process(process)                                         # an unknown process: one line now
     out = Path(args.out or Path(settings["RESULTS_DIR"]) / "active" / f"{opamp}_{rule}_seed{seed}")
     check_writable_dir(out, "--out")
+    if rule == "integrated" and "gp_stack" not in members:
+        raise ToolkitError(f"--rule integrated needs the GP member (its covariance says where a simulation teaches "
+                           f"most), got members {','.join(members)}. Fix: --members {','.join(members)},gp_stack")
     if rule == "spec" and args.spec is None:
         raise ToolkitError("--rule spec needs --spec FILE.toml: the goals to simulate towards (docs/USAGE.md).")
     spec = None if args.spec is None else read_spec(args.spec, list(src.targets.columns),

@@ -120,8 +120,9 @@ FUSION_SELECTION = "cv"    # how the fusion's per-metric weighting is chosen on 
 # ---- active learning (python -m active): which target-process designs to simulate
 ACTIVE_RULE = "random"     # acquisition rule: "random" (uniform over the design space) | "uncertainty" (largest
                            # calibrated ensemble variance, each metric relative to its spread) | "diverse" (the same,
-                           # spread by weighted k-means) | "mixed" (half random, half diverse) | "spec" (where --spec
-                           # is likely met, spread by k-means; for inverse design). random is the default
+                           # spread by weighted k-means) | "integrated" (the batch that most lowers the GP member's
+                           # variance over the whole space; needs gp_stack) | "mixed" (half random, half diverse) |
+                           # "spec" (where --spec is likely met, spread by k-means; for inverse design). random is the default
                            # because no other rule beat it on the shipped circuits (docs/RESULTS.md#active-learning)
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
 ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)

@@ -23,6 +23,14 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   calibrated prediction (independent normals per metric, model space: Π_j [Φ((hi_j − μ_ij)/σ_ij) −
   Φ((lo_j − μ_ij)/σ_ij)], ``spec_probability``), weighed by ``p_ok`` and spread by k-means as ``diverse``.
   The B data grow where the designer will search, and the designs found are candidates themselves.
+* ``integrated``: the batch that most shrinks the predictive variance over the whole design space, not at the
+  picked designs themselves (Cohn 1996, "active learning Cohn", ALC): uncertainty sampling crowds the batch at the
+  edges of the space, while the test designs (and the user's) are spread over all of it.  Needs the GP member
+  (``gp_stack``): its posterior covariance ``C_j`` over a random subset of the pool says how much simulating
+  design c lowers the variance at every other design r, exactly for a GP: ``C_j(r, c)^2 / (C_j(c, c) + s_j)``.
+  Greedy batch: pick the c with the largest Σ_j mean_r C_j(r, c)^2 / (C_j(c, c) + s_j) / v_j (v_j as for
+  ``uncertainty``), condition C on it (a rank-one update: the GP's posterior after that simulation, whatever its
+  result), repeat; weighed by ``p_ok`` like the others.  The neural members learn from the same designs.
 * ``mixed``: half the batch a uniform draw (as ``random``), the other half ``diverse`` among the rest.
   Uncertainty alone moves the training rows away from the distribution the surrogate is used on and,
   before the first failures are seen, into regions where simulations fail (two_stage_opamp: a whole
@@ -32,11 +40,20 @@ import numpy as np
 
 from core.errors import ToolkitError
 
-RULES = ("random", "uncertainty", "diverse", "mixed", "spec")
+RULES = ("random", "uncertainty", "diverse", "integrated", "mixed", "spec")
+INTEGRATED_POOL = 1500   # pool designs the integrated rule chooses among and integrates over: its covariance is
+                         # (metrics, N, N) float64, 90 MB for 5 metrics at 1500; a random subset of a uniform pool
+                         # is itself uniform, so the integral stays over the design space
 DIVERSE_FACTOR = 10    # candidates per batch slot handed to k-means (Zhdanov's beta)
 LIKELY_FAIL_THRESHOLD = 0.9   # a candidate with P(OK) below this is ranked after every likelier one ... (0.5 let
                                # the boundary designs through: replaying two_stage rounds 2-9, 31 failures vs 7)
 LIKELY_FAIL_FACTOR = 1e-3      # ... by this score multiplier
+
+
+def spread(mean: np.ndarray) -> np.ndarray:
+    """(M,) v_j = var_i(mean_ij) over the pool, 1 for a constant metric: each metric's scale in the scores."""
+    v = np.asarray(mean, float).var(axis=0)
+    return np.where(v > 0, v, 1.0)
 
 
 def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -44,9 +61,34 @@ def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     mean, std = np.asarray(mean, float), np.asarray(std, float)
     if mean.shape != std.shape or mean.ndim != 2:
         raise ValueError(f"mean and std must both be (N, M), got {mean.shape} and {std.shape}")
-    spread = mean.var(axis=0)
-    spread = np.where(spread > 0, spread, 1.0)
-    return (std ** 2 / spread).sum(axis=1)
+    return (std ** 2 / spread(mean)).sum(axis=1)
+
+
+def integrated(cov: np.ndarray, noise: np.ndarray, scale: np.ndarray, batch: int, weight=None) -> np.ndarray:
+    """Greedy ``batch`` of the N designs (indices, pick order) that most reduce Σ_j mean_r var_j(r) / scale_j.
+
+    ``cov`` (M, N, N): posterior covariance of the latent functions among the designs; ``noise`` (M,): the
+    observation noise variance; ``weight`` (N,) multiplies each design's reduction (P(OK)).  Each pick
+    conditions ``cov`` on a noisy observation at it, C <- C - C[:, c] C[c, :] / (C[c, c] + s), so the next
+    pick counts only what the batch has not already learned."""
+    cov = np.array(cov, float)                         # a copy: updated in place
+    noise, scale = np.asarray(noise, float), np.asarray(scale, float)
+    m, n, n2 = cov.shape
+    if n != n2 or noise.shape != (m,) or scale.shape != (m,):
+        raise ValueError(f"cov must be (M, N, N) with noise and scale (M,), got {cov.shape}, {noise.shape}, "
+                         f"{scale.shape}")
+    weight = np.ones(n) if weight is None else np.asarray(weight, float)
+    picks = []
+    for _ in range(min(batch, n)):
+        denom = np.einsum("mii->mi", cov) + noise[:, None]                          # (M, N)
+        gain = ((cov ** 2).sum(axis=1) / denom / scale[:, None]).sum(axis=0) / n  # (N,); cov is symmetric
+        gain = gain * weight
+        gain[picks] = -np.inf
+        c = int(np.argmax(gain))
+        u = cov[:, :, c] / np.sqrt(denom[:, c])[:, None]                            # (M, N)
+        cov -= u[:, :, None] * u[:, None, :]
+        picks.append(c)
+    return np.asarray(picks)
 
 
 def spec_probability(mean: np.ndarray, std: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -70,11 +112,19 @@ def feasibility(x_seen: np.ndarray, ok: np.ndarray, x_pool: np.ndarray) -> np.nd
     return clf.predict_proba(np.asarray(x_pool, float))[:, 1]
 
 
+def ok_weight(p_ok) -> np.ndarray:
+    """(N,) the factor a score is weighed by: P(OK), and a design with P(OK) < LIKELY_FAIL_THRESHOLD goes after
+    every likelier one (only when nothing else is left)."""
+    p_ok = np.asarray(p_ok, float)
+    return p_ok * np.where(p_ok < LIKELY_FAIL_THRESHOLD, LIKELY_FAIL_FACTOR, 1.0)
+
+
 def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.random.Generator,
-           p_ok=None, spec_bounds=None) -> np.ndarray:
+           p_ok=None, spec_bounds=None, gp_cov=None) -> np.ndarray:
     """Indices (sorted by pick order, distinct) of ``min(batch, N)`` pool rows chosen by ``rule``; ``p_ok``
     (N,) weighs the score (``feasibility``; ``random`` ignores it: it is the control); ``spec_bounds`` =
-    (lo, hi) model-space goal bounds, needed by ``spec``."""
+    (lo, hi) model-space goal bounds, needed by ``spec``; ``gp_cov`` = (cov (M, N, N), noise (M,)) the GP
+    member's posterior over these rows, needed by ``integrated``."""
     if rule not in RULES:
         raise ToolkitError(f"Unknown acquisition rule {rule!r}; choose from {list(RULES)}.")
     if rule == "spec" and spec_bounds is None:
@@ -85,6 +135,11 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
     k = min(batch, n)
     if rule == "random":
         return rng.choice(n, k, replace=False)
+    if rule == "integrated":
+        if gp_cov is None:
+            raise ToolkitError("The 'integrated' rule needs the GP member's covariance: add gp_stack to "
+                               "ACTIVE_MEMBERS (--members ...,gp_stack).")
+        return integrated(gp_cov[0], gp_cov[1], spread(mean), k, None if p_ok is None else ok_weight(p_ok))
     if rule == "mixed":
         explore = rng.choice(n, k // 2, replace=False)
         rest = np.setdiff1d(np.arange(n), explore)
@@ -95,9 +150,7 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
         return np.concatenate([rest[chosen], explore])
     s = spec_probability(mean, std, *spec_bounds) if rule == "spec" else score(mean, std)
     if p_ok is not None:
-        p_ok = np.asarray(p_ok, float)
-        # weighted by P(OK); a design with P(OK) < LIKELY_FAIL_THRESHOLD only when nothing else is left
-        s = s * p_ok * np.where(p_ok < LIKELY_FAIL_THRESHOLD, LIKELY_FAIL_FACTOR, 1.0)
+        s = s * ok_weight(p_ok)
     order = np.argsort(-s, kind="stable")
     if rule == "uncertainty" or k == n:
         return order[:k]

@@ -100,6 +100,27 @@ class StackedGP(nn.Module):
         var = (self.y_std ** 2)[:, None] * var.clamp_min(torch.finfo(torch.float64).tiny)
         return mean.T, var.T                                             # (N, M) each
 
+    def posterior_cov(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        """Model-space posterior covariance of the latent functions (no observation noise), (M, Na, Nb) float64:
+        ``y_std_j^2 * (k_j(a, b) - (L_j^-1 k_j(Z, a))^T (L_j^-1 k_j(Z, b)))``.  Its diagonal plus
+        ``observation_noise()`` is ``mean_var``'s variance; active learning uses it to tell how much simulating
+        one design would shrink the variance elsewhere (``active_learning.acquisition.integrated``)."""
+        za, zb = self.features(xa), self.features(xb)
+        ls = self.length_scale[:, None, :]
+
+        def kern(p, q):
+            r = torch.cdist(p[None] / ls, q[None] / ls, compute_mode="donot_use_mm_for_euclid_dist")
+            return self.amplitude[:, None, None] * matern(r, self.nu)            # (M, P, Q)
+
+        va = torch.linalg.solve_triangular(self.chol, kern(self.train_z, za), upper=False)   # (M, n, Na)
+        vb = va if xb is xa else torch.linalg.solve_triangular(self.chol, kern(self.train_z, zb), upper=False)
+        cov = kern(za, zb) - va.transpose(1, 2) @ vb
+        return (self.y_std ** 2)[:, None, None] * cov
+
+    def observation_noise(self) -> torch.Tensor:
+        """(M,) model-space variance of the fitted white noise (a new simulation's scatter about the latent mean)."""
+        return self.y_std ** 2 * self.noise
+
     def mean_logvar(self, x: torch.Tensor):
         """``(mean, logvar)`` in x's dtype, logvar clamped to [LOGVAR_MIN, LOGVAR_MAX] like every variance head."""
         mean, var = self.mean_var(x)

@@ -208,6 +208,7 @@ def test_dask_workers_simulate_the_same_rows_and_the_training_data_has_a_fixed_o
     (["--init", "5"], "ACTIVE_INIT must be"),
     (["--rule", "greedy"], "ACTIVE_RULE must be one of"),
     (["--members", "nope"], "Unknown ensemble member"),
+    (["--rule", "integrated", "--members", "target_only"], "--rule integrated needs the GP member"),
 ])
 def test_bad_sizes_are_one_line_and_write_nothing(tiny_data, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
@@ -262,6 +263,44 @@ def test_mixed_takes_half_at_random_and_half_by_the_diverse_rule():
     s = score(mean, std)
     top = set(np.argsort(-s)[:100])                                   # the diverse half comes from the top scores
     assert sum(i in top for i in pick[:5]) == 5 and sum(i in top for i in pick[5:]) < 5
+
+
+def _gp_posterior(x_train, x, noise, ls=0.3):
+    """Posterior covariance of a 1-metric GP (squared-exponential kernel, unit amplitude) over ``x``."""
+    k = lambda a, b: np.exp(-0.5 * ((a[:, None] - b[None]) / ls) ** 2)    # noqa: E731
+    kt = k(x_train, x_train) + noise * np.eye(len(x_train))
+    return k(x, x) - k(x, x_train) @ np.linalg.solve(kt, k(x_train, x))
+
+
+def test_integrated_picks_what_lowers_the_variance_everywhere_and_conditions_on_each_pick():
+    from active_learning.acquisition import integrated
+    x = np.linspace(0, 1, 201)                      # the pool: a uniform line
+    x_train, noise = np.array([0.3, 0.35, 0.4]), 1e-4
+    cov = _gp_posterior(x_train, x, noise)[None]
+    first = integrated(cov, np.array([noise]), np.array([1.0]), 1)[0]
+    # brute force: the design whose simulation leaves the least total variance over the pool
+    left = [np.trace(_gp_posterior(np.append(x_train, x[c]), x, noise)) for c in range(len(x))]
+    assert first == int(np.argmin(left))
+    # uncertainty would take an end of the line (largest variance); the integral prefers a design inside
+    assert np.argmax(np.diag(cov[0])) in (0, len(x) - 1) and 0 < first < len(x) - 1
+    # the second pick is the brute-force best given the first: the rank-one update is the GP's posterior
+    pair = integrated(cov, np.array([noise]), np.array([1.0]), 2)
+    left2 = [np.trace(_gp_posterior(np.append(x_train, [x[first], x[c]]), x, noise)) for c in range(len(x))]
+    assert pair[0] == first and pair[1] == int(np.argmin(left2))
+    # a batch spreads out over both sides of the simulated designs (the 6 most uncertain are neighbours
+    # 0.005 apart at one end of the line)
+    six = np.sort(x[integrated(cov, np.array([noise]), np.array([1.0]), 6)])
+    assert np.diff(six).min() > 0.05 and (six < 0.3).any() and (six > 0.4).any()
+    # a likely failure (weight ~0) is not picked
+    w = np.ones(len(x))
+    w[first] = 1e-3
+    assert integrated(cov, np.array([noise]), np.array([1.0]), 1, w)[0] != first
+
+
+def test_integrated_rule_needs_the_gp_covariance():
+    x, mean, std = _two_regions()
+    with pytest.raises(ToolkitError, match="gp_stack"):
+        select("integrated", x, mean, std, batch=5, rng=np.random.default_rng(0))
 
 
 def _loop_rows(root, rule: str, seed: int, **per_round):
@@ -396,6 +435,22 @@ def test_spec_rule_loop_reports_the_designs_meeting_the_spec(tiny_data, tmp_path
     batch = pd.read_csv(out / "rounds" / "r01" / "batch.csv")
     assert "p_spec" in batch.columns and batch["p_spec"].between(0, 1).all()
     assert "met the spec" in (out / "active.md").read_text()
+
+
+@needs_ngspice
+def test_integrated_rule_loop_picks_distinct_pool_designs_from_the_gp_members_covariance(tiny_data, tmp_path,
+                                                                                       monkeypatch):
+    from active_learning import acquisition
+    seen = []
+    real = acquisition.integrated
+    monkeypatch.setattr(acquisition, "integrated", lambda cov, *a, **k: seen.append(cov.shape) or real(cov, *a, **k))
+    monkeypatch.setattr(acquisition, "INTEGRATED_POOL", 120)
+    out = tmp_path / "run"
+    _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "30", "--rule", "integrated")
+    ledger = pd.read_csv(out / "acquired.csv")
+    assert ledger["rule"].tolist() == ["random"] * 20 + ["integrated"] * 10
+    assert design_keys(ledger, active.read_domain(tiny_data, "5t_opamp", "source").features.columns).is_unique
+    assert seen == [(5, 120, 120)]                      # one round chosen, 5 metrics over a 120-design subset
 
 
 def test_spec_rule_without_a_spec_is_one_line_and_writes_nothing(tiny_data, tmp_path, capsys):

@@ -38,6 +38,21 @@ def test_torch_prediction_equals_sklearn(nu):
         assert np.allclose(var[:, j].sqrt().numpy(), sd, rtol=1e-5, atol=1e-7)
 
 
+def test_posterior_covariance_is_sklearns_and_its_diagonal_plus_noise_is_the_predictive_variance():
+    baseline, gps, model, rng = _fitted(2.5)
+    x = torch.as_tensor(rng.uniform(-1.2, 1.2, size=(9, 3)), dtype=torch.float32)
+    with torch.no_grad():
+        z = torch.cat([x, baseline(x)], 1).double().numpy()
+        cov, noise = model.posterior_cov(x, x), model.observation_noise()
+        var = model.mean_var(x)[1]
+    for j, gp in enumerate(gps):
+        _, sk_cov = gp.predict(z, return_cov=True)         # sklearn: with the white noise on the diagonal
+        latent = sk_cov - np.eye(len(z)) * noise[j].item()
+        assert np.allclose(cov[j].numpy(), latent, rtol=1e-5, atol=1e-8)
+    assert np.allclose((torch.diagonal(cov, dim1=1, dim2=2) + noise[:, None]).T.numpy(), var.numpy(), rtol=1e-6)
+    assert torch.allclose(model.posterior_cov(x, x[:4]), cov[:, :, :4])
+
+
 def test_matern_closed_forms_and_bad_nu():
     r = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64)
     from sklearn.gaussian_process.kernels import Matern
