@@ -17,6 +17,7 @@ default) beside the others; the Markdown block is then ``active-warm:<opamp>``.
 """
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--reference", type=float, default=None,
                    help="all-rows random-sample mean R2_log to draw and compare with (docs/RESULTS.md harness)")
     p.add_argument("--docs-path", default=None, help="Markdown file whose active:<opamp> block is replaced")
+    p.add_argument("--block", default=None, metavar="NAME",
+                   help="Markdown block (and PNG) name, e.g. active-integrated (default: from the rules and --spec), "
+                        "so a comparison of other rules does not replace the published one")
     p.add_argument("--report-only", action="store_true", help="only tabulate the runs already there")
     args, extra = p.parse_known_args(argv)
     if extra and extra[0] == "--":
@@ -56,6 +60,9 @@ def parse_args(argv=None):
     if bad:
         raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}, each optionally with {WARM} "
                            f"(warm-started rounds), e.g. --rules random random{WARM}.")
+    if args.block is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.block):
+        raise ToolkitError(f"--block must be lower-case letters, digits and '-', got {args.block!r}. "
+                           f"Fix: e.g. --block active-integrated")
     return args
 
 
@@ -67,9 +74,9 @@ def base_rule(rule: str) -> str:
 
 
 def block_name(args) -> str:
-    """The Markdown block (and PNG) name: active-spec / active-warm / active, then the circuit."""
-    kind = "active-spec" if "--spec" in args.extra else "active-warm" if any(r.endswith(WARM) for r in args.rules) \
-        else "active"
+    """The Markdown block (and PNG) name: --block, else active-spec / active-warm / active; then the circuit."""
+    kind = args.block or ("active-spec" if "--spec" in args.extra
+                          else "active-warm" if any(r.endswith(WARM) for r in args.rules) else "active")
     return f"{kind}:{args.opamp}"
 
 
@@ -180,7 +187,7 @@ def main(argv=None):
     shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
     cmd = "python -m benchmarks.active_benchmark " + " ".join(shown)
     title = {"active-spec": "active learning toward a spec", "active-warm": "warm-started rounds vs retraining",
-             "active": "active learning vs random sampling"}[name.split(":")[0]]
+             "active": "active learning vs random sampling"}.get(name.split(":")[0], " vs ".join(args.rules))
     block = (f"### {args.opamp}: {title}\n\nCommand: `{cmd}`\n\n{text}\n\n"
              f"![active learning {args.opamp}]({png.name})\n")
     atomic_write_text(Path(args.results_root) / f"{name.replace(':', '_')}.md", block)

@@ -347,6 +347,24 @@ def test_benchmark_with_a_spec_counts_the_designs_meeting_it_in_its_own_block(tm
     assert (tmp_path / "learning_curve_active-spec_5t_opamp.png").is_file()
 
 
+def test_benchmark_block_option_names_its_own_block_and_refuses_a_bad_name(tmp_path):
+    from benchmarks import active_benchmark as bench
+    root = tmp_path / "bench"
+    for rule in ("random", "integrated"):
+        _loop_rows(root, rule, 0, test_r2_log=lambda k: 0.8)
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("<!-- benchmarks.run:active:5t_opamp start -->\nkept\n<!-- benchmarks.run:active:5t_opamp end -->\n"
+                   "<!-- benchmarks.run:active-alc:5t_opamp start -->\nold\n<!-- benchmarks.run:active-alc:5t_opamp end -->\n")
+    args = ["--opamp", "5t_opamp", "--rules", "random", "integrated", "--seeds", "0", "--budget", "50",
+            "--results-root", str(root), "--docs-path", str(doc), "--report-only"]
+    bench.main(args + ["--block", "active-alc"])
+    text = doc.read_text()
+    assert "kept" in text and "old" not in text and "### 5t_opamp: random vs integrated" in text
+    assert (tmp_path / "learning_curve_active-alc_5t_opamp.png").is_file()
+    with pytest.raises(ToolkitError, match="--block must be"):
+        bench.main(args + ["--block", "Active alc"])
+
+
 @needs_ngspice
 def test_init_from_the_users_designs_records_them_and_spends_the_budget_on_new_ones(tiny_data, tmp_path, monkeypatch):
     mine = tmp_path / "mine"
