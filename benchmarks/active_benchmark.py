@@ -150,9 +150,30 @@ def summarise(args) -> tuple:
         lines += ["", markdown_table(pd.DataFrame(met)), "",
                   "Cells: simulated designs meeting the spec so far (every goal, in SPICE), mean over seeds (number of "
                   "seeds)."]
+    per_metric = metric_table(args.rules, by_rule, counts)
+    if per_metric is not None:
+        lines += ["", markdown_table(per_metric), "",
+                  "Cells: log-space R² per metric on the fixed target_test, mean over seeds, every "
+                  f"{PER_METRIC_EVERY} simulations: where a rule gains and which metric holds the mean back."]
     if timing:
         lines += ["", markdown_table(pd.DataFrame(timing))]
     return "\n".join(lines), curves
+
+
+PER_METRIC_EVERY = 50   # simulations between the rows of the per-metric table
+
+
+def metric_table(rules, by_rule: dict, counts: list):
+    """Rows (simulations, rule) every PER_METRIC_EVERY simulations, a column per metric: the mean over seeds of
+    ``test_r2_log_per_metric``; None when no run recorded it."""
+    rows = []
+    for n in (n for n in counts if n % PER_METRIC_EVERY == 0):
+        for rule in rules:
+            per = [r["test_r2_log_per_metric"] for r in by_rule[rule].get(n, []) if "test_r2_log_per_metric" in r]
+            if per:
+                rows.append({"B simulations": n, "rule": rule,
+                             **{c: f"{statistics.mean(p[c] for p in per):.3f}" for c in per[0]}})
+    return pd.DataFrame(rows) if rows else None
 
 
 def main(argv=None):

@@ -328,6 +328,21 @@ def test_benchmark_report_averages_seeds_and_compares_with_random(tmp_path):
     assert "2 of 2 budgets" in text and "--report-only" not in text
     assert (tmp_path / "learning_curve_active_5t_opamp.png").is_file()
     assert out["curves"]["mixed"][0][:2] == (25, pytest.approx(0.811))
+    assert "log-space R² per metric" not in text              # the loops recorded no per-metric R²
+
+
+def test_benchmark_tabulates_each_metric_every_50_simulations(tmp_path):
+    from benchmarks import active_benchmark as bench
+    root = tmp_path / "bench"
+    for rule, cmrr in (("random", 0.5), ("integrated", 0.4)):
+        for seed in (0, 1):
+            _loop_rows(root, rule, seed, test_r2_log=lambda k: 0.9,
+                       test_r2_log_per_metric=lambda k: {"ugf": 0.99 + 0.002 * seed, "cmrr": cmrr + 0.1 * k})
+    out = bench.main(["--opamp", "5t_opamp", "--rules", "random", "integrated", "--seeds", "0", "1", "--budget", "50",
+                      "--results-root", str(root), "--report-only"])
+    assert "| 50 | random | 0.991 | 0.600 |" in out["text"] and "| 50 | integrated | 0.991 | 0.500 |" in out["text"]
+    rows = [line for line in out["text"].splitlines() if "| random |" in line or "| integrated |" in line]
+    assert len(rows) == 2 and all(line.startswith("| 50 |") for line in rows)   # only every 50 simulations
 
 
 def test_benchmark_with_a_spec_counts_the_designs_meeting_it_in_its_own_block(tmp_path):
