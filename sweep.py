@@ -29,6 +29,7 @@ import importlib
 import itertools
 import json
 import os
+import re
 import shutil
 import statistics
 import time
@@ -67,7 +68,13 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=list(BACKENDS), default="local")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (with --backend dask)")
     p.add_argument("--docs-path", default=None, help="Markdown file whose sweep block is replaced")
+    p.add_argument("--block", default=None, metavar="NAME",
+                   help="name of that block, sweep:<NAME> [<opamp>_<stage>]: another sweep of the same stage gets "
+                        "its own table instead of replacing the first")
     args = p.parse_args(argv)
+    if args.block is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.block):
+        raise ToolkitError(f"--block must be letters, digits, '_', '.' and '-', got {args.block!r}. "
+                           f"Fix: e.g. --block 5t_opamp_align_hetero_large")
     args.stage = canonical(args.stage, what="stage to sweep")
     if not args.grid:
         raise ToolkitError("Empty grid: give at least one --grid KEY=V1,V2 (e.g. --grid LAMBDA_CORAL=0.01,0.05).")
@@ -328,7 +335,7 @@ def main(argv=None):
     block = f"### sweep: {args.stage} on {args.opamp}\n\nCommand: `{cmd}`\n\n{text}\n"
     atomic_write_text(args.results_root / "sweep.md", block)
     if args.docs_path:
-        replace_block(Path(args.docs_path), f"sweep:{args.opamp}_{args.stage}", block)
+        replace_block(Path(args.docs_path), f"sweep:{args.block or f'{args.opamp}_{args.stage}'}", block)
     print()
     print(text)
     print()

@@ -35,9 +35,16 @@ def test_grid_runs_every_combination_and_chooses_on_val(data, tmp_path):
     assert "never used to choose" in text and text.count("| **") == 2     # one bold (chosen) cell per size
     # a rerun finds every run in the JSONL: nothing is trained again
     before = (root / "sweep.jsonl").read_text()
+    doc = tmp_path / "RESULTS.md"
     sweep.main(_argv(data, root, "--stage", "target_only", "--grid", "ALPHA_R2=0.5,1.0",
-                     "--seeds", "0", "1", "--n-target", "20", "all"))
+                     "--seeds", "0", "1", "--n-target", "20", "all", "--docs-path", str(doc)))
     assert (root / "sweep.jsonl").read_text() == before
+    # a second table of the same stage under its own block name leaves the first in place
+    sweep.main(_argv(data, root, "--stage", "target_only", "--grid", "ALPHA_R2=0.5", "--seeds", "0",
+                     "--n-target", "20", "--docs-path", str(doc), "--block", "alpha_half"))
+    text = doc.read_text()
+    assert "benchmarks.run:sweep:5t_opamp_target_only start" in text and "sweep:alpha_half start" in text
+    assert text.count("### sweep: target_only on 5t_opamp") == 2
 
 
 def test_parents_are_trained_once_and_shared(data, tmp_path):
@@ -68,6 +75,7 @@ def test_random_draws_k_combinations(data, tmp_path):
     (["--stage", "target_only", "--grid", "ALPHA_R2=0.5", "--set", "ALPHA_R2=1"], "both swept"),
     (["--stage", "target_only", "--grid", "ALPHA_R2=-1"], "ALPHA_R2"),
     (["--stage", "target_only", "--grid", "ALPHA_R2=1", "--backend", "dask"], "needs --scheduler"),
+    (["--stage", "target_only", "--grid", "ALPHA_R2=1", "--block", "two words"], "--block must be"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(data, tmp_path, extra, needle):
     with pytest.raises(ToolkitError, match=needle):
