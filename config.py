@@ -77,7 +77,10 @@ MIN_BATCHES_PER_EPOCH = 10 # >= 1; target-data stages: an epoch is at least this
                            # so EPOCHS / PATIENCE mean the same training at any target size
 
 # ---- align (AlignHeteroMLP + CORAL)
-LAMBDA_CORAL = 0.05        # weight of the CORAL term, >= 0
+LAMBDA_CORAL = 0.05        # weight of the CORAL term, >= 0 (the seed's). With the seed's 1/(4d^2) normalisation the
+                           # term is ~1e-6, so 0.01-0.05 train the same net as 0 (3.5x slower); it acts at 1e4-1e6,
+                           # helping one shipped circuit and hurting the other: sweep it on val
+                           # (docs/RESULTS.md#coral-weight-lambda_coral)
 ALPHA_R2 = 1.0             # weight of (1 - batch R^2), >= 0
 ALIGN_REINIT_LAYERS = "auto"  # last backbone layers re-initialised before align training: 0 = transfer every
                            # layer (the seed) .. NUM_LAYERS-1 = only the first; "auto" trains 0 and NUM_LAYERS-1
