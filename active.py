@@ -340,11 +340,12 @@ def choose_integrated(ens: Ensemble, x_scaled, mean, std, p_ok, batch: int, rng)
     if gp is None:
         raise ToolkitError("--rule integrated needs the GP member in the ensemble. Fix: --members ...,gp_stack")
     sub = np.sort(rng.choice(len(x_scaled), min(INTEGRATED_POOL, len(x_scaled)), replace=False))
+    x_sub = np.asarray(x_scaled)[sub]
     with torch.no_grad():
-        xs = torch.as_tensor(np.asarray(x_scaled)[sub])
+        xs = torch.as_tensor(x_sub)
         cov = gp.posterior_cov(xs, xs).numpy()
         noise = gp.observation_noise().numpy()
-    return sub[select("integrated", x_scaled[sub], mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
+    return sub[select("integrated", x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
                       gp_cov=(cov, noise))]
 
 

@@ -84,14 +84,17 @@ class StackedGP(nn.Module):
         self.source.train(was_training)
         return torch.cat([x, s], dim=1).double()
 
+    def kernel(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``k_j(p, q)`` for every metric j, (M, P, Q), of GP inputs ``z`` (``features``), (P, D+M) and (Q, D+M)."""
+        ls = self.length_scale[:, None, :]                               # (M, 1, D+M)
+        # exact pairwise distances (no |a|^2 + |b|^2 - 2ab cancellation), without an (M, P, Q, D+M) tensor
+        r = torch.cdist(p[None] / ls, q[None] / ls, compute_mode="donot_use_mm_for_euclid_dist")   # (M, P, Q)
+        return self.amplitude[:, None, None] * matern(r, self.nu)
+
     def mean_var(self, x: torch.Tensor):
         """Model-space ``(mean, var)``, (N, M) float64 each."""
         z = self.features(x)                                             # (N, D+M)
-        ls = self.length_scale[:, None, :]                               # (M, 1, D+M)
-        # exact pairwise distances (no |a|^2 + |b|^2 - 2ab cancellation), without an (M, N, n, D+M) tensor
-        r = torch.cdist(z[None] / ls, self.train_z[None] / ls,
-                        compute_mode="donot_use_mm_for_euclid_dist")     # (M, N, n)
-        k = self.amplitude[:, None, None] * matern(r, self.nu)           # (M, N, n)
+        k = self.kernel(z, self.train_z)                                 # (M, N, n)
         mean = torch.einsum("mNn,mn->mN", k, self.alpha)                 # (M, N)
         v = torch.linalg.solve_triangular(self.chol, k.transpose(1, 2), upper=False)   # (M, n, N)
         var = (self.amplitude + self.noise)[:, None] - (v * v).sum(1)    # (M, N)
@@ -105,16 +108,11 @@ class StackedGP(nn.Module):
         ``y_std_j^2 * (k_j(a, b) - (L_j^-1 k_j(Z, a))^T (L_j^-1 k_j(Z, b)))``.  Its diagonal plus
         ``observation_noise()`` is ``mean_var``'s variance; active learning uses it to tell how much simulating
         one design would shrink the variance elsewhere (``active_learning.acquisition.integrated``)."""
-        za, zb = self.features(xa), self.features(xb)
-        ls = self.length_scale[:, None, :]
-
-        def kern(p, q):
-            r = torch.cdist(p[None] / ls, q[None] / ls, compute_mode="donot_use_mm_for_euclid_dist")
-            return self.amplitude[:, None, None] * matern(r, self.nu)            # (M, P, Q)
-
-        va = torch.linalg.solve_triangular(self.chol, kern(self.train_z, za), upper=False)   # (M, n, Na)
-        vb = va if xb is xa else torch.linalg.solve_triangular(self.chol, kern(self.train_z, zb), upper=False)
-        cov = kern(za, zb) - va.transpose(1, 2) @ vb
+        za = self.features(xa)
+        zb = za if xb is xa else self.features(xb)
+        va = torch.linalg.solve_triangular(self.chol, self.kernel(self.train_z, za), upper=False)   # (M, n, Na)
+        vb = va if xb is xa else torch.linalg.solve_triangular(self.chol, self.kernel(self.train_z, zb), upper=False)
+        cov = self.kernel(za, zb) - va.transpose(1, 2) @ vb
         return (self.y_std ** 2)[:, None, None] * cov
 
     def observation_noise(self) -> torch.Tensor:
