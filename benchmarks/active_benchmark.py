@@ -73,6 +73,20 @@ def base_rule(rule: str) -> str:
     return rule[:-len(WARM)] if rule.endswith(WARM) else rule
 
 
+def random_control(rule: str, rules) -> str | None:
+    """The random run ``rule``'s mean is compared with ("≥ random at"): the one trained the same way
+    (``random+warm`` for a ``+warm`` rule) when the benchmark has it, else plain ``random``; ``rule`` itself when
+    it is that control (``random``; ``random+warm`` without a plain one); else any random run; None without one."""
+    same = "random" + (WARM if rule.endswith(WARM) else "")
+    if rule == "random":
+        return rule
+    if same in rules and same != rule:
+        return same
+    if "random" in rules:
+        return "random"
+    return next((r for r in rules if base_rule(r) == "random"), None)
+
+
 def block_name(args) -> str:
     """The Markdown block (and PNG) name: --block, else active-spec / active-warm / active; then the circuit."""
     kind = args.block or ("active-spec" if "--spec" in args.extra
@@ -129,10 +143,11 @@ def summarise(args) -> tuple:
                "failed simulations (all seeds)": sum(run[-1]["failed"] for run in runs[rule] if run)}
         if args.reference is not None:
             row[f"first mean ≥ {args.reference}"] = reached[0] if reached else "not reached"
-        if "random" in args.rules:
+        control = random_control(rule, args.rules)
+        if control is not None:
             row["≥ random at"] = "–"
-        if rule != "random" and curves.get("random"):
-            rand = {n: m for n, m, _ in curves["random"]}
+        if control not in (None, rule) and curves.get(control):
+            rand = {n: m for n, m, _ in curves[control]}
             common = [n for n in mean_at if n in rand]
             row["≥ random at"] = f"{sum(mean_at[n] >= rand[n] for n in common)} of {len(common)} budgets"
         timing.append(row)

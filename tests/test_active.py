@@ -530,3 +530,26 @@ def test_warm_start_trains_each_round_from_the_previous_rounds_members_and_is_pa
     # the same folder without warm start is another run, refused with the fix
     with pytest.raises(active.ToolkitError, match="other settings .*warm_start"):
         _run(tiny_data, out, *args[:-2], "--budget", "50", "--members", "target_only", "--warm-start", "false")
+
+
+def test_benchmark_compares_each_rule_with_the_random_run_trained_the_same_way():
+    from benchmarks.active_benchmark import random_control
+    assert random_control("mixed", ["random", "mixed"]) == "random"
+    assert random_control("random", ["random", "mixed"]) == "random"                  # the control itself
+    assert random_control("integrated+warm", ["random+warm", "integrated+warm"]) == "random+warm"
+    assert random_control("random+warm", ["random+warm", "integrated+warm"]) == "random+warm"
+    assert random_control("random+warm", ["random", "random+warm"]) == "random"       # the warm-start table
+    assert random_control("integrated+warm", ["random", "integrated+warm"]) == "random"
+    assert random_control("integrated", ["random+warm", "integrated"]) == "random+warm"
+    assert random_control("integrated", ["uncertainty", "integrated"]) is None
+
+
+def test_benchmark_of_warm_rules_counts_budgets_against_random_warm(tmp_path):
+    from benchmarks import active_benchmark as bench
+    root = tmp_path / "bench"
+    for rule, shift in (("random+warm", 0.0), ("integrated+warm", 0.01)):
+        _loop_rows(root, rule, 0, test_r2_log=lambda k: 0.8 + shift)
+    out = bench.main(["--opamp", "5t_opamp", "--rules", "random+warm", "integrated+warm", "--seeds", "0",
+                      "--budget", "50", "--results-root", str(root), "--report-only"])
+    timing = [line for line in out["text"].splitlines() if line.startswith("| integrated+warm | 1 |")]
+    assert len(timing) == 1 and timing[0].endswith("| 2 of 2 budgets |")
