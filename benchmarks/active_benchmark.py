@@ -135,7 +135,8 @@ def summarise(args) -> tuple:
         complete = [run for run in runs[rule] if run and run[-1]["simulations"] >= args.budget]
         mean_at = {n: m for n, m, _ in curves[rule]}
         reached = [n for n in sorted(mean_at) if args.reference is not None and mean_at[n] >= args.reference]
-        run_s = [sum(r["select_s"] + r["simulate_s"] + r["train_s"] for r in run) for run in complete]
+        run_s = [sum(r["select_s"] + r["simulate_s"] + r["train_s"] for r in run if r["simulations"] <= args.budget)
+                 for run in complete]   # a run taken on past --budget: its first --budget simulations
         row = {"rule": rule, "complete runs": len(complete),
                "median s per round (select / simulate / train)":
                    " / ".join(f"{statistics.median(r[k] for r in rows):.0f}" for k in ("select_s", "simulate_s", "train_s")),

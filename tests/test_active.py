@@ -553,3 +553,12 @@ def test_benchmark_of_warm_rules_counts_budgets_against_random_warm(tmp_path):
                       "--budget", "50", "--results-root", str(root), "--report-only"])
     timing = [line for line in out["text"].splitlines() if line.startswith("| integrated+warm | 1 |")]
     assert len(timing) == 1 and timing[0].endswith("| 2 of 2 budgets |")
+
+
+def test_benchmark_times_a_run_taken_past_the_budget_up_to_the_budget(tmp_path):
+    from benchmarks import active_benchmark as bench
+    root = tmp_path / "bench"
+    _loop_rows(root, "random", 0, test_r2_log=lambda k: 0.8)                # 25 and 50 simulations, 31.5 s a round
+    out = bench.main(["--opamp", "5t_opamp", "--rules", "random", "--seeds", "0", "--budget", "25",
+                      "--results-root", str(root), "--report-only"])
+    assert "| random | 1 | 1 / 0 / 30 | 32 |" in out["text"]                 # the round at 50 is not counted
