@@ -136,12 +136,13 @@ def summarise(args) -> tuple:
         mean_at = {n: m for n, m, _ in curves[rule]}
         reached = [n for n in sorted(mean_at) if args.reference is not None and mean_at[n] >= args.reference]
         run_s = [sum(r["select_s"] + r["simulate_s"] + r["train_s"] for r in run if r["simulations"] <= args.budget)
-                 for run in complete]   # a run taken on past --budget: its first --budget simulations
+                 for run in complete]   # a run taken on past --budget: its first --budget simulations (and failures)
         row = {"rule": rule, "complete runs": len(complete),
                "median s per round (select / simulate / train)":
                    " / ".join(f"{statistics.median(r[k] for r in rows):.0f}" for k in ("select_s", "simulate_s", "train_s")),
                f"s per {args.budget}-simulation run (median)": f"{statistics.median(run_s):.0f}" if run_s else "–",
-               "failed simulations (all seeds)": sum(run[-1]["failed"] for run in runs[rule] if run)}
+               "failed simulations (all seeds)": sum(upto[-1]["failed"] for run in runs[rule]
+                                                     if (upto := [r for r in run if r["simulations"] <= args.budget]))}
         if args.reference is not None:
             row[f"first mean ≥ {args.reference}"] = reached[0] if reached else "not reached"
         control = random_control(rule, args.rules)

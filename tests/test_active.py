@@ -561,4 +561,4 @@ def test_benchmark_times_a_run_taken_past_the_budget_up_to_the_budget(tmp_path):
     _loop_rows(root, "random", 0, test_r2_log=lambda k: 0.8)                # 25 and 50 simulations, 31.5 s a round
     out = bench.main(["--opamp", "5t_opamp", "--rules", "random", "--seeds", "0", "--budget", "25",
                       "--results-root", str(root), "--report-only"])
-    assert "| random | 1 | 1 / 0 / 30 | 32 |" in out["text"]                 # the round at 50 is not counted
+    assert "| random | 1 | 1 / 0 / 30 | 32 | 0 |" in out["text"]             # the round at 50 is not counted
