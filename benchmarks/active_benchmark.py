@@ -103,6 +103,12 @@ def read_progress(folder: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def within_budget(run: list, budget: int) -> list:
+    """A loop's rounds up to ``budget`` simulations: a run taken on past the benchmark's --budget is timed and its
+    failures counted over its first --budget simulations, as the others."""
+    return [r for r in run if r["simulations"] <= budget]
+
+
 def summarise(args) -> tuple:
     """(Markdown, {rule: [(simulations, mean, sd)]}) over the seeds that reached each simulation count."""
     by_rule, lines = {}, []
@@ -135,14 +141,14 @@ def summarise(args) -> tuple:
         complete = [run for run in runs[rule] if run and run[-1]["simulations"] >= args.budget]
         mean_at = {n: m for n, m, _ in curves[rule]}
         reached = [n for n in sorted(mean_at) if args.reference is not None and mean_at[n] >= args.reference]
-        run_s = [sum(r["select_s"] + r["simulate_s"] + r["train_s"] for r in run if r["simulations"] <= args.budget)
-                 for run in complete]   # a run taken on past --budget: its first --budget simulations (and failures)
+        run_s = [sum(r["select_s"] + r["simulate_s"] + r["train_s"] for r in within_budget(run, args.budget))
+                 for run in complete]
         row = {"rule": rule, "complete runs": len(complete),
                "median s per round (select / simulate / train)":
                    " / ".join(f"{statistics.median(r[k] for r in rows):.0f}" for k in ("select_s", "simulate_s", "train_s")),
                f"s per {args.budget}-simulation run (median)": f"{statistics.median(run_s):.0f}" if run_s else "–",
-               "failed simulations (all seeds)": sum(upto[-1]["failed"] for run in runs[rule]
-                                                     if (upto := [r for r in run if r["simulations"] <= args.budget]))}
+               "failed simulations (all seeds)": sum(within[-1]["failed"] for run in runs[rule]
+                                                     if (within := within_budget(run, args.budget)))}
         if args.reference is not None:
             row[f"first mean ≥ {args.reference}"] = reached[0] if reached else "not reached"
         control = random_control(rule, args.rules)
