@@ -178,6 +178,7 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "ACTIVE_MEMBERS": ("a list of ensemble member names", lambda v: _names(v) and len(v) > 0,
                        "--members align_hetero,dualhead"),
     "ACTIVE_WARM_START": ("true or false", lambda v: isinstance(v, bool), "--set ACTIVE_WARM_START=true"),
+    "SIGNED_RATIO": ("true or false", lambda v: isinstance(v, bool), "--set SIGNED_RATIO=false"),
     "TARGET_ONLY_NETS": ("an integer from 1 to 16", lambda v: _int(v) and 1 <= v <= 16, "--set TARGET_ONLY_NETS=3"),
     "REFIT": ("'off' or 'train+val'", lambda v: v in ("off", "train+val"),
               "--set REFIT=train+val (retrain on train + val rows with val's choices) or off"),

@@ -113,8 +113,9 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     ``target_test`` (when test_split > 0), ``x_cols``, ``y_cols``, ``log_x_cols``,
     ``log_y_cols``, ``preprocessing`` (a :class:`Preprocessing`), ``split`` (row indices into
     the target files and the protocol), ``dropped`` (failed rows per split and reason),
-    ``raw`` (physical DataFrames per split), ``files``, ``failure_rule``, ``design_space`` (of the
-    target meta.json, or None).
+    ``raw`` (physical DataFrames per split), ``signs`` (per split, the rows of the domain's
+    ``*metric_signs*.csv`` as a DataFrame, or None without one), ``files``, ``failure_rule``,
+    ``design_space`` (of the target meta.json, or None).
     With ``results_dir`` the scalers are saved there and reused while the data matches.
     ``n_target_train > 0`` keeps only that many (usable) target training rows, a seeded subset
     taken after splitting, for data-efficiency studies: val and test stay exactly as without it.
@@ -198,9 +199,14 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         save_scalers(scaler_path(results_dir, opamp_type), pre, fingerprint(files, fp_settings))
 
     out = {name: (pre.transform_x(x), pre.transform_y(y)) for name, (x, y) in raw.items()}
+    signs = {"source": None if src.signs is None else src.signs.iloc[keep_src]}
+    signs.update({f"target_{name}": None if tgt.signs is None else tgt.signs.iloc[idx] for name, idx in kept.items()})
     if test_split == 0:
         out.pop("target_test")
         raw.pop("target_test")
+        signs.pop("target_test")
+    files = dict(zip(["source_features", "source_targets", "target_features", "target_targets"], files))
+    files.update({f"{d}_signs": dom.signs_file for d, dom in (("source", src), ("target", tgt)) if dom.signs_file})
     out.update(
         x_scaler=pre.x_scaler(), y_scaler=pre.y_scaler(), preprocessing=pre,
         x_cols=x_cols, y_cols=y_cols, log_x_cols=pre.log_x_cols, log_y_cols=pre.log_y_cols,
@@ -208,8 +214,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
                "seed": seed, "val_split": val_split, "test_split": test_split, "n_target_train": n_target_train,
                "n_source": int(len(keep_src)),
                **{f"target_{k}_idx": v.tolist() for k, v in kept.items()}},
-        dropped=dropped, raw=raw, files={k: str(f) for k, f in zip(
-            ["source_features", "source_targets", "target_features", "target_targets"], files)},
+        dropped=dropped, raw=raw, signs=signs, files={k: str(f) for k, f in files.items()},
         failure_rule=rule, design_space=design_space,
     )
     return out

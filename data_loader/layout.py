@@ -1,8 +1,11 @@
 """Find and read one domain of a dataset laid out as
 
-    <data_dir>/<circuit>/<source|target>/ *features*.csv  *targets*.csv
+    <data_dir>/<circuit>/<source|target>/ *features*.csv  *targets*.csv  [*metric_signs*.csv]
 
-Rows of the two CSVs are matched by position.  Column names come from the headers.
+Rows of the CSVs are matched by position.  Column names come from the headers.  The optional
+``*metric_signs*.csv`` gives, for a metric that is the magnitude of a ratio (cmrr = |Adm/Acm|), the sign of
+that ratio per row (+1 / -1; empty where the simulation failed): ``spice.generate`` writes it, and a model
+may learn the signed ratio, which stays smooth where the magnitude spikes (``models.signed_ratio``).
 Every problem a user can cause is a ToolkitError naming the path, what was expected and
 what to do.
 """
@@ -19,6 +22,7 @@ from core.errors import ToolkitError
 from spice.circuit_file import check_variable
 
 DOMAINS = ("source", "target")
+SIGNS_PATTERN = "*metric_signs*.csv"   # optional: the sign of each row's ratio metrics (spice.generate writes it)
 STATUS_COL = "status"  # optional column in *targets*.csv written by `spice.generate --keep-failed`
 UNIT_SLIP = 10.0       # data this many times beyond a declared range: another unit (m vs um), not a wider sweep
 
@@ -30,6 +34,8 @@ class DomainData:
     status: pd.Series | None    # simulator status per row when the file carries one, else None
     features_file: Path
     targets_file: Path
+    signs: pd.DataFrame | None = None   # +1 / -1 per row for the ratio metrics the signs file names, else None
+    signs_file: Path | None = None
 
 
 def list_circuits(data_dir) -> list[str]:
@@ -142,8 +148,40 @@ def read_folder(folder) -> DomainData:
     if overlap:
         raise ToolkitError(f"Columns {overlap} appear in both {features_file.name} and {targets_file.name}. "
                            f"A column is either a design variable or a metric.")
-    return DomainData(_to_numbers(x_text, features_file), _to_numbers(y_text, targets_file),
-                      status, features_file, targets_file)
+    targets = _to_numbers(y_text, targets_file)
+    signs_file = _optional_file(folder, SIGNS_PATTERN, "signs of ratio metrics")
+    signs = None if signs_file is None else read_signs(signs_file, targets, targets_file)
+    return DomainData(_to_numbers(x_text, features_file), targets, status, features_file, targets_file,
+                      signs, signs_file)
+
+
+def _optional_file(folder: Path, pattern: str, what: str) -> Path | None:
+    files = sorted(p for p in folder.glob(pattern) if p.is_file())
+    if len(files) > 1:
+        raise ToolkitError(f"{folder} holds {len(files)} {pattern} files ({what}): "
+                           f"{', '.join(p.name for p in files)}. Keep at most one and move the others away.")
+    return files[0] if files else None
+
+
+def read_signs(path: Path, targets: pd.DataFrame, targets_file: Path) -> pd.DataFrame:
+    """The signs file checked against the targets: metric columns only, one row per target row, each cell
+    +1 or -1 where that row's metric is a number (empty allowed where it is not: a failed simulation)."""
+    frame = _to_numbers(_read_numeric(path), path)
+    unknown = [c for c in frame.columns if c not in targets.columns]
+    if unknown:
+        raise ToolkitError(f"{path} names {unknown}, which are not metric columns of {targets_file.name} "
+                           f"({list(targets.columns)}). Its columns are the metrics whose sign it gives.")
+    if len(frame) != len(targets):
+        raise ToolkitError(f"{path.name} has {len(frame)} rows but {targets_file.name} has {len(targets)} in "
+                           f"{path.parent}. Rows are matched by position: one sign row per design.")
+    for col in frame.columns:
+        v, known = frame[col].to_numpy(float), np.isfinite(targets[col].to_numpy(float))
+        bad = (known & ~np.isin(v, (-1.0, 1.0))) | (~known & np.isfinite(v) & ~np.isin(v, (-1.0, 1.0)))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ToolkitError(f"{path}: column {col!r} has {v[row]:g} on line {row + 2} (data row {row + 1}); a "
+                               f"sign is +1 or -1 (empty only where the metric is). Fix the file or delete it.")
+    return frame
 
 
 def check_same_columns(src: DomainData, tgt: DomainData) -> None:

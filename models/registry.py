@@ -8,6 +8,7 @@ from models.dual_head import DualHeadMLP
 from models.gp import StackedGP
 from models.mdn import MDN
 from models.mlp import MLP
+from models.signed_ratio import SignedRatio
 
 MODEL_CLASSES = {
     "MLP": MLP,
@@ -16,4 +17,5 @@ MODEL_CLASSES = {
     "MDN": MDN,
     "StackedGP": StackedGP,
     "DeepEnsemble": DeepEnsemble,
+    "SignedRatio": SignedRatio,
 }

@@ -7,8 +7,8 @@
     python -m spice.generate ... --process sky130 --corner ss --temp 85 --vdd 1.62  # run conditions (spice/conditions.py)
 
 --opamp is a shipped circuit name or a circuit file (.toml, docs/SPICE.md 'Your own circuit'),
-whose ``name`` is the output folder.  Writes <out>/<name>/<domain>/features.csv, targets.csv (rows matched by position) and
-meta.json (with the design space).  --n counts designs that simulated OK: designs are drawn by index (design i depends
+whose ``name`` is the output folder.  Writes <out>/<name>/<domain>/features.csv, targets.csv, metric_signs.csv
+(rows matched by position; the sign of Re(Adm/Acm) per design, ``spice.measure``) and meta.json (with the design space).  --n counts designs that simulated OK: designs are drawn by index (design i depends
 only on (seed, i)) until n of them are OK; the files hold the first n OK designs in index order,
 so the result is the same for any --workers, --chunk or backend.  Failed designs are left out
 (meta.json counts them by status); --keep-failed writes every drawn design with a status column.
@@ -42,7 +42,7 @@ from core.executor import check_backend, parallel
 from core.outputs import LOCK_NAME, check_writable_dir, results_lock
 from spice.batch import AC_CMD
 from spice.circuits import BENCH_VERSION, BUILTINS, circuit
-from spice.measure import METRIC_UNITS, METRICS, OK, OP_METRIC_UNITS, STATUSES
+from spice.measure import METRIC_UNITS, METRICS, OK, OP_METRIC_UNITS, SIGN_COLUMNS, SIGNED_METRICS, STATUSES
 from spice.processes import DOMAIN_PROCESS
 from spice.sampling import sample_designs
 from spice.conditions import Conditions, apply as apply_conditions
@@ -99,7 +99,7 @@ def simulate_chunk(opamp, process, pdk_path, seed, start, stop, sim_backend, con
     operating point's supply power (W) as one more metric column."""
     x = sample_designs(opamp, seed, start, stop)
     y = simulate(opamp, x, process, backend=sim_backend, pdk_path=pdk_path, op=power, **(conditions or {}))
-    return pd.concat([x, y[METRICS + (["power"] if power else []) + ["status"]]], axis=1)
+    return pd.concat([x, y[METRICS + (["power"] if power else []) + SIGN_COLUMNS + ["status"]]], axis=1)
 
 
 def _chunk_path(partial: Path, start: int) -> Path:
@@ -323,6 +323,10 @@ def _generate(args, argv, out_dir, process, proc, version, t0, run_state=None):
         kept[feat_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
     with atomic_path(out_dir / "targets.csv") as tmp:
         kept[tgt_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
+    signed = [m for m, c in zip(SIGNED_METRICS, SIGN_COLUMNS) if c in kept.columns and kept[c].notna().all()]
+    if signed:   # chunks saved before the signs were recorded have none: then no signs file
+        with atomic_path(out_dir / "metric_signs.csv") as tmp:
+            kept[[f"{m}_sign" for m in signed]].set_axis(signed, axis=1).to_csv(tmp, index=False, float_format="%g")
     ok = rows[rows["status"] == OK]
     meta = {
         "opamp": args.circuit.name, "domain": args.domain, "process": proc.name,
@@ -339,7 +343,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0, run_state=None):
         "failed": {s: int(counts[s]) for s in STATUSES if s != OK and s in counts},
         "rows_written": int(len(kept)), "keep_failed": bool(args.keep_failed),
         "negative_phase_margin_fraction": float((ok["phase_margin"] < 0).mean()),
-        "feature_columns": feat_cols, "target_columns": metrics,
+        "feature_columns": feat_cols, "target_columns": metrics, "sign_columns": signed,
         "units": {**{k: v.unit for k, v in args.circuit.variables.items()}, **METRIC_UNITS,
                   **({"power": OP_METRIC_UNITS["power"]} if args.power else {})},
         "wall_time_s": round(time.time() - t0, 1), "resumed_chunks": reused,

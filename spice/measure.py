@@ -7,6 +7,9 @@ from the AC bench of ``spice.circuits`` (sweep ``spice.batch.AC_CMD``, from F_ST
   ugf           first frequency where |Adm| falls through 1, log-log interpolated (Hz)
   phase_margin  180 + phase(Adm) at ugf, phase unwrapped from ~0 deg at F_START (deg; < 0 = unstable)
   cmrr          |Adm| / |Acm| at F_START, linear
+  cmrr_sign     sign of Re(Adm / Acm) at F_START (+1 / -1): Acm passes through zero inside a design space
+                (the tail's and the mirror's common-mode paths cancel), so |Adm/Acm| spikes there while the
+                signed ratio Acm/Adm stays smooth; ``spice.generate`` writes it to metric_signs.csv
   slewrate_pos  unity-gain buffer, input step vlo -> vhi (dV = vhi - vlo): the output's first
                 crossings of v0 + 0.2 dV and v0 + 0.8 dV (v0 = output before the step) give
                 0.6 dV / (t80 - t20), V/s.  First crossings of fixed fractions of the *input*
@@ -18,6 +21,9 @@ METRICS = ["slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"]
 METRIC_UNITS = {"slewrate_pos": "V/s", "dc_gain": "V/V", "ugf": "Hz", "phase_margin": "deg", "cmrr": "V/V"}
 # operating-point quantities a dataset may carry as metrics too (spice.generate --power): units for spec files
 OP_METRIC_UNITS = {"power": "W", "supply_current": "A"}
+# Metrics that are the magnitude of a ratio whose sign the simulator also records (column <metric>_sign).
+SIGNED_METRICS = ["cmrr"]
+SIGN_COLUMNS = [f"{m}_sign" for m in SIGNED_METRICS]
 
 # Status values a design can get.  Only "ok" rows go into the training files.
 OK = "ok"
@@ -34,7 +40,8 @@ def ac_metrics(freq, adm, acm) -> tuple[dict, str]:
     """dc_gain, ugf, phase_margin, cmrr from the AC sweeps; (metrics, status)."""
     freq, adm, acm = np.asarray(freq, float), np.asarray(adm), np.asarray(acm)
     mag = np.abs(adm)
-    out = {"dc_gain": float(mag[0]), "cmrr": float(mag[0] / max(abs(acm[0]), 1e-300))}
+    out = {"dc_gain": float(mag[0]), "cmrr": float(mag[0] / max(abs(acm[0]), 1e-300)),
+           "cmrr_sign": 1.0 if (adm[0] * np.conj(acm[0])).real >= 0 else -1.0}
     below = np.nonzero(mag < 1.0)[0]
     if mag[0] <= 1.0 or below.size == 0:
         return out, NO_UGF

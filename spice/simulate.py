@@ -17,7 +17,7 @@ from spice import batch, measure
 from spice import conditions as conditions_mod
 from spice import operating_point
 from spice.circuits import ac_testbench, circuit, tran_testbench
-from spice.measure import INCOMPLETE_STEP, METRICS, NONCONVERGENCE, OK, SIM_ERROR
+from spice.measure import INCOMPLETE_STEP, METRICS, NONCONVERGENCE, OK, SIGN_COLUMNS, SIM_ERROR
 from spice.processes import PROCESSES, load_process
 from spice.shared_lib import engine
 from spice.tran_length import POINTS, RETRY_FACTOR, SETTLE_TAUS, estimate_tstop
@@ -145,7 +145,7 @@ def _finish(m: dict, status: str, op: dict | None = None) -> dict:
     """One output row; a failed design keeps no partial metrics (NaN), only its status.
     ``op`` (the operating-point columns) is kept whenever the operating point was solved."""
     keep = status == OK
-    return {**{k: m[k] if keep else np.nan for k in METRICS}, "status": status, **(op or {})}
+    return {**{k: m[k] if keep else np.nan for k in METRICS + SIGN_COLUMNS}, "status": status, **(op or {})}
 
 
 def _read_op(eng, opamp, proc) -> dict | None:
@@ -243,7 +243,8 @@ def simulate(opamp, designs, process: str = "A", *, backend: str = "auto",
     designs: a DataFrame, a list of dicts or one dict with the circuit's design variables as
     columns, in the units its file declares (shipped: w*, l* in um; cc in F; cr in ohm; ibias in A).  Returns a DataFrame with the same index
     and columns slewrate_pos (V/s), dc_gain (V/V), ugf (Hz), phase_margin (deg), cmrr (V/V)
-    and status ("ok" or a failure reason; failed rows have NaN metrics).
+    and status ("ok" or a failure reason; failed rows have NaN metrics), plus cmrr_sign (+1 / -1: the sign of
+    Re(Adm/Acm), ``spice.measure``) after the metrics.
     backend: "shared" (libngspice in this process), "batch" (ngspice -b per design) or
     "auto" (shared when available, else batch).
     op: also return the operating point (``spice.operating_point.op_columns``: supply_current in
@@ -269,7 +270,7 @@ def simulate(opamp, designs, process: str = "A", *, backend: str = "auto",
         raise ToolkitError(f"ngspice is not installed (neither libngspice nor the ngspice "
                            f"executable was found); {INSTALL_HINT}")
     rows = []
-    columns = METRICS + ["status"] + (operating_point.op_columns(opamp) if op else [])
+    columns = METRICS + SIGN_COLUMNS + ["status"] + (operating_point.op_columns(opamp) if op else [])
     for design in x.to_dict("records"):
         if eng is not None and eng.exited:
             # A fatal ngspice error ended this process's instance (re-init would crash):

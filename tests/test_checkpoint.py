@@ -9,8 +9,8 @@ import models.model_utils as mu
 from core.errors import ToolkitError
 from models import MODEL_CLASSES, AlignHeteroMLP, DualHeadMLP, MLP
 
-NETS = {k: v for k, v in MODEL_CLASSES.items() if k not in ("MDN", "DeepEnsemble")}   # x -> y networks (the MDN
-# maps y -> x; a DeepEnsemble is built from networks: BUILD below)
+NETS = {k: v for k, v in MODEL_CLASSES.items() if k not in ("MDN", "DeepEnsemble", "SignedRatio")}   # x -> y networks
+# (the MDN maps y -> x; a DeepEnsemble and a SignedRatio are built from networks: BUILD below)
 from models.model_utils import (CHECKPOINT_FORMAT_VERSION, load_checkpoint, load_model,
                                 read_checkpoint_meta, save_checkpoint, save_model, sidecar_path)
 
@@ -52,7 +52,14 @@ def _deep_ensemble(input_dim, output_dim, **kwargs):
     return DeepEnsemble("AlignHeteroMLP", dict(input_dim=input_dim, output_dim=output_dim, **kwargs), 2)
 
 
-BUILD = {**NETS, "DeepEnsemble": _deep_ensemble}   # every x -> y model class, by a (input_dim, output_dim) builder
+def _signed_ratio(input_dim, output_dim, **kwargs):
+    from models.signed_ratio import SignedRatio
+    transform = {"k": 1e3, "u_mean": 0.1, "u_scale": 0.9, "log": True, "y_mean": 7.0, "y_scale": 1.5}
+    return SignedRatio("AlignHeteroMLP", dict(input_dim=input_dim, output_dim=output_dim, **kwargs),
+                       [output_dim - 1], [transform])
+
+
+BUILD = {**NETS, "DeepEnsemble": _deep_ensemble, "SignedRatio": _signed_ratio}   # every x -> y model class, by a (input_dim, output_dim) builder
 
 
 @pytest.mark.parametrize("name", list(BUILD))

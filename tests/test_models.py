@@ -5,8 +5,8 @@ import torch
 from core.errors import ToolkitError
 from models import MODEL_CLASSES, AlignHeteroMLP, DualHeadMLP, MLP
 
-NETS = {k: v for k, v in MODEL_CLASSES.items() if k not in ("MDN", "DeepEnsemble")}   # x -> y networks (the MDN maps y
-# -> x; a DeepEnsemble is built from networks, tested on its own)
+NETS = {k: v for k, v in MODEL_CLASSES.items() if k not in ("MDN", "DeepEnsemble", "SignedRatio")}   # x -> y networks
+# (the MDN maps y -> x; a DeepEnsemble and a SignedRatio are built from networks, tested on their own)
 from models.model_utils import load_backbone_from_trained_mlp
 
 TINY = dict(hidden_dim=8, num_layers=2)
@@ -26,8 +26,9 @@ def test_registry_names_match_classes():
     from models.mdn import MDN
     from models.gp import StackedGP
     from models.deep_ensemble import DeepEnsemble
+    from models.signed_ratio import SignedRatio
     assert MODEL_CLASSES == {"MLP": MLP, "AlignHeteroMLP": AlignHeteroMLP, "DualHeadMLP": DualHeadMLP, "MDN": MDN,
-                             "StackedGP": StackedGP, "DeepEnsemble": DeepEnsemble}
+                             "StackedGP": StackedGP, "DeepEnsemble": DeepEnsemble, "SignedRatio": SignedRatio}
     for name, cls in MODEL_CLASSES.items():
         assert cls.__name__ == name
 

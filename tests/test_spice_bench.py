@@ -71,7 +71,7 @@ def test_a_huge_cmrr_is_not_capped():
 @needs_lib
 def test_operating_point_is_physical():
     y = simulate("5t_opamp", [D5, dict(D5, ibias=20e-6)], "A", op=True)
-    assert list(y.columns[6:]) == op_columns("5t_opamp")
+    assert list(y.columns[7:]) == op_columns("5t_opamp")
     for i, ibias in enumerate((10e-6, 20e-6)):
         r = y.iloc[i]
         # bias branch + tail (mirrored 1:1) ~ 2 ibias; each input device carries half the tail.

@@ -63,6 +63,7 @@ def test_batch_fallback_agrees_with_shared_library():
         assert (s["status"] == b["status"]).all()
         # Same netlists and transient length; only the ugf interpolation for the length differs.
         np.testing.assert_allclose(s[METRICS].to_numpy(), b[METRICS].to_numpy(), rtol=2e-3)
+        assert (s["cmrr_sign"] == b["cmrr_sign"]).all()
 
 
 @needs_ngspice
@@ -72,7 +73,7 @@ def test_failed_design_gets_a_status_and_nan_metrics():
     x = pd.DataFrame([dict(D5, w1=50.0, w2=0.5, l2=2.0, w3=0.5, l3=2.0, ibias=20e-6), D5])
     y = simulate("5t_opamp", x, "B")
     assert y.loc[1, "status"] == "ok"
-    assert list(y.columns) == METRICS + ["status"]
+    assert list(y.columns) == METRICS + ["cmrr_sign", "status"]
     if y.loc[0, "status"] != "ok":
         assert y.loc[0, METRICS].isna().all()
 

@@ -13,6 +13,9 @@ With REFIT = "train+val" it then retrains from the same start on train + val row
 (``training.refit``).
 With WARM_START_FROM (a results folder) it starts from that folder's target-only weights instead
 (python -m active: the previous round's model, refined on the grown data).
+With SIGNED_RATIO on and target data that carry the sign of a ratio metric (metric_signs.csv: cmrr), the
+networks learn that metric as asinh(k * sign / cmrr) and the saved model (``models.SignedRatio``) maps it back
+to the model space of cmrr like any member's (``training.signed_targets``).
 """
 import copy
 
@@ -24,10 +27,12 @@ from core.settings import check_weights
 from core.errors import ToolkitError
 from models import AlignHeteroMLP
 from models.deep_ensemble import DeepEnsemble
+from models.signed_ratio import SignedRatio
 from training.cli import add_training_flags, epoch_printer
 from training.loop import TensorBatches, fit
 from training.objectives import make_hetero_loss, val_hetero
 from training.refit import refit_extra, refitting, train_and_val
+from training.signed_targets import check_warm_transforms, fit_transforms, signed_metrics, with_signed_targets
 from training.stage import (epochs_and_batches, finish_stage, load_warm_start, model_kwargs, start_stage, tensors,
                             warm_start_path)
 
@@ -61,13 +66,32 @@ def run(args, settings):
     device, data, t0 = start_stage(settings, "target_only", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     size = settings.get("TARGET_ONLY_NETS", 1)
-    warm = load_warm_start(settings, data, "target_only", expect_class=DeepEnsemble if size > 1 else AlignHeteroMLP,
-                           device=device)
+    signed = signed_metrics(settings, data)
+    columns = [data["y_cols"].index(m) for m in signed]
+    plain = DeepEnsemble if size > 1 else AlignHeteroMLP
+    warm = load_warm_start(settings, data, "target_only", expect_class=SignedRatio if signed else plain, device=device)
+    transforms = None
+    if warm and signed:
+        transforms = check_warm_transforms(warm[0], columns, warm[2])
+        warm = (warm[0].inner, *warm[1:])
+        if not isinstance(warm[0], plain):
+            raise ToolkitError(f"{warm[2]} holds a {type(warm[0]).__name__}; this run asks for TARGET_ONLY_NETS={size}. "
+                               f"Fix: the same TARGET_ONLY_NETS, or WARM_START_FROM='' to start fresh.")
     if warm and size > 1 and warm[0].size != size:
         raise ToolkitError(f"{warm[2]} averages {warm[0].size} networks; this run asks for TARGET_ONLY_NETS={size}. "
                            f"Fix: --set TARGET_ONLY_NETS={warm[0].size}, or WARM_START_FROM='' to start fresh.")
     parent = warm[2] if warm else None
-    x_val, y_val = tensors(data, "target_val", device)
+    learn = data
+    if signed:
+        transforms = transforms or fit_transforms(data, signed)
+        learn = with_signed_targets(data, columns, transforms)
+        print(f"[target_only] learning {', '.join(signed)} through its sign (asinh(k*sign/y), metric_signs.csv)")
+
+    def as_saved(model):
+        """What the checkpoint holds: the networks, wrapped to read every metric in model space when signed."""
+        return SignedRatio.of(model, columns, transforms) if signed else model
+
+    x_val, y_val = tensors(learn, "target_val", device)
     evaluate = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"])
 
     def train(model, rows: dict, epochs: int, evaluate, seed: int):
@@ -92,26 +116,29 @@ def run(args, settings):
         else:
             net = AlignHeteroMLP(**model_kwargs(settings, data)).to(device)
         starts.append(copy.deepcopy(net.state_dict()))   # a refit starts where this run started
-        fits[net_name("target_only", i)] = train(net, data, epochs, evaluate, seed)
+        fits[net_name("target_only", i)] = train(net, learn, epochs, evaluate, seed)
         nets.append(net)
-    model = DeepEnsemble.of(nets) if size > 1 else nets[0]
-    val_value = fits["target_only"].best_value if size == 1 else evaluate(model.eval())["nll"]
+    model = as_saved(DeepEnsemble.of(nets) if size > 1 else nets[0])
+    if signed:   # the val NLL of every metric in model space, comparable with an unsigned run's
+        val_value = val_hetero(*tensors(data, "target_val", device), alpha_r2=settings["ALPHA_R2"])(model.eval())["nll"]
+    else:
+        val_value = fits["target_only"].best_value if size == 1 else evaluate(model.eval())["nll"]
     extra = {}
     if refitting(settings):
         plan = {name: result.best_epoch for name, result in fits.items()}
         extra = refit_extra("target_only", model, data, device, plan)
         for i, net in enumerate(nets):
             net.load_state_dict(starts[i])
-            fits[net_name("refit", i)] = train(net, train_and_val(data), plan[net_name("target_only", i)], None,
+            fits[net_name("refit", i)] = train(net, train_and_val(learn), plan[net_name("target_only", i)], None,
                                                settings["SEED"] + i)
-        model = DeepEnsemble.of(nets) if size > 1 else nets[0]
+        model = as_saved(DeepEnsemble.of(nets) if size > 1 else nets[0])
     if size > 1:
         print(f"[target_only] {size} networks averaged (a deep ensemble); val NLL of their mixture {val_value:.5g}")
     return finish_stage(settings, data, model, stage="target_only", kind="target_only", device=device,
                         fit_results=fits, monitor="nll", val_value=val_value,
                         t0=t0, parent=parent, dry_run=args.dry_run,
                         extra={"alpha_r2": settings["ALPHA_R2"], "warm_start": None if parent is None else str(parent),
-                               "networks": size, **extra})
+                               "networks": size, "signed_metrics": signed, **extra})
 
 
 if __name__ == "__main__":
