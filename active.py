@@ -42,7 +42,7 @@ import pandas as pd
 
 import pipeline
 from active_learning.acquisition import RULES, select
-from active_learning.ledger import PROVENANCE, STATUS, append_rows, read_ledger, write_training_data
+from active_learning.ledger import STATUS, append_rows, read_ledger, write_training_data
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
@@ -59,6 +59,7 @@ from inference.metrics import regression_report
 from inference.predict import Ensemble
 from inverse.optimise import design_keys
 from inverse.verify import check_circuit_columns, require_ngspice, simulator_for
+from spice.measure import SIGNED_METRICS
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
@@ -192,7 +193,9 @@ def copy_source(src, dest: Path) -> None:
     """The source files of ``src`` (a ``read_domain`` result), copied once (a later change of the original
     does not change a running loop)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for f, name in ((src.features_file, "features.csv"), (src.targets_file, "targets.csv")):
+    files = [(src.features_file, "features.csv"), (src.targets_file, "targets.csv")]
+    files += [(src.signs_file, "metric_signs.csv")] if src.signs_file else []
+    for f, name in files:
         if not (dest / name).is_file():
             with atomic_path(dest / name) as tmp:
                 shutil.copyfile(f, tmp)
@@ -231,7 +234,7 @@ def simulate_batch(batch: pd.DataFrame, ledger: pd.DataFrame, ledger_path: Path,
         for done in run(delayed(_simulate_chunk)(circuit, process, c, x_cols) for c in chunks):
             for col in y_cols:
                 done[col] = pd.to_numeric(done[col], errors="coerce")
-            ledger = append_rows(ledger_path, ledger, done[PROVENANCE + x_cols + y_cols + [STATUS]])
+            ledger = append_rows(ledger_path, ledger, done[list(ledger.columns)])
             bar.update(len(done))
     return ledger
 
@@ -411,7 +414,7 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
     atomic_write_text(out / "state.json", json.dumps({"key": key, "budget": settings["ACTIVE_BUDGET"]}, indent=2) + "\n")
     copy_source(src, out / "data" / opamp / "source")
     ledger_path, progress_path = out / "acquired.csv", out / "progress.jsonl"
-    ledger = read_ledger(ledger_path, x_cols, y_cols)
+    ledger = read_ledger(ledger_path, x_cols, y_cols, signed=[m for m in SIGNED_METRICS if m in y_cols])
     progress = [json.loads(line) for line in progress_path.read_text().splitlines()] if progress_path.is_file() else []
     exclude = set(design_keys(test[0], x_cols)) if test is not None else set()
     # the log-space R^2 floor, the same for every round: half the smallest positive source value per metric

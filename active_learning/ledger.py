@@ -2,7 +2,8 @@
 
 ``<run>/acquired.csv``: one row per simulated design, in the order simulated, with its provenance
 (``design``: index in the run's design stream, ``round``, ``rule``, ``seed``), its features, its
-metrics (NaN when the simulation failed) and ``status`` ("ok" or the simulator's failure reason).
+metrics (NaN when the simulation failed), the sign of each ratio metric the simulator signs (``cmrr_sign``,
+``spice.measure``; NaN for a design it did not simulate) and ``status`` ("ok" or the simulator's failure reason).
 A design is in the ledger at most once; failed ones stay (they count against the budget and are
 never simulated again).  Written atomically after every simulated chunk, so an interrupted loop
 loses at most the chunks in flight.
@@ -17,14 +18,18 @@ PROVENANCE = ["design", "round", "rule", "seed"]
 STATUS = "status"
 
 
-def read_ledger(path, x_cols, y_cols) -> pd.DataFrame:
-    """The ledger, or an empty one with its columns."""
-    cols = PROVENANCE + list(x_cols) + list(y_cols) + [STATUS]
+def sign_column(metric: str) -> str:
+    return f"{metric}_sign"
+
+
+def read_ledger(path, x_cols, y_cols, signed=()) -> pd.DataFrame:
+    """The ledger, or an empty one with its columns; ``signed``: the metrics whose sign it records (a ledger
+    written before signs were recorded gets them as NaN)."""
+    cols = PROVENANCE + list(x_cols) + list(y_cols) + [sign_column(m) for m in signed] + [STATUS]
     path = Path(path)
     if not path.is_file():
         return pd.DataFrame(columns=cols)
-    frame = pd.read_csv(path)
-    return frame[cols]
+    return pd.read_csv(path).reindex(columns=cols)
 
 
 def append_rows(path, ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
@@ -33,7 +38,11 @@ def append_rows(path, ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     again = set(rows["design"]) & set(ledger["design"])
     if again:
         raise ValueError(f"designs {sorted(again)[:5]} are already in the ledger")
-    out = pd.concat([ledger, rows[ledger.columns]], ignore_index=True) if len(ledger) else rows[ledger.columns]
+    missing = [c for c in ledger.columns if c not in rows.columns]
+    if any(not c.endswith("_sign") for c in missing):
+        raise ValueError(f"rows lack the ledger columns {missing}")
+    rows = rows.reindex(columns=ledger.columns)   # designs given, not simulated, have no sign
+    out = pd.concat([ledger, rows], ignore_index=True) if len(ledger) else rows
     out = out.reset_index(drop=True)
     with atomic_path(Path(path)) as tmp:
         out.to_csv(tmp, index=False)
@@ -42,7 +51,8 @@ def append_rows(path, ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 def write_training_data(ledger: pd.DataFrame, folder, x_cols, y_cols) -> None:
     """The ledger's designs, by round and design index, in the data layout (``features.csv``, ``targets.csv`` with ``status``), so
-    every stage reads them like any target data (failed rows are dropped by their status).  A file whose
+    every stage reads them like any target data (failed rows are dropped by their status), and
+    ``metric_signs.csv`` for the metrics whose sign every OK design has.  A file whose
     content would not change is left alone: its time stays, so stages trained on it stay up to date."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -50,6 +60,12 @@ def write_training_data(ledger: pd.DataFrame, folder, x_cols, y_cols) -> None:
     ledger = ledger.sort_values(["round", "design"], kind="stable")
     frames = {"features.csv": ledger[list(x_cols)].reset_index(drop=True),
               "targets.csv": ledger[list(y_cols) + [STATUS]].reset_index(drop=True)}
+    ok = (ledger[STATUS] == "ok").to_numpy()
+    signed = [m for m in y_cols if sign_column(m) in ledger.columns
+              and pd.to_numeric(ledger[sign_column(m)], errors="coerce")[ok].notna().all()]
+    if signed:
+        frames["metric_signs.csv"] = (ledger[[sign_column(m) for m in signed]].set_axis(signed, axis=1)
+                                      .where(ok[:, None]).reset_index(drop=True))
     for name, frame in frames.items():
         path, text = folder / name, frame.to_csv(index=False)
         if path.is_file() and path.read_text(encoding="utf-8") == text:

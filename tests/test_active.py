@@ -122,6 +122,11 @@ def test_loop_simulates_the_budget_once_each_away_from_the_test_set_and_resumes(
     # the training data the last round saw = every OK design simulated
     feats = pd.read_csv(out / "data" / "5t_opamp" / "target" / "features.csv")
     assert len(feats) == 40
+    # the simulator's sign of Re(Adm/Acm) is kept per design and given to the rounds beside the metrics
+    ok = ledger["status"] == "ok"
+    assert ledger.loc[ok, "cmrr_sign"].isin([-1.0, 1.0]).all()
+    signs = pd.read_csv(out / "data" / "5t_opamp" / "target" / "metric_signs.csv")
+    assert list(signs.columns) == ["cmrr"] and len(signs) == 40
 
     # a larger budget continues the same run: one more round, nothing simulated again
     calls.clear()
@@ -406,6 +411,8 @@ def test_init_from_the_users_designs_records_them_and_spends_the_budget_on_new_o
     assert not design_keys(ledger, x_cols).isin(set(design_keys(test_x, x_cols))).any()
     assert (given["status"] != "ok").sum() == (0 if in_test[3] else 1)
     assert [(r["simulations"], r["given"]) for r in res["progress"]] == [(0, len(given)), (10, len(given))]
+    assert given["cmrr_sign"].isna().all()             # not simulated here: no sign, so no signs file either
+    assert not (out / "data" / "5t_opamp" / "target" / "metric_signs.csv").exists()
     # rerun: nothing simulated or recorded again
     calls.clear()
     _run(tiny_data, out, "--init-from", str(mine), "--batch", "10", "--pool", "300", "--budget", "10")
@@ -562,3 +569,23 @@ def test_benchmark_times_a_run_taken_past_the_budget_up_to_the_budget(tmp_path):
     out = bench.main(["--opamp", "5t_opamp", "--rules", "random", "--seeds", "0", "--budget", "25",
                       "--results-root", str(root), "--report-only"])
     assert "| random | 1 | 1 / 0 / 30 | 32 | 0 |" in out["text"]             # the round at 50 is not counted
+
+
+def test_a_ledger_from_before_signs_resumes_and_writes_signs_only_when_every_ok_design_has_one(tmp_path):
+    from active_learning.ledger import append_rows, read_ledger, write_training_data
+    old = pd.DataFrame({"design": [0, 1], "round": 0, "rule": "random", "seed": 0, "w": [1.0, 2.0],
+                        "cmrr": [1e3, np.nan], "status": ["ok", "no_ugf"]})
+    old.to_csv(tmp_path / "acquired.csv", index=False)
+    ledger = read_ledger(tmp_path / "acquired.csv", ["w"], ["cmrr"], signed=["cmrr"])
+    assert ledger["cmrr_sign"].isna().all()
+    new = pd.DataFrame({"design": [2], "round": 1, "rule": "random", "seed": 0, "w": [3.0], "cmrr": [2e3],
+                        "cmrr_sign": [-1.0], "status": ["ok"]})
+    ledger = append_rows(tmp_path / "acquired.csv", ledger, new)
+    write_training_data(ledger, tmp_path / "data", ["w"], ["cmrr"])
+    assert not (tmp_path / "data" / "metric_signs.csv").exists()          # design 0 has no sign
+    ledger.loc[0, "cmrr_sign"] = 1.0
+    write_training_data(ledger, tmp_path / "data", ["w"], ["cmrr"])
+    signs = pd.read_csv(tmp_path / "data" / "metric_signs.csv")
+    assert signs["cmrr"].tolist()[0] == 1.0 and np.isnan(signs["cmrr"][1]) and signs["cmrr"].tolist()[2] == -1.0
+    with pytest.raises(ValueError, match="lack the ledger columns"):
+        append_rows(tmp_path / "acquired.csv", ledger, new.drop(columns=["w"]).assign(design=5))
