@@ -77,6 +77,12 @@ def main(argv=None):
             extra = (f"   negative values: source {100 * (y_src[col] < 0).mean():.1f} %, "
                      f"target {100 * (y_tgt[col] < 0).mean():.1f} %")
         print(f"  {col:<14} {ratio}{extra}")
+    signs = {k: v for k, v in d["signs"].items() if v is not None}
+    if signs:   # *metric_signs*.csv: the target-only member learns these through their sign (SIGNED_RATIO)
+        print("\nsigns of ratio metrics (share of kept rows with sign -1):")
+        for col in next(iter(signs.values())).columns:
+            shares = ", ".join(f"{k} {100 * (v[col] < 0).mean():.1f} %" for k, v in signs.items() if col in v)
+            print(f"  {col:<14} {shares}")
     for w in caught:
         print(f"warning: {w.message}")
     return d

@@ -115,3 +115,14 @@ def test_deep_ensemble_and_refit_work_through_the_sign(tmp_path):
     meta = read_checkpoint_meta(res / "5t_opamp_target_only_hetero.pth")
     assert meta["model_class"] == "SignedRatio" and meta["model_kwargs"]["inner_class"] == "DeepEnsemble"
     assert "oof_val" in summary["extra"] and np.isfinite(np.asarray(summary["extra"]["oof_val"]["var"])).all()
+
+
+def test_data_check_reports_the_share_of_each_sign(tmp_path, capsys):
+    from data_loader import cli
+    root = _signed_dataset(tmp_path / "d")
+    d = cli.main(["--opamp", "5t_opamp", "--data-dir", str(root)])
+    out = capsys.readouterr().out
+    assert "signs of ratio metrics" in out and "target_signs" in out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("cmrr") and "source" in ln and "%" in ln)
+    x = d["raw"]["source"][0]                                   # kept rows: the failed ones are not counted
+    assert f"source {100 * (x.w1 < x.w2).mean():.1f} %" in line
