@@ -12,7 +12,8 @@ are not all in a task dir is skipped there (and counted).
 
 Per variant and n: mean log-space R^2 over seeds, the worst per-seed gap to that cell's best
 member (log-space R^2 of the best single member minus the ensemble's; <= 0 means the ensemble is
-at least as good), and the range of per-seed 95 % interval coverage.  ``--docs-path`` replaces
+at least as good), and the range of per-seed 95 % interval coverage; with ``--metric cmrr`` also that
+metric's log-space R^2, the ensemble's and the best member's on it.  ``--docs-path`` replaces
 the block ``<!-- benchmarks.run:fusion_whatif:<opamp> start/end -->`` in that Markdown file.
 """
 import argparse
@@ -49,6 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--members", nargs="+", default=["align_hetero,target_only,dualhead"],
                    help="member sets to compare, each comma-separated")
     p.add_argument("--selection", nargs="+", default=list(SELECTIONS), choices=list(SELECTIONS))
+    p.add_argument("--metric", default=None, help="also tabulate this metric's log-space R^2 (e.g. cmrr)")
     p.add_argument("--docs-path", default=None, help="Markdown file whose fusion_whatif block is replaced")
     p.add_argument("--block", default=None, help="block name in --docs-path [fusion_whatif:<opamp>]")
     args = p.parse_args(argv)
@@ -82,8 +84,9 @@ def task_settings(task: Path, data_dir=None) -> dict | None:
     return None
 
 
-def score_cell(task: Path, members: tuple, selections, data_dir=None) -> dict | None:
-    """``{selection: {r2_log, cov95, best_member, best_r2_log}}`` for one task dir; None if a member is missing."""
+def score_cell(task: Path, members: tuple, selections, data_dir=None, metric=None) -> dict | None:
+    """``{selection: {r2_log, cov95, best_member, best_r2_log[, metric_r2_log, metric_best_r2_log]}}`` for one task
+    dir; None if a member is missing.  ``metric``: a metric column whose log-space R^2 is kept too."""
     settings = task_settings(task, data_dir)
     if settings is None:
         return None
@@ -95,6 +98,8 @@ def score_cell(task: Path, members: tuple, selections, data_dir=None) -> dict | 
     loaded = [load_member(name, paths[name]) for name in members]
     for m in loaded:
         check_against_data(m, data)
+    if metric is not None and metric not in data["y_cols"]:
+        raise ToolkitError(f"--metric {metric!r} is not a metric of {task} (its metrics: {data['y_cols']}).")
     out = {}
     for selection in selections:
         record = Ensemble.fit(loaded, data, selection=selection).evaluate("target_test").record
@@ -103,12 +108,16 @@ def score_cell(task: Path, members: tuple, selections, data_dir=None) -> dict | 
         out[selection] = {"r2_log": record["ensemble"]["metrics"]["mean"]["r2_log"],
                           "cov95": record["ensemble"]["calibration"]["after"]["mean"]["cov95"],
                           "best_member": best, "best_r2_log": r2[best]}
+        if metric is not None:
+            out[selection]["metric_r2_log"] = record["ensemble"]["metrics"][metric]["r2_log"]
+            out[selection]["metric_best_r2_log"] = max(record["members"][n]["metrics"][metric]["r2_log"]
+                                                       for n in members)
     return out
 
 
-def table(rows: list) -> str:
-    """rows: dicts with root, members, selection, seed, n, r2_log, best_r2_log, cov95 -> one Markdown table
-    (a results-root column when the rows come from more than one)."""
+def table(rows: list, metric=None) -> str:
+    """rows: dicts with root, members, selection, seed, n, r2_log, best_r2_log, cov95 (and with ``metric`` the
+    metric_ keys) -> one Markdown table (a results-root column when the rows come from more than one)."""
     roots = list(dict.fromkeys(r["root"] for r in rows))
     groups = {}
     for r in rows:
@@ -122,9 +131,12 @@ def table(rows: list) -> str:
                    + [members.replace(",", " + "), selection, n, str(len(rs)),
                       f"{statistics.mean(r['r2_log'] for r in rs):.3f}",
                       f"{statistics.mean(r['best_r2_log'] for r in rs):.3f}", f"{max(gaps):+.3f}",
-                      f"{min(covs):.1f}–{max(covs):.1f}"])
+                      f"{min(covs):.1f}–{max(covs):.1f}"]
+                   + ([f"{statistics.mean(r['metric_r2_log'] for r in rs):.3f}",
+                       f"{statistics.mean(r['metric_best_r2_log'] for r in rs):.3f}"] if metric else []))
     columns = ["members", "selection", "n", "seeds", "mean R²_log (test)", "best member's", "worst gap to best member",
                "95 % coverage per seed"]
+    columns += [f"{metric} R²_log", f"{metric}: best member's"] if metric else []
     return markdown_table(pd.DataFrame(out, columns=(["results root"] if len(roots) > 1 else []) + columns))
 
 
@@ -134,7 +146,7 @@ def main(argv=None):
     tasks = [(root, *t) for root in args.results_root for t in task_dirs(Path(root), args.opamp)]   # all checked first
     for root, seed, n, task in tasks:
         for members in args.member_sets:
-            cell = score_cell(task, members, args.selection, args.data_dir)
+            cell = score_cell(task, members, args.selection, args.data_dir, args.metric)
             if cell is None:
                 skipped += 1
                 continue
@@ -147,7 +159,7 @@ def main(argv=None):
     if not rows:
         raise ToolkitError(f"No task dir under {', '.join(args.results_root)} (/{args.opamp}) holds every checkpoint of "
                            f"{args.members}. Run the harness with those members (--members).")
-    text = table(rows)
+    text = table(rows, args.metric)
     print()
     print(text)
     if skipped:
@@ -156,7 +168,8 @@ def main(argv=None):
         command = ("python -m benchmarks.fusion_whatif --opamp " + args.opamp + " --results-root "
                    + " ".join(args.results_root)
                    + (f" --data-dir {args.data_dir}" if args.data_dir else "")
-                   + " --members " + " ".join(args.members) + " --selection " + " ".join(args.selection))
+                   + " --members " + " ".join(args.members) + " --selection " + " ".join(args.selection)
+                   + (f" --metric {args.metric}" if args.metric else ""))
         block = (f"### {args.opamp}: member sets and fusion selection, replayed on the harness's checkpoints\n\n"
                  f"Command: `{command}`\n\n{text}\n")
         name = args.block or f"fusion_whatif:{args.opamp}"

@@ -206,6 +206,14 @@ def test_fusion_whatif_compares_results_roots(quick_run, tmp_path):
     assert by_root[(str(other), "all")] == pytest.approx(by_root[(str(tmp / "res"), "all")])   # the same checkpoints
     text = doc.read_text()
     assert "| results root |" in text and f"--results-root {tmp / 'res'} {other}" in text
+    # --metric: that metric's log-space R^2 beside the mean, the ensemble's and the best member's on it
+    rows = fusion_whatif.main(["--opamp", "5t_opamp", "--results-root", str(other), "--selection", "cv", "--members",
+                               "align_hetero,target_only,dualhead", "--metric", "cmrr", "--docs-path", str(doc)])
+    assert np.isfinite([rows[0]["metric_r2_log"], rows[0]["metric_best_r2_log"]]).all()
+    assert "| cmrr R²_log | cmrr: best member's |" in doc.read_text() and "--metric cmrr" in doc.read_text()
+    with pytest.raises(ValueError, match="--metric 'cmr' is not a metric"):
+        fusion_whatif.main(["--opamp", "5t_opamp", "--results-root", str(other), "--members",
+                            "align_hetero,target_only,dualhead", "--metric", "cmr"])
 
 
 def test_fusion_whatif_without_task_dirs_names_the_command(tmp_path):
