@@ -13,13 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from core.atomic import atomic_path, atomic_write_text
+from spice.measure import SIGN_SUFFIX, sign_column
 
 PROVENANCE = ["design", "round", "rule", "seed"]
 STATUS = "status"
-
-
-def sign_column(metric: str) -> str:
-    return f"{metric}_sign"
 
 
 def read_ledger(path, x_cols, y_cols, signed=()) -> pd.DataFrame:
@@ -39,7 +36,7 @@ def append_rows(path, ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     if again:
         raise ValueError(f"designs {sorted(again)[:5]} are already in the ledger")
     missing = [c for c in ledger.columns if c not in rows.columns]
-    if any(not c.endswith("_sign") for c in missing):
+    if any(not c.endswith(SIGN_SUFFIX) for c in missing):
         raise ValueError(f"rows lack the ledger columns {missing}")
     rows = rows.reindex(columns=ledger.columns)   # designs given, not simulated, have no sign
     out = pd.concat([ledger, rows], ignore_index=True) if len(ledger) else rows

@@ -42,7 +42,8 @@ from core.executor import check_backend, parallel
 from core.outputs import LOCK_NAME, check_writable_dir, results_lock
 from spice.batch import AC_CMD
 from spice.circuits import BENCH_VERSION, BUILTINS, circuit
-from spice.measure import METRIC_UNITS, METRICS, OK, OP_METRIC_UNITS, SIGN_COLUMNS, SIGNED_METRICS, STATUSES
+from spice.measure import (METRIC_UNITS, METRICS, OK, OP_METRIC_UNITS, SIGN_COLUMNS, SIGNED_METRICS, STATUSES,
+                           sign_column)
 from spice.processes import DOMAIN_PROCESS
 from spice.sampling import sample_designs
 from spice.conditions import Conditions, apply as apply_conditions
@@ -323,10 +324,10 @@ def _generate(args, argv, out_dir, process, proc, version, t0, run_state=None):
         kept[feat_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
     with atomic_path(out_dir / "targets.csv") as tmp:
         kept[tgt_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
-    signed = [m for m, c in zip(SIGNED_METRICS, SIGN_COLUMNS) if c in kept.columns and kept[c].notna().all()]
+    signed = [m for m in SIGNED_METRICS if sign_column(m) in kept.columns and kept[sign_column(m)].notna().all()]
     if signed:   # chunks saved before the signs were recorded have none: then no signs file
         with atomic_path(out_dir / "metric_signs.csv") as tmp:
-            kept[[f"{m}_sign" for m in signed]].set_axis(signed, axis=1).to_csv(tmp, index=False, float_format="%g")
+            kept[[sign_column(m) for m in signed]].set_axis(signed, axis=1).to_csv(tmp, index=False, float_format="%g")
     ok = rows[rows["status"] == OK]
     meta = {
         "opamp": args.circuit.name, "domain": args.domain, "process": proc.name,

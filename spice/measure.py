@@ -23,7 +23,15 @@ METRIC_UNITS = {"slewrate_pos": "V/s", "dc_gain": "V/V", "ugf": "Hz", "phase_mar
 OP_METRIC_UNITS = {"power": "W", "supply_current": "A"}
 # Metrics that are the magnitude of a ratio whose sign the simulator also records (column <metric>_sign).
 SIGNED_METRICS = ["cmrr"]
-SIGN_COLUMNS = [f"{m}_sign" for m in SIGNED_METRICS]
+SIGN_SUFFIX = "_sign"
+
+
+def sign_column(metric: str) -> str:
+    """The column holding the sign of a ratio ``metric`` (simulator output, the active loop's ledger)."""
+    return metric + SIGN_SUFFIX
+
+
+SIGN_COLUMNS = [sign_column(m) for m in SIGNED_METRICS]
 
 # Status values a design can get.  Only "ok" rows go into the training files.
 OK = "ok"
