@@ -58,8 +58,12 @@ def circuit_dir(data_dir, circuit: str) -> Path:
     return path
 
 
+def _matching(folder: Path, pattern: str) -> list:
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
 def _one_file(folder: Path, pattern: str, what: str) -> Path:
-    files = sorted(p for p in folder.glob(pattern) if p.is_file())
+    files = _matching(folder, pattern)
     if len(files) != 1:
         got = "none" if not files else ", ".join(p.name for p in files)
         raise ToolkitError(f"{folder} must hold exactly one {pattern} ({what}); found {got}. "
@@ -156,7 +160,7 @@ def read_folder(folder) -> DomainData:
 
 
 def _optional_file(folder: Path, pattern: str, what: str) -> Path | None:
-    files = sorted(p for p in folder.glob(pattern) if p.is_file())
+    files = _matching(folder, pattern)
     if len(files) > 1:
         raise ToolkitError(f"{folder} holds {len(files)} {pattern} files ({what}): "
                            f"{', '.join(p.name for p in files)}. Keep at most one and move the others away.")
@@ -176,7 +180,7 @@ def read_signs(path: Path, targets: pd.DataFrame, targets_file: Path) -> pd.Data
                            f"{path.parent}. Rows are matched by position: one sign row per design.")
     for col in frame.columns:
         v, known = frame[col].to_numpy(float), np.isfinite(targets[col].to_numpy(float))
-        bad = (known & ~np.isin(v, (-1.0, 1.0))) | (~known & np.isfinite(v) & ~np.isin(v, (-1.0, 1.0)))
+        bad = ~np.isin(v, (-1.0, 1.0)) & (known | np.isfinite(v))   # empty is allowed only where the metric is
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ToolkitError(f"{path}: column {col!r} has {v[row]:g} on line {row + 2} (data row {row + 1}); a "
