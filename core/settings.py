@@ -26,10 +26,13 @@ def _did_you_mean(key, known):
 
 
 NAME_LIST_OR_AUTO = ("LOG_X_COLS", "LOG_Y_COLS")   # 'auto' or a list of column names
+BOOL_OR_AUTO = ("SIGNED_RATIO",)                   # true, false or 'auto', whichever the default is
 
 
 def coerce(key: str, raw, default):
     """Convert ``raw`` (usually a CLI string) to the type of ``default``; clear error if it cannot."""
+    if key in BOOL_OR_AUTO and isinstance(raw, bool):
+        return raw
     if not isinstance(raw, str):
         bool_mismatch = isinstance(raw, bool) and not isinstance(default, bool)  # True is an int to Python
         if default is None or (isinstance(raw, type(default)) and not bool_mismatch) or (
@@ -39,7 +42,9 @@ def coerce(key: str, raw, default):
                            f"got {raw!r} of type {type(raw).__name__}.")
     text = raw.strip()
     try:
-        if isinstance(default, bool):
+        if key in BOOL_OR_AUTO and text.lower() == "auto":
+            return "auto"
+        if isinstance(default, bool) or key in BOOL_OR_AUTO:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True
             if text.lower() in ("0", "false", "no", "off"):
@@ -70,8 +75,8 @@ def coerce(key: str, raw, default):
     except (ValueError, json.JSONDecodeError):
         pass
     example = {bool: "true", int: "10", float: "1e-4", dict: '{"a": 1}', list: "a,b"}.get(type(default), "text")
-    raise ToolkitError(f"{key} expects a {type(default).__name__} like {example} (default {default!r}), "
-                       f"got {raw!r}. Fix the value given for {key}.")
+    kind = "true, false or auto" if key in BOOL_OR_AUTO else f"a {type(default).__name__} like {example}"
+    raise ToolkitError(f"{key} expects {kind} (default {default!r}), got {raw!r}. Fix the value given for {key}.")
 
 
 def resolve(module: types.ModuleType, overrides: dict | None = None) -> dict:
@@ -178,7 +183,8 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "ACTIVE_MEMBERS": ("a list of ensemble member names", lambda v: _names(v) and len(v) > 0,
                        "--members align_hetero,dualhead"),
     "ACTIVE_WARM_START": ("true or false", lambda v: isinstance(v, bool), "--set ACTIVE_WARM_START=true"),
-    "SIGNED_RATIO": ("true or false", lambda v: isinstance(v, bool), "--set SIGNED_RATIO=false"),
+    "SIGNED_RATIO": ("true, false or 'auto'", lambda v: isinstance(v, bool) or v == "auto",
+                     "--set SIGNED_RATIO=auto (train both targets, keep the lower val NLL)"),
     "TARGET_ONLY_NETS": ("an integer from 1 to 16", lambda v: _int(v) and 1 <= v <= 16, "--set TARGET_ONLY_NETS=3"),
     "REFIT": ("'off' or 'train+val'", lambda v: v in ("off", "train+val"),
               "--set REFIT=train+val (retrain on train + val rows with val's choices) or off"),

@@ -78,6 +78,14 @@ def test_bad_value_names_the_key(key, raw):
     assert repr(raw) in str(info.value)
 
 
+@pytest.mark.parametrize("default", [True, "auto"])
+def test_a_bool_or_auto_key_takes_either_whatever_its_default(default):
+    assert [coerce("SIGNED_RATIO", raw, default) for raw in ("auto", "AUTO", "true", "off", True, False)] == \
+        ["auto", "auto", True, False, True, False]
+    with pytest.raises(ToolkitError, match="SIGNED_RATIO"):
+        coerce("SIGNED_RATIO", "maybe", default)
+
+
 def test_non_string_values_type_checked():
     assert coerce("LEARNING_RATE", 1, 1e-4) == 1.0 and isinstance(coerce("LEARNING_RATE", 1, 1e-4), float)
     assert coerce("EPOCHS", 7, 50) == 7

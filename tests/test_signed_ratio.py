@@ -81,7 +81,8 @@ def test_transform_and_moments_give_back_the_metric():
 def test_target_only_learns_through_the_sign_saves_a_loadable_member_and_warm_starts(tmp_path):
     root = _signed_dataset(tmp_path / "d")
     res = tmp_path / "res"
-    summary = train_target_only.main(["--data-dir", str(root), "--results-dir", str(res), "--epochs", "3", *TINY])
+    summary = train_target_only.main(["--data-dir", str(root), "--results-dir", str(res), "--epochs", "3",
+                                      "--set", "SIGNED_RATIO=true", *TINY])
     ckpt = res / "5t_opamp_target_only_hetero.pth"
     meta = read_checkpoint_meta(ckpt)
     assert meta["model_class"] == "SignedRatio" and summary["extra"]["signed_metrics"] == ["cmrr"]
@@ -93,7 +94,7 @@ def test_target_only_learns_through_the_sign_saves_a_loadable_member_and_warm_st
     assert np.isfinite(summary["test"]["cmrr"]["r2_log"])
 
     warm = train_target_only.main(["--data-dir", str(root), "--results-dir", str(tmp_path / "warm"), "--epochs", "1",
-                                   "--set", f"WARM_START_FROM={res}", *TINY])
+                                   "--set", f"WARM_START_FROM={res}", "--set", "SIGNED_RATIO=true", *TINY])
     assert warm["extra"]["warm_start"].endswith(ckpt.name)
     warm_meta = read_checkpoint_meta(tmp_path / "warm" / ckpt.name)
     assert warm_meta["model_kwargs"]["transforms"] == meta["model_kwargs"]["transforms"]   # the outputs keep their meaning
@@ -104,14 +105,15 @@ def test_target_only_learns_through_the_sign_saves_a_loadable_member_and_warm_st
     assert read_checkpoint_meta(tmp_path / "off" / ckpt.name)["model_class"] == "AlignHeteroMLP"
     with pytest.raises(ToolkitError, match=r"expected|class"):
         train_target_only.main(["--data-dir", str(root), "--results-dir", str(tmp_path / "mix"), "--epochs", "1",
-                                "--set", f"WARM_START_FROM={tmp_path / 'off'}", *TINY])
+                                "--set", f"WARM_START_FROM={tmp_path / 'off'}", "--set", "SIGNED_RATIO=true", *TINY])
 
 
 def test_deep_ensemble_and_refit_work_through_the_sign(tmp_path):
     root = _signed_dataset(tmp_path / "d")
     res = tmp_path / "res"
     summary = train_target_only.main(["--data-dir", str(root), "--results-dir", str(res), "--epochs", "2",
-                                      "--set", "TARGET_ONLY_NETS=2", "--set", "REFIT=train+val", *TINY])
+                                      "--set", "TARGET_ONLY_NETS=2", "--set", "REFIT=train+val",
+                                      "--set", "SIGNED_RATIO=true", *TINY])
     meta = read_checkpoint_meta(res / "5t_opamp_target_only_hetero.pth")
     assert meta["model_class"] == "SignedRatio" and meta["model_kwargs"]["inner_class"] == "DeepEnsemble"
     assert "oof_val" in summary["extra"] and np.isfinite(np.asarray(summary["extra"]["oof_val"]["var"])).all()
@@ -126,3 +128,26 @@ def test_data_check_reports_the_share_of_each_sign(tmp_path, capsys):
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("cmrr") and "source" in ln and "%" in ln)
     x = d["raw"]["source"][0]                                   # kept rows: the failed ones are not counted
     assert f"source {100 * (x.w1 < x.w2).mean():.1f} %" in line
+
+
+def test_auto_trains_both_targets_and_keeps_the_lower_val_nll(tmp_path):
+    """SIGNED_RATIO='auto': the two candidates are exactly the runs SIGNED_RATIO=true and =false would make (same
+    seed), the kept one has the lower val NLL, and a warm start keeps the kind of the checkpoint it refines."""
+    root = _signed_dataset(tmp_path / "d")
+    run = lambda name, *extra: train_target_only.main(   # noqa: E731
+        ["--data-dir", str(root), "--results-dir", str(tmp_path / name), "--epochs", "3", *extra, *TINY])
+    auto = run("auto", "--set", "SIGNED_RATIO=auto")
+    on, off = run("on", "--set", "SIGNED_RATIO=true"), run("off", "--set", "SIGNED_RATIO=false")
+    both = auto["extra"]["signed_ratio_val_nll"]
+    assert both["signed"] == pytest.approx(on["val"]["nll"], rel=1e-6)
+    assert both["log1p"] == pytest.approx(off["val"]["nll"], rel=1e-6)
+    kept = "signed" if both["signed"] < both["log1p"] else "log1p"
+    assert auto["val"]["nll"] == pytest.approx(min(both.values()), rel=1e-6)
+    assert auto["extra"]["signed_metrics"] == (["cmrr"] if kept == "signed" else [])
+    assert auto["test"] == (on if kept == "signed" else off)["test"]
+    ckpt = "5t_opamp_target_only_hetero.pth"
+    for parent, cls in (("on", "SignedRatio"), ("off", "AlignHeteroMLP")):
+        warm = run(f"warm_{parent}", "--epochs", "1", "--set", "SIGNED_RATIO=auto",
+                   "--set", f"WARM_START_FROM={tmp_path / parent}")
+        assert "signed_ratio_val_nll" not in warm["extra"]          # one candidate: the parent's kind
+        assert read_checkpoint_meta(tmp_path / f"warm_{parent}" / ckpt)["model_class"] == cls

@@ -66,79 +66,97 @@ def run(args, settings):
     device, data, t0 = start_stage(settings, "target_only", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     size = settings.get("TARGET_ONLY_NETS", 1)
-    signed = signed_metrics(settings, data)
-    columns = [data["y_cols"].index(m) for m in signed]
+    signable = signed_metrics(settings, data)
     plain = DeepEnsemble if size > 1 else AlignHeteroMLP
-    warm = load_warm_start(settings, data, "target_only", expect_class=SignedRatio if signed else plain, device=device)
+    auto = settings.get("SIGNED_RATIO") == "auto" and bool(signable)
+    expect = (SignedRatio, plain) if auto else (SignedRatio if signable else plain)
+    warm = load_warm_start(settings, data, "target_only", expect_class=expect, device=device)
     transforms = None
-    if warm and signed:
-        transforms = check_warm_transforms(warm[0], columns, warm[2])
+    if warm and isinstance(warm[0], SignedRatio):
+        transforms = check_warm_transforms(warm[0], [data["y_cols"].index(m) for m in signable], warm[2])
         warm = (warm[0].inner, *warm[1:])
-        if not isinstance(warm[0], plain):
-            raise ToolkitError(f"{warm[2]} holds a {type(warm[0]).__name__}; this run asks for TARGET_ONLY_NETS={size}. "
-                               f"Fix: the same TARGET_ONLY_NETS, or WARM_START_FROM='' to start fresh.")
+        options = [signable]   # a refined network keeps the meaning of its outputs
+    elif warm:
+        options = [[]] if auto else [signable]
+    else:
+        options = [signable, []] if auto else [signable]   # auto: train both, keep the lower val NLL
+    if warm and not isinstance(warm[0], plain):
+        raise ToolkitError(f"{warm[2]} holds a {type(warm[0]).__name__}; this run asks for TARGET_ONLY_NETS={size}. "
+                           f"Fix: the same TARGET_ONLY_NETS, or WARM_START_FROM='' to start fresh.")
     if warm and size > 1 and warm[0].size != size:
         raise ToolkitError(f"{warm[2]} averages {warm[0].size} networks; this run asks for TARGET_ONLY_NETS={size}. "
                            f"Fix: --set TARGET_ONLY_NETS={warm[0].size}, or WARM_START_FROM='' to start fresh.")
     parent = warm[2] if warm else None
-    learn = data
-    if signed:
-        transforms = transforms or fit_transforms(data, signed)
-        learn = with_signed_targets(data, columns, transforms)
-        print(f"[target_only] learning {', '.join(signed)} through its sign (asinh(k*sign/y), metric_signs.csv)")
+    model_val = val_hetero(*tensors(data, "target_val", device), alpha_r2=settings["ALPHA_R2"])
 
-    def as_saved(model):
-        """What the checkpoint holds: the networks, wrapped to read every metric in model space when signed."""
-        return SignedRatio.of(model, columns, transforms) if signed else model
+    def fit_nets(nets, learn, epochs: int, evaluate, name: str) -> dict:
+        """Train each network (its own seed for dropout and batch order); their fit results by history key."""
+        fits = {}
+        for i, net in enumerate(nets):
+            x_tr, y_tr = tensors(learn, "target_train", device)
+            loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"] + i,
+                                   max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
+            optimizer = torch.optim.AdamW(net.parameters(), lr=settings["LEARNING_RATE"],
+                                          weight_decay=settings["WEIGHT_DECAY"])
+            n_epochs = epochs if isinstance(epochs, int) else epochs[net_name("target_only", i)]
+            fits[net_name(name, i)] = fit(
+                net, loader=loader, optimizer=optimizer, loss_fn=make_hetero_loss(settings["ALPHA_R2"]),
+                evaluate=evaluate, monitor="nll", epochs=n_epochs, patience=settings["PATIENCE"],
+                desc="target-only", progress=not args.quiet,
+                on_epoch=None if args.quiet or evaluate is None else
+                epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
+        return fits
 
-    x_val, y_val = tensors(learn, "target_val", device)
-    evaluate = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"])
+    def attempt(signed: list) -> dict:
+        """One candidate: networks learning ``signed`` metrics through their sign (none: the log1p target)."""
+        columns = [data["y_cols"].index(m) for m in signed]
+        kept = transforms if warm else None
+        learn, transform = data, None
+        if signed:
+            transform = kept or fit_transforms(data, signed)
+            learn = with_signed_targets(data, columns, transform)
+            print(f"[target_only] learning {', '.join(signed)} through its sign (asinh(k*sign/y), metric_signs.csv)")
+        torch.manual_seed(settings["SEED"])   # every candidate starts from the same seeded state
+        nets, starts = [], []
+        for i in range(size):   # network i: its own seed for the initial weights
+            if i > 0:
+                torch.manual_seed(settings["SEED"] + i)
+            net = (warm[0].nets[i] if size > 1 else warm[0]) if warm else \
+                AlignHeteroMLP(**model_kwargs(settings, data)).to(device)
+            starts.append(copy.deepcopy(net.state_dict()))   # a refit starts where this run started
+            nets.append(net)
+        fits = fit_nets(nets, learn, epochs, val_hetero(*tensors(learn, "target_val", device),
+                                                        alpha_r2=settings["ALPHA_R2"]), "target_only")
+        wrap = (lambda m: SignedRatio.of(m, columns, transform)) if signed else (lambda m: m)
+        model = wrap(DeepEnsemble.of(nets) if size > 1 else nets[0])
+        # the val NLL of every metric in model space, so a signed and a log1p candidate compare
+        val = model_val(model.eval())["nll"] if signed or size > 1 else fits["target_only"].best_value
+        return {"signed": signed, "learn": learn, "nets": nets, "starts": starts, "fits": fits, "wrap": wrap,
+                "model": model, "val": val}
 
-    def train(model, rows: dict, epochs: int, evaluate, seed: int):
-        x_tr, y_tr = tensors(rows, "target_train", device)
-        loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=seed,
-                               max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
-        optimizer = torch.optim.AdamW(model.parameters(), lr=settings["LEARNING_RATE"],
-                                      weight_decay=settings["WEIGHT_DECAY"])
-        return fit(model, loader=loader, optimizer=optimizer, loss_fn=make_hetero_loss(settings["ALPHA_R2"]),
-                   evaluate=evaluate, monitor="nll", epochs=epochs, patience=settings["PATIENCE"],
-                   desc="target-only", progress=not args.quiet,
-                   on_epoch=None if args.quiet or evaluate is None else
-                   epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
-
-    nets, starts, fits = [], [], {}
-    for i in range(size):   # network i: its own seed for the initial weights, dropout and batch order
-        seed = settings["SEED"] + i
-        if i > 0:
-            torch.manual_seed(seed)
-        if warm:
-            net = warm[0].nets[i] if size > 1 else warm[0]
-        else:
-            net = AlignHeteroMLP(**model_kwargs(settings, data)).to(device)
-        starts.append(copy.deepcopy(net.state_dict()))   # a refit starts where this run started
-        fits[net_name("target_only", i)] = train(net, learn, epochs, evaluate, seed)
-        nets.append(net)
-    model = as_saved(DeepEnsemble.of(nets) if size > 1 else nets[0])
-    if signed:   # the val NLL of every metric in model space, comparable with an unsigned run's
-        val_value = val_hetero(*tensors(data, "target_val", device), alpha_r2=settings["ALPHA_R2"])(model.eval())["nll"]
-    else:
-        val_value = fits["target_only"].best_value if size == 1 else evaluate(model.eval())["nll"]
+    tried = [attempt(signed) for signed in options]
+    best = min(tried, key=lambda t: t["val"])
+    choice = {}
+    if len(tried) > 1:
+        choice = {"signed_ratio_val_nll": {("signed" if t["signed"] else "log1p"): t["val"] for t in tried}}
+        print(f"[target_only] SIGNED_RATIO=auto: val NLL signed {tried[0]['val']:.5g}, log1p {tried[1]['val']:.5g}; "
+              f"kept {'signed' if best['signed'] else 'log1p'} (lower val NLL)")
+    model, fits, val_value = best["model"], best["fits"], best["val"]
     extra = {}
     if refitting(settings):
         plan = {name: result.best_epoch for name, result in fits.items()}
         extra = refit_extra("target_only", model, data, device, plan)
-        for i, net in enumerate(nets):
-            net.load_state_dict(starts[i])
-            fits[net_name("refit", i)] = train(net, train_and_val(learn), plan[net_name("target_only", i)], None,
-                                               settings["SEED"] + i)
-        model = as_saved(DeepEnsemble.of(nets) if size > 1 else nets[0])
+        for net, start in zip(best["nets"], best["starts"]):
+            net.load_state_dict(start)
+        fits = {**fits, **fit_nets(best["nets"], train_and_val(best["learn"]), plan, None, "refit")}
+        model = best["wrap"](DeepEnsemble.of(best["nets"]) if size > 1 else best["nets"][0])
     if size > 1:
         print(f"[target_only] {size} networks averaged (a deep ensemble); val NLL of their mixture {val_value:.5g}")
     return finish_stage(settings, data, model, stage="target_only", kind="target_only", device=device,
                         fit_results=fits, monitor="nll", val_value=val_value,
                         t0=t0, parent=parent, dry_run=args.dry_run,
                         extra={"alpha_r2": settings["ALPHA_R2"], "warm_start": None if parent is None else str(parent),
-                               "networks": size, "signed_metrics": signed, **extra})
+                               "networks": size, "signed_metrics": best["signed"], **choice, **extra})
 
 
 if __name__ == "__main__":
