@@ -70,6 +70,7 @@ def _owner(folder: Path) -> str:
 def results_lock(folder, *, flag: str = "--results-dir"):
     """Hold ``folder``'s lock for the block (created if missing); refuse at once if another run holds it."""
     folder = check_writable_dir(folder, flag)
+    made = _missing_ancestor(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
     if key in _HELD:                  # this process already holds it (a stage inside the pipeline)
@@ -96,6 +97,30 @@ def results_lock(folder, *, flag: str = "--results-dir"):
         with contextlib.suppress(OSError):
             (folder / OWNER_NAME).unlink()
         lock.release()
+        if made is not None:
+            _remove_if_unused(folder, made)
+
+
+def _missing_ancestor(folder: Path):
+    """The outermost of ``folder`` and its parents that does not exist yet (None if ``folder`` exists)."""
+    missing = None
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_if_unused(folder: Path, made: Path) -> None:
+    """A run refused before it wrote anything leaves no trace: remove the lock file and the folders this run
+    created (``folder`` up to ``made``) while they hold nothing else."""
+    with contextlib.suppress(OSError):
+        if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()
+        for p in (folder, *folder.parents):
+            p.rmdir()                     # only an empty folder goes; OSError ends the walk
+            if p == made:
+                break
 
 
 @contextlib.contextmanager

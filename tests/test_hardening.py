@@ -215,7 +215,20 @@ def test_repeated_or_unnamed_columns_refused(dataset, tmp_path, capsys, damage, 
     res = tmp_path / "res"
     refused(train.main, [*_common(data, res), *TINY], capsys, phrase)
     refused(data_cli.main, ["--data-dir", str(data)], capsys, phrase)
-    assert _results(res) == []
+    assert not res.exists()                              # nothing written: not even the folder or its lock
+
+
+def test_a_refused_run_keeps_a_results_folder_that_was_there(dataset, tmp_path, capsys):
+    from training import train
+    res = tmp_path / "mine"
+    res.mkdir()
+    (res / "notes.txt").write_text("the user's\n")
+    refused(train.main, [*_common(dataset, res), *TINY, "--n-target", "100000"], capsys, "N_TARGET_TRAIN=100000")
+    assert (res / "notes.txt").read_text() == "the user's\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused(train.main, [*_common(dataset, empty), *TINY, "--n-target", "100000"], capsys, "N_TARGET_TRAIN=100000")
+    assert empty.is_dir()                                 # the user made it: it stays
 
 
 def _results(folder):
@@ -229,7 +242,7 @@ def test_n_target_beyond_the_rows_refused(dataset, tmp_path, capsys):
     err = refused(train.main, [*_common(dataset, res), *TINY, "--n-target", "100000"], capsys,
                   "N_TARGET_TRAIN=100000 but the split leaves")
     assert "Use --n-target" in err
-    assert _results(res) == []
+    assert not res.exists()
     summary = train.main([*_common(dataset, res), *TINY, "--n-target", "10"])     # control: a valid subset
     assert summary["test"]["n"] > 0
 
