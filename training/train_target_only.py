@@ -89,23 +89,18 @@ def run(args, settings):
     parent = warm[2] if warm else None
     model_val = val_hetero(*tensors(data, "target_val", device), alpha_r2=settings["ALPHA_R2"])
 
-    def fit_nets(nets, learn, epochs: int, evaluate, name: str) -> dict:
-        """Train each network (its own seed for dropout and batch order); their fit results by history key."""
-        fits = {}
-        for i, net in enumerate(nets):
-            x_tr, y_tr = tensors(learn, "target_train", device)
-            loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"] + i,
-                                   max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
-            optimizer = torch.optim.AdamW(net.parameters(), lr=settings["LEARNING_RATE"],
-                                          weight_decay=settings["WEIGHT_DECAY"])
-            n_epochs = epochs if isinstance(epochs, int) else epochs[net_name("target_only", i)]
-            fits[net_name(name, i)] = fit(
-                net, loader=loader, optimizer=optimizer, loss_fn=make_hetero_loss(settings["ALPHA_R2"]),
-                evaluate=evaluate, monitor="nll", epochs=n_epochs, patience=settings["PATIENCE"],
-                desc="target-only", progress=not args.quiet,
-                on_epoch=None if args.quiet or evaluate is None else
-                epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
-        return fits
+    def fit_net(net, i: int, learn, epochs: int, evaluate):
+        """Train network ``i`` (its own seed for the batch order) on ``learn``'s target_train rows."""
+        x_tr, y_tr = tensors(learn, "target_train", device)
+        loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"] + i,
+                               max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
+        optimizer = torch.optim.AdamW(net.parameters(), lr=settings["LEARNING_RATE"],
+                                      weight_decay=settings["WEIGHT_DECAY"])
+        return fit(net, loader=loader, optimizer=optimizer, loss_fn=make_hetero_loss(settings["ALPHA_R2"]),
+                   evaluate=evaluate, monitor="nll", epochs=epochs, patience=settings["PATIENCE"],
+                   desc="target-only", progress=not args.quiet,
+                   on_epoch=None if args.quiet or evaluate is None else
+                   epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
 
     def attempt(signed: list) -> dict:
         """One candidate: networks learning ``signed`` metrics through their sign (none: the log1p target)."""
@@ -116,17 +111,15 @@ def run(args, settings):
             transform = kept or fit_transforms(data, signed)
             learn = with_signed_targets(data, columns, transform)
             print(f"[target_only] learning {', '.join(signed)} through its sign (asinh(k*sign/y), metric_signs.csv)")
-        torch.manual_seed(settings["SEED"])   # every candidate starts from the same seeded state
-        nets, starts = [], []
-        for i in range(size):   # network i: its own seed for the initial weights
-            if i > 0:
-                torch.manual_seed(settings["SEED"] + i)
+        evaluate = val_hetero(*tensors(learn, "target_val", device), alpha_r2=settings["ALPHA_R2"])
+        nets, starts, fits = [], [], {}
+        for i in range(size):   # network i: its own seed for the initial weights and dropout
+            torch.manual_seed(settings["SEED"] + i)   # every candidate starts from the same seeded state
             net = (warm[0].nets[i] if size > 1 else warm[0]) if warm else \
                 AlignHeteroMLP(**model_kwargs(settings, data)).to(device)
             starts.append(copy.deepcopy(net.state_dict()))   # a refit starts where this run started
+            fits[net_name("target_only", i)] = fit_net(net, i, learn, epochs, evaluate)
             nets.append(net)
-        fits = fit_nets(nets, learn, epochs, val_hetero(*tensors(learn, "target_val", device),
-                                                        alpha_r2=settings["ALPHA_R2"]), "target_only")
         wrap = (lambda m: SignedRatio.of(m, columns, transform)) if signed else (lambda m: m)
         model = wrap(DeepEnsemble.of(nets) if size > 1 else nets[0])
         # the val NLL of every metric in model space, so a signed and a log1p candidate compare
@@ -146,9 +139,11 @@ def run(args, settings):
     if refitting(settings):
         plan = {name: result.best_epoch for name, result in fits.items()}
         extra = refit_extra("target_only", model, data, device, plan)
-        for net, start in zip(best["nets"], best["starts"]):
+        fits = dict(fits)
+        for i, (net, start) in enumerate(zip(best["nets"], best["starts"])):
             net.load_state_dict(start)
-        fits = {**fits, **fit_nets(best["nets"], train_and_val(best["learn"]), plan, None, "refit")}
+            fits[net_name("refit", i)] = fit_net(net, i, train_and_val(best["learn"]), plan[net_name("target_only", i)],
+                                                 None)
         model = best["wrap"](DeepEnsemble.of(best["nets"]) if size > 1 else best["nets"][0])
     if size > 1:
         print(f"[target_only] {size} networks averaged (a deep ensemble); val NLL of their mixture {val_value:.5g}")
