@@ -339,16 +339,22 @@ def choose_integrated(ens: Ensemble, x_scaled, mean, std, p_ok, batch: int, rng)
     member's posterior covariance there."""
     import torch
     from active_learning.acquisition import INTEGRATED_POOL
-    gp = next((m.model for m in ens.members if hasattr(m.model, "posterior_cov")), None)
-    if gp is None:
+    model = next((m.model for m in ens.members if hasattr(getattr(m.model, "inner", m.model), "posterior_cov")),
+                 None)
+    if model is None:
         raise ToolkitError("--rule integrated needs the GP member in the ensemble. Fix: --members ...,gp_stack")
+    gp = getattr(model, "inner", model)   # a GP that learns a ratio metric through its sign (models.SignedRatio)
     sub = np.sort(rng.choice(len(x_scaled), min(INTEGRATED_POOL, len(x_scaled)), replace=False))
     x_sub = np.asarray(x_scaled)[sub]
+    spread_of = np.array(mean[sub], float)
     with torch.no_grad():
         xs = torch.as_tensor(x_sub)
         cov = gp.posterior_cov(xs, xs).numpy()
         noise = gp.observation_noise().numpy()
-    return sub[select("integrated", x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
+        if gp is not model:   # those metrics' covariance is in the GP's u space: weigh it by u's spread there
+            cols = list(model.columns)
+            spread_of[:, cols] = gp.mean_var(xs)[0][:, cols].numpy()
+    return sub[select("integrated", x_sub, spread_of, std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
                       gp_cov=(cov, noise))]
 
 

@@ -153,8 +153,9 @@ for _s in (
           COMMON | TARGET_BATCHES | {"BASELINE_BATCH_SIZE", "POOLED_SAMPLING"},
           member=True, optional=True, label="pooled MLP + domain flag",
           aliases=("pooled_mlp", "pooled_flag", "train_pooled"), cost_s=270.0),
-    Stage("gp_stack", "training.train_gp", "{opamp}_gp_stack.pth", "StackedGP",
-          COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS", "GP_ROWS"}, parent="baseline", member=True, optional=True,
+    Stage("gp_stack", "training.train_gp", "{opamp}_gp_stack.pth", ("StackedGP", "SignedRatio"),
+          COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS", "GP_ROWS", "SIGNED_RATIO"}, parent="baseline", member=True,
+          optional=True,
           label="GP on x + source prediction (ARD Matérn)", aliases=("gp", "train_gp"), cost_s=160.0),
 ):
     register(_s)

@@ -29,8 +29,9 @@ from core.errors import ToolkitError
 from models.align_hetero import AlignHeteroMLP
 from models.backbone import LOGVAR_MAX, LOGVAR_MIN
 from models.deep_ensemble import DeepEnsemble
+from models.gp import StackedGP
 
-INNER = {"AlignHeteroMLP": AlignHeteroMLP, "DeepEnsemble": DeepEnsemble}   # what it can wrap
+INNER = {"AlignHeteroMLP": AlignHeteroMLP, "DeepEnsemble": DeepEnsemble, "StackedGP": StackedGP}   # what it can wrap
 NODES = 41          # Gauss-Hermite nodes: the log singularity of y(u) at u = 0 is integrable
 U_MAX = 30.0        # |u| cap before sinh (y below k * 1e-13: far beyond any data)
 SINH_MIN = 1e-12    # |sinh(u)| floor: y at most k * 1e12 (a cmrr spike of 1e8 is k * 1e4 on our data)
@@ -53,7 +54,8 @@ def signed_targets(y: np.ndarray, sign: np.ndarray, transform: dict) -> np.ndarr
 
 
 class SignedRatio(nn.Module):
-    """``inner`` (an ``INNER`` class) predicting standardised u in ``columns``, the model space elsewhere.
+    """``inner`` (an ``INNER`` class: the target-only networks or the GP member) predicting standardised u in
+    ``columns``, the model space elsewhere.
 
     ``transforms``: per signed column, ``{"k", "u_mean", "u_scale"}`` (``fit_signed_transform``) and the
     metric's model space ``{"log": bool, "y_mean", "y_scale"}`` (from the run's ``Preprocessing``)."""
@@ -102,6 +104,10 @@ class SignedRatio(nn.Module):
     def mean_logvar(self, x: torch.Tensor):
         """Model-space ``(mean, logvar)``, (N, out) each, every metric in the toolkit's model space."""
         mu, logvar = self.inner.mean_logvar(x)
+        return self.to_model_space(mu, logvar)
+
+    def to_model_space(self, mu: torch.Tensor, logvar: torch.Tensor):
+        """The inner model's ``(mu, logvar)`` (u space in ``columns``) as model-space ``(mean, logvar)``."""
         means, logvars = list(mu.unbind(-1)), list(logvar.unbind(-1))
         for col, t in zip(self.columns, self.transforms):
             means[col], logvars[col] = self._metric_moments(mu[:, col], logvar[:, col], t)

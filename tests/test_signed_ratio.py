@@ -151,3 +151,36 @@ def test_auto_trains_both_targets_and_keeps_the_lower_val_nll(tmp_path):
                    "--set", f"WARM_START_FROM={tmp_path / parent}")
         assert "signed_ratio_val_nll" not in warm["extra"]          # one candidate: the parent's kind
         assert read_checkpoint_meta(tmp_path / f"warm_{parent}" / ckpt)["model_class"] == cls
+
+
+def test_gp_member_learns_through_the_sign_and_auto_chooses_per_metric(tmp_path):
+    """The GP member with SIGNED_RATIO: a SignedRatio around the StackedGP (weights_only round trip); only the
+    signed metric's GP differs from the log1p run; 'auto' keeps, per metric, the GP of lower out-of-sample val
+    NLL, and its member predicts exactly as the run that forced that choice."""
+    from training import train, train_gp
+    root = _signed_dataset(tmp_path / "d", n_target=120)
+    res = tmp_path / "res"
+    common = ["--data-dir", str(root), "--results-dir", str(res), *TINY]
+    train.main([*common, "--epochs", "2"])
+    ckpt = res / "5t_opamp_gp_stack.pth"
+    runs = {}
+    for value in ("true", "false", "auto"):
+        summary = train_gp.main([*common, "--set", f"SIGNED_RATIO={value}", "--set", "GP_RESTARTS=0"])
+        model, meta = load_checkpoint(ckpt)                       # weights_only, rebuilt from the registry
+        runs[value] = (summary, model, meta)
+    on, off, auto = runs["true"], runs["false"], runs["auto"]
+    assert on[2]["model_class"] == "SignedRatio" and on[2]["model_kwargs"]["inner_class"] == "StackedGP"
+    assert off[2]["model_class"] == "StackedGP" and on[0]["extra"]["signed_metrics"] == ["cmrr"]
+    x = torch.as_tensor(get_data_and_scalers("5t_opamp", root, seed=42)["target_test"][0])
+    with torch.no_grad():
+        (m_on, lv_on), (m_off, lv_off) = on[1].mean_logvar(x), off[1].mean_logvar(x)
+    assert torch.isfinite(m_on).all() and torch.isfinite(lv_on).all()
+    assert torch.allclose(m_on[:, :4], m_off[:, :4]) and not torch.allclose(m_on[:, 4], m_off[:, 4])
+    oof_on, oof_off = (np.asarray(r[0]["extra"]["oof_val"]["mean"]) for r in (on, off))
+    assert np.allclose(oof_on[:, :4], oof_off[:, :4]) and np.isfinite(oof_on).all()   # model space, every column
+    both = auto[0]["extra"]["signed_ratio_val_nll"]["cmrr"]
+    kept = on if both["signed"] < both["log1p"] else off
+    assert auto[0]["extra"]["signed_metrics"] == kept[0]["extra"]["signed_metrics"]
+    with torch.no_grad():
+        assert torch.allclose(auto[1].mean_logvar(x)[0], kept[1].mean_logvar(x)[0])
+    assert np.allclose(auto[0]["extra"]["oof_val"]["mean"], kept[0]["extra"]["oof_val"]["mean"])

@@ -30,6 +30,12 @@ Which rows it fits (``GP_ROWS``):
   hundreds of rows the effect fades and refitting 5 folds costs more than it buys.
 * ``"train"``: target_train only; val is then an ordinary held-out set.
 
+With SIGNED_RATIO and target data that carry a ratio metric's sign (metric_signs.csv: cmrr), that metric's GP
+fits u = asinh(k * sign / cmrr) instead (``training.signed_targets``), and the saved member
+(``models.SignedRatio`` around the StackedGP) maps its Gaussian in u to cmrr's model space; its val predictions
+are mapped the same way.  ``'auto'`` fits both GPs for the metric and keeps the one with the lower
+out-of-sample val NLL (per metric: the other metrics' GPs are the same either way).
+
 At most ``GP_MAX_ROWS`` rows are fitted (beyond that a seeded subset of the training rows; every
 val row is kept; exact GPs cost O(n^3)).  The fitted GPs are saved as a ``models.gp.StackedGP``
 (the baseline MLP inside), so the checkpoint predicts in torch like every other member.
@@ -45,9 +51,12 @@ from core.errors import ToolkitError
 from core.outputs import results_lock
 from core.settings import setting_choice
 from data_loader.split import fold_ids
+from inference.calibration import gaussian_nll
 from models import MLP
 from models.gp import NUS, StackedGP
+from models.signed_ratio import SignedRatio
 from training.cli import add_training_flags
+from training.signed_targets import fit_transforms, signed_metrics, with_signed_targets
 from training.stage import finish_stage, load_parent, require_parent, start_stage, tensors
 from training.loop import FitResult
 
@@ -69,22 +78,25 @@ def preflight(settings: dict) -> None:
     setting_choice(settings, "GP_NU", NUS, default=2.5, fix="--set GP_NU=2.5")
 
 
-def fit_gps(z: np.ndarray, y: np.ndarray, *, nu: float, restarts: int, seed: int, log=None) -> list:
-    """One fitted ``GaussianProcessRegressor`` per column of ``y`` (N, M) on inputs ``z`` (N, P)."""
+def fit_gps(z: np.ndarray, y: np.ndarray, *, nu: float, restarts: int, seed: int, log=None, index=None) -> list:
+    """One fitted ``GaussianProcessRegressor`` per column of ``y`` (N, M) on inputs ``z`` (N, P); column j is
+    metric ``index[j]`` (default j): its restarts are seeded ``seed + index[j]``, whichever columns are fitted."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
     gps = []
+    index = list(range(y.shape[1])) if index is None else list(index)
     for j in range(y.shape[1]):
         kernel = (ConstantKernel(1.0, (1e-3, 1e3)) * Matern(np.ones(z.shape[1]), (1e-2, 1e3), nu=nu)
                   + WhiteKernel(1e-2, (1e-6, 1e0)))
-        gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=restarts, random_state=seed + j)
+        gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=restarts,
+                                      random_state=seed + index[j])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)   # a length scale at its bound: legal, noisy
             gp.fit(z, y[:, j])
         gps.append(gp)
         if log is not None:
-            log(j, gp)
+            log(index[j], gp)
     return gps
 
 
@@ -160,12 +172,25 @@ def main(argv=None):
         return run(args, settings)
 
 
+def out_of_sample_val(gps: list, z: np.ndarray, y: np.ndarray, val_rows, seed: int) -> tuple:
+    """(method, mean, var) of the val rows (the last ``len(val_rows)`` of ``z``) predicted by GPs that did not
+    see them: fold refits up to CROSSFIT_MAX_ROWS rows, the closed-form leave-one-out above."""
+    if len(z) <= CROSSFIT_MAX_ROWS:
+        return (f"{CROSSFIT_FOLDS}-fold refits", *crossfit_predictions(gps, z, y, val_rows, seed=seed))
+    return ("leave-one-out (closed form)", *loo_predictions(gps, val_rows))
+
+
 def run(args, settings):
     device, data, t0 = start_stage(settings, "gp_stack", dry_run=args.dry_run)
     baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device="cpu")
     baseline.eval()
+    cols = data["y_cols"]
+    signable = signed_metrics(settings, data)   # SIGNED_RATIO: metrics the GP may learn through their sign
+    transforms = fit_transforms(data, signable) if signable else []
+    u_data = with_signed_targets(data, [cols.index(m) for m in signable], transforms) if signable else data
     x_tr, y_tr = tensors(data, "target_train", "cpu")
     x_val, y_val = tensors(data, "target_val", "cpu")
+    u_tr, u_val = tensors(u_data, "target_train", "cpu")[1], tensors(u_data, "target_val", "cpu")[1]
     with_val = settings["GP_ROWS"] == "train+val"
     room = settings["GP_MAX_ROWS"] - (len(x_val) if with_val else 0)
     if room < 1:
@@ -175,45 +200,87 @@ def run(args, settings):
     if len(x_tr) > room:
         keep = np.sort(np.random.default_rng(settings["SEED"]).choice(len(x_tr), room, replace=False))
         print(f"[gp_stack] {len(x_tr)} training rows > the {room} GP_MAX_ROWS leaves: fitting a seeded subset")
-        x_tr, y_tr = x_tr[keep], y_tr[keep]
+        x_tr, y_tr, u_tr = x_tr[keep], y_tr[keep], u_tr[keep]
     if with_val:                       # val rows last: their out-of-sample predictions are the val report
-        x_tr, y_tr = torch.cat([x_tr, x_val]), torch.cat([y_tr, y_val])
+        x_tr, y_tr, u_tr = torch.cat([x_tr, x_val]), torch.cat([y_tr, y_val]), torch.cat([u_tr, u_val])
     with torch.no_grad():
         z = torch.cat([x_tr, baseline(x_tr)], dim=1).double().numpy()          # (n, D+M)
-    cols = data["y_cols"]
+    targets = {False: y_tr.double().numpy(), True: u_tr.double().numpy()}   # by "learned through the sign"
+    y_val_np = y_val.double().numpy()
+    fit_kw = dict(nu=settings["GP_NU"], restarts=settings["GP_RESTARTS"], seed=settings["SEED"])
+    kinds = {c: ([True] if settings["SIGNED_RATIO"] is True else [False, True]) if c in signable else [False]
+             for c in cols}           # auto: both targets for a signable metric, chosen below per metric
+    gps = {}
+    for kind in (False, True):
+        idx = [j for j, c in enumerate(cols) if kind in kinds[c]]
+        if idx:
+            gps.update({(cols[j], kind): gp for j, gp in zip(idx, fit_gps(z, targets[kind][:, idx], index=idx,
+                                                                          **fit_kw))})
 
-    def log(j, gp):
-        if not args.quiet:
-            print(f"[gp_stack] {cols[j]:<14} log marginal likelihood {gp.log_marginal_likelihood_value_:.1f}; "
-                  f"kernel {gp.kernel_}")
-    gps = fit_gps(z, y_tr.double().numpy(), nu=settings["GP_NU"], restarts=settings["GP_RESTARTS"],
-                  seed=settings["SEED"], log=log)
-    model = to_module(gps, baseline, z, settings["GP_NU"]).to(device)
+    def member(signed: list):
+        """The checkpoint's model: one StackedGP (u space in the ``signed`` metrics), wrapped when any is."""
+        inner = to_module([gps[(c, c in signed)] for c in cols], baseline, z, settings["GP_NU"]).to(device)
+        if not signed:
+            return inner
+        return SignedRatio.of(inner, [cols.index(m) for m in signed], [transforms[signable.index(m)] for m in signed])
+
+    oof = {}
+
+    def val_predictions(signed: list) -> tuple:
+        """(method, model-space val mean, var) of ``member(signed)``, predicted without the val rows."""
+        model = member(signed)
+        if not with_val:
+            with torch.no_grad():
+                mean, logvar = model.mean_logvar(x_val.to(device))
+            return "held-out val rows", mean.double().cpu().numpy(), logvar.double().exp().cpu().numpy()
+        val_rows = np.arange(len(z) - len(x_val), len(z))
+        need = [(c, c in signed) for c in cols if (c, c in signed) not in oof]
+        if need:   # a metric's out-of-fold predictions do not depend on the others (same seeded folds)
+            method, mean, var = out_of_sample_val([gps[k] for k in need], z,
+                                                  np.stack([targets[k[1]][:, cols.index(k[0])] for k in need], 1),
+                                                  val_rows, settings["SEED"])
+            oof.update({k: (method, mean[:, i], var[:, i]) for i, k in enumerate(need)})
+        method = oof[(cols[0], cols[0] in signed)][0]
+        mean = np.stack([oof[(c, c in signed)][1] for c in cols], 1)
+        var = np.stack([oof[(c, c in signed)][2] for c in cols], 1)
+        if signed:   # u space -> each metric's model space, as the checkpoint predicts
+            mean_t, logvar_t = model.to_model_space(torch.as_tensor(mean), torch.as_tensor(var).log())
+            mean, var = mean_t.double().numpy(), logvar_t.double().exp().numpy()
+        return method, mean, var
+
+    chosen, choice = [c for c in signable if kinds[c] == [True]], {}
+    if any(len(k) > 1 for k in kinds.values()):   # SIGNED_RATIO=auto: per metric, the lower val NLL
+        nll_log = gaussian_nll(y_val_np, *val_predictions([])[1:])
+        nll_sig = gaussian_nll(y_val_np, *val_predictions(list(signable))[1:])
+        chosen = [m for m in signable if nll_sig[cols.index(m)] < nll_log[cols.index(m)]]
+        choice = {"signed_ratio_val_nll": {m: {"signed": float(nll_sig[cols.index(m)]),
+                                               "log1p": float(nll_log[cols.index(m)])} for m in signable}}
+        for m in signable:
+            print(f"[gp_stack] SIGNED_RATIO=auto, {m}: val NLL signed {nll_sig[cols.index(m)]:.4g}, log1p "
+                  f"{nll_log[cols.index(m)]:.4g}; kept {'signed' if m in chosen else 'log1p'}")
+    fitted = {c: gps[(c, c in chosen)] for c in cols}
+    if not args.quiet:
+        for c, gp in fitted.items():
+            print(f"[gp_stack] {c:<14} log marginal likelihood {gp.log_marginal_likelihood_value_:.1f}; "
+                  f"kernel {gp.kernel_}{' (u = asinh(k*sign/y))' if c in chosen else ''}")
+    model = member(chosen)
+    method, val_mean, val_var = val_predictions(chosen)
     extra = {}
     if with_val:                       # out-of-sample val predictions for the val report and the ensemble
-        val_rows = np.arange(len(z) - len(x_val), len(z))
-        if len(z) <= CROSSFIT_MAX_ROWS:
-            method = f"{CROSSFIT_FOLDS}-fold refits"
-            val_mean, val_var = crossfit_predictions(gps, z, y_tr.double().numpy(), val_rows, seed=settings["SEED"])
-        else:
-            method = "leave-one-out (closed form)"
-            val_mean, val_var = loo_predictions(gps, val_rows)
         print(f"[gp_stack] val predictions for the ensemble: {method} (the GP also learned from the val rows)")
         extra["oof_val"] = {"target_val_idx": list(data["split"]["target_val_idx"]), "method": method,
                             "mean": val_mean.tolist(), "var": val_var.tolist()}
-    else:
-        with torch.no_grad():
-            val_mean = model(x_val.to(device)).double().cpu().numpy()
-    val_mse = float(np.mean((val_mean - y_val.double().numpy()) ** 2))
+    val_mse = float(np.mean((val_mean - y_val_np) ** 2))
     # no epochs: one "epoch" row records the fit (the val number is a report, never used to choose anything)
     fit = FitResult(history=[{"epoch": 1, "val_mse": val_mse,
-                              **{f"lml_{c}": float(gp.log_marginal_likelihood_value_) for c, gp in zip(cols, gps)}}],
+                              **{f"lml_{c}": float(gp.log_marginal_likelihood_value_) for c, gp in fitted.items()}}],
                     best_epoch=1, best_value=val_mse)
     return finish_stage(settings, data, model, stage="gp_stack", kind="gp_stack", device=device,
                         fit_results={"gp_stack": fit}, monitor="mse", val_value=val_mse, t0=t0, parent=parent,
                         dry_run=args.dry_run,
                         extra={"n_rows": int(len(z)), "rows": settings["GP_ROWS"], "nu": settings["GP_NU"],
-                               "kernels": {c: str(gp.kernel_) for c, gp in zip(cols, gps)}, **extra})
+                               "kernels": {c: str(gp.kernel_) for c, gp in fitted.items()},
+                               "signed_metrics": chosen, **choice, **extra})
 
 
 if __name__ == "__main__":
