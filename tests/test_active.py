@@ -487,7 +487,10 @@ def test_integrated_rule_loop_picks_distinct_pool_designs_from_the_gp_members_co
     monkeypatch.setattr(acquisition, "integrated", lambda cov, *a, **k: seen.append(cov.shape) or real(cov, *a, **k))
     monkeypatch.setattr(acquisition, "INTEGRATED_POOL", 120)
     out = tmp_path / "run"
-    _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "30", "--rule", "integrated")
+    _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "30", "--rule", "integrated",
+         "--set", "SIGNED_RATIO=true")   # the GP member learns cmrr through its sign: a SignedRatio around it
+    gp = [read_checkpoint_meta(p) for p in sorted(out.rglob("*_gp_stack.pth"))]
+    assert gp and {m["model_class"] for m in gp} == {"SignedRatio"}
     ledger = pd.read_csv(out / "acquired.csv")
     assert ledger["rule"].tolist() == ["random"] * 20 + ["integrated"] * 10
     assert design_keys(ledger, active.read_domain(tiny_data, "5t_opamp", "source").features.columns).is_unique
