@@ -44,10 +44,11 @@ TARGET_ONLY_NETS = 1       # 1..16; the target-only member averages this many ne
                            # SEED+1, ... (a deep ensemble: mixture mean, variance = theirs + their disagreement);
                            # 1: three nets did not lift the ensemble (docs/RESULTS.md#refit-and-deep-ensembles)
 SIGNED_RATIO = "auto"      # True | False | 'auto': where the target data carry the sign of a ratio metric (metric_signs.csv,
-                           # written by spice.generate: cmrr = |Adm/Acm|), the target-only member can learn the signed
-                           # reciprocal asinh(k*sign/cmrr), smooth where cmrr spikes (models/signed_ratio.py); False,
-                           # or data without signs: the seed's log1p target. 'auto' trains both and keeps the lower
-                           # val NLL: the signed target wins on 5t and two-stage, loses on folded cascode
+                           # written by spice.generate: cmrr = |Adm/Acm|), the target-only and GP members can learn
+                           # the signed reciprocal asinh(k*sign/cmrr), smooth where cmrr spikes (models/signed_ratio.py);
+                           # False, or data without signs: the seed's log1p target. 'auto' trains both and keeps the
+                           # lower val NLL (the GP: per metric): the signed target-only member wins on 5t and
+                           # two-stage, loses on folded cascode
                            # (docs/RESULTS.md#cmrr-through-its-sign-signed_ratio)
 REFIT = "off"              # 'off' (the seed: keep the model early-stopped on target_val) | 'train+val' (then retrain
                            # target_only / align_hetero / dualhead from the same start on train + val rows for the
