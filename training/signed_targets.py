@@ -11,8 +11,8 @@ from models.signed_ratio import fit_signed_transform, signed_targets
 
 
 def signed_metrics(settings: dict, data: dict) -> list:
-    """Metric names the target-only member can learn through their sign ([] when off or without signs); with
-    ``SIGNED_RATIO = 'auto'`` the stage trains them both ways and keeps the lower val NLL."""
+    """Metric names the target-only and GP members can learn through their sign ([] when off or without signs);
+    with ``SIGNED_RATIO = 'auto'`` each stage trains them both ways and keeps the lower val NLL."""
     if not settings.get("SIGNED_RATIO", False):
         return []
     signs = data.get("signs") or {}

@@ -41,6 +41,7 @@ val row is kept; exact GPs cost O(n^3)).  The fitted GPs are saved as a ``models
 (the baseline MLP inside), so the checkpoint predicts in torch like every other member.
 Writes ``results/{OPAMP}_gp_stack.pth``.
 """
+import functools
 import warnings
 
 import numpy as np
@@ -217,7 +218,8 @@ def run(args, settings):
             gps.update({(cols[j], kind): gp for j, gp in zip(idx, fit_gps(z, targets[kind][:, idx], index=idx,
                                                                           **fit_kw))})
 
-    def member(signed: list):
+    @functools.lru_cache(maxsize=None)   # each candidate's module once: to_module copies every GP's (n, n) factor
+    def member(signed: tuple):
         """The checkpoint's model: one StackedGP (u space in the ``signed`` metrics), wrapped when any is."""
         inner = to_module([gps[(c, c in signed)] for c in cols], baseline, z, settings["GP_NU"]).to(device)
         if not signed:
@@ -226,7 +228,7 @@ def run(args, settings):
 
     oof = {}
 
-    def val_predictions(signed: list) -> tuple:
+    def val_predictions(signed: tuple) -> tuple:
         """(method, model-space val mean, var) of ``member(signed)``, predicted without the val rows."""
         model = member(signed)
         if not with_val:
@@ -248,11 +250,11 @@ def run(args, settings):
             mean, var = mean_t.double().numpy(), logvar_t.double().exp().numpy()
         return method, mean, var
 
-    chosen, choice = [c for c in signable if kinds[c] == [True]], {}
+    chosen, choice = tuple(c for c in signable if kinds[c] == [True]), {}
     if any(len(k) > 1 for k in kinds.values()):   # SIGNED_RATIO=auto: per metric, the lower val NLL
-        nll_log = gaussian_nll(y_val_np, *val_predictions([])[1:])
-        nll_sig = gaussian_nll(y_val_np, *val_predictions(list(signable))[1:])
-        chosen = [m for m in signable if nll_sig[cols.index(m)] < nll_log[cols.index(m)]]
+        nll_log = gaussian_nll(y_val_np, *val_predictions(())[1:])
+        nll_sig = gaussian_nll(y_val_np, *val_predictions(tuple(signable))[1:])
+        chosen = tuple(m for m in signable if nll_sig[cols.index(m)] < nll_log[cols.index(m)])
         choice = {"signed_ratio_val_nll": {m: {"signed": float(nll_sig[cols.index(m)]),
                                                "log1p": float(nll_log[cols.index(m)])} for m in signable}}
         for m in signable:
@@ -280,7 +282,7 @@ def run(args, settings):
                         dry_run=args.dry_run,
                         extra={"n_rows": int(len(z)), "rows": settings["GP_ROWS"], "nu": settings["GP_NU"],
                                "kernels": {c: str(gp.kernel_) for c, gp in fitted.items()},
-                               "signed_metrics": chosen, **choice, **extra})
+                               "signed_metrics": list(chosen), **choice, **extra})
 
 
 if __name__ == "__main__":

@@ -105,10 +105,9 @@ def run(args, settings):
     def attempt(signed: list) -> dict:
         """One candidate: networks learning ``signed`` metrics through their sign (none: the log1p target)."""
         columns = [data["y_cols"].index(m) for m in signed]
-        kept = transforms if warm else None
         learn, transform = data, None
-        if signed:
-            transform = kept or fit_transforms(data, signed)
+        if signed:   # a signed warm start's transforms (set above), else fitted on this run's training rows
+            transform = transforms or fit_transforms(data, signed)
             learn = with_signed_targets(data, columns, transform)
             print(f"[target_only] learning {', '.join(signed)} through its sign (asinh(k*sign/y), metric_signs.csv)")
         evaluate = val_hetero(*tensors(learn, "target_val", device), alpha_r2=settings["ALPHA_R2"])
