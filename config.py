@@ -123,9 +123,10 @@ FINETUNE_OBJECTIVE = "hetero"  # phase 3 loss: "hetero" (a logvar_B head; NLL + 
 ENSEMBLE_MEMBERS = ["align_hetero", "target_only", "dualhead", "pooled", "gp_stack"]  # member stages
                            # (core/stages.py names); the pipeline trains each one named here. pooled and the GP
                            # lift the ensemble most below ~200 target rows (docs/DECISIONS.md)
-FUSION_SELECTION = "cv"    # how the fusion's per-metric weighting is chosen on target_val: "cv" (scored out of
-                           # fold, 5 folds; no bonus for a member that fits val by chance) | "val" (in-sample,
-                           # the first version; docs/DECISIONS.md)
+FUSION_SELECTION = "val"   # how the fusion's per-metric weighting is chosen on target_val: "val" (in-sample;
+                           # 10 candidate weightings, so little to overfit) | "cv" (scored out of fold, 5 folds;
+                           # noisier where a few val rows that every member misses land in one fold; the two
+                           # tie or val wins on every circuit and the dev set: docs/DECISIONS.md)
 
 # ---- active learning (python -m active): which target-process designs to simulate
 ACTIVE_RULE = "random"     # acquisition rule: "random" (uniform over the design space) | "uncertainty" (largest

@@ -42,8 +42,8 @@ def parse_args(argv=None):
     cli.add_argument("--members", default=None,
                      help="comma-separated: align_hetero, target_only, pooled, dualhead [default: config "
                           "ENSEMBLE_MEMBERS]")
-    cli.flag("--fusion-selection", "FUSION_SELECTION", "how the per-metric weighting is scored on target_val: cv "
-             "(out of fold) or val (in-sample)", choices=list(SELECTIONS))
+    cli.flag("--fusion-selection", "FUSION_SELECTION", "how the per-metric weighting is scored on target_val: val "
+             "(in-sample) or cv (out of fold)", choices=list(SELECTIONS))
     cli.add_argument("--final-calibration", choices=FINAL_METHODS, default="coverage",
                      help="final temperature of the fused variance, fitted on target_val: coverage (match the "
                           "68/95 %% intervals) | nll (closed form) | none [default %(default)s]")

@@ -95,7 +95,7 @@ class Ensemble:
             m.model.eval()
 
     @classmethod
-    def fit(cls, members, data: dict, *, final: str = "coverage", selection: str = "cv",
+    def fit(cls, members, data: dict, *, final: str = "coverage", selection: str = "val",
             info: dict | None = None) -> "Ensemble":
         """Calibrate ``members`` and fit the fusion on ``data["target_val"]`` (a ``get_data_and_scalers`` dict).
 
