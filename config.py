@@ -126,7 +126,7 @@ ENSEMBLE_MEMBERS = ["align_hetero", "target_only", "dualhead", "pooled", "gp_sta
 FUSION_SELECTION = "val"   # how the fusion's per-metric weighting is chosen on target_val: "val" (in-sample;
                            # 10 candidate weightings, so little to overfit) | "cv" (scored out of fold, 5 folds;
                            # noisier where a few val rows that every member misses land in one fold; the two
-                           # tie or val wins on every circuit and the dev set: docs/DECISIONS.md)
+                           # tie or val wins in 16 of 18 replayed cells, the dev set too: docs/DECISIONS.md)
 
 # ---- active learning (python -m active): which target-process designs to simulate
 ACTIVE_RULE = "random"     # acquisition rule: "random" (uniform over the design space) | "uncertainty" (largest

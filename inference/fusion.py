@@ -20,7 +20,7 @@ How that choice is scored (``selection``):
 
 * ``"val"`` (default): everything fitted and scored in-sample on target_val.  Ten candidate weightings
   leave little room to fit val by chance, and on the shipped circuits and the dev set it ties or beats
-  ``"cv"`` (docs/DECISIONS.md).
+  ``"cv"`` in 16 of 18 replayed cells (docs/DECISIONS.md).
 * ``"cv"``: K-fold cross-fitting over the target_val rows (``CV_FOLDS``, seeded).  For
   each fold the temperatures and member MSEs are fitted on the other folds and the fused mean is
   scored on the held-out fold; beta, gamma are those with the lowest out-of-fold MSE, and the
