@@ -132,7 +132,8 @@ def test_data_check_reports_the_share_of_each_sign(tmp_path, capsys):
 
 def test_auto_trains_both_targets_and_keeps_the_lower_val_nll(tmp_path):
     """SIGNED_RATIO='auto': the two candidates are exactly the runs SIGNED_RATIO=true and =false would make (same
-    seed), the kept one has the lower val NLL, and a warm start keeps the kind of the checkpoint it refines."""
+    seed), the kept one has the lower val NLL.  With a warm start the parent's kind refines it and the other kind
+    starts fresh (the runs forcing each would make), so a choice made on a few rows is not kept for good."""
     root = _signed_dataset(tmp_path / "d")
     run = lambda name, *extra: train_target_only.main(   # noqa: E731
         ["--data-dir", str(root), "--results-dir", str(tmp_path / name), "--epochs", "3", *extra, *TINY])
@@ -146,10 +147,20 @@ def test_auto_trains_both_targets_and_keeps_the_lower_val_nll(tmp_path):
     assert auto["extra"]["signed_metrics"] == (["cmrr"] if kept == "signed" else [])
     assert auto["test"] == (on if kept == "signed" else off)["test"]
     ckpt = "5t_opamp_target_only_hetero.pth"
-    for parent, cls in (("on", "SignedRatio"), ("off", "AlignHeteroMLP")):
-        warm = run(f"warm_{parent}", "--epochs", "1", "--set", "SIGNED_RATIO=auto",
-                   "--set", f"WARM_START_FROM={tmp_path / parent}")
-        assert "signed_ratio_val_nll" not in warm["extra"]          # one candidate: the parent's kind
+    fresh = {kind: run(f"fresh_{kind}", "--epochs", "1", "--set", f"SIGNED_RATIO={flag}")
+             for kind, flag in (("signed", "true"), ("log1p", "false"))}
+    for parent, kind, other in (("on", "signed", "log1p"), ("off", "log1p", "signed")):
+        warm_from = ["--set", f"WARM_START_FROM={tmp_path / parent}"]
+        warm = run(f"warm_{parent}", "--epochs", "1", "--set", "SIGNED_RATIO=auto", *warm_from)
+        refined = run(f"refined_{parent}", "--epochs", "1", "--set", f"SIGNED_RATIO={parent == 'on'}", *warm_from)
+        both = warm["extra"]["signed_ratio_val_nll"]
+        assert warm["extra"]["signed_ratio_refined"] == kind
+        assert both[kind] == pytest.approx(refined["val"]["nll"], rel=1e-6)     # the parent's kind, refined
+        assert both[other] == pytest.approx(fresh[other]["val"]["nll"], rel=1e-6)   # the other, from scratch
+        kept = min(both, key=both.get)
+        assert warm["val"]["nll"] == pytest.approx(both[kept], rel=1e-6)
+        assert (warm["extra"]["warm_start"] is not None) == (kept == kind)   # a fresh winner has no parent
+        cls = "SignedRatio" if kept == "signed" else "AlignHeteroMLP"
         assert read_checkpoint_meta(tmp_path / f"warm_{parent}" / ckpt)["model_class"] == cls
 
 

@@ -75,18 +75,21 @@ def run(args, settings):
     if warm and isinstance(warm[0], SignedRatio):
         transforms = check_warm_transforms(warm[0], [data["y_cols"].index(m) for m in signable], warm[2])
         warm = (warm[0].inner, *warm[1:])
-        options = [signable]   # a refined network keeps the meaning of its outputs
-    elif warm:
-        options = [[]] if auto else [signable]
+    # candidates (metrics learned through their sign, refine the warm start?); auto: both targets, keep the
+    # lower val NLL.  A refined network keeps the meaning of its outputs, so with a warm start the other
+    # target starts fresh: a choice made on a few rows (an active loop's first round) is not kept for good.
+    if not warm:
+        options = [(signable, False), ([], False)] if auto else [(signable, False)]
     else:
-        options = [signable, []] if auto else [signable]   # auto: train both, keep the lower val NLL
+        kind = signable if transforms is not None else []
+        other = [] if kind else signable
+        options = [(kind, True), (other, False)] if auto else [(kind, True)]
     if warm and not isinstance(warm[0], plain):
         raise ToolkitError(f"{warm[2]} holds a {type(warm[0]).__name__}; this run asks for TARGET_ONLY_NETS={size}. "
                            f"Fix: the same TARGET_ONLY_NETS, or WARM_START_FROM='' to start fresh.")
     if warm and size > 1 and warm[0].size != size:
         raise ToolkitError(f"{warm[2]} averages {warm[0].size} networks; this run asks for TARGET_ONLY_NETS={size}. "
                            f"Fix: --set TARGET_ONLY_NETS={warm[0].size}, or WARM_START_FROM='' to start fresh.")
-    parent = warm[2] if warm else None
     model_val = val_hetero(*tensors(data, "target_val", device), alpha_r2=settings["ALPHA_R2"])
 
     def fit_net(net, i: int, learn, epochs: int, evaluate):
@@ -102,19 +105,20 @@ def run(args, settings):
                    on_epoch=None if args.quiet or evaluate is None else
                    epoch_printer("Train loss", "Val NLL", val_key="val_nll"))
 
-    def attempt(signed: list) -> dict:
-        """One candidate: networks learning ``signed`` metrics through their sign (none: the log1p target)."""
+    def attempt(signed: list, refine: bool) -> dict:
+        """One candidate: networks learning ``signed`` metrics through their sign (none: the log1p target),
+        refining the warm start or (``refine`` False) from the usual seeded start."""
         columns = [data["y_cols"].index(m) for m in signed]
         learn, transform = data, None
-        if signed:   # a signed warm start's transforms (set above), else fitted on this run's training rows
-            transform = transforms or fit_transforms(data, signed)
+        if signed:   # a refined signed network's transforms (set above), else fitted on this run's training rows
+            transform = transforms if refine else fit_transforms(data, signed)
             learn = with_signed_targets(data, columns, transform)
             print(f"[target_only] learning {', '.join(signed)} through its sign (asinh(k*sign/y), metric_signs.csv)")
         evaluate = val_hetero(*tensors(learn, "target_val", device), alpha_r2=settings["ALPHA_R2"])
         nets, starts, fits = [], [], {}
         for i in range(size):   # network i: its own seed for the initial weights and dropout
             torch.manual_seed(settings["SEED"] + i)   # every candidate starts from the same seeded state
-            net = (warm[0].nets[i] if size > 1 else warm[0]) if warm else \
+            net = (warm[0].nets[i] if size > 1 else warm[0]) if refine else \
                 AlignHeteroMLP(**model_kwargs(settings, data)).to(device)
             starts.append(copy.deepcopy(net.state_dict()))   # a refit starts where this run started
             fits[net_name("target_only", i)] = fit_net(net, i, learn, epochs, evaluate)
@@ -124,16 +128,25 @@ def run(args, settings):
         # the val NLL of every metric in model space, so a signed and a log1p candidate compare
         val = model_val(model.eval())["nll"] if signed or size > 1 else fits["target_only"].best_value
         return {"signed": signed, "learn": learn, "nets": nets, "starts": starts, "fits": fits, "wrap": wrap,
-                "model": model, "val": val}
+                "model": model, "val": val, "refine": refine}
 
-    tried = [attempt(signed) for signed in options]
+    tried = [attempt(signed, refine) for signed, refine in options]
     best = min(tried, key=lambda t: t["val"])
+    label = lambda t: ("signed" if t["signed"] else "log1p")   # noqa: E731
     choice = {}
     if len(tried) > 1:
-        choice = {"signed_ratio_val_nll": {("signed" if t["signed"] else "log1p"): t["val"] for t in tried}}
-        print(f"[target_only] SIGNED_RATIO=auto: val NLL signed {tried[0]['val']:.5g}, log1p {tried[1]['val']:.5g}; "
-              f"kept {'signed' if best['signed'] else 'log1p'} (lower val NLL)")
+        choice = {"signed_ratio_val_nll": {label(t): t["val"] for t in tried}}
+        if warm:
+            choice["signed_ratio_refined"] = label(tried[0])   # the candidate that refined the warm start
+        print("[target_only] SIGNED_RATIO=auto: val NLL " + ", ".join(
+            f"{label(t)} {t['val']:.5g}{' (warm start)' if t['refine'] else ''}" for t in tried)
+            + f"; kept {label(best)} (lower val NLL)")
+    if warm and not best["refine"]:
+        print(f"[target_only] the fresh {label(best)} network beat the warm start's {label(tried[0])} one: "
+              f"this checkpoint does not descend from {warm[2]}")
+        warm = None
     model, fits, val_value = best["model"], best["fits"], best["val"]
+    parent = warm[2] if warm else None
     extra = {}
     if refitting(settings):
         plan = {name: result.best_epoch for name, result in fits.items()}
