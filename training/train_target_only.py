@@ -15,7 +15,9 @@ With WARM_START_FROM (a results folder) it starts from that folder's target-only
 (python -m active: the previous round's model, refined on the grown data).
 With SIGNED_RATIO on and target data that carry the sign of a ratio metric (metric_signs.csv: cmrr), the
 networks learn that metric as asinh(k * sign / cmrr) and the saved model (``models.SignedRatio``) maps it back
-to the model space of cmrr like any member's (``training.signed_targets``).
+to the model space of cmrr like any member's (``training.signed_targets``).  SIGNED_RATIO = 'auto' trains
+both targets and keeps the lower val NLL; with a warm start the checkpoint's own target refines it and the
+other starts fresh (a fresh winner has no parent).
 """
 import copy
 
