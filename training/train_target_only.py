@@ -146,9 +146,8 @@ def run(args, settings):
     if warm and not best["refine"]:
         print(f"[target_only] the fresh {label(best)} network beat the warm start's {label(tried[0])} one: "
               f"this checkpoint does not descend from {warm[2]}")
-        warm = None
     model, fits, val_value = best["model"], best["fits"], best["val"]
-    parent = warm[2] if warm else None
+    parent = warm[2] if best["refine"] else None   # only a refined winner descends from the warm start
     extra = {}
     if refitting(settings):
         plan = {name: result.best_epoch for name, result in fits.items()}
