@@ -24,6 +24,7 @@ from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from core.outputs import results_lock
 from core.runtime import start_run
+from core.settings import setting_choice
 from core.stages import STAGES, checkpoint_path, command
 from data_loader import load_run_data
 from inference.calibration import CURVE_LEVELS
@@ -74,6 +75,9 @@ def _calibration_table(rows: dict) -> str:
 def main(argv=None):
     args, settings = parse_args(argv)
     names = parse_members(args.members or settings["ENSEMBLE_MEMBERS"])
+    # --set FUSION_SELECTION=... bypasses the flag's choices: checked here, before any data is read
+    setting_choice(settings, "FUSION_SELECTION", SELECTIONS, default=SELECTIONS[0],
+                   fix=f"--fusion-selection {SELECTIONS[0]} (or {', '.join(SELECTIONS[1:])})")
     opamp = settings["OPAMP_TYPE"]
     for name in names:   # before loading data: a missing member is the most common mistake
         path = checkpoint_path(settings, name)

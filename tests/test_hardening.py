@@ -410,6 +410,16 @@ def test_truncated_or_incomplete_ensemble_record(dataset, own_chain, tmp_path, c
     assert not (tmp_path / "inv").exists()
 
 
+def test_bad_fusion_selection_refused_before_members_or_data(dataset, tmp_path, capsys):
+    """--set bypasses the --fusion-selection flag's choices: the value is checked first (this folder has no
+    members, which would be the next refusal), one line, nothing written."""
+    from inference import infer_ensemble
+    res = tmp_path / "res"
+    refused(infer_ensemble.main, [*_common(dataset, res), "--set", "FUSION_SELECTION=oracle"], capsys,
+            "FUSION_SELECTION must be one of ['val', 'cv'], got 'oracle'. Fix: --fusion-selection val")
+    assert not res.exists()
+
+
 def test_stale_ensemble_refused_after_a_member_is_retrained(dataset, own_chain, tmp_path, capsys):
     import inverse_opt
     from core.errors import ToolkitError
