@@ -98,6 +98,11 @@ POOLED_SAMPLING = "shuffled"  # "shuffled": all rows shuffled in BASELINE_BATCH_
                            # its share of rows) | "balanced": each step a BATCH_SIZE target batch + an equal
                            # source batch (both processes weigh the same; 4x faster, lower R^2 here: see
                            # training/train_pooled.py)
+POOLED_HIDDEN_DIM = 256    # >= 1; width of the pooled MLP's hidden layers (its own: it fits ~10,000 source rows per
+                           # epoch, so its size sets most of a harness cell's time)
+POOLED_NUM_LAYERS = 4      # >= 1; its hidden layers. 4 x 256 at POOLED_LEARNING_RATE 1e-3 took ~1/6 the time of
+                           # 6 x 512 at 3e-4 for the same ensemble R^2 within 0.005 on three circuits (docs/DECISIONS.md)
+POOLED_LEARNING_RATE = 1e-3  # AdamW learning rate of the pooled stage, > 0 (LEARNING_RATE / --lr is the other stages')
 
 # ---- gp_stack (a GP per metric on [x, source-baseline prediction]; training/train_gp.py)
 GP_NU = 2.5                # Matern smoothness: 0.5 | 1.5 | 2.5 (2.5: twice-differentiable, the usual choice)
@@ -105,6 +110,9 @@ GP_ROWS = "train+val"      # rows the GP fits: "train+val" (val rows too; the en
                            # predictions, so val stays out-of-sample) | "train" (docs/DECISIONS.md)
 GP_MAX_ROWS = 1000         # >= 2; target rows per GP (a seeded subset beyond; exact GPs cost O(n^3) time)
 GP_RESTARTS = 1            # >= 0; extra random starts of the marginal-likelihood optimiser per metric
+GP_HYPER_ROWS = 300        # >= 0; above this many GP rows the marginal-likelihood restarts run on a seeded subset of
+                           # this size, then one optimiser run on all rows polishes the best (0 = every restart on all
+                           # rows). All rows of 5t / two-stage: same test R^2 at up to 5x less time (docs/DECISIONS.md)
 
 # ---- finetune (DualHeadMLP, three phases)
 L2SP_LAMBDA = 1e-4         # L2-SP weight toward the pretrained weights, >= 0

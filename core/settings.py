@@ -164,6 +164,9 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "BASELINE_BATCH_SIZE": (*_AT_LEAST_1, "--baseline-batch-size 256"),
     "HIDDEN_DIM": (*_AT_LEAST_1, "--hidden-dim 512"),
     "NUM_LAYERS": (*_AT_LEAST_1, "--num-layers 6"),
+    "POOLED_HIDDEN_DIM": (*_AT_LEAST_1, "--set POOLED_HIDDEN_DIM=256"),
+    "POOLED_NUM_LAYERS": (*_AT_LEAST_1, "--set POOLED_NUM_LAYERS=4"),
+    "POOLED_LEARNING_RATE": (*_POSITIVE, "--set POOLED_LEARNING_RATE=1e-3"),
     "PIPELINE_JOBS": (*_AT_LEAST_1, "--jobs 2 (1 = the stages one after another, in this process)"),
     "MIN_BATCHES_PER_EPOCH": (*_AT_LEAST_1, "--set MIN_BATCHES_PER_EPOCH=10"),
     "N_TARGET_TRAIN": (">= 0 (0 = all rows)", lambda v: _int(v) and v >= 0, "--n-target 50"),
@@ -192,6 +195,7 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
                         "--set WARM_START_FROM=results/round3 (or '' to start fresh)"),
     "GP_MAX_ROWS": ("an integer >= 2", lambda v: _int(v) and v >= 2, "--set GP_MAX_ROWS=1000"),
     "GP_RESTARTS": ("an integer >= 0", lambda v: _int(v) and v >= 0, "--set GP_RESTARTS=1"),
+    "GP_HYPER_ROWS": ("an integer >= 0", lambda v: _int(v) and v >= 0, "--set GP_HYPER_ROWS=0"),
     **{k: (*_AT_LEAST_1, f"--set {k}=...") for k in ("MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
                                                       "MDN_BATCH_SIZE", "MDN_EPOCHS")},
 }

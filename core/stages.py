@@ -150,11 +150,12 @@ for _s in (
           parent="baseline", member=True, label="dual-head fine-tune",
           aliases=("dualhead_b", "dualhead_finetuned", "fine_tune"), cost_s=56.0),
     Stage("pooled", "training.train_pooled", "{opamp}_pooled_flag.pth", "MLP",
-          COMMON | TARGET_BATCHES | {"BASELINE_BATCH_SIZE", "POOLED_SAMPLING"},
+          COMMON - {"HIDDEN_DIM", "NUM_LAYERS", "LEARNING_RATE"} | TARGET_BATCHES
+          | {"BASELINE_BATCH_SIZE", "POOLED_SAMPLING", "POOLED_HIDDEN_DIM", "POOLED_NUM_LAYERS", "POOLED_LEARNING_RATE"},
           member=True, optional=True, label="pooled MLP + domain flag",
-          aliases=("pooled_mlp", "pooled_flag", "train_pooled"), cost_s=270.0),
+          aliases=("pooled_mlp", "pooled_flag", "train_pooled"), cost_s=45.0),
     Stage("gp_stack", "training.train_gp", "{opamp}_gp_stack.pth", ("StackedGP", "SignedRatio"),
-          COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS", "GP_ROWS", "SIGNED_RATIO"}, parent="baseline", member=True,
+          COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS", "GP_HYPER_ROWS", "GP_ROWS", "SIGNED_RATIO"}, parent="baseline", member=True,
           optional=True,
           label="GP on x + source prediction (ARD Matérn)", aliases=("gp", "train_gp"), cost_s=160.0),
 ):

@@ -109,9 +109,36 @@ def test_gp_max_rows_subsets_and_bad_settings(tiny_data, tmp_path):
     _, meta = load_checkpoint(res / "5t_opamp_gp_stack.pth", expect_class=StackedGP)
     assert meta["extra"]["n_rows"] == 25 and len(meta["extra"]["oof_val"]["mean"]) == 18
     for bad, needle in (("GP_NU=2.0", "GP_NU must be one of"), ("GP_MAX_ROWS=1", "GP_MAX_ROWS must be"),
-                        ("GP_ROWS=all", "GP_ROWS must be one of"), ("GP_MAX_ROWS=10", "leaves no room")):
+                        ("GP_ROWS=all", "GP_ROWS must be one of"), ("GP_MAX_ROWS=10", "leaves no room"),
+                        ("GP_HYPER_ROWS=-1", "GP_HYPER_ROWS must be")):
         with pytest.raises(ToolkitError, match=needle):
             train_gp.main([*common, "--set", bad])
+
+
+def test_hyper_rows_restarts_on_a_subset_then_one_polish_on_every_row(monkeypatch):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    rng = np.random.default_rng(3)
+    z = rng.uniform(-1, 1, size=(60, 3))
+    y = np.stack([np.sin(3 * z[:, 0]) + 0.1 * rng.normal(size=60), z[:, 1] ** 2], 1)
+    fits, original = [], GaussianProcessRegressor.fit
+
+    def recording_fit(self, X, yy):
+        fits.append((len(X), self.n_restarts_optimizer, self.kernel.theta.copy()))
+        return original(self, X, yy)
+
+    monkeypatch.setattr(GaussianProcessRegressor, "fit", recording_fit)
+    gps = train_gp.fit_gps(z, y, nu=2.5, restarts=2, seed=0, hyper_rows=25)
+    assert [(n, r) for n, r, _ in fits] == [(25, 2), (60, 0)] * 2    # per metric: restarts on 25 rows, polish on 60
+    for j, gp in enumerate(gps):
+        assert len(gp.X_train_) == 60
+        start = fits[2 * j + 1][2]                   # the polish starts at a kernel the subset search found
+        assert not np.allclose(start, fits[2 * j][2])
+        assert gp.log_marginal_likelihood_value_ >= gp.log_marginal_likelihood(start) - 1e-6
+    fits.clear()
+    full = train_gp.fit_gps(z, y, nu=2.5, restarts=0, seed=0, hyper_rows=60)   # no fewer rows: the usual fit
+    assert [(n, r) for n, r, _ in fits] == [(60, 0)] * 2
+    usual = train_gp.fit_gps(z, y, nu=2.5, restarts=0, seed=0)
+    assert all(np.allclose(a.kernel_.theta, b.kernel_.theta) for a, b in zip(full, usual))
 
 
 def test_leave_one_out_equals_refitting_without_the_row():

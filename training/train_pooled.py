@@ -35,6 +35,12 @@ rows cannot move the shared function.  On the target rows the residual is large,
 offset grows at once: 0.601.  (Starting from the baseline instead was tried: it stopped no
 sooner, and with all target rows it stayed near the source solution.)
 
+Its network has its own size and rate (``POOLED_HIDDEN_DIM`` x ``POOLED_NUM_LAYERS``, ``POOLED_LEARNING_RATE``;
+this stage's ``--hidden-dim --num-layers --lr`` set them): every epoch passes all ~10,000 source rows, so at the
+other members' 6 x 512 and 3e-4 it took 130-420 s a harness cell, most of the cell.  4 x 256 at 1e-3 took about a
+sixth of that, and the ensemble's mean log-space R^2 stayed within 0.005 (3 seeds, n = 50 and all rows, three
+circuits; docs/DECISIONS.md).
+
 Writes ``results/{OPAMP}_pooled_flag.pth``.
 """
 import copy
@@ -55,7 +61,8 @@ from training.stage import epochs_and_batches, finish_stage, model_kwargs, start
 
 def parse_args(argv=None):
     cli = StageCLI("training.train_pooled", __doc__)
-    add_training_flags(cli)
+    add_training_flags(cli, {"--lr": "POOLED_LEARNING_RATE", "--hidden-dim": "POOLED_HIDDEN_DIM",
+                             "--num-layers": "POOLED_NUM_LAYERS"})   # the network this stage trains
     return cli.parse(argv)
 
 
@@ -166,9 +173,12 @@ def run(args, settings):
     device, data, t0 = start_stage(settings, "pooled", dry_run=args.dry_run)
     epochs, max_batches = epochs_and_batches(settings, args.dry_run)
     sampling = preflight(settings)
-    model = MLP(**model_kwargs(settings, data)).to(device)
+    # its own size and rate (POOLED_*): it fits every source row each epoch, so HIDDEN_DIM x NUM_LAYERS would cost it
+    # several times the other members' training for no better ensemble (docs/DECISIONS.md)
+    model = MLP(**{**model_kwargs(settings, data), "hidden_dim": settings["POOLED_HIDDEN_DIM"],
+                   "num_layers": settings["POOLED_NUM_LAYERS"]}).to(device)
     result, model, offset_norm = fit_pooled(
-        model, data, lr=settings["LEARNING_RATE"], weight_decay=settings["WEIGHT_DECAY"],
+        model, data, lr=settings["POOLED_LEARNING_RATE"], weight_decay=settings["WEIGHT_DECAY"],
         batch_size=settings["BATCH_SIZE" if sampling == "balanced" else "BASELINE_BATCH_SIZE"],
         sampling=sampling, min_batches=settings["MIN_BATCHES_PER_EPOCH"], epochs=epochs, patience=settings["PATIENCE"],
         seed=settings["SEED"], device=device, max_batches=max_batches, progress=not args.quiet,
