@@ -65,14 +65,14 @@ FAIL_MIN = {"dc_gain": 1.0}                                  # value < bound -> 
 FAIL_MAX = {"ugf": 1e10}                                     # value >= bound -> sentinel, failed
 
 # ---- model
-HIDDEN_DIM = 512           # width of every hidden layer
-NUM_LAYERS = 6             # hidden layers in the shared backbone
+HIDDEN_DIM = 512           # width of every hidden layer (the pooled stage: POOLED_HIDDEN_DIM)
+NUM_LAYERS = 6             # hidden layers in the shared backbone (the pooled stage: POOLED_NUM_LAYERS)
 DROPOUT_RATE = 0.1         # dropout after each hidden activation, 0..1
 
 # ---- training (shared loop)
 EPOCHS = 300               # max epochs per stage / fine-tune phase, >= 1 (seed: 50, which undertrained; early stopping ends most runs sooner)
 PATIENCE = 30              # early-stopping patience in epochs, >= 1 (seed: 10; val curves on ~160 rows are noisy)
-LEARNING_RATE = 3e-4       # AdamW learning rate for baseline / align / target-only / pooled, > 0 (seed: 1e-4)
+LEARNING_RATE = 3e-4       # AdamW learning rate for baseline / align / target-only, > 0 (seed: 1e-4; pooled: POOLED_LEARNING_RATE)
 BATCH_SIZE = 64            # rows per target batch, >= 1 (seed: 256 = 2-3 steps per epoch on ~640 rows)
 BASELINE_BATCH_SIZE = 256  # rows per source batch for the baseline (10,000 source rows)
 BASELINE_VAL = "target"    # baseline early stopping: "target" = target_val MSE (the seed) | "source" = a held-out
@@ -102,7 +102,8 @@ POOLED_HIDDEN_DIM = 256    # >= 1; width of the pooled MLP's hidden layers (its 
                            # epoch, so its size sets most of a harness cell's time)
 POOLED_NUM_LAYERS = 4      # >= 1; its hidden layers. 4 x 256 at POOLED_LEARNING_RATE 1e-3 took ~1/6 the time of
                            # 6 x 512 at 3e-4 for the same ensemble R^2 within 0.005 on three circuits (docs/DECISIONS.md)
-POOLED_LEARNING_RATE = 1e-3  # AdamW learning rate of the pooled stage, > 0 (LEARNING_RATE / --lr is the other stages')
+POOLED_LEARNING_RATE = 1e-3  # AdamW learning rate of the pooled stage, > 0 (train_pooled's --lr sets it; LEARNING_RATE
+                           # is the other stages')
 
 # ---- gp_stack (a GP per metric on [x, source-baseline prediction]; training/train_gp.py)
 GP_NU = 2.5                # Matern smoothness: 0.5 | 1.5 | 2.5 (2.5: twice-differentiable, the usual choice)
@@ -110,7 +111,7 @@ GP_ROWS = "train+val"      # rows the GP fits: "train+val" (val rows too; the en
                            # predictions, so val stays out-of-sample) | "train" (docs/DECISIONS.md)
 GP_MAX_ROWS = 1000         # >= 2; target rows per GP (a seeded subset beyond; exact GPs cost O(n^3) time)
 GP_RESTARTS = 1            # >= 0; extra random starts of the marginal-likelihood optimiser per metric
-GP_HYPER_ROWS = 300        # >= 0; above this many GP rows the marginal-likelihood restarts run on a seeded subset of
+GP_HYPER_ROWS = 300        # 0 or >= 10; above this many GP rows the marginal-likelihood restarts run on a seeded subset of
                            # this size, then one optimiser run on all rows polishes the best (0 = every restart on all
                            # rows). All rows of 5t / two-stage: same test R^2 at up to 5x less time (docs/DECISIONS.md)
 
@@ -148,7 +149,8 @@ ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first 
 ACTIVE_BATCH = 25          # designs simulated per round
 ACTIVE_POOL = 5000         # candidates drawn from the design space (its grid) and scored each round
 ACTIVE_MEMBERS = ["align_hetero", "target_only", "dualhead", "gp_stack"]  # ensemble retrained every round:
-                           # ENSEMBLE_MEMBERS without pooled, which alone takes ~2 min a round (its source rows)
+                           # ENSEMBLE_MEMBERS without pooled, which trains from scratch on every source row each
+                           # round (~2 min at 512 x 6; its own 256 x 4 since, ~40 s, not measured in the loop)
 ACTIVE_WARM_START = True   # True: each round's neural members start from the previous round's (WARM_START_FROM);
                            # False: retrained from their usual start (the source baseline / random) every round.
                            # True halves the training time per round at the same test R^2 after 125+ simulations

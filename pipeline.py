@@ -3,6 +3,7 @@
     python -m pipeline --opamp 5t_opamp                        # the main job on the shipped data
     python -m pipeline --opamp two_stage_opamp --seed 0 --force
     python -m pipeline --dry-run --data-dir /tmp/tiny --results-dir /tmp/res --set HIDDEN_DIM=16
+    (HIDDEN_DIM / NUM_LAYERS size every network but the pooled stage's: POOLED_HIDDEN_DIM / POOLED_NUM_LAYERS)
 
 Runs, in-process and in the registry's order (``core.stages.STAGES``): training.train ->
 training.train_align_coral -> training.train_target_only -> fine_tune.fine_tune ->

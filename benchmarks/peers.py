@@ -13,7 +13,7 @@ same ``inference.metrics.regression_report``.
     target_gp   scikit-learn GaussianProcessRegressor per metric, kernel
                 C * RBF(ARD length scales, one per feature) + White, normalize_y; at most
                 ``gp_max_rows`` seeded training rows
-    pooled      the same MLP on source + target_train rows with a domain flag (0/1 input column,
+    pooled      an MLP of its own size (POOLED_HIDDEN_DIM x POOLED_NUM_LAYERS) on source + target_train rows with a domain flag (0/1 input column,
                 as a learned first-layer offset), MSE, early stopping on target_val; this is
                 ``training.train_pooled``, which the ensemble also uses as a member
     stack_gbm   target_gbm with the source model's model-space prediction as M extra features

@@ -20,8 +20,8 @@ rows fixed by the seed; ``all`` = every training row) it trains and scores on ``
 
 Every method is scored by ``inference.metrics.regression_report`` (physical R^2, log-space
 R^2, MAPE).  One JSONL line per circuit x seed x n x method goes to
-``<results-root>/benchmarks.jsonl`` (finished tasks with the same settings are skipped on a
-rerun; ``--fresh`` redoes them).  Inside a task dir a stage whose checkpoint is up to date by
+``<results-root>/benchmarks.jsonl`` (finished tasks with the same settings -- every setting a
+stage reads, from config.py or --set -- are skipped on a rerun; ``--fresh`` redoes them).  Inside a task dir a stage whose checkpoint is up to date by
 the pipeline's rule (same settings it reads, split, data and parent) is not retrained: its saved
 test report and wall time are used; ``--retrain`` trains every stage again.  Then
 ``--docs-path`` (default ``docs/RESULTS.md``) gets
@@ -80,7 +80,7 @@ from models.model_utils import load_checkpoint, read_checkpoint_meta, sidecar_pa
 from training.staleness import code_staleness, staleness  # noqa: E402
 
 N_DEFAULT = ["50", "100", "200", "400", "all"]
-QUICK_SETS = ["EPOCHS=20", "PATIENCE=10", "HIDDEN_DIM=64", "NUM_LAYERS=3"]  # ~1 min per circuit here
+QUICK_SETS = ["EPOCHS=20", "PATIENCE=10", "HIDDEN_DIM=64", "NUM_LAYERS=3", "POOLED_HIDDEN_DIM=64", "POOLED_NUM_LAYERS=3"]  # ~1 min per circuit here
 QUICK_GP_ROWS = 200
 ENSEMBLE = ("ensemble", "ensemble (calibrated)")
 SOURCE_ONLY = ("source_only", "source-only (baseline on B)")
@@ -155,10 +155,18 @@ def settings_for(opamp, seed, n, args) -> dict:
     return resolve(config, overrides)
 
 
+PER_CELL = {"SEED", "N_TARGET_TRAIN", "OPAMP_TYPE", "RESULTS_DIR", "DATA_DIR"}   # set per cell, or paths
+
+
 def fingerprint(args) -> str:
-    """Settings that change numbers (not seed / n / paths): rows with another fingerprint are redone."""
-    key = {"set": sorted(args.set), "gp": args.gp_max_rows, "members": args.members, "data": str(args.data_dir)}
-    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    """Settings that change numbers (not seed / n / paths): rows with another fingerprint are redone.  It is the
+    resolved value of every setting a stage reads (and the fusion's), so an edit of config.py counts as a --set
+    does; code changes do not (``--fresh`` redoes rows; stale checkpoints retrain either way)."""
+    settings = resolve(config, parse_set_pairs(args.set))
+    keys = set().union(*(s.reads for s in STAGES.values())) | {"FUSION_SELECTION", "ENSEMBLE_MEMBERS"}
+    key = {"settings": {k: settings.get(k) for k in sorted(keys - PER_CELL)}, "gp": args.gp_max_rows,
+           "members": args.members, "data": str(args.data_dir)}
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 # ---- one (circuit, seed, n) task

@@ -195,7 +195,8 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
                         "--set WARM_START_FROM=results/round3 (or '' to start fresh)"),
     "GP_MAX_ROWS": ("an integer >= 2", lambda v: _int(v) and v >= 2, "--set GP_MAX_ROWS=1000"),
     "GP_RESTARTS": ("an integer >= 0", lambda v: _int(v) and v >= 0, "--set GP_RESTARTS=1"),
-    "GP_HYPER_ROWS": ("an integer >= 0", lambda v: _int(v) and v >= 0, "--set GP_HYPER_ROWS=0"),
+    "GP_HYPER_ROWS": ("0 (off) or an integer >= 10 (a subset to search 18 length scales on)",
+                      lambda v: _int(v) and (v == 0 or v >= 10), "--set GP_HYPER_ROWS=300 (or 0: restarts on all rows)"),
     **{k: (*_AT_LEAST_1, f"--set {k}=...") for k in ("MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS",
                                                       "MDN_BATCH_SIZE", "MDN_EPOCHS")},
 }

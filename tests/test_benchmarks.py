@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pytest
 
+import config
 from benchmarks import peers, run
 from data_loader import get_data_and_scalers
 
-TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "EPOCHS=3", "--set", "PATIENCE=2"]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set", "POOLED_NUM_LAYERS=2", "--set", "EPOCHS=3", "--set", "PATIENCE=2"]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,19 @@ def test_rerun_skips_done_tasks_and_render_only(quick_run):
     (tmp / "docs" / "learning_curve_5t_opamp.png").unlink()
     run.main(argv + ["--render-only"])
     assert (tmp / "docs" / "learning_curve_5t_opamp.png").is_file()
+
+
+def test_fingerprint_follows_config_edits_not_only_set(monkeypatch):
+    """A default edited in config.py (the usual tweak-and-rerun) redoes the rows like the same --set would."""
+    args = run.parse_args(["--opamp", "5t_opamp"])
+    before = run.fingerprint(args)
+    monkeypatch.setattr(config, "NUM_THREADS", 2)                  # read by no stage: the same numbers
+    assert run.fingerprint(args) == before
+    monkeypatch.setattr(config, "POOLED_HIDDEN_DIM", 32)
+    edited = run.fingerprint(args)
+    assert edited != before
+    monkeypatch.setattr(config, "POOLED_HIDDEN_DIM", 256)
+    assert run.fingerprint(run.parse_args(["--opamp", "5t_opamp", "--set", "POOLED_HIDDEN_DIM=32"])) == edited
 
 
 def test_fresh_reuses_up_to_date_stage_checkpoints(quick_run):

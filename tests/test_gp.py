@@ -97,7 +97,7 @@ def test_stage_end_to_end_and_as_ensemble_member(tiny_data, tmp_path):
     assert list(record["members"]) == ["gp_stack"] and np.isfinite(record["ensemble"]["metrics"]["mean"]["r2_log"])
 
 
-def test_gp_max_rows_subsets_and_bad_settings(tiny_data, tmp_path):
+def test_gp_max_rows_subsets_and_bad_settings(tiny_data, tmp_path, monkeypatch):
     data, res = tiny_data(200, 120), tmp_path / "res"
     common = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", "--quiet", *TINY]
     train.main([*common, "--epochs", "2"])
@@ -105,12 +105,16 @@ def test_gp_max_rows_subsets_and_bad_settings(tiny_data, tmp_path):
     _, meta = load_checkpoint(res / "5t_opamp_gp_stack.pth", expect_class=StackedGP)
     assert meta["extra"]["n_rows"] == 10 and meta["model_kwargs"]["n_train"] == 10
     assert "oof_val" not in meta["extra"]                              # val was held out: nothing to replace
-    train_gp.main([*common, "--set", "GP_MAX_ROWS=25", "--set", "GP_RESTARTS=0"])   # train+val: val rows all kept
+    searched, fit_gps = [], train_gp.fit_gps
+    monkeypatch.setattr(train_gp, "fit_gps", lambda *a, **kw: searched.append(kw["hyper_rows"]) or fit_gps(*a, **kw))
+    train_gp.main([*common, "--set", "GP_MAX_ROWS=25", "--set", "GP_RESTARTS=0",
+                   "--set", "GP_HYPER_ROWS=12"])   # train+val: val rows all kept; hyperparameters searched on 12
     _, meta = load_checkpoint(res / "5t_opamp_gp_stack.pth", expect_class=StackedGP)
     assert meta["extra"]["n_rows"] == 25 and len(meta["extra"]["oof_val"]["mean"]) == 18
+    assert meta["config"]["GP_HYPER_ROWS"] == 12 and searched and set(searched) == {12}
     for bad, needle in (("GP_NU=2.0", "GP_NU must be one of"), ("GP_MAX_ROWS=1", "GP_MAX_ROWS must be"),
                         ("GP_ROWS=all", "GP_ROWS must be one of"), ("GP_MAX_ROWS=10", "leaves no room"),
-                        ("GP_HYPER_ROWS=-1", "GP_HYPER_ROWS must be")):
+                        ("GP_HYPER_ROWS=-1", "GP_HYPER_ROWS must be"), ("GP_HYPER_ROWS=3", "GP_HYPER_ROWS must be")):
         with pytest.raises(ToolkitError, match=needle):
             train_gp.main([*common, "--set", bad])
 
@@ -123,20 +127,23 @@ def test_hyper_rows_restarts_on_a_subset_then_one_polish_on_every_row(monkeypatc
     fits, original = [], GaussianProcessRegressor.fit
 
     def recording_fit(self, X, yy):
-        fits.append((len(X), self.n_restarts_optimizer, self.kernel.theta.copy()))
-        return original(self, X, yy)
+        start = self.kernel.theta.copy()
+        original(self, X, yy)
+        fits.append(dict(X=X.copy(), restarts=self.n_restarts_optimizer, start=start, end=self.kernel_.theta.copy()))
+        return self
 
     monkeypatch.setattr(GaussianProcessRegressor, "fit", recording_fit)
     gps = train_gp.fit_gps(z, y, nu=2.5, restarts=2, seed=0, hyper_rows=25)
-    assert [(n, r) for n, r, _ in fits] == [(25, 2), (60, 0)] * 2    # per metric: restarts on 25 rows, polish on 60
+    subset = np.sort(np.random.default_rng(0).choice(60, 25, replace=False))     # seeded by SEED
+    assert [(len(f["X"]), f["restarts"]) for f in fits] == [(25, 2), (60, 0)] * 2   # per metric: search, polish
     for j, gp in enumerate(gps):
-        assert len(gp.X_train_) == 60
-        start = fits[2 * j + 1][2]                   # the polish starts at a kernel the subset search found
-        assert not np.allclose(start, fits[2 * j][2])
-        assert gp.log_marginal_likelihood_value_ >= gp.log_marginal_likelihood(start) - 1e-6
+        search, polish = fits[2 * j], fits[2 * j + 1]
+        assert np.array_equal(search["X"], z[subset]) and np.array_equal(polish["X"], z)
+        assert np.array_equal(polish["start"], search["end"])     # the polish starts at the subset's best kernel
+        assert len(gp.X_train_) == 60 and np.array_equal(gp.kernel_.theta, polish["end"])
     fits.clear()
     full = train_gp.fit_gps(z, y, nu=2.5, restarts=0, seed=0, hyper_rows=60)   # no fewer rows: the usual fit
-    assert [(n, r) for n, r, _ in fits] == [(60, 0)] * 2
+    assert [(len(f["X"]), f["restarts"]) for f in fits] == [(60, 0)] * 2
     usual = train_gp.fit_gps(z, y, nu=2.5, restarts=0, seed=0)
     assert all(np.allclose(a.kernel_.theta, b.kernel_.theta) for a, b in zip(full, usual))
 

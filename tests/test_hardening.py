@@ -14,7 +14,7 @@ import torch
 from core.atomic import atomic_write_text
 from core.cli import run_main
 
-TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet", "--dry-run"]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set", "POOLED_NUM_LAYERS=2", "--quiet", "--dry-run"]
 
 
 @pytest.fixture(scope="module")

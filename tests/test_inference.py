@@ -16,7 +16,7 @@ from inference.predict import Ensemble, Member, check_agreement
 from fine_tune import fine_tune
 from training import train, train_align_coral, train_pooled, train_target_only
 
-TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set", "POOLED_NUM_LAYERS=2", "--quiet"]
 
 
 # ---------------------------------------------------------------- calibration

@@ -25,7 +25,7 @@ from spice.sampling import IBIAS_GRID, L_GRID, W_GRID
 from tests.synthetic import X_COLS, Y_COLS, make_domain
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set", "POOLED_NUM_LAYERS=2", "--quiet"]
 FAST_OPT = ["--n-init", "16", "--steps", "30", "--lr", "0.05", "--finish-lbfgs", "5"]
 
 

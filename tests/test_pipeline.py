@@ -11,7 +11,7 @@ import pipeline
 from tests.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set", "POOLED_NUM_LAYERS=2", "--quiet"]
 
 
 @pytest.fixture(scope="module")

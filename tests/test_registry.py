@@ -14,7 +14,7 @@ from inverse.forward import canonical_model_type, model_types
 from models import MODEL_CLASSES
 from training.staleness import staleness
 
-TINY = ["--set", "HIDDEN_DIM=8", "--set", "NUM_LAYERS=2", "--quiet"]
+TINY = ["--set", "HIDDEN_DIM=8", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=8", "--set", "POOLED_NUM_LAYERS=2", "--quiet"]
 
 
 def test_every_setting_is_read_by_a_stage_or_declared_not_read():

@@ -13,7 +13,7 @@ from spice.measure import ac_metrics
 from tests.synthetic import write_dataset
 from training import train_target_only
 
-TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet", "--device", "cpu"]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set", "POOLED_NUM_LAYERS=2", "--quiet", "--device", "cpu"]
 
 
 def _signed_dataset(root, n_source=200, n_target=100):

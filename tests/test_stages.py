@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import config
+from core.stages import differences
 from fine_tune import fine_tune
 from losses import batch_r2
 from models import MLP, DualHeadMLP
@@ -17,7 +19,7 @@ from training.loop import PairedBatches, TensorBatches, fit
 from training.objectives import make_align_loss
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--quiet"]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set", "POOLED_NUM_LAYERS=2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -353,11 +355,22 @@ def test_pooled_offset_is_a_domain_flag_column():
                            state["backbone.blocks.0.linear.bias"])           # folding copies, never edits
 
 
-def test_pooled_learns_a_target_offset(dataset, tmp_path):
-    s = train_pooled.main(_args(dataset, tmp_path, "--epochs", "5"))
+def test_pooled_learns_a_target_offset_with_its_own_network(dataset, tmp_path, monkeypatch):
+    """The pooled stage's --hidden-dim/--num-layers/--lr set POOLED_*, which size and train its network (the other
+    stages' HIDDEN_DIM/LEARNING_RATE stay as they were and do not make its checkpoint stale)."""
+    rates, adamw = [], torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, **kw: rates.append(lr) or adamw(params, lr=lr, **kw))
+    s = train_pooled.main(_args(dataset, tmp_path, "--epochs", "5", "--hidden-dim", "8", "--num-layers", "3",
+                                "--lr", "2e-3"))
     assert s["extra"]["target_offset_norm"] > 0 and s["extra"]["n_source"] > 0
     meta = read_checkpoint_meta(tmp_path / "5t_opamp_pooled_flag.pth")
     assert meta["parent"] is None and meta["stage"] == "pooled"
+    assert (meta["model_kwargs"]["hidden_dim"], meta["model_kwargs"]["num_layers"], rates) == (8, 3, [2e-3])
+    cfg = meta["config"]
+    assert (cfg["POOLED_HIDDEN_DIM"], cfg["HIDDEN_DIM"], cfg["LEARNING_RATE"]) == (8, 16, config.LEARNING_RATE)
+    assert differences(cfg, {**cfg, "HIDDEN_DIM": 64, "NUM_LAYERS": 5, "LEARNING_RATE": 1.0}, "pooled") == []
+    assert differences(cfg, {**cfg, "POOLED_HIDDEN_DIM": 64, "POOLED_LEARNING_RATE": 1.0}, "pooled") == [
+        "POOLED_HIDDEN_DIM", "POOLED_LEARNING_RATE"]
 
 
 def _state(path):

@@ -7,7 +7,7 @@ import sweep
 from core import executor
 from core.errors import ToolkitError
 
-TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "EPOCHS=3", "--set", "PATIENCE=2"]
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set", "POOLED_NUM_LAYERS=2", "--set", "EPOCHS=3", "--set", "PATIENCE=2"]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ is ``z = [x, s(x)]``: the design and what the process-A model predicts for it, b
 space.  One scikit-learn ``GaussianProcessRegressor`` per metric, kernel
 ``ConstantKernel * Matern(nu=GP_NU, one length scale per input) + WhiteKernel``, ``normalize_y``,
 hyperparameters by maximum marginal likelihood on target_train with ``GP_RESTARTS`` extra
-random starts (seeded).  Where the two processes agree up to a smooth correction, the GP needs
+random starts (seeded); above ``GP_HYPER_ROWS`` rows the starts search a seeded subset of that
+size and one optimiser run on all rows polishes the best (all rows of 5t_opamp, seed 0: 592 s ->
+111 s, the same test R^2; docs/RESULTS.md).  Where the two processes agree up to a smooth correction, the GP needs
 few target rows to learn that correction, and it knows where it has not seen data: its
 predictive variance is the member's variance in the ensemble.
 
@@ -74,7 +76,8 @@ GP_ROWS = ("train+val", "train")
 
 def preflight(settings: dict) -> None:
     """The stage's own settings checks, run before any data is read (the pipeline runs every stage's first):
-    the two choice settings (GP_MAX_ROWS and GP_RESTARTS are range-checked with every setting, in resolve)."""
+    the two choice settings (GP_MAX_ROWS, GP_RESTARTS and GP_HYPER_ROWS are range-checked with every setting, in
+    resolve)."""
     setting_choice(settings, "GP_ROWS", GP_ROWS, default="train+val", fix="--set GP_ROWS=train+val")
     setting_choice(settings, "GP_NU", NUS, default=2.5, fix="--set GP_NU=2.5")
 
@@ -86,7 +89,8 @@ def fit_gps(z: np.ndarray, y: np.ndarray, *, nu: float, restarts: int, seed: int
 
     ``hyper_rows`` > 0 and N > ``hyper_rows``: the restarts search the marginal likelihood of a seeded subset of
     ``hyper_rows`` rows, and one optimiser run on all N rows then polishes the best of them (started there, no
-    further restarts) -- the same fit at N rows, without paying every restart's O(N^2 P) gradient at full N."""
+    further restarts) -- a fit at N rows started from the subset's best, without paying every restart's O(N^2 P)
+    gradient at full N (it may end in another local optimum than restarts at N would)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
