@@ -153,7 +153,7 @@ for _s in (
           COMMON - {"HIDDEN_DIM", "NUM_LAYERS", "LEARNING_RATE"} | TARGET_BATCHES
           | {"BASELINE_BATCH_SIZE", "POOLED_SAMPLING", "POOLED_HIDDEN_DIM", "POOLED_NUM_LAYERS", "POOLED_LEARNING_RATE"},
           member=True, optional=True, label="pooled MLP + domain flag",
-          aliases=("pooled_mlp", "pooled_flag", "train_pooled"), cost_s=45.0),
+          aliases=("pooled_mlp", "pooled_flag", "train_pooled"), cost_s=75.0),
     Stage("gp_stack", "training.train_gp", "{opamp}_gp_stack.pth", ("StackedGP", "SignedRatio"),
           COMMON | {"GP_NU", "GP_MAX_ROWS", "GP_RESTARTS", "GP_HYPER_ROWS", "GP_ROWS", "SIGNED_RATIO"}, parent="baseline", member=True,
           optional=True,
