@@ -8,10 +8,12 @@ def add_training_flags(cli, keys: dict | None = None) -> None:
     flags = (("--epochs", "EPOCHS"), ("--patience", "PATIENCE"), ("--lr", "LEARNING_RATE"),
              ("--batch-size", "BATCH_SIZE"), ("--hidden-dim", "HIDDEN_DIM"), ("--num-layers", "NUM_LAYERS"),
              ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT"), ("--n-target", "N_TARGET_TRAIN"))
-    if set(keys or {}) - {flag for flag, _ in flags}:      # a misspelt flag would silently keep its usual key
-        raise KeyError(f"not a training flag: {sorted(set(keys) - {flag for flag, _ in flags})}")
+    keys = keys or {}
+    unknown = set(keys) - {flag for flag, _ in flags}
+    if unknown:                                            # a misspelt flag would silently keep its usual key
+        raise KeyError(f"not a training flag: {sorted(unknown)}")
     for flag, key in flags:
-        cli.flag(flag, (keys or {}).get(flag, key))
+        cli.flag(flag, keys.get(flag, key))
     cli.add_argument("--dry-run", action="store_true", help="2 epochs of 2 batches per phase (smoke test)")
     cli.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
 
