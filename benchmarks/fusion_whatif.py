@@ -84,9 +84,9 @@ def task_settings(task: Path, data_dir=None) -> dict | None:
     return None
 
 
-def score_cell(task: Path, members: tuple, selections, data_dir=None, metric=None) -> dict | None:
-    """``{selection: {r2_log, cov95, best_member, best_r2_log[, metric_r2_log, metric_best_r2_log]}}`` for one task
-    dir; None if a member is missing.  ``metric``: a metric column whose log-space R^2 is kept too."""
+def load_cell(task: Path, members, data_dir=None):
+    """``(data, [Member])`` of one task dir: its data as its stages saw it and the ``members``' checkpoints (checked
+    against that data); None when the dir has no checkpoint or lacks one of the members."""
     settings = task_settings(task, data_dir)
     if settings is None:
         return None
@@ -98,6 +98,16 @@ def score_cell(task: Path, members: tuple, selections, data_dir=None, metric=Non
     loaded = [load_member(name, paths[name]) for name in members]
     for m in loaded:
         check_against_data(m, data)
+    return data, loaded
+
+
+def score_cell(task: Path, members: tuple, selections, data_dir=None, metric=None) -> dict | None:
+    """``{selection: {r2_log, cov95, best_member, best_r2_log[, metric_r2_log, metric_best_r2_log]}}`` for one task
+    dir; None if a member is missing.  ``metric``: a metric column whose log-space R^2 is kept too."""
+    cell = load_cell(task, members, data_dir)
+    if cell is None:
+        return None
+    data, loaded = cell
     if metric is not None and metric not in data["y_cols"]:
         raise ToolkitError(f"--metric {metric!r} is not a metric of {task} (its metrics: {data['y_cols']}).")
     out = {}

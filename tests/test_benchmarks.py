@@ -235,3 +235,42 @@ def test_fusion_whatif_without_task_dirs_names_the_command(tmp_path):
     from core.errors import ToolkitError
     with pytest.raises(ToolkitError, match="python -m benchmarks.run --opamp 5t_opamp"):
         fusion_whatif.main(["--opamp", "5t_opamp", "--results-root", str(tmp_path)])
+
+
+def test_val_optimism_compares_members_val_and_test_errors(quick_run):
+    """Per member and n: test/val MSE and its ratio to the out-of-sample reference's, from the saved checkpoints."""
+    from benchmarks import val_optimism
+    tmp, _, _ = quick_run
+    ckpts = sorted((tmp / "res" / "5t_opamp" / "seed0_nall").glob("*.pth"))
+    stamps = [p.stat().st_mtime_ns for p in ckpts]
+    doc = tmp / "docs" / "OPTIMISM.md"
+    cells = val_optimism.main(["--opamp", "5t_opamp", "--results-root", str(tmp / "res"), "--docs-path", str(doc)])
+    assert sorted(n for n, _ in cells) == ["20", "all"]
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps          # nothing retrained
+    n, cell = cells[0]
+    assert set(cell) == {"align_hetero", "target_only", "dualhead", "pooled", "gp_stack"}
+    assert cell["gp_stack"][2] and not cell["target_only"][2]        # the GP's val predictions are out of sample
+    for val, test, _ in cell.values():
+        assert val.shape == test.shape == (5,) and np.all(val > 0) and np.all(test > 0)
+    text = doc.read_text()
+    assert "val_optimism:5t_opamp start" in text and "| gp_stack | out of sample | all | 1 | " in text
+    assert "| target_only | early-stopped on them | every n | 2 |" in text
+
+
+def test_val_optimism_ratios_and_bad_reference():
+    from benchmarks import val_optimism
+    from core.errors import ToolkitError
+    val = np.array([1.0, 2.0])
+    cells = [("50", {"gp_stack": (val, np.array([2.0, 2.0]), True), "target_only": (val, np.array([4.0, 4.0]), False)}),
+             ("all", {"gp_stack": (val, np.array([1.0, 0.0]), True), "target_only": (val, val, False)})]
+    rows = val_optimism.log_ratios(cells, "gp_stack")
+    got = {(r["n"], r["member"]): r for r in rows}
+    np.testing.assert_allclose(np.exp(got["50", "target_only"]["log_ratio"]), [4.0, 2.0])
+    np.testing.assert_allclose(np.exp(got["50", "target_only"]["log_rel"]), [2.0, 2.0])   # twice the reference's
+    assert np.isnan(got["all", "gp_stack"]["log_ratio"][1])       # a zero MSE is left out, not a -inf
+    table = val_optimism.summarise(rows, ["target_only", "gp_stack"])
+    first = table.iloc[0]
+    assert (first["member"], first["n"], first["÷ reference's (median)"]) == ("target_only", "50", "2.00")
+    assert list(table["n"]) == ["50", "all", "every n"] * 2
+    with pytest.raises(ToolkitError, match="--reference must be one of --members"):
+        val_optimism.parse_args(["--opamp", "5t_opamp", "--members", "align_hetero,target_only"])

@@ -148,6 +148,47 @@ def test_hyper_rows_restarts_on_a_subset_then_one_polish_on_every_row(monkeypatc
     assert all(np.allclose(a.kernel_.theta, b.kernel_.theta) for a, b in zip(full, usual))
 
 
+def test_explains_nothing_tells_noise_from_a_fitted_function():
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+    rng = np.random.default_rng(4)
+    z = rng.uniform(-1, 1, size=(80, 3))
+    smooth = train_gp.fit_gps(z, np.sin(3 * z[:, :1]), nu=2.5, restarts=0, seed=0)[0]
+    assert not train_gp.explains_nothing(smooth)
+    # every length scale at its lower bound: rows uncorrelated, the LML of i.i.d. noise, -N/2 (1 + log 2 pi)
+    kernel = ConstantKernel(1.0, "fixed") * Matern(np.full(3, 1e-2), "fixed", nu=2.5) + WhiteKernel(1e-4, "fixed")
+    flat = GaussianProcessRegressor(kernel, normalize_y=True).fit(z, rng.normal(size=80))
+    assert train_gp.explains_nothing(flat)
+    assert flat.log_marginal_likelihood_value_ == pytest.approx(-40 * (1 + np.log(2 * np.pi)), abs=0.5)
+
+
+def test_a_polish_that_explains_nothing_is_refitted_from_the_default_start(monkeypatch):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    rng = np.random.default_rng(3)
+    z = rng.uniform(-1, 1, size=(60, 3))
+    y = np.sin(3 * z[:, :1]) + 0.1 * rng.normal(size=(60, 1))
+    fits, original = [], GaussianProcessRegressor.fit
+
+    def recording_fit(self, X, yy):
+        start = self.kernel.theta.copy()
+        original(self, X, yy)
+        fits.append(dict(n=len(X), restarts=self.n_restarts_optimizer, start=start,
+                         lml=self.log_marginal_likelihood_value_))
+        return self
+
+    monkeypatch.setattr(GaussianProcessRegressor, "fit", recording_fit)
+    monkeypatch.setattr(train_gp, "explains_nothing", lambda gp: True)     # as if the polish had collapsed
+    gp = train_gp.fit_gps(z, y, nu=2.5, restarts=1, seed=0, hyper_rows=25)[0]
+    search, polish, fresh = fits
+    assert (search["n"], polish["n"], fresh["n"]) == (25, 60, 60) and fresh["restarts"] == 0
+    assert np.array_equal(fresh["start"], search["start"])                # the default kernel, not the subset's
+    assert gp.log_marginal_likelihood_value_ == max(polish["lml"], fresh["lml"])
+    fits.clear()
+    monkeypatch.setattr(train_gp, "explains_nothing", lambda gp: False)
+    train_gp.fit_gps(z, y, nu=2.5, restarts=1, seed=0, hyper_rows=25)
+    assert len(fits) == 2                                                  # a sound polish: no extra fit
+
+
 def test_leave_one_out_equals_refitting_without_the_row():
     """The closed-form leave-one-out prediction of a row equals a GP with the same kernel fitted without it."""
     from sklearn.gaussian_process import GaussianProcessRegressor
