@@ -74,10 +74,10 @@ def log_ratios(cells: list, reference: str) -> list:
     for n, cell in cells:
         with np.errstate(divide="ignore", invalid="ignore"):
             logs = {name: np.log(test / val) for name, (val, test, _) in cell.items()}
+        logs = {name: np.where(np.isfinite(lr), lr, np.nan) for name, lr in logs.items()}
         for name, lr in logs.items():
-            lr = np.where(np.isfinite(lr), lr, np.nan)
             rows.append({"n": n, "member": name, "out_of_sample": cell[name][2], "log_ratio": lr,
-                         "log_rel": lr - np.where(np.isfinite(logs[reference]), logs[reference], np.nan)})
+                         "log_rel": lr - logs[reference]})
     return rows
 
 

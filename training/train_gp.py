@@ -129,7 +129,7 @@ NOTHING_MARGIN = 1.0   # nats: a fit within this of the i.i.d. Gaussian's log ma
 def explains_nothing(gp) -> bool:
     """Whether a fitted GP's log marginal likelihood is no better (within NOTHING_MARGIN) than that of i.i.d.
     Gaussian noise on its (normalised, unit-variance) targets, -N/2 (1 + log 2 pi): every length scale at its
-    lower bound, no correlation between rows, the prediction the mean.  A smooth metric never fits that badly."""
+    lower bound, no correlation between rows, the prediction the mean.  A metric the inputs determine fits better."""
     n = len(gp.X_train_)
     return gp.log_marginal_likelihood_value_ <= -0.5 * n * (1.0 + np.log(2.0 * np.pi)) + NOTHING_MARGIN
 
