@@ -346,16 +346,18 @@ def choose_integrated(ens: Ensemble, x_scaled, mean, std, p_ok, batch: int, rng)
     gp = getattr(model, "inner", model)   # a GP that learns a ratio metric through its sign (models.SignedRatio)
     sub = np.sort(rng.choice(len(x_scaled), min(INTEGRATED_POOL, len(x_scaled)), replace=False))
     x_sub = np.asarray(x_scaled)[sub]
-    spread_of = np.array(mean[sub], float)
     with torch.no_grad():
         xs = torch.as_tensor(x_sub)
         cov = gp.posterior_cov(xs, xs).numpy()
         noise = gp.observation_noise().numpy()
-        if gp is not model:   # those metrics' covariance is in the GP's u space: weigh it by u's spread there
-            cols = list(model.columns)
-            spread_of[:, cols] = gp.mean_var(xs)[0][:, cols].numpy()
-    return sub[select("integrated", x_sub, spread_of, std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
-                      gp_cov=(cov, noise))]
+        sensitivity = np.ones((cov.shape[0], len(sub)))
+        if gp is not model:   # those metrics' covariance is in the GP's u space: what a unit of it is worth in
+            cols = list(model.columns)   # the model space (var_model / var_u, both from the GP at each design)
+            var_u = gp.mean_var(xs)[1][:, cols].numpy()
+            var_model = model.mean_logvar(xs)[1][:, cols].double().exp().numpy()
+            sensitivity[cols] = (var_model / var_u).T
+    return sub[select("integrated", x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
+                      gp_cov=(cov, noise), sensitivity=sensitivity)]
 
 
 def read_spec(path, y_cols: list, typical: np.ndarray):

@@ -31,6 +31,11 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   Greedy batch: pick the c with the largest Σ_j mean_r C_j(r, c)^2 / (C_j(c, c) + s_j) / v_j (v_j as for
   ``uncertainty``), condition C on it (a rank-one update: the GP's posterior after that simulation, whatever its
   result), repeat; weighed by ``p_ok`` like the others.  The neural members learn from the same designs.
+  Where the GP learns a metric in another space (a ratio through its sign, ``models.SignedRatio``: u, with
+  log cmrr = log k - log|sinh u|), a unit of variance in u is worth g_j(r) = var_model / var_u at design r in
+  the model space R² is reported in (the delta method, with the GP's own moments, so finite at u = 0): large
+  near the spikes where the ratio's denominator crosses zero, ~0 far from them.  The integral is weighed by it
+  (``sensitivity``); without it a unit of u variance counted alike at a spike and far from one.
 * ``mixed``: half the batch a uniform draw (as ``random``), the other half ``diverse`` among the rest.
   Uncertainty alone moves the training rows away from the distribution the surrogate is used on and,
   before the first failures are seen, into regions where simulations fail (two_stage_opamp: a whole
@@ -64,13 +69,16 @@ def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return (std ** 2 / spread(mean)).sum(axis=1)
 
 
-def integrated(cov: np.ndarray, noise: np.ndarray, scale: np.ndarray, batch: int, weight=None) -> np.ndarray:
-    """Greedy ``batch`` of the N designs (indices, pick order) that most reduce Σ_j mean_r var_j(r) / scale_j.
+def integrated(cov: np.ndarray, noise: np.ndarray, scale: np.ndarray, batch: int, weight=None,
+               sensitivity=None) -> np.ndarray:
+    """Greedy ``batch`` of the N designs (indices, pick order) that most reduce Σ_j mean_r g_j(r) var_j(r) / scale_j.
 
     ``cov`` (M, N, N): posterior covariance of the latent functions among the designs; ``noise`` (M,): the
-    observation noise variance; ``weight`` (N,) multiplies each design's reduction (P(OK)).  Each pick
-    conditions ``cov`` on a noisy observation at it, C <- C - C[:, c] C[c, :] / (C[c, c] + s), so the next
-    pick counts only what the batch has not already learned."""
+    observation noise variance; ``weight`` (N,) multiplies each design's reduction (P(OK)); ``sensitivity``
+    (M, N) g_j(r) >= 0, how much a unit of variance at design r in the GP's space is worth in the space the
+    score is reported in (1 where they are the same: the default).  Each pick conditions ``cov`` on a noisy
+    observation at it, C <- C - C[:, c] C[c, :] / (C[c, c] + s), so the next pick counts only what the batch
+    has not already learned."""
     cov = np.array(cov, float)                         # a copy: updated in place
     noise, scale = np.asarray(noise, float), np.asarray(scale, float)
     m, n, n2 = cov.shape
@@ -78,10 +86,14 @@ def integrated(cov: np.ndarray, noise: np.ndarray, scale: np.ndarray, batch: int
         raise ValueError(f"cov must be (M, N, N) with noise and scale (M,), got {cov.shape}, {noise.shape}, "
                          f"{scale.shape}")
     weight = np.ones(n) if weight is None else np.asarray(weight, float)
+    sens = np.ones((m, n)) if sensitivity is None else np.asarray(sensitivity, float)
+    if sens.shape != (m, n) or not np.all(sens >= 0):
+        raise ValueError(f"sensitivity must be (M, N) = {(m, n)} and >= 0, got {sens.shape}")
     picks = []
     for _ in range(min(batch, n)):
         denom = np.einsum("mii->mi", cov) + noise[:, None]                          # (M, N)
-        gain = ((cov ** 2).sum(axis=1) / denom / scale[:, None]).sum(axis=0) / n  # (N,); cov is symmetric
+        reduction = np.matmul(sens[:, None, :], cov ** 2)[:, 0, :]                  # (M, N): Σ_r g(r) C(r, c)^2
+        gain = (reduction / denom / scale[:, None]).sum(axis=0) / n                 # (N,)
         gain = gain * weight
         gain[picks] = -np.inf
         c = int(np.argmax(gain))
@@ -120,11 +132,11 @@ def ok_weight(p_ok) -> np.ndarray:
 
 
 def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.random.Generator,
-           p_ok=None, spec_bounds=None, gp_cov=None) -> np.ndarray:
+           p_ok=None, spec_bounds=None, gp_cov=None, sensitivity=None) -> np.ndarray:
     """Indices (sorted by pick order, distinct) of ``min(batch, N)`` pool rows chosen by ``rule``; ``p_ok``
     (N,) weighs the score (``feasibility``; ``random`` ignores it: it is the control); ``spec_bounds`` =
     (lo, hi) model-space goal bounds, needed by ``spec``; ``gp_cov`` = (cov (M, N, N), noise (M,)) the GP
-    member's posterior over these rows, needed by ``integrated``."""
+    member's posterior over these rows, needed by ``integrated``, with its ``sensitivity`` (``integrated``)."""
     if rule not in RULES:
         raise ToolkitError(f"Unknown acquisition rule {rule!r}; choose from {list(RULES)}.")
     if rule == "spec" and spec_bounds is None:
@@ -139,7 +151,8 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
         if gp_cov is None:
             raise ToolkitError("The 'integrated' rule needs the GP member's covariance: add gp_stack to "
                                "ACTIVE_MEMBERS (--members ...,gp_stack).")
-        return integrated(gp_cov[0], gp_cov[1], spread(mean), k, None if p_ok is None else ok_weight(p_ok))
+        return integrated(gp_cov[0], gp_cov[1], spread(mean), k, None if p_ok is None else ok_weight(p_ok),
+                          sensitivity)
     if rule == "mixed":
         explore = rng.choice(n, k // 2, replace=False)
         rest = np.setdiff1d(np.arange(n), explore)

@@ -302,6 +302,24 @@ def test_integrated_picks_what_lowers_the_variance_everywhere_and_conditions_on_
     assert integrated(cov, np.array([noise]), np.array([1.0]), 1, w)[0] != first
 
 
+def test_integrated_weighs_the_variance_by_its_worth_in_the_reported_space():
+    from active_learning.acquisition import integrated
+    x = np.linspace(0, 1, 201)
+    x_train, noise = np.array([0.3, 0.35, 0.4]), 1e-4
+    cov = _gp_posterior(x_train, x, noise)[None]
+    args = (np.array([noise]), np.array([1.0]), 3)
+    assert (integrated(cov, *args) == integrated(cov, *args, None, np.ones((1, len(x))))).all()
+    # a unit of variance near x = 0.6 is worth 50 elsewhere's (a ratio metric's spike): the first pick goes there,
+    # and it is the brute-force best for the weighed integral
+    g = np.where(np.abs(x - 0.6) < 0.05, 50.0, 1.0)[None]
+    first = integrated(cov, *args[:2], 1, None, g)[0]
+    left = [g[0] @ np.diag(_gp_posterior(np.append(x_train, x[c]), x, noise)) for c in range(len(x))]
+    assert first == int(np.argmin(left)) and abs(x[first] - 0.6) < 0.1
+    assert abs(x[integrated(cov, *args[:2], 1)[0]] - 0.6) > 0.1      # unweighed, it goes elsewhere
+    with pytest.raises(ValueError, match="sensitivity"):
+        integrated(cov, *args, None, -g)
+
+
 def test_integrated_rule_needs_the_gp_covariance():
     x, mean, std = _two_regions()
     with pytest.raises(ToolkitError, match="gp_stack"):
@@ -484,7 +502,8 @@ def test_integrated_rule_loop_picks_distinct_pool_designs_from_the_gp_members_co
     from active_learning import acquisition
     seen = []
     real = acquisition.integrated
-    monkeypatch.setattr(acquisition, "integrated", lambda cov, *a, **k: seen.append(cov.shape) or real(cov, *a, **k))
+    monkeypatch.setattr(acquisition, "integrated",
+                        lambda cov, *a, **k: seen.append((cov.shape, a[4])) or real(cov, *a, **k))
     monkeypatch.setattr(acquisition, "INTEGRATED_POOL", 120)
     out = tmp_path / "run"
     _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "30", "--rule", "integrated",
@@ -494,7 +513,12 @@ def test_integrated_rule_loop_picks_distinct_pool_designs_from_the_gp_members_co
     ledger = pd.read_csv(out / "acquired.csv")
     assert ledger["rule"].tolist() == ["random"] * 20 + ["integrated"] * 10
     assert design_keys(ledger, active.read_domain(tiny_data, "5t_opamp", "source").features.columns).is_unique
-    assert seen == [(5, 120, 120)]                      # one round chosen, 5 metrics over a 120-design subset
+    assert [shape for shape, _ in seen] == [(5, 120, 120)]   # one round chosen, 5 metrics over a 120-design subset
+    # the signed cmrr's u variance is weighed by what it is worth in cmrr's model space (var_model / var_u of the
+    # GP at each design); the other metrics' GP space is the model space (1)
+    sens, cmrr = seen[0][1], 4
+    assert sens.shape == (5, 120) and (np.delete(sens, cmrr, axis=0) == 1).all()
+    assert (sens[cmrr] > 0).all() and sens[cmrr].max() / sens[cmrr].min() > 2
 
 
 def test_spec_rule_without_a_spec_is_one_line_and_writes_nothing(tiny_data, tmp_path, capsys):
