@@ -353,9 +353,9 @@ def choose_integrated(ens: Ensemble, x_scaled, mean, std, p_ok, batch: int, rng)
         sensitivity = np.ones((cov.shape[0], len(sub)))
         if gp is not model:   # those metrics' covariance is in the GP's u space: what a unit of it is worth in
             cols = list(model.columns)   # the model space (var_model / var_u, both from the GP at each design)
-            var_u = gp.mean_var(xs)[1][:, cols].numpy()
-            var_model = model.mean_logvar(xs)[1][:, cols].double().exp().numpy()
-            sensitivity[cols] = (var_model / var_u).T
+            mu, logvar = gp.mean_logvar(xs)                  # one GP pass for both spaces
+            var_model = model.to_model_space(mu, logvar)[1][:, cols].double().exp()
+            sensitivity[cols] = (var_model / logvar[:, cols].double().exp()).T.numpy()
     return sub[select("integrated", x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
                       gp_cov=(cov, noise), sensitivity=sensitivity)]
 
