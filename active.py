@@ -11,7 +11,7 @@ simulations), and the source (A) rows of ``--data-dir/<opamp>/source``; each rou
 (``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
 VAL_SPLIT of them for early stopping and calibration; with ``--warm-start true`` the neural members start
 from the previous round's weights), scores ``--pool`` fresh candidates and simulates
-the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse | integrated | mixed)
+the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse | integrated | mixed | mixed_integrated)
 in process B, until ``--budget`` simulations.  Failed simulations count against the budget, are kept
 with their status and are never simulated again.
 
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 import pipeline
-from active_learning.acquisition import RULES, select
+from active_learning.acquisition import GP_RULES, RULES, select
 from active_learning.ledger import STATUS, append_rows, read_ledger, write_training_data
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
@@ -323,8 +323,8 @@ def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, b
         mspec = spec.model_space(ens.preprocessing)
         bounds = (mspec.lo.double().numpy(), mspec.hi.double().numpy())
     rng = np.random.default_rng([seed, round_no, 17])
-    if rule == "integrated":
-        pick = choose_integrated(ens, x_scaled, mean, std, p_ok, batch, rng)
+    if rule in GP_RULES:
+        pick = choose_integrated(ens, rule, x_scaled, mean, std, p_ok, batch, rng)
     else:
         pick = select(rule, x_scaled, mean, std, batch=batch, rng=rng, p_ok=p_ok, spec_bounds=bounds)
     chosen = pool.iloc[pick].copy()
@@ -334,15 +334,16 @@ def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, b
     return chosen
 
 
-def choose_integrated(ens: Ensemble, x_scaled, mean, std, p_ok, batch: int, rng) -> np.ndarray:
-    """Pool indices the ``integrated`` rule picks among a random INTEGRATED_POOL of the pool, from the GP
-    member's posterior covariance there."""
+def choose_integrated(ens: Ensemble, rule: str, x_scaled, mean, std, p_ok, batch: int, rng) -> np.ndarray:
+    """Pool indices ``rule`` (one of GP_RULES) picks among a random INTEGRATED_POOL of the pool, from the GP
+    member's posterior covariance there (a random subset of a uniform pool is uniform: the random half of
+    ``mixed_integrated`` stays a uniform draw)."""
     import torch
     from active_learning.acquisition import INTEGRATED_POOL
     model = next((m.model for m in ens.members if hasattr(getattr(m.model, "inner", m.model), "posterior_cov")),
                  None)
     if model is None:
-        raise ToolkitError("--rule integrated needs the GP member in the ensemble. Fix: --members ...,gp_stack")
+        raise ToolkitError(f"--rule {rule} needs the GP member in the ensemble. Fix: --members ...,gp_stack")
     gp = getattr(model, "inner", model)   # a GP that learns a ratio metric through its sign (models.SignedRatio)
     sub = np.sort(rng.choice(len(x_scaled), min(INTEGRATED_POOL, len(x_scaled)), replace=False))
     x_sub = np.asarray(x_scaled)[sub]
@@ -356,7 +357,7 @@ def choose_integrated(ens: Ensemble, x_scaled, mean, std, p_ok, batch: int, rng)
             mu, logvar = gp.mean_logvar(xs)                  # one GP pass for both spaces
             var_model = model.to_model_space(mu, logvar)[1][:, cols].double().exp()
             sensitivity[cols] = (var_model / logvar[:, cols].double().exp()).T.numpy()
-    return sub[select("integrated", x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
+    return sub[select(rule, x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
                       gp_cov=(cov, noise), sensitivity=sensitivity)]
 
 
@@ -394,8 +395,8 @@ def main(argv=None):
     resolve_process(process)                                         # an unknown process: one line now
     out = Path(args.out or Path(settings["RESULTS_DIR"]) / "active" / f"{opamp}_{rule}_seed{seed}")
     check_writable_dir(out, "--out")
-    if rule == "integrated" and "gp_stack" not in members:
-        raise ToolkitError(f"--rule integrated needs the GP member (its covariance says where a simulation teaches "
+    if rule in GP_RULES and "gp_stack" not in members:
+        raise ToolkitError(f"--rule {rule} needs the GP member (its covariance says where a simulation teaches "
                            f"most), got members {','.join(members)}. Fix: --members {','.join(members)},gp_stack")
     if rule == "spec" and args.spec is None:
         raise ToolkitError("--rule spec needs --spec FILE.toml: the goals to simulate towards (docs/USAGE.md).")

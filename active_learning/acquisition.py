@@ -40,12 +40,18 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   Uncertainty alone moves the training rows away from the distribution the surrogate is used on and,
   before the first failures are seen, into regions where simulations fail (two_stage_opamp: a whole
   first batch); the random half bounds both.
+* ``mixed_integrated``: half the batch a uniform draw, the other half ``integrated`` picks made after conditioning
+  the covariance on the random half (``given``), so they go where the random half will not already teach.  The
+  integrated rule minimises the GP member's variance, but the fused ensemble also leans on neural members that
+  learn other metrics best (two_stage_opamp: slew, ugf, dc gain) and whose error is not where the GP's variance
+  is; the uniform half keeps their training rows spread like the designs they are scored on.
 """
 import numpy as np
 
 from core.errors import ToolkitError
 
-RULES = ("random", "uncertainty", "diverse", "integrated", "mixed", "spec")
+RULES = ("random", "uncertainty", "diverse", "integrated", "mixed", "mixed_integrated", "spec")
+GP_RULES = ("integrated", "mixed_integrated")   # the rules that need the GP member's posterior covariance
 INTEGRATED_POOL = 1500   # pool designs the integrated rule chooses among and integrates over: its covariance is
                          # (metrics, N, N) float64, 90 MB for 5 metrics at 1500; a random subset of a uniform pool
                          # is itself uniform, so the integral stays over the design space
@@ -70,7 +76,7 @@ def score(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 
 def integrated(cov: np.ndarray, noise: np.ndarray, scale: np.ndarray, batch: int, weight=None,
-               sensitivity=None) -> np.ndarray:
+               sensitivity=None, given=()) -> np.ndarray:
     """Greedy ``batch`` of the N designs (indices, pick order) that most reduce Σ_j mean_r g_j(r) var_j(r) / scale_j.
 
     ``cov`` (M, N, N): posterior covariance of the latent functions among the designs; ``noise`` (M,): the
@@ -78,7 +84,8 @@ def integrated(cov: np.ndarray, noise: np.ndarray, scale: np.ndarray, batch: int
     (M, N) g_j(r) >= 0, how much a unit of variance at design r in the GP's space is worth in the space the
     score is reported in (1 where they are the same: the default).  Each pick conditions ``cov`` on a noisy
     observation at it, C <- C - C[:, c] C[c, :] / (C[c, c] + s), so the next pick counts only what the batch
-    has not already learned."""
+    has not already learned.  ``given``: designs already in the batch (chosen otherwise): ``cov`` is conditioned
+    on them first, they are not picked again, and they are not in the result."""
     cov = np.array(cov, float)                         # a copy: updated in place
     noise, scale = np.asarray(noise, float), np.asarray(scale, float)
     m, n, n2 = cov.shape
@@ -89,18 +96,28 @@ def integrated(cov: np.ndarray, noise: np.ndarray, scale: np.ndarray, batch: int
     sens = np.ones((m, n)) if sensitivity is None else np.asarray(sensitivity, float)
     if sens.shape != (m, n) or not np.all(sens >= 0):
         raise ValueError(f"sensitivity must be (M, N) = {(m, n)} and >= 0, got {sens.shape}")
+    given = [int(c) for c in given]
+    if len(set(given)) != len(given) or any(not 0 <= c < n for c in given):
+        raise ValueError(f"given must be distinct indices in [0, {n}), got {given}")
+    for c in given:
+        condition(cov, noise, c)
     picks = []
-    for _ in range(min(batch, n)):
+    for _ in range(min(batch, n - len(given))):
         denom = np.einsum("mii->mi", cov) + noise[:, None]                          # (M, N)
         reduction = np.matmul(sens[:, None, :], cov ** 2)[:, 0, :]                  # (M, N): Σ_r g(r) C(r, c)^2
         gain = (reduction / denom / scale[:, None]).sum(axis=0) / n                 # (N,)
         gain = gain * weight
-        gain[picks] = -np.inf
+        gain[picks + given] = -np.inf
         c = int(np.argmax(gain))
-        u = cov[:, :, c] / np.sqrt(denom[:, c])[:, None]                            # (M, N)
-        cov -= u[:, :, None] * u[:, None, :]
+        condition(cov, noise, c)
         picks.append(c)
-    return np.asarray(picks)
+    return np.asarray(picks, int)
+
+
+def condition(cov: np.ndarray, noise: np.ndarray, c: int) -> None:
+    """``cov`` (M, N, N) in place: the GP posterior after a noisy observation at design c (rank one)."""
+    u = cov[:, :, c] / np.sqrt(cov[:, c, c] + noise)[:, None]                        # (M, N)
+    cov -= u[:, :, None] * u[:, None, :]
 
 
 def spec_probability(mean: np.ndarray, std: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -147,12 +164,14 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
     k = min(batch, n)
     if rule == "random":
         return rng.choice(n, k, replace=False)
-    if rule == "integrated":
+    if rule in GP_RULES:
         if gp_cov is None:
-            raise ToolkitError("The 'integrated' rule needs the GP member's covariance: add gp_stack to "
+            raise ToolkitError(f"The {rule!r} rule needs the GP member's covariance: add gp_stack to "
                                "ACTIVE_MEMBERS (--members ...,gp_stack).")
-        return integrated(gp_cov[0], gp_cov[1], spread(mean), k, None if p_ok is None else ok_weight(p_ok),
-                          sensitivity)
+        explore = rng.choice(n, k // 2, replace=False) if rule == "mixed_integrated" else np.array([], int)
+        return np.concatenate([explore, integrated(gp_cov[0], gp_cov[1], spread(mean), k - len(explore),
+                                                   None if p_ok is None else ok_weight(p_ok), sensitivity,
+                                                   given=explore)])
     if rule == "mixed":
         explore = rng.choice(n, k // 2, replace=False)
         rest = np.setdiff1d(np.arange(n), explore)

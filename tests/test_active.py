@@ -214,6 +214,7 @@ def test_dask_workers_simulate_the_same_rows_and_the_training_data_has_a_fixed_o
     (["--rule", "greedy"], "ACTIVE_RULE must be one of"),
     (["--members", "nope"], "Unknown ensemble member"),
     (["--rule", "integrated", "--members", "target_only"], "--rule integrated needs the GP member"),
+    (["--rule", "mixed_integrated", "--members", "target_only"], "--rule mixed_integrated needs the GP member"),
 ])
 def test_bad_sizes_are_one_line_and_write_nothing(tiny_data, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
@@ -318,6 +319,32 @@ def test_integrated_weighs_the_variance_by_its_worth_in_the_reported_space():
     assert abs(x[integrated(cov, *args[:2], 1)[0]] - 0.6) > 0.1      # unweighed, it goes elsewhere
     with pytest.raises(ValueError, match="sensitivity"):
         integrated(cov, *args, None, -g)
+
+
+def test_mixed_integrated_draws_half_at_random_and_conditions_the_integrated_half_on_it():
+    from active_learning.acquisition import integrated
+    x = np.linspace(0, 1, 201)
+    x_train, noise = np.array([0.3, 0.35, 0.4]), 1e-4
+    cov = _gp_posterior(x_train, x, noise)[None]
+    # given designs: the pick is the brute-force best after them, never one of them, and they are not returned
+    given = np.array([40, 170])
+    left = [np.trace(_gp_posterior(np.concatenate([x_train, x[given], [x[c]]]), x, noise)) for c in range(len(x))]
+    for c in given:
+        left[c] = np.inf
+    pick = integrated(cov, np.array([noise]), np.array([1.0]), 1, given=given)
+    assert pick.tolist() == [int(np.argmin(left))]
+    assert pick[0] != integrated(cov, np.array([noise]), np.array([1.0]), 1)[0]   # the given ones moved it
+    with pytest.raises(ValueError, match="given"):
+        integrated(cov, np.array([noise]), np.array([1.0]), 1, given=[3, 3])
+    # the rule: the first half is the same uniform draw as the random rule's, the second half integrated given it
+    mean, std = x[:, None] * 2, np.full((len(x), 1), 0.1)
+    got = select("mixed_integrated", x[:, None], mean, std, batch=6, rng=np.random.default_rng(5),
+                 gp_cov=(cov, np.array([noise])))
+    explore = np.random.default_rng(5).choice(len(x), 3, replace=False)
+    rest = integrated(cov, np.array([noise]), np.array([1.0]) * mean.var(), 3, given=explore)
+    assert got.tolist() == explore.tolist() + rest.tolist() and len(set(got.tolist())) == 6
+    with pytest.raises(ToolkitError, match="gp_stack"):
+        select("mixed_integrated", x[:, None], mean, std, batch=6, rng=np.random.default_rng(0))
 
 
 def test_integrated_rule_needs_the_gp_covariance():
