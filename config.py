@@ -142,6 +142,7 @@ ACTIVE_RULE = "random"     # acquisition rule: "random" (uniform over the design
                            # calibrated ensemble variance, each metric relative to its spread) | "diverse" (the same,
                            # spread by weighted k-means) | "integrated" (the batch that most lowers the GP member's
                            # variance over the whole space; needs gp_stack) | "mixed" (half random, half diverse) |
+                           # "mixed_integrated" (half random, half integrated given the random half; needs gp_stack) |
                            # "spec" (where --spec is likely met, spread by k-means; for inverse design). random is the default:
                            # integrated beats it at every budget on 5t_opamp and folded_cascode_opamp but trails it on
                            # two_stage_opamp from 175 simulations on (docs/RESULTS.md#integrated-in-the-reported-space)
