@@ -213,8 +213,9 @@ def test_dask_workers_simulate_the_same_rows_and_the_training_data_has_a_fixed_o
     (["--init", "5"], "ACTIVE_INIT must be"),
     (["--rule", "greedy"], "ACTIVE_RULE must be one of"),
     (["--members", "nope"], "Unknown ensemble member"),
-    (["--rule", "integrated", "--members", "target_only"], "--rule integrated needs the GP member"),
-    (["--rule", "mixed_integrated", "--members", "target_only"], "--rule mixed_integrated needs the GP member"),
+    (["--rule", "integrated", "--members", "target_only"], "--rule integrated (ACTIVE_RULE) needs the GP member"),
+    (["--rule", "mixed_integrated", "--members", "target_only"], "--rule mixed_integrated (ACTIVE_RULE) needs the GP"),
+    (["--members", "target_only"], "--rule integrated (ACTIVE_RULE) needs the GP member"),   # the default rule
 ])
 def test_bad_sizes_are_one_line_and_write_nothing(tiny_data, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
@@ -586,7 +587,7 @@ def test_warm_start_trains_each_round_from_the_previous_rounds_members_and_is_pa
     # one target (SIGNED_RATIO=false): under 'auto' a fresh network of the other target may win a round and
     # then rightly has no parent (tests/test_signed_ratio.py)
     args = ("--init", "20", "--batch", "10", "--pool", "300", "--budget", "40", "--members", "target_only",
-            "--set", "SIGNED_RATIO=false")
+            "--rule", "random", "--set", "SIGNED_RATIO=false")
     _run(tiny_data, out, *args, "--warm-start", "true")
     name = "5t_opamp_target_only_hetero.pth"
     parents = [read_checkpoint_meta(out / "rounds" / f"r{r:02d}" / name)["parent"] for r in range(3)]
