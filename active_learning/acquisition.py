@@ -44,7 +44,9 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   the covariance on the random half (``given``), so they go where the random half will not already teach.  The
   integrated rule minimises the GP member's variance, but the fused ensemble also leans on neural members that
   learn other metrics best (two_stage_opamp: slew, ugf, dc gain) and whose error is not where the GP's variance
-  is; the uniform half keeps their training rows spread like the designs they are scored on.
+  is; the uniform half keeps their training rows spread like the designs they are scored on.  Measured (5 seeds,
+  docs/RESULTS.md#mixed-integrated): level with ``integrated`` on 5t_opamp and two_stage_opamp, with more failed
+  simulations on the latter, so ``integrated`` stays the default.
 """
 import numpy as np
 
