@@ -396,9 +396,9 @@ def main(argv=None):
     out = Path(args.out or Path(settings["RESULTS_DIR"]) / "active" / f"{opamp}_{rule}_seed{seed}")
     check_writable_dir(out, "--out")
     if rule in GP_RULES and "gp_stack" not in members:
-        raise ToolkitError(f"--rule {rule} (ACTIVE_RULE) needs the GP member (its covariance says where a simulation teaches "
-                           f"most), got members {','.join(members)}. Fix: --members {','.join(members)},gp_stack, or "
-                           f"--rule random")
+        raise ToolkitError(f"--rule {rule} (ACTIVE_RULE) needs the GP member (its covariance says where a simulation "
+                           f"teaches most), got members {','.join(members)}. Fix: --members {','.join(members)},gp_stack, "
+                           f"or --rule random")
     if rule == "spec" and args.spec is None:
         raise ToolkitError("--rule spec needs --spec FILE.toml: the goals to simulate towards (docs/USAGE.md).")
     spec = None if args.spec is None else read_spec(args.spec, list(src.targets.columns),

@@ -144,7 +144,7 @@ ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that mos
                            # metric relative to its spread) | "diverse" (the same, spread by weighted k-means) | "mixed"
                            # (half random, half diverse) | "mixed_integrated" (half random, half integrated given the
                            # random half; needs gp_stack) | "spec" (where --spec is likely met, spread by k-means; for
-                           # inverse design). integrated: above random at every budget on 5t_opamp (5 seeds, +0.021 mean
+                           # inverse design). integrated: above random at every budget on 5t_opamp (5 seeds, +0.022 mean
                            # R2_log over budgets) and folded_cascode_opamp, level with it on two_stage_opamp (-0.002 +- 0.004,
                            # 5 seeds); mixed_integrated ties it and failed more simulations there
                            # (docs/RESULTS.md#mixed-integrated)
