@@ -153,9 +153,9 @@ ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first 
 ACTIVE_BATCH = 25          # designs simulated per round
 ACTIVE_POOL = 5000         # candidates drawn from the design space (its grid) and scored each round
 ACTIVE_MEMBERS = ["align_hetero", "target_only", "dualhead", "gp_stack"]  # ensemble retrained every round:
-                           # ENSEMBLE_MEMBERS without pooled. With pooled the rounds took twice as long and integrated
-                           # lost 0.01-0.03 at 100-175 simulations on 5t_opamp (the fusion gave pooled cmrr on a
-                           # few val rows); it gains only at 25-75 (docs/RESULTS.md#pooled-in-the-loop)
+                           # ENSEMBLE_MEMBERS without pooled. With pooled a 5t_opamp loop took twice as long (1,370 vs
+                           # ~700 s), integrated was 0.003-0.015 lower at 100-200 simulations and level at 250 (3 seeds);
+                           # it gains only at 25-75 (docs/RESULTS.md#pooled-in-the-loop)
 ACTIVE_WARM_START = True   # True: each round's neural members start from the previous round's (WARM_START_FROM);
                            # False: retrained from their usual start (the source baseline / random) every round.
                            # True halves the training time per round at the same test R^2 after 125+ simulations
