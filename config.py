@@ -145,17 +145,17 @@ ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that mos
                            # (half random, half diverse) | "mixed_integrated" (half random, half integrated given the
                            # random half; needs gp_stack) | "spec" (where --spec is likely met, spread by k-means; for
                            # inverse design). integrated: above random at every budget on 5t_opamp (5 seeds, +0.022 mean
-                           # R2_log over budgets) and folded_cascode_opamp, level with it on two_stage_opamp (-0.002 +- 0.004,
-                           # 5 seeds); mixed_integrated ties it and failed more simulations there
+                           # R2_log over budgets) and folded_cascode_opamp (2 seeds), level with it on two_stage_opamp
+                           # (-0.002 +- 0.004, 5 seeds); mixed_integrated ties it and failed more simulations there
                            # (docs/RESULTS.md#mixed-integrated)
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
 ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)
 ACTIVE_BATCH = 25          # designs simulated per round
 ACTIVE_POOL = 5000         # candidates drawn from the design space (its grid) and scored each round
 ACTIVE_MEMBERS = ["align_hetero", "target_only", "dualhead", "gp_stack"]  # ensemble retrained every round:
-                           # ENSEMBLE_MEMBERS without pooled. With pooled a 5t_opamp loop took twice as long (1,370 vs
-                           # ~700 s), integrated was 0.003-0.015 lower at 100-200 simulations and level at 250 (3 seeds);
-                           # it gains only at 25-75 (docs/RESULTS.md#pooled-in-the-loop)
+                           # ENSEMBLE_MEMBERS without pooled. With pooled a 5t_opamp loop took twice as long (1,370
+                           # vs ~700 s), integrated was 0.003-0.015 lower at 100-200 simulations and level at 250
+                           # (3 seeds); it gains only at 25-75 (docs/RESULTS.md#pooled-in-the-loop)
 ACTIVE_WARM_START = True   # True: each round's neural members start from the previous round's (WARM_START_FROM);
                            # False: retrained from their usual start (the source baseline / random) every round.
                            # True halves the training time per round at the same test R^2 after 125+ simulations
