@@ -144,10 +144,10 @@ ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that mos
                            # metric relative to its spread) | "diverse" (the same, spread by weighted k-means) | "mixed"
                            # (half random, half diverse) | "mixed_integrated" (half random, half integrated given the
                            # random half; needs gp_stack) | "spec" (where --spec is likely met, spread by k-means; for
-                           # inverse design). integrated: above random at every budget on 5t_opamp (5 seeds, +0.022 mean
-                           # R2_log over budgets) and folded_cascode_opamp (2 seeds), level with it on two_stage_opamp
-                           # (-0.002 +- 0.004, 5 seeds); mixed_integrated ties it and failed more simulations there
-                           # (docs/RESULTS.md#mixed-integrated)
+                           # inverse design). integrated, mean R2_log gap to random over the budgets 50-250: 5t_opamp
+                           # +0.022 (5 seeds, above at every budget), folded_cascode_opamp +0.016 (3 seeds, above at 9
+                           # of 10), two_stage_opamp -0.002 +- 0.004 (5 seeds: level); mixed_integrated ties it and
+                           # failed more simulations there (docs/RESULTS.md#mixed-integrated)
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
 ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)
 ACTIVE_BATCH = 25          # designs simulated per round
