@@ -264,12 +264,14 @@ def pin_preprocessing(settings: dict, out: Path) -> None:
     atomic_write_text(path, json.dumps(pre.to_dict(), indent=1) + "\n")
 
 
-def reuse_baseline(settings: dict, first_round: Path, round_dir: Path) -> None:
-    """Copy round 0's source baseline (checkpoint, sidecar, metrics; times kept) into a later round's folder,
-    where the pipeline finds it up to date (same preprocessing, source rows unchanged) and trains only the rest."""
+def reuse_baseline(settings: dict, previous_round: Path, round_dir: Path) -> None:
+    """Copy the previous round's source baseline (checkpoint, sidecar, metrics; times kept) into the next round's
+    folder, where the pipeline finds it up to date (same preprocessing, source rows unchanged) and trains only the
+    rest.  Round 0 trains it; a round that had to retrain it (the run resumed after a toolkit upgrade, or from a
+    moved folder) hands the new one on, so that happens once, not every round after."""
     from core.stages import checkpoint_path, metrics_path
     from models.model_utils import sidecar_path
-    ckpt = checkpoint_path({**settings, "RESULTS_DIR": str(first_round)}, "baseline")
+    ckpt = checkpoint_path({**settings, "RESULTS_DIR": str(previous_round)}, "baseline")
     for f in (ckpt, sidecar_path(ckpt), metrics_path(ckpt)):
         if f.is_file() and not (round_dir / f.name).exists():
             shutil.copy2(f, round_dir / f.name)
@@ -277,17 +279,20 @@ def reuse_baseline(settings: dict, first_round: Path, round_dir: Path) -> None:
 
 def train_round(args, settings, out: Path, round_dir: Path) -> dict:
     """python -m pipeline on the data so far into ``round_dir`` (output in its pipeline.log); its summary."""
-    argv = ["--opamp", settings["OPAMP_TYPE"], "--data-dir", str(out / "data"), "--results-dir", str(round_dir),
-            "--seed", str(settings["SEED"]), "--device", str(settings["DEVICE"]), "--test-split", "0",
+    # the data folder as an absolute path: the checkpoints record it, and a run resumed from another working
+    # directory must find them up to date
+    argv = ["--opamp", settings["OPAMP_TYPE"], "--data-dir", str((out / "data").resolve()),
+            "--results-dir", str(round_dir), "--seed", str(settings["SEED"]), "--device", str(settings["DEVICE"]),
+            "--test-split", "0",
             "--members", ",".join(parse_members(settings["ACTIVE_MEMBERS"])),
             "--jobs", str(settings["PIPELINE_JOBS"]), "--quiet", "--no-plots"]
     for pair in loop_settings(args, out):
         argv += ["--set", pair]
     round_dir.mkdir(parents=True, exist_ok=True)
     if round_dir.name != "r00":
-        reuse_baseline(settings, out / "rounds" / "r00", round_dir)
+        previous = round_dir.parent / f"r{int(round_dir.name[1:]) - 1:02d}"
+        reuse_baseline(settings, previous, round_dir)
         if settings["ACTIVE_WARM_START"] and "WARM_START_FROM" not in user_set_keys(args):
-            previous = round_dir.parent / f"r{int(round_dir.name[1:]) - 1:02d}"
             argv += ["--set", f"WARM_START_FROM={previous.resolve()}"]
     with open(round_dir / "pipeline.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             warnings.catch_warnings():

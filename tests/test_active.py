@@ -141,6 +141,15 @@ def test_loop_simulates_the_budget_once_each_away_from_the_test_set_and_resumes(
     with pytest.raises(active.ToolkitError, match="other settings .*rule"):
         _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "50", "--rule", "random")
 
+    # moved (the checkpoints recorded the old data path): the first round after it retrains the source baseline,
+    # and the rounds after reuse that one, not round 0's
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    _run(tiny_data, moved, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "70", "--rule", "diverse")
+    logs = [(moved / "rounds" / r / "pipeline.log").read_text() for r in ("r04", "r05")]
+    assert "baseline      run   (settings changed: DATA_DIR" in logs[0]
+    assert "skip  (up to date: 5t_opamp_baseline_model.pth)" in logs[1]
+
 
 @needs_ngspice
 def test_interrupted_round_resumes_without_simulating_twice_and_failed_designs_are_kept(tiny_data, tmp_path,
