@@ -277,20 +277,25 @@ def reuse_baseline(settings: dict, previous_round: Path, round_dir: Path) -> Non
             shutil.copy2(f, round_dir / f.name)
 
 
-def train_round(args, settings, out: Path, round_dir: Path) -> dict:
-    """python -m pipeline on the data so far into ``round_dir`` (output in its pipeline.log); its summary."""
+def round_folder(out: Path, round_no: int) -> Path:
+    """The folder of round ``round_no`` of the run in ``out``: its batch, checkpoints and pipeline.log."""
+    return out / "rounds" / f"r{round_no:02d}"
+
+
+def train_round(args, settings, out: Path, round_no: int) -> dict:
+    """python -m pipeline on the data so far into the round's folder (output in its pipeline.log); its summary."""
+    round_dir = round_folder(out, round_no)
     # the data folder as an absolute path: the checkpoints record it, and a run resumed from another working
     # directory must find them up to date
     argv = ["--opamp", settings["OPAMP_TYPE"], "--data-dir", str((out / "data").resolve()),
             "--results-dir", str(round_dir), "--seed", str(settings["SEED"]), "--device", str(settings["DEVICE"]),
-            "--test-split", "0",
-            "--members", ",".join(parse_members(settings["ACTIVE_MEMBERS"])),
+            "--test-split", "0", "--members", ",".join(parse_members(settings["ACTIVE_MEMBERS"])),
             "--jobs", str(settings["PIPELINE_JOBS"]), "--quiet", "--no-plots"]
     for pair in loop_settings(args, out):
         argv += ["--set", pair]
     round_dir.mkdir(parents=True, exist_ok=True)
-    if round_dir.name != "r00":
-        previous = round_dir.parent / f"r{int(round_dir.name[1:]) - 1:02d}"
+    if round_no > 0:
+        previous = round_folder(out, round_no - 1)
         reuse_baseline(settings, previous, round_dir)
         if settings["ACTIVE_WARM_START"] and "WARM_START_FROM" not in user_set_keys(args):
             argv += ["--set", f"WARM_START_FROM={previous.resolve()}"]
@@ -444,7 +449,7 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
                   backend=args.backend, scheduler=args.scheduler)
     t_run, round_no = time.perf_counter(), 0
     while True:
-        round_dir = out / "rounds" / f"r{round_no:02d}"
+        round_dir = round_folder(out, round_no)
         batch_path = round_dir / "batch.csv"
         t0 = time.perf_counter()
         if not batch_path.is_file():
@@ -461,7 +466,7 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
             else:
                 start = 4 * init + (round_no - 1) * pool_n
                 pool = draw(circuit, seed, start, start + pool_n, taken)
-                prev = Ensemble.load(out / "rounds" / f"r{round_no - 1:02d}", opamp)
+                prev = Ensemble.load(round_folder(out, round_no - 1), opamp)
                 chosen = choose(prev, rule, pool, ledger, want, seed, round_no, spec)
             chosen.insert(1, "round", round_no)
             chosen.insert(2, "rule", (GIVEN if given is not None else "random") if round_no == 0 else rule)
@@ -483,7 +488,7 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
             write_training_data(ledger, out / "data" / opamp / "target", x_cols, y_cols)
             if "PREPROCESSING_FROM" not in user_set_keys(args):
                 pin_preprocessing(settings, out)
-            summary = train_round(args, settings, out, round_dir)
+            summary = train_round(args, settings, out, round_no)
             t_train = time.perf_counter() - t0
             ens_record = summary["ensemble"]["ensemble"]
             row = {"round": round_no, "rule": rule, "seed": seed, "simulations": loop_simulations(ledger),
