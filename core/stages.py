@@ -125,10 +125,26 @@ def metrics_path(ckpt) -> Path:
     return Path(ckpt).with_name(Path(ckpt).stem + "_metrics.json")
 
 
+# Settings that name a file or folder: compared as the place they point to, so ``data``, ``./data`` and
+# ``/home/me/proj/data`` are one setting (a relative path recorded in a checkpoint is read from today's
+# working directory, as the run that recorded it read it from its own).
+PATH_SETTINGS = frozenset({"DATA_DIR", "PREPROCESSING_FROM", "WARM_START_FROM"})
+
+
+def _same_setting(key: str, saved, current) -> bool:
+    if saved == current:
+        return True
+    if key in PATH_SETTINGS and isinstance(saved, str) and isinstance(current, str) and saved and current:
+        return Path(saved).expanduser().resolve() == Path(current).expanduser().resolve()
+    return False
+
+
 def differences(saved: dict, settings: dict, name: str, *, ignore=()) -> list:
-    """Settings the stage reads whose value in ``saved`` (a checkpoint's snapshot) differs from ``settings``."""
+    """Settings the stage reads whose value in ``saved`` (a checkpoint's snapshot) differs from ``settings``.
+
+    Path settings (``PATH_SETTINGS``) differ only when they resolve to different places."""
     keys = stage(name).reads - set(ignore)
-    return sorted(k for k in keys if saved.get(k) != settings.get(k))
+    return sorted(k for k in keys if not _same_setting(k, saved.get(k), settings.get(k)))
 
 
 for _s in (

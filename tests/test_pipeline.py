@@ -1,6 +1,7 @@
 """`python -m pipeline`: the whole forward chain on test-made data, then skipping what is up to date."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,22 @@ def test_staleness_reasons(ran):
         os.utime(feats, (st.st_atime, st.st_mtime))
 
 
+def test_the_same_data_folder_spelled_another_way_leaves_checkpoints_up_to_date(ran, monkeypatch, tmp_path):
+    """`--data-dir data`, `./data` and the absolute path are one folder; a copy elsewhere is another."""
+    data, _, args, _ = ran
+    monkeypatch.chdir(data.parent)
+    for spelling in (f"./{data.name}", f"{data.name}/", f"{data.name}/5t_opamp/..", str(data)):
+        argv = list(args)
+        argv[argv.index("--data-dir") + 1] = spelling
+        _, settings = pipeline.parse_args(argv)
+        assert [r for *_, r in pipeline.plan(settings, force=False, dry_run=True)] == [None] * 6, spelling
+    shutil.copytree(data, tmp_path / "copy")
+    argv = list(args)
+    argv[argv.index("--data-dir") + 1] = str(tmp_path / "copy")
+    _, settings = pipeline.parse_args(argv)
+    assert "DATA_DIR" in pipeline.plan(settings, force=False, dry_run=True)[0][3]
+
+
 def test_stage_argv_passes_flags_through():
     args, _ = pipeline.parse_args(["--opamp", "two_stage_opamp", "--seed", "3", "--test-split", "0.1",
                                    "--epochs", "5", "--set", "HIDDEN_DIM=16", "--dry-run", "--members",
@@ -135,7 +152,6 @@ def test_a_source_only_baseline_with_pinned_preprocessing_survives_new_target_ro
     retrain); without the pin the x scaler (fit on source + target inputs) moves and the baseline retrains;
     with BASELINE_VAL=target (it early-stops on target rows) it retrains as before.  A copy of the checkpoint in
     another results folder is up to date there too (RESULTS_DIR is not something a stage learns)."""
-    import shutil
 
     import pandas as pd
 
