@@ -6,7 +6,9 @@
 Runs ``python -m active`` for every (seed, rule) -- one after another, each with the loop's own
 ``--jobs`` -- in ``<results-root>/<opamp>/<rule>_seed<k>/`` (a rerun resumes each loop and skips the
 finished ones), then writes a table (mean ± sd over seeds per rule and simulation count, the time per
-round) and ``learning_curve_active_<opamp>.png`` (one line per rule, ± sd band, the all-rows random-sample
+round, the per-metric R², and where each rule's simulated designs fall in the target data's distribution: the
+share below its 10th / above its 90th percentile per metric, so a rule that spends its budget on the tails shows)
+and ``learning_curve_active_<opamp>.png`` (one line per rule, ± sd band, the all-rows random-sample
 reference ``--reference``).  ``--docs-path`` replaces the block ``active:<opamp>`` of that Markdown file
 and puts the PNG beside it.  Extra flags after ``--`` go to every loop (e.g. ``-- --set EPOCHS=50``); with
 ``-- --spec FILE`` (every rule reports the simulated designs meeting that spec; rule ``spec`` needs it) a
@@ -27,11 +29,13 @@ from pathlib import Path
 import pandas as pd
 
 from active_learning.acquisition import RULES
+from active_learning.ledger import STATUS
 from active_learning.plots import learning_curve
 from core.atomic import atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
 from core.markdown import markdown_table, replace_block
+from data_loader.layout import read_domain
 
 
 def parse_args(argv=None):
@@ -178,6 +182,12 @@ def summarise(args) -> tuple:
         lines += ["", markdown_table(per_metric), "",
                   "Cells: log-space R² per metric on the fixed target_test, mean over seeds, every "
                   f"{PER_METRIC_EVERY} simulations: where a rule gains and which metric holds the mean back."]
+    tails = tail_table(args)
+    if tails is not None:
+        lines += ["", markdown_table(tails), "",
+                  f"Cells: % of a rule's successful simulations (after the {args.init} random first, all seeds pooled) whose "
+                  "metric lies below the 10th / above the 90th percentile of that metric in the circuit's target data: "
+                  "a uniform draw puts about 10 / 10 there; a rule far from it spends its budget on the tails."]
     if timing:
         lines += ["", markdown_table(pd.DataFrame(timing))]
     return "\n".join(lines), curves
@@ -196,6 +206,43 @@ def metric_table(rules, by_rule: dict, counts: list):
             if per:
                 rows.append({"B simulations": n, "rule": rule,
                              **{c: f"{statistics.mean(p[c] for p in per):.3f}" for c in per[0]}})
+    return pd.DataFrame(rows) if rows else None
+
+
+TAIL_RANGE = 125   # simulations per row of the tails table
+
+
+def tail_table(args):
+    """Rows (simulation range, rule), a column per metric: where each rule's simulated designs fall in the
+    distribution of the circuit's target data (``<data-dir>/<opamp>/target``), as "% below q10 / % above q90" of
+    the designs it simulated successfully in that range; None without target data or ledgers."""
+    try:
+        reference = read_domain(args.data_dir, args.opamp, "target")
+    except ToolkitError:
+        return None
+    y = reference.targets if reference.status is None else reference.targets[reference.status == "ok"]
+    lo, hi = y.quantile(0.1), y.quantile(0.9)
+    ledgers = {rule: [] for rule in args.rules}
+    for rule in args.rules:
+        for seed in args.seeds:
+            path = run_dir(args, rule, seed) / "acquired.csv"
+            if path.is_file():
+                led = pd.read_csv(path)
+                led["simulation"] = range(1, len(led) + 1)   # the ledger is in the order simulated
+                ledgers[rule].append(led)
+    rows = []
+    for start in range(args.init + 1, args.budget + 1, TAIL_RANGE):
+        end = min(start + TAIL_RANGE - 1, args.budget)
+        for rule in args.rules:
+            picked = [led[(led["simulation"] >= start) & (led["simulation"] <= end) & (led[STATUS] == "ok")]
+                      for led in ledgers[rule]]
+            picked = pd.concat(picked) if picked else pd.DataFrame()
+            cols = [c for c in y.columns if c in picked.columns]
+            if picked.empty or not cols:
+                continue
+            rows.append({"B simulations": f"{start}–{end}", "rule": rule, "designs": len(picked),
+                         **{c: f"{100 * (picked[c] < lo[c]).mean():.0f} / {100 * (picked[c] > hi[c]).mean():.0f}"
+                            for c in cols}})
     return pd.DataFrame(rows) if rows else None
 
 

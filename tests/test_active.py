@@ -656,3 +656,28 @@ def test_a_ledger_from_before_signs_resumes_and_writes_signs_only_when_every_ok_
     assert signs["cmrr"].tolist()[0] == 1.0 and np.isnan(signs["cmrr"][1]) and signs["cmrr"].tolist()[2] == -1.0
     with pytest.raises(ValueError, match="lack the ledger columns"):
         append_rows(tmp_path / "acquired.csv", ledger, new.drop(columns=["w"]).assign(design=5))
+
+
+def test_benchmark_tabulates_where_each_rule_spends_its_simulations_in_the_target_distribution(tmp_path):
+    """The tails table: % of a rule's successful picks after the random first set below q10 / above q90 of the
+    circuit's target data, per metric and range of simulations; failed simulations and the first set not counted."""
+    from benchmarks import active_benchmark as bench
+    data = tmp_path / "data" / "5t_opamp" / "target"
+    data.mkdir(parents=True)
+    pd.DataFrame({"w1": np.arange(100.0)}).to_csv(data / "features.csv", index=False)
+    pd.DataFrame({"ugf": np.arange(100.0), "cmrr": np.arange(100.0)}).to_csv(data / "targets.csv", index=False)
+    root = tmp_path / "bench"
+    for rule, picks in (("random", [50.0] * 10), ("integrated", [1.0] * 5 + [99.0] * 3 + [50.0] * 2)):
+        _loop_rows(root, rule, 0, test_r2_log=lambda k: 0.9)
+        ledger = pd.DataFrame({"design": range(36), "round": [0] * 25 + [1] * 11, "rule": rule, "seed": 0,
+                               "w1": 1.0, "ugf": [1.0] * 25 + picks + [np.nan],
+                               "cmrr": [50.0] * 35 + [np.nan], "status": ["ok"] * 35 + ["no_convergence"]})
+        ledger.to_csv(root / "5t_opamp" / f"{rule}_seed0" / "acquired.csv", index=False)
+    out = bench.main(["--opamp", "5t_opamp", "--data-dir", str(tmp_path / "data"), "--rules", "random", "integrated",
+                      "--seeds", "0", "--budget", "50", "--results-root", str(root), "--report-only"])
+    assert "| 26–50 | random | 10 | 0 / 0 | 0 / 0 |" in out["text"]
+    assert "| 26–50 | integrated | 10 | 50 / 30 | 0 / 0 |" in out["text"]
+    # without target data the table is left out (a loop started from --init-from has none to compare with)
+    out = bench.main(["--opamp", "5t_opamp", "--data-dir", str(tmp_path / "none"), "--rules", "random", "--seeds", "0",
+                      "--budget", "50", "--results-root", str(root), "--report-only"])
+    assert "below the 10th" not in out["text"]
