@@ -231,8 +231,9 @@ def tail_table(args):
                 led["simulation"] = range(1, len(led) + 1)   # the ledger is in the order simulated
                 ledgers[rule].append(led)
     rows = []
-    for start in range(args.init + 1, args.budget + 1, TAIL_RANGE):
-        end = min(start + TAIL_RANGE - 1, args.budget)
+    last = max((len(led) for leds in ledgers.values() for led in leds), default=0)   # loops taken past --budget too,
+    for start in range(args.init + 1, last + 1, TAIL_RANGE):                       # as the R² table shows them
+        end = min(start + TAIL_RANGE - 1, last)
         for rule in args.rules:
             picked = [led[(led["simulation"] >= start) & (led["simulation"] <= end) & (led[STATUS] == "ok")]
                       for led in ledgers[rule]]
