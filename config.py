@@ -147,8 +147,9 @@ ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that mos
                            # inverse design). integrated, mean R2_log gap to random over the budgets 50-250: 5t_opamp
                            # +0.022 (5 seeds, above at every budget), folded_cascode_opamp +0.016 (3 seeds, above at 9
                            # of 10), two_stage_opamp -0.002 +- 0.004 (5 seeds: level; behind from 275 to 400, -0.017,
-                           # 3 seeds); mixed_integrated ties it and failed more simulations there
-                           # (docs/RESULTS.md#mixed-integrated)
+                           # 3 seeds); mixed_integrated ties it to 250, failing more simulations, and stays level
+                           # with random from 275 to 400 (-0.005 +- 0.008): the hedge where integrated stalls
+                           # (docs/RESULTS.md#mixed-integrated-past-250)
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
 ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)
 ACTIVE_BATCH = 25          # designs simulated per round
