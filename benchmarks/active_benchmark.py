@@ -185,8 +185,8 @@ def summarise(args) -> tuple:
     tails = tail_table(args)
     if tails is not None:
         lines += ["", markdown_table(tails), "",
-                  f"Cells: % of a rule's successful simulations (after the {args.init} random first, all seeds pooled) whose "
-                  "metric lies below the 10th / above the 90th percentile of that metric in the circuit's target data: "
+                  f"Cells: % of a rule's successful simulations (after the {args.init} random first, all seeds "
+                  "pooled) whose metric lies below the 10th / above the 90th percentile of that metric in the circuit's target data: "
                   "a uniform draw puts about 10 / 10 there; a rule far from it spends its budget on the tails."]
     if timing:
         lines += ["", markdown_table(pd.DataFrame(timing))]
