@@ -186,8 +186,9 @@ def summarise(args) -> tuple:
     if tails is not None:
         lines += ["", markdown_table(tails), "",
                   f"Cells: % of a rule's successful simulations (after the {args.init} random first, all seeds "
-                  "pooled) whose metric lies below the 10th / above the 90th percentile of that metric in the circuit's target data: "
-                  "a uniform draw puts about 10 / 10 there; a rule far from it spends its budget on the tails."]
+                  "pooled) whose metric lies below the 10th / above the 90th percentile of that metric in the "
+                  "circuit's target data: a uniform draw puts about 10 / 10 there; a rule far from it spends its "
+                  "budget on the tails."]
     if timing:
         lines += ["", markdown_table(pd.DataFrame(timing))]
     return "\n".join(lines), curves
@@ -231,8 +232,9 @@ def tail_table(args):
                 led["simulation"] = range(1, len(led) + 1)   # the ledger is in the order simulated
                 ledgers[rule].append(led)
     rows = []
-    last = max((len(led) for leds in ledgers.values() for led in leds), default=0)   # loops taken past --budget too,
-    for start in range(args.init + 1, last + 1, TAIL_RANGE):                       # as the R² table shows them
+    # to the longest ledger: loops taken past --budget too, as the R² table shows them
+    last = max((len(led) for leds in ledgers.values() for led in leds), default=0)
+    for start in range(args.init + 1, last + 1, TAIL_RANGE):
         end = min(start + TAIL_RANGE - 1, last)
         for rule in args.rules:
             picked = [led[(led["simulation"] >= start) & (led["simulation"] <= end) & (led[STATUS] == "ok")]
