@@ -38,7 +38,7 @@ from core.markdown import markdown_table, replace_block
 from data_loader.layout import read_domain
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.active_benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--opamp", default="5t_opamp")
@@ -56,7 +56,11 @@ def parse_args(argv=None):
                    help="Markdown block (and PNG) name, e.g. active-integrated (default: from the rules and --spec), "
                         "so a comparison of other rules does not replace the published one")
     p.add_argument("--report-only", action="store_true", help="only tabulate the runs already there")
-    args, extra = p.parse_known_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    args, extra = build_parser().parse_known_args(argv)
     if extra and extra[0] == "--":
         extra = extra[1:]
     args.extra = extra
@@ -100,6 +104,38 @@ def block_name(args) -> str:
 
 def run_dir(args, rule: str, seed: int) -> Path:
     return Path(args.results_root) / args.opamp / f"{rule}_seed{seed}"
+
+
+def loop_command(args, rules, seeds, budget: int) -> str:
+    """The command that runs ``rules`` x ``seeds`` to ``budget`` simulations with this benchmark's other settings
+    (no Markdown: the report writes it)."""
+    defaults = build_parser().parse_args([])
+    parts = ["--opamp", args.opamp, "--rules", *rules, "--seeds", *map(str, seeds), "--budget", str(budget)]
+    for flag in ("data_dir", "init", "batch", "results_root", "reference"):
+        if getattr(args, flag) != getattr(defaults, flag):
+            parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.extra:
+        parts += ["--", *args.extra]
+    return "python -m benchmarks.active_benchmark " + " ".join(parts)
+
+
+def reproducing_commands(args, report: str) -> str:
+    """The block's command line: ``report`` alone when every loop there stopped at --budget, else one command per
+    (simulations reached, seeds) group of loops -- e.g. five seeds to 250 and three of them on to 400 -- and then
+    ``report`` with --report-only, so the block says how each row was made, not only how it was tabulated."""
+    reach = {(rule, seed): run[-1]["simulations"] for rule in args.rules for seed in args.seeds
+             if (run := read_progress(run_dir(args, rule, seed)))}
+    groups = {}   # (simulations reached, seeds) -> rules, in the order given
+    for budget in sorted(set(reach.values())):
+        for rule in args.rules:
+            seeds = tuple(s for s in args.seeds if reach.get((rule, s)) == budget)
+            if seeds:
+                groups.setdefault((budget, seeds), []).append(rule)
+    if set(reach.values()) <= {args.budget}:   # the report's own command runs (or ran) every loop shown
+        return f"Command: `{report}`"
+    lines = [f"- `{loop_command(args, rules, seeds, budget)}`" for (budget, seeds), rules in groups.items()]
+    return ("Commands (the loops, then the table from them):\n\n" + "\n".join(lines)
+            + f"\n- `{report} --report-only`")
 
 
 def read_progress(folder: Path) -> list:
@@ -282,7 +318,7 @@ def main(argv=None):
     cmd = "python -m benchmarks.active_benchmark " + " ".join(shown)
     title = {"active-spec": "active learning toward a spec", "active-warm": "warm-started rounds vs retraining",
              "active": "active learning vs random sampling"}.get(name.split(":")[0], " vs ".join(args.rules))
-    block = (f"### {args.opamp}: {title}\n\nCommand: `{cmd}`\n\n{text}\n\n"
+    block = (f"### {args.opamp}: {title}\n\n{reproducing_commands(args, cmd)}\n\n{text}\n\n"
              f"![active learning {args.opamp}]({png.name})\n")
     atomic_write_text(Path(args.results_root) / f"{name.replace(':', '_')}.md", block)
     if args.docs_path:

@@ -638,6 +638,33 @@ def test_benchmark_times_a_run_taken_past_the_budget_up_to_the_budget(tmp_path):
     assert "| random | 1 | 1 / 0 / 30 | 32 | 0 |" in out["text"]             # the round at 50 is not counted
 
 
+def test_benchmark_block_gives_the_commands_of_loops_taken_past_the_budget(tmp_path):
+    """Seed 1 was taken on to 75 simulations: one command cannot make that table, so the block lists a command per
+    (simulations reached, seeds) and then the report; loops all at --budget keep the one command."""
+    from benchmarks import active_benchmark as bench
+    root = tmp_path / "bench"
+    for rule in ("random", "integrated"):
+        _loop_rows(root, rule, 0, test_r2_log=lambda k: 0.8)
+    args = ["--opamp", "5t_opamp", "--rules", "random", "integrated", "--seeds", "0", "1", "--budget", "50",
+            "--results-root", str(root), "--report-only"]
+    bench.main(args)
+    block = (root / "active_5t_opamp.md").read_text()
+    assert f"Command: `python -m benchmarks.active_benchmark {' '.join(args[:-1])}`" in block
+    for rule in ("random", "integrated"):
+        _loop_rows(root, rule, 1, test_r2_log=lambda k: 0.8)
+        with open(root / "5t_opamp" / f"{rule}_seed1" / "progress.jsonl", "a") as f:
+            f.write(json.dumps({"round": 2, "simulations": 75, "failed": 0, "test_r2_log": 0.9, "select_s": 1.0,
+                                "simulate_s": 0.5, "train_s": 30.0}) + "\n")
+    bench.main(args + ["--", "--set", "EPOCHS=5"])
+    block = (root / "active_5t_opamp.md").read_text()
+    head = f"python -m benchmarks.active_benchmark --opamp 5t_opamp --rules random integrated --seeds"
+    tail = f"--results-root {root} -- --set EPOCHS=5`"
+    assert "Commands (the loops, then the table from them)" in block
+    assert f"- `{head} 0 --budget 50 {tail}" in block and f"- `{head} 1 --budget 75 {tail}" in block
+    assert block.index("--budget 50 --results") < block.index("--budget 75") < block.index("--report-only")
+    assert "| 75 | – | 0.9000 (1) |" not in block and "| 75 | 0.9000 (1) | 0.9000 (1) |" in block
+
+
 def test_a_ledger_from_before_signs_resumes_and_writes_signs_only_when_every_ok_design_has_one(tmp_path):
     from active_learning.ledger import append_rows, read_ledger, write_training_data
     old = pd.DataFrame({"design": [0, 1], "round": 0, "rule": "random", "seed": 0, "w": [1.0, 2.0],
