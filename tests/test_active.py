@@ -657,7 +657,7 @@ def test_benchmark_block_gives_the_commands_of_loops_taken_past_the_budget(tmp_p
                                 "simulate_s": 0.5, "train_s": 30.0}) + "\n")
     bench.main(args + ["--", "--set", "EPOCHS=5"])
     block = (root / "active_5t_opamp.md").read_text()
-    head = f"python -m benchmarks.active_benchmark --opamp 5t_opamp --rules random integrated --seeds"
+    head = "python -m benchmarks.active_benchmark --opamp 5t_opamp --rules random integrated --seeds"
     tail = f"--results-root {root} -- --set EPOCHS=5`"
     assert "Commands (the loops, then the table from them)" in block
     assert f"- `{head} 0 --budget 50 {tail}" in block and f"- `{head} 1 --budget 75 {tail}" in block
