@@ -81,7 +81,7 @@ def parse_args(argv=None):
                         "surrogate then models it, and inverse_opt can bound it (power = \"<= 1 mW\") or minimise "
                         "it (--objective min:power)")
     p.add_argument("--out", default="data", help="data root; files go to <out>/<opamp>/<domain>/")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or per-chunk progress line")
     args = p.parse_args(argv)
     if args.n < 1 or args.chunk < 1 or args.workers < 1:
         raise ToolkitError(f"--n, --chunk and --workers must be >= 1, got {args.n}, {args.chunk}, {args.workers}")
