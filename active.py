@@ -203,10 +203,12 @@ def copy_source(src, dest: Path) -> None:
 
 def draw(circuit: str, seed: int, start: int, stop: int, exclude: set) -> pd.DataFrame:
     """Designs start..stop-1 of the run's design stream (``spice.sampling``: design i depends only on (seed, i)),
-    with a ``design`` column, minus those whose key is in ``exclude`` (simulated already, or test designs)."""
+    with a ``design`` column, minus those whose key is in ``exclude`` (simulated already, or test designs) and
+    repeats of an earlier one (a small grid draws the same design twice; it would be simulated twice)."""
     from spice.sampling import sample_designs
     x = sample_designs(circuit, seed, start, stop)
-    x = x[~design_keys(x, x.columns).isin(exclude).to_numpy()]
+    keys = design_keys(x, x.columns)
+    x = x[(~keys.isin(exclude) & ~keys.duplicated()).to_numpy()]
     return x.reset_index(names="design")
 
 

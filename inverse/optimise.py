@@ -124,10 +124,16 @@ class Proposal:
     feasibility: dict = None  # inverse.feasibility.analyse over every unique design searched
 
 
+KEY_DIGITS = 7   # significant digits per variable: what spice.generate stores (FLOAT_FORMAT "%.7g")
+
+
 def design_keys(frame: pd.DataFrame, x_cols) -> pd.Series:
-    """One string per design (9 significant digits per variable): what "the same design" means when
-    merging duplicates and across the rounds of inverse/refine.py."""
-    return frame[list(x_cols)].apply(lambda row: ",".join(f"{v:.9g}" for v in row), axis=1)
+    """One string per design (``KEY_DIGITS`` significant digits per variable): what "the same design" means when
+    merging duplicates, across the rounds of inverse/refine.py, and when the active loop leaves out the designs of
+    a data file.  The digits are those the data files store, so a design drawn at full precision and the same
+    design read back from a generated file have one key (with 9 digits a continuous variable such as a
+    capacitance never matched, and the active loop simulated test designs)."""
+    return frame[list(x_cols)].apply(lambda row: ",".join(f"{v:.{KEY_DIGITS}g}" for v in row), axis=1)
 
 
 def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,

@@ -49,7 +49,7 @@ from spice.sampling import sample_designs
 from spice.conditions import Conditions, apply as apply_conditions
 from spice.simulate import check_design_space, netlist_errors, ngspice_version, resolve_process, simulate
 
-FLOAT_FORMAT = "%.7g"
+FLOAT_FORMAT = "%.7g"   # inverse.optimise.KEY_DIGITS (what "the same design" means) is this precision
 MAX_FAILED_START = 4   # chunks: a circuit with no OK design among this many is stopped with the fix
 
 

@@ -709,3 +709,24 @@ def test_benchmark_tabulates_where_each_rule_spends_its_simulations_in_the_targe
     out = bench.main(["--opamp", "5t_opamp", "--data-dir", str(tmp_path / "none"), "--rules", "random", "--seeds", "0",
                       "--budget", "50", "--results-root", str(root), "--report-only"])
     assert "below the 10th" not in out["text"]
+
+
+def test_draw_leaves_out_designs_read_back_from_a_generated_file_continuous_variables_included(tmp_path):
+    """The shipped target data are designs 0.. of the seed-1 stream, stored at spice.generate's precision: a loop
+    with --seed 1 draws them again at full precision (two_stage_opamp's cc and cr are continuous) and must still
+    recognise the test designs among them."""
+    from spice.generate import FLOAT_FORMAT
+    from spice.sampling import sample_designs
+    drawn = sample_designs("two_stage_opamp", 1, 0, 40)
+    drawn.to_csv(tmp_path / "features.csv", index=False, float_format=FLOAT_FORMAT)
+    stored = pd.read_csv(tmp_path / "features.csv")
+    assert not np.array_equal(stored.to_numpy(float), drawn.to_numpy(float))   # the file lost digits
+    test_keys = set(design_keys(stored.iloc[::2], stored.columns))            # every other design is a test design
+    assert active.draw("two_stage_opamp", 1, 0, 40, test_keys)["design"].tolist() == list(range(1, 40, 2))
+
+
+def test_draw_keeps_one_of_a_design_drawn_twice(monkeypatch):
+    import spice.sampling
+    twice = pd.DataFrame({"w": [1.0, 2.0, 1.0, 3.0], "l": [0.5, 0.5, 0.5, 0.5]})
+    monkeypatch.setattr(spice.sampling, "sample_designs", lambda circuit, seed, start, stop: twice.iloc[start:stop])
+    assert active.draw("any", 0, 0, 4, set())["design"].tolist() == [0, 1, 3]
