@@ -52,19 +52,21 @@ from core.outputs import check_writable_dir, results_lock
 from core.settings import parse_set_pairs
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from data_loader.layout import read_domain
-from data_loader.split import split_target_rows
+from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
 from inference.members import parse_members
 from inference.evaluate import half_min_positive
 from inference.metrics import regression_report
 from inference.predict import Ensemble
 from inverse.optimise import design_keys
-from inverse.verify import check_circuit_columns, require_ngspice, simulator_for
-from spice.measure import SIGNED_METRICS
+from inverse.verify import check_circuit_columns, recorded_conditions, require_ngspice, simulator_for
+from spice.conditions import Conditions
+from spice.measure import METRICS, SIGNED_METRICS
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
-KEY_FIELDS = ("opamp", "circuit", "process", "rule", "seed", "init", "batch", "pool", "members", "set", "init_from",
-              "spec", "warm_start")
+KEY_FIELDS = ("opamp", "circuit", "process", "conditions", "data_dir", "rule", "seed", "init", "batch", "pool",
+              "members", "set", "init_from", "spec", "warm_start")
+POWER = "power"      # a metric column the simulator gives from the operating point (spice.generate --power)
 GIVEN = "given"      # the rule of --init-from designs (simulated before the loop, by the user)
 
 
@@ -128,7 +130,9 @@ def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -
                                f" of the source folder.")
     rows = pd.concat([got.features[x_cols], got.targets[y_cols]], axis=1).astype(float)
     ok = np.isfinite(rows[y_cols].to_numpy()).all(axis=1)
-    status = got.status.fillna("").astype(str).to_numpy() if got.status is not None else np.full(len(rows), "ok")
+    # as the data loader reads a status column: "OK" and " ok" are ok
+    status = (got.status.fillna("").astype(str).str.strip().str.lower().to_numpy() if got.status is not None
+              else np.full(len(rows), "ok"))
     rows[STATUS] = np.where(ok & (status == "ok"), "ok", np.where(status == "ok", "failed (non-finite metric)", status))
     rows.insert(0, "design", -(np.arange(len(rows)) + 1))
     rows.insert(1, "round", 0)
@@ -142,14 +146,37 @@ def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -
     return rows[keep].reset_index(drop=True)
 
 
+def check_simulated_metrics(folder: Path, y_cols: list) -> None:
+    """Every metric column of the data is one the simulator measures (``spice.measure.METRICS``, or ``power``
+    from the operating point): the loop appends simulated rows to the data, and a column it cannot fill would
+    stop it after its first simulations."""
+    unknown = [c for c in y_cols if c not in METRICS + [POWER]]
+    if unknown:
+        raise ToolkitError(f"{folder}: metric columns {unknown} are not ones the simulator measures (expected "
+                           f"{METRICS + [POWER]}), so the loop cannot simulate new rows of them. Fix: rename them to "
+                           f"the simulator's names, or copy the data without those columns.")
+
+
+def split_is_short(ledger: pd.DataFrame, settings: dict) -> bool:
+    """True when the ledger's OK designs would leave the round's split (``split_target_rows`` over every design,
+    failed ones dropped after, as the data loader does) fewer than MIN_TRAIN_ROWS training or MIN_VAL_ROWS
+    validation rows: round 0 then simulates more before it trains, instead of failing on every resume."""
+    ok = (ledger.sort_values(["round", "design"], kind="stable")[STATUS] == "ok").to_numpy()
+    if ok.sum() < MIN_TRAIN_ROWS + MIN_VAL_ROWS:
+        return True
+    parts = split_target_rows(len(ok), val_split=settings["VAL_SPLIT"], test_split=0.0, seed=settings["SEED"])
+    return ok[parts["train"]].sum() < MIN_TRAIN_ROWS or ok[parts["val"]].sum() < MIN_VAL_ROWS
+
+
 def loop_simulations(ledger: pd.DataFrame) -> int:
     """Designs the loop simulated itself (the --init-from ones excluded): what --budget counts."""
     return int((ledger["rule"] != GIVEN).sum())
 
 
-def run_key(args, settings, circuit: str, process: str, spec=None) -> dict:
+def run_key(args, settings, circuit: str, process: str, spec=None, conditions=None) -> dict:
     """What makes a rerun the same run (resume) rather than a different one; --budget may grow."""
-    return {"opamp": settings["OPAMP_TYPE"], "circuit": circuit, "process": process, "rule": settings["ACTIVE_RULE"],
+    return {"opamp": settings["OPAMP_TYPE"], "circuit": circuit, "process": process, "conditions": conditions or {},
+            "data_dir": str(Path(settings["DATA_DIR"]).resolve()), "rule": settings["ACTIVE_RULE"],
             "seed": settings["SEED"], "init": settings["ACTIVE_INIT"], "batch": settings["ACTIVE_BATCH"],
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
             "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS="))),
@@ -162,8 +189,10 @@ def check_same_run(out: Path, key: dict) -> None:
     path = out / "state.json"
     if not path.is_file():
         return
-    # a run made before warm start existed retrained from scratch every round
-    old = {"warm_start": False, **json.loads(path.read_text(encoding="utf-8")).get("key", {})}
+    # a run made before warm start existed retrained from scratch every round; one made before the key held the
+    # run conditions simulated nominal ones; one made before it held the data folder is taken to be on this one
+    old = {"warm_start": False, "conditions": {}, "data_dir": key.get("data_dir"),
+           **json.loads(path.read_text(encoding="utf-8")).get("key", {})}
     diff = [k for k in KEY_FIELDS if old.get(k) != key.get(k)]
     if diff:
         raise ToolkitError(f"{out} holds an active-learning run with other settings ({', '.join(diff)}: "
@@ -213,9 +242,12 @@ def draw(circuit: str, seed: int, start: int, stop: int, exclude: set) -> pd.Dat
 
 
 # ---------------------------------------------------------------- simulation
-def _simulate_chunk(circuit: str, process: str, rows: pd.DataFrame, x_cols: list) -> pd.DataFrame:
+def _simulate_chunk(circuit: str, process: str, rows: pd.DataFrame, x_cols: list, conditions: dict,
+                    power: bool) -> pd.DataFrame:
+    """``conditions``: the target data's run conditions (simulate's temp / vdd / corner); ``power``: the data have
+    a power column, which the operating point gives."""
     from spice.simulate import simulate
-    sim = simulate(circuit, rows[x_cols].reset_index(drop=True), process)
+    sim = simulate(circuit, rows[x_cols].reset_index(drop=True), process, op=power, **conditions)
     out = rows.reset_index(drop=True).copy()
     for c in sim.columns:
         out[c] = sim[c].to_numpy()
@@ -223,7 +255,7 @@ def _simulate_chunk(circuit: str, process: str, rows: pd.DataFrame, x_cols: list
 
 
 def simulate_batch(batch: pd.DataFrame, ledger: pd.DataFrame, ledger_path: Path, *, circuit, process, x_cols,
-                   y_cols, workers: int, backend: str, scheduler, desc: str) -> pd.DataFrame:
+                   y_cols, workers: int, backend: str, scheduler, desc: str, conditions=None) -> pd.DataFrame:
     """Simulate the rows of ``batch`` not in the ledger yet, appending each finished chunk; the new ledger."""
     from joblib import delayed
     from tqdm import tqdm
@@ -233,7 +265,8 @@ def simulate_batch(batch: pd.DataFrame, ledger: pd.DataFrame, ledger_path: Path,
     chunks = [todo.iloc[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
     with tqdm(total=len(todo), unit="sim", desc=desc, disable=not sys.stderr.isatty(), leave=False) as bar, \
             parallel(backend, workers, scheduler) as run:
-        for done in run(delayed(_simulate_chunk)(circuit, process, c, x_cols) for c in chunks):
+        for done in run(delayed(_simulate_chunk)(circuit, process, c, x_cols, conditions or {}, POWER in y_cols)
+                        for c in chunks):
             for col in y_cols:
                 done[col] = pd.to_numeric(done[col], errors="coerce")
             ledger = append_rows(ledger_path, ledger, done[list(ledger.columns)])
@@ -276,7 +309,8 @@ def reuse_baseline(settings: dict, previous_round: Path, round_dir: Path) -> Non
     ckpt = checkpoint_path({**settings, "RESULTS_DIR": str(previous_round)}, "baseline")
     for f in (ckpt, sidecar_path(ckpt), metrics_path(ckpt)):
         if f.is_file() and not (round_dir / f.name).exists():
-            shutil.copy2(f, round_dir / f.name)
+            with atomic_path(round_dir / f.name) as tmp:   # a half-copied file would count as there on resume
+                shutil.copy2(f, tmp)
 
 
 def round_folder(out: Path, round_no: int) -> Path:
@@ -402,9 +436,11 @@ def main(argv=None):
     x_cols = list(src.features.columns)
     circuit, process = simulator_for(data_dir, opamp, args.circuit, args.process, required=True)
     check_circuit_columns(circuit, x_cols)
+    check_simulated_metrics(data_dir / opamp / "source", list(src.targets.columns))
+    conditions = recorded_conditions(data_dir, opamp)
     require_ngspice("python -m active", "It simulates every design it chooses.")
-    from spice.simulate import resolve_process
-    resolve_process(process)                                         # an unknown process: one line now
+    from spice.simulate import check_design_space, resolve_process
+    check_design_space(circuit, resolve_process(process))   # an unknown process, or sizes it forbids: one line now
     out = Path(args.out or Path(settings["RESULTS_DIR"]) / "active" / f"{opamp}_{rule}_seed{seed}")
     check_writable_dir(out, "--out")
     if rule in GP_RULES and "gp_stack" not in members:
@@ -415,7 +451,7 @@ def main(argv=None):
         raise ToolkitError("--rule spec needs --spec FILE.toml: the goals to simulate towards (docs/USAGE.md).")
     spec = None if args.spec is None else read_spec(args.spec, list(src.targets.columns),
                                                     np.nanmedian(src.targets.to_numpy(float), axis=0))
-    key = run_key(args, settings, circuit, process, spec)
+    key = run_key(args, settings, circuit, process, spec, conditions)
     check_same_run(out, key)                  # before the lock: a refused run leaves no lock file behind
     test = test_set(settings, data_dir, opamp)
     if args.init_from is not None:   # read and checked before anything is written
@@ -424,11 +460,11 @@ def main(argv=None):
         check_sizes(settings, n_given=int((given[STATUS] == "ok").sum()))
     with results_lock(out, flag="--out"):     # one loop per folder: two would simulate the same designs
         check_same_run(out, key)              # again under the lock (a run started meanwhile)
-        return run_loop(args, settings, out, key, test, src, circuit, process, given, spec)
+        return run_loop(args, settings, out, key, test, src, circuit, process, given, spec, conditions)
 
 
 def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, process: str, given=None,
-             spec=None) -> dict:
+             spec=None, conditions=None) -> dict:
     """The rounds, from wherever ``out`` stopped (see the module docstring)."""
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
     x_cols, y_cols = list(src.features.columns), list(src.targets.columns)
@@ -444,11 +480,13 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
     budget, init, batch, pool_n = (settings[k] for k in ("ACTIVE_BUDGET", "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL"))
     first = f"{len(given)} given designs first" if given is not None else f"{init} random first"
     print(f"[active] {opamp}: rule {rule}, seed {seed}, budget {budget} ({first}, then {batch} a round, "
-          f"chosen among {pool_n}); simulating {circuit} in {process}; members {','.join(members)}; "
+          f"chosen among {pool_n}); simulating {circuit} in {process}"
+          + (f" at {Conditions(**conditions).describe()} (the target data's meta.json)" if conditions else "")
+          + f"; members {','.join(members)}; "
           f"test {'none (val only)' if test is None else f'{len(test[0])} target_test rows'}; {out}"
           + (f"; resuming with {len(ledger)} designs simulated" if len(ledger) else ""), flush=True)
     sim_kw = dict(circuit=circuit, process=process, x_cols=x_cols, y_cols=y_cols, workers=settings["PIPELINE_JOBS"],
-                  backend=args.backend, scheduler=args.scheduler)
+                  backend=args.backend, scheduler=args.scheduler, conditions=conditions)
     t_run, round_no = time.perf_counter(), 0
     while True:
         round_dir = round_folder(out, round_no)
@@ -484,6 +522,11 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
                 ledger = append_rows(ledger_path, ledger, given)
         else:
             ledger = simulate_batch(chosen, ledger, ledger_path, desc=f"round {round_no} simulations", **sim_kw)
+            while round_no == 0 and split_is_short(ledger, settings):   # too many of the first designs failed
+                chosen = pd.concat([chosen, top_up(ledger, chosen, x_cols, circuit, seed, init, budget, exclude)])
+                with atomic_path(batch_path) as tmp:   # recorded before simulated: a resume simulates the rest
+                    chosen.to_csv(tmp, index=False)
+                ledger = simulate_batch(chosen, ledger, ledger_path, desc="round 0 simulations (more)", **sim_kw)
         t_sim = time.perf_counter() - t0
         if not any(p["round"] == round_no for p in progress):
             t0 = time.perf_counter()
@@ -519,6 +562,28 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
           + (f", {len(ledger) - loop_simulations(ledger)} designs given" if given is not None else "") + ") in "
           f"{time.perf_counter() - t_run:.0f} s this call; {out / 'active.md'}")
     return {"progress": progress, "ledger": ledger, "out": str(out)}
+
+
+def top_up(ledger: pd.DataFrame, chosen: pd.DataFrame, x_cols: list, circuit: str, seed: int, init: int,
+           budget: int, exclude: set) -> pd.DataFrame:
+    """More random designs for round 0 -- enough for ``init`` OK ones if none fails (at least one), within the
+    budget -- from the same first 4 x init of the stream; one line when the budget or those designs run out."""
+    failed = int((ledger[STATUS] != "ok").sum())
+    room = budget - loop_simulations(ledger)
+    want = min(room, max(1, init - (len(ledger) - failed)))
+    more = draw(circuit, seed, 0, 4 * init, exclude | set(design_keys(chosen, x_cols))).head(max(want, 0))
+    if more.empty:
+        raise ToolkitError(f"Round 0: {failed} of the first {len(ledger)} designs failed to simulate, leaving too few "
+                           f"to train and validate on (>= {MIN_TRAIN_ROWS} and >= {MIN_VAL_ROWS} OK), and "
+                           + ("the budget is spent" if room <= 0 else f"the first {4 * init} designs are used up")
+                           + f" ({', '.join(f'{s}: {n}' for s, n in ledger[STATUS].value_counts().items())}). Fix: "
+                           f"a larger --budget resumes this run; if most designs fail, check the circuit and process "
+                           f"(python -m spice.generate reports why).")
+    more["score"], more["p_ok"] = np.nan, np.nan
+    more.insert(1, "round", 0)
+    more.insert(2, "rule", "random")
+    more.insert(3, "seed", seed)
+    return more[list(chosen.columns)]
 
 
 def write_summary(out: Path, progress: list, opamp: str, *, plot: bool) -> None:

@@ -48,6 +48,8 @@ candidates' scaled features, ``mean`` / ``std`` (N, M) the calibrated fused pred
   docs/RESULTS.md#mixed-integrated): level with ``integrated`` on 5t_opamp and two_stage_opamp, with more failed
   simulations on the latter, so ``integrated`` stays the default.
 """
+import warnings
+
 import numpy as np
 
 from core.errors import ToolkitError
@@ -58,9 +60,9 @@ INTEGRATED_POOL = 1500   # pool designs the integrated rule chooses among and in
                          # (metrics, N, N) float64, 90 MB for 5 metrics at 1500; a random subset of a uniform pool
                          # is itself uniform, so the integral stays over the design space
 DIVERSE_FACTOR = 10    # candidates per batch slot handed to k-means (Zhdanov's beta)
-LIKELY_FAIL_THRESHOLD = 0.9   # a candidate with P(OK) below this is ranked after every likelier one ... (0.5 let
+LIKELY_FAIL_THRESHOLD = 0.9   # a candidate with P(OK) below this is ranked after the likelier ones ... (0.5 let
                                # the boundary designs through: replaying two_stage rounds 2-9, 31 failures vs 7)
-LIKELY_FAIL_FACTOR = 1e-3      # ... by this score multiplier
+LIKELY_FAIL_FACTOR = 1e-3      # ... by this score multiplier (unless its score is over 1,000 times theirs)
 
 
 def spread(mean: np.ndarray) -> np.ndarray:
@@ -183,6 +185,12 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
                         batch=k - len(explore), rng=rng, p_ok=None if p_ok is None else np.asarray(p_ok)[rest])
         return np.concatenate([rest[chosen], explore])
     s = spec_probability(mean, std, *spec_bounds) if rule == "spec" else score(mean, std)
+    if rule == "spec" and not (s > 0).any():
+        # no candidate is likely to meet the spec (every probability rounds to 0): exploring where the model is
+        # least sure is all the rule can do, rather than k-means over zero weights
+        warnings.warn("rule spec: no pool design has a nonzero probability of meeting the spec; this batch is "
+                      "chosen by uncertainty (spread by k-means) instead", stacklevel=2)
+        s = score(mean, std)
     if p_ok is not None:
         s = s * ok_weight(p_ok)
     order = np.argsort(-s, kind="stable")
@@ -191,7 +199,7 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
     top = order[:min(n, DIVERSE_FACTOR * k)]
     from sklearn.cluster import KMeans
     labels = KMeans(n_clusters=k, n_init=3, random_state=int(rng.integers(2 ** 31 - 1))).fit(
-        np.asarray(x_scaled, float)[top], sample_weight=s[top]).labels_
+        np.asarray(x_scaled, float)[top], sample_weight=s[top] if s[top].sum() > 0 else None).labels_
     picks = [top[labels == c][0] for c in range(k) if (labels == c).any()]   # top is sorted: [0] = best score
     if len(picks) < k:     # empty clusters (duplicate candidates): fill with the next best scores
         taken = set(picks)

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--opamp", default="5t_opamp")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--rules", nargs="+", default=list(RULES))
+    p.add_argument("--rules", nargs="+", default=[r for r in RULES if r != "spec"],
+                   help="rules to compare (default: every rule but spec, which needs -- --spec FILE)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=250)
     p.add_argument("--init", type=int, default=25)
@@ -68,6 +69,9 @@ def parse_args(argv=None):
     if bad:
         raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}, each optionally with {WARM} "
                            f"(warm-started rounds), e.g. --rules random random{WARM}.")
+    if any(base_rule(r) == "spec" for r in args.rules) and "--spec" not in args.extra:
+        raise ToolkitError("Rule spec simulates toward a spec: give it after --, e.g. --rules random spec -- --spec "
+                           "my_spec.toml (every rule then reports the designs meeting it).")
     if args.block is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.block):
         raise ToolkitError(f"--block must be lower-case letters, digits and '-', got {args.block!r}. "
                            f"Fix: e.g. --block active-integrated")

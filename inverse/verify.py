@@ -65,6 +65,17 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
     return str(circuit), str(process)
 
 
+def recorded_conditions(data_dir, opamp: str) -> dict:
+    """The run conditions (temp, vdd, corner) ``spice.generate`` recorded for the target data, checked
+    (``spice.conditions.Conditions``); {} when nominal or not recorded."""
+    from spice.conditions import Conditions
+    recorded = _meta(data_dir, opamp, "target").get("conditions") or {}
+    if not isinstance(recorded, dict) or set(recorded) - {"temp", "vdd", "corner"}:
+        raise ToolkitError(f"{Path(data_dir) / opamp / 'target' / 'meta.json'}: 'conditions' must map temp / vdd / "
+                           f"corner to values, got {recorded!r}. Fix: the meta.json spice.generate wrote.")
+    return Conditions(**recorded).to_dict()
+
+
 def check_circuit_columns(opamp, x_cols) -> None:
     """``opamp``: a shipped circuit name or a circuit file (.toml) whose variables the model's
     features must be (any order)."""

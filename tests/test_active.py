@@ -157,8 +157,8 @@ def test_interrupted_round_resumes_without_simulating_twice_and_failed_designs_a
     out = tmp_path / "run"
     real = active._simulate_chunk
 
-    def flaky(circuit, process, rows, x_cols):      # every design whose w1 > 40 um "fails"
-        done = real(circuit, process, rows, x_cols)
+    def flaky(circuit, process, rows, x_cols, *conditions_power):      # every design whose w1 > 40 um "fails"
+        done = real(circuit, process, rows, x_cols, *conditions_power)
         bad = done["w1"] > 40
         done.loc[bad, "status"] = "nonconvergence"
         done.loc[bad, ["slewrate_pos", "dc_gain", "ugf", "phase_margin", "cmrr"]] = np.nan
@@ -730,3 +730,138 @@ def test_draw_keeps_one_of_a_design_drawn_twice(monkeypatch):
     twice = pd.DataFrame({"w": [1.0, 2.0, 1.0, 3.0], "l": [0.5, 0.5, 0.5, 0.5]})
     monkeypatch.setattr(spice.sampling, "sample_designs", lambda circuit, seed, start, stop: twice.iloc[start:stop])
     assert active.draw("any", 0, 0, 4, set())["design"].tolist() == [0, 1, 3]
+
+
+# ---------------------------------------------------------------- data the loop cannot extend, run conditions
+@pytest.mark.parametrize("damage, message", [
+    ("metric", "metric columns ['gain_db'] are not ones the simulator measures"),
+    ("process", "w_range [1, 100] um"),
+])
+def test_data_the_simulator_cannot_extend_is_refused_before_anything_is_written(tiny_data, tmp_path, capsys,
+                                                                                monkeypatch, damage, message):
+    """A metric the simulator does not measure, or a process that forbids part of the design space, used to stop
+    the loop after its first simulations (and again on every resume)."""
+    import inverse.verify
+    from spice.processes import LIBRARY
+    monkeypatch.setattr(inverse.verify, "ngspice_available", lambda: True)   # refused before any simulation
+    extra = []
+    if damage == "metric":
+        for domain in ("source", "target"):
+            path = tiny_data / "5t_opamp" / domain / "targets.csv"
+            pd.read_csv(path).rename(columns={"dc_gain": "gain_db"}).to_csv(path, index=False)
+    else:
+        narrow = tmp_path / "narrow.toml"
+        narrow.write_text((LIBRARY / "B.toml").read_text().replace("w_range = [0.15, 1000]", "w_range = [1, 100]"))
+        extra = ["--process", str(narrow)]
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(out), *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_the_loop_simulates_at_the_target_datas_recorded_conditions_and_gives_power(tmp_path, monkeypatch):
+    """spice.generate --temp/--vdd/--corner records the conditions in meta.json and --power adds a power column:
+    the loop's new rows must be simulated the same way, or they would not be the same data."""
+    import importlib
+    from inverse.verify import recorded_conditions
+    folder = tmp_path / "d" / "amp" / "target"
+    folder.mkdir(parents=True)
+    assert recorded_conditions(tmp_path / "d", "amp") == {}                       # no meta.json: nominal
+    (folder / "meta.json").write_text(json.dumps({"process": "B", "conditions": {"temp": 85, "corner": "ss"}}))
+    conditions = recorded_conditions(tmp_path / "d", "amp")
+    assert conditions == {"temp": 85.0, "corner": "ss"}
+    calls = []
+
+    def fake(circuit, designs, process, **kw):
+        calls.append(kw)
+        return pd.DataFrame({"dc_gain": 1.0, "power": 2e-4, "status": "ok"}, index=designs.index)
+    monkeypatch.setattr(importlib.import_module("spice.simulate"), "simulate", fake)   # spice.simulate: the function
+    rows = pd.DataFrame({"design": [0, 1], "w1": [1.0, 2.0]})
+    done = active._simulate_chunk("5t_opamp", "B", rows, ["w1"], conditions, True)
+    assert calls == [{"op": True, "temp": 85.0, "corner": "ss"}] and (done["power"] == 2e-4).all()
+    (folder / "meta.json").write_text(json.dumps({"conditions": {"temp": 900}}))
+    with pytest.raises(ToolkitError, match="temperature 900 C is outside"):
+        recorded_conditions(tmp_path / "d", "amp")
+
+
+def test_round_zero_simulates_more_designs_when_failures_leave_too_few_to_split():
+    settings = {"VAL_SPLIT": 0.2, "SEED": 0}
+    ledger = pd.DataFrame({"design": range(12), "round": 0, "rule": "random", "seed": 0, "w1": np.arange(12.0),
+                           "status": ["ok"] * 5 + ["no_ugf"] * 7})
+    assert active.split_is_short(ledger, settings)
+    assert not active.split_is_short(ledger.assign(status="ok"), settings)
+    chosen = ledger.drop(columns="status").assign(score=np.nan, p_ok=np.nan)
+    more = active.top_up(ledger, chosen, ["w1"], "5t_opamp", 0, 12, budget=100, exclude=set())
+    assert len(more) == 7 and list(more.columns) == list(chosen.columns) and (more["round"] == 0).all()
+    assert not set(design_keys(more, ["w1"])) & set(design_keys(chosen, ["w1"]))
+    assert len(active.top_up(ledger, chosen, ["w1"], "5t_opamp", 0, 12, budget=14, exclude=set())) == 2
+    with pytest.raises(ToolkitError, match="7 of the first 12 designs failed .* the budget is spent"):
+        active.top_up(ledger, chosen, ["w1"], "5t_opamp", 0, 12, budget=12, exclude=set())
+
+
+def test_spec_rule_with_no_likely_design_explores_instead_of_failing():
+    x, mean, std = _two_regions()
+    impossible = (np.full(3, 1e6), np.full(3, 2e6))          # every metric far above anything predicted
+    with pytest.warns(UserWarning, match="chosen by uncertainty"):
+        picks = select("spec", x, mean, std, batch=10, rng=np.random.default_rng(0), spec_bounds=impossible)
+    assert len(set(picks)) == 10
+
+
+def test_a_resume_on_another_data_folder_is_refused_and_an_older_run_without_one_resumes(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    key = {"opamp": "5t_opamp", "data_dir": str(tmp_path / "a"), "conditions": {}, "warm_start": True}
+    (out / "state.json").write_text(json.dumps({"key": {k: v for k, v in key.items()
+                                                        if k not in ("data_dir", "conditions")}}))
+    active.check_same_run(out, key)                                # made before the key held them
+    (out / "state.json").write_text(json.dumps({"key": key}))
+    with pytest.raises(ToolkitError, match="data_dir"):
+        active.check_same_run(out, {**key, "data_dir": str(tmp_path / "b")})
+
+
+def test_init_from_reads_status_as_the_data_loader_does(tiny_data, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    tgt = tiny_data / "5t_opamp" / "target"
+    feats = pd.read_csv(tgt / "features.csv").iloc[-12:]
+    feats.to_csv(mine / "features.csv", index=False)
+    pd.read_csv(tgt / "targets.csv").iloc[-12:].assign(status=[" OK"] * 11 + ["No_UGF"]).to_csv(
+        mine / "targets.csv", index=False)
+    rows = active.given_designs(mine, list(feats.columns), ["cmrr"], 0, set())
+    assert rows["status"].tolist() == ["ok"] * 11 + ["no_ugf"]
+
+
+def test_benchmark_refuses_the_spec_rule_without_a_spec():
+    from benchmarks import active_benchmark as bench
+    with pytest.raises(ToolkitError, match="give it after --"):
+        bench.parse_args(["--rules", "random", "spec"])
+    assert "spec" not in bench.parse_args([]).rules
+
+
+def test_loop_simulates_more_first_designs_when_the_first_ones_fail(tiny_data, tmp_path, monkeypatch):
+    """Every one of the first 12 designs of the stream fails: round 0 draws more until its split has rows to train
+    and validate on, counts them against the budget, and the next round spends the rest."""
+    import inverse.verify
+    monkeypatch.setattr(inverse.verify, "ngspice_available", lambda: True)
+    typical = pd.read_csv(tiny_data / "5t_opamp" / "target" / "targets.csv").median()
+
+    def fake(circuit, process, rows, x_cols, *conditions_power):   # metrics varying with the design, no ngspice
+        out = rows.reset_index(drop=True).copy()
+        for c, v in typical.items():
+            out[c] = v * (1 + 0.1 * np.tanh(out[x_cols].to_numpy(float) @ np.linspace(0.1, 1, len(x_cols)) / 50))
+        out["cmrr_sign"] = 1.0
+        fail = (out["design"] < 12).to_numpy()
+        out.loc[fail, list(typical.index)] = np.nan
+        out["status"] = np.where(fail, "no_ugf", "ok")
+        return out
+    monkeypatch.setattr(active, "_simulate_chunk", fake)
+    out = tmp_path / "run"
+    res = _run(tiny_data, out, "--init", "10", "--batch", "10", "--pool", "200", "--budget", "40", "--rule", "random")
+    ledger = pd.read_csv(out / "acquired.csv")
+    first = ledger[ledger["round"] == 0]
+    assert len(ledger) == 40 and ledger["design"].is_unique
+    assert (first["status"] == "ok").sum() >= 10 and (first["status"] != "ok").sum() >= 10
+    assert pd.read_csv(out / "rounds" / "r00" / "batch.csv")["design"].tolist() == first["design"].tolist()
+    assert [r["simulations"] for r in res["progress"]][-1] == 40
