@@ -146,9 +146,10 @@ ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that mos
                            # random half; needs gp_stack) | "spec" (where --spec is likely met, spread by k-means; for
                            # inverse design). integrated, mean R2_log gap to random over the budgets 50-250: 5t_opamp
                            # +0.022 (5 seeds, above at every budget), folded_cascode_opamp +0.016 (3 seeds, above at 9
-                           # of 10), two_stage_opamp -0.002 +- 0.004 (5 seeds: level; behind from 275 to 400, -0.017,
-                           # 3 seeds); mixed_integrated ties it to 250, failing more simulations, and stays level
-                           # with random from 275 to 400 (-0.005 +- 0.008): the hedge where integrated stalls
+                           # of 10), two_stage_opamp -0.006 +- 0.003 (5 seeds; -0.012 +- 0.008 from 275 to 400, 3
+                           # seeds). mixed_integrated: 5t_opamp the same, folded_cascode_opamp a third of the gain
+                           # (+0.006), two_stage_opamp within noise of random to 400 (-0.001, -0.006 past 275), failing
+                           # the most simulations: the hedge where integrated stalls
                            # (docs/RESULTS.md#mixed-integrated-past-250)
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
 ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)
