@@ -42,7 +42,7 @@ import pandas as pd
 
 import pipeline
 from active_learning.acquisition import GP_RULES, RULES, select
-from active_learning.ledger import STATUS, append_rows, read_ledger, write_training_data
+from active_learning.ledger import STATUS, append_rows, read_ledger, training_order, write_training_data
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
@@ -130,7 +130,7 @@ def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -
                                f" of the source folder.")
     rows = pd.concat([got.features[x_cols], got.targets[y_cols]], axis=1).astype(float)
     ok = np.isfinite(rows[y_cols].to_numpy()).all(axis=1)
-    # as the data loader reads a status column: "OK" and " ok" are ok
+    # as the data loader reads a status column (data_loader.failures): "OK" and " ok" are ok
     status = (got.status.fillna("").astype(str).str.strip().str.lower().to_numpy() if got.status is not None
               else np.full(len(rows), "ok"))
     rows[STATUS] = np.where(ok & (status == "ok"), "ok", np.where(status == "ok", "failed (non-finite metric)", status))
@@ -161,7 +161,7 @@ def split_is_short(ledger: pd.DataFrame, settings: dict) -> bool:
     """True when the ledger's OK designs would leave the round's split (``split_target_rows`` over every design,
     failed ones dropped after, as the data loader does) fewer than MIN_TRAIN_ROWS training or MIN_VAL_ROWS
     validation rows: round 0 then simulates more before it trains, instead of failing on every resume."""
-    ok = (ledger.sort_values(["round", "design"], kind="stable")[STATUS] == "ok").to_numpy()
+    ok = (training_order(ledger)[STATUS] == "ok").to_numpy()
     if ok.sum() < MIN_TRAIN_ROWS + MIN_VAL_ROWS:
         return True
     parts = split_target_rows(len(ok), val_split=settings["VAL_SPLIT"], test_split=0.0, seed=settings["SEED"])

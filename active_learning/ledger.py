@@ -46,6 +46,12 @@ def append_rows(path, ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def training_order(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The ledger in the row order of the training data files (by round, then design): chunks finish in any order
+    (parallel workers), and a fixed order keeps the seeded split reproducible."""
+    return ledger.sort_values(["round", "design"], kind="stable")
+
+
 def write_training_data(ledger: pd.DataFrame, folder, x_cols, y_cols) -> None:
     """The ledger's designs, by round and design index, in the data layout (``features.csv``, ``targets.csv`` with ``status``), so
     every stage reads them like any target data (failed rows are dropped by their status), and
@@ -53,8 +59,7 @@ def write_training_data(ledger: pd.DataFrame, folder, x_cols, y_cols) -> None:
     content would not change is left alone: its time stays, so stages trained on it stay up to date."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # chunks finish in any order (parallel workers): a fixed row order keeps the seeded split reproducible
-    ledger = ledger.sort_values(["round", "design"], kind="stable")
+    ledger = training_order(ledger)
     frames = {"features.csv": ledger[list(x_cols)].reset_index(drop=True),
               "targets.csv": ledger[list(y_cols) + [STATUS]].reset_index(drop=True)}
     ok = (ledger[STATUS] == "ok").to_numpy()

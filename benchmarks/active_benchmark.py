@@ -129,14 +129,14 @@ def reproducing_commands(args, report: str) -> str:
     ``report`` with --report-only, so the block says how each row was made, not only how it was tabulated."""
     reach = {(rule, seed): run[-1]["simulations"] for rule in args.rules for seed in args.seeds
              if (run := read_progress(run_dir(args, rule, seed)))}
+    if set(reach.values()) <= {args.budget}:   # the report's own command runs (or ran) every loop shown
+        return f"Command: `{report}`"
     groups = {}   # (simulations reached, seeds) -> rules, in the order given
     for budget in sorted(set(reach.values())):
         for rule in args.rules:
             seeds = tuple(s for s in args.seeds if reach.get((rule, s)) == budget)
             if seeds:
                 groups.setdefault((budget, seeds), []).append(rule)
-    if set(reach.values()) <= {args.budget}:   # the report's own command runs (or ran) every loop shown
-        return f"Command: `{report}`"
     lines = [f"- `{loop_command(args, rules, seeds, budget)}`" for (budget, seeds), rules in groups.items()]
     return ("Commands (the loops, then the table from them):\n\n" + "\n".join(lines)
             + f"\n- `{report} --report-only`")
