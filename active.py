@@ -9,11 +9,11 @@ from the B designs you simulated already (``--init-from FOLDER``: one *features*
 they are not simulated again and do not count against ``--budget``, which then counts the loop's own
 simulations), and the source (A) rows of ``--data-dir/<opamp>/source``; each round trains the transfer ensemble
 (``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
-VAL_SPLIT of them for early stopping and calibration; with ``--warm-start true`` the neural members start
-from the previous round's weights), scores ``--pool`` fresh candidates and simulates
-the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random | uncertainty | diverse | integrated | mixed | mixed_integrated)
-in process B, until ``--budget`` simulations.  Failed simulations count against the budget, are kept
-with their status and are never simulated again.
+VAL_SPLIT of each round's designs, fixed once simulated, for early stopping and calibration; with
+``--warm-start true`` the neural members start from the previous round's weights), scores ``--pool`` fresh
+candidates and simulates the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random |
+uncertainty | diverse | integrated | mixed | mixed_integrated) in process B, until ``--budget`` simulations.
+Failed simulations count against the budget, are kept with their status and are never simulated again.
 
 Scored on a fixed test set nothing here trains, selects or calibrates on: the target_test split
 (TEST_SPLIT, --seed) of ``--data-dir/<opamp>/target`` when that folder exists (the shipped data); its
@@ -42,7 +42,7 @@ import pandas as pd
 
 import pipeline
 from active_learning.acquisition import GP_RULES, RULES, select
-from active_learning.ledger import STATUS, append_rows, read_ledger, training_order, write_training_data
+from active_learning.ledger import STATUS, append_rows, assign_split, read_ledger, write_training_data
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
@@ -158,14 +158,12 @@ def check_simulated_metrics(folder: Path, y_cols: list) -> None:
 
 
 def split_is_short(ledger: pd.DataFrame, settings: dict) -> bool:
-    """True when the ledger's OK designs would leave the round's split (``split_target_rows`` over every design,
-    failed ones dropped after, as the data loader does) fewer than MIN_TRAIN_ROWS training or MIN_VAL_ROWS
-    validation rows: round 0 then simulates more before it trains, instead of failing on every resume."""
-    ok = (training_order(ledger)[STATUS] == "ok").to_numpy()
-    if ok.sum() < MIN_TRAIN_ROWS + MIN_VAL_ROWS:
-        return True
-    parts = split_target_rows(len(ok), val_split=settings["VAL_SPLIT"], test_split=0.0, seed=settings["SEED"])
-    return ok[parts["train"]].sum() < MIN_TRAIN_ROWS or ok[parts["val"]].sum() < MIN_VAL_ROWS
+    """True when the ledger's OK designs would leave the round fewer than MIN_TRAIN_ROWS training or MIN_VAL_ROWS
+    validation rows (split as the training data will be, ``assign_split``): round 0 then simulates more before it
+    trains, instead of failing on every resume."""
+    ok = (ledger[STATUS] == "ok").to_numpy()
+    split = assign_split(ledger, settings["VAL_SPLIT"], settings["SEED"]).to_numpy()
+    return (ok & (split == "train")).sum() < MIN_TRAIN_ROWS or (ok & (split == "val")).sum() < MIN_VAL_ROWS
 
 
 def loop_simulations(ledger: pd.DataFrame) -> int:
@@ -530,7 +528,8 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
         t_sim = time.perf_counter() - t0
         if not any(p["round"] == round_no for p in progress):
             t0 = time.perf_counter()
-            write_training_data(ledger, out / "data" / opamp / "target", x_cols, y_cols)
+            write_training_data(ledger, out / "data" / opamp / "target", x_cols, y_cols,
+                                val_split=settings["VAL_SPLIT"], seed=seed)
             if "PREPROCESSING_FROM" not in user_set_keys(args):
                 pin_preprocessing(settings, out)
             summary = train_round(args, settings, out, round_no)

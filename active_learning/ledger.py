@@ -8,8 +8,10 @@ A design is in the ledger at most once; failed ones stay (they count against the
 never simulated again).  Written atomically after every simulated chunk, so an interrupted loop
 loses at most the chunks in flight.
 """
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.atomic import atomic_path, atomic_write_text
@@ -17,6 +19,7 @@ from spice.measure import SIGN_SUFFIX, sign_column
 
 PROVENANCE = ["design", "round", "rule", "seed"]
 STATUS = "status"
+SPLIT = "split"      # the training data's split column (data_loader.layout.SPLIT_COL): train | val per design
 
 
 def read_ledger(path, x_cols, y_cols, signed=()) -> pd.DataFrame:
@@ -48,20 +51,39 @@ def append_rows(path, ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 def training_order(ledger: pd.DataFrame) -> pd.DataFrame:
     """The ledger in the row order of the training data files (by round, then design): chunks finish in any order
-    (parallel workers), and a fixed order keeps the seeded split reproducible."""
+    (parallel workers), and a fixed order keeps the files, and so the stages trained on them, the same."""
     return ledger.sort_values(["round", "design"], kind="stable")
 
 
-def write_training_data(ledger: pd.DataFrame, folder, x_cols, y_cols) -> None:
-    """The ledger's designs, by round and design index, in the data layout (``features.csv``, ``targets.csv`` with ``status``), so
-    every stage reads them like any target data (failed rows are dropped by their status), and
+def assign_split(ledger: pd.DataFrame, val_split: float, seed: int) -> pd.Series:
+    """"train" or "val" per ledger row (same index): in each round, ceil(val_split x its OK designs) of them, drawn
+    by a generator seeded with (seed, round), are validation rows; the rest (failed ones too) are training rows.
+
+    A design keeps its split for the whole run: a round's designs are final before it trains, and later rounds
+    only add designs.  Re-splitting every round instead would make last round's training rows, which the
+    warm-started networks have fitted, this round's early-stopping and calibration rows.  Each round is split
+    on its own so validation follows the rule's designs as they move."""
+    split = pd.Series("train", index=ledger.index, dtype=object)
+    for round_no, rows in ledger.groupby("round", sort=True):
+        ok = rows[rows[STATUS] == "ok"].sort_values("design")
+        n_val = math.ceil(len(ok) * val_split)
+        rng = np.random.default_rng([int(seed), int(round_no)])
+        split.loc[ok.index[rng.permutation(len(ok))[:n_val]]] = "val"
+    return split
+
+
+def write_training_data(ledger: pd.DataFrame, folder, x_cols, y_cols, *, val_split: float, seed: int) -> None:
+    """The ledger's designs, by round and design index, in the data layout (``features.csv``, ``targets.csv`` with
+    ``status`` and ``split`` (:func:`assign_split`)), so every stage reads them like any target data (failed rows
+    are dropped by their status; the split column fixes which rows validate), and
     ``metric_signs.csv`` for the metrics whose sign every OK design has.  A file whose
     content would not change is left alone: its time stays, so stages trained on it stay up to date."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ledger = training_order(ledger)
     frames = {"features.csv": ledger[list(x_cols)].reset_index(drop=True),
-              "targets.csv": ledger[list(y_cols) + [STATUS]].reset_index(drop=True)}
+              "targets.csv": ledger[list(y_cols) + [STATUS]].assign(**{SPLIT: assign_split(ledger, val_split, seed)})
+              .reset_index(drop=True)}
     ok = (ledger[STATUS] == "ok").to_numpy()
     signed = [m for m in y_cols if sign_column(m) in ledger.columns
               and pd.to_numeric(ledger[sign_column(m)], errors="coerce")[ok].notna().all()]

@@ -21,7 +21,7 @@ from data_loader.layout import (check_features_in_space, check_same_columns, cir
                                 read_domain, space_boxes)
 from data_loader.preprocessing import Preprocessing, auto_log_columns, fit_preprocessing
 from data_loader.scaler_utils import fingerprint, load_scalers, save_scalers, scaler_path
-from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
+from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_from_labels, split_target_rows
 
 DEFAULT_RULE = FailureRule(positive=("slewrate_pos", "dc_gain", "ugf", "cmrr"),
                            minimum={"dc_gain": 1.0}, maximum={"ugf": 1e10})
@@ -134,7 +134,18 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     design_space = _check_against_design_spaces(data_dir, opamp_type, src, tgt, x_cols)
     _warn_unknown_rule_metrics(rule, y_cols)
 
-    parts = split_target_rows(len(tgt.targets), val_split=val_split, test_split=test_split, seed=seed)
+    if src.split is not None:
+        warnings.warn(f"{src.targets_file} has a split column; only a target file's is used (the source rows are "
+                      f"all training rows).")
+    if tgt.split is None:
+        parts = split_target_rows(len(tgt.targets), val_split=val_split, test_split=test_split, seed=seed)
+        protocol = "sklearn train_test_split: test first from target file order, then val from the rest"
+    else:   # the file's own split wins: rows keep their split however the file grows
+        parts = split_from_labels(tgt.split)
+        protocol = f"the split column of {tgt.targets_file.name}"
+        warnings.warn(f"target rows split as the split column of {tgt.targets_file} says ("
+                      f"{', '.join(f'{len(v)} {k}' for k, v in parts.items())}); VAL_SPLIT and TEST_SPLIT are "
+                      f"not used.")
     why_src = failure_reasons(src.features, src.targets, rule, src.status)
     why_tgt = failure_reasons(tgt.features, tgt.targets, rule, tgt.status)
     keep_src = np.flatnonzero(why_src == "")
@@ -156,7 +167,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     if len(kept["train"]) < MIN_TRAIN_ROWS or len(kept["val"]) < MIN_VAL_ROWS:
         raise ToolkitError(f"The split leaves {len(kept['train'])} target training and {len(kept['val'])} validation "
                            f"rows after dropping failed ones (need >= {MIN_TRAIN_ROWS} and >= {MIN_VAL_ROWS}). "
-                           f"Lower --test-split/--val-split or provide more target rows.")
+                           + ("Lower --test-split/--val-split or provide more target rows." if tgt.split is None
+                              else f"Mark more rows train/val in the split column of {tgt.targets_file}."))
     if len(kept["train"]) < FEW_TARGET_ROWS:
         warnings.warn(f"Only {len(kept['train'])} target training rows; expect noisy target-domain models.")
 
@@ -201,7 +213,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     out = {name: (pre.transform_x(x), pre.transform_y(y)) for name, (x, y) in raw.items()}
     signs = {"source": None if src.signs is None else src.signs.iloc[keep_src]}
     signs.update({f"target_{name}": None if tgt.signs is None else tgt.signs.iloc[idx] for name, idx in kept.items()})
-    if test_split == 0:
+    if len(parts["test"]) == 0:
         out.pop("target_test")
         raw.pop("target_test")
         signs.pop("target_test")
@@ -210,7 +222,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     out.update(
         x_scaler=pre.x_scaler(), y_scaler=pre.y_scaler(), preprocessing=pre,
         x_cols=x_cols, y_cols=y_cols, log_x_cols=pre.log_x_cols, log_y_cols=pre.log_y_cols,
-        split={"protocol": "sklearn train_test_split: test first from target file order, then val from the rest",
+        split={"protocol": protocol,
                "seed": seed, "val_split": val_split, "test_split": test_split, "n_target_train": n_target_train,
                "n_source": int(len(keep_src)),
                **{f"target_{k}_idx": v.tolist() for k, v in kept.items()}},

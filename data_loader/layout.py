@@ -24,6 +24,8 @@ from spice.circuit_file import check_variable
 DOMAINS = ("source", "target")
 SIGNS_PATTERN = "*metric_signs*.csv"   # optional: the sign of each row's ratio metrics (spice.generate writes it)
 STATUS_COL = "status"  # optional column in *targets*.csv written by `spice.generate --keep-failed`
+SPLIT_COL = "split"    # optional column in *targets*.csv: each row's split (train | val | test), used as given
+SPLIT_VALUES = ("train", "val", "test")
 UNIT_SLIP = 10.0       # data this many times beyond a declared range: another unit (m vs um), not a wider sweep
 
 
@@ -36,6 +38,7 @@ class DomainData:
     targets_file: Path
     signs: pd.DataFrame | None = None   # +1 / -1 per row for the ratio metrics the signs file names, else None
     signs_file: Path | None = None
+    split: pd.Series | None = None      # "train" / "val" / "test" per row when the targets file has a split column
 
 
 def list_circuits(data_dir) -> list[str]:
@@ -148,6 +151,9 @@ def read_folder(folder) -> DomainData:
     status = None
     if STATUS_COL in y_text.columns:
         status = y_text.pop(STATUS_COL).str.strip()
+    split = None
+    if SPLIT_COL in y_text.columns:
+        split = read_split(y_text.pop(SPLIT_COL), targets_file)
     overlap = sorted(set(x_text.columns) & set(y_text.columns))
     if overlap:
         raise ToolkitError(f"Columns {overlap} appear in both {features_file.name} and {targets_file.name}. "
@@ -156,7 +162,19 @@ def read_folder(folder) -> DomainData:
     signs_file = _optional_file(folder, SIGNS_PATTERN, "signs of ratio metrics")
     signs = None if signs_file is None else read_signs(signs_file, targets, targets_file)
     return DomainData(_to_numbers(x_text, features_file), targets, status, features_file, targets_file,
-                      signs, signs_file)
+                      signs, signs_file, split)
+
+
+def read_split(column: pd.Series, targets_file: Path) -> pd.Series:
+    """A targets file's ``split`` column, case and surrounding spaces ignored; one line naming the first bad row."""
+    split = column.fillna("").astype(str).str.strip().str.lower()
+    bad = np.flatnonzero(~split.isin(SPLIT_VALUES).to_numpy())
+    if len(bad):
+        row = int(bad[0])
+        raise ToolkitError(f"{targets_file}: column {SPLIT_COL!r} must be one of {', '.join(SPLIT_VALUES)} in every "
+                           f"row, got {column.iloc[row]!r} in data row {row + 1} ({len(bad)} such rows). Fix: mark "
+                           f"every row, or delete the column to split by --val-split/--test-split/--seed.")
+    return split
 
 
 def _optional_file(folder: Path, pattern: str, what: str) -> Path | None:

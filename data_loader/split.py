@@ -5,6 +5,10 @@ Test rows are taken first from the raw target rows in file order with
 validation rows are then taken from the remainder the same way (``val_split`` is a fraction
 of the remainder).  Failed rows are dropped afterwards, so the same seed always selects the
 same rows whatever the failure rule.  ``target_test`` is never used for fitting or selection.
+
+A targets file with a ``split`` column (train | val | test per row) is split as it says instead
+(:func:`split_from_labels`): a fixed split of your own, or rows whose split must not change as the file
+grows (``python -m active`` marks each design's split once, when it is simulated).
 """
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -42,6 +46,12 @@ def split_target_rows(n_rows: int, *, val_split: float, test_split: float, seed:
                            f"Lower --val-split or provide more target rows.")
     train, val = train_test_split(rest, test_size=val_split, random_state=seed)
     return {"train": np.asarray(train), "val": np.asarray(val), "test": np.asarray(test)}
+
+
+def split_from_labels(labels) -> dict:
+    """Row indices of train / val / test as a ``split`` column gives them (values already checked)."""
+    labels = np.asarray(labels)
+    return {name: np.flatnonzero(labels == name) for name in ("train", "val", "test")}
 
 
 def split_source_rows(n_rows: int, *, val_split: float, seed: int) -> dict:

@@ -117,7 +117,8 @@ def run(args, settings, names):
                        info={"opamp": opamp, "dry_run": bool(args.dry_run), "seed": settings["SEED"]})
     result = ens.evaluate()
     if result.split == "target_val":
-        print("warning: TEST_SPLIT=0, so the ensemble is evaluated on target_val, the rows it was calibrated on.")
+        print("warning: no target_test rows (TEST_SPLIT=0, or a split column without test rows), so the ensemble "
+              "is evaluated on target_val, the rows it was calibrated on.")
     paths = out_paths(settings)
     record = ens.save(paths["metrics"], result)
     outside = sum(map(bool, result.out_of_domain))

@@ -1,6 +1,7 @@
 """python -m active: acquisition rules, the loop on real ngspice (tiny), resume, failed simulations, bad input."""
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,8 @@ def test_dask_workers_simulate_the_same_rows_and_the_training_data_has_a_fixed_o
         remote = active.simulate_batch(batch, read_ledger(tmp_path / "b.csv", x_cols, y_cols), tmp_path / "b.csv",
                                        workers=2, backend="dask", scheduler=c.scheduler_address, **kw)
     for k, (ledger, folder) in enumerate(((local, tmp_path / "da"), (remote, tmp_path / "db"))):
-        write_training_data(ledger.sample(frac=1, random_state=k), folder, x_cols, y_cols)   # any finishing order
+        write_training_data(ledger.sample(frac=1, random_state=k), folder, x_cols, y_cols,   # any finishing order
+                            val_split=0.2, seed=5)
     for name in ("features.csv", "targets.csv"):
         assert (tmp_path / "da" / name).read_text() == (tmp_path / "db" / name).read_text()
     assert len(pd.read_csv(tmp_path / "da" / "features.csv")) == 12
@@ -665,6 +667,37 @@ def test_benchmark_block_gives_the_commands_of_loops_taken_past_the_budget(tmp_p
     assert "| 75 | – | 0.9000 (1) |" not in block and "| 75 | 0.9000 (1) | 0.9000 (1) |" in block
 
 
+def test_each_design_keeps_its_split_as_rounds_are_added_and_the_loader_uses_it(tmp_path):
+    """Validation designs are drawn per round among its OK ones (ceil(VAL_SPLIT x OK)), seeded by (seed, round):
+    a later round never moves an earlier design between train and val (warm-started weights fitted the training
+    rows), and the data loader splits the training data as written."""
+    from active_learning.ledger import assign_split, write_training_data
+    rng = np.random.default_rng(0)
+
+    def round_rows(r, start, n, failed=()):
+        return pd.DataFrame({"design": range(start, start + n), "round": r, "rule": "random", "seed": 3,
+                             "w": rng.uniform(1, 2, n), "cmrr": rng.uniform(1e3, 2e3, n),
+                             "status": ["no_ugf" if i in failed else "ok" for i in range(start, start + n)]})
+    ledger = pd.concat([round_rows(0, 0, 25, failed={3, 7}), round_rows(1, 100, 25)], ignore_index=True)
+    first = assign_split(ledger, 0.2, 3)
+    grown = pd.concat([ledger, round_rows(2, 200, 25, failed={210})], ignore_index=True)
+    later = assign_split(grown.sample(frac=1, random_state=1), 0.2, 3).sort_index()   # any row order
+    assert (later.loc[first.index] == first).all()
+    val = later == "val"
+    assert val[grown["round"] == 0].sum() == 5 and val[grown["round"] == 1].sum() == 5
+    assert val[grown["round"] == 2].sum() == 5 and not val[grown["status"] != "ok"].any()   # ceil(0.2 x 24) = 5
+    assert (assign_split(grown, 0.2, 4) != later).any()                                    # the seed matters
+    write_training_data(grown, tmp_path / "d" / "amp" / "target", ["w"], ["cmrr"], val_split=0.2, seed=3)
+    shutil.copytree(tmp_path / "d" / "amp" / "target", tmp_path / "d" / "amp" / "source")
+    from data_loader import get_data_and_scalers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = get_data_and_scalers("amp", tmp_path / "d", val_split=0.5, test_split=0.2, seed=0)
+    in_file = grown.sort_values(["round", "design"]).reset_index(drop=True)
+    assert sorted(in_file.loc[data["split"]["target_val_idx"], "design"]) == sorted(grown.loc[val, "design"])
+    assert "target_test" not in data
+
+
 def test_a_ledger_from_before_signs_resumes_and_writes_signs_only_when_every_ok_design_has_one(tmp_path):
     from active_learning.ledger import append_rows, read_ledger, write_training_data
     old = pd.DataFrame({"design": [0, 1], "round": 0, "rule": "random", "seed": 0, "w": [1.0, 2.0],
@@ -675,10 +708,10 @@ def test_a_ledger_from_before_signs_resumes_and_writes_signs_only_when_every_ok_
     new = pd.DataFrame({"design": [2], "round": 1, "rule": "random", "seed": 0, "w": [3.0], "cmrr": [2e3],
                         "cmrr_sign": [-1.0], "status": ["ok"]})
     ledger = append_rows(tmp_path / "acquired.csv", ledger, new)
-    write_training_data(ledger, tmp_path / "data", ["w"], ["cmrr"])
+    write_training_data(ledger, tmp_path / "data", ["w"], ["cmrr"], val_split=0.2, seed=0)
     assert not (tmp_path / "data" / "metric_signs.csv").exists()          # design 0 has no sign
     ledger.loc[0, "cmrr_sign"] = 1.0
-    write_training_data(ledger, tmp_path / "data", ["w"], ["cmrr"])
+    write_training_data(ledger, tmp_path / "data", ["w"], ["cmrr"], val_split=0.2, seed=0)
     signs = pd.read_csv(tmp_path / "data" / "metric_signs.csv")
     assert signs["cmrr"].tolist()[0] == 1.0 and np.isnan(signs["cmrr"][1]) and signs["cmrr"].tolist()[2] == -1.0
     with pytest.raises(ValueError, match="lack the ledger columns"):

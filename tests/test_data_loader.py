@@ -119,6 +119,43 @@ def test_test_split_zero_has_no_test_key(data_root):
     assert len(d["target_train"][0]) + len(d["target_val"][0]) == N_TGT - len(failed)
 
 
+def test_a_split_column_is_used_as_given_and_overrides_the_fractions(root):
+    """A targets file's split column (train | val | test, any case and spaces) decides each row's split; the
+    fractions and the seed then do not; failed rows are still dropped; a bad value is one line naming the row."""
+    feats, targets = _files(root, "target")
+    y = pd.read_csv(targets)
+    labels = np.array(["train", "val", "test"])[np.arange(N_TGT) % 3]
+    y.insert(2, "split", [f" {v.upper()} " if i % 7 == 0 else v for i, v in enumerate(labels)])
+    y.to_csv(targets, index=False)
+    failed = _failed_target_rows(root)
+    with pytest.warns(UserWarning, match="split column .* VAL_SPLIT and TEST_SPLIT are not used"):
+        d = get_data_and_scalers(CIRCUIT, root, val_split=0.5, test_split=0.1, seed=3)
+    for name in ("train", "val", "test"):
+        want = [i for i in np.flatnonzero(labels == name) if i not in failed]
+        assert d["split"][f"target_{name}_idx"] == want and len(d[f"target_{name}"][0]) == len(want)
+    assert d["split"]["protocol"] == "the split column of targets.csv"
+    assert list(d["raw"]["target_train"][1].columns) == Y_COLS   # the column is not a metric
+    assert _load(root, seed=9)["split"]["target_val_idx"] == d["split"]["target_val_idx"]
+    y["split"] = np.where(np.arange(N_TGT) == 4, "holdout", labels)
+    y.to_csv(targets, index=False)
+    with pytest.raises(ToolkitError, match=r"'split' must be one of train, val, test .* 'holdout' in data row 5"):
+        _load(root)
+
+
+def test_a_split_column_without_test_rows_gives_no_target_test(root):
+    targets = _files(root, "target")[1]
+    y = pd.read_csv(targets)
+    y["split"] = np.where(np.arange(N_TGT) % 5 == 0, "val", "train")
+    y.to_csv(targets, index=False)
+    d = _load(root, test_split=0.2)
+    assert "target_test" not in d and len(d["target_val"][0]) + len(d["target_train"][0]) == N_TGT - len(
+        _failed_target_rows(root))
+    y["split"] = "train"
+    y.to_csv(targets, index=False)
+    with pytest.raises(ToolkitError, match="Mark more rows train/val in the split column"):
+        _load(root)
+
+
 def test_dropping_happens_after_splitting(data_root, d42):
     # A stricter rule (phase_margin must be >= its target median) drops many more rows ...
     pm = pd.read_csv(_files(data_root, "target")[1]).phase_margin
