@@ -15,6 +15,7 @@ import pandas as pd
 from core.cli import StageCLI, run_main
 from data_loader.data_loader import data_kwargs_from_settings, get_data_and_scalers
 from data_loader.layout import read_domain
+from data_loader.split import SEEDED_PROTOCOL
 
 
 def parse_args(argv=None):
@@ -48,7 +49,9 @@ def main(argv=None):
     n_src_all = read_domain(settings["DATA_DIR"], opamp, "source").targets.shape[0]
     print(f"\nfeatures ({len(d['x_cols'])}): {', '.join(d['x_cols'])}   log-scaled: {d['log_x_cols'] or 'none'}")
     print(f"metrics  ({len(d['y_cols'])}): {', '.join(d['y_cols'])}   log1p: {d['log_y_cols'] or 'none'}")
-    print(f"\nsplit (seed {settings['SEED']}, test {settings['TEST_SPLIT']}, val {settings['VAL_SPLIT']} of the rest):")
+    how = (f"seed {settings['SEED']}, test {settings['TEST_SPLIT']}, val {settings['VAL_SPLIT']} of the rest"
+           if d["split"]["protocol"] == SEEDED_PROTOCOL else d["split"]["protocol"])
+    print(f"\nsplit ({how}):")
     total_dropped = 0
     for name in ("source", "target_train", "target_val", "target_test"):
         if name not in d:

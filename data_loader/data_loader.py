@@ -21,7 +21,8 @@ from data_loader.layout import (check_features_in_space, check_same_columns, cir
                                 read_domain, space_boxes)
 from data_loader.preprocessing import Preprocessing, auto_log_columns, fit_preprocessing
 from data_loader.scaler_utils import fingerprint, load_scalers, save_scalers, scaler_path
-from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_from_labels, split_target_rows
+from data_loader.split import (MIN_TRAIN_ROWS, MIN_VAL_ROWS, SEEDED_PROTOCOL, split_from_labels,
+                               split_target_rows)
 
 DEFAULT_RULE = FailureRule(positive=("slewrate_pos", "dc_gain", "ugf", "cmrr"),
                            minimum={"dc_gain": 1.0}, maximum={"ugf": 1e10})
@@ -139,7 +140,7 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
                       f"all training rows).")
     if tgt.split is None:
         parts = split_target_rows(len(tgt.targets), val_split=val_split, test_split=test_split, seed=seed)
-        protocol = "sklearn train_test_split: test first from target file order, then val from the rest"
+        protocol = SEEDED_PROTOCOL
     else:   # the file's own split wins: rows keep their split however the file grows
         parts = split_from_labels(tgt.split)
         protocol = f"the split column of {tgt.targets_file.name}"

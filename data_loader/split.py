@@ -17,6 +17,7 @@ from core.errors import ToolkitError
 
 MIN_TRAIN_ROWS = 8   # below this no stage can fit anything meaningful
 MIN_VAL_ROWS = 2     # early stopping needs at least a couple of rows to compare epochs
+SEEDED_PROTOCOL = "sklearn train_test_split: test first from target file order, then val from the rest"
 
 
 def check_fraction(name: str, value: float, *, allow_zero: bool) -> None:

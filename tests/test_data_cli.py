@@ -55,6 +55,19 @@ def test_cli_in_process(data_root, capsys):
     assert d["split"]["seed"] == 3 and d["split"]["val_split"] == 0.25
 
 
+def test_cli_names_a_split_column_when_the_data_have_one(tmp_path, capsys):
+    import pandas as pd
+    root = write_dataset(tmp_path / "data", "5t_opamp")
+    targets = root / "5t_opamp" / "target" / "targets.csv"
+    y = pd.read_csv(targets)
+    y["split"] = ["val" if i % 4 == 0 else "train" for i in range(len(y))]
+    y.to_csv(targets, index=False)
+    d = main(["--val-split", "0.5", "--data-dir", str(root)])
+    out = capsys.readouterr().out
+    assert "split (the split column of targets.csv):" in out and "val 0.5" not in out
+    assert "VAL_SPLIT and TEST_SPLIT are not used" in out and "target_test" not in d
+
+
 def test_cli_in_process_without_test_split(data_root, capsys):
     d = main(["--test-split", "0", "--data-dir", str(data_root)])
     out = capsys.readouterr().out
