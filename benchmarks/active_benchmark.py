@@ -222,6 +222,12 @@ def summarise(args) -> tuple:
         lines += ["", markdown_table(per_metric), "",
                   "Cells: log-space R² per metric on the fixed target_test, mean over seeds, every "
                   f"{PER_METRIC_EVERY} simulations: where a rule gains and which metric holds the mean back."]
+    coverage = coverage_table(args.rules, by_rule, counts)
+    if coverage is not None:
+        lines += ["", markdown_table(coverage), "",
+                  "Cells: share of the fixed target_test's (design, metric) pairs inside the round ensemble's "
+                  f"calibrated 95 % interval, mean over seeds (lowest–highest seed), every {PER_METRIC_EVERY} "
+                  "simulations: 0.95 is calibrated."]
     tails = tail_table(args)
     if tails is not None:
         lines += ["", markdown_table(tails), "",
@@ -248,6 +254,19 @@ def metric_table(rules, by_rule: dict, counts: list):
                 rows.append({"B simulations": n, "rule": rule,
                              **{c: f"{statistics.mean(p[c] for p in per):.3f}" for c in per[0]}})
     return pd.DataFrame(rows) if rows else None
+
+
+def coverage_table(rules, by_rule: dict, counts: list):
+    """Rows every PER_METRIC_EVERY simulations, a column per rule: the 95 % interval coverage on target_test
+    (``test_cov95``) as "mean (min–max)" over seeds; None when no run recorded it."""
+    rows = []
+    for n in (n for n in counts if n % PER_METRIC_EVERY == 0):
+        row = {"B simulations": n}
+        for rule in rules:
+            cov = [r["test_cov95"] for r in by_rule[rule].get(n, []) if "test_cov95" in r]
+            row[rule] = f"{statistics.mean(cov):.3f} ({min(cov):.3f}–{max(cov):.3f})" if cov else "–"
+        rows.append(row)
+    return pd.DataFrame(rows) if any(v != "–" for r in rows for k, v in r.items() if k != "B simulations") else None
 
 
 TAIL_RANGE = 125   # simulations per row of the tails table

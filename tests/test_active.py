@@ -391,6 +391,19 @@ def test_benchmark_report_averages_seeds_and_compares_with_random(tmp_path):
     assert (tmp_path / "learning_curve_active_5t_opamp.png").is_file()
     assert out["curves"]["mixed"][0][:2] == (25, pytest.approx(0.811))
     assert "log-space R² per metric" not in text              # the loops recorded no per-metric R²
+    assert "calibrated 95 % interval" not in text             # nor a coverage
+
+
+def test_benchmark_tabulates_the_test_coverage_of_the_95_percent_intervals_per_seed_range(tmp_path):
+    from benchmarks import active_benchmark as bench
+    root = tmp_path / "bench"
+    for rule, cov in (("random", 0.90), ("integrated", 0.95)):
+        for seed in (0, 1):
+            _loop_rows(root, rule, seed, test_r2_log=lambda k: 0.9, test_cov95=lambda k: cov + 0.02 * seed)
+    text = bench.main(["--opamp", "5t_opamp", "--rules", "random", "integrated", "--seeds", "0", "1", "--budget",
+                       "50", "--results-root", str(root), "--report-only"])["text"]
+    assert "| 50 | 0.910 (0.900–0.920) | 0.960 (0.950–0.970) |" in text
+    assert "| 25 | 0.910" not in text                          # a row every 50 simulations
 
 
 def test_benchmark_tabulates_each_metric_every_50_simulations(tmp_path):
