@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import atomic_path, atomic_write_text
+from data_loader.layout import SPLIT_COL
 from spice.measure import SIGN_SUFFIX, sign_column
 
 PROVENANCE = ["design", "round", "rule", "seed"]
 STATUS = "status"
-SPLIT = "split"      # the training data's split column (data_loader.layout.SPLIT_COL): train | val per design
 
 
 def read_ledger(path, x_cols, y_cols, signed=()) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def write_training_data(ledger: pd.DataFrame, folder, x_cols, y_cols, *, val_spl
     folder.mkdir(parents=True, exist_ok=True)
     ledger = training_order(ledger)
     frames = {"features.csv": ledger[list(x_cols)].reset_index(drop=True),
-              "targets.csv": ledger[list(y_cols) + [STATUS]].assign(**{SPLIT: assign_split(ledger, val_split, seed)})
+              "targets.csv": ledger[list(y_cols) + [STATUS]].assign(**{SPLIT_COL: assign_split(ledger, val_split, seed)})
               .reset_index(drop=True)}
     ok = (ledger[STATUS] == "ok").to_numpy()
     signed = [m for m in y_cols if sign_column(m) in ledger.columns
