@@ -150,7 +150,10 @@ ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that mos
                            # seeds). mixed_integrated: 5t_opamp the same, folded_cascode_opamp a third of the gain
                            # (+0.006), two_stage_opamp within noise of random to 400 (-0.001, -0.006 past 275), failing
                            # the most simulations: the hedge where integrated stalls
-                           # (docs/RESULTS.md#mixed-integrated-past-250)
+                           # (docs/RESULTS.md#mixed-integrated-past-250). Those gaps predate the fixed validation
+                           # designs; rerun with them (seeds 0-2): 5t_opamp +0.008 +- 0.007, two_stage_opamp
+                           # -0.003 +- 0.007 (50-250), -0.009 +- 0.001 (275-400)
+                           # (docs/RESULTS.md#fixed-validation-designs)
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
 ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)
 ACTIVE_BATCH = 25          # designs simulated per round
