@@ -151,7 +151,7 @@ ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that mos
                            # (+0.006), two_stage_opamp within noise of random to 400 (-0.001, -0.006 past 275), failing
                            # the most simulations: the hedge where integrated stalls
                            # (docs/RESULTS.md#mixed-integrated-past-250). Those gaps predate the fixed validation
-                           # designs; rerun with them (seeds 0-2): 5t_opamp +0.008 +- 0.007, two_stage_opamp
+                           # designs; rerun with them: 5t_opamp +0.011 +- 0.004 (5 seeds), two_stage_opamp (3 seeds)
                            # -0.003 +- 0.007 (50-250), -0.009 +- 0.001 (275-400)
                            # (docs/RESULTS.md#fixed-validation-designs)
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
