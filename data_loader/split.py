@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from core.errors import ToolkitError
+from data_loader.layout import SPLIT_VALUES
 
 MIN_TRAIN_ROWS = 8   # below this no stage can fit anything meaningful
 MIN_VAL_ROWS = 2     # early stopping needs at least a couple of rows to compare epochs
@@ -52,7 +53,7 @@ def split_target_rows(n_rows: int, *, val_split: float, test_split: float, seed:
 def split_from_labels(labels) -> dict:
     """Row indices of train / val / test as a ``split`` column gives them (values already checked)."""
     labels = np.asarray(labels)
-    return {name: np.flatnonzero(labels == name) for name in ("train", "val", "test")}
+    return {name: np.flatnonzero(labels == name) for name in SPLIT_VALUES}
 
 
 def split_source_rows(n_rows: int, *, val_split: float, seed: int) -> dict:

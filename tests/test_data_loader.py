@@ -122,7 +122,7 @@ def test_test_split_zero_has_no_test_key(data_root):
 def test_a_split_column_is_used_as_given_and_overrides_the_fractions(root):
     """A targets file's split column (train | val | test, any case and spaces) decides each row's split; the
     fractions and the seed then do not; failed rows are still dropped; a bad value is one line naming the row."""
-    feats, targets = _files(root, "target")
+    targets = _files(root, "target")[1]
     y = pd.read_csv(targets)
     labels = np.array(["train", "val", "test"])[np.arange(N_TGT) % 3]
     y.insert(2, "split", [f" {v.upper()} " if i % 7 == 0 else v for i, v in enumerate(labels)])
