@@ -31,6 +31,7 @@ exit 2 before anything is written.
 """
 import contextlib
 import json
+import math
 import shutil
 import sys
 import time
@@ -42,7 +43,7 @@ import pandas as pd
 
 import pipeline
 from active_learning.acquisition import GP_RULES, RULES, select
-from active_learning.ledger import STATUS, append_rows, assign_split, read_ledger, write_training_data
+from active_learning.ledger import STATUS, UNIFORM, append_rows, assign_split, read_ledger, write_training_data
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
@@ -65,7 +66,7 @@ from spice.measure import METRICS, SIGNED_METRICS
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
 KEY_FIELDS = ("opamp", "circuit", "process", "conditions", "data_dir", "rule", "seed", "init", "batch", "pool",
-              "members", "set", "init_from", "spec", "warm_start")
+              "members", "set", "init_from", "spec", "warm_start", "val_designs")
 POWER = "power"      # a metric column the simulator gives from the operating point (spice.generate --power)
 GIVEN = "given"      # the rule of --init-from designs (simulated before the loop, by the user)
 
@@ -80,6 +81,8 @@ def parse_args(argv=None):
     cli.flag("--members", "ACTIVE_MEMBERS", "ensemble members retrained each round (comma-separated)")
     cli.flag("--jobs", "PIPELINE_JOBS", "training stages and simulations run at once")
     cli.flag("--warm-start", "ACTIVE_WARM_START", "true: each round's neural members start from the previous round's")
+    cli.flag("--val-designs", "ACTIVE_VAL_DESIGNS", "uniform: each round's validation designs are a uniform draw "
+             "from the pool, the rule picks the rest | picks: a share of the rule's own picks")
     cli.add_argument("--spec", default=None, metavar="FILE",
                      help="a spec file (as for inverse_opt --spec): rule 'spec' simulates where it is likely met; "
                           "with any rule each round reports how many simulated designs met it")
@@ -180,7 +183,7 @@ def run_key(args, settings, circuit: str, process: str, spec=None, conditions=No
             "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS="))),
             "init_from": None if args.init_from is None else str(Path(args.init_from).resolve()),
             "spec": None if spec is None else spec.to_dict(),   # the goals, not the file's bytes (comments may change)
-            "warm_start": bool(settings["ACTIVE_WARM_START"])}
+            "warm_start": bool(settings["ACTIVE_WARM_START"]), "val_designs": settings["ACTIVE_VAL_DESIGNS"]}
 
 
 def check_same_run(out: Path, key: dict) -> None:
@@ -188,8 +191,9 @@ def check_same_run(out: Path, key: dict) -> None:
     if not path.is_file():
         return
     # a run made before warm start existed retrained from scratch every round; one made before the key held the
-    # run conditions simulated nominal ones; one made before it held the data folder is taken to be on this one
-    old = {"warm_start": False, "conditions": {}, "data_dir": key.get("data_dir"),
+    # run conditions simulated nominal ones; one made before it held the data folder is taken to be on this one;
+    # one made before ACTIVE_VAL_DESIGNS validated on a share of the rule's picks
+    old = {"warm_start": False, "conditions": {}, "data_dir": key.get("data_dir"), "val_designs": "picks",
            **json.loads(path.read_text(encoding="utf-8")).get("key", {})}
     diff = [k for k in KEY_FIELDS if old.get(k) != key.get(k)]
     if diff:
@@ -350,10 +354,21 @@ def score_test(ens: Ensemble, test, floor) -> dict:
             "test_r2_log_per_metric": {c: report[c]["r2_log"] for c in ens.y_cols}}
 
 
+def uniform_draws(rule: str, batch: int, settings: dict) -> int:
+    """How many of a round's ``batch`` designs are drawn uniformly from the pool to validate on (ACTIVE_VAL_DESIGNS
+    = "uniform": ceil(VAL_SPLIT x batch), leaving the rule at least one pick); 0 for ``random`` (every design is a
+    uniform draw) and with "picks" (the validation rows are a share of the rule's own picks)."""
+    if settings["ACTIVE_VAL_DESIGNS"] != "uniform" or rule == UNIFORM or batch < 2:
+        return 0
+    return min(math.ceil(settings["VAL_SPLIT"] * batch), batch - 1)
+
+
 def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, batch: int, seed: int,
-           round_no: int, spec=None) -> pd.DataFrame:
-    """The ``batch`` pool designs ``rule`` picks, with their uncertainty score and P(simulation OK) learned from
-    the ``ledger``'s statuses (and, with a ``spec``, P(spec met)), in pick order."""
+           round_no: int, spec=None, n_uniform: int = 0) -> pd.DataFrame:
+    """The ``batch`` pool designs to simulate: ``n_uniform`` uniform draws first (``uniform_draws``; ledger rule
+    ``random``), then the ones ``rule`` picks given them, in pick order; each with its uncertainty score and
+    P(simulation OK) learned from the ``ledger``'s statuses (and, with a ``spec``, P(spec met)).  The ``rule``
+    column says which drew each design."""
     import torch
     from active_learning.acquisition import feasibility, score, spec_probability
     x_scaled = ens.preprocessing.transform_x(pool[ens.x_cols])
@@ -368,20 +383,27 @@ def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, b
         bounds = (mspec.lo.double().numpy(), mspec.hi.double().numpy())
     rng = np.random.default_rng([seed, round_no, 17])
     if rule in GP_RULES:
-        pick = choose_integrated(ens, rule, x_scaled, mean, std, p_ok, batch, rng)
+        uniform, pick = choose_integrated(ens, rule, x_scaled, mean, std, p_ok, batch, rng, n_uniform)
     else:
-        pick = select(rule, x_scaled, mean, std, batch=batch, rng=rng, p_ok=p_ok, spec_bounds=bounds)
+        uniform = rng.choice(len(pool), n_uniform, replace=False) if n_uniform else np.array([], int)
+        rest = np.setdiff1d(np.arange(len(pool)), uniform)
+        pick = rest[select(rule, x_scaled[rest], mean[rest], std[rest], batch=batch - len(uniform), rng=rng,
+                           p_ok=p_ok[rest], spec_bounds=bounds)]
+    pick = np.concatenate([uniform, pick]).astype(int)
     chosen = pool.iloc[pick].copy()
+    chosen["rule"] = [UNIFORM] * len(uniform) + [rule] * (len(pick) - len(uniform))
     chosen["score"], chosen["p_ok"] = score(mean, std)[pick], p_ok[pick]
     if bounds is not None:
         chosen["p_spec"] = spec_probability(mean, std, *bounds)[pick]
     return chosen
 
 
-def choose_integrated(ens: Ensemble, rule: str, x_scaled, mean, std, p_ok, batch: int, rng) -> np.ndarray:
-    """Pool indices ``rule`` (one of GP_RULES) picks among a random INTEGRATED_POOL of the pool, from the GP
-    member's posterior covariance there (a random subset of a uniform pool is uniform: the random half of
-    ``mixed_integrated`` stays a uniform draw)."""
+def choose_integrated(ens: Ensemble, rule: str, x_scaled, mean, std, p_ok, batch: int, rng,
+                      n_uniform: int = 0) -> tuple:
+    """(uniform, picks): pool indices of ``n_uniform`` uniform draws, and of the ``batch - n_uniform`` designs
+    ``rule`` (one of GP_RULES) picks given them, both among a random INTEGRATED_POOL of the pool, from the GP
+    member's posterior covariance there (a random subset of a uniform pool is uniform: the uniform draws and the
+    random half of ``mixed_integrated`` stay uniform draws)."""
     import torch
     from active_learning.acquisition import INTEGRATED_POOL
     model = next((m.model for m in ens.members if hasattr(getattr(m.model, "inner", m.model), "posterior_cov")),
@@ -401,8 +423,9 @@ def choose_integrated(ens: Ensemble, rule: str, x_scaled, mean, std, p_ok, batch
             mu, logvar = gp.mean_logvar(xs)                  # one GP pass for both spaces
             var_model = model.to_model_space(mu, logvar)[1][:, cols].double().exp()
             sensitivity[cols] = (var_model / logvar[:, cols].double().exp()).T.numpy()
-    return sub[select(rule, x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub],
-                      gp_cov=(cov, noise), sensitivity=sensitivity)]
+    uniform = rng.choice(len(sub), n_uniform, replace=False) if n_uniform else np.array([], int)
+    return sub[uniform], sub[select(rule, x_sub, mean[sub], std[sub], batch=batch - len(uniform), rng=rng,
+                                    p_ok=p_ok[sub], gp_cov=(cov, noise), sensitivity=sensitivity, given=uniform)]
 
 
 def read_spec(path, y_cols: list, typical: np.ndarray):
@@ -505,9 +528,11 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
                 start = 4 * init + (round_no - 1) * pool_n
                 pool = draw(circuit, seed, start, start + pool_n, taken)
                 prev = Ensemble.load(round_folder(out, round_no - 1), opamp)
-                chosen = choose(prev, rule, pool, ledger, want, seed, round_no, spec)
+                chosen = choose(prev, rule, pool, ledger, want, seed, round_no, spec,
+                                n_uniform=uniform_draws(rule, want, settings))
             chosen.insert(1, "round", round_no)
-            chosen.insert(2, "rule", (GIVEN if given is not None else "random") if round_no == 0 else rule)
+            chosen.insert(2, "rule", chosen.pop("rule") if "rule" in chosen
+                          else GIVEN if given is not None else UNIFORM)
             chosen.insert(3, "seed", seed)
             round_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(batch_path) as tmp:
@@ -580,7 +605,7 @@ def top_up(ledger: pd.DataFrame, chosen: pd.DataFrame, x_cols: list, circuit: st
                            f"(python -m spice.generate reports why).")
     more["score"], more["p_ok"] = np.nan, np.nan
     more.insert(1, "round", 0)
-    more.insert(2, "rule", "random")
+    more.insert(2, "rule", UNIFORM)
     more.insert(3, "seed", seed)
     return more[list(chosen.columns)]
 

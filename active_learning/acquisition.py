@@ -153,11 +153,13 @@ def ok_weight(p_ok) -> np.ndarray:
 
 
 def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.random.Generator,
-           p_ok=None, spec_bounds=None, gp_cov=None, sensitivity=None) -> np.ndarray:
+           p_ok=None, spec_bounds=None, gp_cov=None, sensitivity=None, given=()) -> np.ndarray:
     """Indices (sorted by pick order, distinct) of ``min(batch, N)`` pool rows chosen by ``rule``; ``p_ok``
     (N,) weighs the score (``feasibility``; ``random`` ignores it: it is the control); ``spec_bounds`` =
     (lo, hi) model-space goal bounds, needed by ``spec``; ``gp_cov`` = (cov (M, N, N), noise (M,)) the GP
-    member's posterior over these rows, needed by ``integrated``, with its ``sensitivity`` (``integrated``)."""
+    member's posterior over these rows, needed by ``integrated``, with its ``sensitivity`` (``integrated``).
+    ``given`` (GP rules only): rows simulated in this batch anyway (drawn otherwise): the GP's covariance is
+    conditioned on them first, and they are neither picked nor returned."""
     if rule not in RULES:
         raise ToolkitError(f"Unknown acquisition rule {rule!r}; choose from {list(RULES)}.")
     if rule == "spec" and spec_bounds is None:
@@ -172,10 +174,14 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
         if gp_cov is None:
             raise ToolkitError(f"The {rule!r} rule needs the GP member's covariance: add gp_stack to "
                                "ACTIVE_MEMBERS (--members ...,gp_stack).")
-        explore = rng.choice(n, k // 2, replace=False) if rule == "mixed_integrated" else np.array([], int)
+        given = np.asarray(given, int)
+        k = min(k, n - len(given))
+        free = np.setdiff1d(np.arange(n), given)
+        explore = (free[rng.choice(len(free), k // 2, replace=False)] if rule == "mixed_integrated"
+                   else np.array([], int))
         return np.concatenate([explore, integrated(gp_cov[0], gp_cov[1], spread(mean), k - len(explore),
                                                    None if p_ok is None else ok_weight(p_ok), sensitivity,
-                                                   given=explore)])
+                                                   given=np.concatenate([given, explore]))])
     if rule == "mixed":
         explore = rng.choice(n, k // 2, replace=False)
         rest = np.setdiff1d(np.arange(n), explore)

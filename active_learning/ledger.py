@@ -55,9 +55,16 @@ def training_order(ledger: pd.DataFrame) -> pd.DataFrame:
     return ledger.sort_values(["round", "design"], kind="stable")
 
 
+UNIFORM = "random"   # the ledger's rule of a design drawn uniformly from the pool (round 0, or a val draw)
+
+
 def assign_split(ledger: pd.DataFrame, val_split: float, seed: int) -> pd.Series:
     """"train" or "val" per ledger row (same index): in each round, ceil(val_split x its OK designs) of them, drawn
     by a generator seeded with (seed, round), are validation rows; the rest (failed ones too) are training rows.
+    In a round that mixes uniformly drawn designs (rule ``random``) with a rule's picks, the validation rows are
+    drawn among the uniform ones only (at most all of them): a rule's picks lean to the hard edges of the space,
+    and early stopping, the fusion and the interval calibration fitted there are fitted for those edges, not for
+    the designs the surrogate is used on (``ACTIVE_VAL_DESIGNS = "uniform"`` draws them; ``active``).
 
     A design keeps its split for the whole run: a round's designs are final before it trains, and later rounds
     only add designs.  Re-splitting every round instead would make last round's training rows, which the
@@ -67,8 +74,10 @@ def assign_split(ledger: pd.DataFrame, val_split: float, seed: int) -> pd.Series
     for round_no, rows in ledger.groupby("round", sort=True):
         ok = rows[rows[STATUS] == "ok"].sort_values("design")
         n_val = math.ceil(len(ok) * val_split)
+        uniform = ok[ok["rule"] == UNIFORM]
+        eligible = uniform if 0 < len(uniform) < len(ok) else ok
         rng = np.random.default_rng([int(seed), int(round_no)])
-        split.loc[ok.index[rng.permutation(len(ok))[:n_val]]] = "val"
+        split.loc[eligible.index[rng.permutation(len(eligible))[:n_val]]] = "val"
     return split
 
 

@@ -186,6 +186,7 @@ SETTING_RULES = {   # key: (what it must be, check, example of a fix)
     "ACTIVE_MEMBERS": ("a list of ensemble member names", lambda v: _names(v) and len(v) > 0,
                        "--members align_hetero,dualhead"),
     "ACTIVE_WARM_START": ("true or false", lambda v: isinstance(v, bool), "--set ACTIVE_WARM_START=true"),
+    "ACTIVE_VAL_DESIGNS": ("'uniform' or 'picks'", lambda v: v in ("uniform", "picks"), "--val-designs uniform"),
     "SIGNED_RATIO": ("true, false or 'auto'", lambda v: isinstance(v, bool) or v == "auto",
                      "--set SIGNED_RATIO=auto (train both targets, keep the lower val NLL)"),
     "TARGET_ONLY_NETS": ("an integer from 1 to 16", lambda v: _int(v) and 1 <= v <= 16, "--set TARGET_ONLY_NETS=3"),

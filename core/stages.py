@@ -38,7 +38,7 @@ NOT_STAGE_SETTINGS = frozenset({"RESULTS_DIR", "DEVICE", "NUM_THREADS", "PIPELIN
                                 "MDN_BATCH_SIZE", "MDN_EPOCHS", "MDN_LR", "OUT_OF_DOMAIN",
                                 "ENSEMBLE_MEMBERS", "FUSION_SELECTION", "ACTIVE_RULE", "ACTIVE_BUDGET",
                                 "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL", "ACTIVE_MEMBERS",
-                                "ACTIVE_WARM_START"})
+                                "ACTIVE_WARM_START", "ACTIVE_VAL_DESIGNS"})
 
 
 @dataclass(frozen=True)

@@ -858,10 +858,13 @@ def test_spec_rule_with_no_likely_design_explores_instead_of_failing():
 def test_a_resume_on_another_data_folder_is_refused_and_an_older_run_without_one_resumes(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    key = {"opamp": "5t_opamp", "data_dir": str(tmp_path / "a"), "conditions": {}, "warm_start": True}
+    key = {"opamp": "5t_opamp", "data_dir": str(tmp_path / "a"), "conditions": {}, "warm_start": True,
+           "val_designs": "picks"}
     (out / "state.json").write_text(json.dumps({"key": {k: v for k, v in key.items()
-                                                        if k not in ("data_dir", "conditions")}}))
+                                                        if k not in ("data_dir", "conditions", "val_designs")}}))
     active.check_same_run(out, key)                                # made before the key held them
+    with pytest.raises(ToolkitError, match="val_designs"):       # ... it validated on the rule's picks
+        active.check_same_run(out, {**key, "val_designs": "uniform"})
     (out / "state.json").write_text(json.dumps({"key": key}))
     with pytest.raises(ToolkitError, match="data_dir"):
         active.check_same_run(out, {**key, "data_dir": str(tmp_path / "b")})
