@@ -15,7 +15,9 @@ and puts the PNG beside it.  Extra flags after ``--`` go to every loop (e.g. ``-
 second table counts them per rule and budget, and the Markdown block is ``active-spec:<opamp>``.
 A plain rule retrains every round (``--warm-start false``, as the tables were first measured); ``<rule>+warm``
 runs it with ``--warm-start true`` (each round's neural members start from the previous round's, the loop's
-default) beside the others; the Markdown block is then ``active-warm:<opamp>``.
+default) beside the others; the Markdown block is then ``active-warm:<opamp>``.  ``<rule>[+warm]+uval`` runs it
+with ``--val-designs uniform`` (each round validates on designs drawn uniformly from the pool); every other rule
+runs with ``--val-designs picks``, as the tables were first measured.
 """
 import argparse
 import json
@@ -68,7 +70,8 @@ def parse_args(argv=None):
     bad = [r for r in args.rules if base_rule(r) not in RULES]   # random+warm+warm: base random+warm, refused
     if bad:
         raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}, each optionally with {WARM} "
-                           f"(warm-started rounds), e.g. --rules random random{WARM}.")
+                           f"(warm-started rounds) and then {UNIFORM_VAL} (uniformly drawn validation designs), e.g. "
+                           f"--rules random{WARM} integrated{WARM}{UNIFORM_VAL}.")
     if any(base_rule(r) == "spec" for r in args.rules) and "--spec" not in args.extra:
         raise ToolkitError("Rule spec simulates toward a spec: give it after --, e.g. --rules random spec -- --spec "
                            "my_spec.toml (every rule then reports the designs meeting it).")
@@ -78,18 +81,27 @@ def parse_args(argv=None):
     return args
 
 
-WARM = "+warm"   # rule suffix: the same rule with --warm-start true
+WARM = "+warm"          # rule suffix: the same rule with --warm-start true
+UNIFORM_VAL = "+uval"   # rule suffix (after +warm): the same rule with --val-designs uniform (else picks)
+
+
+def variant(rule: str) -> tuple:
+    """(base rule, warm, uniform validation designs) of a benchmark rule name ``<rule>[+warm][+uval]``."""
+    uval = rule.endswith(UNIFORM_VAL)
+    rest = rule[:-len(UNIFORM_VAL)] if uval else rule
+    warm = rest.endswith(WARM)
+    return (rest[:-len(WARM)] if warm else rest), warm, uval
 
 
 def base_rule(rule: str) -> str:
-    return rule[:-len(WARM)] if rule.endswith(WARM) else rule
+    return variant(rule)[0]
 
 
 def random_control(rule: str, rules) -> str | None:
     """The random run ``rule``'s mean is compared with ("≥ random at"): the one trained the same way
     (``random+warm`` for a ``+warm`` rule) when the benchmark has it, else plain ``random``; ``rule`` itself when
     it is that control (``random``; ``random+warm`` without a plain one); else any random run; None without one."""
-    same = "random" + (WARM if rule.endswith(WARM) else "")
+    same = "random" + (WARM if variant(rule)[1] else "")
     if rule == "random":
         return rule
     if same in rules and same != rule:
@@ -102,7 +114,7 @@ def random_control(rule: str, rules) -> str | None:
 def block_name(args) -> str:
     """The Markdown block (and PNG) name: --block, else active-spec / active-warm / active; then the circuit."""
     kind = args.block or ("active-spec" if "--spec" in args.extra
-                          else "active-warm" if any(r.endswith(WARM) for r in args.rules) else "active")
+                          else "active-warm" if any(variant(r)[1] for r in args.rules) else "active")
     return f"{kind}:{args.opamp}"
 
 
@@ -319,7 +331,8 @@ def main(argv=None):
                 if done and done[-1]["simulations"] >= args.budget:
                     continue
                 cmd = [sys.executable, "-m", "active", "--opamp", args.opamp, "--data-dir", args.data_dir,
-                       "--rule", base_rule(rule), "--warm-start", "true" if rule.endswith(WARM) else "false",
+                       "--rule", base_rule(rule), "--warm-start", "true" if variant(rule)[1] else "false",
+                       "--val-designs", "uniform" if variant(rule)[2] else "picks",
                        "--seed", str(seed), "--budget", str(args.budget), "--init", str(args.init),
                        "--batch", str(args.batch), "--out", str(out), "--no-plot", *args.extra]
                 print(f"[active-bench] {rule} seed {seed}: {' '.join(cmd[1:])}", flush=True)

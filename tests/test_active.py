@@ -603,6 +603,14 @@ def test_benchmark_runs_a_warm_variant_of_a_rule_beside_it_in_its_own_block(tmp_
     assert (tmp_path / "learning_curve_active-warm_5t_opamp.png").is_file()
     with pytest.raises(ToolkitError, match=r"Unknown rule.*random\+warm"):
         bench.parse_args(["--rules", "randm+warm"])
+    calls.clear()   # +uval: the loop validates on uniform draws; every other rule on its picks, as first measured
+    bench.main(["--opamp", "5t_opamp", "--rules", "random+warm", "integrated+warm+uval", "--seeds", "0", "--budget",
+                "50", "--results-root", str(root), "--docs-path", str(doc)])
+    assert [(c[c.index("--rule") + 1], c[c.index("--warm-start") + 1], c[c.index("--val-designs") + 1])
+            for c in calls] == [("integrated", "true", "uniform")]          # random+warm ran above, with picks
+    assert bench.random_control("integrated+warm+uval", ["random", "random+warm"]) == "random+warm"
+    with pytest.raises(ToolkitError, match="Unknown rule"):
+        bench.parse_args(["--rules", "random+uval+warm"])
 
 
 @needs_ngspice
@@ -914,3 +922,79 @@ def test_loop_simulates_more_first_designs_when_the_first_ones_fail(tiny_data, t
     assert (first["status"] == "ok").sum() >= 10 and (first["status"] != "ok").sum() >= 10
     assert pd.read_csv(out / "rounds" / "r00" / "batch.csv")["design"].tolist() == first["design"].tolist()
     assert [r["simulations"] for r in res["progress"]][-1] == 40
+
+
+def test_uniform_validation_designs_are_drawn_per_batch_and_are_the_rounds_only_val_rows(tmp_path):
+    """ACTIVE_VAL_DESIGNS = uniform: ceil(VAL_SPLIT x batch) designs of a round are a uniform draw (ledger rule
+    random), the rule picks the rest among the others; the round validates on those uniform draws only."""
+    from active_learning.ledger import assign_split
+    settings = {"ACTIVE_VAL_DESIGNS": "uniform", "VAL_SPLIT": 0.2}
+    assert [active.uniform_draws(r, b, settings) for r, b in (("integrated", 25), ("diverse", 7), ("integrated", 1),
+                                                               ("random", 25))] == [5, 2, 0, 0]
+    assert active.uniform_draws("integrated", 25, {**settings, "ACTIVE_VAL_DESIGNS": "picks"}) == 0
+
+    class Prep:
+        def transform_x(self, frame):
+            return np.array(frame, float)
+
+    class Ens:   # the two things choose asks of an ensemble: its columns and a prediction in model space
+        x_cols, preprocessing = ["a", "b"], Prep()
+
+        def predict_scaled(self, x):
+            return x[:, :1] * 0, (x[:, :1] + 1) ** 2   # std grows with a: uncertainty takes the largest a
+
+    rng = np.random.default_rng(0)
+    pool = pd.DataFrame({"design": range(100), "a": rng.uniform(0, 1, 100), "b": rng.uniform(0, 1, 100)})
+    ledger = pd.DataFrame({"design": [-1], "a": [0.5], "b": [0.5], "status": ["ok"]})
+    got = active.choose(Ens(), "uncertainty", pool, ledger, 10, 3, 1, n_uniform=2)
+    assert got["rule"].tolist() == ["random"] * 2 + ["uncertainty"] * 8 and got["design"].is_unique
+    uniform = np.random.default_rng([3, 1, 17]).choice(100, 2, replace=False)
+    assert got["design"].tolist()[:2] == uniform.tolist()
+    rest = pool.drop(index=uniform)
+    assert sorted(got["design"].tolist()[2:]) == sorted(rest.nlargest(8, "a")["design"].tolist())
+    assert active.choose(Ens(), "uncertainty", pool, ledger, 10, 3, 1)["rule"].eq("uncertainty").all()
+    # the split: a round that mixes uniform draws and picks validates on its OK uniform draws only (at most all)
+    rows = pd.DataFrame({"design": range(25), "round": 1, "rule": ["random"] * 5 + ["integrated"] * 20,
+                         "status": ["ok"] * 4 + ["no_ugf"] + ["ok"] * 20})
+    val = assign_split(rows, 0.2, 3) == "val"
+    assert val.tolist() == [True] * 4 + [False] * 21          # ceil(0.2 x 24) = 5 > the 4 OK uniform draws
+    rows["rule"] = ["random"] * 10 + ["integrated"] * 15
+    val = assign_split(rows, 0.2, 3) == "val"
+    assert val.sum() == 5 and val[:10].sum() == 5             # 5 of the 9 OK uniform draws
+    rows["rule"] = "integrated"                               # picks only (ACTIVE_VAL_DESIGNS = picks): any OK row
+    assert (assign_split(rows, 0.2, 3) == "val").sum() == 5
+
+
+def test_select_conditions_the_gp_rules_on_designs_given_to_the_batch():
+    from active_learning.acquisition import integrated
+    x = np.linspace(0, 1, 101)
+    noise = 1e-4
+    cov = _gp_posterior(np.array([0.5]), x, noise)[None]
+    mean, std = x[:, None], np.full((len(x), 1), 0.1)
+    given = np.array([10, 90])
+    got = select("integrated", x[:, None], mean, std, batch=3, rng=np.random.default_rng(0),
+                 gp_cov=(cov, np.array([noise])), given=given)
+    assert got.tolist() == integrated(cov, np.array([noise]), mean.var(axis=0), 3, given=given).tolist()
+    assert not set(got.tolist()) & set(given.tolist())
+    assert got.tolist() != select("integrated", x[:, None], mean, std, batch=3, rng=np.random.default_rng(0),
+                                  gp_cov=(cov, np.array([noise]))).tolist()
+
+
+@needs_ngspice
+def test_integrated_loop_with_uniform_validation_designs_records_and_validates_on_them(tiny_data, tmp_path,
+                                                                                     monkeypatch):
+    from active_learning import acquisition
+    monkeypatch.setattr(acquisition, "INTEGRATED_POOL", 120)
+    out = tmp_path / "run"
+    _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "30", "--rule", "integrated",
+         "--val-designs", "uniform")
+    ledger = pd.read_csv(out / "acquired.csv")
+    assert ledger["rule"].tolist() == ["random"] * 22 + ["integrated"] * 8 and ledger["design"].is_unique
+    split = pd.read_csv(out / "data" / "5t_opamp" / "target" / "targets.csv")["split"]
+    ordered = ledger.sort_values(["round", "design"]).reset_index(drop=True)
+    second = ordered["round"] == 1
+    ok_uniform = second & (ordered["rule"] == "random") & (ordered["status"] == "ok")
+    assert (split[second] == "val").sum() == min(2, ok_uniform.sum()) and (split[second & ~ok_uniform] == "train").all()
+    with pytest.raises(ToolkitError, match="val_designs"):   # the same folder with the other setting: another run
+        _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "40", "--rule",
+             "integrated", "--val-designs", "picks")
