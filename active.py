@@ -9,7 +9,8 @@ from the B designs you simulated already (``--init-from FOLDER``: one *features*
 they are not simulated again and do not count against ``--budget``, which then counts the loop's own
 simulations), and the source (A) rows of ``--data-dir/<opamp>/source``; each round trains the transfer ensemble
 (``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
-VAL_SPLIT of each round's designs, fixed once simulated, for early stopping and calibration; with
+VAL_SPLIT of each round's designs, fixed once simulated, for early stopping and calibration -- with
+``--val-designs uniform`` (the default) a uniform draw from the pool in every batch, the rule picking the rest; with
 ``--warm-start true`` the neural members start from the previous round's weights), scores ``--pool`` fresh
 candidates and simulates the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random |
 uncertainty | diverse | integrated | mixed | mixed_integrated) in process B, until ``--budget`` simulations.
