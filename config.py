@@ -139,21 +139,10 @@ FUSION_SELECTION = "val"   # how the fusion's per-metric weighting is chosen on 
 
 # ---- active learning (python -m active): which target-process designs to simulate
 ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that most lowers the GP member's variance
-                           # over the whole design space; needs gp_stack in ACTIVE_MEMBERS) | "random" (uniform over the
-                           # design space: the control) | "uncertainty" (largest calibrated ensemble variance, each
-                           # metric relative to its spread) | "diverse" (the same, spread by weighted k-means) | "mixed"
-                           # (half random, half diverse) | "mixed_integrated" (half random, half integrated given the
-                           # random half; needs gp_stack) | "spec" (where --spec is likely met, spread by k-means; for
-                           # inverse design). integrated, mean R2_log gap to random over the budgets 50-250: 5t_opamp
-                           # +0.022 (5 seeds, above at every budget), folded_cascode_opamp +0.016 (3 seeds, above at 9
-                           # of 10), two_stage_opamp -0.006 +- 0.003 (5 seeds; -0.012 +- 0.008 from 275 to 400, 3
-                           # seeds). mixed_integrated: 5t_opamp the same, folded_cascode_opamp a third of the gain
-                           # (+0.006), two_stage_opamp within noise of random to 400 (-0.001, -0.006 past 275), failing
-                           # the most simulations: the hedge where integrated stalls
-                           # (docs/RESULTS.md#mixed-integrated-past-250). Those gaps predate the fixed validation
-                           # designs; rerun with them: 5t_opamp +0.011 +- 0.004 (5 seeds), two_stage_opamp (3 seeds)
-                           # -0.003 +- 0.007 (50-250), -0.009 +- 0.001 (275-400)
-                           # (docs/RESULTS.md#fixed-validation-designs)
+                           # over the whole design space; needs gp_stack in ACTIVE_MEMBERS) | "random" (the control) |
+                           # "uncertainty" | "diverse" | "mixed" | "mixed_integrated" (needs gp_stack) | "spec" (needs
+                           # --spec); docs/USAGE.md says what each picks. integrated: above random on 5t_opamp and
+                           # folded_cascode_opamp, behind it within noise on two_stage_opamp (docs/DECISIONS.md)
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
 ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)
 ACTIVE_BATCH = 25          # designs simulated per round
