@@ -384,15 +384,12 @@ def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, b
         bounds = (mspec.lo.double().numpy(), mspec.hi.double().numpy())
     rng = np.random.default_rng([seed, round_no, 17])
     if rule in GP_RULES:
-        uniform, pick = choose_integrated(ens, rule, x_scaled, mean, std, p_ok, batch, rng, n_uniform)
+        pick = choose_integrated(ens, rule, x_scaled, mean, std, p_ok, batch, rng, n_uniform)
     else:
-        uniform = rng.choice(len(pool), n_uniform, replace=False) if n_uniform else np.array([], int)
-        rest = np.setdiff1d(np.arange(len(pool)), uniform)
-        pick = rest[select(rule, x_scaled[rest], mean[rest], std[rest], batch=batch - len(uniform), rng=rng,
-                           p_ok=p_ok[rest], spec_bounds=bounds)]
-    pick = np.concatenate([uniform, pick]).astype(int)
+        pick = select(rule, x_scaled, mean, std, batch=batch, rng=rng, p_ok=p_ok, spec_bounds=bounds,
+                      uniform=n_uniform)
     chosen = pool.iloc[pick].copy()
-    chosen["rule"] = [UNIFORM] * len(uniform) + [rule] * (len(pick) - len(uniform))
+    chosen["rule"] = [UNIFORM] * n_uniform + [rule] * (len(pick) - n_uniform)
     chosen["score"], chosen["p_ok"] = score(mean, std)[pick], p_ok[pick]
     if bounds is not None:
         chosen["p_spec"] = spec_probability(mean, std, *bounds)[pick]
@@ -400,11 +397,10 @@ def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, b
 
 
 def choose_integrated(ens: Ensemble, rule: str, x_scaled, mean, std, p_ok, batch: int, rng,
-                      n_uniform: int = 0) -> tuple:
-    """(uniform, picks): pool indices of ``n_uniform`` uniform draws, and of the ``batch - n_uniform`` designs
-    ``rule`` (one of GP_RULES) picks given them, both among a random INTEGRATED_POOL of the pool, from the GP
-    member's posterior covariance there (a random subset of a uniform pool is uniform: the uniform draws and the
-    random half of ``mixed_integrated`` stay uniform draws)."""
+                      n_uniform: int = 0) -> np.ndarray:
+    """Pool indices of ``n_uniform`` uniform draws and then the designs ``rule`` (one of GP_RULES) picks given them,
+    among a random INTEGRATED_POOL of the pool, from the GP member's posterior covariance there (a random subset of
+    a uniform pool is uniform: the uniform draws and the random half of ``mixed_integrated`` stay uniform draws)."""
     import torch
     from active_learning.acquisition import INTEGRATED_POOL
     model = next((m.model for m in ens.members if hasattr(getattr(m.model, "inner", m.model), "posterior_cov")),
@@ -424,9 +420,8 @@ def choose_integrated(ens: Ensemble, rule: str, x_scaled, mean, std, p_ok, batch
             mu, logvar = gp.mean_logvar(xs)                  # one GP pass for both spaces
             var_model = model.to_model_space(mu, logvar)[1][:, cols].double().exp()
             sensitivity[cols] = (var_model / logvar[:, cols].double().exp()).T.numpy()
-    uniform = rng.choice(len(sub), n_uniform, replace=False) if n_uniform else np.array([], int)
-    return sub[uniform], sub[select(rule, x_sub, mean[sub], std[sub], batch=batch - len(uniform), rng=rng,
-                                    p_ok=p_ok[sub], gp_cov=(cov, noise), sensitivity=sensitivity, given=uniform)]
+    return sub[select(rule, x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub], gp_cov=(cov, noise),
+                      sensitivity=sensitivity, uniform=n_uniform)]
 
 
 def read_spec(path, y_cols: list, typical: np.ndarray):

@@ -153,13 +153,15 @@ def ok_weight(p_ok) -> np.ndarray:
 
 
 def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.random.Generator,
-           p_ok=None, spec_bounds=None, gp_cov=None, sensitivity=None, given=()) -> np.ndarray:
+           p_ok=None, spec_bounds=None, gp_cov=None, sensitivity=None, given=(), uniform: int = 0) -> np.ndarray:
     """Indices (sorted by pick order, distinct) of ``min(batch, N)`` pool rows chosen by ``rule``; ``p_ok``
     (N,) weighs the score (``feasibility``; ``random`` ignores it: it is the control); ``spec_bounds`` =
     (lo, hi) model-space goal bounds, needed by ``spec``; ``gp_cov`` = (cov (M, N, N), noise (M,)) the GP
     member's posterior over these rows, needed by ``integrated``, with its ``sensitivity`` (``integrated``).
     ``given`` (GP rules only): rows simulated in this batch anyway (drawn otherwise): the GP's covariance is
-    conditioned on them first, and they are neither picked nor returned."""
+    conditioned on them first, and they are neither picked nor returned.  ``uniform`` (< the batch): that many
+    rows first, a uniform draw (a round's validation designs, ``active``), then the rule's picks among the others
+    (the GP rules given the drawn ones)."""
     if rule not in RULES:
         raise ToolkitError(f"Unknown acquisition rule {rule!r}; choose from {list(RULES)}.")
     if rule == "spec" and spec_bounds is None:
@@ -168,6 +170,18 @@ def select(rule: str, x_scaled: np.ndarray, mean, std, *, batch: int, rng: np.ra
     if batch < 1 or n < 1:
         raise ToolkitError(f"Acquisition needs a batch >= 1 and a non-empty pool, got batch={batch}, pool={n}.")
     k = min(batch, n)
+    if uniform:
+        if not 0 < uniform < k:
+            raise ValueError(f"uniform must leave the rule at least one of the {k} picks, got {uniform}")
+        drawn = rng.choice(n, uniform, replace=False)
+        kw = dict(batch=k - uniform, rng=rng, spec_bounds=spec_bounds, gp_cov=gp_cov, sensitivity=sensitivity)
+        if rule in GP_RULES:   # the covariance is over all N rows: conditioned on the drawn ones instead
+            return np.concatenate([drawn, select(rule, x_scaled, mean, std, p_ok=p_ok,
+                                                 given=np.concatenate([np.asarray(given, int), drawn]), **kw)])
+        rest = np.setdiff1d(np.arange(n), drawn)
+        return np.concatenate([drawn, rest[select(rule, np.asarray(x_scaled)[rest], np.asarray(mean)[rest],
+                                                  np.asarray(std)[rest],
+                                                  p_ok=None if p_ok is None else np.asarray(p_ok)[rest], **kw)]])
     if rule == "random":
         return rng.choice(n, k, replace=False)
     if rule in GP_RULES:
