@@ -17,8 +17,9 @@ uncertainty | diverse | integrated | mixed | mixed_integrated) in process B, unt
 Failed simulations count against the budget, are kept with their status and are never simulated again.
 
 Scored on a fixed test set nothing here trains, selects or calibrates on: the target_test split
-(TEST_SPLIT, --seed) of ``--data-dir/<opamp>/target`` when that folder exists (the shipped data); its
-designs are never simulated by the loop.  Without it, only the validation R^2 is reported.
+(TEST_SPLIT, --seed; the rows marked test when its targets file has a split column) of
+``--data-dir/<opamp>/target`` when that folder exists (the shipped data); its designs are never simulated by the
+loop.  Without it, only the validation R^2 is reported.
 
 Writes under ``--out`` (default ``results/active/<opamp>_<rule>_seed<seed>``):
   acquired.csv           every simulated design: round, rule, seed, features, metrics, status
@@ -205,13 +206,15 @@ def check_same_run(out: Path, key: dict) -> None:
 
 # ---------------------------------------------------------------- data
 def test_set(settings: dict, data_dir, opamp: str):
-    """(X, y) physical DataFrames of the fixed target_test split of the shipped target data, or None."""
+    """(X, y) physical DataFrames of the fixed target_test split of the target data in ``data_dir``, or None: the
+    rows a split column marks "test" when the targets file has one (whatever TEST_SPLIT is, as every stage reads
+    it), else TEST_SPLIT of them (none when it is 0)."""
     if not (Path(data_dir) / opamp / "target").is_dir():
         return None
-    kwargs = {**data_kwargs_from_settings(settings), "n_target_train": 0}
-    if kwargs["test_split"] <= 0:
+    kwargs = {**data_kwargs_from_settings(settings), "data_dir": data_dir, "opamp_type": opamp, "n_target_train": 0}
+    if kwargs["test_split"] <= 0 and read_domain(data_dir, opamp, "target").split is None:
         return None
-    return _load_data(kwargs)["raw"]["target_test"]
+    return _load_data(kwargs)["raw"].get("target_test")
 
 
 def _load_data(kwargs: dict) -> dict:

@@ -89,6 +89,24 @@ def tiny_data(tmp_path):
     return tmp_path / "data"
 
 
+def test_test_set_is_the_split_columns_test_rows_whatever_test_split_is(tiny_data, tmp_path):
+    """A targets file with a split column: the loop scores every round on its "test" rows, as every stage reads it,
+    also with TEST_SPLIT = 0; without the column TEST_SPLIT = 0 means no test set."""
+    settings = active.parse_args(["--data-dir", str(tiny_data), "--opamp", "5t_opamp", "--seed", "3"])[1]
+    settings["TEST_SPLIT"] = 0.0
+    assert active.test_set(settings, tiny_data, "5t_opamp") is None
+    data = tmp_path / "split"
+    shutil.copytree(tiny_data, data)
+    targets = data / "5t_opamp" / "target" / "targets.csv"
+    y = pd.read_csv(targets)
+    y["split"] = ["test" if i % 5 == 0 else "val" if i % 5 == 1 else "train" for i in range(len(y))]
+    y.to_csv(targets, index=False)
+    x_test, y_test = active.test_set(settings, data, "5t_opamp")
+    x = pd.read_csv(data / "5t_opamp" / "target" / "features.csv")
+    assert len(x_test) == len(y_test) == 30
+    assert np.allclose(x_test.to_numpy(float), x.iloc[::5].to_numpy(float))
+
+
 def _run(data, out, *extra):
     return active.main(["--opamp", "5t_opamp", "--data-dir", str(data), "--seed", "3", "--out", str(out), *FAST,
                         *extra])
