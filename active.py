@@ -10,10 +10,11 @@ they are not simulated again and do not count against ``--budget``, which then c
 simulations), and the source (A) rows of ``--data-dir/<opamp>/source``; each round trains the transfer ensemble
 (``python -m pipeline`` with ``--members``, config ACTIVE_MEMBERS, on every B design simulated so far:
 VAL_SPLIT of each round's designs, fixed once simulated, for early stopping and calibration -- with
-``--val-designs uniform`` (the default) a uniform draw from the pool in every batch, the rule picking the rest; with
-``--warm-start true`` the neural members start from the previous round's weights), scores ``--pool`` fresh
-candidates and simulates the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``: random |
-uncertainty | diverse | integrated | mixed | mixed_integrated) in process B, until ``--budget`` simulations.
+``--val-designs uniform`` (the default ``auto`` for every rule but spec) a uniform draw from the pool in every batch,
+the rule picking the rest; with ``--warm-start true`` the neural members start from the previous round's weights),
+scores ``--pool`` fresh candidates and simulates the ``--batch`` that ``--rule`` picks (``active_learning.acquisition``:
+random | uncertainty | diverse | integrated | mixed | mixed_integrated | spec) in process B, until ``--budget``
+simulations.
 Failed simulations count against the budget, are kept with their status and are never simulated again.
 
 Scored on a fixed test set nothing here trains, selects or calibrates on: the target_test split
@@ -84,7 +85,8 @@ def parse_args(argv=None):
     cli.flag("--jobs", "PIPELINE_JOBS", "training stages and simulations run at once")
     cli.flag("--warm-start", "ACTIVE_WARM_START", "true: each round's neural members start from the previous round's")
     cli.flag("--val-designs", "ACTIVE_VAL_DESIGNS", "uniform: each round's validation designs are a uniform draw "
-             "from the pool, the rule picks the rest | picks: a share of the rule's own picks")
+             "from the pool, the rule picks the rest | picks: a share of the rule's own picks | auto: picks for "
+             "rule spec, uniform for the others")
     cli.add_argument("--spec", default=None, metavar="FILE",
                      help="a spec file (as for inverse_opt --spec): rule 'spec' simulates where it is likely met; "
                           "with any rule each round reports how many simulated designs met it")
@@ -358,6 +360,14 @@ def score_test(ens: Ensemble, test, floor) -> dict:
             "test_r2_log_per_metric": {c: report[c]["r2_log"] for c in ens.y_cols}}
 
 
+def val_designs(setting: str, rule: str) -> str:
+    """ACTIVE_VAL_DESIGNS resolved: "auto" is "picks" for the ``spec`` rule (its surrogate is used where the spec is
+    met, and every uniform draw is a design that likely misses it) and "uniform" for every other rule."""
+    if setting != "auto":
+        return setting
+    return "picks" if rule == "spec" else "uniform"
+
+
 def uniform_draws(rule: str, batch: int, settings: dict) -> int:
     """How many of a round's ``batch`` designs are drawn uniformly from the pool to validate on (ACTIVE_VAL_DESIGNS
     = "uniform": ceil(VAL_SPLIT x batch), leaving the rule at least one pick); 0 for ``random`` (every design is a
@@ -445,6 +455,7 @@ def main(argv=None):
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
     if rule not in RULES:
         raise ToolkitError(f"ACTIVE_RULE must be one of {list(RULES)}, got {rule!r}. Fix: --rule random")
+    settings = {**settings, "ACTIVE_VAL_DESIGNS": val_designs(settings["ACTIVE_VAL_DESIGNS"], rule)}
     given = None
     if args.init_from is None:
         check_sizes(settings)

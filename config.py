@@ -155,11 +155,13 @@ ACTIVE_WARM_START = True   # True: each round's neural members start from the pr
                            # False: retrained from their usual start (the source baseline / random) every round.
                            # True halves the training time per round at the same test R^2 after 125+ simulations
                            # (5t, 2 seeds: docs/RESULTS.md#warm-started-rounds)
-ACTIVE_VAL_DESIGNS = "uniform"  # which designs of a round validate (early stopping, fusion, interval calibration):
+ACTIVE_VAL_DESIGNS = "auto"  # which designs of a round validate (early stopping, fusion, interval calibration):
                            # "uniform" = ceil(VAL_SPLIT x batch) of each batch drawn uniformly from the pool, the rule
                            # picks the rest | "picks" = VAL_SPLIT of the round's designs, whoever chose them (the
-                           # same for random). uniform: calibrated on designs spread like the test designs, integrated's
-                           # 95 % intervals cover ~0.95 instead of 0.97-0.98 (docs/RESULTS.md#uniform-validation-designs)
+                           # same for random) | "auto" = picks for rule spec, uniform for the others. uniform: calibrated
+                           # on designs spread like the test designs, integrated's 95 % intervals cover ~0.95 instead
+                           # of 0.97-0.98; spec: picks simulates a quarter more designs that meet the spec
+                           # (docs/RESULTS.md#uniform-validation-designs)
 
 # ---- inverse (MDN and optimisation)
 MDN_COMPONENTS = 10        # mixture components

@@ -563,6 +563,9 @@ def test_spec_rule_loop_reports_the_designs_meeting_the_spec(tiny_data, tmp_path
     assert rows[-1]["spec_met"] == int(met[ledger["round"] == 1].sum())
     batch = pd.read_csv(out / "rounds" / "r01" / "batch.csv")
     assert "p_spec" in batch.columns and batch["p_spec"].between(0, 1).all()
+    # ACTIVE_VAL_DESIGNS = auto (the default): the spec rule picks every design of a batch and validates on them
+    assert (ledger.loc[ledger["round"] == 1, "rule"] == "spec").all()
+    assert json.loads((out / "state.json").read_text())["key"]["val_designs"] == "picks"
     assert "met the spec" in (out / "active.md").read_text()
 
 
@@ -951,6 +954,9 @@ def test_uniform_validation_designs_are_drawn_per_batch_and_are_the_rounds_only_
     assert [active.uniform_draws(r, b, settings) for r, b in (("integrated", 25), ("diverse", 7), ("integrated", 1),
                                                                ("random", 25))] == [5, 2, 0, 0]
     assert active.uniform_draws("integrated", 25, {**settings, "ACTIVE_VAL_DESIGNS": "picks"}) == 0
+    # auto: the spec rule validates on its own picks (used where the spec is met), every other rule on uniform draws
+    assert [active.val_designs("auto", r) for r in ("spec", "integrated", "random")] == ["picks", "uniform", "uniform"]
+    assert [active.val_designs(v, "spec") for v in ("uniform", "picks")] == ["uniform", "picks"]
 
     class Prep:
         def transform_x(self, frame):
