@@ -160,8 +160,8 @@ ACTIVE_VAL_DESIGNS = "auto"  # which designs of a round validate (early stopping
                            # picks the rest | "picks" = VAL_SPLIT of the round's designs, whoever chose them (the
                            # same for random) | "auto" = picks for rule spec, uniform for the others. uniform: calibrated
                            # on designs spread like the test designs, integrated's 95 % intervals cover ~0.95 instead
-                           # of 0.97-0.98; spec: picks simulates a quarter more designs that meet the spec
-                           # (docs/RESULTS.md#uniform-validation-designs)
+                           # of 0.97-0.98; spec: picks simulates 23 % more designs that meet the spec
+                           # (docs/RESULTS.md#uniform-validation-designs, #spec-validation-designs)
 
 # ---- inverse (MDN and optimisation)
 MDN_COMPONENTS = 10        # mixture components
