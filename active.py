@@ -361,8 +361,8 @@ def score_test(ens: Ensemble, test, floor) -> dict:
 
 
 def val_designs(setting: str, rule: str) -> str:
-    """ACTIVE_VAL_DESIGNS resolved: "auto" is "picks" for the ``spec`` rule (its surrogate is used where the spec is
-    met, and every uniform draw is a design that likely misses it) and "uniform" for every other rule."""
+    """ACTIVE_VAL_DESIGNS resolved: "auto" is "picks" for the ``spec`` rule (it is run for simulated designs that meet
+    the spec, and a uniform draw seldom does) and "uniform" for every other rule."""
     if setting != "auto":
         return setting
     return "picks" if rule == "spec" else "uniform"
