@@ -954,7 +954,7 @@ def test_uniform_validation_designs_are_drawn_per_batch_and_are_the_rounds_only_
     assert [active.uniform_draws(r, b, settings) for r, b in (("integrated", 25), ("diverse", 7), ("integrated", 1),
                                                                ("random", 25))] == [5, 2, 0, 0]
     assert active.uniform_draws("integrated", 25, {**settings, "ACTIVE_VAL_DESIGNS": "picks"}) == 0
-    # auto: the spec rule validates on its own picks (used where the spec is met), every other rule on uniform draws
+    # auto: the spec rule validates on its own picks (it is run for designs meeting the spec), others on uniform draws
     assert [active.val_designs("auto", r) for r in ("spec", "integrated", "random")] == ["picks", "uniform", "uniform"]
     assert [active.val_designs(v, "spec") for v in ("uniform", "picks")] == ["uniform", "picks"]
 
