@@ -17,7 +17,9 @@ A plain rule retrains every round (``--warm-start false``, as the tables were fi
 runs it with ``--warm-start true`` (each round's neural members start from the previous round's, the loop's
 default) beside the others; the Markdown block is then ``active-warm:<opamp>``.  ``<rule>[+warm]+uval`` runs it
 with ``--val-designs uniform`` (each round validates on designs drawn uniformly from the pool); every other rule
-runs with ``--val-designs picks``, as the tables were first measured.
+runs with ``--val-designs picks``, as the tables were first measured.  A last suffix ``+b<N>`` runs the rule
+with ``--batch N`` instead of the benchmark's ``--batch`` (e.g. ``integrated+warm+uval+b10``); the tables show it
+at the other rules' simulation counts by its last round at or below each.
 """
 import argparse
 import json
@@ -70,8 +72,8 @@ def parse_args(argv=None):
     bad = [r for r in args.rules if base_rule(r) not in RULES]   # random+warm+warm: base random+warm, refused
     if bad:
         raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}, each optionally with {WARM} "
-                           f"(warm-started rounds) and then {UNIFORM_VAL} (uniformly drawn validation designs), e.g. "
-                           f"--rules random{WARM} integrated{WARM}{UNIFORM_VAL}.")
+                           f"(warm-started rounds), then {UNIFORM_VAL} (uniformly drawn validation designs), then +b<N> "
+                           f"(batches of N instead of --batch), e.g. --rules random{WARM} integrated{WARM}{UNIFORM_VAL}+b10.")
     if any(base_rule(r) == "spec" for r in args.rules) and "--spec" not in args.extra:
         raise ToolkitError("Rule spec simulates toward a spec: give it after --, e.g. --rules random spec -- --spec "
                            "my_spec.toml (every rule then reports the designs meeting it).")
@@ -83,10 +85,18 @@ def parse_args(argv=None):
 
 WARM = "+warm"          # rule suffix: the same rule with --warm-start true
 UNIFORM_VAL = "+uval"   # rule suffix (after +warm): the same rule with --val-designs uniform (else picks)
+BATCH_SUFFIX = re.compile(r"\+b([1-9][0-9]*)$")   # rule suffix (last), e.g. +b10: the same rule with --batch 10
+
+
+def split_batch(rule: str) -> tuple:
+    """(rule without its ``+b<N>`` suffix, N or None) of a benchmark rule name."""
+    m = BATCH_SUFFIX.search(rule)
+    return (rule[:m.start()], int(m.group(1))) if m else (rule, None)
 
 
 def variant(rule: str) -> tuple:
-    """(base rule, warm, uniform validation designs) of a benchmark rule name ``<rule>[+warm][+uval]``."""
+    """(base rule, warm, uniform validation designs) of a benchmark rule name ``<rule>[+warm][+uval][+b<N>]``."""
+    rule = split_batch(rule)[0]
     uval = rule.endswith(UNIFORM_VAL)
     rest = rule[:-len(UNIFORM_VAL)] if uval else rule
     warm = rest.endswith(WARM)
@@ -165,17 +175,29 @@ def within_budget(run: list, budget: int) -> list:
     return [r for r in run if r["simulations"] <= budget]
 
 
+def on_counts(run: list, counts) -> dict:
+    """{n: the run's last round with at most n simulations} for each n in ``counts`` the run reached: a loop with
+    another batch size than the others (``+b<N>``) is shown at their simulation counts by the model it had then."""
+    reached = run[-1]["simulations"] if run else 0
+    return {n: [r for r in run if r["simulations"] <= n][-1] for n in counts
+            if n <= reached and run[0]["simulations"] <= n}
+
+
 def summarise(args) -> tuple:
     """(Markdown, {rule: [(simulations, mean, sd)]}) over the seeds that reached each simulation count."""
     by_rule, lines = {}, []
     runs = {rule: [read_progress(run_dir(args, rule, seed)) for seed in args.seeds] for rule in args.rules}
-    counts = set()
+    own = [rule for rule in args.rules if split_batch(rule)[1] is None]   # rules run with --batch: their own counts
+    counts = {r["simulations"] for rule in own for run in runs[rule] for r in run}
+    if not counts:   # every rule has its own batch size: the --init + k x --batch grid, to the longest run
+        last = max((run[-1]["simulations"] for rule in args.rules for run in runs[rule] if run), default=0)
+        counts = set(range(args.init, last + 1, args.batch)) | ({args.budget} if args.budget <= last else set())
     for rule in args.rules:
         per_n = {}
-        for r in (r for run in runs[rule] for r in run):
-            per_n.setdefault(r["simulations"], []).append(r)
+        for run in runs[rule]:
+            for n, r in (((r["simulations"], r) for r in run) if rule in own else on_counts(run, counts).items()):
+                per_n.setdefault(n, []).append(r)
         by_rule[rule] = per_n
-        counts |= set(per_n)
     counts = sorted(counts)
     table = []
     for n in counts:
@@ -217,7 +239,9 @@ def summarise(args) -> tuple:
         timing.append(row)
     lines.append(markdown_table(pd.DataFrame(table)))
     lines.append("")
-    lines.append("Cells: mean ± sd of the mean log-space R² on the fixed target_test over seeds (number of seeds).")
+    lines.append("Cells: mean ± sd of the mean log-space R² on the fixed target_test over seeds (number of seeds)."
+                 + ("" if len(own) == len(args.rules) else
+                    " A rule with its own batch size (+b<N>) is shown at each count by its last round at or below it."))
     if any("spec_met_total" in r for rule in args.rules for rows in by_rule[rule].values() for r in rows):
         met = []
         for n in counts:
@@ -334,7 +358,7 @@ def main(argv=None):
                        "--rule", base_rule(rule), "--warm-start", "true" if variant(rule)[1] else "false",
                        "--val-designs", "uniform" if variant(rule)[2] else "picks",
                        "--seed", str(seed), "--budget", str(args.budget), "--init", str(args.init),
-                       "--batch", str(args.batch), "--out", str(out), "--no-plot", *args.extra]
+                       "--batch", str(split_batch(rule)[1] or args.batch), "--out", str(out), "--no-plot", *args.extra]
                 print(f"[active-bench] {rule} seed {seed}: {' '.join(cmd[1:])}", flush=True)
                 out.mkdir(parents=True, exist_ok=True)
                 with open(out.parent / f"{rule}_seed{seed}.log", "a", encoding="utf-8") as log:

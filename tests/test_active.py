@@ -635,6 +635,34 @@ def test_benchmark_runs_a_warm_variant_of_a_rule_beside_it_in_its_own_block(tmp_
         bench.parse_args(["--rules", "random+uval+warm"])
 
 
+def test_benchmark_runs_a_rule_with_its_own_batch_and_shows_it_at_the_others_counts(tmp_path, monkeypatch):
+    from benchmarks import active_benchmark as bench
+    root, calls = tmp_path / "bench", []
+    _loop_rows(root, "random+warm", 0, test_r2_log=lambda k: 0.8 + 0.05 * k)          # 25 and 50 simulations
+    folder = root / "5t_opamp" / "integrated+warm+uval+b10_seed0"                      # 25, 35, 45, 55
+    folder.mkdir(parents=True)
+    folder.joinpath("progress.jsonl").write_text("".join(
+        json.dumps({"round": k, "simulations": 25 + 10 * k, "failed": 0, "select_s": 1.0, "simulate_s": 0.5,
+                    "train_s": 20.0, "test_r2_log": 0.8 + 0.01 * k}) + "\n" for k in range(4)))
+    monkeypatch.setattr(bench.subprocess, "call", lambda cmd, **_: calls.append(cmd) or 0)
+    out = bench.main(["--opamp", "5t_opamp", "--rules", "random+warm", "integrated+warm+uval+b10", "--seeds", "0",
+                      "--budget", "50", "--results-root", str(root)])
+    assert calls == []                                       # both loops reached --budget: nothing rerun
+    # at 50 simulations the b10 loop is shown by its round at 45 (0.82), not by the one at 55 it reached later
+    assert out["curves"]["integrated+warm+uval+b10"] == [(25, 0.8, 0.0), (50, pytest.approx(0.82), 0.0)]
+    assert "| 50 | 0.8500 (1) | 0.8200 (1) |" in out["text"] and "1 of 2 budgets" in out["text"]
+    assert "last round at or below it" in out["text"]
+    shutil.rmtree(folder)     # not reached --budget: run with --batch 10, the rule and its other suffixes parsed
+    bench.main(["--opamp", "5t_opamp", "--rules", "integrated+warm+uval+b10", "--seeds", "0", "--budget", "50",
+                "--results-root", str(root)])
+    cmd = calls[0]
+    assert [cmd[cmd.index(f) + 1] for f in ("--rule", "--warm-start", "--val-designs", "--batch")] == \
+        ["integrated", "true", "uniform", "10"]
+    for bad in ("integrated+b0", "integrated+b10+warm"):
+        with pytest.raises(ToolkitError, match="Unknown rule"):
+            bench.parse_args(["--rules", bad])
+
+
 @needs_ngspice
 def test_warm_start_trains_each_round_from_the_previous_rounds_members_and_is_part_of_the_run(tiny_data, tmp_path):
     out = tmp_path / "run"
