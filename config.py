@@ -146,7 +146,7 @@ ACTIVE_RULE = "integrated"  # acquisition rule: "integrated" (the batch that mos
 ACTIVE_BUDGET = 250        # simulations in process B in all (initial set included; failed ones count)
 ACTIVE_INIT = 25           # random designs simulated first (>= 10 so the first split has train and val rows)
 ACTIVE_BATCH = 25          # >= 1; designs simulated per round. 10: level with 25 within the seeds' spread at 1.8x the
-                           # time per loop (5t 3 seeds, two-stage 2 seeds: docs/RESULTS.md#batch-size)
+                           # time per loop (5t and two-stage, 3 seeds each: docs/RESULTS.md#batch-size)
 ACTIVE_POOL = 5000         # candidates drawn from the design space (its grid) and scored each round
 ACTIVE_MEMBERS = ["align_hetero", "target_only", "dualhead", "gp_stack"]  # ensemble retrained every round:
                            # ENSEMBLE_MEMBERS without pooled. With pooled a 5t_opamp loop took twice as long (1,370
