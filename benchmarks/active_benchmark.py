@@ -72,8 +72,9 @@ def parse_args(argv=None):
     bad = [r for r in args.rules if base_rule(r) not in RULES]   # random+warm+warm: base random+warm, refused
     if bad:
         raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}, each optionally with {WARM} "
-                           f"(warm-started rounds), then {UNIFORM_VAL} (uniformly drawn validation designs), then +b<N> "
-                           f"(batches of N instead of --batch), e.g. --rules random{WARM} integrated{WARM}{UNIFORM_VAL}+b10.")
+                           f"(warm-started rounds), then {UNIFORM_VAL} (uniformly drawn validation designs), "
+                           f"then +b<N> (batches of N instead of --batch), e.g. --rules random{WARM} "
+                           f"integrated{WARM}{UNIFORM_VAL}+b10.")
     if any(base_rule(r) == "spec" for r in args.rules) and "--spec" not in args.extra:
         raise ToolkitError("Rule spec simulates toward a spec: give it after --, e.g. --rules random spec -- --spec "
                            "my_spec.toml (every rule then reports the designs meeting it).")

@@ -652,6 +652,10 @@ def test_benchmark_runs_a_rule_with_its_own_batch_and_shows_it_at_the_others_cou
     assert out["curves"]["integrated+warm+uval+b10"] == [(25, 0.8, 0.0), (50, pytest.approx(0.82), 0.0)]
     assert "| 50 | 0.8500 (1) | 0.8200 (1) |" in out["text"] and "1 of 2 budgets" in out["text"]
     assert "last round at or below it" in out["text"]
+    # every rule with its own batch: shown on the --init + k x --batch grid (25, 50), not at 35, 45, 55
+    alone = bench.main(["--opamp", "5t_opamp", "--rules", "integrated+warm+uval+b10", "--seeds", "0", "--budget",
+                        "50", "--results-root", str(root), "--report-only"])
+    assert [n for n, _, _ in alone["curves"]["integrated+warm+uval+b10"]] == [25, 50]
     shutil.rmtree(folder)     # not reached --budget: run with --batch 10, the rule and its other suffixes parsed
     bench.main(["--opamp", "5t_opamp", "--rules", "integrated+warm+uval+b10", "--seeds", "0", "--budget", "50",
                 "--results-root", str(root)])
