@@ -28,7 +28,7 @@ SEED = 42                  # seeds the split, the weights' init and the batch or
 VAL_SPLIT = 0.2            # fraction of the non-test target rows used for validation / early stopping
 TEST_SPLIT = 0.2           # fraction of target rows held out first, never used for fitting or selection
 N_TARGET_TRAIN = 0         # 0 = all target training rows; N > 0 = a seeded subset of N (data-efficiency runs)
-LOG_Y_COLS = "auto"        # metrics modelled as log1p(y): a list of names, or 'auto' = strictly positive metrics
+LOG_Y_COLS = "auto"        # metrics modelled as log1p(y): a list of names, or 'auto' = metrics > 0 in every usable row
                            # whose max/min >= LOG_Y_MIN_SPAN in the source + target-val labels (on the shipped
                            # data: slewrate_pos, dc_gain, ugf, cmrr). Seed: ugf, cmrr (docs/DECISIONS.md)
 LOG_Y_MIN_SPAN = 3.0       # ratio max/min at which 'auto' logs a metric (half a decade); a list ignores it

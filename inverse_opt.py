@@ -400,7 +400,8 @@ def main(argv=None):
     # feasible: some candidate is predicted to meet every goal, or meets them all in simulation
     feasible = bool(table["meets_all"].any()) or (ver_all is not None and bool(ver_all["pass_all"].any()))
     wall = time.perf_counter() - t0
-    print("\n".join(lines) + f"\n[inverse] {prop.n_unique} unique snapped designs from {prop.n_starts} starts; "
+    print("\n".join(lines) + f"\n[inverse] {prop.n_unique} unique {'snapped ' if grid else ''}designs from "
+          f"{prop.n_starts} starts; "
           f"optimisation {sum(r['optimise_s'] for r in rounds):.1f}s, total {wall:.1f}s")
     record = {
         "command": "python -m inverse_opt " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),

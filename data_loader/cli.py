@@ -61,8 +61,10 @@ def main(argv=None):
         total_dropped += n_drop
         why = ", ".join(f"{r}: {c}" for r, c in reasons.items()) or "-"
         print(f"  {name:<13} kept {len(d[name][0]):>6}   dropped {n_drop:>5}   {why}")
-    print(f"  dropped rows in all: {total_dropped} (source file has {n_src_all} rows). "
-          f"Rule: {d['failure_rule'].describe()}")
+    n_tgt_all = read_domain(settings["DATA_DIR"], opamp, "target").targets.shape[0]
+    n_src_drop = sum(d["dropped"]["source"].values())
+    print(f"  dropped rows in all: {total_dropped} of {n_src_all + n_tgt_all} (source {n_src_drop} of {n_src_all}, "
+          f"target {total_dropped - n_src_drop} of {n_tgt_all}). Rule: {d['failure_rule'].describe(d['y_cols'])}")
     x_src, y_src = d["raw"]["source"]
     tgt_parts = [d["raw"][k] for k in ("target_train", "target_val", "target_test") if k in d["raw"]]
     x_tgt = pd.concat([p[0] for p in tgt_parts])

@@ -41,17 +41,21 @@ def data_kwargs_from_settings(settings: dict) -> dict:
                                          minimum=dict(settings["FAIL_MIN"]), maximum=dict(settings["FAIL_MAX"])))
 
 
-def _resolve_log(key: str, what: str, cols, seen: pd.DataFrame, min_span: float, declared=None) -> list:
+def _resolve_log(key: str, what: str, cols, seen: pd.DataFrame, min_span: float, declared=None,
+                 positive_in: pd.DataFrame | None = None) -> list:
     """LOG_X_COLS / LOG_Y_COLS as column names in ``seen``'s order: ``'auto'`` = every strictly positive column
     spanning at least ``min_span`` (max/min) in ``seen``, except that a column with a declared scale
     (``declared``: {column: 'lin' | 'log'}, from the data's design space) takes that scale; a list keeps the names
     it gives and says which the data lack.  ``seen``: pooled non-test inputs for x, source + target-val labels
-    for y (what every stage may see)."""
+    for y (what every stage may see).  ``positive_in``: rows the transform will also meet (for y every usable row,
+    test included); 'auto' skips a column with a value <= 0 there, where the log is not defined."""
     declared = declared or {}
     if isinstance(cols, str):
         if cols != "auto":
             raise ToolkitError(f"{key} must be a list of {what} names or 'auto', got {cols!r}.")
         auto = auto_log_columns(seen, min_span)
+        if positive_in is not None:
+            auto = [c for c in auto if not (positive_in[c].to_numpy(float) <= 0).any()]
         # a declared 'log' column has lo > 0 (check_variable) and data within UNIT_SLIP of it (checked on load),
         # so it is positive here
         return [c for c in seen.columns if declared.get(c, "log" if c in auto else "lin") == "log"]
@@ -80,6 +84,13 @@ def _warn_constant_features(x_src: pd.DataFrame, x_tgt: pd.DataFrame, x_scaler_f
                           f"Source-trained weights learn nothing about it: rely on target-trained stages.")
         elif s_const and t_const:
             warnings.warn(f"Feature {col!r} is constant in both domains; it carries no information.")
+
+
+def _warn_constant_metrics(y_tgt: pd.DataFrame) -> None:
+    for col in y_tgt.columns:
+        if np.ptp(y_tgt[col].to_numpy(float)) == 0:
+            warnings.warn(f"Metric {col!r} has one value in every target train/val row: nothing to learn, and its R^2 "
+                          f"is undefined (the mean R^2 leaves it out). Drop the column if it is not a result.")
 
 
 def _check_against_design_spaces(data_dir, circuit: str, src, tgt, x_cols) -> dict | None:
@@ -184,8 +195,12 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     resolved_log_x = _resolve_log("LOG_X_COLS", "feature", log_x_cols, pooled_x, log_x_min_span, scales)
     # clip range and 'auto' log metrics from labels every stage may see whatever N_TARGET_TRAIN is: source + target val
     y_range = pd.concat([raw["source"][1], raw["target_val"][1]])
-    resolved_log_y = _resolve_log("LOG_Y_COLS", "metric", log_y_cols, y_range, log_y_min_span)
+    # ... but a metric <= 0 in any usable row (a delay or an offset that goes negative) is not logged: log1p would
+    # refuse that row later, in whichever split holds it (only the signs of the other rows' labels are read)
+    y_every = pd.concat([raw["source"][1], tgt.targets.iloc[np.concatenate([all_train, kept["val"], kept["test"]])]])
+    resolved_log_y = _resolve_log("LOG_Y_COLS", "metric", log_y_cols, y_range, log_y_min_span, positive_in=y_every)
     _warn_constant_features(raw["source"][0], fit_tgt_x, x_scaler_fit)
+    _warn_constant_metrics(pd.concat([raw["target_train"][1], raw["target_val"][1]]))
 
     fp_settings = dict(val_split=val_split, test_split=test_split, seed=seed, n_target_train=n_target_train,
                        log_y=resolved_log_y,
@@ -255,8 +270,28 @@ def load_run_data(settings: dict, stage: str) -> dict:
         data = get_data_and_scalers(**data_kwargs_from_settings(settings), results_dir=settings["RESULTS_DIR"],
                                     verbose=True)
     for w in caught:
-        print(f"warning: {w.message}")
+        key = (str(settings["RESULTS_DIR"]), str(w.message))
+        if key not in _SHOWN:   # once per run folder and process: a pipeline runs several stages in one process
+            _SHOWN.add(key)
+            print(f"warning: {w.message}")
     sizes = ", ".join(f"{k}={len(data[k][0])}" for k in ("source", "target_train", "target_val", "target_test")
                       if k in data)
-    print(f"[{stage}] rows: {sizes}")
+    print(f"[{stage}] rows: {sizes}{dropped_summary(data.get('dropped') or {})}")
     return data
+
+
+_SHOWN = set()   # (results folder, loader warning) pairs this process has printed
+
+
+def dropped_summary(dropped: dict) -> str:
+    """'; failed simulations dropped: source 800 (dc_gain < 1: 500, ...), target 56 (...)' from the loader's
+    ``dropped`` ({split: {reason: rows}}), target splits summed; '' when none was dropped."""
+    per_domain = {}
+    for split, reasons in dropped.items():
+        domain = per_domain.setdefault("source" if split == "source" else "target", {})
+        for why, n in reasons.items():
+            domain[why] = domain.get(why, 0) + n
+    parts = [f"{domain} {sum(r.values())} ("
+             + ", ".join(f"{why}: {n}" for why, n in sorted(r.items(), key=lambda t: -t[1])) + ")"
+             for domain, r in per_domain.items() if r]
+    return "; failed simulations dropped: " + ", ".join(parts) if parts else ""

@@ -21,11 +21,13 @@ class FailureRule:
     minimum: dict = field(default_factory=dict)  # metric -> bound; value < bound fails
     maximum: dict = field(default_factory=dict)  # metric -> sentinel; value >= sentinel fails
 
-    def describe(self) -> str:
+    def describe(self, y_cols=None) -> str:
+        """The rule in words; with ``y_cols``, only the parts that name those metrics (the others do nothing)."""
+        has = (lambda c: True) if y_cols is None else set(y_cols).__contains__
         parts = ["any NaN/inf cell", "simulator status other than 'ok' (when a status column exists)"]
-        parts += [f"{c} <= 0" for c in self.positive]
-        parts += [f"{c} < {v:g}" for c, v in self.minimum.items()]
-        parts += [f"{c} >= {v:g}" for c, v in self.maximum.items()]
+        parts += [f"{c} <= 0" for c in self.positive if has(c)]
+        parts += [f"{c} < {v:g}" for c, v in self.minimum.items() if has(c)]
+        parts += [f"{c} >= {v:g}" for c, v in self.maximum.items() if has(c)]
         return "; ".join(parts)
 
 

@@ -72,7 +72,8 @@ class Preprocessing:
         outside = ~((xm >= lo_m - pad) & (xm <= hi_m + pad))          # NaN (or <= 0 on a log feature): outside
         out = []
         for i in range(len(x)):
-            out.append("; ".join(f"{c}={x[i, j]:g} (data {lo[j]:g}..{hi[j]:g})"
+            out.append("; ".join((f"{c}={x[i, j]:g} (data {lo[j]:g}..{hi[j]:g})" if np.isfinite(x[i, j])
+                                  else f"{c} missing ({x[i, j]:g})")
                                  for j, c in enumerate(self.x_cols) if outside[i, j]))
         return out
 
@@ -133,7 +134,7 @@ class Preprocessing:
         if m.any():
             bad = y[:, m] <= -1
             if bad.any():
-                col = np.array(self.y_cols)[m][np.argwhere(bad)[0][1]]
+                col = str(np.array(self.y_cols)[m][np.argwhere(bad)[0][1]])
                 raise ToolkitError(f"Metric {col!r} is in LOG_Y_COLS (log1p) and must be > -1, got "
                                    f"{y[:, m][bad][0]:g}. Remove it from LOG_Y_COLS or fix the data.")
             y[:, m] = np.log1p(y[:, m])

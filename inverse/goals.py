@@ -135,6 +135,11 @@ class Spec:
                 lo[j] = t
             elif g == "max":
                 hi[j] = t
+            elif g in ("target", "range") and t == 0 and col not in bands:
+                # the tolerance is relative (+-5 % / +-10 % of |t|): at 0 no value could ever pass
+                raise ToolkitError(f"Goal {g!r} for {col} at 0 has no width: its tolerance is a fraction of "
+                                   f"|target|. Give the interval instead: goal 'range' with --band {col}=LO:HI "
+                                   f"(a spec file: {col} = \"LO .. HI\").")
             elif g == "target":
                 lo[j], hi[j] = t - target_tol * abs(t), t + target_tol * abs(t)
             else:  # range

@@ -71,7 +71,9 @@ def hybrid_starts(n: int, lo, hi, *, seed: int, mdn_x=None) -> torch.Tensor:
 
 
 def _to_u(x, lo, hi):
-    p = ((x - lo) / (hi - lo)).clamp(EPS, 1 - EPS)
+    # a feature constant in the data has lo == hi: it stays at lo (u = 0), not 0/0 = NaN
+    span = hi - lo
+    p = torch.where(span > 0, (x - lo) / torch.where(span > 0, span, 1.0), 0.5).clamp(EPS, 1 - EPS)
     return torch.log(p) - torch.log1p(-p)
 
 

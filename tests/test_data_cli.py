@@ -30,7 +30,7 @@ def _check_report(out: str):
     # the synthetic data's three failure kinds, each named
     for reason in ("nan/inf in metrics", "ugf >= 1e+10 (sentinel)", "dc_gain < 1"):
         assert reason in out
-    assert "dropped rows in all: 12" in out
+    assert "dropped rows in all: 12 of " in out and "(source " in out   # of all rows, per domain
     assert "domain shift" in out
     shift = out.split("domain shift", 1)[1]
     for col in Y_COLS:

@@ -188,6 +188,49 @@ def test_failure_reasons_each_rule_and_first_reason_wins():
     assert failure_reasons(x, y, FailureRule())[2:5].tolist() == ["", "", ""]
 
 
+def test_every_stage_says_which_rows_it_dropped_and_warns_once(root, capsys):
+    """A stage's row line names the failed simulations it dropped, per domain and reason (only the data CLI
+    did); a loader warning is printed once per process, not once per stage of a pipeline."""
+    import config
+    from core.settings import resolve
+    from data_loader import load_run_data
+    settings = resolve(config, {"DATA_DIR": str(root), "OPAMP_TYPE": CIRCUIT, "RESULTS_DIR": str(root / "res"),
+                                "FAIL_MIN": {"dc_gain": 1.0, "noise": 1.0}})
+    d = load_run_data(settings, "baseline")
+    load_run_data(settings, "target_only")
+    out = capsys.readouterr().out
+    n_src = sum(d["dropped"]["source"].values())
+    n_tgt = sum(n for k, r in d["dropped"].items() if k != "source" for n in r.values())
+    assert n_src > 0 and n_tgt > 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("[baseline] rows:"))
+    assert f"failed simulations dropped: source {n_src} (" in line and f"target {n_tgt} (" in line
+    assert "dc_gain < 1: " in line
+    assert out.count("FAIL_MIN names ['noise']") == 1
+    assert out.count("[target_only] rows:") == 1
+
+
+def test_a_missing_design_value_is_named_as_missing(d42):
+    x = d42["raw"]["target_test"][0].iloc[:2].copy()
+    x.iloc[1, 0] = np.nan
+    flags = d42["preprocessing"].out_of_domain(x)
+    assert flags[0] == "" and flags[1] == f"{x.columns[0]} missing (nan)"
+
+
+def test_a_constant_metric_is_named(root):
+    f_y = _files(root, "target")[1]
+    y = pd.read_csv(f_y)
+    y["phase_margin"] = 60.0
+    y.to_csv(f_y, index=False)
+    with pytest.warns(UserWarning, match="Metric 'phase_margin' has one value in every target train/val row"):
+        get_data_and_scalers(CIRCUIT, root, val_split=0.2, test_split=0.2, seed=42)
+
+
+def test_rule_description_names_only_the_data_metrics_when_asked():
+    rule = FailureRule(positive=("gain", "ugf"), minimum={"gain": 1.0}, maximum={"ugf": 1e10})
+    assert "ugf" in rule.describe() and "ugf" not in rule.describe(["gain", "pm"])
+    assert "gain <= 0; gain < 1" in rule.describe(["gain", "pm"])
+
+
 def test_failed_rows_dropped_and_counted_by_reason(root):
     f_x, f_y = _files(root, "source")
     x, y = pd.read_csv(f_x), pd.read_csv(f_y)
@@ -244,6 +287,27 @@ def test_log_columns(d42):
     k = d42["x_cols"].index("l1")
     expect = (d42["raw"]["source"][0].l1.to_numpy() - pre.x_mean[k]) / pre.x_scale[k]
     np.testing.assert_allclose(d42["source"][0][:, k], expect, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_log_skips_a_metric_that_goes_negative_in_the_test_rows(root, d42):
+    """A metric positive and spanning 10x in source + target val but negative in some test rows (a delay, an
+    offset) is not auto-logged: log1p could not transform those rows, and every run used to stop on them."""
+    test_rows = d42["split"]["target_test_idx"]
+    for domain in ("source", "target"):
+        f_y = _files(root, domain)[1]
+        y = pd.read_csv(f_y)
+        y["delay"] = np.linspace(1.0, 10.0, len(y))
+        if domain == "target":
+            y.loc[test_rows[:3], "delay"] = -3.0
+        y.to_csv(f_y, index=False)
+    d = _load(root)
+    assert "delay" not in d["log_y_cols"] and {"ugf", "cmrr"} <= set(d["log_y_cols"])
+    np.testing.assert_allclose(d["raw"]["target_test"][1]["delay"].min(), -3.0)
+    # control: positive everywhere, the same metric is logged
+    y = pd.read_csv(_files(root, "target")[1])
+    y.loc[test_rows[:3], "delay"] = 5.0
+    y.to_csv(_files(root, "target")[1], index=False)
+    assert "delay" in _load(root)["log_y_cols"]
 
 
 def test_y_scaler_fitted_on_source_only(d42):

@@ -19,7 +19,7 @@ from inverse import verify as verify_mod
 from inverse.forward import FunctionForward, ModelForward
 from inverse.goals import Spec, goal_loss, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_log_prob, mdn_nll, mdn_sample, save_mdn
-from inverse.optimise import model_bounds, propose, random_starts, rank_designs
+from inverse.optimise import model_bounds, optimise, propose, random_starts, rank_designs
 from inverse.snap import GRID, snap_designs
 from spice.sampling import IBIAS_GRID, L_GRID, W_GRID
 from tests.synthetic import X_COLS, Y_COLS, make_domain
@@ -153,6 +153,31 @@ def test_optimiser_meets_reachable_spec():
     # control: without optimisation the random starts rarely meet the spec
     ctrl, _, _ = rank_designs(fwd, spec, pre.inverse_x(random_starts(32, lo, hi, seed=0).numpy()), top_k=32, grid=GRID)
     assert ctrl["meets_all"].mean() < 0.5
+
+
+def test_optimiser_holds_a_feature_constant_in_the_data_fixed():
+    """A feature with one value in the data has lo == hi: the search keeps it there (it once went 0/0 = NaN and
+    ranked an all-NaN design first)."""
+    fwd = _analytic()
+    pre = fwd.preprocessing
+    lo, hi = model_bounds(pre, None)
+    lo[6] = hi[6] = 0.25 * lo[6] + 0.75 * hi[6]
+    spec = Spec.build(Y_COLS, ["max"] * 5, pre.inverse_y(np.full((1, 5), 0.5))[0])
+    x, loss = optimise(fwd, spec.model_space(pre), random_starts(8, lo, hi, seed=0), lo, hi, steps=20,
+                       lbfgs_steps=3)
+    assert torch.isfinite(x).all() and torch.isfinite(loss).all()
+    torch.testing.assert_close(x[:, 6], lo[6].expand(8))
+
+
+def test_a_target_of_zero_needs_an_interval():
+    """'target' / 'range' tolerances are fractions of |t|: at 0 nothing could pass, so it is refused (it used to
+    run and report the goal as beyond the model's reach); with a band the same goal is fine."""
+    for goal in ("target", "range"):
+        with pytest.raises(ToolkitError, match="--band dc_gain=LO:HI"):
+            Spec.build(Y_COLS, ["min", goal, "min", "min", "min"], [1.0, 0.0, 1.0, 1.0, 1.0])
+    spec = Spec.build(Y_COLS, ["min", "range", "min", "min", "min"], [1.0, 0.0, 1.0, 1.0, 1.0],
+                      bands={"dc_gain": (-0.5, 0.5)})
+    assert spec.meets(np.array([[2.0, 0.1, 2.0, 2.0, 2.0]])).all()
 
 
 def test_optimiser_reports_unreachable_spec():
