@@ -588,7 +588,8 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
                   f"{row['val_r2_log']:.4f}" + (f" | test R2_log {row['test_r2_log']:.4f}" if test is not None else "")
                   + (f" | spec met by {row['spec_met']} ({row['spec_met_total']} so far)" if spec is not None else "")
                   + f" | select {t_select:.0f} s, simulate {t_sim:.0f} s, train {t_train:.0f} s", flush=True)
-        if loop_simulations(ledger) >= budget:
+        # the budget is spent, unless a later round was simulated and stopped before its training (Ctrl-C)
+        if loop_simulations(ledger) >= budget and not (round_folder(out, round_no + 1) / "batch.csv").is_file():
             break
         round_no += 1
     write_summary(out, progress, opamp, plot=not args.no_plot)

@@ -8,7 +8,8 @@
 
 ``fit`` writes the four DataFrames into the standard data layout under
 ``<results_dir>/data/<name>/{source,target}/{features,targets}.csv`` and runs ``python -m pipeline``
-in-process on it: the same stages, checkpoints (seed file names), ensemble, metrics and report as
+in-process (``PIPELINE_JOBS=1`` unless given: two workers need a script's ``if __name__ == "__main__":``
+guard) on it: the same stages, checkpoints (seed file names), ensemble, metrics and report as
 the command line, in ``results_dir``; a rerun with the same data and settings skips the stages that
 are up to date.  The target rows are split into train / val / test by VAL_SPLIT, TEST_SPLIT and SEED
 as usual (val for early stopping and calibration, test for the report).  Keyword settings are
@@ -17,6 +18,7 @@ refused with a suggestion.  Fitted attributes end in ``_``: ``ensemble_`` (``inf
 ``x_cols_``, ``y_cols_``, ``summary_`` (the pipeline's return), ``data_dir_``.
 """
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +37,10 @@ def _frame(value, what: str) -> pd.DataFrame:
         raise ToolkitError(f"{what} needs unique string column names, got {list(value.columns)}.")
     if value.empty:
         raise ToolkitError(f"{what} has no rows.")
+    text = [c for c in value.columns if not pd.api.types.is_numeric_dtype(value[c])]
+    if text:
+        raise ToolkitError(f"{what} column(s) {text} are not numeric (e.g. {value[text[0]].iloc[0]!r}). Fix: numbers in "
+                           f"the data's units, NaN for a missing value.")
     return value
 
 
@@ -51,7 +57,8 @@ class TransferSurrogate:
                  quiet: bool = True, out_of_domain: str = "warn", **settings):
         self.results_dir, self.name, self.members, self.seed = results_dir, name, members, seed
         self.device, self.dry_run, self.force, self.plots, self.quiet = device, dry_run, force, plots, quiet
-        self.out_of_domain, self.settings = out_of_domain, settings
+        # in-process by default: worker processes would re-import a plain script that has no __main__ guard
+        self.out_of_domain, self.settings = out_of_domain, {"PIPELINE_JOBS": 1, **settings}
 
     def _argv(self) -> list:
         argv = ["--opamp", self.name, "--data-dir", str(self.data_dir_), "--results-dir", str(self.results_dir),
@@ -76,6 +83,9 @@ class TransferSurrogate:
 
     def fit(self, X_source, y_source, X_target, y_target) -> "TransferSurrogate":
         """Train every stage and the ensemble on these rows (physical units); returns self."""
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.name):
+            raise ToolkitError(f"name must be letters, digits, '_', '.' and '-' (a folder under results_dir/data), "
+                               f"got {self.name!r}.")
         xs, ys = _frame(X_source, "X_source"), _frame(y_source, "y_source")
         xt, yt = _frame(X_target, "X_target"), _frame(y_target, "y_target")
         if set(xs.columns) != set(xt.columns) or set(ys.columns) != set(yt.columns):

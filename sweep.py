@@ -112,7 +112,10 @@ def parse_grid(pairs: list, stage: str) -> dict:
         if key not in reads:
             raise ToolkitError(f"{key} is not read by {stage} or the stages it starts from ({', '.join(chain(stage))}),"
                                f" so sweeping it changes nothing. Keys they read: {', '.join(sorted(reads))}.")
-        values = [resolve(config, {key: v})[key] for v in _split_values(raw, defaults[key])]   # typed; bad: one line
+        split = _split_values(raw, defaults[key])
+        if not split:
+            raise ToolkitError(f"--grid {pair!r} has no values. Fix: --grid {key}=V1,V2")
+        values = [resolve(config, {key: v})[key] for v in split]   # typed; bad: one line
         if len(set(map(json.dumps, values))) != len(values):
             raise ToolkitError(f"--grid {key} lists a value twice: {raw}")
         grid[key] = values
@@ -137,7 +140,10 @@ def _split_values(raw: str, default):
             raise ToolkitError(f"A list setting takes a JSON list of lists in --grid, e.g. "
                                f"--grid 'KEY=[[\"a\",\"b\"],[\"a\"]]'; got {raw!r}.")
         return values
-    return [v.strip() for v in raw.split(",") if v.strip()]
+    values = [v.strip() for v in raw.split(",")]
+    if "" in values and any(values):
+        raise ToolkitError(f"--grid values {raw!r} have an empty item (a stray comma?). Fix: V1,V2 with no gaps.")
+    return [v for v in values if v]
 
 
 def combinations(grid: dict, random_k: int | None, seed: int) -> list:
@@ -203,7 +209,8 @@ def run_one(spec: dict) -> dict:
     import torch
     from data_loader import data_kwargs_from_settings, get_data_and_scalers
     from inference.evaluate import evaluate_physical
-    from models.model_utils import load_checkpoint
+    from inference.predict import checkpoint_oof_val
+    from models.model_utils import load_checkpoint, read_checkpoint_meta
     out = Path(spec["dir"])
     out.mkdir(parents=True, exist_ok=True)
     argv = _argv(spec["opamp"], spec["data_dir"], out, spec["seed"], spec["n"], spec["overrides"])
@@ -217,9 +224,13 @@ def run_one(spec: dict) -> dict:
     wall = time.perf_counter() - t0
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         data = get_data_and_scalers(**data_kwargs_from_settings(settings))
-    model, _ = load_checkpoint(checkpoint_path(settings, spec["stage"]), map_location="cpu")
+    path = checkpoint_path(settings, spec["stage"])
+    model, _ = load_checkpoint(path, map_location="cpu")
+    # a stage that also fitted the val rows (the GP with GP_ROWS = train+val) is scored on the out-of-sample val
+    # predictions its checkpoint keeps, not on its in-sample fit of them (R^2 ~1 whatever the setting)
+    oof = checkpoint_oof_val(read_checkpoint_meta(path), data)
     with torch.no_grad():
-        val = evaluate_physical(model, data, "cpu", split="target_val")
+        val = evaluate_physical(model, data, "cpu", split="target_val", mean_scaled=None if oof is None else oof[0])
     test = summary["test"]
     return {**spec["row"], "val_" + SCORE: float(val["mean"][SCORE]), "test_" + SCORE: float(test["mean"][SCORE]),
             "val_per_metric": {c: float(v[SCORE]) for c, v in val.items() if isinstance(v, dict) and SCORE in v
@@ -296,6 +307,30 @@ def table(rows: list, keys: list) -> tuple:
     return "\n\n".join(parts), best
 
 
+def check_sizes(args, combos: list, fixed: dict) -> None:
+    """Before anything runs or is written: the data load for every seed (and swept split setting), and each
+    --n-target fits in its target training rows."""
+    import warnings
+    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    sizes = [n for n in args.n_target if n != "all"]
+    seen = set()
+    for combo, seed in itertools.product(combos, args.seeds):
+        kwargs = data_kwargs_from_settings(resolve(config, {**fixed, **combo, "OPAMP_TYPE": args.opamp,
+                                                            "DATA_DIR": str(args.data_dir), "SEED": seed,
+                                                            "N_TARGET_TRAIN": 0}))
+        key = json.dumps(kwargs, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rows = len(get_data_and_scalers(**kwargs)["target_train"][0])
+        too_big = [n for n in sizes if int(n) > rows]
+        if too_big:
+            raise ToolkitError(f"--n-target {' '.join(too_big)}: seed {seed}'s split has {rows} target training rows. "
+                               f"Fix: --n-target {rows} or less, or all.")
+
+
 def main(argv=None):
     args = parse_args(argv)
     grid = parse_grid(args.grid, args.stage)
@@ -310,6 +345,7 @@ def main(argv=None):
     if not data_dir.is_dir():
         raise ToolkitError(f"No circuit folder {data_dir}. Fix: --data-dir DIR with DIR/{args.opamp}/source and "
                            f"DIR/{args.opamp}/target (python -m data_loader.cli checks a folder).")
+    check_sizes(args, combos, fixed)
     parent_tasks, runs = plan(args, combos, fixed)
     jsonl = args.results_root / "sweep.jsonl"
     t0 = time.perf_counter()

@@ -48,12 +48,14 @@ def half_min_positive(ys: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def evaluate_physical(model, data: dict, device, split: str | None = None) -> dict:
-    """Report (physical units, clipped inverse transform) of ``model`` on ``split``."""
+def evaluate_physical(model, data: dict, device, split: str | None = None, mean_scaled=None) -> dict:
+    """Report (physical units, clipped inverse transform) of ``model`` on ``split``; ``mean_scaled``: model-space
+    predictions of those rows to score instead of the model's own (a GP's out-of-sample val predictions)."""
     split = split or eval_split(data)
-    x = torch.as_tensor(data[split][0], device=device)
-    mean, _ = predict_scaled(model, x)
-    pred = data["preprocessing"].inverse_y(mean)
+    if mean_scaled is None:
+        x = torch.as_tensor(data[split][0], device=device)
+        mean_scaled, _ = predict_scaled(model, x)
+    pred = data["preprocessing"].inverse_y(mean_scaled)
     truth = data["raw"][split][1].to_numpy(float)
     report = regression_report(truth, pred, data["y_cols"], floor=positive_floor(data))
     report["split"], report["n"] = split, int(len(truth))

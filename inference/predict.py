@@ -61,7 +61,12 @@ def oof_val(member: Member, data: dict):
     (a member that also learned from the val rows, e.g. the GP's leave-one-out predictions), else None.
 
     The fusion and the calibration are fitted on these instead of the member's in-sample fit of val."""
-    oof = (member.meta.get("extra") or {}).get("oof_val")
+    return checkpoint_oof_val(member.meta, data)
+
+
+def checkpoint_oof_val(meta: dict, data: dict):
+    """``oof_val`` from a checkpoint's metadata (any stage's; None where it keeps no val predictions)."""
+    oof = (meta.get("extra") or {}).get("oof_val")
     if not oof or list(oof.get("target_val_idx") or []) != list(data["split"].get("target_val_idx") or []):
         return None
     return np.asarray(oof["mean"], float), np.asarray(oof["var"], float)

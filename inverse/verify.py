@@ -55,6 +55,9 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
         recorded = meta.get("circuit_file")
         if recorded in BUILTINS or (recorded and Path(recorded).is_file()):
             circuit = recorded
+            if recorded not in BUILTINS:
+                check_circuit_unchanged(recorded, target_meta, Path(data_dir) / opamp / "target" / "meta.json",
+                                        refuse=required)
         elif opamp in BUILTINS or not required:
             circuit = opamp
         else:
@@ -63,6 +66,23 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
                                f"FILE.toml (docs/SPICE.md 'Your own circuit').")
     process = process or target_meta.get("process_file") or target_meta.get("process") or "B"
     return str(circuit), str(process)
+
+
+def check_circuit_unchanged(path, meta: dict, meta_path: Path, *, refuse: bool) -> None:
+    """The circuit file the target data name, as it was when they were generated (the sha256 ``spice.generate``
+    records in meta.json's recipe; data made before it are not checked).  Edited since: ``refuse`` (the active
+    loop would add the edited circuit's rows to the old ones) or a warning (a verification simulates the edit)."""
+    import hashlib
+    want = (meta.get("recipe") or {}).get("circuit_sha256")
+    if not want or hashlib.sha256(Path(path).read_bytes()).hexdigest() == want:
+        return
+    text = (f"{path} changed since the data in {meta_path.parent} were simulated with it ({meta_path} records "
+            f"another sha256)")
+    if refuse:
+        raise ToolkitError(f"{text}: new designs would not match the old ones. Fix: regenerate the data with the "
+                           f"edited file, or restore the file.")
+    print(f"warning: {text}: the simulations check the edited circuit, not the one the model learned. Pass "
+          f"--circuit {path} to confirm, or restore the file.")
 
 
 def recorded_conditions(data_dir, opamp: str) -> dict:

@@ -82,6 +82,8 @@ def parse_args(argv=None):
                         "it (--objective min:power)")
     p.add_argument("--out", default="data", help="data root; files go to <out>/<opamp>/<domain>/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-chunk progress line")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace data already in <out>/<opamp>/<domain>/ that another command made (or yours)")
     args = p.parse_args(argv)
     if args.n < 1 or args.chunk < 1 or args.workers < 1:
         raise ToolkitError(f"--n, --chunk and --workers must be >= 1, got {args.n}, {args.chunk}, {args.workers}")
@@ -210,6 +212,9 @@ def main(argv=None):
         raise ToolkitError(f"{what} ({errors[0].strip()}); {fix}")
     out_dir = Path(args.out) / args.circuit.name / args.domain
     check_writable_dir(out_dir, "--out")
+    recipe = _recipe(args, process)
+    if not args.overwrite:
+        check_not_replacing(out_dir, recipe)
     before = _existing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = {"ok": 0, "locked": False}   # OK designs this run simulated; whether it holds the lock
@@ -222,6 +227,34 @@ def main(argv=None):
         if run["ok"] == 0:
             _undo(out_dir, before, run["locked"])
         raise
+
+
+def _recipe(args, process: str) -> dict:
+    """What decides the rows a run writes (run_key without the chunking, plus n and keep_failed): the same
+    recipe writes the same files again, so rerunning it over its own output replaces nothing."""
+    key = run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path,
+                  None if args.conditions.nominal else args.conditions.to_dict(), args.power)
+    del key["chunk"]
+    return {**key, "domain": args.domain, "n": args.n, "keep_failed": bool(args.keep_failed),
+            "bench_version": BENCH_VERSION}
+
+
+def check_not_replacing(out_dir: Path, recipe: dict) -> None:
+    """Refuse to write over a data folder that other settings, another circuit-file version or a person made."""
+    data = sorted(p.name for p in out_dir.glob("*.csv") if "features" in p.name or "targets" in p.name) \
+        if out_dir.is_dir() else []
+    if not data:
+        return
+    try:
+        old = json.loads((out_dir / "meta.json").read_text()).get("recipe")
+    except (OSError, ValueError):
+        old = None
+    if old == recipe:
+        return
+    made = "other settings" if old else "another command or by hand (its meta.json has no recipe of this generator)"
+    diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in recipe.items() if old.get(k) != v)[:300] if old else ""
+    raise ToolkitError(f"{out_dir} already holds {', '.join(data)}, made with {made}" + (f" ({diff})" if diff else "")
+                       + ". Nothing was written. Fix: another --out, or --overwrite to replace them.")
 
 
 def _existing(out_dir: Path) -> set[Path]:
@@ -350,6 +383,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0, run_state=None):
         "wall_time_s": round(time.time() - t0, 1), "resumed_chunks": reused,
         "backend": args.backend, "workers": args.workers, "chunk": args.chunk,
         "python": platform.python_version(),
+        "recipe": _recipe(args, process),
     }
     atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
     _remove_partial(partial)

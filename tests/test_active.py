@@ -209,6 +209,20 @@ def test_interrupted_round_resumes_without_simulating_twice_and_failed_designs_a
     rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1, 2] and rows[-1]["failed"] == len(failed)
 
+    # Ctrl-C after the last round's simulations, before its training: the resume trains and scores that round
+    # (it used to stop at once, the budget being spent, and leave the last batch untrained)
+    state["n"] = 0
+    monkeypatch.setattr(active, "train_round", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    args[-3] = "50"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_data, out, *args)
+    assert len(pd.read_csv(out / "acquired.csv")) == 50
+    monkeypatch.setattr(active, "train_round", real_train)
+    calls.clear()
+    _run(tiny_data, out, *args)
+    rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1, 2, 3] and rows[-1]["simulations"] == 50 and sum(calls) == 0
+
 
 @needs_ngspice
 def test_dask_workers_simulate_the_same_rows_and_the_training_data_has_a_fixed_order(tmp_path):

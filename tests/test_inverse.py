@@ -353,6 +353,24 @@ def test_cli_verify_on_two_candidates(trained, tmp_path):
     ver = pd.read_csv(tmp_path / "v" / "verify.csv")
     assert 1 <= len(ver) <= 2 and {"pred_ugf", "sim_ugf", "pass_ugf", "pass_all", "status"} <= set(ver.columns)
     assert out["record"]["verification"]["n_pass"] == int(ver["pass_all"].sum())
+    assert out["record"]["feasible"] == bool(ver["pass_all"].any())
+
+
+@needs_ngspice
+def test_cli_verify_that_no_design_passes_is_exit_3_even_when_some_are_predicted_to(trained, tmp_path, monkeypatch):
+    """With --verify the simulation decides: it used to report success (exit 0) on a design only predicted to pass."""
+    common, _, _ = trained
+    real = inverse_opt.verify_designs
+
+    def all_fail(*a, **k):
+        ver = real(*a, **k)
+        ver["pass_all"] = False
+        return ver
+    monkeypatch.setattr(inverse_opt, "verify_designs", all_fail)
+    out = inverse_opt.main(_opt(common, "--verify", "--top-k", "2", "--save-dir", str(tmp_path / "v"), "--quiet",
+                                "--y-target", "1,1,1,-1000,1", "--goal", "min,min,min,min,min"))   # a loose spec
+    assert out["table"]["meets_all"].any()                     # predicted to pass ...
+    assert out["record"]["feasible"] is False                  # ... but none did in simulation: exit 3
 
 
 @needs_ngspice

@@ -37,3 +37,20 @@ def test_an_unknown_circuit_is_refused_only_where_one_is_required(tmp_path):
         simulator_for(tmp_path, "my_amp", "my_amp")
     with pytest.raises(ToolkitError, match="not found"):
         simulator_for(tmp_path, "my_amp", str(tmp_path / "missing.toml"))
+
+
+def test_a_circuit_file_edited_since_the_data_is_refused_by_the_loop_and_named_by_verify(tmp_path, capsys):
+    import hashlib
+    circ = tmp_path / "my_ota.toml"
+    circ.write_text("name = 'my_ota'\n")
+    meta = {"circuit_file": str(circ), "process": "B",
+            "recipe": {"circuit_sha256": hashlib.sha256(circ.read_bytes()).hexdigest()}}
+    data = _data(tmp_path / "d", "my_ota", target=meta)
+    assert simulator_for(data, "my_ota", required=True) == (str(circ), "B")        # unchanged: quiet
+    assert "warning" not in capsys.readouterr().out
+    circ.write_text("name = 'my_ota'\n# m4 l = 2\n")
+    with pytest.raises(ToolkitError, match="changed since the data .* were simulated with it"):
+        simulator_for(data, "my_ota", required=True)                                  # the loop: refused
+    assert simulator_for(data, "my_ota") == (str(circ), "B")                          # verify: warned
+    assert "simulations check the edited circuit" in capsys.readouterr().out
+    assert simulator_for(data, "my_ota", str(circ), required=True) == (str(circ), "B")   # --circuit: as told

@@ -36,6 +36,26 @@ def test_layout_columns_meta_and_worker_independence(tmp_path):
     assert not (tmp_path / "a" / "5t_opamp" / "target" / ".partial").exists()
 
 
+@needs_ngspice
+def test_data_already_in_the_folder_is_replaced_only_by_the_same_recipe_or_overwrite(tmp_path):
+    """Another --n into a folder of data (or a folder of the user's files) used to replace them without a word."""
+    out = tmp_path / "d"
+    first = generate.main(ARGS + ["--workers", "1", "--out", str(out)])
+    assert first["recipe"]["n"] == 12 and len(first["recipe"]["circuit_sha256"]) == 64
+    before = _read(out)[:2]
+    again = generate.main(ARGS + ["--workers", "1", "--chunk", "4", "--out", str(out)])   # same rows: allowed
+    assert again["recipe"] == first["recipe"]
+    with pytest.raises(ToolkitError, match=r"already holds features.csv, targets.csv.*n: 12 -> 5.*--overwrite"):
+        generate.main([*ARGS[:4], "--n", "5", *ARGS[6:], "--workers", "1", "--out", str(out)])
+    for got, ref in zip(_read(out)[:2], before):                                         # untouched
+        pd.testing.assert_frame_equal(got, ref)
+    (out / "5t_opamp" / "target" / "meta.json").unlink()                                   # as if made by hand
+    with pytest.raises(ToolkitError, match="another command or by hand"):
+        generate.main(ARGS + ["--workers", "1", "--out", str(out)])
+    meta = generate.main([*ARGS[:4], "--n", "5", *ARGS[6:], "--workers", "1", "--out", str(out), "--overwrite"])
+    assert meta["ok"] == 5 and len(_read(out)[0]) == 5
+
+
 class _Interrupt(Exception):
     pass
 

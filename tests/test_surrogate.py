@@ -55,4 +55,13 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
         model.fit(xs, ys, xs, ys.head(5))
     with pytest.raises(ToolkitError, match="Did you mean EPOCHS"):
         TransferSurrogate(results_dir=tmp_path, EPOCH=3, dry_run=True).fit(xs, ys, xs, ys)
-    assert not (tmp_path / "surrogate_baseline_model.pth").exists()
+    with pytest.raises(ToolkitError, match="not numeric"):
+        model.fit(xs.assign(w1="5u"), ys, xs, ys)
+    with pytest.raises(ToolkitError, match="name must be letters"):          # a folder name, not a path out
+        TransferSurrogate(results_dir=tmp_path / "r", name="../../esc", **TINY).fit(xs, ys, xs, ys)
+    assert not (tmp_path / "surrogate_baseline_model.pth").exists() and not list(tmp_path.parent.glob("esc*"))
+
+
+def test_the_pipeline_runs_in_this_process_unless_told():
+    assert TransferSurrogate(results_dir="r").settings["PIPELINE_JOBS"] == 1
+    assert TransferSurrogate(results_dir="r", PIPELINE_JOBS=2).settings["PIPELINE_JOBS"] == 2
