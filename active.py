@@ -33,6 +33,7 @@ below the initial set, a pool or batch of 0, no ngspice, data without a design s
 exit 2 before anything is written.
 """
 import contextlib
+import difflib
 import json
 import math
 import shutil
@@ -454,7 +455,9 @@ def main(argv=None):
     args, settings = parse_args(argv)
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
     if rule not in RULES:
-        raise ToolkitError(f"ACTIVE_RULE must be one of {list(RULES)}, got {rule!r}. Fix: --rule random")
+        close = difflib.get_close_matches(str(rule), RULES, n=1)
+        raise ToolkitError(f"ACTIVE_RULE must be one of {list(RULES)}, got {rule!r}. "
+                           + (f"Did you mean --rule {close[0]}?" if close else "Fix: --rule random"))
     settings = {**settings, "ACTIVE_VAL_DESIGNS": val_designs(settings["ACTIVE_VAL_DESIGNS"], rule)}
     given = None
     if args.init_from is None:

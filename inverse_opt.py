@@ -422,7 +422,8 @@ def main(argv=None):
         row = ver_all.loc[best[0]]
         record["best_verified"] = {"round": int(row["round"]), "rank": int(row["rank"]), objectives[0].name: best[1]}
     if ver_all is not None:
-        record["verification"] = {"process": args.process, "conditions": args.conditions.to_dict(),
+        record["verification"] = {"circuit": str(args.circuit), "process": args.process,
+                                  "conditions": args.conditions.to_dict(),
                                   "n_pass": int(ver_all["pass_all"].sum()), "rows": json.loads(ver_all.to_json(orient="records"))}
     with atomic_path(save_dir / "candidates.csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -39,8 +39,8 @@ def _frame(value, what: str) -> pd.DataFrame:
         raise ToolkitError(f"{what} has no rows.")
     text = [c for c in value.columns if not pd.api.types.is_numeric_dtype(value[c])]
     if text:
-        raise ToolkitError(f"{what} column(s) {text} are not numeric (e.g. {value[text[0]].iloc[0]!r}). Fix: numbers in "
-                           f"the data's units, NaN for a missing value.")
+        raise ToolkitError(f"{what} column(s) {text} are not numeric (e.g. {value[text[0]].iloc[0]!r}). "
+                           f"Fix: numbers in the data's units, NaN for a missing value.")
     return value
 
 

@@ -377,7 +377,11 @@ def main(argv=None):
     print()
     for n, combo in best.items():
         flags = " ".join(f"--set {k}={_text(v)}" for k, v in combo.items())
-        print(f"[sweep] best on val at n={n}: {flags}   (e.g. {command(args.stage)} {flags})")
+        # the command that trains it again: this sweep's circuit, data, size and fixed settings with the winner
+        same = " ".join([f"--opamp {args.opamp} --data-dir {args.data_dir}",
+                         *([f"--n-target {n}"] if n != "all" else []),
+                         *(f"--set {k}={_text(v)}" for k, v in fixed.items())])
+        print(f"[sweep] best on val at n={n}: {flags}   (e.g. {command(args.stage)} {same} {flags})")
     print(f"[sweep] wrote {jsonl} and {args.results_root / 'sweep.md'} ({time.perf_counter() - t0:.0f} s)")
     return {"rows": rows, "best": best}
 

@@ -58,6 +58,9 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
             if recorded not in BUILTINS:
                 check_circuit_unchanged(recorded, target_meta, Path(data_dir) / opamp / "target" / "meta.json",
                                         refuse=required)
+        elif recorded and recorded not in BUILTINS and required:
+            raise ToolkitError(f"{Path(data_dir) / opamp / 'target' / 'meta.json'} names the circuit file {recorded}, "
+                               f"which is not there. Fix: restore it, or --circuit FILE.toml.")
         elif opamp in BUILTINS or not required:
             circuit = opamp
         else:
@@ -101,12 +104,12 @@ def check_circuit_columns(opamp, x_cols) -> None:
     features must be (any order)."""
     from spice.circuits import BUILTINS, circuit
     if isinstance(opamp, str) and opamp not in BUILTINS and not opamp.endswith(".toml"):
-        raise ToolkitError(f"--verify: the simulator has no circuit {opamp!r} (shipped: {list(BUILTINS)}); "
+        raise ToolkitError(f"The simulator has no circuit {opamp!r} (shipped: {list(BUILTINS)}); "
                            f"give its circuit file with --circuit FILE.toml (docs/SPICE.md 'Your own circuit').")
     features = circuit(opamp).features
     if sorted(x_cols) != sorted(features):
-        raise ToolkitError(f"--verify: the model's features {list(x_cols)} are not the simulator's "
-                           f"{features} for {opamp}; verify with the model of that circuit.")
+        raise ToolkitError(f"The model's features {list(x_cols)} are not the simulator's {features} for {opamp}: "
+                           f"use the model and data made with that circuit, or --circuit FILE.toml.")
 
 
 def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B",
@@ -146,9 +149,10 @@ def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
     lines = []
     for _, r in ver.iterrows():
         parts = []
-        for c, g in zip(spec.y_cols, spec.goals):
+        for j, (c, g) in enumerate(zip(spec.y_cols, spec.goals)):
             mark = "ok" if r[f"pass_{c}"] else "FAIL"
-            parts.append(f"{c}[{g}] pred {r[f'pred_{c}']:.4g} sim {r[f'sim_{c}']:.4g} {mark}")
+            free = g == "range" and not np.isfinite(spec.lo[j]) and not np.isfinite(spec.hi[j])
+            parts.append(f"{c}[{'free' if free else g}] pred {r[f'pred_{c}']:.4g} sim {r[f'sim_{c}']:.4g} {mark}")
         lines.append(f"  #{int(r['rank'])} {'PASS' if r['pass_all'] else 'fail'} ({r['status']}): " + "; ".join(parts))
     n = int(ver["pass_all"].sum())
     lines.append(f"[verify] {n}/{len(ver)} candidates meet every goal in SPICE"

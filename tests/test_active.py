@@ -255,6 +255,7 @@ def test_dask_workers_simulate_the_same_rows_and_the_training_data_has_a_fixed_o
     (["--pool", "10", "--batch", "25"], "smaller than --batch"),
     (["--init", "5"], "ACTIVE_INIT must be"),
     (["--rule", "greedy"], "ACTIVE_RULE must be one of"),
+    (["--rule", "integrate"], "Did you mean --rule integrated"),
     (["--members", "nope"], "Unknown ensemble member"),
     (["--rule", "integrated", "--members", "target_only"], "--rule integrated (ACTIVE_RULE) needs the GP member"),
     (["--rule", "mixed_integrated", "--members", "target_only"], "--rule mixed_integrated (ACTIVE_RULE) needs the GP"),

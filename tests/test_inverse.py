@@ -354,6 +354,17 @@ def test_cli_verify_on_two_candidates(trained, tmp_path):
     assert 1 <= len(ver) <= 2 and {"pred_ugf", "sim_ugf", "pass_ugf", "pass_all", "status"} <= set(ver.columns)
     assert out["record"]["verification"]["n_pass"] == int(ver["pass_all"].sum())
     assert out["record"]["feasible"] == bool(ver["pass_all"].any())
+    assert out["record"]["verification"]["circuit"] == "5t_opamp"       # which circuit the simulations used
+
+
+def test_verify_lines_call_a_metric_left_free_free():
+    spec = Spec.build(Y_COLS, ["min", "range", "range", "range", "min"], [1, 1, 1e6, 60, 1],
+                      bands={"dc_gain": (-np.inf, np.inf), "ugf": (5e5, 2e6)})
+    row = {"rank": 1, "pass_all": True, "status": "ok"}
+    for c in Y_COLS:
+        row.update({f"pass_{c}": True, f"pred_{c}": 1e6, f"sim_{c}": 1e6})
+    text = verify_mod.format_verification(pd.DataFrame([row]), spec)
+    assert "dc_gain[free]" in text and "ugf[range]" in text and "phase_margin[range]" in text
 
 
 @needs_ngspice

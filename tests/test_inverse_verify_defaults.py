@@ -54,3 +54,9 @@ def test_a_circuit_file_edited_since_the_data_is_refused_by_the_loop_and_named_b
     assert simulator_for(data, "my_ota") == (str(circ), "B")                          # verify: warned
     assert "simulations check the edited circuit" in capsys.readouterr().out
     assert simulator_for(data, "my_ota", str(circ), required=True) == (str(circ), "B")   # --circuit: as told
+
+
+def test_a_recorded_circuit_file_that_is_gone_is_named(tmp_path):
+    data = _data(tmp_path / "d", "my_ota", target={"circuit_file": str(tmp_path / "gone.toml"), "process": "B"})
+    with pytest.raises(ToolkitError, match=r"names the circuit file .*gone.toml, which is not there"):
+        simulator_for(data, "my_ota", required=True)

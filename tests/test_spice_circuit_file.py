@@ -231,5 +231,5 @@ def test_verify_takes_a_circuit_file(tmp_path):
     check_circuit_columns(str(f), ["len", "ib", "win", "wload", "wt"])          # any column order
     with pytest.raises(ToolkitError, match=r"give its circuit file with --circuit"):
         check_circuit_columns("my_ota", ["win"])
-    with pytest.raises(ToolkitError, match=r"the model's features \['win'\] are not the simulator's"):
+    with pytest.raises(ToolkitError, match=r"The model's features \['win'\] are not the simulator's"):
         check_circuit_columns(str(f), ["win"])
