@@ -71,18 +71,27 @@ class TransferSurrogate:
         return argv + ["--dry-run"] * self.dry_run + ["--force"] * self.force + ["--quiet"] * self.quiet \
             + ["--no-plots"] * (not self.plots)
 
-    def _write(self, domain: str, x: pd.DataFrame, y: pd.DataFrame) -> None:
+    def _write(self, domain: str, x: pd.DataFrame, y: pd.DataFrame, signs: pd.DataFrame | None = None) -> None:
         folder = self.data_dir_ / self.name / domain
         folder.mkdir(parents=True, exist_ok=True)
-        for frame, file in ((x, "features.csv"), (y, "targets.csv")):
+        frames = [(x, "features.csv"), (y, "targets.csv")]
+        if signs is not None:
+            frames.append((signs, "metric_signs.csv"))
+        elif (folder / "metric_signs.csv").is_file():      # signs from an earlier fit would mismatch these rows
+            (folder / "metric_signs.csv").unlink()
+        for frame, file in frames:
             path = folder / file
             if path.is_file() and pd.read_csv(path).equals(frame.reset_index(drop=True)):
                 continue      # same data: keep the file (and its time), so up-to-date stages are skipped
             with atomic_path(path) as tmp:
                 frame.to_csv(tmp, index=False)
 
-    def fit(self, X_source, y_source, X_target, y_target) -> "TransferSurrogate":
-        """Train every stage and the ensemble on these rows (physical units); returns self."""
+    def fit(self, X_source, y_source, X_target, y_target, *, signs_source=None, signs_target=None
+            ) -> "TransferSurrogate":
+        """Train every stage and the ensemble on these rows (physical units); returns self.  ``signs_*``: optional
+        DataFrames of +1 / -1, one row per design, a column per ratio metric (cmrr = |Adm/Acm|: the sign of
+        Adm/Acm), as ``metric_signs.csv`` in the data layout: with them SIGNED_RATIO can learn the metric through its
+        sign (docs/USAGE.md)."""
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.name):
             raise ToolkitError(f"name must be letters, digits, '_', '.' and '-' (a folder under results_dir/data), "
                                f"got {self.name!r}.")
@@ -96,13 +105,30 @@ class TransferSurrogate:
         for x, y, what in ((xs, ys, "source"), (xt, yt, "target")):
             if len(x) != len(y):
                 raise ToolkitError(f"X_{what} has {len(x)} rows but y_{what} has {len(y)}; they must be row-aligned.")
+        signs = {}
+        for what, value, y in (("source", signs_source, ys), ("target", signs_target, yt)):
+            if value is not None:
+                value = _frame(value, f"signs_{what}")
+                if len(value) != len(y) or set(value.columns) - set(y.columns):
+                    raise ToolkitError(f"signs_{what} must have one row per design ({len(y)}) and metric columns of "
+                                       f"y_{what}; got {len(value)} rows and columns {list(value.columns)}.")
+            signs[what] = value
         self.data_dir_ = Path(self.results_dir) / "data"
-        self._write("source", xs, ys)
-        self._write("target", xt[list(xs.columns)], yt[list(ys.columns)])
+        self._write("source", xs, ys, signs["source"])
+        self._write("target", xt[list(xs.columns)], yt[list(ys.columns)], signs["target"])
         self.summary_ = pipeline.main(self._argv())
         self.ensemble_ = Ensemble.load(self.results_dir, self.name)
         self.x_cols_, self.y_cols_ = list(self.ensemble_.x_cols), list(self.ensemble_.y_cols)
         return self
+
+    @classmethod
+    def load(cls, results_dir, name: str = "surrogate", **kwargs) -> "TransferSurrogate":
+        """A surrogate fitted earlier (in another session) into ``results_dir``, ready to ``predict``."""
+        model = cls(results_dir=results_dir, name=name, **kwargs)
+        model.data_dir_ = Path(results_dir) / "data"
+        model.ensemble_ = Ensemble.load(results_dir, name)
+        model.x_cols_, model.y_cols_ = list(model.ensemble_.x_cols), list(model.ensemble_.y_cols)
+        return model
 
     def predict(self, X, return_std: bool = False):
         """Physical mean per metric (DataFrame, X's index), and the calibrated std with ``return_std=True``.

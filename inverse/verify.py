@@ -67,7 +67,13 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
             raise ToolkitError(f"{Path(data_dir) / opamp} has no design space the loop can sample from (no meta.json "
                                f"naming a circuit, and {opamp!r} is not a shipped circuit). Fix: --circuit "
                                f"FILE.toml (docs/SPICE.md 'Your own circuit').")
-    process = process or target_meta.get("process_file") or target_meta.get("process") or "B"
+    recorded_process = target_meta.get("process_file") or target_meta.get("process")
+    if required and process and recorded_process and str(process) != str(recorded_process):
+        # the loop appends its designs to the target rows: another process mixes two processes in one data set
+        print(f"warning: --process {process}, but the target data in {Path(data_dir) / opamp / 'target'} were "
+              f"simulated in {recorded_process}: the loop adds {process}'s designs to them and scores on their "
+              f"test rows.")
+    process = process or recorded_process or "B"
     return str(circuit), str(process)
 
 

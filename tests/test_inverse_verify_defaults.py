@@ -60,3 +60,12 @@ def test_a_recorded_circuit_file_that_is_gone_is_named(tmp_path):
     data = _data(tmp_path / "d", "my_ota", target={"circuit_file": str(tmp_path / "gone.toml"), "process": "B"})
     with pytest.raises(ToolkitError, match=r"names the circuit file .*gone.toml, which is not there"):
         simulator_for(data, "my_ota", required=True)
+
+
+def test_the_loop_warns_when_told_to_simulate_in_another_process_than_the_data(tmp_path, capsys):
+    data = _data(tmp_path / "d", "5t_opamp", target={"circuit_file": "5t_opamp", "process": "B"})
+    assert simulator_for(data, "5t_opamp", None, "A", required=True) == ("5t_opamp", "A")
+    assert "were simulated in B" in capsys.readouterr().out
+    simulator_for(data, "5t_opamp", None, "B", required=True)                 # the same process: quiet
+    simulator_for(data, "5t_opamp", None, "A")                                # a verification elsewhere: quiet
+    assert "warning" not in capsys.readouterr().out

@@ -65,3 +65,28 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
 def test_the_pipeline_runs_in_this_process_unless_told():
     assert TransferSurrogate(results_dir="r").settings["PIPELINE_JOBS"] == 1
     assert TransferSurrogate(results_dir="r", PIPELINE_JOBS=2).settings["PIPELINE_JOBS"] == 2
+
+
+def test_a_fitted_surrogate_loads_in_a_new_session(fitted):
+    model, (_, _, xt, _) = fitted
+    again = TransferSurrogate.load(model.results_dir)
+    pd.testing.assert_frame_equal(again.predict(xt.head(4)), model.predict(xt.head(4)))
+    with pytest.raises(ToolkitError, match="No ensemble for 'other'"):
+        TransferSurrogate.load(model.results_dir, name="other")
+
+
+def test_signs_of_a_ratio_metric_go_into_the_data_layout(tmp_path):
+    xs, ys = make_domain(200, seed=0)
+    xt, yt = make_domain(100, seed=1, shift=0.3)
+    sign = lambda n, seed: pd.DataFrame({"cmrr": np.random.default_rng(seed).choice([-1.0, 1.0], n)})  # noqa: E731
+    model = TransferSurrogate(results_dir=tmp_path, seed=0, **TINY)
+    with pytest.raises(ToolkitError, match="one row per design"):
+        model.fit(xs, ys, xt, yt, signs_target=sign(5, 0))
+    model.fit(xs, ys, xt, yt, signs_source=sign(200, 0), signs_target=sign(100, 1))
+    written = pd.read_csv(tmp_path / "data" / "surrogate" / "target" / "metric_signs.csv")
+    pd.testing.assert_frame_equal(written, sign(100, 1))
+    from models.model_utils import read_checkpoint_meta
+    tried = read_checkpoint_meta(tmp_path / "surrogate_target_only_hetero.pth")["extra"]["signed_ratio_val_nll"]
+    assert set(tried) == {"signed", "log1p"}                      # SIGNED_RATIO='auto' saw the signs and tried both
+    model.fit(xs, ys, xt, yt)                                      # refitted without: the old signs are gone
+    assert not (tmp_path / "data" / "surrogate" / "target" / "metric_signs.csv").exists()
