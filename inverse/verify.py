@@ -46,18 +46,20 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
     from spice.circuits import BUILTINS
     target_meta = _meta(data_dir, opamp, "target")
     meta = {**_meta(data_dir, opamp, "source"), **target_meta}
+    recorded = meta.get("circuit_file")
+    check_at = Path(data_dir) / opamp / "target" / "meta.json"
     if circuit is not None:
+        if _same_file(circuit, recorded):      # the data's own circuit file, named by the flag: checked the same
+            check_circuit_unchanged(circuit, target_meta, check_at, refuse=required)
         if not str(circuit).endswith(".toml") and circuit not in BUILTINS:
             raise ToolkitError(f"--circuit {circuit!r} is neither a shipped circuit {list(BUILTINS)} nor a .toml file.")
         if str(circuit).endswith(".toml") and not Path(circuit).is_file():
             raise ToolkitError(f"--circuit {circuit} not found.")
     else:
-        recorded = meta.get("circuit_file")
         if recorded in BUILTINS or (recorded and Path(recorded).is_file()):
             circuit = recorded
             if recorded not in BUILTINS:
-                check_circuit_unchanged(recorded, target_meta, Path(data_dir) / opamp / "target" / "meta.json",
-                                        refuse=required)
+                check_circuit_unchanged(recorded, target_meta, check_at, refuse=required)
         elif recorded and recorded not in BUILTINS and required:
             raise ToolkitError(f"{Path(data_dir) / opamp / 'target' / 'meta.json'} names the circuit file {recorded}, "
                                f"which is not there. Fix: restore it, or --circuit FILE.toml.")
@@ -68,13 +70,26 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
                                f"naming a circuit, and {opamp!r} is not a shipped circuit). Fix: --circuit "
                                f"FILE.toml (docs/SPICE.md 'Your own circuit').")
     recorded_process = target_meta.get("process_file") or target_meta.get("process")
-    if required and process and recorded_process and str(process) != str(recorded_process):
+    if required and process and recorded_process and not _same_process(process, recorded_process):
         # the loop appends its designs to the target rows: another process mixes two processes in one data set
         print(f"warning: --process {process}, but the target data in {Path(data_dir) / opamp / 'target'} were "
               f"simulated in {recorded_process}: the loop adds {process}'s designs to them and scores on their "
               f"test rows.")
     process = process or recorded_process or "B"
     return str(circuit), str(process)
+
+
+def _same_file(a, b) -> bool:
+    """Whether ``a`` and ``b`` are paths of one existing .toml file."""
+    return bool(a and b) and all(str(p).endswith(".toml") and Path(p).is_file() for p in (a, b)) \
+        and Path(a).resolve() == Path(b).resolve()
+
+
+def _same_process(a, b) -> bool:
+    """Two process names, or two paths of one process file (the data record it absolute, a flag may be relative)."""
+    if str(a).endswith(".toml") and str(b).endswith(".toml"):
+        return Path(a).resolve() == Path(b).resolve()
+    return str(a) == str(b)
 
 
 def check_circuit_unchanged(path, meta: dict, meta_path: Path, *, refuse: bool) -> None:
@@ -90,8 +105,7 @@ def check_circuit_unchanged(path, meta: dict, meta_path: Path, *, refuse: bool) 
     if refuse:
         raise ToolkitError(f"{text}: new designs would not match the old ones. Fix: regenerate the data with the "
                            f"edited file, or restore the file.")
-    print(f"warning: {text}: the simulations check the edited circuit, not the one the model learned. Pass "
-          f"--circuit {path} to confirm, or restore the file.")
+    print(f"warning: {text}: the simulations check the edited circuit, not the one the model learned.")
 
 
 def recorded_conditions(data_dir, opamp: str) -> dict:

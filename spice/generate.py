@@ -246,15 +246,28 @@ def check_not_replacing(out_dir: Path, recipe: dict) -> None:
     if not data:
         return
     try:
-        old = json.loads((out_dir / "meta.json").read_text()).get("recipe")
+        meta = json.loads((out_dir / "meta.json").read_text())
     except (OSError, ValueError):
-        old = None
+        meta = {}
+    old = meta.get("recipe")
+    resume = (" (resuming an interrupted --overwrite run needs --overwrite again)"
+              if (out_dir / ".partial").is_dir() else "")
     if old == recipe:
-        return
-    made = "other settings" if old else "another command or by hand (its meta.json has no recipe of this generator)"
+        edited = [name for name, digest in (meta.get("files_sha256") or {}).items()
+                  if not (out_dir / name).is_file() or _sha256(out_dir / name) != digest]
+        if not edited:
+            return                               # the same rows again: nothing of anyone's is lost
+        raise ToolkitError(f"{out_dir}: {', '.join(edited)} changed since this command wrote them; rerunning it would "
+                           f"undo those edits. Nothing was written. Fix: another --out, or --overwrite{resume}.")
+    made = ("other settings" if old else
+            "another command, an older version of this generator, or by hand (its meta.json records no recipe)")
     diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in recipe.items() if old.get(k) != v)[:300] if old else ""
     raise ToolkitError(f"{out_dir} already holds {', '.join(data)}, made with {made}" + (f" ({diff})" if diff else "")
-                       + ". Nothing was written. Fix: another --out, or --overwrite to replace them.")
+                       + f". Nothing was written. Fix: another --out, or --overwrite to replace them{resume}.")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _existing(out_dir: Path) -> set[Path]:
@@ -384,6 +397,9 @@ def _generate(args, argv, out_dir, process, proc, version, t0, run_state=None):
         "backend": args.backend, "workers": args.workers, "chunk": args.chunk,
         "python": platform.python_version(),
         "recipe": _recipe(args, process),
+        # the files as written: a rerun of the same recipe refuses to undo a user's later edits to them
+        "files_sha256": {f.name: _sha256(f) for f in (out_dir / "features.csv", out_dir / "targets.csv",
+                                                       out_dir / "metric_signs.csv") if f.is_file()},
     }
     atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
     _remove_partial(partial)

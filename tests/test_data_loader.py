@@ -193,7 +193,7 @@ def test_every_stage_says_which_rows_it_dropped_and_warns_once(root, capsys):
     did); a loader warning is printed once per process, not once per stage of a pipeline."""
     import config
     from core.settings import resolve
-    from data_loader import load_run_data
+    from data_loader import load_run_data, new_run
     settings = resolve(config, {"DATA_DIR": str(root), "OPAMP_TYPE": CIRCUIT, "RESULTS_DIR": str(root / "res"),
                                 "FAIL_MIN": {"dc_gain": 1.0, "noise": 1.0}})
     d = load_run_data(settings, "baseline")
@@ -207,6 +207,9 @@ def test_every_stage_says_which_rows_it_dropped_and_warns_once(root, capsys):
     assert "dc_gain < 1: " in line
     assert out.count("FAIL_MIN names ['noise']") == 1
     assert out.count("[target_only] rows:") == 1
+    new_run()                                                   # the next run (a notebook's second fit) says it again
+    load_run_data(settings, "baseline")
+    assert capsys.readouterr().out.count("FAIL_MIN names ['noise']") == 1
 
 
 def test_a_missing_design_value_is_named_as_missing(d42):

@@ -172,9 +172,9 @@ def test_optimiser_holds_a_feature_constant_in_the_data_fixed():
 def test_a_target_of_zero_needs_an_interval():
     """'target' / 'range' tolerances are fractions of |t|: at 0 nothing could pass, so it is refused (it used to
     run and report the goal as beyond the model's reach); with a band the same goal is fine."""
-    for goal in ("target", "range"):
+    for goal, bands in (("target", None), ("range", None), ("target", {"dc_gain": (-0.5, 0.5)})):
         with pytest.raises(ToolkitError, match="--band dc_gain=LO:HI"):
-            Spec.build(Y_COLS, ["min", goal, "min", "min", "min"], [1.0, 0.0, 1.0, 1.0, 1.0])
+            Spec.build(Y_COLS, ["min", goal, "min", "min", "min"], [1.0, 0.0, 1.0, 1.0, 1.0], bands=bands)
     spec = Spec.build(Y_COLS, ["min", "range", "min", "min", "min"], [1.0, 0.0, 1.0, 1.0, 1.0],
                       bands={"dc_gain": (-0.5, 0.5)})
     assert spec.meets(np.array([[2.0, 0.1, 2.0, 2.0, 2.0]])).all()

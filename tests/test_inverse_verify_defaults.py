@@ -53,7 +53,21 @@ def test_a_circuit_file_edited_since_the_data_is_refused_by_the_loop_and_named_b
         simulator_for(data, "my_ota", required=True)                                  # the loop: refused
     assert simulator_for(data, "my_ota") == (str(circ), "B")                          # verify: warned
     assert "simulations check the edited circuit" in capsys.readouterr().out
-    assert simulator_for(data, "my_ota", str(circ), required=True) == (str(circ), "B")   # --circuit: as told
+    with pytest.raises(ToolkitError, match="changed since"):                          # named by --circuit: the same
+        simulator_for(data, "my_ota", str(circ), required=True)
+    other = tmp_path / "other.toml"
+    other.write_text("name = 'my_ota'\n")
+    assert simulator_for(data, "my_ota", str(other), required=True) == (str(other), "B")   # another file: as told
+
+
+def test_a_relative_path_of_the_recorded_process_file_is_the_same_process(tmp_path, capsys, monkeypatch):
+    proc = tmp_path / "my_node.toml"
+    proc.write_text("")
+    data = _data(tmp_path / "d", "5t_opamp", target={"circuit_file": "5t_opamp", "process": "my_node",
+                                                     "process_file": str(proc)})
+    monkeypatch.chdir(tmp_path)
+    simulator_for(data, "5t_opamp", None, "my_node.toml", required=True)
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_a_recorded_circuit_file_that_is_gone_is_named(tmp_path):

@@ -49,8 +49,14 @@ def test_data_already_in_the_folder_is_replaced_only_by_the_same_recipe_or_overw
         generate.main([*ARGS[:4], "--n", "5", *ARGS[6:], "--workers", "1", "--out", str(out)])
     for got, ref in zip(_read(out)[:2], before):                                         # untouched
         pd.testing.assert_frame_equal(got, ref)
+    targets = out / "5t_opamp" / "target" / "targets.csv"
+    edited = before[1].assign(split="train")                                               # the user's own column
+    edited.to_csv(targets, index=False)
+    with pytest.raises(ToolkitError, match="targets.csv changed since this command wrote them"):
+        generate.main(ARGS + ["--workers", "1", "--out", str(out)])                         # the same recipe
+    pd.testing.assert_frame_equal(pd.read_csv(targets), edited)
     (out / "5t_opamp" / "target" / "meta.json").unlink()                                   # as if made by hand
-    with pytest.raises(ToolkitError, match="another command or by hand"):
+    with pytest.raises(ToolkitError, match="by hand"):
         generate.main(ARGS + ["--workers", "1", "--out", str(out)])
     meta = generate.main([*ARGS[:4], "--n", "5", *ARGS[6:], "--workers", "1", "--out", str(out), "--overwrite"])
     assert meta["ok"] == 5 and len(_read(out)[0]) == 5
