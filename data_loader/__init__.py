@@ -16,6 +16,6 @@ split = split_target_rows
 preprocess = fit_preprocessing
 
 __all__ = ["get_data_and_scalers", "load_run_data", "new_run", "data_kwargs_from_settings", "DEFAULT_RULE",
-           "FailureRule",
-           "failure_reasons", "list_circuits", "read_domain", "Preprocessing", "fit_preprocessing",
-           "load_scalers", "save_scalers", "scaler_path", "split_source_rows", "split_target_rows", "load", "split", "preprocess"]
+           "FailureRule", "failure_reasons", "list_circuits", "read_domain", "Preprocessing", "fit_preprocessing",
+           "load_scalers", "save_scalers", "scaler_path", "split_source_rows", "split_target_rows", "load", "split",
+           "preprocess"]
