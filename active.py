@@ -452,6 +452,15 @@ def spec_met(spec, rows: pd.DataFrame) -> int:
 
 # ---------------------------------------------------------------- the loop
 def main(argv=None):
+    loop = prepare(argv)
+    with results_lock(loop["out"], flag="--out"):     # one loop per folder: two would simulate the same designs
+        check_same_run(loop["out"], loop["key"])      # again under the lock (a run started meanwhile)
+        return run_loop(**loop)
+
+
+def prepare(argv=None) -> dict:
+    """Every check of a loop's inputs (one line, exit 2 each), reading but writing nothing: ``run_loop``'s
+    keywords.  ``benchmarks.active_benchmark`` calls it for every loop before it starts any."""
     args, settings = parse_args(argv)
     opamp, seed, rule = settings["OPAMP_TYPE"], settings["SEED"], settings["ACTIVE_RULE"]
     if rule not in RULES:
@@ -492,9 +501,8 @@ def main(argv=None):
         given = given_designs(args.init_from, x_cols, list(src.targets.columns), seed,
                               set(design_keys(test[0], x_cols)) if test is not None else set())
         check_sizes(settings, n_given=int((given[STATUS] == "ok").sum()))
-    with results_lock(out, flag="--out"):     # one loop per folder: two would simulate the same designs
-        check_same_run(out, key)              # again under the lock (a run started meanwhile)
-        return run_loop(args, settings, out, key, test, src, circuit, process, given, spec, conditions)
+    return dict(args=args, settings=settings, out=out, key=key, test=test, src=src, circuit=circuit, process=process,
+                given=given, spec=spec, conditions=conditions)
 
 
 def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, process: str, given=None,

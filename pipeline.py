@@ -48,7 +48,8 @@ from training.staleness import code_staleness, staleness  # noqa: F401  (pipelin
 
 def parse_args(argv=None):
     cli = StageCLI("pipeline", __doc__)
-    for flag, key in (("--epochs", "EPOCHS"), ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT")):
+    for flag, key in (("--epochs", "EPOCHS"), ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT"),
+                      ("--n-target", "N_TARGET_TRAIN")):
         cli.flag(flag, key)
     cli.flag("--jobs", "PIPELINE_JOBS", "training stages run at once (worker processes; 1 = in this process)")
     cli.add_argument("--force", action="store_true", help="rerun every stage even if its checkpoint is up to date")
@@ -70,6 +71,8 @@ def stage_argv(args, *, training: bool) -> list:
             out += [flag, str(value)]
     for pair in args.set:
         out += ["--set", pair]
+    if args.n_target is not None:   # every stage, the ensemble too: they must agree on the subset of training rows
+        out += ["--set", f"N_TARGET_TRAIN={args.n_target}"]
     if not training and args.epochs is not None:
         out += ["--set", f"EPOCHS={args.epochs}"]   # keeps the ensemble's settings identical (unused there)
     out += ["--dry-run"] * args.dry_run + ["--quiet"] * args.quiet

@@ -23,6 +23,7 @@ at the other rules' simulation counts by its last round at or below each.
 """
 import argparse
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import active
 from active_learning.acquisition import RULES
 from active_learning.ledger import STATUS
 from active_learning.plots import learning_curve
@@ -69,6 +71,11 @@ def parse_args(argv=None):
     if extra and extra[0] == "--":
         extra = extra[1:]
     args.extra = extra
+    twice = sorted({r for r in args.rules if args.rules.count(r) > 1})
+    if twice:
+        raise ToolkitError(f"--rules names {', '.join(twice)} twice; give each rule once.")
+    if args.reference is not None and not math.isfinite(args.reference):
+        raise ToolkitError(f"--reference must be a number (the all-rows mean R2_log), got {args.reference}.")
     bad = [r for r in args.rules if base_rule(r) not in RULES]   # random+warm+warm: base random+warm, refused
     if bad:
         raise ToolkitError(f"Unknown rule(s) {bad}; choose from {list(RULES)}, each optionally with {WARM} "
@@ -345,30 +352,43 @@ def tail_table(args):
     return pd.DataFrame(rows) if rows else None
 
 
+def loop_argv(args, rule: str, seed: int, out: Path) -> list:
+    """The ``python -m active`` arguments of one (rule, seed) loop."""
+    return ["--opamp", args.opamp, "--data-dir", args.data_dir, "--rule", base_rule(rule),
+            "--warm-start", "true" if variant(rule)[1] else "false",
+            "--val-designs", "uniform" if variant(rule)[2] else "picks",
+            "--seed", str(seed), "--budget", str(args.budget), "--init", str(args.init),
+            "--batch", str(split_batch(rule)[1] or args.batch), "--out", str(out), "--no-plot", *args.extra]
+
+
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.perf_counter()
     if not args.report_only:
+        todo = []
         for seed in args.seeds:
             for rule in args.rules:
                 out = run_dir(args, rule, seed)
                 done = read_progress(out)
-                if done and done[-1]["simulations"] >= args.budget:
-                    continue
-                cmd = [sys.executable, "-m", "active", "--opamp", args.opamp, "--data-dir", args.data_dir,
-                       "--rule", base_rule(rule), "--warm-start", "true" if variant(rule)[1] else "false",
-                       "--val-designs", "uniform" if variant(rule)[2] else "picks",
-                       "--seed", str(seed), "--budget", str(args.budget), "--init", str(args.init),
-                       "--batch", str(split_batch(rule)[1] or args.batch), "--out", str(out), "--no-plot", *args.extra]
-                print(f"[active-bench] {rule} seed {seed}: {' '.join(cmd[1:])}", flush=True)
-                out.mkdir(parents=True, exist_ok=True)
-                with open(out.parent / f"{rule}_seed{seed}.log", "a", encoding="utf-8") as log:
-                    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-                if rc != 0:
-                    raise ToolkitError(f"python -m active failed for {rule} seed {seed} (exit {rc}); see "
-                                       f"{out.parent / f'{rule}_seed{seed}.log'}")
-                print(f"[active-bench] {rule} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+                if not (done and done[-1]["simulations"] >= args.budget):
+                    active.prepare(loop_argv(args, rule, seed, out))   # its one-line refusal now, not in a log later
+                    todo.append((seed, rule, out))
+        for seed, rule, out in todo:
+            cmd = [sys.executable, "-m", "active", *loop_argv(args, rule, seed, out)]
+            print(f"[active-bench] {rule} seed {seed}: {' '.join(cmd[1:])}", flush=True)
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out.parent / f"{rule}_seed{seed}.log", "a", encoding="utf-8") as log:
+                rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+            if rc != 0:
+                raise ToolkitError(f"python -m active failed for {rule} seed {seed} (exit {rc}); see "
+                                   f"{out.parent / f'{rule}_seed{seed}.log'}")
+            print(f"[active-bench] {rule} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     text, curves = summarise(args)
+    if not any(curves.values()):   # a mistyped root must not replace a published block with an empty table
+        raise ToolkitError(f"No finished rounds under {args.results_root} for rules {' '.join(args.rules)}, seeds "
+                           f"{' '.join(map(str, args.seeds))}: nothing to tabulate, nothing written. Fix: the "
+                           f"--results-root the loops wrote to" + (" (or drop --report-only to run them)."
+                                                                   if args.report_only else "."))
     png_dir = Path(args.docs_path).parent if args.docs_path else Path(args.results_root)
     name = block_name(args)
     png = png_dir / f"learning_curve_{name.replace(':', '_')}.png"

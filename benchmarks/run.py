@@ -65,7 +65,7 @@ from benchmarks.peers import PEERS, peer_params  # noqa: E402
 from core.cli import run_main  # noqa: E402
 from core.errors import ToolkitError  # noqa: E402
 from core.markdown import replace_block  # noqa: E402
-from core.outputs import results_lock, shared_results  # noqa: E402
+from core.outputs import check_writable_dir, results_lock, shared_results  # noqa: E402
 from core.runtime import set_threads  # noqa: E402
 from core.settings import parse_set_pairs, resolve  # noqa: E402
 from core.stages import STAGES, canonical, checkpoint_path, differences, metrics_path  # noqa: E402
@@ -508,6 +508,7 @@ def main(argv=None):
     for opamp in args.opamp:
         if not (Path(args.data_dir) / opamp).is_dir():
             raise ToolkitError(f"No circuit folder {Path(args.data_dir) / opamp}. Give --data-dir and --opamp.")
+    check_writable_dir(root, "--results-root")
     root.mkdir(parents=True, exist_ok=True)
     with results_lock(root, flag="--results-root"):   # one harness per results root; it coordinates the cells
         return run_cells(args, methods, root, log, command)

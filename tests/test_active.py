@@ -630,6 +630,7 @@ def test_benchmark_runs_a_warm_variant_of_a_rule_beside_it_in_its_own_block(tmp_
                    test_r2_log=lambda k: 0.8 + 0.01 * k)
         return 0
     monkeypatch.setattr(bench.subprocess, "call", fake_active)
+    monkeypatch.setattr(bench.active, "prepare", lambda argv: None)     # the loops' input checks: tested apart
     doc = tmp_path / "RESULTS.md"
     bench.main(["--opamp", "5t_opamp", "--rules", "random", "random+warm", "--seeds", "0", "--budget", "50",
                 "--results-root", str(root), "--docs-path", str(doc)])
@@ -660,6 +661,7 @@ def test_benchmark_runs_a_rule_with_its_own_batch_and_shows_it_at_the_others_cou
         json.dumps({"round": k, "simulations": 25 + 10 * k, "failed": 0, "select_s": 1.0, "simulate_s": 0.5,
                     "train_s": 20.0, "test_r2_log": 0.8 + 0.01 * k}) + "\n" for k in range(4)))
     monkeypatch.setattr(bench.subprocess, "call", lambda cmd, **_: calls.append(cmd) or 0)
+    monkeypatch.setattr(bench.active, "prepare", lambda argv: None)
     out = bench.main(["--opamp", "5t_opamp", "--rules", "random+warm", "integrated+warm+uval+b10", "--seeds", "0",
                       "--budget", "50", "--results-root", str(root)])
     assert calls == []                                       # both loops reached --budget: nothing rerun
@@ -672,8 +674,9 @@ def test_benchmark_runs_a_rule_with_its_own_batch_and_shows_it_at_the_others_cou
                         "50", "--results-root", str(root), "--report-only"])
     assert [n for n, _, _ in alone["curves"]["integrated+warm+uval+b10"]] == [25, 50]
     shutil.rmtree(folder)     # not reached --budget: run with --batch 10, the rule and its other suffixes parsed
-    bench.main(["--opamp", "5t_opamp", "--rules", "integrated+warm+uval+b10", "--seeds", "0", "--budget", "50",
-                "--results-root", str(root)])
+    with pytest.raises(ToolkitError, match="No finished rounds"):     # the fake loop leaves no rounds to tabulate
+        bench.main(["--opamp", "5t_opamp", "--rules", "integrated+warm+uval+b10", "--seeds", "0", "--budget", "50",
+                    "--results-root", str(root)])
     cmd = calls[0]
     assert [cmd[cmd.index(f) + 1] for f in ("--rule", "--warm-start", "--val-designs", "--batch")] == \
         ["integrated", "true", "uniform", "10"]
@@ -957,6 +960,26 @@ def test_init_from_reads_status_as_the_data_loader_does(tiny_data, tmp_path):
         mine / "targets.csv", index=False)
     rows = active.given_designs(mine, list(feats.columns), ["cmrr"], 0, set())
     assert rows["status"].tolist() == ["ok"] * 11 + ["no_ugf"]
+
+
+def test_benchmark_refuses_a_bad_loop_or_an_empty_report_before_anything_runs_or_is_written(tmp_path, monkeypatch):
+    """A loop's bad input used to start it and fail in its log ("see ...log"); an empty --report-only root wrote an
+    empty table over the docs block."""
+    from benchmarks import active_benchmark as bench
+    calls, root, doc = [], tmp_path / "bench", tmp_path / "RESULTS.md"
+    monkeypatch.setattr(bench.subprocess, "call", lambda cmd, **_: calls.append(cmd) or 0)
+    with pytest.raises(ToolkitError, match="smaller than the initial set"):
+        bench.main(["--rules", "random", "--seeds", "0", "--budget", "10", "--init", "25", "--results-root", str(root)])
+    with pytest.raises(ToolkitError, match="twice"):
+        bench.parse_args(["--rules", "random", "random"])
+    with pytest.raises(ToolkitError, match="--reference must be a number"):
+        bench.parse_args(["--reference", "nan"])
+    block = "benchmarks.run:active:5t_opamp"
+    doc.write_text(f"<!-- {block} start -->\npublished\n<!-- {block} end -->\n")
+    with pytest.raises(ToolkitError, match="No finished rounds"):
+        bench.main(["--rules", "random", "mixed", "--seeds", "0", "--results-root", str(root), "--report-only",
+                    "--docs-path", str(doc)])
+    assert calls == [] and not root.exists() and "published" in doc.read_text()
 
 
 def test_benchmark_refuses_the_spec_rule_without_a_spec():

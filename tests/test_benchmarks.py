@@ -132,6 +132,16 @@ def test_bad_n_target_is_a_clear_error():
         run.parse_args(["--n-target", "-5"])
 
 
+def test_a_results_root_that_is_a_file_is_one_line(tmp_path):
+    from core.errors import ToolkitError
+    taken = tmp_path / "bench.log"
+    taken.write_text("a log")
+    with pytest.raises(ToolkitError, match="--results-root .*bench.log is a file, not a folder"):
+        run.main(["--opamp", "5t_opamp", "--quick", "--results-root", str(taken), "--docs-path",
+                  str(tmp_path / "R.md")])
+    assert taken.read_text() == "a log"
+
+
 def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
     """forward_report reads the harness's full-data dirs and replaces only its own block."""
     import json as _json

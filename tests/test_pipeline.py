@@ -145,6 +145,11 @@ def test_stage_argv_passes_flags_through():
     assert train_argv[:2] == ["--opamp", "two_stage_opamp"] and "--epochs" in train_argv and "--dry-run" in train_argv
     ens_argv = pipeline.stage_argv(args, training=False)
     assert "--epochs" not in ens_argv and "EPOCHS=5" in ens_argv and "--members" in ens_argv
+    # --n-target (as every stage takes it): the same subset of training rows for every stage and the ensemble
+    args, settings = pipeline.parse_args(["--n-target", "50"])
+    assert settings["N_TARGET_TRAIN"] == 50
+    for training in (True, False):
+        assert "N_TARGET_TRAIN=50" in pipeline.stage_argv(args, training=training)
 
 
 def test_a_source_only_baseline_with_pinned_preprocessing_survives_new_target_rows(tmp_path):
