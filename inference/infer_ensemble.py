@@ -29,7 +29,7 @@ from core.stages import STAGES, checkpoint_path, command
 from data_loader import load_run_data
 from inference.calibration import CURVE_LEVELS
 from inference.fusion import FINAL_METHODS, SELECTIONS
-from inference.members import check_against_data, load_member, parse_members
+from inference.members import check_against_data, load_member, out_of_date, parse_members
 from inference.metrics import format_report
 from inference.predict import Ensemble, ensemble_json_path
 from inference.report import write_report
@@ -113,6 +113,10 @@ def run(args, settings, names):
         check_against_data(m, data)
         if (m.meta.get("metrics") or {}).get("dry_run") and not args.dry_run:
             print(f"warning: {m.path} is a dry-run checkpoint (2 epochs of 2 batches); its numbers mean nothing.")
+        stale = out_of_date(m, settings)
+        if stale:
+            print(f"warning: {m.path} looks out of date ({'; '.join(stale)}). python -m pipeline with these "
+                  f"settings retrains what is.")
     ens = Ensemble.fit(members, data, final=args.final_calibration, selection=settings["FUSION_SELECTION"],
                        info={"opamp": opamp, "dry_run": bool(args.dry_run), "seed": settings["SEED"]})
     result = ens.evaluate()

@@ -100,6 +100,19 @@ def check_against_data(member: Member, data: dict) -> None:
                                f"{make} with this run's split.")
 
 
+def out_of_date(member: Member, settings: dict) -> list:
+    """Plain signs that ``member`` no longer matches this run (the pipeline's full check lives with training):
+    its parent checkpoint was rewritten after it, or it learned from another subset of training rows."""
+    why, meta = [], member.meta
+    parent = meta.get("parent")
+    if parent and Path(parent).is_file() and Path(parent).stat().st_mtime > Path(member.path).stat().st_mtime:
+        why.append(f"its parent {parent} was retrained after it")
+    trained_n = (meta.get("config") or {}).get("N_TARGET_TRAIN")
+    if trained_n is not None and trained_n != settings.get("N_TARGET_TRAIN"):
+        why.append(f"it learned from N_TARGET_TRAIN={trained_n}, this run uses {settings.get('N_TARGET_TRAIN')}")
+    return why
+
+
 def load_member(name: str, path, *, opamp: str | None = None, device="cpu") -> Member:
     """The member stage ``name``'s checkpoint at ``path``; a missing file names the command that makes it."""
     name = canonical(name, what="ensemble member", among=member_stages())

@@ -274,3 +274,18 @@ def test_cv_selection_is_reproducible_and_falls_back_on_few_rows():
     assert few.selection == "val"                       # 12 rows: folds of 2-3 rows would score nothing
     with pytest.raises(ValueError, match="selection"):
         fit_fusion(list("abcd"), means, variances, y, selection="oracle")
+
+
+def test_a_member_trained_before_its_parent_or_on_other_rows_is_called_out_of_date(tmp_path):
+    import os
+    from inference.members import Member, out_of_date
+    parent, child = tmp_path / "baseline.pth", tmp_path / "gp.pth"
+    parent.write_text("p")
+    child.write_text("c")
+    os.utime(parent, (1_000, 1_000))
+    os.utime(child, (2_000, 2_000))
+    member = Member("gp_stack", child, None, {"parent": str(parent), "config": {"N_TARGET_TRAIN": 0}})
+    assert out_of_date(member, {"N_TARGET_TRAIN": 0}) == []
+    os.utime(parent, (3_000, 3_000))                                   # the baseline retrained since (--force)
+    assert out_of_date(member, {"N_TARGET_TRAIN": 0}) == [f"its parent {parent} was retrained after it"]
+    assert "N_TARGET_TRAIN=0, this run uses 50" in out_of_date(member, {"N_TARGET_TRAIN": 50})[-1]
