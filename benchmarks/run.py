@@ -499,6 +499,9 @@ def main(argv=None):
     command = _command(argv)
     if args.render_only:
         rows = read_rows(log)
+        if not rows:
+            raise ToolkitError(f"--render-only: no rows in {log}, nothing to render. Fix: the --results-root the "
+                               f"harness wrote to.")
         render(rows, args.opamp, args)
         return rows
     methods = [method_name(m) for m in args.methods] if args.methods else all_methods()

@@ -84,7 +84,7 @@ def main(argv=None):
         if not path.is_file():
             raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: {command(name)} --opamp "
                                f"{opamp} --results-dir {settings['RESULTS_DIR']}  (or run everything: "
-                               f"python -m pipeline --opamp {opamp})")
+                               f"python -m pipeline --opamp {opamp} --results-dir {settings['RESULTS_DIR']})")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings, names)
 

@@ -140,6 +140,10 @@ def test_a_results_root_that_is_a_file_is_one_line(tmp_path):
         run.main(["--opamp", "5t_opamp", "--quick", "--results-root", str(taken), "--docs-path",
                   str(tmp_path / "R.md")])
     assert taken.read_text() == "a log"
+    with pytest.raises(ToolkitError, match="no rows in .*benchmarks.jsonl, nothing to render"):
+        run.main(["--opamp", "5t_opamp", "--render-only", "--results-root", str(tmp_path / "empty"), "--docs-path",
+                  str(tmp_path / "R.md")])
+    assert not (tmp_path / "R.md").exists()
 
 
 def test_forward_report_renders_stage_and_coverage_tables(tmp_path):
