@@ -275,8 +275,18 @@ def _snapshot(folder):
 def test_child_stage_refuses_other_width_than_its_parent(dataset, chain, capsys, stage, flags, phrase):
     before = _snapshot(chain)
     err = refused(_stage_mains()[stage], [*_common(dataset, chain), *TINY, *flags], capsys, phrase)
-    assert "python -m training.train" in err
+    assert "python -m training.train" in err and "or give this stage the parent's shape:" in err
     assert _snapshot(chain) == before
+
+
+def test_the_gp_member_takes_a_baseline_of_any_shape(dataset, chain, tmp_path):
+    """The GP reads the baseline's predictions only; it used to refuse a baseline of another width."""
+    import shutil
+    from training import train_gp
+    res = tmp_path / "res"
+    shutil.copytree(chain, res, ignore=shutil.ignore_patterns(".toolkit.lock"))
+    train_gp.main([*_common(dataset, res), *TINY, "--set", "HIDDEN_DIM=32"])       # the baseline has 16
+    assert (res / "5t_opamp_gp_stack.pth").is_file()
 
 
 # ---------------------------------------------------------------- 8: output paths checked before the work

@@ -59,8 +59,10 @@ def require_parent(settings: dict, kind: str) -> Path:
     return path
 
 
-def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
-    """Load the checkpoint a stage starts from; refuse one made for other data with the fix."""
+def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device, same_shape: bool = True):
+    """Load the checkpoint a stage starts from; refuse one made for other data with the fix.  ``same_shape``:
+    the stage copies the parent's network, so HIDDEN_DIM / NUM_LAYERS / DROPOUT_RATE must match (False for a
+    stage that only reads the parent's predictions: the GP member)."""
     path = require_parent(settings, kind)
     make = command(kind)
     meta = read_checkpoint_meta(path)
@@ -72,12 +74,16 @@ def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device):
              "dropout": ("DROPOUT_RATE", "--set DROPOUT_RATE=")}
     has = meta.get("model_kwargs") or {}
     differ = [k for k, (key, _) in asked.items() if k in has and key in settings and has[k] != settings[key]]
-    if differ:   # the stage copies the parent's network: it would train the parent's shape and record this run's
+    if differ and same_shape:   # the stage copies the parent's network: it would train the parent's shape
         theirs = ", ".join(f"{asked[k][0]}={has[k]}" for k in differ)
         mine = ", ".join(f"{asked[k][0]}={settings[asked[k][0]]}" for k in differ)
-        fix = " ".join(f"{asked[k][1]}{'' if asked[k][1].endswith('=') else ' '}{settings[asked[k][0]]}" for k in differ)
+
+        def flags(values):
+            return " ".join(f"{asked[k][1]}{'' if asked[k][1].endswith('=') else ' '}{values[k]}" for k in differ)
         raise ToolkitError(f"{path} was trained with {theirs} but this run asks for {mine}; this stage starts from "
-                           f"its network. Retrain it the same way ({make} {fix}) or drop those settings here.")
+                           f"its network. Retrain it the same way ({make} --results-dir {settings['RESULTS_DIR']} "
+                           f"{flags({k: settings[asked[k][0]] for k in differ})}) or give this stage the parent's "
+                           f"shape: {flags(has)}.")
     model, meta = load_checkpoint(path, expect_x_cols=data["x_cols"], expect_y_cols=data["y_cols"],
                                   expect_class=expect_class, map_location=device)
     if not same_preprocessing(meta["preprocessing"], data["preprocessing"].to_dict()):

@@ -216,7 +216,8 @@ def out_of_sample_val(gps: list, z: np.ndarray, y: np.ndarray, val_rows, seed: i
 
 def run(args, settings):
     device, data, t0 = start_stage(settings, "gp_stack", dry_run=args.dry_run)
-    baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device="cpu")
+    # the GP reads the baseline's predictions only: any network shape will do
+    baseline, _, parent = load_parent(settings, data, "baseline", expect_class=MLP, device="cpu", same_shape=False)
     baseline.eval()
     cols = data["y_cols"]
     signable = signed_metrics(settings, data)   # SIGNED_RATIO: metrics the GP may learn through their sign
