@@ -177,8 +177,11 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
         raise ToolkitError(f"Only {len(keep_src)} usable source rows in {src.targets_file} after dropping "
                            f"failed simulations ({dropped['source']}). Check the data or the FAIL_* rules in config.py.")
     if len(kept["train"]) < MIN_TRAIN_ROWS or len(kept["val"]) < MIN_VAL_ROWS:
+        n_failed = int((why_tgt != "").sum())
+        failed = (f" ({n_failed} of the {len(why_tgt)} target rows failed: {count_reasons(why_tgt)}; check the data or "
+                  f"the FAIL_* rules in config.py)" if n_failed else "")
         raise ToolkitError(f"The split leaves {len(kept['train'])} target training and {len(kept['val'])} validation "
-                           f"rows after dropping failed ones (need >= {MIN_TRAIN_ROWS} and >= {MIN_VAL_ROWS}). "
+                           f"rows after dropping failed ones{failed} (need >= {MIN_TRAIN_ROWS} and >= {MIN_VAL_ROWS}). "
                            + ("Lower --test-split/--val-split or provide more target rows." if tgt.split is None
                               else f"Mark more rows train/val in the split column of {tgt.targets_file}."))
     if len(kept["train"]) < FEW_TARGET_ROWS:

@@ -74,6 +74,9 @@ def _calibration_table(rows: dict) -> str:
 
 def main(argv=None):
     args, settings = parse_args(argv)
+    if args.members is not None and not args.members.strip(" ,"):
+        raise ToolkitError("--members is empty. Fix: --members align_hetero,target_only,... or leave it out for "
+                           "ENSEMBLE_MEMBERS.")
     names = parse_members(args.members or settings["ENSEMBLE_MEMBERS"])
     # --set FUSION_SELECTION=... bypasses the flag's choices: checked here, before any data is read
     setting_choice(settings, "FUSION_SELECTION", SELECTIONS, default=SELECTIONS[0],

@@ -503,6 +503,11 @@ def _noop(root):
     pass
 
 
+def _every_target_row_fails(root):
+    f_y = _files(root, "target")[1]
+    pd.read_csv(f_y).assign(dc_gain=0.5).to_csv(f_y, index=False)
+
+
 BAD_INPUTS = [
     # (damage, circuit, kwargs, phrases the message must contain)
     (_missing_dir, CIRCUIT, {}, ["does not exist", "--data-dir"]),
@@ -524,6 +529,7 @@ BAD_INPUTS = [
     (_noop, CIRCUIT, {"log_x_cols": "all"}, ["LOG_X_COLS"]),
     (_log_y_below_minus_one, CIRCUIT, {"log_y_cols": ("ugf", "cmrr", "phase_margin")},
      ["'phase_margin'", "LOG_Y_COLS", "> -1"]),
+    (_every_target_row_fails, CIRCUIT, {}, ["120 of the 120 target rows failed", "dc_gain < 1", "FAIL_*"]),
 ]
 
 

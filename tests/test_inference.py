@@ -289,3 +289,11 @@ def test_a_member_trained_before_its_parent_or_on_other_rows_is_called_out_of_da
     os.utime(parent, (3_000, 3_000))                                   # the baseline retrained since (--force)
     assert out_of_date(member, {"N_TARGET_TRAIN": 0}) == [f"its parent {parent} was retrained after it"]
     assert "N_TARGET_TRAIN=0, this run uses 50" in out_of_date(member, {"N_TARGET_TRAIN": 50})[-1]
+
+
+def test_an_empty_member_list_is_one_line(tmp_path):
+    from core.errors import ToolkitError
+    from inference import infer_ensemble
+    with pytest.raises(ToolkitError, match="--members is empty"):
+        infer_ensemble.main(["--members", "", "--results-dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
