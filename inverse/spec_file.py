@@ -98,6 +98,9 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
         if bad:
             raise ToolkitError(f"{path}: [{name}] names {bad}, which the model does not predict "
                                f"(metrics: {list(y_cols)})")
+    for col in weights_in:
+        if col not in spec["goals"]:   # a weight scales a goal's loss; a metric left free has none to scale
+            warn(f"[spec] {path}: weights.{col} has no effect: {col} has no goal in [goals] (it is left free)")
     goals, target, bands, weights = [], np.array(typical, float), {}, np.ones(len(y_cols))
     for j, col in enumerate(y_cols):
         if col in spec["goals"]:

@@ -26,7 +26,7 @@ def test_quantities_convert_to_the_data_unit(text, metric, value):
 def test_a_spec_file_becomes_goals_bands_and_weights(tmp_path):
     f = tmp_path / "spec.toml"
     f.write_text('[goals]\ndc_gain = ">= 40 dB"\nugf = "1 MHz .. 3 MHz"\nslewrate_pos = ">= 10 V/us"\n'
-                 'phase_margin = "== 60 deg"\n[weights]\ndc_gain = 2\n')
+                 'phase_margin = "== 60 deg"\n[weights]\ndc_gain = 2\ncmrr = 3\n')
     said = []
     spec = load_spec(f, Y, TYPICAL, warn=said.append)
     assert spec.goals == ["min", "min", "range", "target", "range"]
@@ -34,8 +34,9 @@ def test_a_spec_file_becomes_goals_bands_and_weights(tmp_path):
     assert (spec.lo[2], spec.hi[2]) == pytest.approx((1e6, 3e6))
     assert (spec.lo[3], spec.hi[3]) == pytest.approx((57.0, 63.0))          # == within TARGET_TOL (5 %)
     assert np.isneginf(spec.lo[4]) and np.isposinf(spec.hi[4]) and spec.target[4] == 5000.0   # cmrr free
-    assert list(spec.weights) == [1, 2, 1, 1, 1]
+    assert list(spec.weights) == [1, 2, 1, 1, 3]
     assert any("cmrr is not in" in s for s in said)
+    assert any("weights.cmrr has no effect: cmrr has no goal" in s for s in said)    # a weight on a free metric
     assert spec.meets([[2e7, 150, 2e6, 61, 1.0]]).all()
 
 
