@@ -131,11 +131,13 @@ def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -
     got = read_folder(folder)
     for kind, have, want, f in (("design variable", got.features.columns, x_cols, got.features_file),
                                 ("metric", got.targets.columns, y_cols, got.targets_file)):
-        missing = [c for c in want if c not in have]
-        if missing:
-            raise ToolkitError(f"--init-from {f} lacks the {kind} columns {missing} of the source data (it has "
-                               f"{list(have)}). Fix: the same column names as {'features' if kind != 'metric' else 'targets'}"
-                               f" of the source folder.")
+        missing, extra = [c for c in want if c not in have], [c for c in have if c not in want]
+        if missing or extra:   # extra design variables: most likely another circuit's designs
+            what = (f"lacks the {kind} columns {missing}" if missing else "") + (" and " if missing and extra else "") \
+                + (f"has {kind} columns {extra} that are not" if extra else "")
+            raise ToolkitError(f"--init-from {f} {what} in the source data (it has {list(have)}, the source {list(want)})."
+                               f" Fix: the same columns as the {'features' if kind != 'metric' else 'targets'} of the "
+                               f"source folder.")
     rows = pd.concat([got.features[x_cols], got.targets[y_cols]], axis=1).astype(float)
     ok = np.isfinite(rows[y_cols].to_numpy()).all(axis=1)
     # as the data loader reads a status column (data_loader.failures): "OK" and " ok" are ok

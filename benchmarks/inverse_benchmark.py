@@ -257,6 +257,23 @@ def resumed_specs(path: Path, run_args: dict) -> list:
     return saved["per_spec"]
 
 
+def check_not_replacing(path: Path, run_args: dict) -> None:
+    """A finished benchmark in ``path`` made with other arguments (another --model-type, --seed, --n-specs,
+    --methods ...) is refused, not silently replaced by this run's."""
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text()).get("args") or {}
+    except (OSError, ValueError):
+        return                                     # not ours to judge: replaced as before
+    new = json.loads(json.dumps(run_args))
+    diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:4])
+        raise ToolkitError(f"{path} holds a finished benchmark made with other arguments ({shown}); this run would "
+                           f"replace it. Fix: move or rename that file first, or rerun with its arguments.")
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -288,6 +305,7 @@ def main(argv=None):
         + (f"_plain{args.plain_slots}" if objectives and args.plain_slots != PLAIN_SLOTS else "")
     path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
     run_args = {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")}
+    check_not_replacing(path, run_args)
     per_spec = resumed_specs(path, run_args)
     bo = None
     if "bo" in methods:   # the GPs' hyperparameters: fitted once on the B rows the forward models learn from

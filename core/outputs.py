@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +56,12 @@ def check_writable_file(path, flag: str) -> Path:
         raise ToolkitError(f"{flag} {path} lies under {probe}, which is a file, so it cannot be written. "
                            f"Pass a path under a folder.")
     check_writable_dir(path.parent, flag)
+    if path.parent.is_dir():   # permissions can pass where a file still cannot be made (/proc, a read-only mount)
+        try:
+            tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe.").close()
+        except OSError as exc:
+            raise ToolkitError(f"{flag} {path}: no file can be written in {path.parent} ({exc.strerror}). Pass a "
+                               f"path in a folder you can write to.") from None
     return path
 
 

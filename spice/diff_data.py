@@ -10,6 +10,7 @@ degrees against ``--pm-threshold``) and the median and largest change.  Designs 
 set only are counted apart.
 """
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pandas as pd
 from core.atomic import atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
+from core.outputs import check_writable_file
 from core.markdown import markdown_table
 
 ANGLE_METRICS = ("phase_margin",)  # compared as an absolute difference in degrees
@@ -67,13 +69,19 @@ def main(argv=None):
     p.add_argument("--out", help="also write the Markdown table here")
     args = p.parse_args(argv)
     old, new = Path(args.old), Path(args.new)
+    for flag, root in (("--old", old), ("--new", new)):
+        if not root.is_dir():
+            raise ToolkitError(f"{flag} {root} is not a folder; give a data root holding <circuit>/<source|target>/.")
     pairs = sorted(f.parent.relative_to(old) for f in old.glob("*/*/*targets*.csv")
                    if (new / f.parent.relative_to(old)).is_dir())
     if not pairs:
         raise ToolkitError(f"no <circuit>/<domain> folder is in both {old} and {new}; "
                            f"expected the data layout <root>/<circuit>/<source|target>/ in each")
-    if args.out and Path(args.out).is_dir():
-        raise ToolkitError(f"--out {args.out} is a folder; give a file path such as results/data_diff.md")
+    if args.out:
+        check_writable_file(args.out, "--out")
+    for flag, value in (("--threshold", args.threshold), ("--pm-threshold", args.pm_threshold)):
+        if not (math.isfinite(value) and value > 0):
+            raise ToolkitError(f"{flag} must be a number > 0 (the change that counts), got {value}.")
     lines = []
     for rel in pairs:
         table = pd.DataFrame(diff_folder(old / rel, new / rel, args.threshold, args.pm_threshold))

@@ -522,13 +522,15 @@ def test_init_from_the_users_designs_records_them_and_spends_the_budget_on_new_o
     assert sum(calls) == 0 and len(pd.read_csv(out / "acquired.csv")) == len(ledger)
 
 
-@pytest.mark.parametrize("damage, message", [("drop", "lacks the metric columns ['cmrr']"), ("few", "needs >= 10")])
+@pytest.mark.parametrize("damage, message", [("drop", "lacks the metric columns ['cmrr']"), ("few", "needs >= 10"),
+                                             ("extra", "has design variable columns ['w4'] that are not")])
 def test_init_from_bad_folders_are_one_line_and_write_nothing(tiny_data, tmp_path, capsys, damage, message):
     mine = tmp_path / "mine"
     mine.mkdir()
     tgt = tiny_data / "5t_opamp" / "target"
     n = 5 if damage == "few" else 40
-    pd.read_csv(tgt / "features.csv").iloc[-n:].to_csv(mine / "features.csv", index=False)
+    feats = pd.read_csv(tgt / "features.csv").iloc[-n:]
+    (feats.assign(w4=1.0) if damage == "extra" else feats).to_csv(mine / "features.csv", index=False)  # another circuit
     targs = pd.read_csv(tgt / "targets.csv").iloc[-n:]
     (targs.drop(columns="cmrr") if damage == "drop" else targs).to_csv(mine / "targets.csv", index=False)
     out = tmp_path / "run"

@@ -16,3 +16,16 @@ def test_resume_only_with_the_same_arguments(tmp_path, capsys):
     assert "other arguments" in capsys.readouterr().out
     partial_path(path).write_text("{truncated")
     assert resumed_specs(path, {"n_specs": 50, "seed": 42}) == []
+
+
+def test_a_finished_benchmark_with_other_arguments_is_not_replaced(tmp_path):
+    """Another --model-type into the same results folder used to overwrite the first run's file without a word."""
+    import pytest
+    from benchmarks.inverse_benchmark import check_not_replacing
+    from core.errors import ToolkitError
+    path = tmp_path / "inverse_benchmark_5t_opamp.json"
+    check_not_replacing(path, {"model_type": "ensemble"})                       # nothing there yet
+    path.write_text(json.dumps({"args": {"model_type": "target_only", "seed": 42}, "summary": {}}))
+    check_not_replacing(path, {"model_type": "target_only", "seed": 42})          # a rerun of the same: fine
+    with pytest.raises(ToolkitError, match=r"model_type: 'target_only' -> 'ensemble'.*move or rename"):
+        check_not_replacing(path, {"model_type": "ensemble", "seed": 42})

@@ -32,3 +32,22 @@ def test_no_common_folder_is_one_clear_error(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(ToolkitError, match="no <circuit>/<domain> folder is in both"):
         diff_data.main(["--old", str(tmp_path / "a"), "--new", str(tmp_path / "a")])
+
+
+@pytest.mark.parametrize("extra, phrase", [
+    (["--threshold", "-1"], "--threshold must be a number > 0"),       # counted every row as changed
+    (["--pm-threshold", "nan"], "--pm-threshold must be a number > 0"),
+    (["--old", "/nonexistent"], "--old /nonexistent is not a folder"),
+])
+def test_bad_thresholds_and_roots_are_one_line(tmp_path, extra, phrase):
+    _write(tmp_path / "old", {"w": [1.0]}, {"gain": [1.0]})
+    _write(tmp_path / "new", {"w": [1.0]}, {"gain": [1.0]})
+    with pytest.raises(ToolkitError, match=phrase):
+        diff_data.main(["--old", str(tmp_path / "old"), "--new", str(tmp_path / "new"), *extra])
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_output_path_where_no_file_can_be_made_is_refused_before_the_work(tmp_path):
+    _write(tmp_path / "old", {"w": [1.0]}, {"gain": [1.0]})
+    with pytest.raises(ToolkitError, match="no file can be written in /proc"):
+        diff_data.main(["--old", str(tmp_path / "old"), "--new", str(tmp_path / "old"), "--out", "/proc/x.md"])
