@@ -135,9 +135,9 @@ def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -
         if missing or extra:   # extra design variables: most likely another circuit's designs
             what = (f"lacks the {kind} columns {missing}" if missing else "") + (" and " if missing and extra else "") \
                 + (f"has {kind} columns {extra} that are not" if extra else "")
-            raise ToolkitError(f"--init-from {f} {what} in the source data (it has {list(have)}, the source {list(want)})."
-                               f" Fix: the same columns as the {'features' if kind != 'metric' else 'targets'} of the "
-                               f"source folder.")
+            raise ToolkitError(f"--init-from {f} {what} in the source data (it has {list(have)}, the source "
+                               f"{list(want)}). Fix: the same columns as the "
+                               f"{'features' if kind != 'metric' else 'targets'} of the source folder.")
     rows = pd.concat([got.features[x_cols], got.targets[y_cols]], axis=1).astype(float)
     ok = np.isfinite(rows[y_cols].to_numpy()).all(axis=1)
     # as the data loader reads a status column (data_loader.failures): "OK" and " ok" are ok
