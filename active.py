@@ -78,7 +78,8 @@ GIVEN = "given"      # the rule of --init-from designs (simulated before the loo
 def parse_args(argv=None):
     cli = StageCLI("active", __doc__)
     cli.flag("--rule", "ACTIVE_RULE", "acquisition rule: " + " | ".join(RULES))
-    cli.flag("--budget", "ACTIVE_BUDGET", "simulations in process B in all (initial set included)")
+    cli.flag("--budget", "ACTIVE_BUDGET", "simulations in process B in all (the --init random ones included; "
+                                          "--init-from designs are not simulated, so not counted)")
     cli.flag("--init", "ACTIVE_INIT", "random designs simulated first")
     cli.flag("--batch", "ACTIVE_BATCH", "designs simulated per round")
     cli.flag("--pool", "ACTIVE_POOL", "candidates scored per round")
@@ -94,7 +95,7 @@ def parse_args(argv=None):
     cli.add_argument("--init-from", default=None, metavar="FOLDER",
                      help="B designs simulated already (one *features*.csv, one *targets*.csv, optional status "
                           "column) as the initial set instead of --init random ones; not counted in --budget")
-    cli.add_argument("--out", default=None, help="run folder [results/active/<opamp>_<rule>_seed<seed>]")
+    cli.add_argument("--out", default=None, help="run folder [<--results-dir>/active/<opamp>_<rule>_seed<seed>]")
     cli.add_argument("--circuit", default=None,
                      help="circuit file (.toml) to simulate [the data's meta.json circuit, else the shipped circuit "
                           "named --opamp]")

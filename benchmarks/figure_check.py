@@ -44,6 +44,8 @@ def parse_args(argv=None):
         if args.measured not in op_columns(c):
             raise ToolkitError(f"--measured {args.measured!r} is not an operating-point column; e.g. supply_current, "
                                f"power, m1_id")
+    from spice.simulate import resolve_process
+    resolve_process(args.process)   # an unknown process: one line before the table starts, not after its header
     return args
 
 

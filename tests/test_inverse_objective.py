@@ -202,6 +202,13 @@ def test_figure_check_compares_a_figure_with_the_simulator():
         figure_check.main(["--opamp", "5t_opamp", "--measured", "watts"])
 
 
+def test_figure_check_refuses_an_unknown_process_before_printing_its_table(capsys):
+    from benchmarks import figure_check
+    with pytest.raises(ToolkitError, match="unknown process 'C'"):
+        figure_check.main(["--opamp", "5t_opamp", "--process", "C"])
+    assert capsys.readouterr().out == ""                # the header used to print first
+
+
 def test_an_objective_margin_ranks_the_designs_with_room_to_spare_first():
     fwd, pre, spec, obj, (lo, hi), kw = _area_search()
     kw["objectives"] = [obj]
