@@ -960,7 +960,7 @@ def test_init_from_reads_status_as_the_data_loader_does(tiny_data, tmp_path):
     feats.to_csv(mine / "features.csv", index=False)
     pd.read_csv(tgt / "targets.csv").iloc[-12:].assign(status=[" OK"] * 11 + ["No_UGF"]).to_csv(
         mine / "targets.csv", index=False)
-    rows = active.given_designs(mine, list(feats.columns), ["cmrr"], 0, set())
+    rows = active.given_designs(mine, list(feats.columns), list(pd.read_csv(tgt / "targets.csv").columns), 0, set())
     assert rows["status"].tolist() == ["ok"] * 11 + ["no_ugf"]
 
 
