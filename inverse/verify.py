@@ -60,9 +60,9 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
             circuit = recorded
             if recorded not in BUILTINS:
                 check_circuit_unchanged(recorded, target_meta, check_at, refuse=required)
-        elif recorded and recorded not in BUILTINS and required:
-            raise ToolkitError(f"{Path(data_dir) / opamp / 'target' / 'meta.json'} names the circuit file {recorded}, "
-                               f"which is not there. Fix: restore it, or --circuit FILE.toml.")
+        elif recorded and required:        # a circuit file, not a shipped name (those took the branch above)
+            raise ToolkitError(f"{check_at} names the circuit file {recorded}, which is not there. Fix: restore it, "
+                               f"or --circuit FILE.toml.")
         elif opamp in BUILTINS or not required:
             circuit = opamp
         else:

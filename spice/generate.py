@@ -136,8 +136,8 @@ def run_key(circuit, process: str, seed: int, chunk: int, pdk_path, conditions: 
     process file's bytes included: an edited netlist or supply must not mix with designs simulated
     before the edit).  The shipped processes are named, not hashed, so their keys are as before."""
     return {"opamp": circuit.name, "process": process, "seed": seed, "chunk": chunk, "pdk_path": pdk_path,
-            "circuit_sha256": hashlib.sha256(Path(circuit.path).read_bytes()).hexdigest(),
-            **({"process_sha256": hashlib.sha256(Path(process).read_bytes()).hexdigest()}
+            "circuit_sha256": _sha256(circuit.path),
+            **({"process_sha256": _sha256(process)}
                if process.endswith(".toml") else {}),
             **({"conditions": conditions} if conditions else {}), **({"power": True} if power else {})}
 
