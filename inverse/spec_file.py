@@ -12,11 +12,19 @@
     minimize = "gate_area"          # (or maximize = "ugf"); a figure of the circuit file or a metric
 
 Goal forms: ``>= X`` (min), ``<= X`` (max), ``== X`` (target, met within ``TARGET_TOL``),
-``X .. Y`` (range), ``any``.  X is a number with an optional unit from ``UNITS``; the unit must
-have the metric's dimension (``METRIC_DIMENSIONS``: V/V metrics take ``dB`` = 20 log10, Hz
-metrics Hz/kHz/MHz/GHz, slew rates V/s, V/ms, V/us, V/ns, angles deg/rad).  A metric whose
-dimension is not known takes bare numbers (its data unit).  A free metric gets an open band and
-conditions the MDN on the model's typical value (the source mean).
+``X .. Y`` (range), ``any``.  X is a number with an optional unit from ``UNITS``; a bare number is in
+the metric's data unit.  A unit must have the dimension of the metric's data unit: V/V metrics take
+``dB`` = 20 log10, Hz metrics Hz/kHz/MHz/GHz, slew rates V/s, V/ms, V/us, V/ns, angles deg/rad.
+
+The data unit of a metric is what its column holds: for the metric names ``spice.measure`` writes,
+the unit it writes (``METRIC_UNITS``); for any other metric, or data of your own in another unit,
+declare it in an optional ``[units]`` table (a metric of yours without one takes bare numbers only):
+
+    [units]
+    pm_deg = "deg"                  # my column pm_deg holds degrees: "60 deg" and "1.05 rad" both work
+    dc_gain = "dB"                  # my dc_gain column is in dB: ">= 40 dB" and ">= 100 V/V" are both 40
+
+A free metric gets an open band and conditions the MDN on the model's typical value (the source mean).
 """
 import math
 import re
@@ -38,33 +46,59 @@ UNITS = {
     "A": ("A", 1.0), "mA": ("A", 1e-3), "uA": ("A", 1e-6), "µA": ("A", 1e-6),
     "W": ("W", 1.0), "mW": ("W", 1e-3), "uW": ("W", 1e-6), "µW": ("W", 1e-6),
 }
-# The data unit of each shipped metric (spice.measure, docs/SPICE.md): the dimension a spec value
-# must have ("1" for a ratio, as in UNITS).
-METRIC_DIMENSIONS = {m: ("1" if u == "V/V" else u) for m, u in {**METRIC_UNITS, **OP_METRIC_UNITS}.items()}
+# The data unit of each shipped metric (spice.measure, docs/SPICE.md); a spec's [units] table names others.
+METRIC_DATA_UNITS = {**METRIC_UNITS, **OP_METRIC_UNITS}
+_KIND = {"1": "a ratio (V/V)", "Hz": "a frequency (Hz)", "V/s": "a slew rate (V/s)", "deg": "an angle (deg)",
+         "A": "a current (A)", "W": "a power (W)"}
+_EXAMPLE = {"1": "40 dB", "Hz": "2 MHz", "V/s": "10 V/us", "deg": "60 deg", "W": "1 mW", "A": "100 uA"}
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµ/^0-9]*)\s*$")
 
 
-def quantity(text: str, metric: str, where: str) -> float:
-    """'10 V/us' -> 1e7 in the metric's data unit; one clear error for a bad number or unit."""
+def quantity(text: str, metric: str, where: str, data_unit: str | None = None) -> float:
+    """'10 V/us' -> 1e7 in the metric's data unit (``data_unit``; default: the shipped metric's, else
+    unknown); a bare number is in the data unit.  One clear error for a bad number or unit."""
     m = _QUANTITY.match(text)
     if not m:
         raise ToolkitError(f"{where}: {text!r} is not a number with an optional unit, e.g. '40 dB' or '1.5 MHz'")
     value, unit = float(m.group(1)), m.group(2)
     if unit not in UNITS:
         raise ToolkitError(f"{where}: unknown unit {unit!r}; known: {sorted(u for u in UNITS if u)}")
+    if not unit:
+        return value                                     # a bare number: already in the data unit
+    data_unit = METRIC_DATA_UNITS.get(metric) if data_unit is None else data_unit
+    if data_unit is None:
+        raise ToolkitError(f"{where}: the unit of {metric!r} is not known, so {unit!r} cannot be converted; give a "
+                           f"bare number in its data unit, or declare it in a [units] table "
+                           f"({metric} = \"{unit}\" if the column holds {unit})")
     dim, factor = UNITS[unit]
-    want = METRIC_DIMENSIONS.get(metric)
-    if want is None and unit:
-        raise ToolkitError(f"{where}: {metric!r} has no known unit, so give a bare number in its data unit "
-                           f"(got {unit!r})")
-    if want is not None and dim != want:
-        raise ToolkitError(f"{where}: unit {unit!r} is {dim}, but {metric} is in "
-                           f"{'V/V' if want == '1' else want}; e.g. "
-                           f"{ {'1': '40 dB', 'Hz': '2 MHz', 'V/s': '10 V/us', 'deg': '60 deg', 'W': '1 mW', 'A': '100 uA'}[want]!r}")
-    return 10 ** (value / 20) if factor == "dB" else value * factor
+    want, data_factor = UNITS[data_unit]
+    if dim != want:
+        raise ToolkitError(f"{where}: unit {unit!r} is {_KIND[dim]}, but {metric} is in {data_unit}, "
+                           f"{_KIND[want]}; e.g. {_EXAMPLE[want]!r}")
+    base = 10 ** (value / 20) if factor == "dB" else value * factor      # in the dimension's base unit
+    if data_factor != "dB":
+        return base / data_factor
+    if base <= 0:
+        raise ToolkitError(f"{where}: {text.strip()!r} is <= 0, which has no value in dB ({metric}'s data unit)")
+    return 20 * math.log10(base)
 
 
-def _goal(text, metric: str, where: str):
+def data_units(table, y_cols, path) -> dict:
+    """{metric: data unit} from a spec's optional ``[units]`` table, each checked."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ToolkitError(f"{path}: [units] must be a table of metric = \"unit\" lines, got {table!r}")
+    bad = [k for k in table if k not in y_cols]
+    if bad:
+        raise ToolkitError(f"{path}: [units] names {bad}, which the model does not predict (metrics: {list(y_cols)})")
+    for col, unit in table.items():
+        if not isinstance(unit, str) or unit not in UNITS or not unit:
+            raise ToolkitError(f"{path}: units.{col} = {unit!r} is not a unit; known: {sorted(u for u in UNITS if u)}")
+    return dict(table)
+
+
+def _goal(text, metric: str, where: str, data_unit: str | None = None):
     """(goal word, target, band or None) in data units."""
     if not isinstance(text, str):
         raise ToolkitError(f"{where}: expected a string such as '>= 40 dB' or '1 MHz .. 3 MHz', got {text!r}")
@@ -73,10 +107,10 @@ def _goal(text, metric: str, where: str):
         return "range", None, (-math.inf, math.inf)
     for op, word in ((">=", "min"), ("<=", "max"), ("==", "target")):
         if t.startswith(op):
-            return word, quantity(t[len(op):], metric, where), None
+            return word, quantity(t[len(op):], metric, where, data_unit), None
     if ".." in t:
         lo_s, hi_s = t.split("..", 1)
-        lo, hi = quantity(lo_s, metric, where), quantity(hi_s, metric, where)
+        lo, hi = quantity(lo_s, metric, where, data_unit), quantity(hi_s, metric, where, data_unit)
         if not lo < hi:
             raise ToolkitError(f"{where}: range {t!r} needs lo < hi")
         return "range", 0.5 * (lo + hi), (lo, hi)
@@ -88,10 +122,11 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     conditions the MDN for free metrics."""
     path = Path(path)
     spec = read_toml(path, missing="--spec needs a TOML file with a [goals] table (docs/USAGE.md)")
-    unknown = set(spec) - {"goals", "weights", "objective"}
+    unknown = set(spec) - {"goals", "weights", "objective", "units"}
     if unknown or not isinstance(spec.get("goals"), dict) or not spec["goals"]:
-        raise ToolkitError(f"{path}: expected a non-empty [goals] table and optional [weights] and [objective] "
-                           f"tables, got keys {sorted(spec)}")
+        raise ToolkitError(f"{path}: expected a non-empty [goals] table and optional [weights], [units] and "
+                           f"[objective] tables, got keys {sorted(spec)}")
+    units = data_units(spec.get("units"), y_cols, path)
     weights_in = spec.get("weights", {})
     for table, name in ((spec["goals"], "goals"), (weights_in, "weights")):
         bad = [k for k in table if k not in y_cols]
@@ -104,7 +139,7 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     goals, target, bands, weights = [], np.array(typical, float), {}, np.ones(len(y_cols))
     for j, col in enumerate(y_cols):
         if col in spec["goals"]:
-            word, t, band = _goal(spec["goals"][col], col, f"{path}: goals.{col}")
+            word, t, band = _goal(spec["goals"][col], col, f"{path}: goals.{col}", units.get(col))
         else:
             word, t, band = "range", None, (-math.inf, math.inf)
             warn(f"[spec] {col} is not in {path}: left free")

@@ -18,6 +18,7 @@ TYPICAL = np.array([1e7, 100.0, 2e7, 70.0, 5000.0])
     ("40 dB", "dc_gain", 100.0), ("100", "dc_gain", 100.0), ("100 V/V", "cmrr", 100.0),
     ("1.5 MHz", "ugf", 1.5e6), ("250kHz", "ugf", 2.5e5), ("10 V/us", "slewrate_pos", 1e7),
     ("3 V/ns", "slewrate_pos", 3e9), ("60 deg", "phase_margin", 60.0), ("1 rad", "phase_margin", 180 / math.pi),
+    ("2e6", "ugf", 2e6), ("20", "slewrate_pos", 20.0),                  # a bare number is in the data unit
 ])
 def test_quantities_convert_to_the_data_unit(text, metric, value):
     assert quantity(text, metric, "x") == pytest.approx(value)
@@ -42,13 +43,17 @@ def test_a_spec_file_becomes_goals_bands_and_weights(tmp_path):
 
 @pytest.mark.parametrize("body, phrase", [
     ('[goals]\ngain = ">= 40 dB"\n', r"\[goals\] names \['gain'\], which the model does not predict"),
-    ('[goals]\nugf = ">= 40 dB"\n', r"goals.ugf: unit 'dB' is 1, but ugf is in Hz; e.g. '2 MHz'"),
+    ('[goals]\nugf = ">= 40 dB"\n', r"goals.ugf: unit 'dB' is a ratio \(V/V\), but ugf is in Hz, a frequency \(Hz\); e.g. '2 MHz'"),
     ('[goals]\nugf = ">= 2 MegaHz"\n', r"unknown unit 'MegaHz'"),
     ('[goals]\nugf = "3 MHz .. 1 MHz"\n', r"range '3 MHz .. 1 MHz' needs lo < hi"),
     ('[goals]\nugf = "about 2 MHz"\n', r"is not a goal"),
     ('[goals]\nugf = ">= 1 MHz"\nugf = "<= 3 MHz"\n', r"is not valid TOML"),           # two goals on one metric
     ('[goals]\nugf = ">= 1 MHz"\n[weights]\nugf = -1\n', r"weights.ugf must be a number >= 0"),
     ('[goal]\nugf = ">= 1 MHz"\n', r"expected a non-empty \[goals\] table"),
+    ('[goals]\nugf = ">= 1 MHz"\n[units]\ngain = "dB"\n', r"\[units\] names \['gain'\], which the model does not"),
+    ('[goals]\nugf = ">= 1 MHz"\n[units]\nugf = "Megahertz"\n', r"units.ugf = 'Megahertz' is not a unit; known:"),
+    ('[goals]\nugf = ">= 1 MHz"\n[units]\nugf = "deg"\n', r"unit 'MHz' is a frequency \(Hz\), but ugf is in deg"),
+    ('[goals]\ncmrr = ">= 0 V/V"\n[units]\ncmrr = "dB"\n', r"'0 V/V' is <= 0, which has no value in dB"),
 ])
 def test_bad_spec_files_fail_in_one_line(tmp_path, body, phrase):
     f = tmp_path / "spec.toml"
@@ -56,6 +61,27 @@ def test_bad_spec_files_fail_in_one_line(tmp_path, body, phrase):
     with pytest.raises(ToolkitError, match=phrase) as e:
         load_spec(f, Y, TYPICAL)
     assert "\n" not in str(e.value)
+
+
+Y_OWN = ["gain_db", "pm_deg", "f_unity"]
+
+
+def test_units_table_gives_a_metric_of_yours_its_data_unit(tmp_path):
+    """Metrics the simulator does not name take units once the spec declares what their columns hold; a shipped
+    name whose column holds another unit (dc_gain in dB) is converted to that unit, not to V/V."""
+    f = tmp_path / "spec.toml"
+    f.write_text('[goals]\ngain_db = ">= 100 V/V"\npm_deg = "1 rad .. 80 deg"\nf_unity = ">= 2 MHz"\n'
+                 '[units]\ngain_db = "dB"\npm_deg = "deg"\nf_unity = "kHz"\n')
+    spec = load_spec(f, Y_OWN, np.array([50.0, 70.0, 1e3]))
+    assert spec.lo == pytest.approx([40.0, 180 / math.pi, 2000.0])
+    assert spec.hi[1] == pytest.approx(80.0)
+    f.write_text('[goals]\ndc_gain = ">= 40 dB"\n[units]\ndc_gain = "dB"\n')
+    assert load_spec(f, Y, TYPICAL).lo[1] == pytest.approx(40.0)
+    f.write_text('[goals]\npm_deg = ">= 60 deg"\n')                      # no [units]: said what to write
+    with pytest.raises(ToolkitError, match=r"the unit of 'pm_deg' is not known.*\[units\] table \(pm_deg = \"deg\""):
+        load_spec(f, Y_OWN, np.array([50.0, 70.0, 1e3]))
+    f.write_text('[goals]\npm_deg = ">= 60"\n')                          # a bare number needs no unit
+    assert load_spec(f, Y_OWN, np.array([50.0, 70.0, 1e3])).lo[1] == 60.0
 
 
 def test_inverse_opt_takes_a_spec_file(trained, tmp_path):  # noqa: F811
