@@ -18,6 +18,7 @@ the block ``<!-- benchmarks.run:fusion_whatif:<opamp> start/end -->`` in that Ma
 """
 import argparse
 import contextlib
+import difflib
 import io
 import re
 import statistics
@@ -64,7 +65,11 @@ def task_dirs(root: Path, opamp: str) -> list:
     found = sorted((int(m.group(1)), m.group(2), d) for d in (base.iterdir() if base.is_dir() else [])
                    if d.is_dir() and (m := TASK_DIR.match(d.name)))
     if not found:
-        raise ToolkitError(f"No harness task dirs (seed<k>_n<N>) under {base}. Make them with: python -m "
+        held = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+        close = difflib.get_close_matches(opamp, held, n=1)
+        hint = (f" (did you mean --opamp {close[0]}?)" if close else
+                f"; {root} holds {', '.join(held)}" if held else "")
+        raise ToolkitError(f"No harness task dirs (seed<k>_n<N>) under {base}{hint}. Make them with: python -m "
                            f"benchmarks.run --opamp {opamp} --results-root {root}")
     return found
 

@@ -44,6 +44,9 @@ def parse_args(argv=None):
     if bad:
         raise ToolkitError(f"{', '.join(bad)} must be >= 1, got {', '.join(map(str, bad.values()))}. "
                            f"Example: --n 40 --repeats 1 --workers 2")
+    if args.n_batch > args.n:
+        raise ToolkitError(f"--n-batch ({args.n_batch}) must be <= --n ({args.n}): the ngspice -b comparison runs on "
+                           f"the first --n-batch of the --n designs. Example: --n 300 --n-batch 100")
     if args.json:
         check_writable_file(args.json, "--json")
     return args
