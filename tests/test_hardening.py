@@ -289,6 +289,21 @@ def test_the_gp_member_takes_a_baseline_of_any_shape(dataset, chain, tmp_path):
     assert (res / "5t_opamp_gp_stack.pth").is_file()
 
 
+def test_no_plots_names_the_plots_of_an_earlier_run(dataset, chain, tmp_path, capsys):
+    """--no-plots leaves an earlier run's PNGs in place; it says they do not show this run."""
+    import shutil
+    from inference import infer_ensemble
+    res = tmp_path / "res"
+    shutil.copytree(chain, res, ignore=shutil.ignore_patterns(".toolkit.lock"))
+    (res / "5t_opamp_parity.png").write_bytes(b"an earlier run's picture")
+    capsys.readouterr()
+    infer_ensemble.main([*_common(dataset, res), "--no-plots", "--dry-run",
+                         "--members", "align_hetero,target_only,dualhead"])
+    out = capsys.readouterr().out
+    assert "5t_opamp_parity.png are from an earlier run and do not show this one" in out
+    assert (res / "5t_opamp_parity.png").read_bytes() == b"an earlier run's picture"
+
+
 # ---------------------------------------------------------------- 8: output paths checked before the work
 def _bad_outputs(tmp_path):
     afile = tmp_path / "afile"
