@@ -116,7 +116,7 @@ def run(args, settings, names):
         check_against_data(m, data)
         if (m.meta.get("metrics") or {}).get("dry_run") and not args.dry_run:
             print(f"warning: {m.path} is a dry-run checkpoint (2 epochs of 2 batches); its numbers mean nothing.")
-        stale = out_of_date(m, settings)
+        stale = out_of_date(m, settings, data["files"])
         if stale:
             print(f"warning: {m.path} looks out of date ({'; '.join(stale)}). python -m pipeline with these "
                   f"settings retrains what is.")

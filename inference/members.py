@@ -100,12 +100,19 @@ def check_against_data(member: Member, data: dict) -> None:
                                f"{make} with this run's split.")
 
 
-def out_of_date(member: Member, settings: dict) -> list:
+def out_of_date(member: Member, settings: dict, data_files=()) -> list:
     """Plain signs that ``member`` no longer matches this run (the pipeline's full check lives with training):
-    its parent checkpoint was rewritten after it, or it learned from another subset of training rows."""
+    its parent checkpoint was rewritten after it, it learned from another subset of training rows, or a data
+    file (``data_files``: paths, or a dict of them by role) changed after it was trained.  Settings are not
+    compared: a member trained with its own ``--set`` values is a choice, not a mistake."""
     why, meta = [], member.meta
+    files = data_files.values() if isinstance(data_files, dict) else data_files
+    made = Path(member.path).stat().st_mtime
+    newer = [Path(f).name for f in files if Path(f).is_file() and Path(f).stat().st_mtime > made]
+    if newer:
+        why.append(f"the data changed after it was trained ({', '.join(sorted(set(newer)))})")
     parent = meta.get("parent")
-    if parent and Path(parent).is_file() and Path(parent).stat().st_mtime > Path(member.path).stat().st_mtime:
+    if parent and Path(parent).is_file() and Path(parent).stat().st_mtime > made:
         why.append(f"its parent {parent} was retrained after it")
     trained_n = (meta.get("config") or {}).get("N_TARGET_TRAIN")
     if trained_n is not None and trained_n != settings.get("N_TARGET_TRAIN"):
