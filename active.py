@@ -441,10 +441,12 @@ def choose_integrated(ens: Ensemble, rule: str, x_scaled, mean, std, p_ok, batch
                       sensitivity=sensitivity, uniform=n_uniform)]
 
 
-def read_spec(path, y_cols: list, typical: np.ndarray):
-    """The --spec file as an ``inverse.goals.Spec`` over the data's metrics (one line on a bad file)."""
-    from inverse.spec_file import load_spec
-    return load_spec(path, y_cols, typical, warn=lambda *_: None)
+def read_spec(path, y_cols: list, typical: np.ndarray, data_dir=None, opamp=None):
+    """The --spec file as an ``inverse.goals.Spec`` over the data's metrics (one line on a bad file); units the
+    data's meta.json records are the data units."""
+    from inverse.spec_file import load_spec, recorded_units
+    units, where = recorded_units(data_dir, opamp) if data_dir is not None else ({}, None)
+    return load_spec(path, y_cols, typical, warn=lambda *_: None, recorded=units, recorded_where=where)
 
 
 def spec_met(spec, rows: pd.DataFrame) -> int:
@@ -496,7 +498,8 @@ def prepare(argv=None) -> dict:
     if rule == "spec" and args.spec is None:
         raise ToolkitError("--rule spec needs --spec FILE.toml: the goals to simulate towards (docs/USAGE.md).")
     spec = None if args.spec is None else read_spec(args.spec, list(src.targets.columns),
-                                                    np.nanmedian(src.targets.to_numpy(float), axis=0))
+                                                    np.nanmedian(src.targets.to_numpy(float), axis=0),
+                                                    data_dir, opamp)
     key = run_key(args, settings, circuit, process, spec, conditions)
     check_same_run(out, key)                  # before the lock: a refused run leaves no lock file behind
     test = test_set(settings, data_dir, opamp)

@@ -54,7 +54,7 @@ from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bound
 from inverse.snap import check_data_against_space, describe_grid, grid_for
 from inverse.objective import MARGIN, PLAIN_SLOTS, figure_circuit, figures_table, make_objective, parse_objective
 from inverse.plots import pareto_plot
-from inverse.spec_file import load_objective, load_spec
+from inverse.spec_file import load_objective, load_spec, recorded_units
 from inverse.verify import (check_circuit_columns, format_verification, require_ngspice, simulator_for,
                             verify_designs)
 from spice.conditions import Conditions, apply as apply_conditions
@@ -191,9 +191,11 @@ def mdn_starts(path, forward, spec: Spec, n: int, *, seed: int) -> np.ndarray:
                        f".npy written by python -m inverse_mdn --sample.")
 
 
-def build_spec(args, y_cols, preprocessing=None) -> Spec:
+def build_spec(args, y_cols, preprocessing=None, data_dir=None, opamp=None) -> Spec:
     if args.spec is not None:
-        return load_spec(args.spec, y_cols, typical_metrics(preprocessing), target_tol=args.target_tol)
+        units, where = recorded_units(data_dir, opamp) if data_dir is not None else ({}, None)
+        return load_spec(args.spec, y_cols, typical_metrics(preprocessing), target_tol=args.target_tol,
+                         recorded=units, recorded_where=where)
     y = parse_y_target(args.y_target, y_cols)
     goals = parse_goals(args.goal, y_cols)
     bands = parse_bands(y_cols, ugf_band=args.ugf_band, pm_band=args.pm_band, bands=args.band)
@@ -317,7 +319,7 @@ def main(argv=None):
     check_writable_dir(save_dir, "--save-dir")      # before the optimisation, so no work is lost at save time
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
-    spec = build_spec(args, forward.y_cols, forward.preprocessing)
+    spec = build_spec(args, forward.y_cols, forward.preprocessing, settings["DATA_DIR"], opamp)
     sim_circuit = args.circuit
     if args.verify:
         check_circuit_columns(sim_circuit, forward.x_cols)

@@ -65,8 +65,9 @@ def task_dirs(root: Path, opamp: str) -> list:
     found = sorted((int(m.group(1)), m.group(2), d) for d in (base.iterdir() if base.is_dir() else [])
                    if d.is_dir() and (m := TASK_DIR.match(d.name)))
     if not found:
-        held = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
-        close = difflib.get_close_matches(opamp, held, n=1)
+        held = sorted(d.name for d in root.iterdir() if d.name != opamp and d.is_dir()
+                      and any(TASK_DIR.match(t.name) for t in d.iterdir())) if root.is_dir() else []
+        close = difflib.get_close_matches(opamp, held, n=1, cutoff=0.8)
         hint = (f" (did you mean --opamp {close[0]}?)" if close else
                 f"; {root} holds {', '.join(held)}" if held else "")
         raise ToolkitError(f"No harness task dirs (seed<k>_n<N>) under {base}{hint}. Make them with: python -m "

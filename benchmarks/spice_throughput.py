@@ -33,18 +33,21 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.spice_throughput", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=300, help="designs per circuit and process")
-    p.add_argument("--n-batch", type=int, default=100, help="designs for the ngspice -b comparison")
+    p.add_argument("--n-batch", type=int, default=None,
+                   help="designs for the ngspice -b comparison, <= --n (default: 100, or --n if fewer)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk", type=int, default=25)
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
+    given_batch = args.n_batch is not None
+    args.n_batch = args.n_batch if given_batch else min(100, args.n)
     bad = {k: v for k, v in (("--n", args.n), ("--n-batch", args.n_batch), ("--repeats", args.repeats),
                              ("--workers", args.workers), ("--chunk", args.chunk)) if v < 1}
     if bad:
         raise ToolkitError(f"{', '.join(bad)} must be >= 1, got {', '.join(map(str, bad.values()))}. "
                            f"Example: --n 40 --repeats 1 --workers 2")
-    if args.n_batch > args.n:
+    if given_batch and args.n_batch > args.n:
         raise ToolkitError(f"--n-batch ({args.n_batch}) must be <= --n ({args.n}): the ngspice -b comparison runs on "
                            f"the first --n-batch of the --n designs. Example: --n 300 --n-batch 100")
     if args.json:

@@ -108,7 +108,8 @@ def out_of_date(member: Member, settings: dict, data_files=()) -> list:
     why, meta = [], member.meta
     files = data_files.values() if isinstance(data_files, dict) else data_files
     made = Path(member.path).stat().st_mtime
-    newer = [Path(f).name for f in files if Path(f).is_file() and Path(f).stat().st_mtime > made]
+    newer = [f"{Path(f).parent.name}/{Path(f).name}" for f in files if Path(f).is_file()
+             and Path(f).stat().st_mtime > made]                       # target/targets.csv: which domain
     if newer:
         why.append(f"the data changed after it was trained ({', '.join(sorted(set(newer)))})")
     parent = meta.get("parent")

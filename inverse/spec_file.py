@@ -26,6 +26,7 @@ declare it in an optional ``[units]`` table (a metric of yours without one takes
 
 A free metric gets an open band and conditions the MDN on the model's typical value (the source mean).
 """
+import json
 import math
 import re
 from pathlib import Path
@@ -83,8 +84,39 @@ def quantity(text: str, metric: str, where: str, data_unit: str | None = None) -
     return 20 * math.log10(base)
 
 
-def data_units(table, y_cols, path) -> dict:
-    """{metric: data unit} from a spec's optional ``[units]`` table, each checked."""
+def recorded_units(data_dir, opamp: str) -> tuple:
+    """({metric or variable: unit}, meta.json path) the data's ``meta.json`` records (``spice.generate`` writes
+    ``units``; target wins over source), or ({}, None) for data without one."""
+    for domain in ("target", "source"):
+        path = Path(data_dir) / opamp / domain / "meta.json"
+        try:
+            units = json.loads(path.read_text(encoding="utf-8")).get("units")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(units, dict):
+            return {k: v for k, v in units.items() if isinstance(v, str) and v in UNITS}, path
+    return {}, None
+
+
+def _warn_bare_number(text, metric: str, data_unit, typical, where: str, warn) -> None:
+    """A bare number a thousand times off the data's typical value, for a metric with a known unit, is most likely
+    written in another unit ('>= 10' for 10 V/us): say how it was read."""
+    if data_unit is None or not np.isfinite(typical) or typical == 0:
+        return
+    for part in re.split(r"\.\.|>=|<=|==", str(text)):
+        m = _QUANTITY.match(part)
+        if m and not m.group(2) and float(m.group(1)) != 0 and \
+                not 1e-3 <= abs(float(m.group(1)) / typical) <= 1e3:
+            warn(f"warning: {where}: {m.group(1)} is read in {data_unit} (a bare number is in the data unit), "
+                 f"but the data's typical {metric} is {typical:.3g} {data_unit}; add the unit if you meant "
+                 f"another, e.g. {_EXAMPLE.get(UNITS[data_unit][0], '1 ' + data_unit)!r}")
+            return
+
+
+def data_units(table, y_cols, path, recorded=None, recorded_where=None) -> dict:
+    """{metric: data unit} from a spec's optional ``[units]`` table, each checked; a unit the data's meta.json
+    records (``recorded``: the simulator's, which the verifying simulation also returns) cannot be changed."""
+    recorded = recorded or {}
     if table is None:
         return {}
     if not isinstance(table, dict):
@@ -95,11 +127,16 @@ def data_units(table, y_cols, path) -> dict:
     for col, unit in table.items():
         if not isinstance(unit, str) or unit not in UNITS or not unit:
             raise ToolkitError(f"{path}: units.{col} = {unit!r} is not a unit; known: {sorted(u for u in UNITS if u)}")
+        if col in recorded and recorded[col] != unit:
+            raise ToolkitError(f"{path}: units.{col} = {unit!r}, but {recorded_where} records {col} in "
+                               f"{recorded[col]!r} (what the simulator writes and --verify compares with); drop "
+                               f"that line")
     return dict(table)
 
 
-def _goal(text, metric: str, where: str, data_unit: str | None = None):
-    """(goal word, target, band or None) in data units."""
+def _goal(text, metric: str, where: str, data_unit: str | None = None, target_tol: float = TARGET_TOL):
+    """(goal word, target, band or None) in data units.  On a column in dB, ``== X`` is the band of values within
+    ``target_tol`` of X as a ratio (X + 20 log10(1 -/+ tol) dB): the same designs pass as on a V/V column."""
     if not isinstance(text, str):
         raise ToolkitError(f"{where}: expected a string such as '>= 40 dB' or '1 MHz .. 3 MHz', got {text!r}")
     t = text.strip()
@@ -107,7 +144,11 @@ def _goal(text, metric: str, where: str, data_unit: str | None = None):
         return "range", None, (-math.inf, math.inf)
     for op, word in ((">=", "min"), ("<=", "max"), ("==", "target")):
         if t.startswith(op):
-            return word, quantity(t[len(op):], metric, where, data_unit), None
+            value = quantity(t[len(op):], metric, where, data_unit)
+            if word == "target" and data_unit == "dB":
+                band = (value + 20 * math.log10(1 - target_tol), value + 20 * math.log10(1 + target_tol))
+                return "range", value, band
+            return word, value, None
     if ".." in t:
         lo_s, hi_s = t.split("..", 1)
         lo, hi = quantity(lo_s, metric, where, data_unit), quantity(hi_s, metric, where, data_unit)
@@ -117,16 +158,19 @@ def _goal(text, metric: str, where: str, data_unit: str | None = None):
     raise ToolkitError(f"{where}: {t!r} is not a goal; write '>= X', '<= X', '== X', 'lo .. hi' or 'any'")
 
 
-def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=print) -> Spec:
+def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=print, recorded=None,
+              recorded_where=None) -> Spec:
     """Read a spec file for a model with metrics ``y_cols``; ``typical`` (physical, per metric)
-    conditions the MDN for free metrics."""
+    conditions the MDN for free metrics.  ``recorded`` / ``recorded_where``: the data's units and the meta.json
+    holding them (``recorded_units``): the data unit of a metric the spec's [units] table does not name."""
     path = Path(path)
     spec = read_toml(path, missing="--spec needs a TOML file with a [goals] table (docs/USAGE.md)")
     unknown = set(spec) - {"goals", "weights", "objective", "units"}
     if unknown or not isinstance(spec.get("goals"), dict) or not spec["goals"]:
         raise ToolkitError(f"{path}: expected a non-empty [goals] table and optional [weights], [units] and "
                            f"[objective] tables, got keys {sorted(spec)}")
-    units = data_units(spec.get("units"), y_cols, path)
+    recorded = {k: v for k, v in (recorded or {}).items() if k in y_cols}
+    units = {**recorded, **data_units(spec.get("units"), y_cols, path, recorded, recorded_where)}
     weights_in = spec.get("weights", {})
     for table, name in ((spec["goals"], "goals"), (weights_in, "weights")):
         bad = [k for k in table if k not in y_cols]
@@ -139,7 +183,9 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     goals, target, bands, weights = [], np.array(typical, float), {}, np.ones(len(y_cols))
     for j, col in enumerate(y_cols):
         if col in spec["goals"]:
-            word, t, band = _goal(spec["goals"][col], col, f"{path}: goals.{col}", units.get(col))
+            word, t, band = _goal(spec["goals"][col], col, f"{path}: goals.{col}", units.get(col), target_tol)
+            _warn_bare_number(spec["goals"][col], col, units.get(col, METRIC_DATA_UNITS.get(col)), typical[j],
+                              f"{path}: goals.{col}", warn)
         else:
             word, t, band = "range", None, (-math.inf, math.inf)
             warn(f"[spec] {col} is not in {path}: left free")

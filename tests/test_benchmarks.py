@@ -252,13 +252,21 @@ def test_fusion_whatif_without_task_dirs_names_the_command(tmp_path):
     (tmp_path / "5t_opamp" / "seed0_n50").mkdir(parents=True)        # a mistyped circuit: the one held is named
     with pytest.raises(ToolkitError, match=r"under \S+5t_opam \(did you mean --opamp 5t_opamp\?\)"):
         fusion_whatif.main(["--opamp", "5t_opam", "--results-root", str(tmp_path)])
+    with pytest.raises(ToolkitError, match=r"two_stage_opamp; \S+ holds 5t_opamp\. Make them"):   # not a typo
+        fusion_whatif.main(["--opamp", "two_stage_opamp", "--results-root", str(tmp_path)])
+    (tmp_path / "5t_opamp" / "seed0_n50").rmdir()                    # its own folder, empty: no hint at itself
+    with pytest.raises(ToolkitError, match=r"under \S+5t_opamp\. Make them") as e:
+        fusion_whatif.main(["--opamp", "5t_opamp", "--results-root", str(tmp_path)])
+    assert "did you mean" not in str(e.value)
 
 
 def test_spice_throughput_refuses_a_batch_comparison_larger_than_the_run():
     from benchmarks import spice_throughput
     from core.errors import ToolkitError
     with pytest.raises(ToolkitError, match=r"--n-batch \(100\) must be <= --n \(40\)"):
-        spice_throughput.parse_args(["--n", "40"])
+        spice_throughput.parse_args(["--n", "40", "--n-batch", "100"])
+    assert spice_throughput.parse_args(["--n", "40"]).n_batch == 40          # the docstring's quick look
+    assert spice_throughput.parse_args([]).n_batch == 100
 
 
 def test_val_optimism_compares_members_val_and_test_errors(quick_run):

@@ -290,13 +290,14 @@ def test_a_member_trained_before_its_parent_or_on_other_rows_is_called_out_of_da
     assert out_of_date(member, {"N_TARGET_TRAIN": 0}) == [f"its parent {parent} was retrained after it"]
     assert "N_TARGET_TRAIN=0, this run uses 50" in out_of_date(member, {"N_TARGET_TRAIN": 50})[-1]
     os.utime(parent, (1_000, 1_000))
-    data = tmp_path / "targets.csv"                                    # rows appended after the member trained
+    data = tmp_path / "target" / "targets.csv"                         # rows appended after the member trained
+    data.parent.mkdir()
     data.write_text("y")
     os.utime(data, (1_500, 1_500))
     assert out_of_date(member, {"N_TARGET_TRAIN": 0}, {"target_y": data}) == []
     os.utime(data, (2_500, 2_500))
     assert out_of_date(member, {"N_TARGET_TRAIN": 0}, {"target_y": data}) == [
-        "the data changed after it was trained (targets.csv)"]
+        "the data changed after it was trained (target/targets.csv)"]
 
 
 def test_an_empty_member_list_is_one_line(tmp_path):

@@ -84,6 +84,48 @@ def test_units_table_gives_a_metric_of_yours_its_data_unit(tmp_path):
     assert load_spec(f, Y_OWN, np.array([50.0, 70.0, 1e3])).lo[1] == 60.0
 
 
+def test_a_target_on_a_db_column_passes_what_it_passes_on_a_ratio_column(tmp_path):
+    """== X is within 5 % of X as a ratio: on a column in dB that is X + 20 log10(0.95 .. 1.05), not X +- 5 % of the
+    dB number; == 0 dB (a gain of 1) has a width."""
+    f = tmp_path / "spec.toml"
+    f.write_text('[goals]\ndc_gain = "== 40 dB"\n[units]\ndc_gain = "dB"\n')
+    spec = load_spec(f, Y, TYPICAL)
+    assert (spec.lo[1], spec.hi[1]) == pytest.approx((40 + 20 * math.log10(0.95), 40 + 20 * math.log10(1.05)))
+    f.write_text('[goals]\ndc_gain = "== 1 V/V"\n[units]\ndc_gain = "dB"\n')
+    spec = load_spec(f, Y, TYPICAL)
+    assert spec.lo[1] < 0 < spec.hi[1] and spec.meets([[1e7, 0.2, 2e7, 70, 1.0]])[0, 1]
+
+
+def test_units_the_data_record_are_the_data_units_and_cannot_be_renamed(tmp_path):
+    """The simulator's units (meta.json) are what --verify compares with: a [units] line that contradicts them is
+    refused; a metric of the user's circuit the meta records takes units without a [units] table."""
+    from inverse.spec_file import recorded_units
+    meta = tmp_path / "data" / "ota" / "target" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"units": {"dc_gain": "V/V", "power": "W", "w1": "um"}}))
+    units, where = recorded_units(tmp_path / "data", "ota")
+    assert units == {"dc_gain": "V/V", "power": "W"} and where == meta          # um is not a spec unit
+    assert recorded_units(tmp_path / "data", "other") == ({}, None)
+    f = tmp_path / "spec.toml"
+    f.write_text('[goals]\ndc_gain = ">= 40 dB"\n[units]\ndc_gain = "dB"\n')
+    with pytest.raises(ToolkitError, match=r"units.dc_gain = 'dB', but \S+meta.json records dc_gain in 'V/V'"):
+        load_spec(f, Y, TYPICAL, recorded=units, recorded_where=where)
+    f.write_text('[goals]\nmy_power = "<= 2 mW"\n')
+    spec = load_spec(f, ["my_power"], np.array([1e-3]), recorded={"my_power": "W"}, recorded_where=where)
+    assert spec.hi[0] == pytest.approx(2e-3)
+
+
+def test_a_bare_number_far_from_the_data_is_said_to_be_in_the_data_unit(tmp_path):
+    f = tmp_path / "spec.toml"
+    f.write_text('[goals]\nslewrate_pos = ">= 10"\nugf = "1e6 .. 3e6"\n')
+    said = []
+    spec = load_spec(f, Y, TYPICAL, warn=said.append)
+    assert spec.lo[0] == 10.0
+    assert [s for s in said if "bare number" in s] == [
+        f"warning: {f}: goals.slewrate_pos: 10 is read in V/s (a bare number is in the data unit), but the data's "
+        "typical slewrate_pos is 1e+07 V/s; add the unit if you meant another, e.g. '10 V/us'"]
+
+
 def test_inverse_opt_takes_a_spec_file(trained, tmp_path):  # noqa: F811
     common, _, _ = trained
     f = tmp_path / "spec.toml"
