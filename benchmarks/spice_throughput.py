@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
     given_batch = args.n_batch is not None
-    args.n_batch = args.n_batch if given_batch else min(100, args.n)
+    args.n_batch = args.n_batch if given_batch else min(100, max(args.n, 1))   # --n itself is checked below
     bad = {k: v for k, v in (("--n", args.n), ("--n-batch", args.n_batch), ("--repeats", args.repeats),
                              ("--workers", args.workers), ("--chunk", args.chunk)) if v < 1}
     if bad:
