@@ -135,10 +135,10 @@ def run(args, settings, names):
     with atomic_path(paths["predictions"]) as tmp:
         result.table.to_csv(tmp, index=False)
     images = {} if args.no_plots else plot(paths, settings, result)
-    stale = [str(p) for k in ("parity", "calibration", "training_curves")
-             if args.no_plots and (p := paths[k]).is_file()]
-    if stale:   # left as they are (a user may want them), but they show an earlier run, not this one
-        print(f"warning: --no-plots: {', '.join(stale)} are from an earlier run and do not show this one; "
+    old_pngs = [str(p) for k in ("parity", "calibration", "training_curves")
+                if args.no_plots and (p := paths[k]).is_file()]
+    if old_pngs:   # left as they are (a user may want them), but they show an earlier run, not this one
+        print(f"warning: --no-plots: {', '.join(old_pngs)} are from an earlier run and do not show this one; "
               f"rerun without --no-plots to redraw them, or delete them")
     write_report(paths["report"], record, images)
 

@@ -26,7 +26,6 @@ declare it in an optional ``[units]`` table (a metric of yours without one takes
 
 A free metric gets an open band and conditions the MDN on the model's typical value (the source mean).
 """
-import json
 import math
 import re
 from pathlib import Path
@@ -55,9 +54,10 @@ _EXAMPLE = {"1": "40 dB", "Hz": "2 MHz", "V/s": "10 V/us", "deg": "60 deg", "W":
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµ/^0-9]*)\s*$")
 
 
-def quantity(text: str, metric: str, where: str, data_unit: str | None = None) -> float:
+def quantity(text: str, metric: str, where: str, data_unit: str | None = None, *, bare=None) -> float:
     """'10 V/us' -> 1e7 in the metric's data unit (``data_unit``; default: the shipped metric's, else
-    unknown); a bare number is in the data unit.  One clear error for a bad number or unit."""
+    unknown); a bare number is in the data unit (and is passed to ``bare``, a list, when given).  One clear
+    error for a bad number or unit."""
     m = _QUANTITY.match(text)
     if not m:
         raise ToolkitError(f"{where}: {text!r} is not a number with an optional unit, e.g. '40 dB' or '1.5 MHz'")
@@ -65,6 +65,8 @@ def quantity(text: str, metric: str, where: str, data_unit: str | None = None) -
     if unit not in UNITS:
         raise ToolkitError(f"{where}: unknown unit {unit!r}; known: {sorted(u for u in UNITS if u)}")
     if not unit:
+        if bare is not None:
+            bare.append(m.group(1))
         return value                                     # a bare number: already in the data unit
     data_unit = METRIC_DATA_UNITS.get(metric) if data_unit is None else data_unit
     if data_unit is None:
@@ -87,30 +89,25 @@ def quantity(text: str, metric: str, where: str, data_unit: str | None = None) -
 def recorded_units(data_dir, opamp: str) -> tuple:
     """({metric or variable: unit}, meta.json path) the data's ``meta.json`` records (``spice.generate`` writes
     ``units``; target wins over source), or ({}, None) for data without one."""
+    from inverse.verify import read_meta
     for domain in ("target", "source"):
-        path = Path(data_dir) / opamp / domain / "meta.json"
-        try:
-            units = json.loads(path.read_text(encoding="utf-8")).get("units")
-        except (OSError, ValueError, AttributeError):
-            continue
+        units = read_meta(data_dir, opamp, domain).get("units")
         if isinstance(units, dict):
-            return {k: v for k, v in units.items() if isinstance(v, str) and v in UNITS}, path
+            return ({k: v for k, v in units.items() if isinstance(v, str) and v in UNITS},
+                    Path(data_dir) / opamp / domain / "meta.json")
     return {}, None
 
 
-def _warn_bare_number(text, metric: str, data_unit, typical, where: str, warn) -> None:
-    """A bare number a thousand times off the data's typical value, for a metric with a known unit, is most likely
-    written in another unit ('>= 10' for 10 V/us): say how it was read."""
+def _warn_bare_number(numbers: list, metric: str, data_unit, typical, where: str, warn) -> None:
+    """A bare number (``numbers``: as written) a thousand times off the data's typical value, for a metric with a
+    known unit, is most likely written in another unit ('>= 10' for 10 V/us): say how it was read."""
     if data_unit is None or not np.isfinite(typical) or typical == 0:
         return
-    for part in re.split(r"\.\.|>=|<=|==", str(text)):
-        m = _QUANTITY.match(part)
-        if m and not m.group(2) and float(m.group(1)) != 0 and \
-                not 1e-3 <= abs(float(m.group(1)) / typical) <= 1e3:
-            warn(f"warning: {where}: {m.group(1)} is read in {data_unit} (a bare number is in the data unit), "
-                 f"but the data's typical {metric} is {typical:.3g} {data_unit}; add the unit if you meant "
-                 f"another, e.g. {_EXAMPLE.get(UNITS[data_unit][0], '1 ' + data_unit)!r}")
-            return
+    off = [n for n in numbers if float(n) != 0 and not 1e-3 <= abs(float(n) / typical) <= 1e3]
+    if off:
+        warn(f"warning: {where}: {off[0]} is read in {data_unit} (a bare number is in the data unit), "
+             f"but the data's typical {metric} is {typical:.3g} {data_unit}; add the unit if you meant "
+             f"another, e.g. {_EXAMPLE.get(UNITS[data_unit][0], '1 ' + data_unit)!r}")
 
 
 def data_units(table, y_cols, path, recorded=None, recorded_where=None) -> dict:
@@ -134,7 +131,7 @@ def data_units(table, y_cols, path, recorded=None, recorded_where=None) -> dict:
     return dict(table)
 
 
-def _goal(text, metric: str, where: str, data_unit: str | None = None, target_tol: float = TARGET_TOL):
+def _goal(text, metric: str, where: str, data_unit: str | None = None, target_tol: float = TARGET_TOL, bare=None):
     """(goal word, target, band or None) in data units.  On a column in dB, ``== X`` is the band of values within
     ``target_tol`` of X as a ratio (X + 20 log10(1 -/+ tol) dB): the same designs pass as on a V/V column."""
     if not isinstance(text, str):
@@ -144,14 +141,14 @@ def _goal(text, metric: str, where: str, data_unit: str | None = None, target_to
         return "range", None, (-math.inf, math.inf)
     for op, word in ((">=", "min"), ("<=", "max"), ("==", "target")):
         if t.startswith(op):
-            value = quantity(t[len(op):], metric, where, data_unit)
+            value = quantity(t[len(op):], metric, where, data_unit, bare=bare)
             if word == "target" and data_unit == "dB":
                 band = (value + 20 * math.log10(1 - target_tol), value + 20 * math.log10(1 + target_tol))
                 return "range", value, band
             return word, value, None
     if ".." in t:
         lo_s, hi_s = t.split("..", 1)
-        lo, hi = quantity(lo_s, metric, where, data_unit), quantity(hi_s, metric, where, data_unit)
+        lo, hi = (quantity(q, metric, where, data_unit, bare=bare) for q in (lo_s, hi_s))
         if not lo < hi:
             raise ToolkitError(f"{where}: range {t!r} needs lo < hi")
         return "range", 0.5 * (lo + hi), (lo, hi)
@@ -170,7 +167,9 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
         raise ToolkitError(f"{path}: expected a non-empty [goals] table and optional [weights], [units] and "
                            f"[objective] tables, got keys {sorted(spec)}")
     recorded = {k: v for k, v in (recorded or {}).items() if k in y_cols}
-    units = {**recorded, **data_units(spec.get("units"), y_cols, path, recorded, recorded_where)}
+    # each metric's data unit, resolved once: the spec's [units], else meta.json's, else the simulator's name
+    units = {**{c: METRIC_DATA_UNITS[c] for c in y_cols if c in METRIC_DATA_UNITS}, **recorded,
+             **data_units(spec.get("units"), y_cols, path, recorded, recorded_where)}
     weights_in = spec.get("weights", {})
     for table, name in ((spec["goals"], "goals"), (weights_in, "weights")):
         bad = [k for k in table if k not in y_cols]
@@ -183,9 +182,9 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     goals, target, bands, weights = [], np.array(typical, float), {}, np.ones(len(y_cols))
     for j, col in enumerate(y_cols):
         if col in spec["goals"]:
-            word, t, band = _goal(spec["goals"][col], col, f"{path}: goals.{col}", units.get(col), target_tol)
-            _warn_bare_number(spec["goals"][col], col, units.get(col, METRIC_DATA_UNITS.get(col)), typical[j],
-                              f"{path}: goals.{col}", warn)
+            bare = []
+            word, t, band = _goal(spec["goals"][col], col, f"{path}: goals.{col}", units.get(col), target_tol, bare)
+            _warn_bare_number(bare, col, units.get(col), typical[j], f"{path}: goals.{col}", warn)
         else:
             word, t, band = "range", None, (-math.inf, math.inf)
             warn(f"[spec] {col} is not in {path}: left free")

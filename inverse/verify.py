@@ -30,10 +30,12 @@ def require_ngspice(needed_by: str = "--verify", otherwise: str = "Or run withou
         raise ToolkitError(f"{needed_by} needs ngspice, which is not installed; {INSTALL}. {otherwise}".rstrip())
 
 
-def _meta(data_dir, opamp: str, domain: str) -> dict:
+def read_meta(data_dir, opamp: str, domain: str) -> dict:
+    """The meta.json ``spice.generate`` wrote for ``<data_dir>/<opamp>/<domain>``; {} without a readable one."""
     path = Path(data_dir) / opamp / domain / "meta.json"
     with contextlib.suppress(OSError, ValueError):
-        return json.loads(path.read_text(encoding="utf-8")) or {}
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return meta if isinstance(meta, dict) else {}
     return {}
 
 
@@ -44,8 +46,8 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
     (the active loop samples its design space); otherwise ``opamp`` itself is returned and
     ``check_circuit_columns`` says what to pass."""
     from spice.circuits import BUILTINS
-    target_meta = _meta(data_dir, opamp, "target")
-    meta = {**_meta(data_dir, opamp, "source"), **target_meta}
+    target_meta = read_meta(data_dir, opamp, "target")
+    meta = {**read_meta(data_dir, opamp, "source"), **target_meta}
     recorded = meta.get("circuit_file")
     check_at = Path(data_dir) / opamp / "target" / "meta.json"
     if circuit is not None:
@@ -96,9 +98,9 @@ def check_circuit_unchanged(path, meta: dict, meta_path: Path, *, refuse: bool) 
     """The circuit file the target data name, as it was when they were generated (the sha256 ``spice.generate``
     records in meta.json's recipe; data made before it are not checked).  Edited since: ``refuse`` (the active
     loop would add the edited circuit's rows to the old ones) or a warning (a verification simulates the edit)."""
-    import hashlib
+    from spice.generate import file_sha256
     want = (meta.get("recipe") or {}).get("circuit_sha256")
-    if not want or hashlib.sha256(Path(path).read_bytes()).hexdigest() == want:
+    if not want or file_sha256(path) == want:
         return
     text = (f"{path} changed since the data in {meta_path.parent} were simulated with it ({meta_path} records "
             f"another sha256)")
@@ -112,7 +114,7 @@ def recorded_conditions(data_dir, opamp: str) -> dict:
     """The run conditions (temp, vdd, corner) ``spice.generate`` recorded for the target data, checked
     (``spice.conditions.Conditions``); {} when nominal or not recorded."""
     from spice.conditions import Conditions
-    recorded = _meta(data_dir, opamp, "target").get("conditions") or {}
+    recorded = read_meta(data_dir, opamp, "target").get("conditions") or {}
     if not isinstance(recorded, dict) or set(recorded) - {"temp", "vdd", "corner"}:
         raise ToolkitError(f"{Path(data_dir) / opamp / 'target' / 'meta.json'}: 'conditions' must map temp / vdd / "
                            f"corner to values, got {recorded!r}. Fix: the meta.json spice.generate wrote.")

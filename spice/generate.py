@@ -136,8 +136,8 @@ def run_key(circuit, process: str, seed: int, chunk: int, pdk_path, conditions: 
     process file's bytes included: an edited netlist or supply must not mix with designs simulated
     before the edit).  The shipped processes are named, not hashed, so their keys are as before."""
     return {"opamp": circuit.name, "process": process, "seed": seed, "chunk": chunk, "pdk_path": pdk_path,
-            "circuit_sha256": _sha256(circuit.path),
-            **({"process_sha256": _sha256(process)}
+            "circuit_sha256": file_sha256(circuit.path),
+            **({"process_sha256": file_sha256(process)}
                if process.endswith(".toml") else {}),
             **({"conditions": conditions} if conditions else {}), **({"power": True} if power else {})}
 
@@ -222,7 +222,7 @@ def main(argv=None):
         # one generator per output folder: a second one would race on .partial/ (and die when the first removes it)
         with results_lock(out_dir, flag="--out"):
             run["locked"] = True
-            return _generate(args, argv, out_dir, process, proc, version, t0, run)
+            return _generate(args, argv, out_dir, process, proc, version, t0, recipe, run)
     except ToolkitError:
         if run["ok"] == 0:
             _undo(out_dir, before, run["locked"])
@@ -254,7 +254,7 @@ def check_not_replacing(out_dir: Path, recipe: dict) -> None:
               if (out_dir / ".partial").is_dir() else "")
     if old == recipe:
         edited = [name for name, digest in (meta.get("files_sha256") or {}).items()
-                  if not (out_dir / name).is_file() or _sha256(out_dir / name) != digest]
+                  if not (out_dir / name).is_file() or file_sha256(out_dir / name) != digest]
         if not edited:
             return                               # the same rows again: nothing of anyone's is lost
         raise ToolkitError(f"{out_dir}: {', '.join(edited)} changed since this command wrote them; rerunning it would "
@@ -266,7 +266,8 @@ def check_not_replacing(out_dir: Path, recipe: dict) -> None:
                        + f". Nothing was written. Fix: another --out, or --overwrite to replace them{resume}.")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes: what meta.json's recipe and files_sha256 record (inverse.verify checks with it)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -300,9 +301,9 @@ def _undo(out_dir: Path, before: set[Path], locked: bool) -> None:
             break
 
 
-def _generate(args, argv, out_dir, process, proc, version, t0, run_state=None):
-    """The run itself; ``run_state["ok"]`` counts the OK designs this run simulated (``main`` cleans up a
-    failed run that had none)."""
+def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run_state=None):
+    """The run itself (``recipe``: ``_recipe``'s, checked by ``main``, recorded in meta.json);
+    ``run_state["ok"]`` counts the OK designs this run simulated (``main`` cleans up a failed run that had none)."""
     from joblib import delayed
     from tqdm import tqdm
 
@@ -396,9 +397,9 @@ def _generate(args, argv, out_dir, process, proc, version, t0, run_state=None):
         "wall_time_s": round(time.time() - t0, 1), "resumed_chunks": reused,
         "backend": args.backend, "workers": args.workers, "chunk": args.chunk,
         "python": platform.python_version(),
-        "recipe": _recipe(args, process),
+        "recipe": recipe,
         # the files as written: a rerun of the same recipe refuses to undo a user's later edits to them
-        "files_sha256": {f.name: _sha256(f) for f in (out_dir / "features.csv", out_dir / "targets.csv",
+        "files_sha256": {f.name: file_sha256(f) for f in (out_dir / "features.csv", out_dir / "targets.csv",
                                                        out_dir / "metric_signs.csv") if f.is_file()},
     }
     atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
