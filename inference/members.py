@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from core.errors import ToolkitError
+from core.freshness import file_label, modified_after
 from core.stages import canonical, command, members as member_stages, stage as stage_of
 from data_loader.preprocessing import same_preprocessing
 from models.model_utils import load_checkpoint, read_checkpoint_meta
@@ -101,19 +102,17 @@ def check_against_data(member: Member, data: dict) -> None:
 
 
 def out_of_date(member: Member, settings: dict, data_files=()) -> list:
-    """Plain signs that ``member`` no longer matches this run (the pipeline's full check lives with training):
-    its parent checkpoint was rewritten after it, it learned from another subset of training rows, or a data
-    file (``data_files``: paths, or a dict of them by role) changed after it was trained.  Settings are not
+    """Plain signs that ``member`` no longer matches this run (data and parent by the pipeline's own mtime rule,
+    ``core.freshness``; the rest of its check lives with training): its parent checkpoint was rewritten after it,
+    it learned from another subset of training rows, or a data file (``data_files``: paths, or a dict of them by
+    role) changed after it was trained.  Settings are not
     compared: a member trained with its own ``--set`` values is a choice, not a mistake."""
     why, meta = [], member.meta
-    files = data_files.values() if isinstance(data_files, dict) else data_files
-    made = Path(member.path).stat().st_mtime
-    newer = [f"{Path(f).parent.name}/{Path(f).name}" for f in files if Path(f).is_file()
-             and Path(f).stat().st_mtime > made]                       # target/targets.csv: which domain
+    newer = sorted({file_label(f) for f in modified_after(member.path, data_files)})
     if newer:
-        why.append(f"the data changed after it was trained ({', '.join(sorted(set(newer)))})")
+        why.append(f"the data changed after it was trained ({', '.join(newer)})")
     parent = meta.get("parent")
-    if parent and Path(parent).is_file() and Path(parent).stat().st_mtime > made:
+    if parent and modified_after(member.path, [parent]):
         why.append(f"its parent {parent} was retrained after it")
     trained_n = (meta.get("config") or {}).get("N_TARGET_TRAIN")
     if trained_n is not None and trained_n != settings.get("N_TARGET_TRAIN"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from core.code_record import changed_files
 from core.errors import ToolkitError
+from core.freshness import file_label, modified_after
 from core.stages import checkpoint_path, differences, stage as stage_of
 from data_loader.preprocessing import same_preprocessing
 from models.model_utils import read_checkpoint_meta
@@ -67,14 +68,13 @@ def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry
         if not same_preprocessing(meta.get("preprocessing") or {}, preprocessing):
             return "preprocessing changed"
         files = {k: f for k, f in files.items() if k.startswith("source")}
-    mtime = path.stat().st_mtime
-    newer = [Path(f).name for f in files.values() if Path(f).stat().st_mtime > mtime]
+    newer = modified_after(path, files)
     if newer:
-        return f"data newer than checkpoint ({', '.join(newer)})"
+        return f"data newer than checkpoint ({', '.join(file_label(f) for f in newer)})"
     parent = meta.get("parent")
     if parent:
         if not Path(parent).is_file():
             return f"parent {parent} is gone"
-        if Path(parent).stat().st_mtime > mtime:
+        if modified_after(path, [parent]):
             return f"parent {Path(parent).name} is newer"
     return None
