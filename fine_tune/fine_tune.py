@@ -48,7 +48,7 @@ from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from core.outputs import results_lock
 from core.settings import check_weights, layer_count, setting_choice
-from losses import batch_r2
+from losses import varying_r2
 from models import MLP, DualHeadMLP
 from models.model_utils import load_backbone_from_trained_mlp
 from training.cli import add_training_flags, epoch_printer
@@ -181,7 +181,7 @@ def run(args, settings, objective):
     loader = TensorBatches(x_tr, y_tr, batch_size=settings["BATCH_SIZE"], seed=settings["SEED"],
                            max_batches=max_batches, min_batches=settings["MIN_BATCHES_PER_EPOCH"])
     val_mse = lambda m: {"mse": F.mse_loss(head_b(m, x_val), y_val).item()}  # noqa: E731
-    val_r2 = lambda m: batch_r2(y_val, head_b(m, x_val)).item()              # noqa: E731  (mean over metrics)
+    val_r2 = lambda m: varying_r2(y_val, head_b(m, x_val)).item()            # noqa: E731  (mean over metrics)
     val_het = val_hetero(x_val, y_val, alpha_r2=settings["ALPHA_R2"], forward=head_b_hetero)  # nll, mse, r2
 
     def run_phase(name, trainable, l2sp_names, lr, objective, patience=settings["PATIENCE"], stop_on="nll",

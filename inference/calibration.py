@@ -112,10 +112,20 @@ def calibration_summary(y, mean, var, cols, interval_z: dict | None = None) -> d
     covs = {f"cov{round(100 * lv)}": coverage(y, mean, var, lv, (interval_z or {}).get(str(lv)))
             for lv in LEVELS}
     out = {c: {"nll": float(nll[j]), **{k: float(v[j]) for k, v in covs.items()}} for j, c in enumerate(cols)}
-    out["mean"] = {"nll": float(np.mean(nll)), **{k: float(np.mean(v)) for k, v in covs.items()}}
+    keep = varying(y)
+    out["mean"] = {"nll": float(np.mean(nll[keep])), **{k: float(np.mean(v[keep])) for k, v in covs.items()}}
     return out
 
 
+def varying(y) -> np.ndarray:
+    """(M,) the metrics that take more than one value in ``y`` (N, M); all of them when none does.  Means over
+    metrics leave a constant one out, as the mean R^2 does (its R^2 is undefined, its interval says nothing)."""
+    y = np.asarray(y, float)
+    keep = np.ptp(y, axis=0) > 0
+    return keep if keep.any() else np.ones(y.shape[1], bool)
+
+
 def coverage_curve(y, mean, var, levels=CURVE_LEVELS) -> list:
-    """Observed coverage (pooled over metrics) at each expected level: for the calibration plot."""
-    return [float(np.mean(coverage(y, mean, var, lv))) for lv in levels]
+    """Observed coverage (pooled over the metrics that vary) at each expected level: for the calibration plot."""
+    keep = varying(y)
+    return [float(np.mean(coverage(y, mean, var, lv)[keep])) for lv in levels]

@@ -8,6 +8,7 @@
   metric that can be <= 0 keeps its physical R^2 in this column.  Predictions of a positive
   metric are floored at ``floor`` (a positive value from the training data) before the log.
 * MAPE = 100 * mean(|y - y_hat| / |y|) in percent (rows with y = 0 are skipped).
+* ``mean``: over the metrics whose R^2 is defined (a metric with one value in every scored row has none).
 """
 import numpy as np
 
@@ -37,7 +38,9 @@ def regression_report(y_true, y_pred, cols, *, floor=None) -> dict:
                "log_space": positive}
         row["r2_log"] = (r2_score_1d(np.log10(y), np.log10(np.maximum(p, floor[j]))) if positive else row["r2"])
         out[col] = row
-    out["mean"] = {k: float(np.nanmean([out[c][k] for c in cols])) for k in ("r2", "r2_log", "mape")}
+    defined = [c for c in cols if not np.isnan(out[c]["r2"])] or list(cols)   # a constant metric: R^2 undefined,
+    out["mean"] = {k: float(np.nanmean([out[c][k] for c in defined]))          # left out of every mean alike
+                   for k in ("r2", "r2_log", "mape")}
     return out
 
 

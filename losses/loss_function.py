@@ -19,7 +19,7 @@ from torch import nn
 
 from core.errors import ToolkitError
 
-__all__ = ["heteroscedastic_nll", "batch_r2", "coral_loss", "l2sp_penalty"]
+__all__ = ["heteroscedastic_nll", "batch_r2", "varying_r2", "coral_loss", "l2sp_penalty"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -117,6 +117,21 @@ def batch_r2(y_true: torch.Tensor, y_pred: torch.Tensor, eps: float = 1e-8, *,
 
 
 # ---------------------------------------------------------------- CORAL
+def varying_r2(y_true: torch.Tensor, y_pred: torch.Tensor, *, rel_tol: float = 1e-6) -> torch.Tensor:
+    """``batch_r2`` averaged over the columns that vary in ``y_true``: mean_j R2_j over j with
+    SST_j > rel_tol * N (1 when none does).
+
+    What training minimises as ``ALPHA_R2 * (1 - R2)``.  R2 of a column that is constant in the batch (a metric
+    with one value in every target row, standardised to one number) is undefined; the seed's ``eps`` makes it
+    ``1 - SSE / 1e-8``, a loss of order 1e8 that swamps every other metric's gradient.  ``rel_tol``: in
+    standardised units a varying column has SST of order N, float32 round-off on a constant one ~1e-14 N."""
+    r2 = batch_r2(y_true, y_pred, reduction="none")                             # (D,), checks the inputs
+    y = y_true if y_true.dim() == 2 else y_true.unsqueeze(1)
+    sst = (y - y.mean(dim=0, keepdim=True)).pow(2).sum(dim=0)
+    varying = sst > rel_tol * y.shape[0]
+    return r2[varying].mean() if bool(varying.any()) else torch.ones((), dtype=r2.dtype, device=r2.device)
+
+
 def _covariance(feat: torch.Tensor, unbiased: bool, eps: float) -> torch.Tensor:
     n = feat.shape[0]
     centred = feat - feat.mean(dim=0, keepdim=True)                 # (n, d)

@@ -306,3 +306,18 @@ def test_an_empty_member_list_is_one_line(tmp_path):
     with pytest.raises(ToolkitError, match="--members is empty"):
         infer_ensemble.main(["--members", "", "--results-dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_constant_metric_is_left_out_of_every_mean_over_metrics():
+    from inference.calibration import coverage_curve
+    from inference.metrics import regression_report
+    rng = np.random.default_rng(0)
+    y = np.c_[rng.uniform(1, 2, 40), np.full(40, 7.0)]                 # metric b: one value in every row
+    pred = np.c_[y[:, 0] * 1.1, np.full(40, 7.0)]                       # a 10 % error on a, none on b
+    report = regression_report(y, pred, ["a", "b"])
+    assert np.isnan(report["b"]["r2"]) and report["b"]["mape"] == 0.0
+    assert report["mean"]["mape"] == pytest.approx(report["a"]["mape"])   # not halved by b's 0 %
+    var = np.c_[np.full(40, 1e-4), np.full(40, 1e-4)]
+    summary = calibration_summary(y, pred, var, ["a", "b"])
+    assert summary["b"]["cov95"] == 1.0 and summary["mean"]["cov95"] == pytest.approx(summary["a"]["cov95"])
+    assert coverage_curve(y[:, :1], pred[:, :1], var[:, :1]) == coverage_curve(y, pred, var)

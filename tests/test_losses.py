@@ -7,7 +7,7 @@ from sklearn.metrics import r2_score
 from torch import nn
 
 from core.errors import ToolkitError
-from losses import batch_r2, coral_loss, heteroscedastic_nll, l2sp_penalty
+from losses import batch_r2, coral_loss, heteroscedastic_nll, l2sp_penalty, varying_r2
 
 
 def _rand(*shape, seed=0, dtype=torch.float64):
@@ -92,6 +92,20 @@ def test_r2_one_dimensional_is_one_column():
     y_hat = y + 0.1 * _rand(10, seed=15)
     assert batch_r2(y, y_hat, reduction="none").shape == (1,)
     assert batch_r2(y, y_hat).item() == pytest.approx(r2_score(y.numpy(), y_hat.numpy()), abs=1e-6)
+
+
+def test_training_r2_leaves_out_a_metric_that_is_constant_in_the_batch():
+    y = _rand(32, 3, seed=17).float()
+    y_hat = y + 0.1 * _rand(32, 3, seed=18).float()
+    assert varying_r2(y, y_hat).item() == pytest.approx(batch_r2(y, y_hat).item(), abs=1e-6)   # all vary: the same
+    const = y.clone()
+    const[:, 1] = 0.3                          # one value in every row (a standardised constant metric), as float32
+    const_hat = y_hat.clone()
+    const_hat[:, 1] = 0.2
+    assert batch_r2(const, const_hat).item() < -1e5                    # the seed's eps: a loss swamping the others
+    r2_others = batch_r2(const[:, [0, 2]], const_hat[:, [0, 2]]).item()
+    assert varying_r2(const, const_hat).item() == pytest.approx(r2_others, abs=1e-6)
+    assert varying_r2(torch.full((8, 2), 0.7), torch.zeros(8, 2)).item() == 1.0     # nothing varies: no R2 term
 
 
 def test_nll_reduction_none_keeps_shape_and_prefers_right_variance():

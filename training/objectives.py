@@ -1,16 +1,17 @@
 """Training objectives built from the seed's losses (see losses/loss_function.py for formulas).
 
-* hetero:  NLL(mu, logvar, y) + ALPHA_R2 * (1 - batch_R2(y, mu))       (target-only, align)
+* hetero:  NLL(mu, logvar, y) + ALPHA_R2 * (1 - batch_R2(y, mu))       (target-only, align); batch_R2 is
+           averaged over the metrics that vary in the batch (``losses.varying_r2``: a constant one is undefined)
 * align:   hetero on the target batch + LAMBDA_CORAL * CORAL(feat_src, feat_tgt)
 """
 import torch.nn.functional as F
 
-from losses import batch_r2, coral_loss, heteroscedastic_nll
+from losses import coral_loss, heteroscedastic_nll, varying_r2
 
 
 def hetero_objective(mu, logvar, y, *, alpha_r2: float):
     nll = heteroscedastic_nll(mu, logvar, y)
-    r2 = batch_r2(y, mu)
+    r2 = varying_r2(y, mu)                              # batch_R2 over the metrics that vary in the batch
     return nll + alpha_r2 * (1.0 - r2), {"nll": float(nll.detach()), "r2": float(r2.detach())}
 
 
@@ -55,5 +56,5 @@ def val_hetero(x_val, y_val, *, alpha_r2: float, forward=_call):
     def evaluate(model):
         mu, logvar, _ = forward(model, x_val)
         nll = heteroscedastic_nll(mu, logvar, y_val).item()
-        return {"nll": nll, "mse": F.mse_loss(mu, y_val).item(), "r2": batch_r2(y_val, mu).item()}
+        return {"nll": nll, "mse": F.mse_loss(mu, y_val).item(), "r2": varying_r2(y_val, mu).item()}
     return evaluate
