@@ -25,7 +25,7 @@ from core.errors import ToolkitError
 from core.outputs import results_lock
 from core.runtime import start_run
 from core.settings import setting_choice
-from core.stages import STAGES, checkpoint_path, command
+from core.stages import STAGES, checkpoint_path, command, members as member_stages
 from data_loader import load_run_data
 from inference.calibration import CURVE_LEVELS
 from inference.fusion import FINAL_METHODS, SELECTIONS
@@ -41,8 +41,7 @@ def parse_args(argv=None):
     cli.flag("--val-split", "VAL_SPLIT")
     cli.flag("--test-split", "TEST_SPLIT")
     cli.add_argument("--members", default=None,
-                     help="comma-separated: align_hetero, target_only, pooled, dualhead [default: config "
-                          "ENSEMBLE_MEMBERS]")
+                     help=f"comma-separated among {', '.join(member_stages())} [default: config ENSEMBLE_MEMBERS]")
     cli.flag("--fusion-selection", "FUSION_SELECTION", "how the per-metric weighting is scored on target_val: val "
              "(in-sample) or cv (out of fold)", choices=list(SELECTIONS))
     cli.add_argument("--final-calibration", choices=FINAL_METHODS, default="coverage",
