@@ -18,6 +18,7 @@ module plus one ``register(Stage(...))`` (tests/test_registry.py does it with a 
 Imports nothing heavy (no torch): ``--help`` and the staleness check stay fast.
 """
 import difflib
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,20 @@ def checkpoint_path(settings: dict, name: str) -> Path:
 def command(name: str) -> str:
     """``python -m <module>`` of the stage: named in every "make it with" message."""
     return stage(name).command
+
+
+def run_flags(settings: dict) -> str:
+    """``--opamp .. --data-dir .. --results-dir .. --seed ..`` (and ``--n-target``) of this run: the flags every
+    training stage and the pipeline take, so a command printed in a message runs as printed."""
+    n = settings.get("N_TARGET_TRAIN") or 0
+    words = ["--opamp", settings["OPAMP_TYPE"], "--data-dir", str(settings["DATA_DIR"]),
+             "--results-dir", str(settings["RESULTS_DIR"]), "--seed", str(settings["SEED"])]
+    return shlex.join(words + (["--n-target", str(n)] if n else []))
+
+
+def rerun_command(name: str, settings: dict) -> str:
+    """The stage's command with this run's ``run_flags``: what a "make it with" message prints."""
+    return f"{command(name)} {run_flags(settings)}"
 
 
 def metrics_path(ckpt) -> Path:

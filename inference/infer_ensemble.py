@@ -25,7 +25,7 @@ from core.errors import ToolkitError
 from core.outputs import results_lock
 from core.runtime import start_run
 from core.settings import setting_choice
-from core.stages import STAGES, checkpoint_path, command, members as member_stages
+from core.stages import STAGES, checkpoint_path, members as member_stages, rerun_command, run_flags
 from data_loader import load_run_data
 from inference.calibration import CURVE_LEVELS
 from inference.fusion import FINAL_METHODS, SELECTIONS
@@ -80,13 +80,11 @@ def main(argv=None):
     # --set FUSION_SELECTION=... bypasses the flag's choices: checked here, before any data is read
     setting_choice(settings, "FUSION_SELECTION", SELECTIONS, default=SELECTIONS[0],
                    fix=f"--fusion-selection {SELECTIONS[0]} (or {', '.join(SELECTIONS[1:])})")
-    opamp = settings["OPAMP_TYPE"]
     for name in names:   # before loading data: a missing member is the most common mistake
         path = checkpoint_path(settings, name)
         if not path.is_file():
-            raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: {command(name)} --opamp "
-                               f"{opamp} --results-dir {settings['RESULTS_DIR']}  (or run everything: "
-                               f"python -m pipeline --opamp {opamp} --results-dir {settings['RESULTS_DIR']})")
+            raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: {rerun_command(name, settings)}"
+                               f"  (or run everything: python -m pipeline {run_flags(settings)})")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings, names)
 
@@ -112,7 +110,7 @@ def run(args, settings, names):
     data = load_run_data(settings, "ensemble")
     members = [load_member(name, checkpoint_path(settings, name), opamp=opamp, device=device) for name in names]
     for m in members:
-        check_against_data(m, data)
+        check_against_data(m, data, settings)
         if (m.meta.get("metrics") or {}).get("dry_run") and not args.dry_run:
             print(f"warning: {m.path} is a dry-run checkpoint (2 epochs of 2 batches); its numbers mean nothing.")
         stale = out_of_date(m, settings, data["files"])

@@ -11,7 +11,7 @@ import torch
 
 from core.errors import ToolkitError
 from core.freshness import file_label, modified_after
-from core.stages import canonical, command, members as member_stages, stage as stage_of
+from core.stages import canonical, command, members as member_stages, rerun_command, stage as stage_of
 from data_loader.preprocessing import same_preprocessing
 from models.model_utils import load_checkpoint, read_checkpoint_meta
 from models.outputs import mean_and_variance
@@ -82,9 +82,11 @@ def check_agreement(members) -> None:
                                f"vs {other.path}. Retrain them with the same --seed and --test-split.")
 
 
-def check_against_data(member: Member, data: dict) -> None:
-    """A member must match this run's data: columns, preprocessing and the val/test split it is scored on."""
-    meta, make = member.meta, command(member.name)
+def check_against_data(member: Member, data: dict, settings: dict | None = None) -> None:
+    """A member must match this run's data: columns, preprocessing and the val/test split it is scored on.
+    ``settings``: this run's, so the fix names its circuit, data and results folders and seed."""
+    meta = member.meta
+    make = rerun_command(member.name, settings) if settings else command(member.name)
     for key in ("x_cols", "y_cols"):
         if list(meta[key]) != list(data[key]):
             raise ToolkitError(f"{member.path} was trained on {key} {meta[key]} but the data has {data[key]}. "

@@ -15,7 +15,7 @@ from core.atomic import atomic_write_text
 from core.code_record import code_record
 from core.errors import ToolkitError
 from core.runtime import start_run
-from core.stages import checkpoint_path, command, metrics_path, stage as stage_of
+from core.stages import checkpoint_path, command, metrics_path, rerun_command, stage as stage_of
 from data_loader import load_run_data
 from data_loader.preprocessing import same_preprocessing
 from inference.evaluate import evaluate_physical
@@ -55,7 +55,7 @@ def require_parent(settings: dict, kind: str) -> Path:
     path = checkpoint_path(settings, kind)
     if not path.is_file():
         raise ToolkitError(f"Missing {path} (the {kind} checkpoint this stage starts from). Make it with: "
-                           f"{command(kind)} --opamp {settings['OPAMP_TYPE']} --results-dir {settings['RESULTS_DIR']}")
+                           f"{rerun_command(kind, settings)}")
     return path
 
 
@@ -64,12 +64,12 @@ def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device, 
     the stage copies the parent's network, so HIDDEN_DIM / NUM_LAYERS / DROPOUT_RATE must match (False for a
     stage that only reads the parent's predictions: the GP member)."""
     path = require_parent(settings, kind)
-    make = command(kind)
+    make = rerun_command(kind, settings)
     meta = read_checkpoint_meta(path)
     made_for = meta.get("config", {}).get("OPAMP_TYPE")
     if made_for != settings["OPAMP_TYPE"]:
         raise ToolkitError(f"{path} was trained for circuit {made_for!r}, this run is for {settings['OPAMP_TYPE']!r}. "
-                           f"Rerun {make} --opamp {settings['OPAMP_TYPE']}.")
+                           f"Rerun {make}.")
     asked = {"hidden_dim": ("HIDDEN_DIM", "--hidden-dim"), "num_layers": ("NUM_LAYERS", "--num-layers"),
              "dropout": ("DROPOUT_RATE", "--set DROPOUT_RATE=")}
     has = meta.get("model_kwargs") or {}
@@ -81,7 +81,7 @@ def load_parent(settings: dict, data: dict, kind: str, *, expect_class, device, 
         def flags(values):
             return " ".join(f"{asked[k][1]}{'' if asked[k][1].endswith('=') else ' '}{values[k]}" for k in differ)
         raise ToolkitError(f"{path} was trained with {theirs} but this run asks for {mine}; this stage starts from "
-                           f"its network. Retrain it the same way ({make} --results-dir {settings['RESULTS_DIR']} "
+                           f"its network. Retrain it the same way ({make} "
                            f"{flags({k: settings[asked[k][0]] for k in differ})}) or give this stage the parent's "
                            f"shape: {flags(has)}.")
     model, meta = load_checkpoint(path, expect_x_cols=data["x_cols"], expect_y_cols=data["y_cols"],
