@@ -17,6 +17,8 @@ config.py keys (``EPOCHS=50``, ``LOG_Y_COLS=["ugf"]``), passed as ``--set``; a m
 refused with a suggestion.  Fitted attributes end in ``_``: ``ensemble_`` (``inference.predict.Ensemble``),
 ``x_cols_``, ``y_cols_``, ``summary_`` (the pipeline's return), ``data_dir_``.
 """
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -71,6 +73,19 @@ class TransferSurrogate:
         return argv + ["--dry-run"] * self.dry_run + ["--force"] * self.force + ["--quiet"] * self.quiet \
             + ["--no-plots"] * (not self.plots)
 
+    def _check_arguments(self) -> None:
+        """The pipeline's own argument parsing of ``_argv``, its error as a ToolkitError: argparse would print the
+        command-line usage and raise SystemExit, which ends a notebook's kernel call instead of raising."""
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                pipeline.parse_args(self._argv())
+        except SystemExit:
+            said = [line for line in err.getvalue().splitlines() if line.strip()]
+            why = said[-1].split("error: ", 1)[-1] if said else "invalid settings"
+            raise ToolkitError(f"TransferSurrogate: {why} (from the keyword arguments seed=, device=, members= "
+                               f"or a setting).") from None
+
     def _write(self, domain: str, x: pd.DataFrame, y: pd.DataFrame, signs: pd.DataFrame | None = None) -> None:
         folder = self.data_dir_ / self.name / domain
         folder.mkdir(parents=True, exist_ok=True)
@@ -114,6 +129,7 @@ class TransferSurrogate:
                                        f"y_{what}; got {len(value)} rows and columns {list(value.columns)}.")
             signs[what] = value
         self.data_dir_ = Path(self.results_dir) / "data"
+        self._check_arguments()                        # before a file is written
         self._write("source", xs, ys, signs["source"])
         self._write("target", xt[list(xs.columns)], yt[list(ys.columns)], signs["target"])
         self.summary_ = pipeline.main(self._argv())

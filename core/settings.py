@@ -29,6 +29,12 @@ NAME_LIST_OR_AUTO = ("LOG_X_COLS", "LOG_Y_COLS")   # 'auto' or a list of column 
 BOOL_OR_AUTO = ("SIGNED_RATIO",)                   # true, false or 'auto', whichever the default is
 
 
+def _kind(default) -> str:
+    """'an int', 'a float', ...: the type a setting takes, as a message says it."""
+    name = type(default).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def coerce(key: str, raw, default):
     """Convert ``raw`` (usually a CLI string) to the type of ``default``; clear error if it cannot."""
     if key in BOOL_OR_AUTO and isinstance(raw, bool):
@@ -38,7 +44,7 @@ def coerce(key: str, raw, default):
         if default is None or (isinstance(raw, type(default)) and not bool_mismatch) or (
                 isinstance(default, float) and isinstance(raw, int) and not isinstance(raw, bool)):
             return float(raw) if isinstance(default, float) else raw
-        raise ToolkitError(f"{key} expects a {type(default).__name__} (default {default!r}), "
+        raise ToolkitError(f"{key} expects {_kind(default)} (default {default!r}), "
                            f"got {raw!r} of type {type(raw).__name__}.")
     text = raw.strip()
     try:
@@ -75,7 +81,7 @@ def coerce(key: str, raw, default):
     except (ValueError, json.JSONDecodeError):
         pass
     example = {bool: "true", int: "10", float: "1e-4", dict: '{"a": 1}', list: "a,b"}.get(type(default), "text")
-    kind = "true, false or auto" if key in BOOL_OR_AUTO else f"a {type(default).__name__} like {example}"
+    kind = "true, false or auto" if key in BOOL_OR_AUTO else f"{_kind(default)} like {example}"
     raise ToolkitError(f"{key} expects {kind} (default {default!r}), got {raw!r}. Fix the value given for {key}.")
 
 

@@ -102,4 +102,4 @@ def test_cli_in_process_bad_flag_value_exits_2(data_root, capsys):
     with pytest.raises(SystemExit) as info:
         main(["--seed", "forty", "--data-dir", str(data_root)])
     assert info.value.code == 2
-    assert "SEED expects a int" in capsys.readouterr().err
+    assert "SEED expects an int" in capsys.readouterr().err

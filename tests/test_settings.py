@@ -89,11 +89,11 @@ def test_a_bool_or_auto_key_takes_either_whatever_its_default(default):
 def test_non_string_values_type_checked():
     assert coerce("LEARNING_RATE", 1, 1e-4) == 1.0 and isinstance(coerce("LEARNING_RATE", 1, 1e-4), float)
     assert coerce("EPOCHS", 7, 50) == 7
-    with pytest.raises(ToolkitError, match="EPOCHS expects a int"):
+    with pytest.raises(ToolkitError, match="EPOCHS expects an int"):
         coerce("EPOCHS", "7 epochs", 50)
     with pytest.raises(ToolkitError, match="LOG_Y_COLS"):
         coerce("LOG_Y_COLS", 3, ["ugf"])
-    with pytest.raises(ToolkitError, match="EPOCHS expects a int"):  # bool is an int subclass in Python
+    with pytest.raises(ToolkitError, match="EPOCHS expects an int"):  # bool is an int subclass in Python
         coerce("EPOCHS", True, 50)
     assert coerce("USE_AMP", True, False) is True
 
@@ -162,7 +162,7 @@ def test_stage_cli_errors_exit_2_with_hint(capsys):
         _cli().parse(["--epochs", "three"])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "EPOCHS expects a int" in err and "'three'" in err
+    assert "EPOCHS expects an int" in err and "'three'" in err
     with pytest.raises(KeyError):
         StageCLI("tests.fake").flag("--nope", "NOT_A_KEY")
 

@@ -59,6 +59,9 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
         model.fit(xs.assign(w1="5u"), ys, xs, ys)
     with pytest.raises(ToolkitError, match="name must be letters"):          # a folder name, not a path out
         TransferSurrogate(results_dir=tmp_path / "r", name="../../esc", **TINY).fit(xs, ys, xs, ys)
+    with pytest.raises(ToolkitError, match=r"--seed: SEED expects an int like 10 \(default 42\), got 'abc'"):
+        TransferSurrogate(results_dir=tmp_path / "s", seed="abc", **TINY).fit(xs, ys, xs, ys)
+    assert not (tmp_path / "s").exists()                                        # refused before the data is written
     assert not (tmp_path / "surrogate_baseline_model.pth").exists() and not (tmp_path / "esc").exists()
 
 
