@@ -370,9 +370,13 @@ def main(argv=None):
         obj = objectives[0]
         ok = table[table["meets_all"]]
         if len(ok):
+            how = ""
+            if obj.kind == "metric":      # the ranking's pessimistic value: say so, with the mean beside it
+                sign = "-" if obj.sense < 0 else "+"
+                mean = table[f"pred_{obj.name}"].iloc[0] if f"pred_{obj.name}" in table else float("nan")
+                how = f"(pessimistic prediction, mean {sign} {args.kappa:g} std; mean {mean:.4g}) "
             lines.append(f"[objective] {obj.describe()}: rank 1 {obj.name} = {table['objective'].iloc[0]:.4g} "
-                         f"{'(predicted) ' if obj.kind == 'metric' else ''}among {len(ok)} candidates predicted to "
-                         f"meet the spec")
+                         f"{how}among {len(ok)} candidates predicted to meet the spec")
         if ver_all is not None:
             best = best_verified(ver_all, obj, circuit)
             if best is not None:

@@ -246,3 +246,14 @@ def test_library_defaults_equal_the_command_line_defaults():
         params = inspect.signature(fn).parameters
         assert params["objective_margin"].default == args.objective_margin == 1.0
         assert params["plain_slots"].default == args.plain_slots == 4
+
+
+def test_cli_metric_objective_summary_says_the_value_is_pessimistic(trained, tmp_path, capsys):  # noqa: F811
+    common, _, _ = trained
+    (tmp_path / "s.toml").write_text('[goals]\nphase_margin = ">= 0 deg"\n')
+    out = inverse_opt.main([*common, "--spec", str(tmp_path / "s.toml"), *FAST_OPT, "--objective", "max:ugf",
+                            "--top-k", "3", "--plain-slots", "0", "--save-dir", str(tmp_path / "o"), "--quiet"])
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("[objective]"))
+    top = out["table"].iloc[0]
+    assert f"ugf = {top['objective']:.4g} (pessimistic prediction, mean - 1 std; mean {top['pred_ugf']:.4g})" in line
+    assert top["objective"] < top["pred_ugf"]          # a maximised metric is ranked by mean - kappa std
