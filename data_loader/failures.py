@@ -6,7 +6,8 @@ one), a DC gain below one (the circuit does not amplify), or a simulator status 
 'ok'.  Such rows are dropped from every split *after* splitting (so a seed always selects
 the same rows) and counted by reason; nothing is ever trained on them.
 
-Each row gets the first reason it hits, in the order: status, nan/inf, positive, min, max.
+Each row gets the first reason it hits, in the order: status, nan/inf (by column, features first), positive, min,
+max.
 Rules that name metrics absent from the data are ignored.
 """
 from dataclasses import dataclass, field
@@ -45,8 +46,10 @@ def failure_reasons(features: pd.DataFrame, targets: pd.DataFrame, rule: Failure
         s = status.astype(str).str.strip().str.lower().to_numpy()
         for value in sorted(set(s) - {"ok"}):
             mark(s == value, f"status={value}")
-    mark(~np.isfinite(features.to_numpy(float)).all(axis=1), "nan/inf in features")
-    mark(~np.isfinite(targets.to_numpy(float)).all(axis=1), "nan/inf in metrics")
+    for frame in (features, targets):          # by column: "nan/inf in cmrr" says which measurement failed
+        finite = np.isfinite(frame.to_numpy(float))
+        for j, col in enumerate(frame.columns):
+            mark(~finite[:, j], f"nan/inf in {col}")
     with np.errstate(invalid="ignore"):
         for col in rule.positive:
             if col in targets:

@@ -181,10 +181,10 @@ def test_failure_reasons_each_rule_and_first_reason_wins():
                       "cmrr": [5.0, 5, 5, 5, -1, 5, 0, 5]})
     status = pd.Series(["ok", "ok", "ok", "ok", "ok", " FAILED", "ok", "timeout"])
     got = failure_reasons(x, y, DEFAULT_RULE, status)
-    assert got.tolist() == ["", "nan/inf in features", "ugf >= 1e+10 (sentinel)", "dc_gain < 1",
+    assert got.tolist() == ["", "nan/inf in a", "ugf >= 1e+10 (sentinel)", "dc_gain < 1",
                             "cmrr <= 0", "status=failed", "cmrr <= 0", "status=timeout"]
     # control: without the status column the last row fails for its NaN instead
-    assert failure_reasons(x, y, DEFAULT_RULE)[-1] == "nan/inf in metrics"
+    assert failure_reasons(x, y, DEFAULT_RULE)[-1] == "nan/inf in dc_gain"    # the column that failed
     assert failure_reasons(x, y, FailureRule())[2:5].tolist() == ["", "", ""]
 
 
@@ -254,8 +254,8 @@ def test_failed_rows_dropped_and_counted_by_reason(root):
     d = _load(root)
     assert "status" not in d["y_cols"] and d["y_cols"] == Y_COLS
     assert d["dropped"]["source"] == {
-        "status=failed": 3, "ugf >= 1e+10 (sentinel)": 3, "dc_gain < 1": 3, "nan/inf in metrics": 2,
-        "nan/inf in features": 1, "slewrate_pos <= 0": 1, "cmrr <= 0": 1, "status=timeout": 1}
+        "status=failed": 3, "ugf >= 1e+10 (sentinel)": 3, "dc_gain < 1": 3, "nan/inf in ugf": 2,
+        "nan/inf in w1": 1, "slewrate_pos <= 0": 1, "cmrr <= 0": 1, "status=timeout": 1}
     assert d["split"]["n_source"] == len(d["source"][0]) == 300 - 15
     kept_idx = d["raw"]["source"][1].index
     assert not set(good[:9]) & set(kept_idx)
