@@ -107,8 +107,8 @@ def out_of_date(member: Member, settings: dict, data_files=()) -> list:
     """Plain signs that ``member`` no longer matches this run (data and parent by the pipeline's own mtime rule,
     ``core.freshness``; the rest of its check lives with training): its parent checkpoint was rewritten after it,
     it learned from another subset of training rows, or a data file (``data_files``: paths, or a dict of them by
-    role) changed after it was trained.  Settings are not
-    compared: a member trained with its own ``--set`` values is a choice, not a mistake."""
+    role) changed after it was trained.  Settings are not compared: a member trained with its own ``--set``
+    values is a choice, not a mistake."""
     why, meta = [], member.meta
     newer = sorted({file_label(f) for f in modified_after(member.path, data_files)})
     if newer:
