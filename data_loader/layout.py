@@ -217,14 +217,29 @@ def check_same_columns(src: DomainData, tgt: DomainData) -> None:
                                f"only in target {only_tgt}. Both domains must have the same {kind} columns.")
 
 
+def read_meta_file(path) -> dict:
+    """The meta.json at ``path`` (``spice.generate``'s provenance: process, circuit, units, design space); {} when
+    there is none.  One that exists but is not a JSON object is refused: ignoring it would skip the unit and
+    design-space checks and simulate in the wrong process without a word."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ToolkitError(f"{path} is not readable JSON ({type(exc).__name__}: {exc}). Fix: restore the meta.json "
+                           f"spice.generate wrote, or remove the file (the data then carry no provenance).") from None
+    if not isinstance(meta, dict):
+        raise ToolkitError(f"{path} must hold a JSON object (spice.generate's provenance), got "
+                           f"{type(meta).__name__}. Fix: restore the file, or remove it.")
+    return meta
+
+
 def meta_design_space(path) -> dict | None:
     """The ``design_space`` that ``spice.generate`` wrote into the meta.json at ``path`` (variable -> unit, range,
-    grid, sample[, scale]), checked entry by entry (``check_design_space``); None when there is no such file,
-    none in it, or the file is unreadable."""
-    try:
-        ds = json.loads(Path(path).read_text(encoding="utf-8")).get("design_space")
-    except (OSError, ValueError, AttributeError):
-        return None
+    grid, sample[, scale]), checked entry by entry (``check_design_space``); None when there is no such file or
+    none in it (an unreadable file is refused: ``read_meta_file``)."""
+    ds = read_meta_file(path).get("design_space")
     if ds is None or ds == {}:
         return None
     return check_design_space(ds, str(path))

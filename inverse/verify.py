@@ -6,14 +6,13 @@
 For each candidate and metric: predicted, simulated, pass/fail of its goal in SPICE; a
 candidate passes when every goal passes (a failed simulation fails every goal).
 """
-import contextlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core.errors import ToolkitError
+from data_loader.layout import read_meta_file
 from inverse.goals import Spec
 
 INSTALL = "install it with `make ngspice` or `sudo apt-get install ngspice libngspice0`"
@@ -31,12 +30,9 @@ def require_ngspice(needed_by: str = "--verify", otherwise: str = "Or run withou
 
 
 def read_meta(data_dir, opamp: str, domain: str) -> dict:
-    """The meta.json ``spice.generate`` wrote for ``<data_dir>/<opamp>/<domain>``; {} without a readable one."""
-    path = Path(data_dir) / opamp / domain / "meta.json"
-    with contextlib.suppress(OSError, ValueError):
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        return meta if isinstance(meta, dict) else {}
-    return {}
+    """The meta.json ``spice.generate`` wrote for ``<data_dir>/<opamp>/<domain>``; {} without one (an unreadable
+    one is refused: ``data_loader.layout.read_meta_file``)."""
+    return read_meta_file(Path(data_dir) / opamp / domain / "meta.json")
 
 
 def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required: bool = False) -> tuple:

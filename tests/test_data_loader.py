@@ -683,6 +683,12 @@ def test_data_the_design_space_does_not_describe_are_refused(root):
     _meta(root, {**SHIPPED_5T_SPACE, "w1": {**SHIPPED_5T_SPACE["w1"], "range": [50, 0.5]}})
     with pytest.raises(ToolkitError, match=r"target/meta.json: design_space.w1: range \[50, 0.5\] needs finite lo <= hi"):
         _load(root)
+    (root / CIRCUIT / "target" / "meta.json").write_text("{bad json")    # a broken file is not "no provenance"
+    with pytest.raises(ToolkitError, match=r"target/meta.json is not readable JSON"):
+        _load(root)
+    (root / CIRCUIT / "target" / "meta.json").write_text("[1, 2]")
+    with pytest.raises(ToolkitError, match=r"must hold a JSON object"):
+        _load(root)
 
 
 @pytest.mark.parametrize("opamp", ["5t_opamp", "two_stage_opamp", "folded_cascode_opamp"])
