@@ -65,6 +65,7 @@ from inference.predict import Ensemble
 from inverse.optimise import design_keys
 from inverse.verify import check_circuit_columns, recorded_conditions, require_ngspice, simulator_for
 from spice.conditions import Conditions
+from spice.circuits import BUILTINS as BUILTIN_CIRCUITS
 from spice.measure import METRICS, SIGNED_METRICS
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
@@ -155,6 +156,41 @@ def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -
         print(f"[active] --init-from: {int((~keep).sum())} of {len(rows)} designs left out (in the fixed test set, "
               f"or repeated)", flush=True)
     return rows[keep].reset_index(drop=True)
+
+
+def check_given_provenance(folder, given: pd.DataFrame, x_cols: list, circuit: str, process: str) -> None:
+    """The --init-from designs become the loop's process-B rows, so they must be what the loop simulates: the
+    process and circuit the folder's meta.json records (when ``spice.generate`` wrote one) and, with or without
+    it, values in the circuit's design space and units (a source folder, another circuit's data or widths in
+    metres were taken in silently: round 0 then scored R2_log -6)."""
+    from data_loader.layout import check_features_in_space, read_meta_file, space_boxes
+    from inverse.verify import same_process
+    from spice.circuits import circuit as load_circuit
+    from spice.generate import file_sha256
+    meta_path = Path(folder) / "meta.json"
+    meta = read_meta_file(meta_path)
+    theirs = meta.get("process_file") or meta.get("process")
+    if theirs and not same_process(theirs, process):
+        raise ToolkitError(f"--init-from {folder}: its meta.json says these designs were simulated in process "
+                           f"{theirs}, but the loop simulates in {process}. Fix: a folder of designs simulated in "
+                           f"{process}, or --process {theirs} if that is the target process.")
+    loop_circuit = load_circuit(circuit)
+    recorded_sha = (meta.get("recipe") or {}).get("circuit_sha256")
+    recorded = meta.get("circuit_file")
+    if recorded_sha:                       # spice.generate's record of the circuit file's bytes
+        other = recorded_sha != file_sha256(loop_circuit.path)
+    elif recorded and (recorded in BUILTIN_CIRCUITS or Path(recorded).is_file()):
+        other = load_circuit(recorded).name != loop_circuit.name
+    else:                                  # no record (a user's own data): the design-space check below
+        other = False
+    if other:
+        raise ToolkitError(f"--init-from {folder}: its meta.json says these designs come from circuit {recorded}"
+                           f"{' (another version of the file)' if recorded_sha else ''}, but the loop simulates "
+                           f"{circuit}. Fix: a folder of {circuit}'s designs, or --circuit {recorded}.")
+    x = given[x_cols].to_numpy(float)
+    check_features_in_space(x_cols, np.nanmin(x, axis=0), np.nanmax(x, axis=0),
+                            space_boxes(loop_circuit.design_space()), source=f"the circuit {circuit}",
+                            fix=f"--init-from designs in the units of {circuit}'s variables")
 
 
 def check_simulated_metrics(folder: Path, y_cols: list) -> None:
@@ -506,6 +542,7 @@ def prepare(argv=None) -> dict:
     if args.init_from is not None:   # read and checked before anything is written
         given = given_designs(args.init_from, x_cols, list(src.targets.columns), seed,
                               set(design_keys(test[0], x_cols)) if test is not None else set())
+        check_given_provenance(args.init_from, given, x_cols, circuit, process)
         check_sizes(settings, n_given=int((given[STATUS] == "ok").sum()))
     return dict(args=args, settings=settings, out=out, key=key, test=test, src=src, circuit=circuit, process=process,
                 given=given, spec=spec, conditions=conditions)

@@ -68,7 +68,7 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
                                f"naming a circuit, and {opamp!r} is not a shipped circuit). Fix: --circuit "
                                f"FILE.toml (docs/SPICE.md 'Your own circuit').")
     recorded_process = target_meta.get("process_file") or target_meta.get("process")
-    if required and process and recorded_process and not _same_process(process, recorded_process):
+    if required and process and recorded_process and not same_process(process, recorded_process):
         # the loop appends its designs to the target rows: another process mixes two processes in one data set
         print(f"warning: --process {process}, but the target data in {Path(data_dir) / opamp / 'target'} were "
               f"simulated in {recorded_process}: the loop adds {process}'s designs to them and scores on their "
@@ -83,7 +83,7 @@ def _same_file(a, b) -> bool:
         and Path(a).resolve() == Path(b).resolve()
 
 
-def _same_process(a, b) -> bool:
+def same_process(a, b) -> bool:
     """Two process names, or two paths of one process file (the data record it absolute, a flag may be relative)."""
     if str(a).endswith(".toml") and str(b).endswith(".toml"):
         return Path(a).resolve() == Path(b).resolve()

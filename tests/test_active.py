@@ -523,14 +523,22 @@ def test_init_from_the_users_designs_records_them_and_spends_the_budget_on_new_o
 
 
 @pytest.mark.parametrize("damage, message", [("drop", "lacks the metric columns ['cmrr']"), ("few", "needs >= 10"),
-                                             ("extra", "has design variable columns ['w4'] that are not")])
+                                             ("extra", "has design variable columns ['w4'] that are not"),
+                                             ("metres", "'w1' spans"),      # widths in m against the circuit's um
+                                             ("process", "simulated in process A, but the loop simulates in B"),
+                                             ("circuit", "come from circuit two_stage_opamp, but the loop simulates")])
 def test_init_from_bad_folders_are_one_line_and_write_nothing(tiny_data, tmp_path, capsys, damage, message):
     mine = tmp_path / "mine"
     mine.mkdir()
     tgt = tiny_data / "5t_opamp" / "target"
     n = 5 if damage == "few" else 40
     feats = pd.read_csv(tgt / "features.csv").iloc[-n:]
-    (feats.assign(w4=1.0) if damage == "extra" else feats).to_csv(mine / "features.csv", index=False)  # another circuit
+    feats = feats.assign(w4=1.0) if damage == "extra" else feats                        # another circuit's columns
+    feats = feats.assign(w1=feats["w1"] * 1e-6) if damage == "metres" else feats
+    feats.to_csv(mine / "features.csv", index=False)
+    if damage in ("process", "circuit"):          # what spice.generate records: a source folder, another circuit
+        meta = {"process": "A"} if damage == "process" else {"process": "B", "circuit_file": "two_stage_opamp"}
+        (mine / "meta.json").write_text(json.dumps(meta))
     targs = pd.read_csv(tgt / "targets.csv").iloc[-n:]
     (targs.drop(columns="cmrr") if damage == "drop" else targs).to_csv(mine / "targets.csv", index=False)
     out = tmp_path / "run"
