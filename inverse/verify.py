@@ -53,6 +53,11 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
             raise ToolkitError(f"--circuit {circuit!r} is neither a shipped circuit {list(BUILTINS)} nor a .toml file.")
         if str(circuit).endswith(".toml") and not Path(circuit).is_file():
             raise ToolkitError(f"--circuit {circuit} not found.")
+        if required and recorded and not _same_circuit(circuit, recorded):
+            # as for --process below: the loop appends its designs to data another circuit made
+            print(f"warning: --circuit {circuit}, but the target data in {Path(data_dir) / opamp / 'target'} were "
+                  f"simulated with {recorded}: the loop adds {circuit}'s designs to them and scores on their "
+                  f"test rows.")
     else:
         if recorded in BUILTINS or (recorded and Path(recorded).is_file()):
             circuit = recorded
@@ -81,6 +86,15 @@ def _same_file(a, b) -> bool:
     """Whether ``a`` and ``b`` are paths of one existing .toml file."""
     return bool(a and b) and all(str(p).endswith(".toml") and Path(p).is_file() for p in (a, b)) \
         and Path(a).resolve() == Path(b).resolve()
+
+
+def _same_circuit(a, b) -> bool:
+    """Two circuit names or paths that load one circuit file (a shipped name and its library path are one)."""
+    from spice.circuits import circuit as load_circuit
+    try:
+        return Path(load_circuit(str(a)).path).resolve() == Path(load_circuit(str(b)).path).resolve()
+    except ToolkitError:             # a recorded file that is gone: not the one given
+        return False
 
 
 def same_process(a, b) -> bool:

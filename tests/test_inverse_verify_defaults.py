@@ -83,3 +83,14 @@ def test_the_loop_warns_when_told_to_simulate_in_another_process_than_the_data(t
     simulator_for(data, "5t_opamp", None, "B", required=True)                 # the same process: quiet
     simulator_for(data, "5t_opamp", None, "A")                                # a verification elsewhere: quiet
     assert "warning" not in capsys.readouterr().out
+
+
+def test_the_loop_warns_when_told_to_simulate_another_circuit_than_the_data(tmp_path, capsys):
+    from spice.circuits import circuit
+    data = _data(tmp_path / "d", "5t_opamp", target={"circuit_file": "5t_opamp", "process": "B"})
+    simulator_for(data, "5t_opamp", "two_stage_opamp", required=True)
+    assert "--circuit two_stage_opamp, but the target data" in capsys.readouterr().out
+    simulator_for(data, "5t_opamp", str(circuit("5t_opamp").path), required=True)   # the shipped one by its path
+    simulator_for(data, "5t_opamp", "5t_opamp", required=True)
+    simulator_for(data, "5t_opamp", "two_stage_opamp")                              # a verification: quiet
+    assert "warning" not in capsys.readouterr().out
