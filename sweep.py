@@ -95,6 +95,18 @@ def chain(stage: str) -> list:
     return out
 
 
+# settings that say which run it is, not how it trains: each sweep run gets them from these flags (a --grid or --set
+# of one was overridden by the flag without a word: OPAMP_TYPE=5t_opamp,nosuch ranked two copies of one run)
+RUN_KEYS = {"OPAMP_TYPE": "--opamp", "DATA_DIR": "--data-dir", "RESULTS_DIR": "--results-root", "SEED": "--seeds",
+            "N_TARGET_TRAIN": "--n-target"}
+
+
+def check_not_run_key(key: str, how: str) -> None:
+    if key in RUN_KEYS:
+        raise ToolkitError(f"{how} {key}: a sweep sets {key} for each run from {RUN_KEYS[key]}. Fix: "
+                           f"{RUN_KEYS[key]} ... instead (one sweep per circuit and data folder).")
+
+
 def parse_grid(pairs: list, stage: str) -> dict:
     """``["KEY=v1,v2"]`` -> {KEY: [typed values]} checked against config.py and the stage chain's reads."""
     defaults = snapshot(config)
@@ -107,6 +119,7 @@ def parse_grid(pairs: list, stage: str) -> dict:
             raise ToolkitError(f"--grid {pair!r} has no values. Fix: --grid {key or 'KEY'}=V1,V2")
         if key not in defaults:
             resolve(config, {key: raw})          # raises: unknown setting, with a "did you mean"
+        check_not_run_key(key, "--grid")
         if key in grid:
             raise ToolkitError(f"--grid names {key} twice; give all its values once: --grid {key}=V1,V2,V3")
         if key not in reads:
@@ -197,10 +210,28 @@ def _train(stages: list, argv: list, results_dir: Path) -> dict:
     return summary
 
 
+def parents_up_to_date(spec: dict) -> bool:
+    """Whether every parent checkpoint in ``spec["dir"]`` is up to date by the pipeline's rule
+    (``training.staleness``): a resumed sweep reuses them instead of training them again."""
+    import warnings
+    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    from training.staleness import staleness
+    settings = _settings(spec, spec["dir"])
+    if not all(checkpoint_path(settings, p).is_file() for p in spec["parents"]):
+        return False
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    pre = data["preprocessing"].to_dict()
+    return all(staleness(settings, p, data["split"], data["files"], dry_run=False, preprocessing=pre) is None
+               for p in spec["parents"])
+
+
 def train_parents(spec: dict) -> str:
-    """Phase 1 task: the parent chain for one (seed, n, parent settings)."""
-    _train(spec["parents"], _argv(spec["opamp"], spec["data_dir"], spec["dir"], spec["seed"], spec["n"],
-                                  spec["overrides"]), Path(spec["dir"]))
+    """Phase 1 task: the parent chain for one (seed, n, parent settings), unless it is there and up to date."""
+    if not parents_up_to_date(spec):
+        _train(spec["parents"], _argv(spec["opamp"], spec["data_dir"], spec["dir"], spec["seed"], spec["n"],
+                                      spec["overrides"]), Path(spec["dir"]))
     return spec["dir"]
 
 
@@ -267,14 +298,17 @@ def plan(args, combos: list, fixed: dict) -> tuple:
                 if (json.dumps(combo, sort_keys=True), seed, n) in done:
                     continue
                 parent_overrides = {k: v for k, v in overrides.items() if k in parent_reads}
-                pkey = hashlib.sha256(json.dumps([seed, n, parent_overrides], sort_keys=True).encode()).hexdigest()[:10]
+                what = [seed, n, parent_overrides, args.opamp, str(Path(args.data_dir).resolve())]
+                pkey = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
                 pdir = args.results_root / "_parents" / f"seed{seed}_n{n}_{pkey}"
                 if parents and pkey not in parent_tasks:
                     parent_tasks[pkey] = {"parents": parents, "opamp": args.opamp, "data_dir": str(args.data_dir),
                                           "dir": str(pdir), "seed": seed, "n": n, "overrides": parent_overrides}
                 runs.append({"stage": args.stage, "parents": parents, "parent_dir": str(pdir), "opamp": args.opamp,
                              "data_dir": str(args.data_dir), "seed": seed, "n": n, "overrides": overrides,
-                             "dir": str(args.results_root / combo_name(combo) / f"seed{seed}_n{n}"),
+                             # the fingerprint in the name: a sweep with other fixed settings (--set), data or
+                             # circuit in the same root gets its own folders instead of overwriting these runs
+                             "dir": str(args.results_root / combo_name(combo) / f"seed{seed}_n{n}_{fp[:8]}"),
                              "row": {"stage": args.stage, "opamp": args.opamp, "combo": combo, "seed": seed, "n": n,
                                      "fingerprint": fp}})
     return list(parent_tasks.values()), runs
@@ -335,6 +369,8 @@ def main(argv=None):
     args = parse_args(argv)
     grid = parse_grid(args.grid, args.stage)
     fixed = {k: resolve(config, {k: v})[k] for k, v in parse_set_pairs(args.set).items()}
+    for key in fixed:
+        check_not_run_key(key, "--set")
     overlap = sorted(set(fixed) & set(grid))
     if overlap:
         raise ToolkitError(f"{', '.join(overlap)} is both swept (--grid) and fixed (--set); keep one.")

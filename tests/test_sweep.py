@@ -53,8 +53,26 @@ def test_parents_are_trained_once_and_shared(data, tmp_path):
     sweep.main(_argv(data, root, "--stage", "align_hetero", "--grid", "LAMBDA_CORAL=0.01,0.05",
                      "--set", "ALIGN_REINIT_LAYERS=0"))
     assert len(list((root / "_parents").iterdir())) == 1                 # one baseline for both lambdas
-    ckpts = sorted(p.name for p in root.glob("LAMBDA_CORAL=*/seed0_nall/*align_hetero*.pth"))
+    ckpts = sorted(p.name for p in root.glob("LAMBDA_CORAL=*/seed0_nall_*/*align_hetero*.pth"))
     assert ckpts == ["5t_opamp_align_hetero_lambda0.010.pth", "5t_opamp_align_hetero_lambda0.050.pth"]
+    # interrupted after the parents (no run recorded): the rerun reuses the up-to-date baseline
+    baseline = next((root / "_parents").glob("*/5t_opamp_baseline_model.pth"))
+    made = baseline.stat().st_mtime_ns
+    (root / "sweep.jsonl").unlink()
+    sweep.main(_argv(data, root, "--stage", "align_hetero", "--grid", "LAMBDA_CORAL=0.01,0.05",
+                     "--set", "ALIGN_REINIT_LAYERS=0"))
+    assert baseline.stat().st_mtime_ns == made
+
+
+def test_a_sweep_with_other_fixed_settings_in_the_same_root_keeps_the_first_ones_runs(data, tmp_path):
+    root = tmp_path / "sw"
+    sweep.main(_argv(data, root, "--stage", "target_only", "--grid", "ALPHA_R2=1"))
+    first = [json.loads(x) for x in (root / "sweep.jsonl").read_text().splitlines()]
+    model = next(Path(first[0]["dir"]).glob("*.pth"))
+    made = model.stat().st_mtime_ns
+    out = sweep.main(_argv(data, root, "--stage", "target_only", "--grid", "ALPHA_R2=1", "--set", "PATIENCE=3"))
+    assert model.stat().st_mtime_ns == made                              # not overwritten: its own folder
+    assert [r["dir"] for r in out["rows"]] != [first[0]["dir"]] and len(out["rows"]) == 1   # the table: this sweep's
 
 
 def test_a_gp_sweep_chooses_on_out_of_sample_val_predictions(data, tmp_path):
@@ -101,6 +119,8 @@ def test_random_draws_k_combinations(data, tmp_path):
     (["--stage", "target_only", "--grid", "ALPHA_R2=-1"], "ALPHA_R2"),
     (["--stage", "target_only", "--grid", "ALPHA_R2=1", "--backend", "dask"], "needs --scheduler"),
     (["--stage", "target_only", "--grid", "ALPHA_R2=1", "--block", "two words"], "--block must be"),
+    (["--stage", "target_only", "--grid", "OPAMP_TYPE=5t_opamp,two_stage_opamp"], "from --opamp"),   # was ignored
+    (["--stage", "target_only", "--grid", "ALPHA_R2=1", "--set", "SEED=3"], "from --seeds"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(data, tmp_path, extra, needle):
     with pytest.raises(ToolkitError, match=needle):
