@@ -51,7 +51,7 @@ from active_learning.ledger import STATUS, UNIFORM, append_rows, assign_split, r
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
-from core.executor import BACKENDS, check_backend, parallel
+from core.executor import BACKENDS, check_backend, connect, parallel
 from core.markdown import markdown_table
 from core.outputs import check_writable_dir, results_lock
 from core.settings import parse_set_pairs
@@ -544,6 +544,8 @@ def prepare(argv=None) -> dict:
                               set(design_keys(test[0], x_cols)) if test is not None else set())
         check_given_provenance(args.init_from, given, x_cols, circuit, process)
         check_sizes(settings, n_given=int((given[STATUS] == "ok").sum()))
+    if args.backend == "dask":   # reachable now, before anything is written (a run connects per batch)
+        connect(args.scheduler).close()
     return dict(args=args, settings=settings, out=out, key=key, test=test, src=src, circuit=circuit, process=process,
                 given=given, spec=spec, conditions=conditions)
 

@@ -1103,3 +1103,16 @@ def test_integrated_loop_with_uniform_validation_designs_records_and_validates_o
     with pytest.raises(ToolkitError, match="val_designs"):   # the same folder with the other setting: another run
         _run(tiny_data, out, "--init", "20", "--batch", "10", "--pool", "300", "--budget", "40", "--rule",
              "integrated", "--val-designs", "picks")
+
+
+@needs_ngspice
+def test_an_unreachable_dask_scheduler_is_refused_before_anything_is_written(tiny_data, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("distributed")
+    from core import executor
+    monkeypatch.setattr(executor, "CONNECT_TIMEOUT_S", 1)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(out),
+                                      "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9"])
+    assert exc.value.code == 2 and "Cannot reach the Dask scheduler" in capsys.readouterr().err
+    assert not out.exists()                                # was: state.json, the source copy, round 0's batch
