@@ -375,6 +375,13 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
     if signed:   # chunks saved before the signs were recorded have none: then no signs file
         with atomic_path(out_dir / "metric_signs.csv") as tmp:
             kept[[sign_column(m) for m in signed]].set_axis(signed, axis=1).to_csv(tmp, index=False, float_format="%g")
+    if args.overwrite:   # "--overwrite to replace them": data files of another run or a person's go too, or the
+        # folder would hold two *features*.csv (unreadable) or a signs file that no longer matches the rows
+        written = {"features.csv", "targets.csv"} | ({"metric_signs.csv"} if signed else set())
+        for old in sorted(out_dir.glob("*.csv")):
+            if old.name not in written and any(k in old.name for k in ("features", "targets", "metric_signs")):
+                old.unlink()
+                print(f"[generate] --overwrite: removed {old} (replaced by this run's files)")
     ok = rows[rows["status"] == OK]
     meta = {
         "opamp": args.circuit.name, "domain": args.domain, "process": proc.name,

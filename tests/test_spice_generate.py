@@ -60,6 +60,11 @@ def test_data_already_in_the_folder_is_replaced_only_by_the_same_recipe_or_overw
         generate.main(ARGS + ["--workers", "1", "--out", str(out)])
     meta = generate.main([*ARGS[:4], "--n", "5", *ARGS[6:], "--workers", "1", "--out", str(out), "--overwrite"])
     assert meta["ok"] == 5 and len(_read(out)[0]) == 5
+    folder = out / "5t_opamp" / "target"                  # a person's files under other names are replaced too,
+    for name in ("features.csv", "targets.csv"):          # or the folder would hold two *features*.csv
+        (folder / name).rename(folder / f"my_{name}")
+    generate.main([*ARGS[:4], "--n", "5", *ARGS[6:], "--workers", "1", "--out", str(out), "--overwrite"])
+    assert sorted(p.name for p in folder.glob("*.csv")) == ["features.csv", "metric_signs.csv", "targets.csv"]
 
 
 class _Interrupt(Exception):
