@@ -51,7 +51,7 @@ from inverse.feasibility import INFEASIBLE_EXIT, describe
 from inverse.mdn import load_mdn, sample_designs
 from inverse.refine import search
 from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
-from inverse.snap import check_data_against_space, describe_grid, grid_for
+from inverse.snap import check_data_against_space, check_space_inside_circuit, describe_grid, grid_for
 from inverse.objective import MARGIN, PLAIN_SLOTS, figure_circuit, figures_table, make_objective, parse_objective
 from inverse.plots import pareto_plot
 from inverse.spec_file import load_objective, load_spec, recorded_units
@@ -330,6 +330,9 @@ def main(argv=None):
     # before the search: a space in other units than the model's data would be searched decades away from them
     check_data_against_space(grid, forward.x_cols, forward.preprocessing.x_min, forward.preprocessing.x_max,
                              grid_source)
+    if args.verify:     # and not wider than the circuit that simulates the designs (a narrower --circuit)
+        from spice.circuits import circuit as load_circuit
+        check_space_inside_circuit(grid, forward.x_cols, load_circuit(sim_circuit), grid_source)
     mdn = mdn_source(args, settings)
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {args.n_init} starts "
           f"({'half MDN ' + str(mdn) + ', half random' if mdn else 'random'}), {args.steps} Adam + "

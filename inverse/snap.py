@@ -190,3 +190,19 @@ def feature_bounds(x_cols, *, data_lo=None, data_hi=None, grid=None):
 
 def describe_grid(x_cols, grid=None) -> dict:
     return {c: (rule_for(c, grid).describe if rule_for(c, grid) else "continuous (no grid rule)") for c in x_cols}
+
+
+def check_space_inside_circuit(grid, x_cols, circuit, source: str) -> None:
+    """Refuse, before a search, a design space (``grid``, from ``source``) wider than the ranges the circuit that
+    will simulate the designs declares (``spice.circuits.Circuit``): the simulator refuses designs outside them,
+    so a verification would fail after the whole search, its result lost."""
+    for c in x_cols:
+        rule, var = rule_for(c, grid) if grid else None, circuit.variables.get(c)
+        if rule is None or var is None:
+            continue
+        if rule.lo < var.lo or rule.hi > var.hi:
+            raise ToolkitError(f"the design space searched ({source}) lets {c} range over [{rule.lo:g}, {rule.hi:g}] "
+                               f"{rule.unit}, but {circuit.path} declares [{var.lo:g}, {var.hi:g}] {var.unit}: designs "
+                               f"outside it cannot be simulated. Fix: --design-space {circuit.path} (search inside "
+                               f"the circuit's ranges), or widen its range.")
+

@@ -172,3 +172,16 @@ def test_inverse_opt_refuses_a_design_space_in_other_units_than_the_models_data(
     fwd = load_forward("target_only", ckpt, opamp="5t_opamp", results_dir=res)
     rules = rules_from_design_space(space)
     check_data_against_space(rules, fwd.x_cols, fwd.preprocessing.x_min, fwd.preprocessing.x_max, "metres")
+
+
+def test_a_verifying_circuit_narrower_than_the_searched_space_is_refused_before_the_search(tmp_path):
+    from inverse.snap import check_space_inside_circuit
+    from spice.circuits import circuit
+    shipped = circuit("5t_opamp")
+    grid = rules_from_design_space(shipped.design_space())
+    check_space_inside_circuit(grid, shipped.features, shipped, "the data")             # the same space: fine
+    text = (LIBRARY / "5t_opamp.toml").read_text()
+    narrow = tmp_path / "my5t.toml"
+    narrow.write_text(text.replace('name = "5t_opamp"', 'name = "my5t"').replace("range = [0.5, 50]", "range = [2, 40]", 1))
+    with pytest.raises(ToolkitError, match=r"lets w1 range over \[0.5, 50\] um, but .*my5t.toml declares \[2, 40\]"):
+        check_space_inside_circuit(grid, shipped.features, circuit(str(narrow)), "the data")
