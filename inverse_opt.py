@@ -30,6 +30,7 @@ of goals met separately but never together, the best trade-off (inverse/feasibil
 status 3 (2 is bad input, 0 a design meets it: in simulation with --verify, else as predicted).
 """
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -107,6 +108,8 @@ def parse_args(argv=None):
     a("--target-tol", type=float, default=TARGET_TOL, help=f"'target' tolerance, relative [{TARGET_TOL}]")
     a("--range-tol", type=float, default=RANGE_TOL, help=f"'range' without a band: t +- tol*t [{RANGE_TOL}]")
     a("--save-dir", default=None, help="output folder [results/inverse/{OPAMP}_{model-type}]")
+    a("--overwrite", action="store_true", help="replace an earlier run's simulated designs in --save-dir (refused "
+                                                "without it: simulations cost time)")
     a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
     a("--process", default=None, help="process to verify in: A, B, sky130 or a process file (.toml) [the one the "
                                       "target data's meta.json records, else B]")
@@ -302,6 +305,24 @@ def flag_out_of_domain(table, forward, mode: str):
               f"(rank {outside[0][0]}: {outside[0][1]}); see the out_of_domain column.")
 
 
+OUTPUTS = ("candidates.csv", "result.json", "verify.csv", "simulated_features.csv", "simulated_targets.csv",
+           "pareto.csv", "pareto.png")   # what a run writes in --save-dir; a rerun removes those it does not write
+
+
+def check_no_earlier_simulations(save_dir: Path, overwrite: bool) -> None:
+    """Refuse, before the search, a --save-dir that holds an earlier run's simulated designs (verify.csv), unless
+    ``overwrite``: a rerun with another spec replaced them without a word."""
+    earlier = save_dir / "verify.csv"
+    if overwrite or not earlier.is_file():
+        return
+    command = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        command = json.loads((save_dir / "result.json").read_text(encoding="utf-8")).get("command")
+    raise ToolkitError(f"{save_dir} holds the simulated designs of an earlier run ({earlier}"
+                       + (f", from: {command}" if command else "") + "). Nothing was run. Fix: --save-dir "
+                       "NEW_FOLDER, or --overwrite to replace them.")
+
+
 def main(argv=None):
     args, settings = parse_args(argv)
     t0 = time.perf_counter()
@@ -317,6 +338,7 @@ def main(argv=None):
     save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
         f"{opamp}_{args.model_type}"
     check_writable_dir(save_dir, "--save-dir")      # before the optimisation, so no work is lost at save time
+    check_no_earlier_simulations(save_dir, args.overwrite)
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
     spec = build_spec(args, forward.y_cols, forward.preprocessing, settings["DATA_DIR"], opamp)
@@ -452,6 +474,9 @@ def main(argv=None):
         written += ["pareto.csv", "pareto.png"]
         record["pareto"] = json.loads(front.to_json(orient="records"))
     atomic_write_text(save_dir / "result.json", json.dumps(record, indent=2) + "\n")
+    for name in sorted(set(OUTPUTS) - set(written)):   # an earlier run's files this one did not write: not mixed in
+        with contextlib.suppress(FileNotFoundError):
+            (save_dir / name).unlink()
     print(f"[inverse] wrote {save_dir}/" + ", ".join(written))
     if not feasible:
         what = ("no design met the spec in simulation" + (f" ({int(table['meets_all'].sum())} predicted to)"

@@ -355,6 +355,13 @@ def test_cli_verify_on_two_candidates(trained, tmp_path):
     assert out["record"]["verification"]["n_pass"] == int(ver["pass_all"].sum())
     assert out["record"]["feasible"] == bool(ver["pass_all"].any())
     assert out["record"]["verification"]["circuit"] == "5t_opamp"       # which circuit the simulations used
+    # a rerun into the folder (another spec) would replace these simulations: refused before the search ...
+    with pytest.raises(ToolkitError, match="holds the simulated designs of an earlier run.*--overwrite"):
+        inverse_opt.main(_opt(common, "--top-k", "2", "--save-dir", str(tmp_path / "v"), "--quiet"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "v" / "verify.csv"), ver)
+    # ... unless told; and an unverified run does not leave the old simulations beside its candidates
+    inverse_opt.main(_opt(common, "--top-k", "2", "--save-dir", str(tmp_path / "v"), "--quiet", "--overwrite"))
+    assert not (tmp_path / "v" / "verify.csv").exists() and not (tmp_path / "v" / "simulated_targets.csv").exists()
 
 
 def test_verify_lines_call_a_metric_left_free_free():
