@@ -320,7 +320,9 @@ def load_circuit(path) -> Circuit:
     spec = read_toml(path, missing="give a .toml circuit file or a built-in circuit name")
     unknown = set(spec) - {"name", "description", "netlist", "slew_time", "variables", "figures"}
     if unknown:
-        raise ToolkitError(f"{path}: unknown key(s) {sorted(unknown)}; expected name, description, netlist, "
+        lost = "" if "variables" in spec else (" (a [variables] header missing above them? each design variable "
+                                                 "goes under it)")
+        raise ToolkitError(f"{path}: unknown key(s) {sorted(unknown)}{lost}; expected name, description, netlist, "
                            f"slew_time, [variables], [figures]")
     name = spec.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):

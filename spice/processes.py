@@ -94,6 +94,10 @@ def load_process(path) -> Process:
     if unknown:
         raise ToolkitError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_KEYS)}, models or "
                            f"library [+ section], and optionally w_range, l_range")
+    missing = [key for key in _KEYS if key not in spec]
+    if missing:
+        raise ToolkitError(f"{path}: missing key(s) {missing}; a process file needs {sorted(_KEYS)} and models or "
+                           f"library (docs/SPICE.md)")
     for key, kind in _KEYS.items():
         v = spec.get(key)
         ok = isinstance(v, str) and v if kind is str else isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -108,6 +108,7 @@ def test_a_users_circuit_file_simulates_and_generates(tmp_path):
     (lambda t: t.replace('slew_time = "dv * cl / ib"', 'slew_time = "__import__(1)"'), r"slew_time.*calls"),
     (lambda t: t.replace("md out x vdd vdd pmos w=20 l={len}", "md out x vdd vdd pmos w=20"), r"a MOSFET is"),
     (lambda t: "extra = 1\n" + t, r"unknown key\(s\) \[.extra.\]"),
+    (lambda t: t.replace("[variables]\n", ""), r"a \[variables\] header missing above them"),
     (lambda t: t.replace("[variables]", "[variables]\nunused = {unit = \"um\", range = [1, 2]}"), r"\['unused'\] appear nowhere"),
     (lambda t: t.replace('name = "my_ota"', 'name = "my ota/x"'), r"name must be a folder-safe string"),
     (lambda t: t.replace("[figures]", "[figures"), r"is not valid TOML"),
