@@ -482,7 +482,11 @@ def read_spec(path, y_cols: list, typical: np.ndarray, data_dir=None, opamp=None
     data's meta.json records are the data units."""
     from inverse.spec_file import load_spec, recorded_units
     units, where = recorded_units(data_dir, opamp) if data_dir is not None else ({}, None)
-    return load_spec(path, y_cols, typical, warn=lambda *_: None, recorded=units, recorded_where=where)
+    spec = load_spec(path, y_cols, typical, warn=print, recorded=units, recorded_where=where)   # as inverse_opt
+    if spec.free:
+        raise ToolkitError(f"--spec {path}: no goal bounds any metric (each is 'any' or absent), so every design "
+                           f"meets it and --rule spec has nothing to aim at. Fix: a goal such as dc_gain = '>= 40 dB'.")
+    return spec
 
 
 def spec_met(spec, rows: pd.DataFrame) -> int:

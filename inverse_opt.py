@@ -347,6 +347,10 @@ def main(argv=None):
         check_circuit_columns(sim_circuit, forward.x_cols)
     circuit = figure_circuit(sim_circuit, forward.x_cols)        # its [figures]: columns, objectives
     objectives = build_objectives(args, forward, circuit)
+    if spec.free and not objectives:
+        raise ToolkitError("No goal bounds any metric (each is 'any' or left free) and there is no --objective: "
+                           "every design meets this spec, so there is nothing to search for. Fix: a goal such as "
+                           "dc_gain = \">= 40 dB\", or an --objective.")
     torch.manual_seed(settings["SEED"])
     grid, grid_source = grid_for(settings["DATA_DIR"], opamp, args.design_space, forward.design_space)
     # before the search: a space in other units than the model's data would be searched decades away from them

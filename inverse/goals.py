@@ -146,6 +146,11 @@ class Spec:
                 lo[j], hi[j] = bands.get(col, (t - range_tol * abs(t), t + range_tol * abs(t)))
         return cls(list(y_cols), list(goals), target, weights, lo, hi)
 
+    @property
+    def free(self) -> bool:
+        """True when no goal bounds any metric (every one 'any'): every design meets the spec."""
+        return not (np.isfinite(self.lo).any() or np.isfinite(self.hi).any())
+
     def meets(self, y_phys) -> np.ndarray:
         """(N, M) booleans: each metric inside its pass interval (NaN never passes)."""
         y = np.atleast_2d(np.asarray(y_phys, float))

@@ -626,6 +626,14 @@ def test_spec_rule_without_a_spec_is_one_line_and_writes_nothing(tiny_data, tmp_
         active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(out),
                                       "--rule", "spec"])
     assert exc.value.code == 2 and "--rule spec needs --spec" in capsys.readouterr().err and not out.exists()
+    free = tmp_path / "free.toml"
+    free.write_text('[goals]\nugf = "any"\n[weights]\ndc_gain = 2\n')   # "met" by every design
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(out),
+                                      "--rule", "spec", "--spec", str(free)])
+    said = capsys.readouterr()
+    assert exc.value.code == 2 and "nothing to aim at" in said.err and not out.exists()
+    assert "weights.dc_gain has no effect" in said.out                  # the spec's warnings, as inverse_opt's
 
 
 def test_benchmark_runs_a_warm_variant_of_a_rule_beside_it_in_its_own_block(tmp_path, monkeypatch):

@@ -153,6 +153,7 @@ def test_cli_objective_and_front_outputs(trained, tmp_path):  # noqa: F811
     (["--objective", "min:gate_area"], '[goals]\nugf = ">= 1 MHz"\n[objective]\nminimize = "gate_area"\n',
      "the objective is given twice"),
     ([], '[goals]\nugf = ">= 1 MHz"\n[objective]\nsmallest = "gate_area"\n', r"\[objective\] must hold one line"),
+    ([], '[goals]\nugf = "any"\n', "nothing to search for"),          # every design meets it: was a 7 s search
 ])
 def test_cli_bad_objective_input_writes_nothing(trained, tmp_path, extra, body, phrase):  # noqa: F811
     common, _, _ = trained
