@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import statistics
+import warnings
 import time
 from pathlib import Path
 
@@ -213,7 +214,6 @@ def _train(stages: list, argv: list, results_dir: Path) -> dict:
 def parents_up_to_date(spec: dict) -> bool:
     """Whether every parent checkpoint in ``spec["dir"]`` is up to date by the pipeline's rule
     (``training.staleness``): a resumed sweep reuses them instead of training them again."""
-    import warnings
     from data_loader import data_kwargs_from_settings, get_data_and_scalers
     from training.staleness import staleness
     settings = _settings(spec, spec["dir"])
@@ -253,7 +253,9 @@ def run_one(spec: dict) -> dict:
     t0 = time.perf_counter()
     summary = _train([spec["stage"]], argv, out)
     wall = time.perf_counter() - t0
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+    # the stage itself printed the loader's warnings into its log; this reload for scoring stays quiet
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         data = get_data_and_scalers(**data_kwargs_from_settings(settings))
     path = checkpoint_path(settings, spec["stage"])
     model, _ = load_checkpoint(path, map_location="cpu")
@@ -344,7 +346,6 @@ def table(rows: list, keys: list) -> tuple:
 def check_sizes(args, combos: list, fixed: dict) -> None:
     """Before anything runs or is written: the data load for every seed (and swept split setting), and each
     --n-target fits in its target training rows."""
-    import warnings
     from data_loader import data_kwargs_from_settings, get_data_and_scalers
     sizes = [n for n in args.n_target if n != "all"]
     seen = set()
