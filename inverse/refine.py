@@ -20,7 +20,8 @@ would turn a few nearby simulations into a shift of the whole design space), c_j
 at least 1 (a model whose errors exceed its std at the simulated designs is overconfident: its std is
 widened everywhere; never narrowed).  A point model
 (std 0) gets the residuals' RMS as its prior scale.  Failed simulations (status not ok, a metric that
-cannot be mapped to model space) count as simulations but teach the model nothing.
+cannot be mapped to model space) count as simulations but teach the model nothing; a round in which every
+simulation failed ends the search (the next would search the same place).
 Everything is torch and differentiable w.r.t. x, like every ``Forward``.
 """
 import math
@@ -132,7 +133,8 @@ def search(forward: Forward, spec, *, starts, propose_round, simulate=None, roun
     design keys in ``exclude``); ``simulate(table) -> rows`` with ``status``, ``pass_all`` and ``sim_<metric>``
     (None: no simulation, one round).  Stops at the first round where a design passes, after ``rounds``, or
     before simulating a round (after the first) in which the corrected model predicts no candidate meets the
-    spec: more simulations would only confirm an infeasible prediction."""
+    spec: more simulations would only confirm an infeasible prediction.  Also stops after a round in which every
+    simulation failed: failures teach the correction nothing, so the next round would search the same place."""
     model, done, verified, records, obs_x, obs_y = forward, set(), [], [], [], []
     prop = None
     for rnd in range(1, rounds + 1):
@@ -159,6 +161,14 @@ def search(forward: Forward, spec, *, starts, propose_round, simulate=None, roun
                 f"to meet the spec, {records[-1]['n_pass']} meet it in SPICE; {records[-1]['n_simulated']} "
                 f"simulations so far")
         if ver["pass_all"].any() or rnd == rounds:
+            break
+        if (ver["status"] != "ok").all():
+            # nothing to correct the model with: the next round would search the same place and simulate the
+            # failed designs' neighbours (an 8-of-8 incomplete_step round was followed by another)
+            failed = ver["status"].value_counts().to_dict()
+            log(f"[inverse] round {rnd}: every simulated design failed ({failed}); a correction needs designs "
+                f"that simulate, so the search stops here instead of spending the next round beside them. "
+                f"Check the spec or the circuit's ranges (docs/USAGE.md, inverse design)")
             break
         x_new, y_new = observed(forward.preprocessing, table[forward.x_cols].to_numpy(float),
                                 ver[[f"sim_{c}" for c in spec.y_cols]].to_numpy(float), (ver["status"] == "ok").to_numpy())

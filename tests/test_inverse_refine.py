@@ -95,14 +95,14 @@ def _simulator(pre, truth, spec, calls):
     return simulate
 
 
-def _run(fwd, spec, simulate, rounds, top_k=4):
+def _run(fwd, spec, simulate, rounds, top_k=4, log=lambda *_: None):
     pre = fwd.preprocessing
     lo, hi = model_bounds(pre, GRID)
 
     def propose_round(model, x0, exclude):
         return propose(model, spec, x0, steps=120, lr=0.05, lbfgs_steps=10, top_k=top_k, exclude=exclude, grid=GRID)
     return search(fwd, spec, starts=lambda model, rnd: hybrid_starts(48, lo, hi, seed=rnd), rounds=rounds,
-                  propose_round=propose_round, simulate=simulate, log=lambda *_: None)
+                  propose_round=propose_round, simulate=simulate, log=log)
 
 
 def test_refinement_learns_the_models_error_and_then_meets_the_spec():
@@ -145,3 +145,20 @@ def test_benchmark_hard_specs_are_met_by_some_simulated_design_and_infeasible_by
         assert sum(g == "min" for g in spec.goals) == 4 and spec.lo[Y_COLS.index("phase_margin")] == PM_MIN
         spec, _ = infeasible_spec(Y_COLS, y_all, np.random.default_rng(seed))
         assert not spec.meets(y_all).all(axis=1).any()
+
+
+def test_a_round_in_which_every_simulation_failed_ends_the_search():
+    pre, truth, fwd, reachable = _world()
+    y_hi = pre.inverse_y(np.array([[reachable, -3, -3, -3, -3]]))[0]
+    spec = Spec.build(Y_COLS, ["min", "range", "range", "range", "range"], y_hi,
+                      bands={c: (-np.inf, np.inf) for c in Y_COLS[1:]})
+    calls, said = [], []
+    ok_sim = _simulator(pre, truth, spec, calls)
+
+    def failing(table):
+        out = ok_sim(table)
+        out["status"], out["pass_all"] = "incomplete_step", False
+        return out
+    found = _run(fwd, spec, failing, rounds=4, log=said.append)
+    assert len(calls) == 1 and len(found.rounds) == 1 and found.rounds[0]["n_failed_sims"] == 4
+    assert "every simulated design failed ({'incomplete_step': 4})" in said[-1]
