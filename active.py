@@ -56,16 +56,17 @@ from core.markdown import markdown_table
 from core.outputs import check_writable_dir, results_lock
 from core.settings import parse_set_pairs
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
-from data_loader.layout import read_domain
+from data_loader.layout import check_features_in_space, read_domain, read_meta_file, space_boxes
 from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
 from inference.members import parse_members
 from inference.evaluate import half_min_positive
 from inference.metrics import regression_report
 from inference.predict import Ensemble
 from inverse.optimise import design_keys
-from inverse.verify import check_circuit_columns, recorded_conditions, require_ngspice, simulator_for
+from inverse.verify import (check_circuit_columns, recorded_conditions, require_ngspice, same_circuit, same_process,
+                            simulator_for)
 from spice.conditions import Conditions
-from spice.circuits import BUILTINS as BUILTIN_CIRCUITS
+from spice.circuits import BUILTINS as BUILTIN_CIRCUITS, circuit as load_circuit
 from spice.measure import METRICS, SIGNED_METRICS
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
@@ -163,9 +164,6 @@ def check_given_provenance(folder, given: pd.DataFrame, x_cols: list, circuit: s
     process and circuit the folder's meta.json records (when ``spice.generate`` wrote one) and, with or without
     it, values in the circuit's design space and units (a source folder, another circuit's data or widths in
     metres were taken in silently: round 0 then scored R2_log -6)."""
-    from data_loader.layout import check_features_in_space, read_meta_file, space_boxes
-    from inverse.verify import same_process
-    from spice.circuits import circuit as load_circuit
     from spice.generate import file_sha256
     meta_path = Path(folder) / "meta.json"
     meta = read_meta_file(meta_path)
@@ -180,7 +178,7 @@ def check_given_provenance(folder, given: pd.DataFrame, x_cols: list, circuit: s
     if recorded_sha:                       # spice.generate's record of the circuit file's bytes
         other = recorded_sha != file_sha256(loop_circuit.path)
     elif recorded and (recorded in BUILTIN_CIRCUITS or Path(recorded).is_file()):
-        other = load_circuit(recorded).name != loop_circuit.name
+        other = not same_circuit(recorded, circuit)
     else:                                  # no record (a user's own data): the design-space check below
         other = False
     if other:

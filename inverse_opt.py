@@ -356,9 +356,8 @@ def main(argv=None):
     # before the search: a space in other units than the model's data would be searched decades away from them
     check_data_against_space(grid, forward.x_cols, forward.preprocessing.x_min, forward.preprocessing.x_max,
                              grid_source)
-    if args.verify:     # and not wider than the circuit that simulates the designs (a narrower --circuit)
-        from spice.circuits import circuit as load_circuit
-        check_space_inside_circuit(grid, forward.x_cols, load_circuit(sim_circuit), grid_source)
+    if args.verify and circuit is not None:   # and not wider than the circuit simulating them (a narrower --circuit)
+        check_space_inside_circuit(grid, forward.x_cols, circuit, grid_source)
     mdn = mdn_source(args, settings)
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {args.n_init} starts "
           f"({'half MDN ' + str(mdn) + ', half random' if mdn else 'random'}), {args.steps} Adam + "

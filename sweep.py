@@ -32,8 +32,8 @@ import os
 import re
 import shutil
 import statistics
-import warnings
 import time
+import warnings
 from pathlib import Path
 
 import config

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOOLKIT_TOP_LEVEL = {"core", "data_loader", "models", "losses", "training", "fine_tune", "inference", "inverse",
                      "spice", "benchmarks", "pipeline", "inverse_mdn", "inverse_opt", "surrogate", "sweep", "active",
-                     "active_learning", "tests"}   # tests: toy stages registered at test time record their code like any stage
+                     "active_learning",
+                     "tests"}   # tests: toy stages registered at test time record their code like any stage
 HASH_CHARS = 16
 
 

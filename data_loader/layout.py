@@ -57,8 +57,8 @@ def circuit_dir(data_dir, circuit: str) -> Path:
     if not path.is_dir():
         found = list_circuits(data_dir)
         raise ToolkitError(f"Unknown circuit {circuit!r}: no folder {path}. Circuits found in {data_dir}: "
-                           f"{', '.join(found) if found else 'none'}. Pass --opamp with one of them, or --data-dir with the folder "
-                           f"that holds {circuit}/.")
+                           f"{', '.join(found) if found else 'none'}. Pass --opamp with one of them, or --data-dir "
+                           f"with the folder that holds {circuit}/.")
     return path
 
 

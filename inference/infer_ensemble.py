@@ -83,8 +83,9 @@ def main(argv=None):
     for name in names:   # before loading data: a missing member is the most common mistake
         path = checkpoint_path(settings, name)
         if not path.is_file():
-            raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: {rerun_command(name, settings)}"
-                               f"  (or run everything: python -m pipeline {run_flags(settings)})")
+            raise ToolkitError(f"Missing ensemble member {name!r}: {path}. Make it with: "
+                               f"{rerun_command(name, settings)}  (or run everything: python -m pipeline "
+                               f"{run_flags(settings)})")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings, names)
 

@@ -13,6 +13,7 @@
 import numpy as np
 
 from core.errors import ToolkitError
+from inference.calibration import varying
 
 
 def r2_score_1d(y, y_hat) -> float:
@@ -38,9 +39,8 @@ def regression_report(y_true, y_pred, cols, *, floor=None) -> dict:
                "log_space": positive}
         row["r2_log"] = (r2_score_1d(np.log10(y), np.log10(np.maximum(p, floor[j]))) if positive else row["r2"])
         out[col] = row
-    defined = [c for c in cols if not np.isnan(out[c]["r2"])] or list(cols)   # a constant metric: R^2 undefined,
-    out["mean"] = {k: float(np.nanmean([out[c][k] for c in defined]))          # left out of every mean alike
-                   for k in ("r2", "r2_log", "mape")}
+    defined = [c for c, keep in zip(cols, varying(y_true)) if keep]   # a constant metric: R^2 undefined, left out
+    out["mean"] = {k: float(np.nanmean([out[c][k] for c in defined])) for k in ("r2", "r2_log", "mape")}
     return out
 
 

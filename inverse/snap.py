@@ -205,4 +205,3 @@ def check_space_inside_circuit(grid, x_cols, circuit, source: str) -> None:
                                f"{rule.unit}, but {circuit.path} declares [{var.lo:g}, {var.hi:g}] {var.unit}: designs "
                                f"outside it cannot be simulated. Fix: --design-space {circuit.path} (search inside "
                                f"the circuit's ranges), or widen its range.")
-

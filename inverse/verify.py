@@ -53,7 +53,7 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
             raise ToolkitError(f"--circuit {circuit!r} is neither a shipped circuit {list(BUILTINS)} nor a .toml file.")
         if str(circuit).endswith(".toml") and not Path(circuit).is_file():
             raise ToolkitError(f"--circuit {circuit} not found.")
-        if required and recorded and not _same_circuit(circuit, recorded):
+        if required and recorded and not same_circuit(circuit, recorded):
             # as for --process below: the loop appends its designs to data another circuit made
             print(f"warning: --circuit {circuit}, but the target data in {Path(data_dir) / opamp / 'target'} were "
                   f"simulated with {recorded}: the loop adds {circuit}'s designs to them and scores on their "
@@ -88,7 +88,7 @@ def _same_file(a, b) -> bool:
         and Path(a).resolve() == Path(b).resolve()
 
 
-def _same_circuit(a, b) -> bool:
+def same_circuit(a, b) -> bool:
     """Two circuit names or paths that load one circuit file (a shipped name and its library path are one)."""
     from spice.circuits import circuit as load_circuit
     try:

@@ -116,7 +116,6 @@ def batch_r2(y_true: torch.Tensor, y_pred: torch.Tensor, eps: float = 1e-8, *,
     return r2.mean() if reduction == "mean" else r2
 
 
-# ---------------------------------------------------------------- CORAL
 def varying_r2(y_true: torch.Tensor, y_pred: torch.Tensor, *, rel_tol: float = 1e-6) -> torch.Tensor:
     """``batch_r2`` averaged over the columns that vary in ``y_true``: mean_j R2_j over j with
     SST_j > rel_tol * N (1 when none does).
@@ -132,6 +131,7 @@ def varying_r2(y_true: torch.Tensor, y_pred: torch.Tensor, *, rel_tol: float = 1
     return r2[varying].mean() if bool(varying.any()) else torch.ones((), dtype=r2.dtype, device=r2.device)
 
 
+# ---------------------------------------------------------------- CORAL
 def _covariance(feat: torch.Tensor, unbiased: bool, eps: float) -> torch.Tensor:
     n = feat.shape[0]
     centred = feat - feat.mean(dim=0, keepdim=True)                 # (n, d)

@@ -182,6 +182,7 @@ def test_a_verifying_circuit_narrower_than_the_searched_space_is_refused_before_
     check_space_inside_circuit(grid, shipped.features, shipped, "the data")             # the same space: fine
     text = (LIBRARY / "5t_opamp.toml").read_text()
     narrow = tmp_path / "my5t.toml"
-    narrow.write_text(text.replace('name = "5t_opamp"', 'name = "my5t"').replace("range = [0.5, 50]", "range = [2, 40]", 1))
+    narrow.write_text(text.replace('name = "5t_opamp"', 'name = "my5t"')
+                      .replace("range = [0.5, 50]", "range = [2, 40]", 1))
     with pytest.raises(ToolkitError, match=r"lets w1 range over \[0.5, 50\] um, but .*my5t.toml declares \[2, 40\]"):
         check_space_inside_circuit(grid, shipped.features, circuit(str(narrow)), "the data")

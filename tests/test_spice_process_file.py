@@ -67,7 +67,7 @@ def _one_line(exc, f):
     (lambda t: t.replace("cl = 1e-12", "cl = 1"), r"cl must be > 0 and <= 1e-06 F: .*got 1; fix cl"),
     (lambda t: t.replace("ldiff = 0.34", "ldiff = 340"), r"ldiff must be > 0 and <= 10 um: .*got 340; fix ldiff"),
     (lambda t: t.replace("vdd = 1.2", "vdd = nan"), r"vdd must be > 0 and <= 10 V"),
-    (lambda t: t.replace("vdd = 1.2", ""), r"missing key\(s\) \['vdd'\]"),          # was: vdd must be a number, got None
+    (lambda t: t.replace("vdd = 1.2", ""), r"missing key\(s\) \['vdd'\]"),   # was: "vdd must be a number, got None"
     (lambda t: t.replace('nmos = "nch_b"', 'nmos = "nch_q"'),
      r"nmos = 'nch_q': expected a `.model nch_q nmos ...` card in models, got cards for \['nch_b', 'pch_b'\]"),
     (lambda t: t.replace('nmos = "nch_b"', 'nmos = "pch_b"').replace('pmos = "pch_b"', 'pmos = "nch_b"'),
