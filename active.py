@@ -35,7 +35,6 @@ exit 2 before anything is written.
 import contextlib
 import difflib
 import json
-import math
 import shutil
 import sys
 import time
@@ -46,7 +45,9 @@ import numpy as np
 import pandas as pd
 
 import pipeline
-from active_learning.acquisition import GP_RULES, RULES, select
+from active_learning.acquisition import GP_RULES, RULES
+from active_learning.choose import choose, uniform_draws, val_designs
+from active_learning.given import GIVEN, check_given_provenance, given_designs
 from active_learning.ledger import STATUS, UNIFORM, append_rows, assign_split, read_ledger, write_training_data
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
@@ -56,17 +57,15 @@ from core.markdown import markdown_table
 from core.outputs import check_writable_dir, results_lock
 from core.settings import parse_set_pairs
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
-from data_loader.layout import check_features_in_space, read_domain, read_meta_file, space_boxes
+from data_loader.layout import read_domain
 from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
 from inference.members import parse_members
 from inference.evaluate import half_min_positive
 from inference.metrics import regression_report
 from inference.predict import Ensemble
 from inverse.optimise import design_keys
-from inverse.verify import (check_circuit_columns, recorded_conditions, require_ngspice, same_circuit, same_process,
-                            simulator_for)
+from inverse.verify import check_circuit_columns, recorded_conditions, require_ngspice, simulator_for
 from spice.conditions import Conditions
-from spice.circuits import BUILTINS as BUILTIN_CIRCUITS, circuit as load_circuit
 from spice.measure import METRICS, SIGNED_METRICS
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
@@ -74,7 +73,6 @@ CHUNK = 5            # designs per simulation task: the ledger is saved after ea
 KEY_FIELDS = ("opamp", "circuit", "process", "conditions", "data_dir", "rule", "seed", "init", "batch", "pool",
               "members", "set", "init_from", "spec", "warm_start", "val_designs")
 POWER = "power"      # a metric column the simulator gives from the operating point (spice.generate --power)
-GIVEN = "given"      # the rule of --init-from designs (simulated before the loop, by the user)
 
 
 def parse_args(argv=None):
@@ -124,71 +122,6 @@ def check_sizes(settings: dict, n_given: int | None = None) -> None:
                            f"out); the first round needs >= 10. Fix: more designs in that folder, or --init N random.")
     split_target_rows(init if n_given is None else n_given, val_split=settings["VAL_SPLIT"], test_split=0.0,
                       seed=settings["SEED"])
-
-
-def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -> pd.DataFrame:
-    """The --init-from designs as ledger rows (round 0, rule ``given``, design ids -1, -2, ...), minus designs of
-    the fixed test set (``exclude``: they stay unseen) and repeats; one line naming the file when its columns
-    differ from the source data's."""
-    from data_loader.layout import read_folder
-    got = read_folder(folder)
-    for kind, have, want, f in (("design variable", got.features.columns, x_cols, got.features_file),
-                                ("metric", got.targets.columns, y_cols, got.targets_file)):
-        missing, extra = [c for c in want if c not in have], [c for c in have if c not in want]
-        if missing or extra:   # extra design variables: most likely another circuit's designs
-            what = (f"lacks the {kind} columns {missing}" if missing else "") + (" and " if missing and extra else "") \
-                + (f"has {kind} columns {extra} that are not" if extra else "")
-            raise ToolkitError(f"--init-from {f} {what} in the source data (it has {list(have)}, the source "
-                               f"{list(want)}). Fix: the same columns as the "
-                               f"{'features' if kind != 'metric' else 'targets'} of the source folder.")
-    rows = pd.concat([got.features[x_cols], got.targets[y_cols]], axis=1).astype(float)
-    ok = np.isfinite(rows[y_cols].to_numpy()).all(axis=1)
-    # as the data loader reads a status column (data_loader.failures): "OK" and " ok" are ok
-    status = (got.status.fillna("").astype(str).str.strip().str.lower().to_numpy() if got.status is not None
-              else np.full(len(rows), "ok"))
-    rows[STATUS] = np.where(ok & (status == "ok"), "ok", np.where(status == "ok", "failed (non-finite metric)", status))
-    rows.insert(0, "design", -(np.arange(len(rows)) + 1))
-    rows.insert(1, "round", 0)
-    rows.insert(2, "rule", GIVEN)
-    rows.insert(3, "seed", seed)
-    keys = design_keys(rows, x_cols)
-    keep = ~keys.isin(exclude).to_numpy() & ~keys.duplicated().to_numpy()
-    if not keep.all():
-        print(f"[active] --init-from: {int((~keep).sum())} of {len(rows)} designs left out (in the fixed test set, "
-              f"or repeated)", flush=True)
-    return rows[keep].reset_index(drop=True)
-
-
-def check_given_provenance(folder, given: pd.DataFrame, x_cols: list, circuit: str, process: str) -> None:
-    """The --init-from designs become the loop's process-B rows, so they must be what the loop simulates: the
-    process and circuit the folder's meta.json records (when ``spice.generate`` wrote one) and, with or without
-    it, values in the circuit's design space and units (a source folder, another circuit's data or widths in
-    metres were taken in silently: round 0 then scored R2_log -6)."""
-    from spice.generate import file_sha256
-    meta_path = Path(folder) / "meta.json"
-    meta = read_meta_file(meta_path)
-    theirs = meta.get("process_file") or meta.get("process")
-    if theirs and not same_process(theirs, process):
-        raise ToolkitError(f"--init-from {folder}: its meta.json says these designs were simulated in process "
-                           f"{theirs}, but the loop simulates in {process}. Fix: a folder of designs simulated in "
-                           f"{process}, or --process {theirs} if that is the target process.")
-    loop_circuit = load_circuit(circuit)
-    recorded_sha = (meta.get("recipe") or {}).get("circuit_sha256")
-    recorded = meta.get("circuit_file")
-    if recorded_sha:                       # spice.generate's record of the circuit file's bytes
-        other = recorded_sha != file_sha256(loop_circuit.path)
-    elif recorded and (recorded in BUILTIN_CIRCUITS or Path(recorded).is_file()):
-        other = not same_circuit(recorded, circuit)
-    else:                                  # no record (a user's own data): the design-space check below
-        other = False
-    if other:
-        raise ToolkitError(f"--init-from {folder}: its meta.json says these designs come from circuit {recorded}"
-                           f"{' (another version of the file)' if recorded_sha else ''}, but the loop simulates "
-                           f"{circuit}. Fix: a folder of {circuit}'s designs, or --circuit {recorded}.")
-    x = given[x_cols].to_numpy(float)
-    check_features_in_space(x_cols, np.nanmin(x, axis=0), np.nanmax(x, axis=0),
-                            space_boxes(loop_circuit.design_space()), source=f"the circuit {circuit}",
-                            fix=f"--init-from designs in the units of {circuit}'s variables")
 
 
 def check_simulated_metrics(folder: Path, y_cols: list) -> None:
@@ -396,83 +329,6 @@ def score_test(ens: Ensemble, test, floor) -> dict:
     inside = ((y[ens.y_cols] >= lo) & (y[ens.y_cols] <= hi)).to_numpy().mean()
     return {"test_r2": report["mean"]["r2"], "test_r2_log": report["mean"]["r2_log"], "test_cov95": float(inside),
             "test_r2_log_per_metric": {c: report[c]["r2_log"] for c in ens.y_cols}}
-
-
-def val_designs(setting: str, rule: str) -> str:
-    """ACTIVE_VAL_DESIGNS resolved: "auto" is "picks" for the ``spec`` rule (it is run for simulated designs that meet
-    the spec, and a uniform draw seldom does) and "uniform" for every other rule."""
-    if setting != "auto":
-        return setting
-    return "picks" if rule == "spec" else "uniform"
-
-
-def uniform_draws(rule: str, batch: int, settings: dict) -> int:
-    """How many of a round's ``batch`` designs are drawn uniformly from the pool to validate on (ACTIVE_VAL_DESIGNS
-    = "uniform": ceil(VAL_SPLIT x batch), leaving the rule at least one pick); 0 for ``random`` (every design is a
-    uniform draw) and with "picks" (the validation rows are a share of the rule's own picks)."""
-    if settings["ACTIVE_VAL_DESIGNS"] != "uniform" or rule == UNIFORM or batch < 2:
-        return 0
-    return min(math.ceil(settings["VAL_SPLIT"] * batch), batch - 1)
-
-
-def choose(ens: Ensemble, rule: str, pool: pd.DataFrame, ledger: pd.DataFrame, batch: int, seed: int,
-           round_no: int, spec=None, n_uniform: int = 0) -> pd.DataFrame:
-    """The ``batch`` pool designs to simulate: ``n_uniform`` uniform draws first (``uniform_draws``; ledger rule
-    ``random``), then the ones ``rule`` picks given them, in pick order; each with its uncertainty score and
-    P(simulation OK) learned from the ``ledger``'s statuses (and, with a ``spec``, P(spec met)).  The ``rule``
-    column says which drew each design."""
-    import torch
-    from active_learning.acquisition import feasibility, score, spec_probability
-    x_scaled = ens.preprocessing.transform_x(pool[ens.x_cols])
-    with torch.no_grad():
-        mean, std = ens.predict_scaled(torch.as_tensor(x_scaled))
-    mean, std = mean.double().numpy(), std.double().numpy()
-    p_ok = feasibility(ens.preprocessing.transform_x(ledger[ens.x_cols].astype(float)),
-                       (ledger[STATUS] == "ok").to_numpy(), x_scaled)
-    bounds = None
-    if spec is not None:
-        mspec = spec.model_space(ens.preprocessing)
-        bounds = (mspec.lo.double().numpy(), mspec.hi.double().numpy())
-    rng = np.random.default_rng([seed, round_no, 17])
-    if rule in GP_RULES:
-        pick = choose_integrated(ens, rule, x_scaled, mean, std, p_ok, batch, rng, n_uniform)
-    else:
-        pick = select(rule, x_scaled, mean, std, batch=batch, rng=rng, p_ok=p_ok, spec_bounds=bounds,
-                      uniform=n_uniform)
-    chosen = pool.iloc[pick].copy()
-    chosen["rule"] = [UNIFORM] * n_uniform + [rule] * (len(pick) - n_uniform)
-    chosen["score"], chosen["p_ok"] = score(mean, std)[pick], p_ok[pick]
-    if bounds is not None:
-        chosen["p_spec"] = spec_probability(mean, std, *bounds)[pick]
-    return chosen
-
-
-def choose_integrated(ens: Ensemble, rule: str, x_scaled, mean, std, p_ok, batch: int, rng,
-                      n_uniform: int = 0) -> np.ndarray:
-    """Pool indices of ``n_uniform`` uniform draws and then the designs ``rule`` (one of GP_RULES) picks given them,
-    among a random INTEGRATED_POOL of the pool, from the GP member's posterior covariance there (a random subset of
-    a uniform pool is uniform: the uniform draws and the random half of ``mixed_integrated`` stay uniform draws)."""
-    import torch
-    from active_learning.acquisition import INTEGRATED_POOL
-    model = next((m.model for m in ens.members if hasattr(getattr(m.model, "inner", m.model), "posterior_cov")),
-                 None)
-    if model is None:
-        raise ToolkitError(f"--rule {rule} needs the GP member in the ensemble. Fix: --members ...,gp_stack")
-    gp = getattr(model, "inner", model)   # a GP that learns a ratio metric through its sign (models.SignedRatio)
-    sub = np.sort(rng.choice(len(x_scaled), min(INTEGRATED_POOL, len(x_scaled)), replace=False))
-    x_sub = np.asarray(x_scaled)[sub]
-    with torch.no_grad():
-        xs = torch.as_tensor(x_sub)
-        cov = gp.posterior_cov(xs, xs).numpy()
-        noise = gp.observation_noise().numpy()
-        sensitivity = np.ones((cov.shape[0], len(sub)))
-        if gp is not model:   # those metrics' covariance is in the GP's u space: what a unit of it is worth in
-            cols = list(model.columns)   # the model space (var_model / var_u, both from the GP at each design)
-            mu, logvar = gp.mean_logvar(xs)                  # one GP pass for both spaces
-            var_model = model.to_model_space(mu, logvar)[1][:, cols].double().exp()
-            sensitivity[cols] = (var_model / logvar[:, cols].double().exp()).T.numpy()
-    return sub[select(rule, x_sub, mean[sub], std[sub], batch=batch, rng=rng, p_ok=p_ok[sub], gp_cov=(cov, noise),
-                      sensitivity=sensitivity, uniform=n_uniform)]
 
 
 def read_spec(path, y_cols: list, typical: np.ndarray, data_dir=None, opamp=None):

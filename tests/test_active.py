@@ -10,6 +10,8 @@ import pytest
 
 import active
 from active_learning.acquisition import score, select, spec_probability
+from active_learning.choose import choose, uniform_draws, val_designs
+from active_learning.given import given_designs
 from core.errors import ToolkitError
 from inverse.optimise import design_keys
 from models.model_utils import read_checkpoint_meta
@@ -976,7 +978,7 @@ def test_init_from_reads_status_as_the_data_loader_does(tiny_data, tmp_path):
     feats.to_csv(mine / "features.csv", index=False)
     pd.read_csv(tgt / "targets.csv").iloc[-12:].assign(status=[" OK"] * 11 + ["No_UGF"]).to_csv(
         mine / "targets.csv", index=False)
-    rows = active.given_designs(mine, list(feats.columns), list(pd.read_csv(tgt / "targets.csv").columns), 0, set())
+    rows = given_designs(mine, list(feats.columns), list(pd.read_csv(tgt / "targets.csv").columns), 0, set())
     assert rows["status"].tolist() == ["ok"] * 11 + ["no_ugf"]
 
 
@@ -1039,12 +1041,12 @@ def test_uniform_validation_designs_are_drawn_per_batch_and_are_the_rounds_only_
     random), the rule picks the rest among the others; the round validates on those uniform draws only."""
     from active_learning.ledger import assign_split
     settings = {"ACTIVE_VAL_DESIGNS": "uniform", "VAL_SPLIT": 0.2}
-    assert [active.uniform_draws(r, b, settings) for r, b in (("integrated", 25), ("diverse", 7), ("integrated", 1),
+    assert [uniform_draws(r, b, settings) for r, b in (("integrated", 25), ("diverse", 7), ("integrated", 1),
                                                                ("random", 25))] == [5, 2, 0, 0]
-    assert active.uniform_draws("integrated", 25, {**settings, "ACTIVE_VAL_DESIGNS": "picks"}) == 0
+    assert uniform_draws("integrated", 25, {**settings, "ACTIVE_VAL_DESIGNS": "picks"}) == 0
     # auto: the spec rule validates on its own picks (it is run for designs meeting the spec), others on uniform draws
-    assert [active.val_designs("auto", r) for r in ("spec", "integrated", "random")] == ["picks", "uniform", "uniform"]
-    assert [active.val_designs(v, "spec") for v in ("uniform", "picks")] == ["uniform", "picks"]
+    assert [val_designs("auto", r) for r in ("spec", "integrated", "random")] == ["picks", "uniform", "uniform"]
+    assert [val_designs(v, "spec") for v in ("uniform", "picks")] == ["uniform", "picks"]
 
     class Prep:
         def transform_x(self, frame):
@@ -1059,13 +1061,13 @@ def test_uniform_validation_designs_are_drawn_per_batch_and_are_the_rounds_only_
     rng = np.random.default_rng(0)
     pool = pd.DataFrame({"design": range(100), "a": rng.uniform(0, 1, 100), "b": rng.uniform(0, 1, 100)})
     ledger = pd.DataFrame({"design": [-1], "a": [0.5], "b": [0.5], "status": ["ok"]})
-    got = active.choose(Ens(), "uncertainty", pool, ledger, 10, 3, 1, n_uniform=2)
+    got = choose(Ens(), "uncertainty", pool, ledger, 10, 3, 1, n_uniform=2)
     assert got["rule"].tolist() == ["random"] * 2 + ["uncertainty"] * 8 and got["design"].is_unique
     uniform = np.random.default_rng([3, 1, 17]).choice(100, 2, replace=False)
     assert got["design"].tolist()[:2] == uniform.tolist()
     rest = pool.drop(index=uniform)
     assert sorted(got["design"].tolist()[2:]) == sorted(rest.nlargest(8, "a")["design"].tolist())
-    assert active.choose(Ens(), "uncertainty", pool, ledger, 10, 3, 1)["rule"].eq("uncertainty").all()
+    assert choose(Ens(), "uncertainty", pool, ledger, 10, 3, 1)["rule"].eq("uncertainty").all()
     # the split: a round that mixes uniform draws and picks validates on its OK uniform draws only (at most all)
     rows = pd.DataFrame({"design": range(25), "round": 1, "rule": ["random"] * 5 + ["integrated"] * 20,
                          "status": ["ok"] * 4 + ["no_ugf"] + ["ok"] * 20})

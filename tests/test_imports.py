@@ -14,6 +14,8 @@ TRAINING = ("training", "fine_tune")
 # package -> top-level names it must never import
 FORBIDDEN = {pkg: TRAINING + ("pipeline", "benchmarks", "surrogate", "inverse_mdn", "inverse_opt")
              for pkg in ("inference", "inverse", "models", "losses", "data_loader", "spice")}
+# the loop's library: its entry points (active, sweep) use it, never the other way round
+FORBIDDEN["active_learning"] = FORBIDDEN["inference"] + ("active", "sweep")
 FORBIDDEN["core"] = tuple(TOOLKIT_TOP_LEVEL - {"core"})   # the bottom layer (config aside: entry-point CLI)
 
 
