@@ -64,15 +64,15 @@ from inference.evaluate import half_min_positive
 from inference.metrics import regression_report
 from inference.predict import Ensemble
 from inverse.optimise import design_keys
-from inverse.verify import check_circuit_columns, recorded_conditions, require_ngspice, simulator_for
+from inverse.verify import (POWER, check_circuit_columns, measured_metrics, recorded_conditions, require_ngspice,
+                            simulator_for, unmeasured_metrics)
 from spice.conditions import Conditions
-from spice.measure import METRICS, SIGNED_METRICS
+from spice.measure import SIGNED_METRICS
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
 KEY_FIELDS = ("opamp", "circuit", "process", "conditions", "data_dir", "rule", "seed", "init", "batch", "pool",
               "members", "set", "init_from", "spec", "warm_start", "val_designs")
-POWER = "power"      # a metric column the simulator gives from the operating point (spice.generate --power)
 
 
 def parse_args(argv=None):
@@ -128,10 +128,10 @@ def check_simulated_metrics(folder: Path, y_cols: list) -> None:
     """Every metric column of the data is one the simulator measures (``spice.measure.METRICS``, or ``power``
     from the operating point): the loop appends simulated rows to the data, and a column it cannot fill would
     stop it after its first simulations."""
-    unknown = [c for c in y_cols if c not in METRICS + [POWER]]
+    unknown = unmeasured_metrics(y_cols)
     if unknown:
         raise ToolkitError(f"{folder}: metric columns {unknown} are not ones the simulator measures (expected "
-                           f"{METRICS + [POWER]}), so the loop cannot simulate new rows of them. Fix: rename them to "
+                           f"{measured_metrics()}), so the loop cannot simulate new rows of them. Fix: rename them to "
                            f"the simulator's names, or copy the data without those columns.")
 
 
@@ -400,7 +400,7 @@ def prepare(argv=None) -> dict:
     if args.init_from is not None:   # read and checked before anything is written
         given = given_designs(args.init_from, x_cols, list(src.targets.columns), seed,
                               set(design_keys(test[0], x_cols)) if test is not None else set())
-        check_given_provenance(args.init_from, given, x_cols, circuit, process)
+        check_given_provenance(args.init_from, given, x_cols, circuit, process, conditions)
         check_sizes(settings, n_given=int((given[STATUS] == "ok").sum()))
     if args.backend == "dask":   # reachable now, before anything is written (a run connects per batch)
         connect(args.scheduler).close()

@@ -17,7 +17,7 @@ DATA_DIR = "data"          # folder holding <circuit>/<source|target>/*features*
 RESULTS_DIR = "results"    # checkpoints, scalers, metrics JSON, plots, run log
 
 # ---- run
-OPAMP_TYPE = "5t_opamp"    # a circuit folder under DATA_DIR: '5t_opamp' | 'two_stage_opamp' | yours
+OPAMP_TYPE = "5t_opamp"    # a circuit folder under DATA_DIR: '5t_opamp' | 'two_stage_opamp' | 'folded_cascode_opamp' | yours
 DEVICE = "auto"            # 'auto' (CUDA when available, else CPU) | 'cpu' | 'cuda' | 'cuda:N'
 NUM_THREADS = 1            # torch CPU threads, >= 1; 1 is fastest for these small nets (docs/DECISIONS.md)
 PIPELINE_JOBS = 2          # training stages run at once by python -m pipeline (worker processes), >= 1;
@@ -107,8 +107,8 @@ POOLED_LEARNING_RATE = 1e-3  # AdamW learning rate of the pooled stage, > 0 (tra
 
 # ---- gp_stack (a GP per metric on [x, source-baseline prediction]; training/train_gp.py)
 GP_NU = 2.5                # Matern smoothness: 0.5 | 1.5 | 2.5 (2.5: twice-differentiable, the usual choice)
-GP_ROWS = "train+val"      # rows the GP fits: "train+val" (val rows too; the ensemble uses their leave-one-out
-                           # predictions, so val stays out-of-sample) | "train" (docs/DECISIONS.md)
+GP_ROWS = "train+val"      # rows the GP fits: "train+val" (val rows too; the ensemble uses out-of-sample predictions
+                           # of them: 5-fold refits up to 400 rows, leave-one-out above) | "train" (docs/DECISIONS.md)
 GP_MAX_ROWS = 1000         # >= 2; target rows per GP (a seeded subset beyond; exact GPs cost O(n^3) time)
 GP_RESTARTS = 1            # >= 0; extra random starts of the marginal-likelihood optimiser per metric
 GP_HYPER_ROWS = 300        # 0 or >= 10; above this many GP rows the marginal-likelihood restarts run on a seeded subset of

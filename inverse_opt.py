@@ -56,9 +56,10 @@ from inverse.snap import check_data_against_space, check_space_inside_circuit, d
 from inverse.objective import MARGIN, PLAIN_SLOTS, figure_circuit, figures_table, make_objective, parse_objective
 from inverse.plots import pareto_plot
 from inverse.spec_file import load_objective, load_spec, recorded_units
-from inverse.verify import (check_circuit_columns, format_verification, require_ngspice, simulator_for,
-                            verify_designs)
+from inverse.verify import (check_circuit_columns, check_verifiable, format_verification, read_meta,
+                            recorded_conditions, require_ngspice, same_process, simulator_for, verify_designs)
 from spice.conditions import Conditions, apply as apply_conditions
+from spice.measure import SIGNED_METRICS, sign_column
 
 
 def parse_args(argv=None):
@@ -113,10 +114,11 @@ def parse_args(argv=None):
     a("--verify", action="store_true", help="simulate the top-k in ngspice and report pass/fail per goal")
     a("--process", default=None, help="process to verify in: A, B, sky130 or a process file (.toml) [the one the "
                                       "target data's meta.json records, else B]")
-    a("--temp", type=float, default=None, help="--verify at this temperature, C [nominal 27]")
-    a("--vdd", type=float, default=None, help="--verify at this supply, V [the process's]")
+    a("--temp", type=float, default=None, help="--verify at this temperature, C [the target data's (meta.json), "
+                                                 "else nominal 27]")
+    a("--vdd", type=float, default=None, help="--verify at this supply, V [the target data's, else the process's]")
     a("--corner", default=None, help="--verify at this corner, a .lib section of the process's library (sky130: tt, "
-                                     "ff, ss, sf, fs) [typical]")
+                                     "ff, ss, sf, fs) [the target data's, else typical]")
     a("--design-space", default=None, help="grid and box for the designs: a circuit file (.toml) or a meta.json "
                                            "[the data's target meta.json; none: no snapping, the data's range]")
     a("--circuit", default=None, help="circuit file (.toml) to verify with [the target data's meta.json circuit, else the "
@@ -285,8 +287,8 @@ def summary_lines(table, spec: Spec, k: int) -> list:
         best = table.iloc[0]
         fails = [f"{c} ({g}: predicted {best[f'pred_{c}']:.4g})" for c, g in zip(spec.y_cols, spec.goals)
                  if not best[f"meets_{c}"]]
-        out.append(f"[inverse] no design is predicted to meet the spec; the closest (rank 1) misses "
-                   f"{', '.join(fails)}")
+        out.append(f"[inverse] no design is predicted to meet the spec; rank 1 (ranked by the pessimistic "
+                   f"prediction, then the goal loss) misses {', '.join(fails)}")
     return out
 
 
@@ -306,7 +308,25 @@ def flag_out_of_domain(table, forward, mode: str):
 
 
 OUTPUTS = ("candidates.csv", "result.json", "verify.csv", "simulated_features.csv", "simulated_targets.csv",
+           "simulated_metric_signs.csv",
            "pareto.csv", "pareto.png")   # what a run writes in --save-dir; a rerun removes those it does not write
+
+
+def verify_conditions(data_dir, opamp: str, flags: Conditions, given_process, process: str) -> Conditions:
+    """The conditions --verify simulates in: those the target data were simulated at (meta.json: temp, vdd, corner),
+    each replaced by its flag when given; the data's apply only to the data's process (``--process`` naming another
+    one starts from nominal).  A model learned at 85 C is checked at 85 C, not at the simulator's nominal 27 C."""
+    recorded_process = (read_meta(data_dir, opamp, "target").get("process_file")
+                        or read_meta(data_dir, opamp, "target").get("process"))
+    if given_process is not None and not (recorded_process and same_process(given_process, recorded_process)):
+        return flags
+    recorded = recorded_conditions(data_dir, opamp)
+    if not recorded:
+        return flags
+    merged = Conditions(**{**recorded, **flags.to_dict()})
+    print(f"[inverse] --verify simulates at {merged.describe()}: the conditions the target data were simulated at "
+          f"(their meta.json){'; flags override' if not flags.nominal else ''}")
+    return merged
 
 
 def check_no_earlier_simulations(save_dir: Path, overwrite: bool) -> None:
@@ -330,8 +350,10 @@ def main(argv=None):
     check_numbers(args)
     opamp = settings["OPAMP_TYPE"]
     # the circuit and process the data were simulated with (meta.json), unless --circuit / --process say otherwise
+    given_process = args.process
     args.circuit, args.process = simulator_for(settings["DATA_DIR"], opamp, args.circuit, args.process)
     if args.verify:
+        args.conditions = verify_conditions(settings["DATA_DIR"], opamp, args.conditions, given_process, args.process)
         require_ngspice()
         from spice.simulate import resolve_process   # the process and its corner, before the search
         apply_conditions(resolve_process(args.process), args.conditions)
@@ -342,11 +364,24 @@ def main(argv=None):
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
     spec = build_spec(args, forward.y_cols, forward.preprocessing, settings["DATA_DIR"], opamp)
-    sim_circuit = args.circuit
+    sim_circuit, unchecked = args.circuit, []
     if args.verify:
         check_circuit_columns(sim_circuit, forward.x_cols)
+        unchecked = check_verifiable(spec)
+        if unchecked and args.rounds > 1:
+            raise ToolkitError(f"--rounds {args.rounds} corrects the model with every metric of the simulated designs, "
+                               f"and the simulator does not measure {unchecked}. Fix: --rounds 1 (verify only), or a "
+                               f"model without those metrics.")
+        if unchecked:
+            print(f"[inverse] --verify leaves {unchecked} unchecked: the simulator does not measure them (free in "
+                  f"the spec)")
     circuit = figure_circuit(sim_circuit, forward.x_cols)        # its [figures]: columns, objectives
     objectives = build_objectives(args, forward, circuit)
+    unsimulated = [o.name for o in objectives if o.kind == "metric" and o.name in unchecked]
+    if unsimulated:
+        raise ToolkitError(f"--verify cannot rank verified designs by {unsimulated}: the simulator does not measure "
+                           f"it. Fix: an objective the simulator gives (a figure such as gate_area, or a simulated "
+                           f"metric), or drop --verify.")
     if spec.free and not objectives:
         raise ToolkitError("No goal bounds any metric (each is 'any' or left free) and there is no --objective: "
                            "every design meets this spec, so there is nothing to search for. Fix: a goal such as "
@@ -471,6 +506,12 @@ def main(argv=None):
         with atomic_path(save_dir / "simulated_targets.csv") as tmp:
             ver_all[[f"sim_{c}" for c in spec.y_cols]].set_axis(spec.y_cols, axis=1).assign(
                 status=ver_all["status"], round=ver_all["round"]).to_csv(tmp, index=False)
+        signed = [m for m in SIGNED_METRICS if f"sim_{sign_column(m)}" in ver_all.columns]
+        if signed:   # the data's metric_signs.csv rows for these designs (empty where a simulation failed)
+            with atomic_path(save_dir / "simulated_metric_signs.csv") as tmp:
+                ver_all[[f"sim_{sign_column(m)}" for m in signed]].set_axis(signed, axis=1).to_csv(
+                    tmp, index=False, float_format="%g")
+            written.append("simulated_metric_signs.csv")
     if front is not None:
         with atomic_path(save_dir / "pareto.csv") as tmp:
             front.to_csv(tmp, index=False)

@@ -10,7 +10,7 @@ training.train_align_coral -> training.train_target_only -> fine_tune.fine_tune 
 training.train_pooled -> training.train_gp (these two optional stages run when the ensemble's members,
 config ``ENSEMBLE_MEMBERS`` or ``--members``, name them: by default they do) -> inference.infer_ensemble, passing
 ``--opamp --data-dir --results-dir --device --seed --val-split --test-split --epochs --set
---dry-run --quiet`` through.  A training stage is skipped when its checkpoint is up to date:
+--dry-run --quiet`` through (``--n-target N`` as ``--set N_TARGET_TRAIN=N``, the ensemble included).  A training stage is skipped when its checkpoint is up to date:
 it exists; it was made by today's code (the hashes of the stage's source files and of every
 toolkit module they import, ``core.code_record``); its config snapshot equals this run's
 settings on every key it reads (``core.stages``: each stage declares them);
@@ -44,6 +44,7 @@ from data_loader import data_kwargs_from_settings, get_data_and_scalers, new_run
 from inference import infer_ensemble
 from inference.members import DEFAULT_MEMBERS, parse_members
 from training.staleness import code_staleness, staleness  # noqa: F401  (pipeline.staleness: the old home)
+from training.stage import refuse_dry_run_over_trained
 
 
 def parse_args(argv=None):
@@ -134,6 +135,10 @@ def preflight(settings: dict, members) -> None:
 def run(args, settings):
     t_all = time.perf_counter()
     steps = plan(settings, force=args.force, dry_run=args.dry_run, members=args.members or settings["ENSEMBLE_MEMBERS"])
+    if args.dry_run:   # before any stage runs: a smoke test never replaces trained checkpoints
+        for name, _, kind, reason in steps:
+            if reason:
+                refuse_dry_run_over_trained(settings, kind)
     print(f"[pipeline] opamp={settings['OPAMP_TYPE']} data={settings['DATA_DIR']} results={settings['RESULTS_DIR']} "
           f"seed={settings['SEED']}{' DRY-RUN' if args.dry_run else ''}")
     for i, (name, module, kind, reason) in enumerate(steps, 1):

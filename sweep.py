@@ -7,7 +7,7 @@
 
 Every combination of the ``--grid`` values (``KEY=v1,v2,...``; any config.py key the stage or its
 parents read, typed like its default; ``KEY=[...]`` for list values) is run for every seed and
-target size, each in its own folder ``<results-root>/<combo>/seed<k>_n<N>/``: the stage's parents
+target size, each in its own folder ``<results-root>/<combo>_<hash>/seed<k>_n<N>_<fingerprint>/``: the stage's parents
 (e.g. the source baseline) are trained once per (seed, n, parent settings) under
 ``<results-root>/_parents/`` and copied in, then the stage itself.  Each run is scored in
 physical units on target_val (mean log-space R^2) -- the number the best setting is **chosen**

@@ -11,6 +11,7 @@ from core.errors import ToolkitError
 from data_loader.layout import check_features_in_space, read_meta_file, space_boxes
 from inverse.optimise import design_keys
 from inverse.verify import same_circuit, same_process
+from spice.conditions import Conditions
 from spice.circuits import BUILTINS as BUILTIN_CIRCUITS, circuit as load_circuit
 
 GIVEN = "given"      # the ledger's rule of --init-from designs (simulated before the loop, by the user)
@@ -49,11 +50,13 @@ def given_designs(folder, x_cols: list, y_cols: list, seed: int, exclude: set) -
     return rows[keep].reset_index(drop=True)
 
 
-def check_given_provenance(folder, given: pd.DataFrame, x_cols: list, circuit: str, process: str) -> None:
+def check_given_provenance(folder, given: pd.DataFrame, x_cols: list, circuit: str, process: str,
+                           conditions: dict | None = None) -> None:
     """The --init-from designs become the loop's process-B rows, so they must be what the loop simulates: the
     process and circuit the folder's meta.json records (when ``spice.generate`` wrote one) and, with or without
     it, values in the circuit's design space and units (a source folder, another circuit's data or widths in
-    metres were taken in silently: round 0 then scored R2_log -6)."""
+    metres were taken in silently: round 0 then scored R2_log -6), and, when the folder records them, the run
+    conditions the loop simulates at (``conditions``: temp / vdd / corner of the target data)."""
     from spice.generate import file_sha256
     meta_path = Path(folder) / "meta.json"
     meta = read_meta_file(meta_path)
@@ -62,6 +65,13 @@ def check_given_provenance(folder, given: pd.DataFrame, x_cols: list, circuit: s
         raise ToolkitError(f"--init-from {folder}: its meta.json says these designs were simulated in process "
                            f"{theirs}, but the loop simulates in {process}. Fix: a folder of designs simulated in "
                            f"{process}, or --process {theirs} if that is the target process.")
+    theirs_at, ours_at = (Conditions(**c).to_dict() for c in (meta.get("conditions") or {}, conditions or {}))
+    if meta and theirs_at != ours_at:   # a folder without meta.json records no conditions: nothing to compare
+        raise ToolkitError(f"--init-from {folder}: its meta.json says these designs were simulated at "
+                           f"{Conditions(**theirs_at).describe()}, but the loop simulates at "
+                           f"{Conditions(**ours_at).describe()} (the target data's conditions). Fix: designs "
+                           f"simulated at {Conditions(**ours_at).describe()}, or a --data-dir whose target data were "
+                           f"made at {Conditions(**theirs_at).describe()}.")
     loop_circuit = load_circuit(circuit)
     recorded_sha = (meta.get("recipe") or {}).get("circuit_sha256")
     recorded = meta.get("circuit_file")

@@ -1,6 +1,6 @@
 """How far a closed-form figure of a circuit file is from what the simulator measures.
 
-    python -m benchmarks.figure_check                                   # both shipped circuits, B, ~20 s
+    python -m benchmarks.figure_check                                   # the shipped circuits, B
     python -m benchmarks.figure_check --opamp my_ota.toml --process my_node.toml --n 500
 
 For ``--n`` random designs of the circuit's design space (seed 0, ``spice.sampling``) it simulates the

@@ -202,7 +202,7 @@ def run(args, settings, objective):
                    pretrained_state=pretrained, l2sp_lambda=settings["L2SP_LAMBDA"] if l2sp_names else 0.0,
                    l2sp_params=l2sp_names or None, frozen_modules=frozen, progress=not args.quiet,
                    on_epoch=None if args.quiet or fixed is not None else
-                   epoch_printer(f"[{name}] {labels[0]}", labels[1]))
+                   epoch_printer(f"[{name}] {labels[0]}", labels[1], val_key=f"val_{monitor}"))
 
     plan = phase_plan(model, settings)
     results = {name: run_phase(name, trainable, l2sp, lr, "mse") for name, trainable, l2sp, lr in plan[:2]}
@@ -237,6 +237,9 @@ def run(args, settings, objective):
             scores = {"mse": val_mse(model.eval())["mse"], "r2": val_r2(model)}
         tried[candidate] = (scores, result, copy.deepcopy(model.state_dict()))
     chosen = choose_phase3({c: v[0] for c, v in tried.items()})      # val only, never test
+    if len(tried) > 1:
+        print(f"[dualhead] phase 3, objective {objective}: kept {chosen} ("
+              + ", ".join(f"{c}: val MSE {v[0]['mse']:.5g}, val R2 {v[0]['r2']:.4f}" for c, v in tried.items()) + ")")
     model.load_state_dict(tried[chosen][2])
     results[last] = tried[chosen][1]
     if model.has_variance and chosen == "mse":

@@ -4,7 +4,9 @@
     python -m inference.infer_ensemble --opamp two_stage_opamp --members align_hetero,target_only,dualhead,pooled
     python -m inference.infer_ensemble --data-dir /tmp/tiny --results-dir /tmp/res --no-plots
 
-Members (``--members``, default config ``ENSEMBLE_MEMBERS``: align_hetero, target_only, dualhead, pooled, gp_stack):
+Members (``--members``, default config ``ENSEMBLE_MEMBERS``: align_hetero, target_only, dualhead, pooled, gp_stack;
+without ``--members`` the configured ones not trained yet are left out with a warning -- the seed's quick start
+trains align_hetero and dualhead only --, while a member ``--members`` names must exist):
 each member's model-space variance is calibrated per metric with the closed-form temperature
 T^2 = mean((y - mu)^2 / sigma^2) on target_val (point models, ``pooled`` and a ``dualhead``
 fine-tuned with FINETUNE_OBJECTIVE="mse", get the homoscedastic variance = their val MSE, then
@@ -80,6 +82,8 @@ def main(argv=None):
     # --set FUSION_SELECTION=... bypasses the flag's choices: checked here, before any data is read
     setting_choice(settings, "FUSION_SELECTION", SELECTIONS, default=SELECTIONS[0],
                    fix=f"--fusion-selection {SELECTIONS[0]} (or {', '.join(SELECTIONS[1:])})")
+    if args.members is None:   # the configured members: fuse the trained ones (the seed's steps train two of five)
+        names = trained_members(names, settings)
     for name in names:   # before loading data: a missing member is the most common mistake
         path = checkpoint_path(settings, name)
         if not path.is_file():
@@ -88,6 +92,20 @@ def main(argv=None):
                                f"{run_flags(settings)})")
     with results_lock(settings["RESULTS_DIR"]):   # one run per results folder (issue 23)
         return run(args, settings, names)
+
+
+def trained_members(names: list, settings: dict) -> list:
+    """The configured members (ENSEMBLE_MEMBERS, no --members) that have a checkpoint, with one warning line naming
+    the others and how to train them; all of ``names`` when none has one (the caller then says what is missing).
+    An explicit --members is never cut: a member it names must exist."""
+    have = [n for n in names if checkpoint_path(settings, n).is_file()]
+    missing = [n for n in names if n not in have]
+    if not have or not missing:
+        return names
+    print(f"warning: ENSEMBLE_MEMBERS names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+          f"trained in {settings['RESULTS_DIR']}: fusing the {len(have)} that {'is' if len(have) == 1 else 'are'} "
+          f"({', '.join(have)}). For all of them: python -m pipeline {run_flags(settings)}", flush=True)
+    return have
 
 
 def plot(paths: dict, settings: dict, result) -> dict:

@@ -16,6 +16,7 @@ needs only the member checkpoints and ``{OPAMP}_ensemble_metrics.json``: neither
 data dir.  ``python -m inference.infer_ensemble`` is a short script over this object.
 """
 import json
+import shlex
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -254,7 +255,8 @@ class Ensemble:
                 break
             if ck.is_file() and checkpoint_sha256(ck) != fitted_on.get(name):
                 raise ToolkitError(f"{ck} changed after the ensemble was fitted (the {name} member was retrained): "
-                                   f"its calibration and fusion weights belong to the old member. {rerun}.")
+                                   f"its calibration and fusion weights belong to the old member. "
+                                   f"{refit_command(results_dir, opamp, params.members, ck)}.")
         if fitted_on is None:
             warnings.warn(f"{path} predates member hashes, so a member retrained since cannot be detected. {rerun} "
                           f"to record them.")
@@ -342,3 +344,17 @@ class Ensemble:
         lo, hi = self.preprocessing.inverse_y(mean - half), self.preprocessing.inverse_y(mean + half)
         return (pd.DataFrame(lo, columns=self.y_cols, index=designs.index),
                 pd.DataFrame(hi, columns=self.y_cols, index=designs.index))
+
+
+def refit_command(results_dir, opamp: str, members, checkpoint) -> str:
+    """"Rerun python -m inference.infer_ensemble ..." that refits this ensemble as it was: its members, and the run
+    flags (data folder, seed, target rows) ``checkpoint``, one of its members, was trained with (its config
+    snapshot), so the command runs as printed."""
+    from core.stages import run_flags
+    from models.model_utils import read_checkpoint_meta
+    try:
+        config = read_checkpoint_meta(checkpoint).get("config") or {}
+        flags = run_flags({**config, "OPAMP_TYPE": opamp, "RESULTS_DIR": str(results_dir)})
+    except (ToolkitError, KeyError):     # an unreadable member or an old snapshot: the flags this call knows
+        flags = shlex.join(["--opamp", opamp, "--results-dir", str(results_dir)])
+    return f"Rerun python -m inference.infer_ensemble {flags} --members {','.join(members)}"

@@ -53,7 +53,7 @@ def describe(summary: dict) -> list:
         out.append("[inverse]   met separately but never together: "
                    + "; ".join(f"{a} vs {b}" for a, b in summary["conflicts"]))
     bt = summary["best_tradeoff"]
-    out.append(f"[inverse]   best trade-off meets {bt['goals_met']} of {len(summary['goals'])} goals; misses "
-               f"{', '.join(bt['misses'])} (the per-goal pass rates: "
+    out.append(f"[inverse]   best trade-off among them (predicted mean) meets {bt['goals_met']} of "
+               f"{len(summary['goals'])} goals; misses {', '.join(bt['misses'])} (the per-goal pass rates: "
                + ", ".join(f"{c} {100 * f:.0f} %" for c, f in summary["met_fraction"].items()) + ")")
     return out

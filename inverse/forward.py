@@ -113,7 +113,11 @@ def load_forward(model_type: str, ckpt, *, opamp: str, results_dir, device="cpu"
         if not ensemble_json_path(root, opamp).is_file():
             raise ToolkitError(f"No ensemble for {opamp!r}: {ensemble_json_path(root, opamp)} is missing. Make it "
                                f"with: python -m pipeline --opamp {opamp} --results-dir {root}")
-        return EnsembleForward(Ensemble.load(root, opamp, device=device))
+        ens = Ensemble.load(root, opamp, device=device)
+        if ens.record.get("dry_run") or any((m.meta.get("metrics") or {}).get("dry_run") for m in ens.members):
+            print(f"warning: the ensemble in {root} was fitted on dry-run members (--dry-run: 2 epochs of 2 batches, "
+                  f"a smoke test): its predictions mean nothing. Fix: python -m pipeline without --dry-run.")
+        return EnsembleForward(ens)
     make = command(model_type)
     ckpt = Path(ckpt)
     if not ckpt.is_file():
@@ -126,6 +130,9 @@ def load_forward(model_type: str, ckpt, *, opamp: str, results_dir, device="cpu"
                            f"or the checkpoint of {opamp}.")
     if meta.get("preprocessing") is None:
         raise ToolkitError(f"{ckpt} records no preprocessing; re-create it with {make}.")
+    if (meta.get("metrics") or {}).get("dry_run"):
+        print(f"warning: {ckpt} is a dry-run checkpoint (--dry-run: 2 epochs of 2 batches, a smoke test): its "
+              f"predictions mean nothing. Fix: {make} without --dry-run.")
     pre = Preprocessing.from_dict(meta["preprocessing"])
     for p in model.parameters():
         p.requires_grad_(False)   # only x is optimised

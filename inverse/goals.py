@@ -147,6 +147,11 @@ class Spec:
         return cls(list(y_cols), list(goals), target, weights, lo, hi)
 
     @property
+    def bounded(self) -> np.ndarray:
+        """(M,) True where a goal bounds the metric (a finite lo or hi); False for 'any' (free)."""
+        return np.isfinite(self.lo) | np.isfinite(self.hi)
+
+    @property
     def free(self) -> bool:
         """True when no goal bounds any metric (every one 'any'): every design meets the spec."""
         return not (np.isfinite(self.lo).any() or np.isfinite(self.hi).any())

@@ -138,6 +138,33 @@ def design_keys(frame: pd.DataFrame, x_cols) -> pd.Series:
     return frame[list(x_cols)].apply(lambda row: ",".join(f"{v:.{KEY_DIGITS}g}" for v in row), axis=1)
 
 
+NEAR_DIGITS = 3   # significant digits in which two reported candidates' continuous variables must differ
+
+
+def near_keys(frame: pd.DataFrame, x_cols, grid=None) -> pd.Series:
+    """``design_keys`` with each continuous variable (no grid rule, or a 'range' one) to ``NEAR_DIGITS`` significant
+    digits: what "nearly the same design" means when the top-k is chosen.  The optimiser's ends differ in a
+    continuous bias current's 4th digit where the snapped widths agree, and simulating six such twins tells no more
+    than one (a spec and an objective both ranked 4-6 twins in the top 8)."""
+    digits = [NEAR_DIGITS if (r := rule_for(c, grid)) is None or r.kind == "range" else KEY_DIGITS for c in x_cols]
+    return frame[list(x_cols)].apply(lambda row: ",".join(f"{v:.{d}g}" for v, d in zip(row, digits)), axis=1)
+
+
+def keys_frame(keys, x_cols) -> pd.DataFrame:
+    """The designs of ``design_keys`` strings, back as a frame (their KEY_DIGITS values)."""
+    return pd.DataFrame([[float(v) for v in k.split(",")] for k in keys], columns=list(x_cols))
+
+
+def first_of_each(order, near, seen: set) -> list:
+    """The indices of ``order`` whose ``near`` key is new (not in ``seen``, nor an earlier index's), in order."""
+    seen, out = set(seen), []
+    for i in order:
+        if near[i] not in seen:
+            seen.add(near[i])
+            out.append(int(i))
+    return out
+
+
 def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int = 8, grid=None,
                  snap: bool = True, exclude=(), terms=(), circuit=None, objective_margin: float = objective.MARGIN,
                  plain_slots: int = objective.PLAIN_SLOTS):
@@ -165,15 +192,20 @@ def rank_designs(forward, spec: Spec, x_phys, *, kappa: float = 1.0, top_k: int 
     unsafe = (pessimistic_fails(mt, st, mspec, kappa=kappa + objective_margin).numpy() > 0) if terms else 0 * fails
     order = np.lexsort((loss, second, unsafe, fails))   # ties in the objective (same area, another bias): lower loss
     fresh = ~keys.isin(set(exclude)).to_numpy()
-    order = order[fresh[order]]
+    # one candidate per near-twin, none a near-twin of a design simulated already
+    near = near_keys(frame, pre.x_cols, grid).to_numpy()
+    done = set(near_keys(keys_frame(exclude, pre.x_cols), pre.x_cols, grid)) if len(exclude) else set()
+    order = np.asarray(first_of_each(order[fresh[order]], near, done), int)
     if terms and plain_slots > 0:   # the last slots: the plain ranking's best not already in (a hedge at the edge)
         head = list(order[: max(top_k - plain_slots, 1)])
-        taken = set(head)
-        plain = [i for i in np.lexsort((loss, fails)) if fresh[i] and i not in taken]
+        plain_order = np.lexsort((loss, fails))
+        plain = first_of_each(plain_order[fresh[plain_order]], near, done | {near[i] for i in head})
         order = np.asarray(head + plain, int)
     order = order[:top_k]
     y_all = pre.inverse_y(mean)
-    searched = feasibility.analyse(spec.y_cols, spec.goals, spec.meets(y_all), loss)
+    bounded = spec.bounded   # a free metric ('any') is no goal: it is neither met nor missed
+    searched = feasibility.analyse([c for c, b in zip(spec.y_cols, bounded) if b],
+                                   [g for g, b in zip(spec.goals, bounded) if b], spec.meets(y_all)[:, bounded], loss)
     if searched["best_tradeoff"] is not None:        # the design itself, physical units, with its prediction
         b = searched["best_tradeoff"].pop("index")
         searched["best_tradeoff"].update(design={c: float(v) for c, v in frame.iloc[b].items()},

@@ -14,7 +14,7 @@
 Goal forms: ``>= X`` (min), ``<= X`` (max), ``== X`` (target, met within ``TARGET_TOL``),
 ``X .. Y`` (range), ``any``.  X is a number with an optional unit from ``UNITS``; a bare number is in
 the metric's data unit.  A unit must have the dimension of the metric's data unit: V/V metrics take
-``dB`` = 20 log10, Hz metrics Hz/kHz/MHz/GHz, slew rates V/s, V/ms, V/us, V/ns, angles deg/rad.
+``dB`` = 20 log10, Hz metrics Hz/kHz/MHz/GHz, slew rates V/s, V/ms, V/us, V/ns, angles deg (or °)/rad.
 
 The data unit of a metric is what its column holds: for the metric names ``spice.measure`` writes,
 the unit it writes (``METRIC_UNITS``); for any other metric, or data of your own in another unit,
@@ -42,7 +42,7 @@ UNITS = {
     "": ("1", 1.0), "V/V": ("1", 1.0), "dB": ("1", "dB"),
     "Hz": ("Hz", 1.0), "kHz": ("Hz", 1e3), "MHz": ("Hz", 1e6), "GHz": ("Hz", 1e9),
     "V/s": ("V/s", 1.0), "V/ms": ("V/s", 1e3), "V/us": ("V/s", 1e6), "V/µs": ("V/s", 1e6), "V/ns": ("V/s", 1e9),
-    "deg": ("deg", 1.0), "rad": ("deg", 180.0 / math.pi),
+    "deg": ("deg", 1.0), "°": ("deg", 1.0), "rad": ("deg", 180.0 / math.pi),
     "A": ("A", 1.0), "mA": ("A", 1e-3), "uA": ("A", 1e-6), "µA": ("A", 1e-6),
     "W": ("W", 1.0), "mW": ("W", 1e-3), "uW": ("W", 1e-6), "µW": ("W", 1e-6),
 }
@@ -51,7 +51,7 @@ METRIC_DATA_UNITS = {**METRIC_UNITS, **OP_METRIC_UNITS}
 _KIND = {"1": "a ratio (V/V)", "Hz": "a frequency (Hz)", "V/s": "a slew rate (V/s)", "deg": "an angle (deg)",
          "A": "a current (A)", "W": "a power (W)"}
 _EXAMPLE = {"1": "40 dB", "Hz": "2 MHz", "V/s": "10 V/us", "deg": "60 deg", "W": "1 mW", "A": "100 uA"}
-_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµ/^0-9]*)\s*$")
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµ°/^0-9]*)\s*$")
 
 
 def quantity(text: str, metric: str, where: str, data_unit: str | None = None, *, bare=None) -> float:
@@ -161,6 +161,8 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     conditions the MDN for free metrics.  ``recorded`` / ``recorded_where``: the data's units and the meta.json
     holding them (``recorded_units``): the data unit of a metric the spec's [units] table does not name."""
     path = Path(path)
+    notes, say = [], warn
+    warn = notes.append   # printed once the whole file is read: a refused file prints its one error line only
     spec = read_toml(path, missing="--spec needs a TOML file with a [goals] table (docs/USAGE.md)")
     unknown = set(spec) - {"goals", "weights", "objective", "units"}
     if unknown or not isinstance(spec.get("goals"), dict) or not spec["goals"]:
@@ -199,7 +201,10 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
         weights[j] = w
     if weights.sum() <= 0:
         raise ToolkitError(f"{path}: [weights] are all 0; at least one goal must count")
-    return Spec.build(list(y_cols), goals, target, weights=weights, bands=bands, target_tol=target_tol, warn=warn)
+    built = Spec.build(list(y_cols), goals, target, weights=weights, bands=bands, target_tol=target_tol, warn=warn)
+    for note in notes:
+        say(note)
+    return built
 
 
 def load_objective(path):

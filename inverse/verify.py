@@ -15,6 +15,8 @@ from core.errors import ToolkitError
 from data_loader.layout import read_meta_file
 from inverse.goals import Spec
 
+POWER = "power"   # the metric column the operating point gives (spice.generate --power; OP_METRIC_UNITS)
+
 INSTALL = "install it with `make ngspice` or `sudo apt-get install ngspice libngspice0`"
 
 
@@ -67,6 +69,10 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
             raise ToolkitError(f"{check_at} names the circuit file {recorded}, which is not there. Fix: restore it, "
                                f"or --circuit FILE.toml.")
         elif opamp in BUILTINS or not required:
+            if recorded:   # a circuit file that moved: say so before a later "no circuit" line
+                print(f"warning: {check_at} names the circuit file {recorded}, which is not there; using {opamp!r}"
+                      f"{'' if opamp in BUILTINS else ' (not a shipped circuit)'}. Fix: restore the file, or "
+                      f"--circuit FILE.toml.")
             circuit = opamp
         else:
             raise ToolkitError(f"{Path(data_dir) / opamp} has no design space the loop can sample from (no meta.json "
@@ -79,6 +85,8 @@ def simulator_for(data_dir, opamp: str, circuit=None, process=None, *, required:
               f"simulated in {recorded_process}: the loop adds {process}'s designs to them and scores on their "
               f"test rows.")
     process = process or recorded_process or "B"
+    if recorded_process and same_process(process, recorded_process):
+        check_process_unchanged(process, target_meta, check_at, refuse=required)
     return str(circuit), str(process)
 
 
@@ -144,6 +152,31 @@ def check_circuit_columns(opamp, x_cols) -> None:
                            f"use the model and data made with that circuit, or --circuit FILE.toml.")
 
 
+def measured_metrics() -> list:
+    """What the simulator gives: ``spice.measure.METRICS``, and ``power`` from the operating point
+    (``spice.generate --power``)."""
+    from spice.measure import METRICS
+    return METRICS + [POWER]
+
+
+def unmeasured_metrics(y_cols) -> list:
+    """The metric columns the simulator cannot give: a model may learn them from another tool, but no simulation
+    checks them."""
+    return [c for c in y_cols if c not in measured_metrics()]
+
+
+def check_verifiable(spec: Spec) -> list:
+    """The spec's metrics a verification cannot simulate (``unmeasured_metrics``): refused when a goal bounds one
+    (its pass/fail could not be checked), else returned (left unchecked, as the spec leaves them free)."""
+    missing = unmeasured_metrics(spec.y_cols)
+    bounded = [c for c in missing if spec.bounded[spec.y_cols.index(c)]]
+    if bounded:
+        raise ToolkitError(f"--verify cannot check the goals on {bounded}: the simulator does not measure them (it "
+                           f"measures {measured_metrics()}). Fix: leave them free in the spec ('any'), or drop "
+                           f"--verify.")
+    return missing
+
+
 def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B",
                    simulate=None, progress: bool = False, power: bool = False, conditions: dict | None = None
                    ) -> pd.DataFrame:
@@ -161,20 +194,46 @@ def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B"
     sim = pd.concat([simulate(opamp, x.iloc[i:i + 1], process, **kw) for i in tqdm(
         range(len(x)), desc=f"verify {len(x)} in {process}", unit="sim", disable=None if progress else True,
         leave=False)]) if len(x) else simulate(opamp, x, process, **kw)
-    y = sim[spec.y_cols].to_numpy(float)
+    # a metric the simulator does not measure (left free: check_verifiable) has no simulated value and passes
+    y = sim.reindex(columns=spec.y_cols).to_numpy(float)
     ok = (sim["status"] == "ok").to_numpy()
-    passed = spec.meets(y) & ok[:, None]
+    unsimulated = np.array([c not in sim.columns for c in spec.y_cols])
+    passed = (spec.meets(y) | unsimulated[None, :]) & ok[:, None]
     out = pd.DataFrame({"rank": table["rank"].to_numpy()})
     for j, c in enumerate(spec.y_cols):
         out[f"pred_{c}"] = table[f"pred_{c}"].to_numpy()
         out[f"sim_{c}"] = y[:, j]
         out[f"pass_{c}"] = passed[:, j]
+    from spice.measure import SIGNED_METRICS, sign_column
+    for m in SIGNED_METRICS:   # the sign of a ratio metric (cmrr): a signs file row, to append with the metrics
+        if m in spec.y_cols and sign_column(m) in sim.columns:
+            out[f"sim_{sign_column(m)}"] = sim[sign_column(m)].to_numpy(float)
     if power:
         out["sim_supply_current"] = sim["supply_current"].to_numpy(float)
         out["sim_power"] = sim["power"].to_numpy(float)
     out["status"] = sim["status"].to_numpy()
     out["pass_all"] = passed.all(axis=1)
     return out
+
+
+def check_process_unchanged(process: str, meta: dict, meta_path: Path, *, refuse: bool) -> None:
+    """The process file the target data name, and the model library it points to, as they were when the data were
+    generated (``spice.generate`` records their sha256 in meta.json's recipe; data made before it are not checked).
+    Edited since: ``refuse`` (the active loop would add the edited process's rows to the old ones) or a warning."""
+    from spice.generate import process_digests
+    recipe = meta.get("recipe") or {}
+    now = process_digests(str(process))
+    changed = [k.replace("_sha256", "") for k in ("process_sha256", "library_sha256")
+               if recipe.get(k) and now.get(k) != recipe[k]]
+    if not changed:
+        return
+    what = " and ".join("the process file" if k == "process" else "its model library" for k in changed)
+    text = (f"{what} of {process} changed since the data in {meta_path.parent} were simulated ({meta_path} records "
+            f"another sha256)")
+    if refuse:
+        raise ToolkitError(f"{text}: new designs would not match the old ones. Fix: regenerate the data with the "
+                           f"edited process, or restore the file.")
+    print(f"warning: {text}: the simulations check the edited process, not the one the model learned.")
 
 
 def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
@@ -184,6 +243,9 @@ def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
         for j, (c, g) in enumerate(zip(spec.y_cols, spec.goals)):
             mark = "ok" if r[f"pass_{c}"] else "FAIL"
             free = g == "range" and not np.isfinite(spec.lo[j]) and not np.isfinite(spec.hi[j])
+            if r[f"pass_{c}"] and not np.isfinite(r[f"sim_{c}"]):   # a free metric the simulator does not give
+                parts.append(f"{c}[free] pred {r[f'pred_{c}']:.4g} not simulated")
+                continue
             parts.append(f"{c}[{'free' if free else g}] pred {r[f'pred_{c}']:.4g} sim {r[f'sim_{c}']:.4g} {mark}")
         lines.append(f"  #{int(r['rank'])} {'PASS' if r['pass_all'] else 'fail'} ({r['status']}): " + "; ".join(parts))
     n = int(ver["pass_all"].sum())

@@ -44,12 +44,13 @@ from spice.batch import AC_CMD
 from spice.circuits import BENCH_VERSION, BUILTINS, circuit
 from spice.measure import (METRIC_UNITS, METRICS, OK, OP_METRIC_UNITS, SIGN_COLUMNS, SIGNED_METRICS, STATUSES,
                            sign_column)
-from spice.processes import DOMAIN_PROCESS
+from spice.processes import DOMAIN_PROCESS, library_path
 from spice.sampling import sample_designs
 from spice.conditions import Conditions, apply as apply_conditions
 from spice.simulate import check_design_space, netlist_errors, ngspice_version, resolve_process, simulate
 
 FLOAT_FORMAT = "%.7g"   # inverse.optimise.KEY_DIGITS (what "the same design" means) is this precision
+PROGRESS_EVERY_S = 10   # redirected output: a plain progress line per finished chunk, at most this often
 MAX_FAILED_START = 4   # chunks: a circuit with no OK design among this many is stopped with the fix
 
 
@@ -132,14 +133,23 @@ def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
 
 def run_key(circuit, process: str, seed: int, chunk: int, pdk_path, conditions: dict | None = None,
             power: bool = False) -> dict:
-    """What must match for a rerun to resume an interrupted run's chunks (the circuit file's and a
-    process file's bytes included: an edited netlist or supply must not mix with designs simulated
-    before the edit).  The shipped processes are named, not hashed, so their keys are as before."""
+    """What must match for a rerun to resume an interrupted run's chunks (the circuit file's, a
+    process file's and its model library's bytes included: an edited netlist, supply or model card must not mix
+    with designs simulated before the edit).  The shipped processes are named, not hashed, so their keys are as
+    before."""
     return {"opamp": circuit.name, "process": process, "seed": seed, "chunk": chunk, "pdk_path": pdk_path,
-            "circuit_sha256": file_sha256(circuit.path),
-            **({"process_sha256": file_sha256(process)}
-               if process.endswith(".toml") else {}),
+            "circuit_sha256": file_sha256(circuit.path), **process_digests(process),
             **({"conditions": conditions} if conditions else {}), **({"power": True} if power else {})}
+
+
+def process_digests(process: str) -> dict:
+    """``process_sha256`` of a process file and ``library_sha256`` of the model library it names (an edited model
+    card changes every row as much as an edited process file); {} for a shipped process, named not hashed."""
+    if not process.endswith(".toml"):
+        return {}
+    lib = library_path(process)
+    return {"process_sha256": file_sha256(process), **({"library_sha256": file_sha256(lib)} if lib and lib.is_file()
+                                                       else {})}
 
 
 def _check_same_run(partial: Path, key: dict) -> None:
@@ -209,7 +219,9 @@ def main(argv=None):
         # a shipped process is known good: the netlist is at fault; with a process file either may be
         what = f"{who}: ngspice rejects the netlist" if process.endswith(".toml") else \
             f"{args.circuit.path}: netlist: ngspice rejects it with process {process}"
-        raise ToolkitError(f"{what} ({errors[0].strip()}); {fix}")
+        # ngspice splits one complaint over lines ("Error on line:", the line, the cause): up to three, joined
+        said = " / ".join(e.strip() for e in errors[:3] if e.strip())
+        raise ToolkitError(f"{what} ({said}); {fix}")
     out_dir = Path(args.out) / args.circuit.name / args.domain
     check_writable_dir(out_dir, "--out")
     recipe = _recipe(args, process)
@@ -317,8 +329,10 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
     print(f"generate {args.circuit.name} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
           f"seed={args.seed}, {args.backend} x{args.workers}, ngspice {version}; {reused} chunks already done")
 
-    # a bar on a terminal; redirected, a plain line per batch of chunks instead of carriage-return fragments
+    # a bar on a terminal; redirected, plain lines (per batch of chunks, and per chunk every PROGRESS_EVERY_S)
+    # instead of carriage-return fragments
     terminal = sys.stderr.isatty()
+    said = time.time()      # when the last plain progress line was printed
     bar = tqdm(total=args.n, unit="ok", disable=args.no_progress or not terminal, desc=f"{args.circuit.name}/{args.domain}")
     try:
         with parallel(args.backend, args.workers, args.scheduler) as run:
@@ -336,11 +350,16 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
                 bar.n = n_ok
                 bar.refresh()
                 if not terminal and not args.no_progress:
+                    said = time.time()
                     print(f"{args.circuit.name}/{args.domain}: {n_ok}/{args.n} OK designs ({n_sim} simulated, "
-                          f"{time.time() - t0:.0f} s)", flush=True)
-                # Draw enough new chunks for the OK designs still missing, at the failure rate so far.
+                          f"{said - t0:.0f} s)", flush=True)
+                # Draw enough new chunks for the OK designs still missing, at the failure rate so far; until a
+                # design has simulated OK, only the chunks that decide a dead circuit (one per worker at least), so
+                # a circuit or process where nothing simulates stops after those, not after --n designs
                 rate = (n_ok + 1) / (n_sim + 1)
                 want = math.ceil((args.n - n_ok) / max(rate, 0.05) * 1.05) + args.chunk
+                if n_ok == 0:
+                    want = min(want, max(MAX_FAILED_START, args.workers) * args.chunk)
                 starts, s = [], 0
                 while len(starts) * args.chunk < want:
                     if s not in done:
@@ -358,6 +377,11 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
                     if run_state is not None:
                         run_state["ok"] += int((df["status"] == OK).sum())
                     bar.update(min(int((df["status"] == OK).sum()), args.n - bar.n))
+                    if not terminal and not args.no_progress and time.time() - said >= PROGRESS_EVERY_S:
+                        said = time.time()
+                        print(f"{args.circuit.name}/{args.domain}: "
+                              f"{sum(int((d['status'] == OK).sum()) for d in done.values())}/{args.n} OK designs "
+                              f"({sum(len(d) for d in done.values())} simulated, {said - t0:.0f} s)", flush=True)
     finally:
         bar.close()
 
@@ -371,8 +395,11 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
         kept[feat_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
     with atomic_path(out_dir / "targets.csv") as tmp:
         kept[tgt_cols].to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
-    signed = [m for m in SIGNED_METRICS if sign_column(m) in kept.columns and kept[sign_column(m)].notna().all()]
-    if signed:   # chunks saved before the signs were recorded have none: then no signs file
+    ok_rows = (kept["status"] == OK).to_numpy()
+    signed = [m for m in SIGNED_METRICS if sign_column(m) in kept.columns
+              and kept.loc[ok_rows, sign_column(m)].notna().all()]
+    if signed:   # chunks saved before the signs were recorded have none: then no signs file (a failed design, kept
+        # with --keep-failed, has no sign: its cell is empty, as its metrics are)
         with atomic_path(out_dir / "metric_signs.csv") as tmp:
             kept[[sign_column(m) for m in signed]].set_axis(signed, axis=1).to_csv(tmp, index=False, float_format="%g")
     if args.overwrite:   # "--overwrite to replace them": data files of another run or a person's go too, or the

@@ -83,6 +83,17 @@ SIZE_KEYS = {"w_range": "w", "l_range": "l"}   # process-file key -> the transis
 _MODEL = re.compile(r"^\s*\.model\s+(\S+)\s+(\w+)", re.I | re.M)
 
 
+def library_path(path) -> Path | None:
+    """The model library a process file names (``library``, relative to the file), resolved; None for inline cards
+    or a file that cannot be read (``load_process`` says why).  Its bytes decide the simulations as much as the
+    process file's: ``spice.generate`` records both digests."""
+    try:
+        lib = read_toml(path, missing="").get("library")
+    except ToolkitError:
+        return None
+    return (Path(path).parent / lib).resolve() if isinstance(lib, str) and lib else None
+
+
 def load_process(path) -> Process:
     """A process file (TOML): name, description, vdd (V), cl (F), ldiff (um), nmos, pmos, and either
     ``models`` (the .model cards inline) or ``library`` (a model file, relative to the process file)

@@ -114,10 +114,23 @@ def check_sizes(opamp, x: pd.DataFrame, proc) -> None:
                                    f"the process file")
 
 
+SLEW_CHECK_DESIGNS = 16   # designs of the space the circuit file's slew_time is evaluated on before any simulation
+
+
 def check_design_space(opamp, proc) -> None:
-    """Refuse a circuit whose declared sizes reach outside the process's ``w_range`` / ``l_range``: the
-    generator draws anywhere in the declared ranges, so such a run would fail part-way instead of now."""
+    """Refuse a circuit whose declared sizes reach outside the process's ``w_range`` / ``l_range`` (or are not
+    positive), or whose ``slew_time`` is not a positive time: the generator draws anywhere in the declared ranges,
+    so such a run would fail part-way (or every design as "nonconvergence") instead of now."""
     c = circuit(opamp)
+    for m in c.mosfets:
+        for dim in ("w", "l"):
+            size = getattr(m, dim)
+            lo = c.variables[size].lo if isinstance(size, str) else size
+            if not lo > 0:
+                what = f"{{{size}}} down to " if isinstance(size, str) else ""
+                raise ToolkitError(f"{c.path}: device {m.name} {dim} = {what}{lo:g} um: a transistor's {dim} must be > 0. Fix the netlist or that variable's "
+                                   f"range in the circuit file.")
+    _check_slew_time(c, proc)
     for dim, (key, rng) in _limits(proc).items():
         for m in c.mosfets:
             size = getattr(m, dim)
@@ -292,3 +305,16 @@ def ngspice_version(backend: str = "auto") -> str:
         return eng.version
     exe = batch.find_ngspice()
     return batch.version(exe) if exe else "not installed"
+
+
+def _check_slew_time(c, proc) -> None:
+    """The circuit file's ``slew_time`` (s) on the first SLEW_CHECK_DESIGNS designs of its space: a positive, finite
+    time, or one line naming the file and the design (a negative one made every transient fail)."""
+    from spice.sampling import sample_designs
+    vlo, vhi = proc.step
+    for _, design in sample_designs(c, 0, 0, SLEW_CHECK_DESIGNS).iterrows():
+        t = c.evaluate(c.slew_time, design.to_dict(), cl=proc.cl, dv=vhi - vlo)
+        if not (np.isfinite(t) and t > 0):
+            raise ToolkitError(f"{c.path}: slew_time = {c.slew_time!r} is {t:g} s for the design "
+                               f"{ {k: float(f'{v:.4g}') for k, v in design.items()} }: it must be a positive time "
+                               f"(the slowest plausible slewing, e.g. dv * cl / ibias). Fix the expression.")

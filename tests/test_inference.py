@@ -167,8 +167,8 @@ def test_missing_member_names_the_command(trained, tmp_path):
     shutil.copytree(res, tmp_path / "res")
     (tmp_path / "res" / "5t_opamp_target_only_hetero.pth").unlink()
     args = [a if a != str(res) else str(tmp_path / "res") for a in args]
-    with pytest.raises(ValueError, match="python -m training.train_target_only") as err:
-        infer_ensemble.main(args)
+    with pytest.raises(ValueError, match="python -m training.train_target_only") as err:   # a member --members names
+        infer_ensemble.main(args + ["--members", "align_hetero,target_only,dualhead"])
     data_dir = args[args.index("--data-dir") + 1]        # the user's own data folder: the fix runs as printed
     assert f"--data-dir {data_dir} --results-dir {tmp_path / 'res'} --seed" in str(err.value)
 

@@ -195,3 +195,53 @@ def test_a_source_only_baseline_with_pinned_preprocessing_survives_new_target_ro
     assert why == "preprocessing changed"
     target_val = reasons(pinned[:-2] + ["--set", f"PREPROCESSING_FROM={pin}", "--set", "BASELINE_VAL=target"], "r1")
     assert target_val["baseline"]                      # a different setting, and it would learn from target rows
+
+
+def test_a_dry_run_never_replaces_trained_checkpoints(ran, tmp_path, monkeypatch):
+    """A smoke test over a folder of trained checkpoints (settings changed, so every stage would rerun): refused
+    before any stage runs, pipeline and a single stage alike, every checkpoint left as it was."""
+    import training.stage
+    from core.errors import ToolkitError
+    from training import train
+    data, res, args, _ = ran
+    mine = tmp_path / "trained"
+    shutil.copytree(res, mine)
+    (mine / ".toolkit.lock").unlink(missing_ok=True)
+    # the folder's checkpoints are dry-run ones; read as trained ones (as a user's would be)
+    monkeypatch.setattr(training.stage, "read_checkpoint_meta", lambda p: {"metrics": {"dry_run": False}})
+    before = {p.name: p.read_bytes() for p in mine.glob("*.pth")}
+    argv = [str(mine) if a == str(res) else a for a in args] + ["--set", "WEIGHT_DECAY=0.001", "--jobs", "1"]
+    with pytest.raises(ToolkitError, match=r"--dry-run would replace .*5t_opamp_baseline_model.pth, a trained"):
+        pipeline.main(argv)
+    with pytest.raises(ToolkitError, match=r"--dry-run would replace .*, a trained checkpoint"):
+        train.main(["--data-dir", str(data), "--results-dir", str(mine), "--device", "cpu", "--dry-run"])
+    assert {p.name: p.read_bytes() for p in mine.glob("*.pth")} == before
+
+
+def test_inverse_design_on_dry_run_checkpoints_says_they_mean_nothing(ran, capsys):
+    from inverse.forward import load_forward
+    _, res, _, _ = ran
+    load_forward("ensemble", None, opamp="5t_opamp", results_dir=res)
+    assert "fitted on dry-run members" in capsys.readouterr().out
+    load_forward("target_only", res / "5t_opamp_target_only_hetero.pth", opamp="5t_opamp", results_dir=res)
+    assert "is a dry-run checkpoint" in capsys.readouterr().out
+
+
+def test_the_seeds_quick_start_ensemble_fuses_the_members_it_trained(ran, tmp_path, capsys):
+    """The seed's steps train baseline, align_hetero and dualhead, then run infer_ensemble with no flags: the
+    configured members that are missing are left out with a warning; an explicit --members is never cut."""
+    from core.errors import ToolkitError
+    from inference import infer_ensemble
+    data, res, args, _ = ran
+    seed = tmp_path / "seed"
+    shutil.copytree(res, seed)
+    (seed / ".toolkit.lock").unlink(missing_ok=True)
+    for name in ("target_only_hetero", "pooled_flag", "gp_stack"):
+        (seed / f"5t_opamp_{name}.pth").unlink()
+    common = ["--data-dir", str(data), "--results-dir", str(seed), "--device", "cpu", "--dry-run", "--no-plots"]
+    record = infer_ensemble.main(common)
+    assert list(record["members"]) == ["align_hetero", "dualhead"]
+    out = capsys.readouterr().out
+    assert "ENSEMBLE_MEMBERS names target_only, pooled, gp_stack, which are not trained" in out
+    with pytest.raises(ToolkitError, match="Missing ensemble member 'target_only'"):
+        infer_ensemble.main(common + ["--members", "align_hetero,target_only"])

@@ -1,5 +1,6 @@
 """core: settings resolution and coercion, the stage CLI, device choice, atomic writes."""
 import os
+import re
 import types
 
 import pytest
@@ -232,3 +233,27 @@ def test_failed_text_encoding_keeps_old_content(tmp_path):
         atomic_write_text(target, "bad \udc80 surrogate")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
+
+
+@pytest.mark.parametrize("key, value, said", [
+    ("NUM_THREADS", 0, "NUM_THREADS must be >= 1"), ("NUM_THREADS", -3, "NUM_THREADS must be >= 1"),
+    ("LOG_X_MIN_SPAN", -1.0, "LOG_X_MIN_SPAN must be a number >= 1"),
+    ("SOURCE_VAL_SPLIT", 1.5, "SOURCE_VAL_SPLIT must be in (0, 1), got 1.5"),
+    ("VAL_SPLIT", 0.0, "VAL_SPLIT must be in (0, 1)"), ("TEST_SPLIT", 1.0, "TEST_SPLIT must be in [0, 1)"),
+    ("X_SCALER_FIT", "target", "X_SCALER_FIT must be 'both' or 'source'")])
+def test_limits_the_config_comments_state_are_checked_before_any_work(key, value, said):
+    from core.settings import check_settings
+    with pytest.raises(ToolkitError, match=re.escape(said)):
+        check_settings({key: value})
+    check_settings({key: {"NUM_THREADS": 1, "LOG_X_MIN_SPAN": 10.0, "X_SCALER_FIT": "both"}.get(key, 0.1)})  # allowed
+
+
+def test_a_bad_source_holdout_writes_nothing(tmp_path):
+    """It was refused only after the data were read, with the run's scalers already written."""
+    from tests.synthetic import write_dataset
+    from training import train
+    data = write_dataset(tmp_path / "data", n_source=60, n_target=40)
+    with pytest.raises(ToolkitError, match=r"SOURCE_VAL_SPLIT must be in \(0, 1\)"):
+        train.main(["--data-dir", str(data), "--results-dir", str(tmp_path / "res"), "--device", "cpu",
+                    "--set", "BASELINE_VAL=source", "--set", "SOURCE_VAL_SPLIT=1.5", "--dry-run"])
+    assert not (tmp_path / "res").exists() or not any((tmp_path / "res").iterdir())

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -166,3 +167,24 @@ def test_power_is_one_more_metric_the_surrogate_and_spec_files_can_use(tmp_path)
     assert quantity("2 mW", "power", "spec.toml: goals.power") == pytest.approx(2e-3)   # spec files: power in W
     with pytest.raises(ToolkitError, match=r"unit 'MHz' is a frequency \(Hz\), but power is in W, a power \(W\)"):
         quantity("2 MHz", "power", "spec.toml: goals.power")
+
+
+@needs_ngspice
+def test_keep_failed_still_writes_the_signs_file_with_failed_rows_empty(tmp_path, monkeypatch):
+    """A failed design has no sign, as it has no metrics: the signs file is written all the same (it was left out
+    whenever one design of the run failed), its failed rows empty, and the folder loads."""
+    real = generate.simulate_chunk
+
+    def one_fails(*a):
+        df = real(*a)
+        if a[4] == 0:   # the first chunk's first design "fails"
+            df.loc[df.index[0], METRICS + ["cmrr_sign"]] = np.nan
+            df.loc[df.index[0], "status"] = "nonconvergence"
+        return df
+    monkeypatch.setattr(generate, "simulate_chunk", one_fails)
+    generate.main(ARGS + ["--workers", "1", "--keep-failed", "--out", str(tmp_path)])
+    folder = tmp_path / "5t_opamp" / "target"
+    signs, y = pd.read_csv(folder / "metric_signs.csv"), pd.read_csv(folder / "targets.csv")
+    assert len(signs) == len(y) and signs["cmrr"].isna().tolist() == (y["status"] != "ok").tolist()
+    from data_loader.layout import read_folder
+    assert read_folder(folder).signs is not None

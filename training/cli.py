@@ -2,9 +2,11 @@
 from tqdm.auto import tqdm
 
 
-def add_training_flags(cli, keys: dict | None = None) -> None:
+def add_training_flags(cli, keys: dict | None = None, unused=()) -> None:
     """Flags every training stage shares (beyond --opamp/--data-dir/--results-dir/--device/--seed); ``keys`` maps
-    a flag to the stage's own config key instead (the pooled stage: ``--lr`` sets POOLED_LEARNING_RATE)."""
+    a flag to the stage's own config key instead (the pooled stage: ``--lr`` sets POOLED_LEARNING_RATE);
+    ``unused``: flags the stage takes (the pipeline passes them to every stage) but does not read (the GP has no
+    epochs), so its --help says so."""
     flags = (("--epochs", "EPOCHS"), ("--patience", "PATIENCE"), ("--lr", "LEARNING_RATE"),
              ("--batch-size", "BATCH_SIZE"), ("--hidden-dim", "HIDDEN_DIM"), ("--num-layers", "NUM_LAYERS"),
              ("--val-split", "VAL_SPLIT"), ("--test-split", "TEST_SPLIT"), ("--n-target", "N_TARGET_TRAIN"))
@@ -13,7 +15,8 @@ def add_training_flags(cli, keys: dict | None = None) -> None:
     if unknown:                                            # a misspelt flag would silently keep its usual key
         raise KeyError(f"not a training flag: {sorted(unknown)}")
     for flag, key in flags:
-        cli.flag(flag, keys.get(flag, key))
+        cli.flag(flag, keys.get(flag, key), "not used by this stage (the pipeline passes it to every stage)"
+                 if flag in unused else "")
     cli.add_argument("--dry-run", action="store_true", help="2 epochs of 2 batches per phase (smoke test)")
     cli.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
 

@@ -15,7 +15,7 @@ from core.atomic import atomic_write_text
 from core.code_record import code_record
 from core.errors import ToolkitError
 from core.runtime import start_run
-from core.stages import checkpoint_path, command, metrics_path, rerun_command, stage as stage_of
+from core.stages import STAGES, checkpoint_path, command, metrics_path, rerun_command, stage as stage_of
 from data_loader import load_run_data
 from data_loader.preprocessing import same_preprocessing
 from inference.evaluate import evaluate_physical
@@ -28,8 +28,29 @@ DRY_RUN_BATCHES = 2      # --dry-run: batches per epoch
 
 def start_stage(settings: dict, stage: str, *, dry_run: bool = False):
     """Threads, seed, device, data.  Returns ``(device, data, t0)``."""
+    if dry_run:
+        refuse_dry_run_over_trained(settings, stage)
     device, t0 = start_run(settings, stage, dry_run=dry_run)
     return device, load_run_data(settings, stage), t0
+
+
+def refuse_dry_run_over_trained(settings: dict, kind: str) -> None:
+    """A --dry-run (a smoke test: DRY_RUN_EPOCHS of DRY_RUN_BATCHES batches) never replaces a trained checkpoint:
+    one line before anything is loaded or written.  Its own earlier dry-run checkpoints it may replace.  A stage
+    outside the registry (the MDN) keeps its own files."""
+    if kind not in STAGES:
+        return
+    path = checkpoint_path(settings, kind)
+    if not path.is_file():
+        return
+    try:
+        trained = not (read_checkpoint_meta(path).get("metrics") or {}).get("dry_run")
+    except ToolkitError:      # unreadable: the stage itself says so
+        return
+    if trained:
+        raise ToolkitError(f"--dry-run would replace {path}, a trained checkpoint (a dry run trains "
+                           f"{DRY_RUN_EPOCHS} epochs of {DRY_RUN_BATCHES} batches: a smoke test). Nothing was written. "
+                           f"Fix: --results-dir for the dry run's own folder (e.g. /tmp/dry_run), or drop --dry-run.")
 
 
 def tensors(data: dict, split: str, device) -> tuple:

@@ -66,12 +66,14 @@ from training.loop import FitResult
 
 def parse_args(argv=None):
     cli = StageCLI("training.train_gp", __doc__)
-    add_training_flags(cli)   # the flags every training stage takes (the pipeline passes them on); the GP
-    # itself reads the data flags (--val-split --test-split --n-target) and the GP_* settings
+    # the flags every training stage takes (the pipeline passes them on); the GP itself reads the data flags
+    # (--val-split --test-split --n-target), the network shape its source baseline parent must have, and GP_*
+    add_training_flags(cli, unused=("--epochs", "--patience", "--lr", "--batch-size"))
     return cli.parse(argv)
 
 
 GP_ROWS = ("train+val", "train")
+DRY_RUN_TRAIN_ROWS = 40   # --dry-run: training rows fitted beside the val rows (no restarts, no subset search)
 
 
 def preflight(settings: dict) -> None:
@@ -227,14 +229,20 @@ def run(args, settings):
     x_val, y_val = tensors(data, "target_val", "cpu")
     u_tr, u_val = tensors(u_data, "target_train", "cpu")[1], tensors(u_data, "target_val", "cpu")[1]
     with_val = settings["GP_ROWS"] == "train+val"
-    room = settings["GP_MAX_ROWS"] - (len(x_val) if with_val else 0)
+    max_rows, restarts, hyper_rows = settings["GP_MAX_ROWS"], settings["GP_RESTARTS"], settings["GP_HYPER_ROWS"]
+    if args.dry_run:   # a smoke test in seconds: few training rows, one optimiser start (the checkpoint's settings
+        # snapshot stays the run's, so a second dry run finds it up to date)
+        max_rows = min(max_rows, (len(x_val) if with_val else 0) + DRY_RUN_TRAIN_ROWS)
+        restarts, hyper_rows = 0, 0
+    room = max_rows - (len(x_val) if with_val else 0)
     if room < 1:
         raise ToolkitError(f"GP_MAX_ROWS={settings['GP_MAX_ROWS']} leaves no room for training rows beside the "
                            f"{len(x_val)} val rows (GP_ROWS=train+val). Fix: --set GP_MAX_ROWS="
                            f"{len(x_val) + len(x_tr)} or --set GP_ROWS=train")
     if len(x_tr) > room:
         keep = np.sort(np.random.default_rng(settings["SEED"]).choice(len(x_tr), room, replace=False))
-        print(f"[gp_stack] {len(x_tr)} training rows > the {room} GP_MAX_ROWS leaves: fitting a seeded subset")
+        print(f"[gp_stack] {len(x_tr)} training rows > the {room} "
+              f"{'a dry run' if args.dry_run else 'GP_MAX_ROWS'} leaves: fitting a seeded subset")
         x_tr, y_tr, u_tr = x_tr[keep], y_tr[keep], u_tr[keep]
     if with_val:                       # val rows last: their out-of-sample predictions are the val report
         x_tr, y_tr, u_tr = torch.cat([x_tr, x_val]), torch.cat([y_tr, y_val]), torch.cat([u_tr, u_val])
@@ -242,8 +250,7 @@ def run(args, settings):
         z = torch.cat([x_tr, baseline(x_tr)], dim=1).double().numpy()          # (n, D+M)
     targets = {False: y_tr.double().numpy(), True: u_tr.double().numpy()}   # by "learned through the sign"
     y_val_np = y_val.double().numpy()
-    fit_kw = dict(nu=settings["GP_NU"], restarts=settings["GP_RESTARTS"], seed=settings["SEED"],
-                  hyper_rows=settings["GP_HYPER_ROWS"])
+    fit_kw = dict(nu=settings["GP_NU"], restarts=restarts, seed=settings["SEED"], hyper_rows=hyper_rows)
     kinds = {c: ([True] if settings["SIGNED_RATIO"] is True else [False, True]) if c in signable else [False]
              for c in cols}           # auto: both targets for a signable metric, chosen below per metric
     gps = {}
