@@ -221,6 +221,8 @@ def check_process_unchanged(process: str, meta: dict, meta_path: Path, *, refuse
     generated (``spice.generate`` records their sha256 in meta.json's recipe; data made before it are not checked).
     Edited since: ``refuse`` (the active loop would add the edited process's rows to the old ones) or a warning."""
     from spice.generate import process_digests
+    if str(process).endswith(".toml") and not Path(process).is_file():
+        return                  # a process file that is gone: loading it says so, in its own words
     recipe = meta.get("recipe") or {}
     now = process_digests(str(process))
     changed = [k.replace("_sha256", "") for k in ("process_sha256", "library_sha256")
