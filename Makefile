@@ -52,7 +52,8 @@ data-dev: setup
 
 # Our methods vs peer baselines at several target sizes (long: ~50 min per circuit on 2 idle cores).
 benchmarks: setup
-	$(BIN)/python -m benchmarks.run --opamp $(OPAMP) --data-dir data --seeds 0 1 2 --n-target 50 100 200 400 all --jobs 2
+	$(BIN)/python -m benchmarks.run --opamp $(OPAMP) --data-dir data --seeds 0 1 2 --n-target 50 100 200 400 all --jobs 2 \
+		--docs-path docs/RESULTS.md
 
 # ngspice is needed only to generate data and to verify inverse designs (Debian/Ubuntu, as root).
 ngspice:

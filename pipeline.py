@@ -31,6 +31,9 @@ import contextlib
 import importlib
 import json
 import multiprocessing as mp
+import signal
+import sys
+import threading
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -215,6 +218,22 @@ def _stage_worker(module: str, argv: list, results_dir: str, log_path: str, regi
     return time.perf_counter() - t0
 
 
+@contextlib.contextmanager
+def _children_ignore_ctrl_c():
+    """Workers started in this block ignore Ctrl-C from birth (an ignored signal stays ignored across exec, and
+    Python then installs no KeyboardInterrupt handler): a terminal's Ctrl-C reaches the whole process group, and a
+    worker still importing printed its own traceback.  The pipeline process stops them (``run_parallel``) and prints
+    the one "interrupted" line.  A stage's files are written atomically: one cut short leaves no half file."""
+    if threading.current_thread() is not threading.main_thread():   # only the main thread may set handlers
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def _tail(path: Path, lines: int) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -236,6 +255,10 @@ def run_parallel(args, settings: dict, steps: list, todo: list) -> dict:
           f"{stage_log(settings, '<stage>')}", flush=True)
     modules = {name: module for name, module, *_ in todo}
     walls, t_all = {}, time.perf_counter()
+    # a worker stopped by Ctrl-C leaves its queue semaphores to multiprocessing's resource tracker, which warns of
+    # them at exit (two lines after the one "interrupted" line); it is started now, with these -W options
+    if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
         futures = {}
 
@@ -243,8 +266,9 @@ def run_parallel(args, settings: dict, steps: list, todo: list) -> dict:
             log = stage_log(settings, name)
             print(f"[pipeline] ==> {number[name]}/{total} {name} starts at {time.perf_counter() - t_all:.0f}s: "
                   f"{command(name)}  (log {log})", flush=True)
-            fut = pool.submit(_stage_worker, modules[name], stage_argv(args, training=True),
-                              str(settings["RESULTS_DIR"]), str(log), list(STAGES.values()))
+            with _children_ignore_ctrl_c():   # a worker process may be started by this submit
+                fut = pool.submit(_stage_worker, modules[name], stage_argv(args, training=True),
+                                  str(settings["RESULTS_DIR"]), str(log), list(STAGES.values()))
             futures[fut] = name
             return fut
 
@@ -265,8 +289,14 @@ def run_parallel(args, settings: dict, steps: list, todo: list) -> dict:
             print(f"[pipeline] <== {name} done in {_fmt_time(walls[name])}: {last}", flush=True)
             return fut
 
-        scheduling.dispatch([s[0] for s in todo], jobs, submit, wait_one, key=lambda n: n,
-                            after=parent.get, priority=priority.get)
+        try:
+            scheduling.dispatch([s[0] for s in todo], jobs, submit, wait_one, key=lambda n: n,
+                                after=parent.get, priority=priority.get)
+        except KeyboardInterrupt:   # only this process was interrupted (kill -INT): stop the workers, do not wait
+            for proc in list(getattr(pool, "_processes", {}).values()):   # for their stages to finish
+                proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)   # quick once they are gone; frees the pool's queues
+            raise
     return walls
 
 

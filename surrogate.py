@@ -39,6 +39,9 @@ def _frame(value, what: str) -> pd.DataFrame:
         raise ToolkitError(f"{what} needs unique string column names, got {list(value.columns)}.")
     if value.empty:
         raise ToolkitError(f"{what} has no rows.")
+    flags = [c for c in value.columns if pd.api.types.is_bool_dtype(value[c])]
+    if flags:   # a True/False design choice is the number 0/1 to the models (and to the CSV the stages read)
+        value = value.astype({c: int for c in flags})
     text = [c for c in value.columns if not pd.api.types.is_numeric_dtype(value[c])]
     if text:
         raise ToolkitError(f"{what} column(s) {text} are not numeric (e.g. {value[text[0]].iloc[0]!r}). "
@@ -120,6 +123,10 @@ class TransferSurrogate:
         for x, y, what in ((xs, ys, "source"), (xt, yt, "target")):
             if len(x) != len(y):
                 raise ToolkitError(f"X_{what} has {len(x)} rows but y_{what} has {len(y)}; they must be row-aligned.")
+            if not x.index.equals(y.index):   # rows are paired by position: a shuffled or filtered y would pair wrongly
+                raise ToolkitError(f"X_{what} and y_{what} have different row indexes (first {list(x.index[:3])} vs "
+                                   f"{list(y.index[:3])}); rows are paired by position. Fix: y_{what} = "
+                                   f"y_{what}.loc[X_{what}.index], or reset_index(drop=True) on both.")
         signs = {}
         for what, value, y in (("source", signs_source, ys), ("target", signs_target, yt)):
             if value is not None:
@@ -127,6 +134,16 @@ class TransferSurrogate:
                 if len(value) != len(y) or set(value.columns) - set(y.columns):
                     raise ToolkitError(f"signs_{what} must have one row per design ({len(y)}) and metric columns of "
                                        f"y_{what}; got {len(value)} rows and columns {list(value.columns)}.")
+                if not value.index.equals(y.index):
+                    raise ToolkitError(f"signs_{what} and y_{what} have different row indexes; rows are paired by "
+                                       f"position. Fix: signs_{what}.loc[y_{what}.index].")
+                bad = value.notna() & ~value.isin([-1, 1])
+                if bad.any().any():
+                    col = bad.columns[bad.any()][0]
+                    row = bad.index[bad[col]][0]
+                    got = float(value.at[row, col])
+                    raise ToolkitError(f"signs_{what} column {col!r} has {got:g} at index {row}: a sign is +1 or -1 "
+                                       f"(NaN where the metric is missing).")
             signs[what] = value
         self.data_dir_ = Path(self.results_dir) / "data"
         self._check_arguments()                        # before a file is written

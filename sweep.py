@@ -333,8 +333,8 @@ def table(rows: list, keys: list) -> tuple:
                  "| " + " | ".join("---" for _ in keys) + " | --- | --- | --- |"]
         for c, rs in sorted(groups.items(), key=lambda kv: -mean_val[kv[0]]):
             combo, vals = json.loads(c), [r["val_" + SCORE] for r in rs]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cell = f"{mean_val[c]:.4f} ± {sd:.4f}"
+            # one seed has no spread to show (a "± 0.0000" read as a measured zero)
+            cell = f"{mean_val[c]:.4f}" + (f" ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else " (1 seed)")
             lines.append("| " + " | ".join(str(combo.get(k)) for k in keys)
                          + f" | {'**' + cell + '**' if c == top else cell}"
                          + f" | {statistics.mean(r['test_' + SCORE] for r in rs):.4f}"

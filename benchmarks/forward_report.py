@@ -34,7 +34,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--opamp", nargs="+", default=["5t_opamp", "two_stage_opamp"])
     p.add_argument("--results-root", default="results/benchmarks")
-    p.add_argument("--docs-path", default="docs/RESULTS.md")
+    p.add_argument("--docs-path", default=None, help="Markdown file whose forward block is replaced "
+                                                      "[<results-root>/RESULTS.md; docs/RESULTS.md only when named]")
     return p.parse_args(argv)
 
 
@@ -116,7 +117,8 @@ def main(argv=None):
     args = parse_args(argv)
     for opamp in args.opamp:
         body = render(opamp, collect(Path(args.results_root), opamp))
-        replace_block(Path(args.docs_path), f"{opamp}:forward", body)
+        replace_block(Path(args.docs_path) if args.docs_path else Path(args.results_root) / "RESULTS.md",
+                      f"{opamp}:forward", body)
         print(body + "\n")
 
 

@@ -24,7 +24,8 @@ R^2, MAPE).  One JSONL line per circuit x seed x n x method goes to
 stage reads, from config.py or --set -- are skipped on a rerun; ``--fresh`` redoes them).  Inside a task dir a stage whose checkpoint is up to date by
 the pipeline's rule (same settings it reads, split, data and parent) is not retrained: its saved
 test report and wall time are used; ``--retrain`` trains every stage again.  Then
-``--docs-path`` (default ``docs/RESULTS.md``) gets
+``--docs-path`` (default ``<results-root>/RESULTS.md``: a run never edits the shipped docs unless told to;
+``make benchmarks`` passes ``docs/RESULTS.md``) gets
 the block between ``<!-- benchmarks.run:<opamp> start -->`` and ``... end -->`` replaced (or
 appended), ``learning_curve_<opamp>.png`` is written next to it, and where the n = all task dirs
 hold finished runs the forward-stage block (``benchmarks.forward_report``) is refreshed from them
@@ -104,7 +105,8 @@ def parse_args(argv=None):
     p.add_argument("--n-target", nargs="+", default=None, metavar="N",
                    help="target training sizes, integers or 'all' (default 50 100 200 400 all; --quick: 50 all)")
     p.add_argument("--results-root", default="results/benchmarks", help="per-run dirs and benchmarks.jsonl")
-    p.add_argument("--docs-path", default="docs/RESULTS.md", help="Markdown file whose block is replaced")
+    p.add_argument("--docs-path", default=None, help="Markdown file whose block is replaced [<results-root>/RESULTS.md; "
+                                                      "docs/RESULTS.md only when named]")
     p.add_argument("--device", default="cpu", help="passed to every stage (auto | cpu | cuda)")
     p.add_argument("--members", default=None, help="ensemble members (infer_ensemble --members); default: its own")
     p.add_argument("--methods", nargs="+", default=None,
@@ -456,7 +458,7 @@ def plot_learning_curve(rows: list, opamp: str, path: Path) -> Path:
 
 def render(rows: list, opamps: list, args, fp: str | None = None) -> list:
     """Tables and plot per circuit from rows of one settings fingerprint (default: the circuit's latest)."""
-    doc = Path(args.docs_path)
+    doc = Path(args.docs_path) if args.docs_path else Path(args.results_root) / "RESULTS.md"
     written = []
     for opamp in opamps:
         mine = [r for r in rows if r["opamp"] == opamp]

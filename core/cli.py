@@ -14,7 +14,9 @@ printed on one line and exit with status 2 (``run_main``).
 import argparse
 import difflib
 import re
+import signal
 import sys
+import threading
 
 import config
 from core.errors import ToolkitError
@@ -110,13 +112,29 @@ def _argparse_coerce(key, raw, default):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _interrupt_once(signum, frame):
+    """The first Ctrl-C stops the run (KeyboardInterrupt); later ones are ignored while it unwinds (locks released,
+    workers stopped), where a second KeyboardInterrupt printed a traceback and could skip a cleanup.  ``timeout -s
+    INT`` signals the process and then its whole group: a second signal even with one Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def run_main(main, argv=None):
-    """Run ``main(argv)``; print a ToolkitError as one line and exit 2 instead of a traceback."""
+    """Run ``main(argv)``; print a ToolkitError as one line and exit 2 instead of a traceback, and Ctrl-C as one
+    line, exit 130."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGINT, _interrupt_once) if main_thread else None
+    interrupted = False
     try:
         return main(argv)
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        interrupted = True   # exiting: Ctrl-C stays ignored through the interpreter's shutdown (worker joins)
         print("interrupted: files already written are complete (writes are atomic).", file=sys.stderr)
         sys.exit(130)
+    finally:
+        if main_thread and not interrupted:
+            signal.signal(signal.SIGINT, before)   # an in-process caller (a test) keeps its own Ctrl-C handling

@@ -12,6 +12,7 @@ what to do.
 import csv
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,11 @@ def _one_file(folder: Path, pattern: str, what: str) -> Path:
 
 def _read_numeric(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # index_col=False: rows longer than the header (a trailing comma) must not turn the first column into an
+        # index and shift every column by one; pandas warns when it drops their extra fields, checked below
+        with warnings.catch_warnings(record=True) as dropped:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
     except pd.errors.EmptyDataError:
         raise ToolkitError(f"{path} is empty. Expected a header row of column names and one row per design.") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -85,10 +90,18 @@ def _read_numeric(path: Path) -> pd.DataFrame:
                            f"Save it as comma-separated UTF-8 text with a header row.") from None
     if frame.shape[1] == 0 or len(frame) == 0:
         raise ToolkitError(f"{path} has no data rows. Expected a header row and one row per design.")
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in dropped):
+        _refuse_long_rows(path, frame.shape[1])
     header = _raw_header(path)     # pandas renames a repeated name to "x.1" and a blank one to "Unnamed: 0"
+    if len(header) == 1 and (sep := next((c for c in (";", "\t", "|") if c in header[0]), None)):
+        raise ToolkitError(f"{path} looks {'tab' if sep == chr(9) else repr(sep)}-separated (its header is one column, "
+                           f"{header[0][:60]!r}); the data files are comma-separated. Fix: save with commas, e.g. "
+                           f"df.to_csv(path, index=False).")
     blank = [i + 1 for i, c in enumerate(header) if not c or _PANDAS_BLANK.match(c)]
     if blank:
-        raise ToolkitError(f"{path}: header column {blank[0]} has no name (a DataFrame index saved by to_csv?). "
+        why = ("a DataFrame index saved by to_csv?" if blank[0] == 1 else
+               "a comma at the end of the header line?" if blank[0] == len(header) else "an empty column?")
+        raise ToolkitError(f"{path}: header column {blank[0]} has no name ({why}). "
                            f"Every column must be a named design variable or metric: save with "
                            f"df.to_csv(path, index=False), or delete that column.")
     dupes = sorted({c for c in header if header.count(c) > 1})
@@ -100,6 +113,17 @@ def _read_numeric(path: Path) -> pd.DataFrame:
 
 
 _PANDAS_BLANK = re.compile(r"^Unnamed: \d+$")
+
+
+def _refuse_long_rows(path: Path, n_header: int) -> None:
+    """Rows with more fields than the header: a trailing comma (empty extra fields) is read as if absent; a value
+    beyond the header is one line naming the row (it would be lost, or shift every column)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        for line_no, row in enumerate(csv.reader(f), 1):
+            if len(row) > n_header and any(cell.strip() for cell in row[n_header:]):
+                raise ToolkitError(f"{path}: line {line_no} has {len(row)} fields but the header names {n_header} "
+                                   f"columns (extra: {row[n_header:][:3]}). Fix: one value per header column in every "
+                                   f"row, or name the extra column in the header.")
 
 
 def _raw_header(path: Path) -> list[str]:

@@ -112,7 +112,7 @@ class Preprocessing:
         if m.any():
             bad = x[:, m] <= 0
             if bad.any():
-                col = np.array(self.x_cols)[m][np.argwhere(bad)[0][1]]
+                col = str(np.array(self.x_cols)[m][np.argwhere(bad)[0][1]])   # str: not np.str_ in the message
                 raise ToolkitError(f"Feature {col!r} is log-scaled and must be > 0, got {x[:, m][bad][0]:g}. "
                                    f"Give positive sizes or remove it from LOG_X_COLS.")
             x[:, m] = np.log(x[:, m])

@@ -17,6 +17,7 @@ data dir.  ``python -m inference.infer_ensemble`` is a short script over this ob
 """
 import json
 import shlex
+import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +29,7 @@ import torch
 
 from core.atomic import atomic_write_text
 from core.errors import ToolkitError
-from data_loader.preprocessing import Preprocessing
+from data_loader.preprocessing import CLIP_MARGIN, Preprocessing
 from inference.calibration import CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve, z_of
 from inference.evaluate import eval_split, positive_floor
 from inference.fusion import FusionParams, apply_fusion, fit_fusion, fuse
@@ -254,6 +255,7 @@ class Ensemble:
             if fitted_on is None:
                 break
             if ck.is_file() and checkpoint_sha256(ck) != fitted_on.get(name):
+                _readable_member(ck, name, opamp, results_dir)
                 raise ToolkitError(f"{ck} changed after the ensemble was fitted (the {name} member was retrained): "
                                    f"its calibration and fusion weights belong to the old member. "
                                    f"{refit_command(results_dir, opamp, params.members, ck)}.")
@@ -298,12 +300,12 @@ class Ensemble:
         outside = flags[flags != ""]
         if len(outside) and out_of_domain != "off":
             what = (f"{len(outside)} of {len(flags)} designs lie outside the training data (first: row "
-                    f"{outside.index[0]!r}: {outside.iloc[0]})")
+                    f"{outside.index[0]}: {outside.iloc[0]})")
             if out_of_domain == "refuse":
                 raise ToolkitError(f"{what}. Predictions there are extrapolations. Fix: give designs inside the data "
                                    f"ranges (units as in the data), or pass out_of_domain='warn' to predict anyway.")
             warnings.warn(f"{what}; their predictions are extrapolations (marked in mean_df.attrs['out_of_domain']). "
-                          f"out_of_domain='refuse' refuses them, 'off' silences this.", stacklevel=3)
+                          f"out_of_domain='refuse' refuses them, 'off' silences this.", stacklevel=_user_level())
         return flags
 
     def predict(self, designs: pd.DataFrame, *, out_of_domain: str = "warn"):
@@ -313,37 +315,54 @@ class Ensemble:
         through silently per ``out_of_domain`` ("warn" | "refuse" | "off"); either way the flags
         are in ``mean_df.attrs["out_of_domain"]`` (a Series, "" = inside).
         """
-        if not isinstance(designs, pd.DataFrame):
-            raise ToolkitError(f"predict expects a pandas DataFrame with columns {self.x_cols}, got "
-                               f"{type(designs).__name__}. Use predict_scaled for model-space arrays.")
-        x = self.preprocessing.transform_x(designs)                       # checks names, reorders
-        flags = self.check_domain(designs, out_of_domain)
-        device = next(self.members[0].model.parameters()).device
-        with torch.no_grad():
-            mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
-        mean, std = mean.double().cpu().numpy(), std.double().cpu().numpy()
+        mean, std, flags = self._model_space(designs, out_of_domain, "predict")
         phys_mean = self.preprocessing.inverse_y(mean)
         phys_std = self.preprocessing.y_std_to_physical(mean, std)
         mean_df = pd.DataFrame(phys_mean, columns=self.y_cols, index=designs.index)
         mean_df.attrs["out_of_domain"] = flags
         return mean_df, pd.DataFrame(phys_std, columns=self.y_cols, index=designs.index)
 
-    def predict_interval(self, designs: pd.DataFrame, level: float = 0.95):
+    def predict_interval(self, designs: pd.DataFrame, level: float = 0.95, *, out_of_domain: str = "warn"):
         """Physical ``(lo_df, hi_df)`` of the calibrated central interval holding ``level``.
 
         Uses the split-conformal multipliers fitted on target_val for 0.68 and 0.95 (see
-        inference.calibration.fit_interval_z); other levels use the Gaussian z of the fused std.
+        inference.calibration.fit_interval_z); other levels use the Gaussian z of the fused std.  The same input
+        checks and ``out_of_domain`` handling as :meth:`predict` (flags in ``lo_df.attrs["out_of_domain"]``); a
+        log-scaled metric that was never negative in the fitting data gets no negative lower bound (expm1 of the
+        model-space bound reaches below 0 near the clip range's edge).
         """
-        x = self.preprocessing.transform_x(designs)
-        device = next(self.members[0].model.parameters()).device
-        with torch.no_grad():
-            mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
-        mean, std = mean.double().cpu().numpy(), std.double().cpu().numpy()
+        if not (isinstance(level, (int, float)) and 0 < level < 1):
+            raise ToolkitError(f"level must be a coverage in (0, 1), e.g. 0.95, got {level!r}.")
+        mean, std, flags = self._model_space(designs, out_of_domain, "predict_interval")
         z = (self.params.interval_z or {}).get(str(level))
         half = std * (np.asarray(z, float) if z is not None else z_of(level))
         lo, hi = self.preprocessing.inverse_y(mean - half), self.preprocessing.inverse_y(mean + half)
-        return (pd.DataFrame(lo, columns=self.y_cols, index=designs.index),
-                pd.DataFrame(hi, columns=self.y_cols, index=designs.index))
+        lo = np.where(self._never_negative(), np.maximum(lo, 0.0), lo)
+        lo_df = pd.DataFrame(lo, columns=self.y_cols, index=designs.index)
+        lo_df.attrs["out_of_domain"] = flags
+        return lo_df, pd.DataFrame(hi, columns=self.y_cols, index=designs.index)
+
+    def _model_space(self, designs, out_of_domain: str, what: str):
+        """``(mean, std, flags)``: model-space fused prediction (float64 arrays) of a DataFrame of physical designs,
+        checked (a DataFrame, the model's columns by name) and its out-of-domain rows handled per ``out_of_domain``."""
+        if not isinstance(designs, pd.DataFrame):
+            raise ToolkitError(f"{what} expects a pandas DataFrame with columns {self.x_cols}, got "
+                               f"{type(designs).__name__}. Use predict_scaled for model-space arrays.")
+        x = self.preprocessing.transform_x(designs)                       # checks names, reorders
+        flags = self.check_domain(designs, out_of_domain)
+        device = next(self.members[0].model.parameters()).device
+        with torch.no_grad():
+            mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
+        return mean.double().cpu().numpy(), std.double().cpu().numpy(), flags
+
+    def _never_negative(self) -> np.ndarray:
+        """(M,) True for a log-scaled metric whose fitting data were all >= 0 (the clip range's seen part)."""
+        pre = self.preprocessing
+        lo, hi = np.asarray(pre.y_clip_lo, float), np.asarray(pre.y_clip_hi, float)
+        seen_lo = lo + CLIP_MARGIN * (hi - lo) / (1 + 2 * CLIP_MARGIN)    # undo the clip range's margin
+        logged = np.isin(self.y_cols, list(pre.log_y_cols or []))
+        with np.errstate(over="ignore"):
+            return logged & (np.expm1(seen_lo * np.asarray(pre.y_scale) + np.asarray(pre.y_mean)) >= -1e-12)
 
 
 def refit_command(results_dir, opamp: str, members, checkpoint) -> str:
@@ -354,7 +373,35 @@ def refit_command(results_dir, opamp: str, members, checkpoint) -> str:
     from models.model_utils import read_checkpoint_meta
     try:
         config = read_checkpoint_meta(checkpoint).get("config") or {}
-        flags = run_flags({**config, "OPAMP_TYPE": opamp, "RESULTS_DIR": str(results_dir)})
+        n = config.get("N_TARGET_TRAIN") or 0      # infer_ensemble takes it as a setting, not --n-target
+        flags = run_flags({**config, "OPAMP_TYPE": opamp, "RESULTS_DIR": str(results_dir), "N_TARGET_TRAIN": 0}) \
+            + (f" --set N_TARGET_TRAIN={n}" if n else "")
     except (ToolkitError, KeyError):     # an unreadable member or an old snapshot: the flags this call knows
         flags = shlex.join(["--opamp", opamp, "--results-dir", str(results_dir)])
     return f"Rerun python -m inference.infer_ensemble {flags} --members {','.join(members)}"
+
+
+def _readable_member(ck, name: str, opamp: str, results_dir) -> None:
+    """A member whose bytes changed since the fit: retrained, or damaged (a truncated copy).  Damaged is one line
+    saying so and how to recreate it (refitting the ensemble on it would fail the same way)."""
+    from models.model_utils import read_checkpoint_meta
+    try:
+        read_checkpoint_meta(ck)
+    except ToolkitError as exc:
+        raise ToolkitError(f"{ck} (the {name} member) cannot be read: damaged or truncated since the ensemble was "
+                           f"fitted ({str(exc).splitlines()[0][:160]}). Fix: python -m pipeline --opamp {opamp} "
+                           f"--results-dir {results_dir}, with the run's --data-dir, --seed and --n-target: it "
+                           f"retrains the member and refits the ensemble.") from None
+
+
+# the toolkit's own frames between a user's call and a warning: skipped, so the warning names the user's line
+_OWN_FILES = {Path(__file__).resolve(), Path(__file__).resolve().parents[1] / "surrogate.py"}
+
+
+def _user_level() -> int:
+    """``warnings.warn``'s stacklevel, called from a method here, of the first frame outside this module and
+    ``surrogate.py``: a notebook's own line, not ``surrogate.py:156``."""
+    frame, level = sys._getframe(1), 1          # the frame calling warnings.warn is level 1
+    while frame is not None and Path(frame.f_code.co_filename).resolve() in _OWN_FILES:
+        frame, level = frame.f_back, level + 1
+    return level

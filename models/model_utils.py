@@ -244,8 +244,8 @@ def _load_raw(path, map_location="cpu", *, mmap: bool = False):
         why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")),
                    lines[0] if lines else "")
         raise ToolkitError(f"Could not read checkpoint {path} with torch.load(weights_only=True): "
-                           f"{type(exc).__name__}: {why} "
-                           f"Is it a toolkit checkpoint (not a pickled object)? Re-create it with "
+                           f"{type(exc).__name__}: {why.rstrip('.')}. "
+                           f"Is it a whole toolkit checkpoint (not truncated, not a pickled object)? Re-create it with "
                            f"the stage that writes it.") from None
 
 

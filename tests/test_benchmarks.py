@@ -1,5 +1,7 @@
 """benchmarks.run: --quick on test-made data writes every method x n, the Markdown block and the plot."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,3 +308,17 @@ def test_val_optimism_ratios_and_bad_reference():
     assert list(table["n"]) == ["50", "all", "every n"] * 2
     with pytest.raises(ToolkitError, match="--reference must be one of --members"):
         val_optimism.parse_args(["--opamp", "5t_opamp", "--members", "align_hetero,target_only"])
+
+
+def test_without_docs_path_the_harness_renders_into_its_results_root(quick_run, tmp_path):
+    """A quick run, or one on a user's data, used to write docs/RESULTS.md (the shipped, measured tables) by default;
+    without --docs-path it now writes <results-root>/RESULTS.md and leaves docs/ alone."""
+    tmp, _, _ = quick_run
+    root = tmp_path / "res"
+    shutil.copytree(tmp / "res", root)
+    shipped = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
+    before = shipped.read_bytes()
+    run.main(["--opamp", "5t_opamp", "--render-only", "--results-root", str(root)])
+    assert "<!-- benchmarks.run:5t_opamp start -->" in (root / "RESULTS.md").read_text()
+    assert (root / "learning_curve_5t_opamp.png").is_file()
+    assert shipped.read_bytes() == before

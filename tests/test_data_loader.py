@@ -714,3 +714,29 @@ def test_a_declared_scale_decides_auto_log_features(root):
     _meta(root, {**SHIPPED_5T_SPACE, "w1": {**SHIPPED_5T_SPACE["w1"], "scale": "ln"}})
     with pytest.raises(ToolkitError, match=r"design_space.w1: scale 'ln' is not one of \['lin', 'log'\]"):
         _load(root)
+
+
+def _folder(tmp_path, features: str, targets: str = "m1,m2\n1,2\n3,4\n") -> Path:
+    folder = tmp_path / "d"
+    folder.mkdir(exist_ok=True)
+    (folder / "features.csv").write_text(features)
+    (folder / "targets.csv").write_text(targets)
+    return folder
+
+
+def test_csv_shapes_a_spreadsheet_writes_are_read_or_named(tmp_path):
+    """A comma after every data row used to make pandas take column 1 as the index and shift every column by one
+    (the loader then blamed 'nan/inf in <a feature>'); other separators and a trailing header comma were misnamed."""
+    from data_loader.layout import read_folder
+    got = read_folder(_folder(tmp_path, "w1,w2\n1,2,\n3,4,\n"))          # trailing commas: read as if absent
+    assert got.features.columns.tolist() == ["w1", "w2"] and got.features.to_numpy().tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(ToolkitError, match=r"line 2 has 3 fields but the header names 2 columns \(extra: \['9'\]\)"):
+        read_folder(_folder(tmp_path, "w1,w2\n1,2,9\n3,4\n"))
+    with pytest.raises(ToolkitError, match=r"looks ';'-separated .*comma-separated"):
+        read_folder(_folder(tmp_path, "w1;w2\n1;2\n3;4\n"))
+    with pytest.raises(ToolkitError, match=r"looks tab-separated"):
+        read_folder(_folder(tmp_path, "w1\tw2\n1\t2\n3\t4\n"))
+    with pytest.raises(ToolkitError, match=r"header column 3 has no name \(a comma at the end of the header line\?\)"):
+        read_folder(_folder(tmp_path, "w1,w2,\n1,2,\n3,4,\n"))
+    with pytest.raises(ToolkitError, match=r"header column 1 has no name \(a DataFrame index saved by to_csv\?\)"):
+        read_folder(_folder(tmp_path, ",w1,w2\n0,1,2\n1,3,4\n"))

@@ -174,6 +174,12 @@ def test_the_refit_command_carries_the_members_and_the_run_flags(tmp_path, monke
     got = refit_command(tmp_path, "ota", ["target_only", "gp_stack"], tmp_path / "x.pth")
     assert got == (f"Rerun python -m inference.infer_ensemble --opamp ota --data-dir mywork/data --results-dir "
                    f"{tmp_path} --seed 3 --members target_only,gp_stack")
+    config["N_TARGET_TRAIN"] = 50     # infer_ensemble has no --n-target: the setting instead, so it runs as printed
+    got = refit_command(tmp_path, "ota", ["target_only"], tmp_path / "x.pth")
+    assert got.endswith("--seed 3 --set N_TARGET_TRAIN=50 --members target_only")
+    from inference import infer_ensemble
+    args, settings = infer_ensemble.parse_args(got.split("infer_ensemble ")[1].split())
+    assert settings["N_TARGET_TRAIN"] == 50 and settings["DATA_DIR"] == "mywork/data"
 
 
 # ---------------------------------------------------------------- spec files

@@ -245,3 +245,74 @@ def test_the_seeds_quick_start_ensemble_fuses_the_members_it_trained(ran, tmp_pa
     assert "ENSEMBLE_MEMBERS names target_only, pooled, gp_stack, which are not trained" in out
     with pytest.raises(ToolkitError, match="Missing ensemble member 'target_only'"):
         infer_ensemble.main(common + ["--members", "align_hetero,target_only"])
+
+
+def test_a_truncated_member_is_called_damaged_not_retrained(ran, tmp_path):
+    from core.errors import ToolkitError
+    from inference.predict import Ensemble
+    _, res, _, _ = ran
+    broken = tmp_path / "broken"
+    shutil.copytree(res, broken)
+    ck = broken / "5t_opamp_gp_stack.pth"
+    ck.write_bytes(ck.read_bytes()[:5000])
+    with pytest.raises(ToolkitError, match=r"gp_stack member\) cannot be read: damaged or truncated .*python -m "
+                                           r"pipeline --opamp 5t_opamp"):
+        Ensemble.load(broken, "5t_opamp")
+
+
+def test_predict_interval_checks_its_input_flags_out_of_domain_and_names_the_callers_line(ran):
+    import warnings
+
+    import pandas as pd
+
+    from core.errors import ToolkitError
+    from inference.predict import Ensemble
+    data, res, _, _ = ran
+    ens = Ensemble.load(res, "5t_opamp")
+    x = pd.read_csv(data / "5t_opamp" / "target" / "features.csv").head(4)
+    with pytest.raises(ToolkitError, match="predict_interval expects a pandas DataFrame"):
+        ens.predict_interval(x.to_numpy(), 0.95)
+    far = x.copy()
+    far.loc[far.index[0], "ibias"] = 1.0                       # amperes: far outside the data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lo, hi = ens.predict_interval(far, 0.95)
+    assert lo.attrs["out_of_domain"].iloc[0] != "" and (lo.attrs["out_of_domain"].iloc[1:] == "").all()
+    assert [w.filename for w in caught if "outside the training data" in str(w.message)] == [__file__]
+    logged = [c for c in ens.y_cols if c in (ens.preprocessing.log_y_cols or [])]
+    assert logged and (lo[logged].to_numpy() >= 0).all() and (hi.to_numpy() >= lo.to_numpy()).all()
+    with pytest.raises(ToolkitError, match="refuse|outside the training data"):
+        ens.predict_interval(far, 0.95, out_of_domain="refuse")
+
+
+def test_ctrl_c_in_a_two_worker_pipeline_is_one_line(tmp_path):
+    """Ctrl-C reaches the whole process group: the workers used to print their own KeyboardInterrupt tracebacks (and a
+    second signal one in the pipeline's own shutdown). Now: the one "interrupted" line, exit 130, no lock left."""
+    import signal
+    import time
+    data = write_dataset(tmp_path / "data", n_source=200, n_target=100)
+    argv = [sys.executable, "-m", "pipeline", "--data-dir", str(data), "--results-dir", str(tmp_path / "res"),
+            "--device", "cpu", *TINY, "--set", "EPOCHS=100000", "--set", "PATIENCE=100000", "--jobs", "2"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    seen = ""
+    while "starts at" not in seen:                     # a worker is training (for a long time: huge EPOCHS)
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()[-2000:]
+        seen += line
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)                  # as a terminal's Ctrl-C: every process of the group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip() == "interrupted: files already written are complete (writes are atomic).", err[-2000:]
+    assert "Traceback" not in out + err
+    from filelock import FileLock
+    FileLock(str(tmp_path / "res" / ".toolkit.lock"), timeout=0).acquire()   # released: the next run may start
+
+
+def test_run_main_gives_an_in_process_caller_its_ctrl_c_back():
+    import signal
+
+    from core.cli import run_main
+    before = signal.getsignal(signal.SIGINT)
+    assert run_main(lambda argv: 7) == 7 and signal.getsignal(signal.SIGINT) is before

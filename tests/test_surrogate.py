@@ -63,6 +63,21 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
         TransferSurrogate(results_dir=tmp_path / "s", seed="abc", **TINY).fit(xs, ys, xs, ys)
     assert not (tmp_path / "s").exists()                                        # refused before the data is written
     assert not (tmp_path / "surrogate_baseline_model.pth").exists() and not (tmp_path / "esc").exists()
+    # rows are paired by position: a shuffled y (pandas keeps its index) is refused, not trained on wrong pairs
+    with pytest.raises(ToolkitError, match=r"X_target and y_target have different row indexes.*\.loc\[X_target"):
+        TransferSurrogate(results_dir=tmp_path / "i", **TINY).fit(xs, ys, xs, ys.sample(frac=1, random_state=0))
+    signs = pd.DataFrame({"cmrr": np.ones(len(ys))})
+    signs.loc[4, "cmrr"] = 0
+    with pytest.raises(ToolkitError, match=r"signs_target column 'cmrr' has 0 at index 4: a sign is \+1 or -1"):
+        TransferSurrogate(results_dir=tmp_path / "g", **TINY).fit(xs, ys, xs, ys, signs_target=signs)
+    assert not (tmp_path / "i").exists() and not (tmp_path / "g").exists()
+
+
+def test_a_true_false_feature_is_the_number_0_or_1():
+    from surrogate import _frame
+    xs, _ = make_domain(5, seed=0)
+    got = _frame(xs.assign(flag=[True, False, True, True, False]), "X_source")
+    assert got["flag"].tolist() == [1, 0, 1, 1, 0] and pd.api.types.is_integer_dtype(got["flag"])
 
 
 def test_the_pipeline_runs_in_this_process_unless_told():

@@ -241,8 +241,9 @@ def run(args, settings):
                            f"{len(x_val) + len(x_tr)} or --set GP_ROWS=train")
     if len(x_tr) > room:
         keep = np.sort(np.random.default_rng(settings["SEED"]).choice(len(x_tr), room, replace=False))
-        print(f"[gp_stack] {len(x_tr)} training rows > the {room} "
-              f"{'a dry run' if args.dry_run else 'GP_MAX_ROWS'} leaves: fitting a seeded subset")
+        cap = f"a dry run's {max_rows}" if args.dry_run else f"GP_MAX_ROWS={max_rows}"
+        print(f"[gp_stack] fitting a seeded {room} of the {len(x_tr)} training rows: {cap} rows in all"
+              + (f", {len(x_val)} of them the val rows (GP_ROWS=train+val)" if with_val else ""))
         x_tr, y_tr, u_tr = x_tr[keep], y_tr[keep], u_tr[keep]
     if with_val:                       # val rows last: their out-of-sample predictions are the val report
         x_tr, y_tr, u_tr = torch.cat([x_tr, x_val]), torch.cat([y_tr, y_val]), torch.cat([u_tr, u_val])
