@@ -120,12 +120,17 @@ def check_circuit_unchanged(path, meta: dict, meta_path: Path, *, refuse: bool) 
     want = (meta.get("recipe") or {}).get("circuit_sha256")
     if not want or file_sha256(path) == want:
         return
-    text = (f"{path} changed since the data in {meta_path.parent} were simulated with it ({meta_path} records "
-            f"another sha256)")
+    _edited(f"{path} changed since the data in {meta_path.parent} were simulated with it ({meta_path} records "
+            f"another sha256)", "circuit", refuse)
+
+
+def _edited(text: str, what: str, refuse: bool) -> None:
+    """A circuit or process file edited since the data were simulated: ``refuse`` (the active loop would add the
+    edited file's rows to the old ones) or a warning (a verification simulates the edit)."""
     if refuse:
         raise ToolkitError(f"{text}: new designs would not match the old ones. Fix: regenerate the data with the "
-                           f"edited file, or restore the file.")
-    print(f"warning: {text}: the simulations check the edited circuit, not the one the model learned.")
+                           f"edited {what}, or restore the file.")
+    print(f"warning: {text}: the simulations check the edited {what}, not the one the model learned.")
 
 
 def recorded_conditions(data_dir, opamp: str) -> dict:
@@ -230,12 +235,8 @@ def check_process_unchanged(process: str, meta: dict, meta_path: Path, *, refuse
     if not changed:
         return
     what = " and ".join("the process file" if k == "process" else "its model library" for k in changed)
-    text = (f"{what} of {process} changed since the data in {meta_path.parent} were simulated ({meta_path} records "
-            f"another sha256)")
-    if refuse:
-        raise ToolkitError(f"{text}: new designs would not match the old ones. Fix: regenerate the data with the "
-                           f"edited process, or restore the file.")
-    print(f"warning: {text}: the simulations check the edited process, not the one the model learned.")
+    _edited(f"{what} of {process} changed since the data in {meta_path.parent} were simulated ({meta_path} records "
+            f"another sha256)", "process", refuse)
 
 
 def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
