@@ -24,6 +24,7 @@ from core.cli import StageCLI, run_main
 from core.code_record import code_record
 from core.errors import ToolkitError
 from core.outputs import check_writable_file, results_lock
+from core.settings import parse_set_pairs
 from inverse.goals import parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_nll, mdn_sidecar, sample_designs, save_mdn  # noqa: F401
 from inverse.optimise import model_bounds
@@ -48,7 +49,14 @@ def parse_args(argv=None):
     cli.add_argument("--n", type=int, default=64, help="number of samples [64]")
     cli.add_argument("--out", default=None, help="x_scaled .npy to write [results/inverse/init_{n}.npy]; "
                                                  "a CSV in physical units goes beside it")
-    return cli.parse(argv)
+    args, settings = cli.parse(argv)
+    # the forward stages' keys, which the MDN does not read (it has its own): a --set of one would do nothing
+    own = {"EPOCHS": "MDN_EPOCHS", "LEARNING_RATE": "MDN_LR", "BATCH_SIZE": "MDN_BATCH_SIZE",
+           "HIDDEN_DIM": "MDN_HIDDEN", "NUM_LAYERS": "MDN_LAYERS"}
+    for key in sorted(set(parse_set_pairs(args.set)) & set(own)):
+        print(f"warning: --set {key}=... does nothing here: inverse_mdn reads {own[key]} (--set {own[key]}=..., or "
+              f"its flag).")
+    return args, settings
 
 
 def mdn_path(settings) -> Path:

@@ -182,7 +182,8 @@ def get_data_and_scalers(opamp_type: str = "5t_opamp", data_dir="data", *, val_s
                   f"the FAIL_* rules in config.py)" if n_failed else "")
         raise ToolkitError(f"The split leaves {len(kept['train'])} target training and {len(kept['val'])} validation "
                            f"rows after dropping failed ones{failed} (need >= {MIN_TRAIN_ROWS} and >= {MIN_VAL_ROWS}). "
-                           + ("Lower --test-split/--val-split or provide more target rows." if tgt.split is None
+                           + ("Lower --test-split/--val-split (settings TEST_SPLIT / VAL_SPLIT) or provide more target "
+                              "rows." if tgt.split is None
                               else f"Mark more rows train/val in the split column of {tgt.targets_file}."))
     if len(kept["train"]) < FEW_TARGET_ROWS:
         warnings.warn(f"Only {len(kept['train'])} target training rows; expect noisy target-domain models.")

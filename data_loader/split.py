@@ -36,7 +36,7 @@ def split_target_rows(n_rows: int, *, val_split: float, test_split: float, seed:
     if test_split > 0:
         if round(n_rows * test_split) < 1 or n_rows - int(np.ceil(n_rows * test_split)) < 2:
             raise ToolkitError(f"TEST_SPLIT={test_split} cannot split {n_rows} target rows into test and rest. "
-                               f"Use more target rows or a different --test-split.")
+                               f"Use more target rows or a different --test-split (setting TEST_SPLIT).")
         rest, test = train_test_split(idx, test_size=test_split, random_state=seed)
     else:
         rest, test = idx, idx[:0]

@@ -420,3 +420,11 @@ def test_feasibility_names_unreachable_and_conflicting_goals():
     assert "never met" in text and "c (max)" in text and "a vs b" in text
     ok = analyse(cols, goals, np.ones((2, 3), bool), loss=np.zeros(2))
     assert ok["conflicts"] == [] and ok["never_met"] == [] and describe(ok) == []     # control: feasible says nothing
+
+
+def test_inverse_mdn_says_a_forward_stage_key_does_nothing_there(capsys):
+    """--set EPOCHS=5 was accepted and ignored (the MDN trained to epoch 44): its key is MDN_EPOCHS."""
+    _, settings = inverse_mdn.parse_args(["--set", "EPOCHS=5", "--set", "MDN_LR=1e-3"])
+    out = capsys.readouterr().out
+    assert "--set EPOCHS=... does nothing here: inverse_mdn reads MDN_EPOCHS" in out and "MDN_LR" not in out
+    assert settings["MDN_LR"] == 1e-3
