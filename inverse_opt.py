@@ -316,8 +316,8 @@ def verify_conditions(data_dir, opamp: str, flags: Conditions, given_process, pr
     """The conditions --verify simulates in: those the target data were simulated at (meta.json: temp, vdd, corner),
     each replaced by its flag when given; the data's apply only to the data's process (``--process`` naming another
     one starts from nominal).  A model learned at 85 C is checked at 85 C, not at the simulator's nominal 27 C."""
-    recorded_process = (read_meta(data_dir, opamp, "target").get("process_file")
-                        or read_meta(data_dir, opamp, "target").get("process"))
+    meta = read_meta(data_dir, opamp, "target")
+    recorded_process = meta.get("process_file") or meta.get("process")
     if given_process is not None and not (recorded_process and same_process(given_process, recorded_process)):
         return flags
     recorded = recorded_conditions(data_dir, opamp)

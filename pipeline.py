@@ -5,12 +5,13 @@
     python -m pipeline --dry-run --data-dir /tmp/tiny --results-dir /tmp/res --set HIDDEN_DIM=16
     (HIDDEN_DIM / NUM_LAYERS size every network but the pooled stage's: POOLED_HIDDEN_DIM / POOLED_NUM_LAYERS)
 
-Runs, in-process and in the registry's order (``core.stages.STAGES``): training.train ->
+Runs, in the registry's order (``core.stages.STAGES``; see ``--jobs`` below): training.train ->
 training.train_align_coral -> training.train_target_only -> fine_tune.fine_tune ->
 training.train_pooled -> training.train_gp (these two optional stages run when the ensemble's members,
 config ``ENSEMBLE_MEMBERS`` or ``--members``, name them: by default they do) -> inference.infer_ensemble, passing
 ``--opamp --data-dir --results-dir --device --seed --val-split --test-split --epochs --set
---dry-run --quiet`` through (``--n-target N`` as ``--set N_TARGET_TRAIN=N``, the ensemble included).  A training stage is skipped when its checkpoint is up to date:
+--dry-run --quiet`` through (``--n-target N`` as ``--set N_TARGET_TRAIN=N``, the ensemble included).  A training
+stage is skipped when its checkpoint is up to date:
 it exists; it was made by today's code (the hashes of the stage's source files and of every
 toolkit module they import, ``core.code_record``); its config snapshot equals this run's
 settings on every key it reads (``core.stages``: each stage declares them);
@@ -292,8 +293,8 @@ def run_parallel(args, settings: dict, steps: list, todo: list) -> dict:
         try:
             scheduling.dispatch([s[0] for s in todo], jobs, submit, wait_one, key=lambda n: n,
                                 after=parent.get, priority=priority.get)
-        except KeyboardInterrupt:   # only this process was interrupted (kill -INT): stop the workers, do not wait
-            for proc in list(getattr(pool, "_processes", {}).values()):   # for their stages to finish
+        except KeyboardInterrupt:   # Ctrl-C (the workers ignore it): stop them rather than wait for their stages
+            for proc in list(getattr(pool, "_processes", {}).values()):
                 proc.terminate()
             pool.shutdown(wait=True, cancel_futures=True)   # quick once they are gone; frees the pool's queues
             raise

@@ -11,8 +11,8 @@ from core.errors import ToolkitError
 from data_loader.layout import check_features_in_space, read_meta_file, space_boxes
 from inverse.optimise import design_keys
 from inverse.verify import same_circuit, same_process
-from spice.conditions import Conditions
 from spice.circuits import BUILTINS as BUILTIN_CIRCUITS, circuit as load_circuit
+from spice.conditions import Conditions
 
 GIVEN = "given"      # the ledger's rule of --init-from designs (simulated before the loop, by the user)
 
