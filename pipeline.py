@@ -33,7 +33,6 @@ import importlib
 import json
 import multiprocessing as mp
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -42,6 +41,7 @@ from pathlib import Path
 
 from core.cli import StageCLI, run_main
 from core import scheduling
+from core.executor import quiet_leak_warnings
 from core.outputs import results_lock, shared_results
 from core.stages import STAGES, checkpoint_path, command, metrics_path
 from data_loader import data_kwargs_from_settings, get_data_and_scalers, new_run
@@ -256,10 +256,7 @@ def run_parallel(args, settings: dict, steps: list, todo: list) -> dict:
           f"{stage_log(settings, '<stage>')}", flush=True)
     modules = {name: module for name, module, *_ in todo}
     walls, t_all = {}, time.perf_counter()
-    # a worker stopped by Ctrl-C leaves its queue semaphores to multiprocessing's resource tracker, which warns of
-    # them at exit (two lines after the one "interrupted" line); it is started now, with these -W options
-    if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
-        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+    quiet_leak_warnings()   # before the pool starts multiprocessing's resource tracker
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
         futures = {}
 

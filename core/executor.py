@@ -9,6 +9,7 @@ Results come back as they finish (unordered); callers key them by their task.  `
 (simulations) and ``sweep`` (training runs) use this one mechanism.
 """
 import contextlib
+import sys
 
 from core.errors import ToolkitError
 
@@ -45,11 +46,23 @@ def connect(scheduler: str, timeout_s: float | None = None):
                            f"e.g. --scheduler tcp://127.0.0.1:8786, or use --backend local.") from None
 
 
+LEAK_WARNING = "ignore:resource_tracker:UserWarning"   # a -W option (action:message:category)
+
+
+def quiet_leak_warnings() -> None:
+    """Ctrl-C stops worker processes that hold their queues' semaphores; multiprocessing's resource tracker then
+    warns of them at exit, two lines after the one "interrupted" line (it frees them all the same).  Call before
+    the workers start: the tracker is started with the interpreter's -W options as they are then."""
+    if LEAK_WARNING not in sys.warnoptions:
+        sys.warnoptions.append(LEAK_WARNING)
+
+
 @contextlib.contextmanager
 def parallel(backend: str = "local", workers: int = 1, scheduler: str | None = None):
     """Yield a joblib ``Parallel`` (results unordered, as they finish) on ``backend``; closes what it opened."""
     from joblib import Parallel, parallel_config
     check_backend(backend, scheduler, workers=workers)
+    quiet_leak_warnings()
     client = connect(scheduler) if backend == "dask" else None
     try:
         with parallel_config(backend="dask" if client is not None else "loky"):

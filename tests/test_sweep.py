@@ -148,3 +148,16 @@ def test_dask_local_cluster_gives_the_same_rows(data, tmp_path):
     key = lambda r: json.dumps(r["combo"])   # noqa: E731
     assert [(r["combo"], r["val_r2_log"], r["test_r2_log"]) for r in sorted(local, key=key)] == \
         [(r["combo"], r["val_r2_log"], r["test_r2_log"]) for r in sorted(remote, key=key)]
+
+
+def test_worker_pools_start_multiprocessings_tracker_without_its_exit_warning(monkeypatch):
+    """A sweep stopped by Ctrl-C printed, after its one "interrupted" line, the resource tracker's two-line warning
+    about the stopped workers' semaphores; every pool (joblib's, the pipeline's) now starts it told to ignore that."""
+    import sys
+
+    from core import executor
+    monkeypatch.setattr(sys, "warnoptions", [])
+    with executor.parallel("local", workers=1) as run:
+        assert list(run(x for x in ())) == []
+    executor.quiet_leak_warnings()
+    assert sys.warnoptions == [executor.LEAK_WARNING]     # once, however many pools
