@@ -211,17 +211,24 @@ def _train(stages: list, argv: list, results_dir: Path) -> dict:
     return summary
 
 
+def _quiet_data(kwargs: dict) -> dict:
+    """``get_data_and_scalers(**kwargs)`` without its lines and warnings: the sweep's own checks and scoring reloads
+    (each stage prints the loader's warnings into its log once; raw warnings with source paths reached the terminal)."""
+    from data_loader import get_data_and_scalers
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_data_and_scalers(**kwargs)
+
+
 def parents_up_to_date(spec: dict) -> bool:
     """Whether every parent checkpoint in ``spec["dir"]`` is up to date by the pipeline's rule
     (``training.staleness``): a resumed sweep reuses them instead of training them again."""
-    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    from data_loader import data_kwargs_from_settings
     from training.staleness import staleness
     settings = _settings(spec, spec["dir"])
     if not all(checkpoint_path(settings, p).is_file() for p in spec["parents"]):
         return False
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    data = _quiet_data(data_kwargs_from_settings(settings))
     pre = data["preprocessing"].to_dict()
     return all(staleness(settings, p, data["split"], data["files"], dry_run=False, preprocessing=pre) is None
                for p in spec["parents"])
@@ -238,7 +245,7 @@ def train_parents(spec: dict) -> str:
 def run_one(spec: dict) -> dict:
     """Phase 2 task: copy the trained parents in, train the stage, score it on target_val and target_test."""
     import torch
-    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    from data_loader import data_kwargs_from_settings
     from inference.evaluate import evaluate_physical
     from inference.predict import checkpoint_oof_val
     from models.model_utils import load_checkpoint, read_checkpoint_meta
@@ -253,10 +260,7 @@ def run_one(spec: dict) -> dict:
     t0 = time.perf_counter()
     summary = _train([spec["stage"]], argv, out)
     wall = time.perf_counter() - t0
-    # the stage itself printed the loader's warnings into its log; this reload for scoring stays quiet
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = get_data_and_scalers(**data_kwargs_from_settings(settings))
+    data = _quiet_data(data_kwargs_from_settings(settings))   # for scoring: the stage printed its warnings
     path = checkpoint_path(settings, spec["stage"])
     model, _ = load_checkpoint(path, map_location="cpu")
     # a stage that also fitted the val rows (the GP with GP_ROWS = train+val) is scored on the out-of-sample val
@@ -346,7 +350,7 @@ def table(rows: list, keys: list) -> tuple:
 def check_sizes(args, combos: list, fixed: dict) -> None:
     """Before anything runs or is written: the data load for every seed (and swept split setting), and each
     --n-target fits in its target training rows."""
-    from data_loader import data_kwargs_from_settings, get_data_and_scalers
+    from data_loader import data_kwargs_from_settings
     sizes = [n for n in args.n_target if n != "all"]
     seen = set()
     for combo, seed in itertools.product(combos, args.seeds):
@@ -357,9 +361,7 @@ def check_sizes(args, combos: list, fixed: dict) -> None:
         if key in seen:
             continue
         seen.add(key)
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rows = len(get_data_and_scalers(**kwargs)["target_train"][0])
+        rows = len(_quiet_data(kwargs)["target_train"][0])
         too_big = [n for n in sizes if int(n) > rows]
         if too_big:
             raise ToolkitError(f"--n-target {' '.join(too_big)}: seed {seed}'s split has {rows} target training rows. "

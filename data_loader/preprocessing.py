@@ -143,6 +143,23 @@ class Preprocessing:
     def transform_y(self, y_raw) -> np.ndarray:
         return ((self.y_to_model_space(y_raw) - np.asarray(self.y_mean)) / np.asarray(self.y_scale)).astype(np.float32)
 
+    def y_seen_lo(self) -> np.ndarray:
+        """(M,) the lowest scaled value per metric among the rows the clip range was fitted on: the clip range
+        without the margin ``fit_preprocessing`` adds (CLIP_MARGIN x max(span, 1e-6) on each side)."""
+        lo, width = np.asarray(self.y_clip_lo, float), np.asarray(self.y_clip_hi, float) - np.asarray(self.y_clip_lo)
+        tiny = 1e-6                                                    # fit_preprocessing's floor on the span
+        span = np.where(width >= (1 + 2 * CLIP_MARGIN) * tiny, width / (1 + 2 * CLIP_MARGIN),
+                        width - 2 * CLIP_MARGIN * tiny)
+        return lo + CLIP_MARGIN * np.maximum(span, tiny)
+
+    def log_y_never_negative(self) -> np.ndarray:
+        """(M,) True for a log1p-scaled metric none of whose fitting rows was negative: a bound that expm1 puts
+        below 0 (near the clip range's lower edge) is then none of its values."""
+        seen = self.y_seen_lo() * np.asarray(self.y_scale) + np.asarray(self.y_mean)     # model space
+        logged = self._mask(self.y_cols, self.log_y_cols)
+        with np.errstate(over="ignore"):
+            return logged & (np.expm1(seen) >= -1e-12)
+
     def clip_y_scaled(self, y_scaled) -> np.ndarray:
         return np.clip(self._as_scaled(y_scaled, self.y_cols, "y"), self.y_clip_lo, self.y_clip_hi)
 

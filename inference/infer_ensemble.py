@@ -35,7 +35,7 @@ from inference.members import check_against_data, load_member, out_of_date, pars
 from inference.metrics import format_report
 from inference.predict import Ensemble, ensemble_json_path
 from inference.report import write_report
-from models.model_utils import read_checkpoint_meta
+from models.model_utils import is_dry_run, read_checkpoint_meta
 
 
 def parse_args(argv=None):
@@ -130,7 +130,7 @@ def run(args, settings, names):
     members = [load_member(name, checkpoint_path(settings, name), opamp=opamp, device=device) for name in names]
     for m in members:
         check_against_data(m, data, settings)
-        if (m.meta.get("metrics") or {}).get("dry_run") and not args.dry_run:
+        if is_dry_run(m.meta) and not args.dry_run:
             print(f"warning: {m.path} is a dry-run checkpoint (2 epochs of 2 batches); its numbers mean nothing.")
         stale = out_of_date(m, settings, data["files"])
         if stale:

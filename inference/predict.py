@@ -29,7 +29,7 @@ import torch
 
 from core.atomic import atomic_write_text
 from core.errors import ToolkitError
-from data_loader.preprocessing import CLIP_MARGIN, Preprocessing
+from data_loader.preprocessing import Preprocessing
 from inference.calibration import CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve, z_of
 from inference.evaluate import eval_split, positive_floor
 from inference.fusion import FusionParams, apply_fusion, fit_fusion, fuse
@@ -337,7 +337,7 @@ class Ensemble:
         z = (self.params.interval_z or {}).get(str(level))
         half = std * (np.asarray(z, float) if z is not None else z_of(level))
         lo, hi = self.preprocessing.inverse_y(mean - half), self.preprocessing.inverse_y(mean + half)
-        lo = np.where(self._never_negative(), np.maximum(lo, 0.0), lo)
+        lo = np.where(self.preprocessing.log_y_never_negative(), np.maximum(lo, 0.0), lo)
         lo_df = pd.DataFrame(lo, columns=self.y_cols, index=designs.index)
         lo_df.attrs["out_of_domain"] = flags
         return lo_df, pd.DataFrame(hi, columns=self.y_cols, index=designs.index)
@@ -354,15 +354,6 @@ class Ensemble:
         with torch.no_grad():
             mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
         return mean.double().cpu().numpy(), std.double().cpu().numpy(), flags
-
-    def _never_negative(self) -> np.ndarray:
-        """(M,) True for a log-scaled metric whose fitting data were all >= 0 (the clip range's seen part)."""
-        pre = self.preprocessing
-        lo, hi = np.asarray(pre.y_clip_lo, float), np.asarray(pre.y_clip_hi, float)
-        seen_lo = lo + CLIP_MARGIN * (hi - lo) / (1 + 2 * CLIP_MARGIN)    # undo the clip range's margin
-        logged = np.isin(self.y_cols, list(pre.log_y_cols or []))
-        with np.errstate(over="ignore"):
-            return logged & (np.expm1(seen_lo * np.asarray(pre.y_scale) + np.asarray(pre.y_mean)) >= -1e-12)
 
 
 def refit_command(results_dir, opamp: str, members, checkpoint) -> str:

@@ -19,7 +19,7 @@ from core.errors import ToolkitError
 from core.stages import canonical, command, members, stage as stage_of
 from data_loader.preprocessing import Preprocessing
 from inference.predict import Ensemble, ensemble_json_path
-from models.model_utils import load_checkpoint
+from models.model_utils import is_dry_run, load_checkpoint
 
 ENSEMBLE = "ensemble"
 
@@ -114,7 +114,7 @@ def load_forward(model_type: str, ckpt, *, opamp: str, results_dir, device="cpu"
             raise ToolkitError(f"No ensemble for {opamp!r}: {ensemble_json_path(root, opamp)} is missing. Make it "
                                f"with: python -m pipeline --opamp {opamp} --results-dir {root}")
         ens = Ensemble.load(root, opamp, device=device)
-        if ens.record.get("dry_run") or any((m.meta.get("metrics") or {}).get("dry_run") for m in ens.members):
+        if ens.record.get("dry_run") or any(is_dry_run(m.meta) for m in ens.members):
             print(f"warning: the ensemble in {root} was fitted on dry-run members (--dry-run: 2 epochs of 2 batches, "
                   f"a smoke test): its predictions mean nothing. Fix: python -m pipeline without --dry-run.")
         return EnsembleForward(ens)
@@ -130,7 +130,7 @@ def load_forward(model_type: str, ckpt, *, opamp: str, results_dir, device="cpu"
                            f"or the checkpoint of {opamp}.")
     if meta.get("preprocessing") is None:
         raise ToolkitError(f"{ckpt} records no preprocessing; re-create it with {make}.")
-    if (meta.get("metrics") or {}).get("dry_run"):
+    if is_dry_run(meta):
         print(f"warning: {ckpt} is a dry-run checkpoint (--dry-run: 2 epochs of 2 batches, a smoke test): its "
               f"predictions mean nothing. Fix: {make} without --dry-run.")
     pre = Preprocessing.from_dict(meta["preprocessing"])

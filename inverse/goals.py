@@ -154,7 +154,7 @@ class Spec:
     @property
     def free(self) -> bool:
         """True when no goal bounds any metric (every one 'any'): every design meets the spec."""
-        return not (np.isfinite(self.lo).any() or np.isfinite(self.hi).any())
+        return not self.bounded.any()
 
     def meets(self, y_phys) -> np.ndarray:
         """(N, M) booleans: each metric inside its pass interval (NaN never passes)."""

@@ -124,6 +124,24 @@ def check_circuit_unchanged(path, meta: dict, meta_path: Path, *, refuse: bool) 
             f"another sha256)", "circuit", refuse)
 
 
+def check_process_unchanged(process: str, meta: dict, meta_path: Path, *, refuse: bool) -> None:
+    """The process file the target data name, and the model library it points to, as they were when the data were
+    generated (``spice.generate`` records their sha256 in meta.json's recipe; data made before it are not checked).
+    Edited since: ``refuse`` (the active loop would add the edited process's rows to the old ones) or a warning."""
+    from spice.generate import process_digests
+    if str(process).endswith(".toml") and not Path(process).is_file():
+        return                  # a process file that is gone: loading it says so, in its own words
+    recipe = meta.get("recipe") or {}
+    now = process_digests(str(process))
+    changed = [k.replace("_sha256", "") for k in ("process_sha256", "library_sha256")
+               if recipe.get(k) and now.get(k) != recipe[k]]
+    if not changed:
+        return
+    what = " and ".join("the process file" if k == "process" else "its model library" for k in changed)
+    _edited(f"{what} of {process} changed since the data in {meta_path.parent} were simulated ({meta_path} records "
+            f"another sha256)", "process", refuse)
+
+
 def _edited(text: str, what: str, refuse: bool) -> None:
     """A circuit or process file edited since the data were simulated: ``refuse`` (the active loop would add the
     edited file's rows to the old ones) or a warning (a verification simulates the edit)."""
@@ -221,31 +239,13 @@ def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B"
     return out
 
 
-def check_process_unchanged(process: str, meta: dict, meta_path: Path, *, refuse: bool) -> None:
-    """The process file the target data name, and the model library it points to, as they were when the data were
-    generated (``spice.generate`` records their sha256 in meta.json's recipe; data made before it are not checked).
-    Edited since: ``refuse`` (the active loop would add the edited process's rows to the old ones) or a warning."""
-    from spice.generate import process_digests
-    if str(process).endswith(".toml") and not Path(process).is_file():
-        return                  # a process file that is gone: loading it says so, in its own words
-    recipe = meta.get("recipe") or {}
-    now = process_digests(str(process))
-    changed = [k.replace("_sha256", "") for k in ("process_sha256", "library_sha256")
-               if recipe.get(k) and now.get(k) != recipe[k]]
-    if not changed:
-        return
-    what = " and ".join("the process file" if k == "process" else "its model library" for k in changed)
-    _edited(f"{what} of {process} changed since the data in {meta_path.parent} were simulated ({meta_path} records "
-            f"another sha256)", "process", refuse)
-
-
 def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
     lines = []
     for _, r in ver.iterrows():
         parts = []
         for j, (c, g) in enumerate(zip(spec.y_cols, spec.goals)):
             mark = "ok" if r[f"pass_{c}"] else "FAIL"
-            free = g == "range" and not np.isfinite(spec.lo[j]) and not np.isfinite(spec.hi[j])
+            free = not spec.bounded[j]
             if r[f"pass_{c}"] and not np.isfinite(r[f"sim_{c}"]):   # a free metric the simulator does not give
                 parts.append(f"{c}[free] pred {r[f'pred_{c}']:.4g} not simulated")
                 continue

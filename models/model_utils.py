@@ -305,6 +305,11 @@ def _expected_class_names(expect_class) -> list[str]:
     return [c.__name__ if isinstance(c, type) else str(c) for c in items]
 
 
+def is_dry_run(meta: dict) -> bool:
+    """Whether a checkpoint's metadata says ``--dry-run`` made it (``metrics.dry_run``): a smoke test, not a model."""
+    return bool((meta.get("metrics") or {}).get("dry_run"))
+
+
 def read_checkpoint_meta(path) -> dict:
     """The checkpoint's metadata (everything but ``state_dict``) without building the model."""
     raw = _load_raw(path, mmap=True)   # mmap: the weights are not read into memory

@@ -106,6 +106,11 @@ def simulate_chunk(opamp, process, pdk_path, seed, start, stop, sim_backend, con
     return pd.concat([x, y[METRICS + (["power"] if power else []) + SIGN_COLUMNS + ["status"]]], axis=1)
 
 
+def _counts(done: dict) -> tuple[int, int]:
+    """(OK designs, designs simulated) in the finished chunks ``done``."""
+    return sum(int((d["status"] == OK).sum()) for d in done.values()), sum(len(d) for d in done.values())
+
+
 def _chunk_path(partial: Path, start: int) -> Path:
     return partial / f"chunk_{start:09d}.csv"
 
@@ -332,13 +337,19 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
     # a bar on a terminal; redirected, plain lines (per batch of chunks, and per chunk every PROGRESS_EVERY_S)
     # instead of carriage-return fragments
     terminal = sys.stderr.isatty()
+    plain = not terminal and not args.no_progress
     said = time.time()      # when the last plain progress line was printed
+
+    def say(n_ok: int, n_sim: int) -> None:
+        nonlocal said
+        said = time.time()
+        print(f"{args.circuit.name}/{args.domain}: {n_ok}/{args.n} OK designs ({n_sim} simulated, {said - t0:.0f} s)",
+              flush=True)
     bar = tqdm(total=args.n, unit="ok", disable=args.no_progress or not terminal, desc=f"{args.circuit.name}/{args.domain}")
     try:
         with parallel(args.backend, args.workers, args.scheduler) as run:
             while (requested := _first_ok_enough(done, args.n)) is None:
-                n_ok = sum(int((d["status"] == OK).sum()) for d in done.values())
-                n_sim = sum(len(d) for d in done.values())
+                n_ok, n_sim = _counts(done)
                 if n_ok == 0 and n_sim >= MAX_FAILED_START * args.chunk:
                     counts = pd.concat(done.values())["status"].value_counts().to_dict()
                     who, fix = _blame(args.circuit, process, args.conditions)
@@ -349,10 +360,8 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
                                        f"{fix}{kept}")
                 bar.n = n_ok
                 bar.refresh()
-                if not terminal and not args.no_progress:
-                    said = time.time()
-                    print(f"{args.circuit.name}/{args.domain}: {n_ok}/{args.n} OK designs ({n_sim} simulated, "
-                          f"{said - t0:.0f} s)", flush=True)
+                if plain:
+                    say(n_ok, n_sim)
                 # Draw enough new chunks for the OK designs still missing, at the failure rate so far; until a
                 # design has simulated OK, only the chunks that decide a dead circuit (one per worker at least), so
                 # a circuit or process where nothing simulates stops after those, not after --n designs
@@ -377,11 +386,8 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
                     if run_state is not None:
                         run_state["ok"] += int((df["status"] == OK).sum())
                     bar.update(min(int((df["status"] == OK).sum()), args.n - bar.n))
-                    if not terminal and not args.no_progress and time.time() - said >= PROGRESS_EVERY_S:
-                        said = time.time()
-                        print(f"{args.circuit.name}/{args.domain}: "
-                              f"{sum(int((d['status'] == OK).sum()) for d in done.values())}/{args.n} OK designs "
-                              f"({sum(len(d) for d in done.values())} simulated, {said - t0:.0f} s)", flush=True)
+                    if plain and time.time() - said >= PROGRESS_EVERY_S:
+                        say(*_counts(done))
     finally:
         bar.close()
 

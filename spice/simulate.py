@@ -128,8 +128,8 @@ def check_design_space(opamp, proc) -> None:
             lo = c.variables[size].lo if isinstance(size, str) else size
             if not lo > 0:
                 what = f"{{{size}}} down to " if isinstance(size, str) else ""
-                raise ToolkitError(f"{c.path}: device {m.name} {dim} = {what}{lo:g} um: a transistor's {dim} must be > 0. Fix the netlist or that variable's "
-                                   f"range in the circuit file.")
+                raise ToolkitError(f"{c.path}: device {m.name} {dim} = {what}{lo:g} um: a transistor's {dim} must be "
+                                   f"> 0. Fix the netlist or that variable's range in the circuit file.")
     _check_slew_time(c, proc)
     for dim, (key, rng) in _limits(proc).items():
         for m in c.mosfets:

@@ -740,3 +740,14 @@ def test_csv_shapes_a_spreadsheet_writes_are_read_or_named(tmp_path):
         read_folder(_folder(tmp_path, "w1,w2,\n1,2,\n3,4,\n"))
     with pytest.raises(ToolkitError, match=r"header column 1 has no name \(a DataFrame index saved by to_csv\?\)"):
         read_folder(_folder(tmp_path, ",w1,w2\n0,1,2\n1,3,4\n"))
+
+
+def test_the_clip_range_gives_back_the_lowest_fitted_value():
+    """``y_seen_lo`` undoes fit_preprocessing's margin exactly, a constant metric (the 1e-6 span floor) included;
+    a log1p metric never negative in the fitting rows is flagged, one with a negative row is not."""
+    from data_loader.preprocessing import fit_preprocessing
+    y = pd.DataFrame({"a": [1.0, 5.0, 30.0], "b": [2.0, 2.0, 2.0], "c": [-0.5, 3.0, 9.0]})
+    pre = fit_preprocessing(x_fit=pd.DataFrame({"x": [1.0, 2.0, 3.0]}), y_fit=y, y_range=y, log_x_cols=[],
+                            log_y_cols=["a", "c"])
+    assert np.allclose(pre.y_seen_lo(), pre.transform_y(y.to_numpy()).min(axis=0), atol=1e-9)
+    assert pre.log_y_never_negative().tolist() == [True, False, False]

@@ -20,7 +20,7 @@ from data_loader import load_run_data
 from data_loader.preprocessing import same_preprocessing
 from inference.evaluate import evaluate_physical
 from inference.metrics import format_report
-from models.model_utils import load_checkpoint, read_checkpoint_meta, save_checkpoint, sidecar_path
+from models.model_utils import is_dry_run, load_checkpoint, read_checkpoint_meta, save_checkpoint, sidecar_path
 
 DRY_RUN_EPOCHS = 2       # --dry-run: epochs per stage / phase
 DRY_RUN_BATCHES = 2      # --dry-run: batches per epoch
@@ -44,7 +44,7 @@ def refuse_dry_run_over_trained(settings: dict, kind: str) -> None:
     if not path.is_file():
         return
     try:
-        trained = not (read_checkpoint_meta(path).get("metrics") or {}).get("dry_run")
+        trained = not is_dry_run(read_checkpoint_meta(path))
     except ToolkitError:      # unreadable: the stage itself says so
         return
     if trained:

@@ -15,7 +15,7 @@ from core.errors import ToolkitError
 from core.freshness import file_label, modified_after
 from core.stages import checkpoint_path, differences, stage as stage_of
 from data_loader.preprocessing import same_preprocessing
-from models.model_utils import read_checkpoint_meta
+from models.model_utils import is_dry_run, read_checkpoint_meta
 
 
 def code_staleness(meta: dict, name: str) -> str | None:
@@ -49,7 +49,7 @@ def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry
         meta = read_checkpoint_meta(path)
     except ToolkitError as exc:
         return f"unreadable checkpoint ({exc})"
-    if (meta.get("metrics") or {}).get("dry_run") and not dry_run:
+    if is_dry_run(meta) and not dry_run:
         return "dry-run checkpoint"
     code = code_staleness(meta, name)
     if code:
