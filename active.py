@@ -155,10 +155,21 @@ def run_key(args, settings, circuit: str, process: str, spec=None, conditions=No
             "data_dir": str(Path(settings["DATA_DIR"]).resolve()), "rule": settings["ACTIVE_RULE"],
             "seed": settings["SEED"], "init": settings["ACTIVE_INIT"], "batch": settings["ACTIVE_BATCH"],
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
-            "set": sorted(p for p in args.set if not p.upper().startswith(("ACTIVE_BUDGET=", "PIPELINE_JOBS="))),
+            "set": set_key(args, settings),
             "init_from": None if args.init_from is None else str(Path(args.init_from).resolve()),
             "spec": None if spec is None else spec.to_dict(),   # the goals, not the file's bytes (comments may change)
             "warm_start": bool(settings["ACTIVE_WARM_START"]), "val_designs": settings["ACTIVE_VAL_DESIGNS"]}
+
+
+# --set keys the run key holds by their own field (or that may change on a resume): not again under "set"
+KEYED_SETTINGS = {"ACTIVE_BUDGET", "PIPELINE_JOBS", "ACTIVE_RULE", "SEED", "ACTIVE_INIT", "ACTIVE_BATCH", "ACTIVE_POOL",
+                  "ACTIVE_MEMBERS", "ACTIVE_WARM_START", "ACTIVE_VAL_DESIGNS", "OPAMP_TYPE", "DATA_DIR"}
+
+
+def set_key(args, settings: dict) -> list:
+    """The user's --set pairs as resolved values (``epochs=05`` and ``EPOCHS=5`` are one setting), without the
+    ones another field of the run key holds (``--set ACTIVE_RULE=integrated`` is the rule)."""
+    return sorted(f"{k}={settings[k]}" for k in user_set_keys(args) if k not in KEYED_SETTINGS and k in settings)
 
 
 def check_same_run(out: Path, key: dict) -> None:
@@ -501,7 +512,8 @@ def run_loop(args, settings, out: Path, key: dict, test, src, circuit: str, proc
                   + (f" + {row['given']} given" if row["given"] else "") + f" ({row['failed']} failed) | val R2_log "
                   f"{row['val_r2_log']:.4f}" + (f" | test R2_log {row['test_r2_log']:.4f}" if test is not None else "")
                   + (f" | spec met by {row['spec_met']} ({row['spec_met_total']} so far)" if spec is not None else "")
-                  + f" | select {t_select:.0f} s, simulate {t_sim:.0f} s, train {t_train:.0f} s", flush=True)
+                  + f" | select {row['select_s']:.0f} s, simulate {row['simulate_s']:.0f} s, train "
+                  f"{row['train_s']:.0f} s", flush=True)   # the numbers active.md shows
         # the budget is spent, unless a later round was simulated and stopped before its training (Ctrl-C)
         if loop_simulations(ledger) >= budget and not (round_folder(out, round_no + 1) / "batch.csv").is_file():
             break
@@ -552,10 +564,14 @@ def write_summary(out: Path, progress: list, opamp: str, *, plot: bool) -> None:
     print(text)
     if plot and progress:
         from active_learning.plots import learning_curve
-        series = {"validation (the loop's own rows)": [(p["simulations"], p["val_r2_log"]) for p in progress]}
+        # x: every B simulation the model learned from, the --init-from designs included (they are B simulations)
+        given = progress[0].get("given", 0)
+        series = {"validation (the loop's own rows)": [(p["simulations"] + given, p["val_r2_log"]) for p in progress]}
         if has_test:
-            series["target_test (fixed)"] = [(p["simulations"], p["test_r2_log"]) for p in progress]
-        learning_curve(out / "learning_curve.png", series, title=f"{opamp}: {progress[0]['rule']}, seed {progress[0]['seed']}")
+            series["target_test (fixed)"] = [(p["simulations"] + given, p["test_r2_log"]) for p in progress]
+        learning_curve(out / "learning_curve.png", series,
+                       title=f"{opamp}: {progress[0]['rule']}, seed {progress[0]['seed']}"
+                       + (f"; the first {given} designs given (--init-from)" if given else ""))
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ def sample(args, settings):
         raise ToolkitError(f"--n must be >= 1, got {args.n}.")
     path = Path(args.model) if args.model else mdn_path(settings)
     model, meta = load_mdn(path)
+    made_for = (meta.get("config") or {}).get("OPAMP_TYPE")
+    if made_for is not None and made_for != settings["OPAMP_TYPE"]:   # its designs would be another circuit's
+        raise ToolkitError(f"{path} was trained for circuit {made_for!r}, not {settings['OPAMP_TYPE']!r}. Pass "
+                           f"--opamp {made_for}, or the MDN of {settings['OPAMP_TYPE']}.")
     y = parse_y_target(args.y_target, meta["y_cols"])
     out = Path(args.out) if args.out else Path(settings["RESULTS_DIR"]) / "inverse" / f"init_{args.n}.npy"
     if out.suffix != ".npy":

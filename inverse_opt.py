@@ -44,20 +44,21 @@ import torch
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
-from core.outputs import check_writable_dir
+from core.outputs import check_writable_dir, results_lock
 from core.stages import checkpoint_path
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.feasibility import INFEASIBLE_EXIT, describe
 from inverse.mdn import load_mdn, sample_designs
-from inverse.refine import search
-from inverse.optimise import DEFAULTS, hybrid_starts, mdn_condition, model_bounds, propose
+from inverse.refine import SearchInterrupted, search
+from inverse.optimise import DEFAULTS, design_keys, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import check_data_against_space, check_space_inside_circuit, describe_grid, grid_for
 from inverse.objective import MARGIN, PLAIN_SLOTS, figure_circuit, figures_table, make_objective, parse_objective
 from inverse.plots import pareto_plot
-from inverse.spec_file import load_objective, load_spec, recorded_units
-from inverse.verify import (check_circuit_columns, check_verifiable, format_verification, read_meta,
-                            recorded_conditions, require_ngspice, same_process, simulator_for, verify_designs)
+from inverse.spec_file import METRIC_DATA_UNITS, load_objective, load_spec, recorded_units
+from inverse.verify import (SimulationInterrupted, check_circuit_columns, check_verifiable, format_verification,
+                            read_meta, recorded_conditions, require_ngspice, same_process, simulator_for,
+                            verify_designs)
 from spice.conditions import Conditions, apply as apply_conditions
 from spice.measure import SIGNED_METRICS, sign_column
 
@@ -196,17 +197,23 @@ def mdn_starts(path, forward, spec: Spec, n: int, *, seed: int) -> np.ndarray:
                        f".npy written by python -m inverse_mdn --sample.")
 
 
-def build_spec(args, y_cols, preprocessing=None, data_dir=None, opamp=None) -> Spec:
+def build_spec(args, y_cols, preprocessing=None, data_dir=None, opamp=None, notes=None) -> Spec:
+    """The spec from --spec or the positional flags, its units resolved; its notes (a metric left free, a band
+    ignored) go to ``notes`` (a list) when given, else are printed."""
+    say = print if notes is None else notes.append
     if args.spec is not None:
         units, where = recorded_units(data_dir, opamp) if data_dir is not None else ({}, None)
         return load_spec(args.spec, y_cols, typical_metrics(preprocessing), target_tol=args.target_tol,
-                         recorded=units, recorded_where=where)
+                         recorded=units, recorded_where=where, warn=say)
     y = parse_y_target(args.y_target, y_cols)
     goals = parse_goals(args.goal, y_cols)
     bands = parse_bands(y_cols, ugf_band=args.ugf_band, pm_band=args.pm_band, bands=args.band)
     weights = parse_weights(args.weights, y_cols)
-    return Spec.build(y_cols, goals, y, weights=weights, bands=bands, target_tol=args.target_tol,
-                      range_tol=args.range_tol)
+    spec = Spec.build(y_cols, goals, y, weights=weights, bands=bands, target_tol=args.target_tol,
+                      range_tol=args.range_tol, warn=say)
+    recorded = recorded_units(data_dir, opamp)[0] if data_dir is not None else {}
+    spec.units = {c: u for c, u in {**METRIC_DATA_UNITS, **recorded}.items() if c in y_cols and u}
+    return spec
 
 
 def build_objectives(args, forward, circuit) -> list:
@@ -263,6 +270,9 @@ def mdn_source(args, settings):
     if value.lower() == "auto":
         path = Path(settings["RESULTS_DIR"]) / f"mdn_{settings['OPAMP_TYPE']}.pth"
         return path if path.is_file() else None
+    if not Path(value).is_file():
+        raise ToolkitError(f"--init-mdn {value}: MDN checkpoint not found. Fix: the path python -m inverse_mdn wrote "
+                           f"(mdn_<circuit>.pth in its results folder), 'auto' or 'none'.")
     return Path(value)
 
 
@@ -280,14 +290,15 @@ def starts_for(args, forward, spec, seed, grid=None, mdn=None):
     return hybrid_starts(args.n_init, lo, hi, seed=seed, mdn_x=mdn_x)
 
 
-def summary_lines(table, spec: Spec, k: int) -> list:
+def summary_lines(table, spec: Spec, k: int, label: str = "") -> list:
+    """What the candidates are predicted to do; ``label`` names their round when there are several."""
     n_ok = int(table["meets_all"].sum())
-    out = [f"[inverse] {n_ok}/{len(table)} of the top-{k} are predicted to meet every goal"]
+    out = [f"[inverse] {label}{n_ok}/{len(table)} of the top-{k} are predicted to meet every goal"]
     if n_ok == 0:
         best = table.iloc[0]
-        fails = [f"{c} ({g}: predicted {best[f'pred_{c}']:.4g})" for c, g in zip(spec.y_cols, spec.goals)
-                 if not best[f"meets_{c}"]]
-        out.append(f"[inverse] no design is predicted to meet the spec; rank 1 (ranked by the pessimistic "
+        fails = [f"{c} ({spec.goal_text(c)}: predicted {spec.value_text(c, best[f'pred_{c}'])})"
+                 for c in spec.y_cols if not best[f"meets_{c}"]]
+        out.append(f"[inverse] {label}no design is predicted to meet the spec; rank 1 (ranked by the pessimistic "
                    f"prediction, then the goal loss) misses {', '.join(fails)}")
     return out
 
@@ -315,17 +326,23 @@ OUTPUTS = ("candidates.csv", "result.json", "verify.csv", "simulated_features.cs
 def verify_conditions(data_dir, opamp: str, flags: Conditions, given_process, process: str) -> Conditions:
     """The conditions --verify simulates in: those the target data were simulated at (meta.json: temp, vdd, corner),
     each replaced by its flag when given; the data's apply only to the data's process (``--process`` naming another
-    one starts from nominal).  A model learned at 85 C is checked at 85 C, not at the simulator's nominal 27 C."""
+    one starts from nominal).  A model learned at 85 C is checked at 85 C, not at the simulator's nominal 27 C.
+    Printed whenever they are not nominal, with a warning where they differ from the data's."""
     meta = read_meta(data_dir, opamp, "target")
     recorded_process = meta.get("process_file") or meta.get("process")
-    if given_process is not None and not (recorded_process and same_process(given_process, recorded_process)):
-        return flags
-    recorded = recorded_conditions(data_dir, opamp)
-    if not recorded:
-        return flags
+    other_process = given_process is not None and not (recorded_process and same_process(given_process,
+                                                                                          recorded_process))
+    recorded = {} if other_process else recorded_conditions(data_dir, opamp)
     merged = Conditions(**{**recorded, **flags.to_dict()})
-    print(f"[inverse] --verify simulates at {merged.describe()}: the conditions the target data were simulated at "
-          f"(their meta.json){'; flags override' if not flags.nominal else ''}")
+    data = Conditions(**recorded_conditions(data_dir, opamp))
+    if recorded:
+        print(f"[inverse] --verify simulates at {merged.describe()}: the conditions the target data were simulated "
+              f"at (their meta.json){'; flags override' if not flags.nominal else ''}")
+    elif not merged.nominal:
+        print(f"[inverse] --verify simulates at {merged.describe()} (flags)")
+    if not other_process and merged != data:
+        print(f"warning: the model learned from target data simulated at {data.describe()}, and --verify simulates "
+              f"at {merged.describe()}: a design that misses may miss for the conditions, not the model.")
     return merged
 
 
@@ -345,6 +362,7 @@ def check_no_earlier_simulations(save_dir: Path, overwrite: bool) -> None:
 
 def main(argv=None):
     args, settings = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # result.json's command
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, settings["NUM_THREADS"]))
     check_numbers(args)
@@ -360,10 +378,17 @@ def main(argv=None):
     save_dir = Path(args.save_dir) if args.save_dir else Path(settings["RESULTS_DIR"]) / "inverse" / \
         f"{opamp}_{args.model_type}"
     check_writable_dir(save_dir, "--save-dir")      # before the optimisation, so no work is lost at save time
-    check_no_earlier_simulations(save_dir, args.overwrite)
+    with results_lock(save_dir, flag="--save-dir"):  # two runs into one folder would replace each other's simulations
+        check_no_earlier_simulations(save_dir, args.overwrite)
+        return _search_and_write(args, settings, save_dir, t0, opamp)
+
+
+def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> dict:
+    """The run inside ``save_dir``'s lock: the rest of the checks, the search, the verification and the files."""
     ckpt = Path(args.ckpt) if args.ckpt else default_ckpt(settings, args.model_type)
     forward = load_forward(args.model_type, ckpt, opamp=opamp, results_dir=settings["RESULTS_DIR"])
-    spec = build_spec(args, forward.y_cols, forward.preprocessing, settings["DATA_DIR"], opamp)
+    notes = []                                     # the spec's notes, printed once every check has passed
+    spec = build_spec(args, forward.y_cols, forward.preprocessing, settings["DATA_DIR"], opamp, notes=notes)
     sim_circuit, unchecked = args.circuit, []
     if args.verify:
         check_circuit_columns(sim_circuit, forward.x_cols)
@@ -394,11 +419,14 @@ def main(argv=None):
     if args.verify and circuit is not None:   # and not wider than the circuit simulating them (a narrower --circuit)
         check_space_inside_circuit(grid, forward.x_cols, circuit, grid_source)
     mdn = mdn_source(args, settings)
+    for note in notes:
+        print(note)
     print(f"[inverse] {opamp} {args.model_type} ({ckpt}); {args.n_init} starts "
           f"({'half MDN ' + str(mdn) + ', half random' if mdn else 'random'}), {args.steps} Adam + "
           f"{args.finish_lbfgs} L-BFGS; design space: {grid_source}"
           + (f"; up to {args.rounds} rounds of {args.top_k} simulations" if args.rounds > 1 else "")
           + "".join(f"; {'trade-off with' if i else 'objective:'} {o.describe()}" for i, o in enumerate(objectives)))
+    print(f"[spec] {spec.describe()}")
     def simulate(table):
         return verify_designs(sim_circuit, table, spec, process=args.process, progress=not args.quiet, power=True,
                               conditions=args.conditions.to_dict())
@@ -411,20 +439,45 @@ def main(argv=None):
         flag_out_of_domain(prop.table, forward, settings["OUT_OF_DOMAIN"])
         return prop
 
-    found = search(forward, spec, starts=lambda model, rnd: starts_for(args, model, spec, settings["SEED"] + rnd - 1,
-                                                                          grid, mdn),
-                   propose_round=propose_round, simulate=simulate if args.verify else None, rounds=args.rounds)
+    def interrupted(verified: list):
+        """Ctrl-C: the designs simulated so far go to the usual files before the one "interrupted" line."""
+        ver_so_far = pd.concat(verified, ignore_index=True) if verified else None
+        if ver_so_far is not None and len(ver_so_far):
+            names = write_simulated(save_dir, ver_so_far, forward.x_cols, spec.y_cols)
+            atomic_write_text(save_dir / "result.json", json.dumps({
+                "command": command_line(args.argv), "opamp": opamp, "interrupted": True,
+                "spec": spec.to_dict(), "verification": verification_record(args, ver_so_far)}, indent=2) + "\n")
+            print(f"[inverse] interrupted after {len(ver_so_far)} simulations; they are kept in {save_dir}/"
+                  + ", ".join(names + ["result.json"]), flush=True)
+
+    try:
+        found = search(forward, spec, starts=lambda model, rnd: starts_for(args, model, spec,
+                                                                              settings["SEED"] + rnd - 1, grid, mdn),
+                       propose_round=propose_round, simulate=simulate if args.verify else None, rounds=args.rounds)
+    except SearchInterrupted as exc:
+        interrupted(exc.verified)
+        raise
     prop, rounds, success = found.proposal, found.rounds, found.success_at
     table = prop.table
+    last_round = rounds[-1]["round"]
+    table.insert(0, "round", last_round)            # which round's model proposed these candidates
     ver = found.verified[-1] if found.verified else None
+    several = args.rounds > 1
     if not args.quiet:
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    lines = summary_lines(table, spec, args.top_k) + describe(prop.feasibility)
     ver_all = pd.concat(found.verified, ignore_index=True) if found.verified else None
     if ver is not None:
-        print(format_verification(ver.drop(columns=forward.x_cols), spec))
-    if args.rounds > 1:
+        simulated_round = int(ver["round"].iloc[0])
+        if several:
+            print(f"[verify] round {simulated_round}'s designs, simulated:")
+        print(format_verification(ver.drop(columns=forward.x_cols + ["round"]), spec))
+    unsimulated_last = ver is None or int(ver["round"].iloc[0]) != last_round
+    lines = summary_lines(table, spec, args.top_k,
+                          label=f"round {last_round}{' (not simulated)' if args.verify and unsimulated_last else ''}: "
+                          if several else "")
+    lines += describe(prop.feasibility, {c: spec.goal_text(c) for c in spec.y_cols})
+    if several:
         lines.append(f"[inverse] simulations until a design met the spec: {success}" if success else
                      f"[inverse] no simulated design met the spec in {len(rounds)} round(s), "
                      f"{rounds[-1]['n_simulated']} simulations")
@@ -440,13 +493,6 @@ def main(argv=None):
                 how = f"(pessimistic prediction, mean {sign} {args.kappa:g} std; mean {mean:.4g}) "
             lines.append(f"[objective] {obj.describe()}: rank 1 {obj.name} = {table['objective'].iloc[0]:.4g} "
                          f"{how}among {len(ok)} candidates predicted to meet the spec")
-        if ver_all is not None:
-            best = best_verified(ver_all, obj, circuit)
-            if best is not None:
-                r = ver_all.loc[best[0]]
-                lines.append(f"[objective] best simulated design meeting the spec: round {int(r['round'])} rank "
-                             f"{int(r['rank'])}, {obj.name} = {best[1]:.4g} {obj.unit}".rstrip()
-                             + f"; supply current {r['sim_supply_current']:.4g} A, power {r['sim_power']:.4g} W")
     front = table.attrs.get("pareto")
     if front is not None and not len(front):
         lines.append("[pareto] no searched design is predicted to meet the spec: no front to draw")
@@ -454,18 +500,41 @@ def main(argv=None):
     if front is not None:
         verified_points = None
         if args.verify:    # simulate the front itself: what the trade-off really is in the process
-            fv = simulate(front.assign(rank=np.arange(1, len(front) + 1)))
+            try:
+                fv = simulate(front.assign(rank=np.arange(1, len(front) + 1)))
+            except SimulationInterrupted as exc:
+                rows = [ver_all] if ver_all is not None else []
+                if len(exc.rows):
+                    rows.append(_front_rows(exc.rows, front, forward.x_cols, last_round))
+                interrupted(rows)
+                raise
             front = pd.concat([front, fv[[c for c in fv.columns if c.startswith("sim_")] + ["status", "pass_all"]]],
                               axis=1)
             vals = [simulated_values(front, o, circuit) for o in objectives]
             verified_points = (vals[0], vals[1], front["pass_all"].to_numpy(bool))
             lines.append(f"[pareto] simulated the {len(front)} front designs: {int(front['pass_all'].sum())} meet "
                          f"the spec in {args.process}")
+            # every simulated design is in verify.csv and the simulated_* files (a front design the top-k
+            # simulated already is there once)
+            front_rows = _front_rows(fv, front, forward.x_cols, last_round)
+            if ver_all is not None:
+                seen = set(design_keys(ver_all, forward.x_cols))
+                front_rows = front_rows[~design_keys(front_rows, forward.x_cols).isin(seen).to_numpy()]
+                ver_all = ver_all.assign(set="top-k")
+            ver_all = pd.concat([d for d in (ver_all, front_rows) if d is not None], ignore_index=True)
         pareto_plot(save_dir / "pareto.png", front, objectives, verified=verified_points,
                     title=f"{opamp}: {objectives[0].describe()} vs {objectives[1].describe()}")
         spans = [f"{o.name} {front[f'objective_{o.name}'].min():.4g}..{front[f'objective_{o.name}'].max():.4g}"
                  for o in objectives]
         lines.append(f"[pareto] {len(front)} non-dominated designs predicted to meet the spec: {', '.join(spans)}")
+    if objectives and ver_all is not None:
+        best = best_verified(ver_all, objectives[0], circuit)
+        if best is not None:
+            r = ver_all.loc[best[0]]
+            where = "the Pareto front" if r.get("set") == "pareto" else f"round {int(r['round'])}"
+            lines.append(f"[objective] best simulated design meeting the spec: {where} rank {int(r['rank'])}, "
+                         f"{objectives[0].name} = {best[1]:.4g} {objectives[0].unit}".rstrip()
+                         + f"; supply current {r['sim_supply_current']:.4g} A, power {r['sim_power']:.4g} W")
     # feasible: with --verify, some design meets every goal in simulation (the check that counts: a design only
     # predicted to is not one); without, some candidate is predicted to
     feasible = bool(ver_all["pass_all"].any()) if ver_all is not None else bool(table["meets_all"].any())
@@ -474,7 +543,7 @@ def main(argv=None):
           f"{prop.n_starts} starts; "
           f"optimisation {sum(r['optimise_s'] for r in rounds):.1f}s, total {wall:.1f}s")
     record = {
-        "command": "python -m inverse_opt " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        "command": command_line(args.argv),
         "opamp": opamp, "model_type": args.model_type, "checkpoint": str(ckpt), "spec": spec.to_dict(),
         "settings": {k: getattr(args, k) for k in ("prior", "n_init", "steps", "lr", "finish_lbfgs", "top_k",
                                                    "kappa", "process", "verify", "rounds", "objective_margin",
@@ -491,27 +560,12 @@ def main(argv=None):
         row = ver_all.loc[best[0]]
         record["best_verified"] = {"round": int(row["round"]), "rank": int(row["rank"]), objectives[0].name: best[1]}
     if ver_all is not None:
-        record["verification"] = {"circuit": str(args.circuit), "process": args.process,
-                                  "conditions": args.conditions.to_dict(),
-                                  "n_pass": int(ver_all["pass_all"].sum()), "rows": json.loads(ver_all.to_json(orient="records"))}
+        record["verification"] = verification_record(args, ver_all)
     with atomic_path(save_dir / "candidates.csv") as tmp:
         table.to_csv(tmp, index=False)
     written = ["candidates.csv", "result.json"]
     if ver_all is not None:   # every simulated design, every round: nothing simulated is thrown away
-        with atomic_path(save_dir / "verify.csv") as tmp:
-            ver_all.to_csv(tmp, index=False)
-        written += ["verify.csv", "simulated_features.csv", "simulated_targets.csv"]
-        with atomic_path(save_dir / "simulated_features.csv") as tmp:   # the data layout: append to your target
-            ver_all[forward.x_cols].to_csv(tmp, index=False)
-        with atomic_path(save_dir / "simulated_targets.csv") as tmp:
-            ver_all[[f"sim_{c}" for c in spec.y_cols]].set_axis(spec.y_cols, axis=1).assign(
-                status=ver_all["status"], round=ver_all["round"]).to_csv(tmp, index=False)
-        signed = [m for m in SIGNED_METRICS if f"sim_{sign_column(m)}" in ver_all.columns]
-        if signed:   # the data's metric_signs.csv rows for these designs (empty where a simulation failed)
-            with atomic_path(save_dir / "simulated_metric_signs.csv") as tmp:
-                ver_all[[f"sim_{sign_column(m)}" for m in signed]].set_axis(signed, axis=1).to_csv(
-                    tmp, index=False, float_format="%g")
-            written.append("simulated_metric_signs.csv")
+        written += write_simulated(save_dir, ver_all, forward.x_cols, spec.y_cols)
     if front is not None:
         with atomic_path(save_dir / "pareto.csv") as tmp:
             front.to_csv(tmp, index=False)
@@ -528,6 +582,45 @@ def main(argv=None):
                 if ver_all is not None else "nothing meets the spec")
         print(f"[inverse] exit status {INFEASIBLE_EXIT}: the search ran, {what} (bad input exits 2)")
     return {"table": table, "verification": ver_all, "record": record, "save_dir": str(save_dir)}
+
+
+def _front_rows(fv: pd.DataFrame, front: pd.DataFrame, x_cols, rnd: int) -> pd.DataFrame:
+    """The simulated Pareto-front designs as verify.csv rows: ``set`` 'pareto', the round whose candidates they
+    are, their x columns."""
+    rows = fv.copy()
+    rows.insert(0, "round", rnd)
+    rows["set"] = "pareto"
+    return pd.concat([rows.reset_index(drop=True), front[x_cols].iloc[:len(rows)].reset_index(drop=True)], axis=1)
+
+
+def command_line(argv) -> str:
+    return "python -m inverse_opt " + " ".join(shlex.quote(a) for a in argv)
+
+
+def verification_record(args, ver_all: pd.DataFrame) -> dict:
+    """result.json's ``verification``: where the designs were simulated and every simulated row."""
+    return {"circuit": str(args.circuit), "process": args.process, "conditions": args.conditions.to_dict(),
+            "n_pass": int(ver_all["pass_all"].sum()), "rows": json.loads(ver_all.to_json(orient="records"))}
+
+
+def write_simulated(save_dir: Path, ver_all: pd.DataFrame, x_cols, y_cols) -> list:
+    """verify.csv (every simulated design, every round) and the data layout's files for them (append them to
+    your target data); returns the names written."""
+    written = ["verify.csv", "simulated_features.csv", "simulated_targets.csv"]
+    with atomic_path(save_dir / "verify.csv") as tmp:
+        ver_all.to_csv(tmp, index=False)
+    with atomic_path(save_dir / "simulated_features.csv") as tmp:
+        ver_all[list(x_cols)].to_csv(tmp, index=False)
+    with atomic_path(save_dir / "simulated_targets.csv") as tmp:
+        ver_all[[f"sim_{c}" for c in y_cols]].set_axis(list(y_cols), axis=1).assign(
+            status=ver_all["status"], round=ver_all["round"]).to_csv(tmp, index=False)
+    signed = [m for m in SIGNED_METRICS if f"sim_{sign_column(m)}" in ver_all.columns]
+    if signed:   # the data's metric_signs.csv rows for these designs (empty where a simulation failed)
+        with atomic_path(save_dir / "simulated_metric_signs.csv") as tmp:
+            ver_all[[f"sim_{sign_column(m)}" for m in signed]].set_axis(signed, axis=1).to_csv(
+                tmp, index=False, float_format="%g")
+        written.append("simulated_metric_signs.csv")
+    return written
 
 
 if __name__ == "__main__":

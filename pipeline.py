@@ -41,7 +41,7 @@ from pathlib import Path
 
 from core.cli import StageCLI, run_main
 from core import scheduling
-from core.executor import quiet_leak_warnings
+from core.executor import exit_with_parent, quiet_leak_warnings
 from core.outputs import results_lock, shared_results
 from core.stages import STAGES, checkpoint_path, command, metrics_path
 from data_loader import data_kwargs_from_settings, get_data_and_scalers, new_run
@@ -208,6 +208,7 @@ def _stage_worker(module: str, argv: list, results_dir: str, log_path: str, regi
     from threadpoolctl import threadpool_limits
 
     from core.stages import register
+    exit_with_parent()   # never an orphan writing under a lock its dead pipeline no longer holds
     for stage in registry:
         if stage.name not in STAGES:
             register(stage)

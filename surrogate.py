@@ -28,6 +28,7 @@ import pandas as pd
 import pipeline
 from core.atomic import atomic_path
 from core.errors import ToolkitError
+from core.outputs import results_lock
 from inference.predict import Ensemble
 
 
@@ -147,9 +148,10 @@ class TransferSurrogate:
             signs[what] = value
         self.data_dir_ = Path(self.results_dir) / "data"
         self._check_arguments()                        # before a file is written
-        self._write("source", xs, ys, signs["source"])
-        self._write("target", xt[list(xs.columns)], yt[list(ys.columns)], signs["target"])
-        self.summary_ = pipeline.main(self._argv())
+        with results_lock(self.results_dir):         # before the data are written: a fit running there keeps its own
+            self._write("source", xs, ys, signs["source"])
+            self._write("target", xt[list(xs.columns)], yt[list(ys.columns)], signs["target"])
+            self.summary_ = pipeline.main(self._argv())
         self.ensemble_ = Ensemble.load(self.results_dir, self.name)
         self.x_cols_, self.y_cols_ = list(self.ensemble_.x_cols), list(self.ensemble_.y_cols)
         return self

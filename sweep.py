@@ -42,6 +42,7 @@ from core.atomic import atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
 from core.executor import BACKENDS, check_backend, parallel
+from core.outputs import check_writable_dir
 from core.markdown import replace_block
 from core.settings import parse_set_pairs, resolve, snapshot
 from core.stages import STAGES, canonical, checkpoint_path, command, metrics_path
@@ -81,9 +82,12 @@ def parse_args(argv=None):
         raise ToolkitError("Empty grid: give at least one --grid KEY=V1,V2 (e.g. --grid LAMBDA_CORAL=0.01,0.05).")
     if args.random is not None and args.random < 1:
         raise ToolkitError(f"--random must be >= 1, got {args.random}.")
-    args.n_target = [n_label(n) for n in args.n_target]
+    # each run once: a repeated seed or size (or 0 beside all) trained the same run again and showed a zero spread
+    args.n_target = list(dict.fromkeys(n_label(n) for n in args.n_target))
+    args.seeds = list(dict.fromkeys(args.seeds))
     check_backend(args.backend, args.scheduler, workers=args.jobs)
     args.results_root = Path(args.results_root or Path(config.RESULTS_DIR) / "sweeps" / f"{args.opamp}_{args.stage}")
+    check_writable_dir(args.results_root, "--results-root")
     return args
 
 
@@ -258,7 +262,11 @@ def run_one(spec: dict) -> dict:
         for f in (src, sidecar_path(src), metrics_path(src)):
             shutil.copy2(f, out / f.name)
     t0 = time.perf_counter()
-    summary = _train([spec["stage"]], argv, out)
+    try:
+        summary = _train([spec["stage"]], argv, out)
+    except ToolkitError as exc:   # this setting cannot train (a diverged loss): recorded, the sweep goes on
+        return {**spec["row"], "failed": str(exc).splitlines()[0][:300], "val_" + SCORE: None, "test_" + SCORE: None,
+                "wall_s": round(time.perf_counter() - t0, 2), "dir": str(out)}
     wall = time.perf_counter() - t0
     data = _quiet_data(data_kwargs_from_settings(settings))   # for scoring: the stage printed its warnings
     path = checkpoint_path(settings, spec["stage"])
@@ -276,10 +284,11 @@ def run_one(spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------- the sweep
-def fingerprint(args) -> str:
-    """What makes two sweeps' runs comparable (beside combo, seed and n): stage, circuit, data, fixed settings."""
+def fingerprint(args, fixed: dict) -> str:
+    """What makes two sweeps' runs comparable (beside combo, seed and n): stage, circuit, data, fixed settings
+    (their resolved values: --set epochs=3 and --set EPOCHS=03 are one setting)."""
     key = {"stage": args.stage, "opamp": args.opamp, "data": str(Path(args.data_dir).resolve()),
-           "set": sorted(args.set)}
+           "set": json.dumps(fixed, sort_keys=True, default=str)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -291,7 +300,7 @@ def read_rows(path: Path) -> list:
 
 def plan(args, combos: list, fixed: dict) -> tuple:
     """(parent tasks, run tasks) still to do; runs already in the JSONL are skipped."""
-    fp = fingerprint(args)
+    fp = fingerprint(args, fixed)
     done = {(json.dumps(r["combo"], sort_keys=True), r["seed"], r["n"]) for r in read_rows(args.results_root / "sweep.jsonl")
             if r.get("fingerprint") == fp}
     stages = chain(args.stage)
@@ -327,14 +336,22 @@ def table(rows: list, keys: list) -> tuple:
         by_n.setdefault(r["n"], {}).setdefault(json.dumps(r["combo"], sort_keys=True), []).append(r)
     parts, best = [], {}
     for n in sorted(by_n, key=n_order):
-        groups = by_n[n]
+        # a combination with a failed run is not chosen: its mean would be over the seeds that happened to train
+        failed = {c: rs for c, rs in by_n[n].items() if any(r.get("failed") for r in rs)}
+        groups = {c: rs for c, rs in by_n[n].items() if c not in failed}
         mean_val = {c: statistics.mean(r["val_" + SCORE] for r in rs) for c, rs in groups.items()}
-        top = max(mean_val, key=mean_val.get)
-        best[n] = json.loads(top)
-        lines = [f"n = {n} target training rows; seeds {sorted({r['seed'] for rs in groups.values() for r in rs})}. "
+        top = max(mean_val, key=mean_val.get) if mean_val else None
+        if top is not None:
+            best[n] = json.loads(top)
+        seeds = sorted({r['seed'] for rs in by_n[n].values() for r in rs})
+        lines = [f"n = {n} target training rows; seeds {seeds}. "
                  f"**Bold** = chosen (highest mean val R²_log); test is reported, never used to choose.", "",
                  "| " + " | ".join(keys) + " | val R²_log (mean ± sd) | test R²_log (mean) | wall s (median) |",
                  "| " + " | ".join("---" for _ in keys) + " | --- | --- | --- |"]
+        for c, rs in failed.items():
+            reason = next(r["failed"] for r in rs if r.get("failed")).replace("|", "/")
+            lines.append("| " + " | ".join(str(json.loads(c).get(k)) for k in keys)
+                         + f" | failed in {sum(bool(r.get('failed')) for r in rs)} of {len(rs)} runs: {reason} | – | – |")
         for c, rs in sorted(groups.items(), key=lambda kv: -mean_val[kv[0]]):
             combo, vals = json.loads(c), [r["val_" + SCORE] for r in rs]
             # one seed has no spread to show (a "± 0.0000" read as a measured zero)
@@ -345,6 +362,20 @@ def table(rows: list, keys: list) -> tuple:
                          + f" | {statistics.median(r['wall_s'] for r in rs):.0f} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts), best
+
+
+def check_run_settings(settings: dict, stages: list, combo: dict) -> None:
+    """The checks each stage of the chain runs on its settings at its start (its ``preflight``), for one
+    combination, so a bad value is one line before any run instead of a stop halfway through the sweep."""
+    for name in stages:
+        check = getattr(importlib.import_module(STAGES[name].module), "preflight", None)
+        if check is None:
+            continue
+        try:
+            check(settings)
+        except ToolkitError as exc:
+            raise ToolkitError(f"--grid/--set {combo or 'fixed settings'}: {exc} (in a sweep: --grid KEY=V1,V2 or "
+                               f"--set KEY=VALUE)") from None
 
 
 def check_sizes(args, combos: list, fixed: dict) -> None:
@@ -378,8 +409,9 @@ def main(argv=None):
     if overlap:
         raise ToolkitError(f"{', '.join(overlap)} is both swept (--grid) and fixed (--set); keep one.")
     combos = combinations(grid, args.random, args.sweep_seed)
-    for combo in combos:      # every run's settings are valid before anything runs (range checks included)
-        resolve(config, {**fixed, **combo, "OPAMP_TYPE": args.opamp, "DATA_DIR": str(args.data_dir)})
+    for combo in combos:      # every run's settings are valid before anything runs (range and stage checks)
+        check_run_settings(resolve(config, {**fixed, **combo, "OPAMP_TYPE": args.opamp,
+                                            "DATA_DIR": str(args.data_dir)}), chain(args.stage), combo)
     data_dir = Path(args.data_dir) / args.opamp
     if not data_dir.is_dir():
         raise ToolkitError(f"No circuit folder {data_dir}. Fix: --data-dir DIR with DIR/{args.opamp}/source and "
@@ -399,9 +431,11 @@ def main(argv=None):
         for k, row in enumerate(run(delayed(run_one)(r) for r in runs), 1):
             with open(jsonl, "a", encoding="utf-8") as f:      # one line per finished run: a resume point
                 f.write(json.dumps(row) + "\n")
-            print(f"[sweep] {k}/{len(runs)} {row['combo']} seed {row['seed']} n={row['n']}: val R2_log "
-                  f"{row['val_' + SCORE]:.4f}, test {row['test_' + SCORE]:.4f} ({row['wall_s']:.0f} s)", flush=True)
-    fp = fingerprint(args)
+            what = (f"FAILED ({row['failed']})" if row.get("failed") else
+                    f"val R2_log {row['val_' + SCORE]:.4f}, test {row['test_' + SCORE]:.4f}")
+            print(f"[sweep] {k}/{len(runs)} {row['combo']} seed {row['seed']} n={row['n']}: {what} "
+                  f"({row['wall_s']:.0f} s)", flush=True)
+    fp = fingerprint(args, fixed)
     wanted = {json.dumps(c, sort_keys=True) for c in combos}
     rows = [r for r in read_rows(jsonl) if r.get("fingerprint") == fp and json.dumps(r["combo"], sort_keys=True) in wanted
             and r["seed"] in args.seeds and r["n"] in args.n_target]

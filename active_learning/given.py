@@ -57,7 +57,7 @@ def check_given_provenance(folder, given: pd.DataFrame, x_cols: list, circuit: s
     it, values in the circuit's design space and units (a source folder, another circuit's data or widths in
     metres were taken in silently: round 0 then scored R2_log -6), and, when the folder records them, the run
     conditions the loop simulates at (``conditions``: temp / vdd / corner of the target data)."""
-    from spice.generate import file_sha256
+    from core.freshness import file_sha256
     meta_path = Path(folder) / "meta.json"
     meta = read_meta_file(meta_path)
     theirs = meta.get("process_file") or meta.get("process")

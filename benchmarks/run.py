@@ -65,6 +65,7 @@ from benchmarks.sizes import n_label, n_order, n_value  # noqa: E402
 from benchmarks.peers import PEERS, peer_params  # noqa: E402
 from core.cli import run_main  # noqa: E402
 from core.errors import ToolkitError  # noqa: E402
+from core.executor import exit_with_parent  # noqa: E402
 from core.markdown import replace_block  # noqa: E402
 from core.outputs import check_writable_dir, results_lock, shared_results  # noqa: E402
 from core.runtime import set_threads  # noqa: E402
@@ -311,6 +312,8 @@ def _stage_main(name: str):
 
 def _task_entry(job):
     opamp, seed, n, args, methods = job
+    if mp.parent_process() is not None:   # a pool worker: never an orphan writing in a dead harness's folder
+        exit_with_parent()
     return run_task(opamp, seed, n, args, methods)
 
 

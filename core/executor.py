@@ -9,12 +9,16 @@ Results come back as they finish (unordered); callers key them by their task.  `
 (simulations) and ``sweep`` (training runs) use this one mechanism.
 """
 import contextlib
+import os
 import sys
+import threading
+import time
 
 from core.errors import ToolkitError
 
 BACKENDS = ("local", "dask")
 CONNECT_TIMEOUT_S = 10      # how long to wait for a Dask scheduler before saying it is unreachable
+HANDSHAKE_GRACE_S = 5       # beyond it, for the handshake after a connection (a wrong service hangs there)
 
 
 def check_backend(backend: str, scheduler, *, workers: int = 1) -> None:
@@ -32,18 +36,53 @@ def check_backend(backend: str, scheduler, *, workers: int = 1) -> None:
 
 
 def connect(scheduler: str, timeout_s: float | None = None):
-    """A ``dask.distributed.Client`` for ``scheduler``; missing package or no answer: one clear error."""
+    """A ``dask.distributed.Client`` for ``scheduler``; missing package, no answer, or something other than a Dask
+    scheduler answering (a dashboard's HTTP port, a worker's port): one clear error within about ``timeout_s``.
+    ``Client(timeout=...)`` bounds the connection but not the handshake after it (an HTTP server hangs it), so the
+    whole attempt runs in a thread with a deadline."""
     timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
     try:
         from dask.distributed import Client
     except ImportError:
         raise ToolkitError("--backend dask needs dask[distributed]: pip install 'dask[distributed]'") from None
-    try:
-        return Client(scheduler, timeout=timeout_s)
-    except (OSError, TimeoutError, ValueError) as exc:   # refused, unreachable, malformed address
-        raise ToolkitError(f"Cannot reach the Dask scheduler at {scheduler!r} within {timeout_s:g} s "
-                           f"({type(exc).__name__}). Fix: start it (dask scheduler) and pass its address, "
-                           f"e.g. --scheduler tcp://127.0.0.1:8786, or use --backend local.") from None
+    outcome = {}
+
+    def attempt():
+        try:
+            outcome["client"] = Client(scheduler, timeout=timeout_s)
+        except Exception as exc:   # refused, unreachable, malformed, or not a scheduler's protocol
+            outcome["error"] = exc
+    thread = threading.Thread(target=attempt, name="dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s + HANDSHAKE_GRACE_S)
+    if "client" in outcome:
+        return outcome["client"]
+    why = type(outcome["error"]).__name__ if "error" in outcome else f"no scheduler handshake in {timeout_s:g} s"
+    raise ToolkitError(f"Cannot reach the Dask scheduler at {scheduler!r} within {timeout_s:g} s ({why}). Fix: start "
+                       f"it (dask scheduler) and pass its address (its port, 8786 by default, not the dashboard's "
+                       f"8787), e.g. --scheduler tcp://127.0.0.1:8786, or use --backend local.")
+
+
+PARENT_POLL_S = 1.0         # how often a worker checks that the process that started it is alive
+_WATCHING = False
+
+
+def exit_with_parent(poll_s: float = PARENT_POLL_S) -> None:
+    """In a worker process: exit at once when the process that started it dies (``kill -9`` of the pipeline or the
+    harness).  Their workers write under the parent's results lock; an orphan would go on writing checkpoints while
+    a new run takes the lock.  A daemon thread watches the parent's pid (portable: no prctl); files are written
+    atomically, so an exit between two writes leaves no half file.  Once per process (a pool worker runs many tasks)."""
+    global _WATCHING
+    if _WATCHING:
+        return
+    _WATCHING = True
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 LEAK_WARNING = "ignore:resource_tracker:UserWarning"   # a -W option (action:message:category)

@@ -95,6 +95,7 @@ def results_lock(folder, *, flag: str = "--results-dir"):
                            f"another {flag}: two runs on one folder would mix their files.") from None
     _HELD[key] = [lock, 1]
     try:
+        _remove_stale_temporaries(folder)
         atomic_write_text(folder / OWNER_NAME, json.dumps({
             "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join(sys.argv)[:300]}) + "\n")
@@ -106,6 +107,15 @@ def results_lock(folder, *, flag: str = "--results-dir"):
         lock.release()
         if made is not None:
             _remove_if_unused(folder, made)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove the temporaries of atomic writes (``core.atomic``: ``.<name>.<random>.tmp``) a killed run left in
+    ``folder``: this run holds the lock now, so no writer of them is alive (``kill -9`` skips their cleanup)."""
+    for tmp in folder.glob(".*.tmp"):
+        if tmp.is_file():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _missing_ancestor(folder: Path):

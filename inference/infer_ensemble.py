@@ -18,10 +18,12 @@ on target_test, which nothing here fits on.  Writes, under RESULTS_DIR:
 ``{OPAMP}_ensemble_metrics.json``, ``{OPAMP}_ensemble_predictions.csv``, ``{OPAMP}_parity.png``,
 ``{OPAMP}_calibration.png``, ``{OPAMP}_training_curves.png`` and ``{OPAMP}_report.md``.
 """
+import json
 import time
 from pathlib import Path
 
 from core.atomic import atomic_path
+from core.code_record import code_record
 from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from core.outputs import results_lock
@@ -123,6 +125,11 @@ def plot(paths: dict, settings: dict, result) -> dict:
                                                      title=f"{opamp}: training curves")}
 
 
+def _json_safe(value):
+    """Plain JSON values (numpy numbers and arrays as Python ones, anything else as its text)."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
 def run(args, settings, names):
     opamp = settings["OPAMP_TYPE"]
     device, t0 = start_run(settings, "ensemble", dry_run=args.dry_run)
@@ -136,8 +143,12 @@ def run(args, settings, names):
         if stale:
             print(f"warning: {m.path} looks out of date ({'; '.join(stale)}). python -m pipeline with these "
                   f"settings retrains what is.")
-    ens = Ensemble.fit(members, data, final=args.final_calibration, selection=settings["FUSION_SELECTION"],
-                       info={"opamp": opamp, "dry_run": bool(args.dry_run), "seed": settings["SEED"]})
+    # self-describing like a checkpoint: the settings, the split and the code it was fused with; a dry run when a
+    # member is one (the fusion itself trains nothing: --dry-run only quiets the warning above)
+    info = {"opamp": opamp, "dry_run": any(is_dry_run(m.meta) for m in members), "seed": settings["SEED"],
+            "config": _json_safe(settings), "data_split": _json_safe(data["split"]),
+            "code": code_record("inference.infer_ensemble")}
+    ens = Ensemble.fit(members, data, final=args.final_calibration, selection=settings["FUSION_SELECTION"], info=info)
     result = ens.evaluate()
     if result.split == "target_val":
         print("warning: no target_test rows (TEST_SPLIT=0, or a split column without test rows), so the ensemble "

@@ -3,14 +3,13 @@
 Which stages can be members, their checkpoint files, model classes and the command that makes each
 come from the stage registry (``core.stages``).
 """
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from core.errors import ToolkitError
-from core.freshness import file_label, modified_after
+from core.freshness import current_parent, data_changed, file_label, parent_changed
 from core.stages import canonical, command, members as member_stages, rerun_command, stage as stage_of
 from data_loader.preprocessing import same_preprocessing
 from models.model_utils import load_checkpoint, read_checkpoint_meta
@@ -20,15 +19,6 @@ DEFAULT_MEMBERS = ("align_hetero", "target_only", "dualhead", "pooled", "gp_stac
 # = config.ENSEMBLE_MEMBERS (tests/test_registry.py checks).  dualhead joined when fine-tuning got its own
 # variance head; pooled and gp_stack joined once the shipped data was re-measured (bench v2) and the
 # GP learned from the val rows with out-of-sample val predictions; docs/RESULTS.md#ensemble-members-and-fusion
-
-
-def checkpoint_sha256(path) -> str:
-    """sha256 of a member checkpoint file: the ensemble record keeps it to detect a retrained member."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_members(members) -> list:
@@ -104,17 +94,17 @@ def check_against_data(member: Member, data: dict, settings: dict | None = None)
 
 
 def out_of_date(member: Member, settings: dict, data_files=()) -> list:
-    """Plain signs that ``member`` no longer matches this run (data and parent by the pipeline's own mtime rule,
+    """Plain signs that ``member`` no longer matches this run (data and parent by the pipeline's own rule,
     ``core.freshness``; the rest of its check lives with training): its parent checkpoint was rewritten after it,
     it learned from another subset of training rows, or a data file (``data_files``: paths, or a dict of them by
     role) changed after it was trained.  Settings are not compared: a member trained with its own ``--set``
     values is a choice, not a mistake."""
     why, meta = [], member.meta
-    newer = sorted({file_label(f) for f in modified_after(member.path, data_files)})
-    if newer:
-        why.append(f"the data changed after it was trained ({', '.join(newer)})")
-    parent = meta.get("parent")
-    if parent and modified_after(member.path, [parent]):
+    changed = sorted({file_label(f) for f in data_changed(meta, member.path, data_files)})
+    if changed:
+        why.append(f"the data changed after it was trained ({', '.join(changed)})")
+    parent = current_parent(meta, member.name, member.path)
+    if parent is not None and parent.is_file() and parent_changed(meta, member.path, parent):
         why.append(f"its parent {parent} was retrained after it")
     trained_n = (meta.get("config") or {}).get("N_TARGET_TRAIN")
     if trained_n is not None and trained_n != settings.get("N_TARGET_TRAIN"):

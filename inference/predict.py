@@ -29,11 +29,12 @@ import torch
 
 from core.atomic import atomic_write_text
 from core.errors import ToolkitError
+from core.freshness import file_sha256
 from data_loader.preprocessing import Preprocessing
 from inference.calibration import CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve, z_of
 from inference.evaluate import eval_split, positive_floor
 from inference.fusion import FusionParams, apply_fusion, fit_fusion, fuse
-from inference.members import (DEFAULT_MEMBERS, Member, check_agreement, checkpoint_sha256,  # noqa: F401
+from inference.members import (DEFAULT_MEMBERS, Member, check_agreement,  # noqa: F401
                                load_member, parse_members)
 from inference.metrics import regression_report
 
@@ -124,7 +125,7 @@ class Ensemble:
         params = fit_fusion(names, np.stack(means), np.stack(variances), y_val, final=final, selection=selection)
         record = {**(info or {}), "checkpoints": [str(m.path) for m in members],
                   # what the fusion was fitted on: Ensemble.load refuses a member retrained since
-                  "member_sha256": {m.name: checkpoint_sha256(m.path) for m in members},
+                  "member_sha256": {m.name: file_sha256(m.path) for m in members},
                   "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fusion": params.to_dict()}
         ens = cls(members, params, data["preprocessing"], record=record)
         ens.data_ = data
@@ -254,7 +255,7 @@ class Ensemble:
         for name, ck in zip(params.members, paths):
             if fitted_on is None:
                 break
-            if ck.is_file() and checkpoint_sha256(ck) != fitted_on.get(name):
+            if ck.is_file() and file_sha256(ck) != fitted_on.get(name):
                 _readable_member(ck, name, opamp, results_dir)
                 raise ToolkitError(f"{ck} changed after the ensemble was fitted (the {name} member was retrained): "
                                    f"its calibration and fusion weights belong to the old member. "

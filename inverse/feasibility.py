@@ -40,15 +40,17 @@ def analyse(y_cols, goals, meets: np.ndarray, loss: np.ndarray) -> dict:
                 "misses": [c for c, ok in zip(y_cols, meets[best]) if not ok]}}
 
 
-def describe(summary: dict) -> list:
-    """Printable lines for a spec no design meets (empty when some design meets every goal)."""
+def describe(summary: dict, goal_texts: dict | None = None) -> list:
+    """Printable lines for a spec no design meets (empty when some design meets every goal).  ``goal_texts``:
+    {metric: its goal as a designer reads it, with units} (``Spec.goal_text``); else the goal words."""
     if summary["n_meet_all"] > 0 or not summary["n_designs"]:
         return []
+    goals = {**summary["goals"], **(goal_texts or {})}
     out = [f"[inverse] infeasible in prediction: none of the {summary['n_designs']} designs searched meets every "
            f"goal"]
     if summary["never_met"]:
         out.append("[inverse]   never met by any design (beyond the model's reach here): "
-                   + ", ".join(f"{c} ({summary['goals'][c]})" for c in summary["never_met"]))
+                   + ", ".join(f"{c} ({goals[c]})" for c in summary["never_met"]))
     if summary["conflicts"]:
         out.append("[inverse]   met separately but never together: "
                    + "; ".join(f"{a} vs {b}" for a, b in summary["conflicts"]))

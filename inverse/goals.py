@@ -109,6 +109,15 @@ def parse_bands(y_cols, *, ugf_band=None, pm_band=None, bands=()) -> dict:
     return out
 
 
+def quantity_text(value, unit: str = "", *, db: bool = True) -> str:
+    """'125.9 V/V (42.0 dB)' (a positive V/V ratio, with ``db``), '1.5e+07 Hz', '3.2' (no unit known)."""
+    value = float(value)
+    text = f"{value:.4g}" + (f" {unit}" if unit else "")
+    if db and unit == "V/V" and value > 0 and np.isfinite(value):
+        text += f" ({20 * np.log10(value):.1f} dB)"
+    return text
+
+
 @dataclass
 class Spec:
     """A design spec in physical units: per metric a goal word and its pass interval [lo, hi]."""
@@ -118,6 +127,7 @@ class Spec:
     weights: np.ndarray
     lo: np.ndarray = field(default=None)
     hi: np.ndarray = field(default=None)
+    units: dict = field(default_factory=dict)   # {metric: data unit} where known ("V/V", "Hz", ...): for printing
 
     @classmethod
     def build(cls, y_cols, goals, target, *, weights=None, bands=None, target_tol=TARGET_TOL,
@@ -162,10 +172,32 @@ class Spec:
         with np.errstate(invalid="ignore"):
             return (y >= self.lo) & (y <= self.hi)
 
+    def value_text(self, col: str, value, *, db: bool = True) -> str:
+        """``value`` of metric ``col`` with its data unit ('126 V/V (42.0 dB)' with ``db``, '1.5e+07 Hz')."""
+        return quantity_text(value, self.units.get(col, ""), db=db)
+
+    def goal_text(self, col: str) -> str:
+        """The pass interval of ``col`` as a designer reads it: '>= 126 V/V (42.0 dB)', '1.5e+07 .. 2.5e+07 Hz',
+        '<= 1e-05 A' or 'any' (left free)."""
+        j = self.y_cols.index(col)
+        lo, hi, unit = self.lo[j], self.hi[j], self.units.get(col, "")
+        if np.isfinite(lo) and np.isfinite(hi):
+            return f"{quantity_text(lo, '', db=False)} .. {quantity_text(hi, unit)}"
+        if np.isfinite(lo):
+            return f">= {quantity_text(lo, unit)}"
+        if np.isfinite(hi):
+            return f"<= {quantity_text(hi, unit)}"
+        return "any"
+
+    def describe(self) -> str:
+        """One line: every metric's pass interval with units (what the search and the verification check)."""
+        return "; ".join(f"{c} {self.goal_text(c)}" for c in self.y_cols)
+
     def to_dict(self) -> dict:
         def num(v):
             return None if not np.isfinite(v) else float(v)
-        return {c: {"goal": g, "target": float(t), "lo": num(lo), "hi": num(hi), "weight": float(w)}
+        return {c: {"goal": g, "target": float(t), "lo": num(lo), "hi": num(hi), "weight": float(w),
+                    "unit": self.units.get(c)}
                 for c, g, t, lo, hi, w in zip(self.y_cols, self.goals, self.target, self.lo, self.hi,
                                               self.weights)}
 

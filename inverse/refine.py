@@ -126,6 +126,22 @@ class Search:
     success_at: int | None    # simulations spent when a design first met the spec in SPICE (None: none did)
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``search``: ``verified`` holds every design simulated before it (``Search.verified``'s form)."""
+
+    def __init__(self, verified: list):
+        super().__init__()
+        self.verified = verified
+
+
+def _with_designs(ver: pd.DataFrame, rnd: int, table: pd.DataFrame, x_cols) -> pd.DataFrame:
+    """``simulate``'s rows for the first ``len(ver)`` candidates of ``table``, tagged with the round and joined
+    with their designs' x columns."""
+    ver = ver.copy()
+    ver.insert(0, "round", rnd)
+    return pd.concat([ver.reset_index(drop=True), table[x_cols].iloc[:len(ver)].reset_index(drop=True)], axis=1)
+
+
 def search(forward: Forward, spec, *, starts, propose_round, simulate=None, rounds: int = 1, log=print) -> Search:
     """Optimise -> simulate the top-k -> correct the model with every simulated design -> repeat.
 
@@ -137,44 +153,55 @@ def search(forward: Forward, spec, *, starts, propose_round, simulate=None, roun
     simulation failed: failures teach the correction nothing, so the next round would search the same place."""
     model, done, verified, records, obs_x, obs_y = forward, set(), [], [], [], []
     prop = None
-    for rnd in range(1, rounds + 1):
-        prop = propose_round(model, starts(model, rnd), done)
-        table = prop.table
-        record = {"round": rnd, "model": model.name, "n_predicted_ok": int(table["meets_all"].sum()),
-                  "optimise_s": round(prop.wall_s, 2)}
-        if simulate is None or (rnd > 1 and not table["meets_all"].any()):
-            if simulate is not None:
-                log(f"[inverse] round {rnd}: corrected with {len(done)} simulated designs, the model predicts no "
-                    f"candidate meets the spec; stopping before simulating more")
-            records.append(record | {"n_simulated": len(done), "n_pass": None,
+    try:
+        for rnd in range(1, rounds + 1):
+            prop = propose_round(model, starts(model, rnd), done)
+            table = prop.table
+            record = {"round": rnd, "model": model.name, "n_predicted_ok": int(table["meets_all"].sum()),
+                      "optimise_s": round(prop.wall_s, 2)}
+            if simulate is None or (rnd > 1 and not table["meets_all"].any()):
+                if simulate is not None:
+                    log(f"[inverse] round {rnd}: corrected with {len(done)} simulated designs, the model predicts no "
+                        f"candidate meets the spec; stopping before simulating more")
+                records.append(record | {"n_simulated": len(done), "n_pass": None,
+                                         "n_failed_sims": sum(int((v["status"] != "ok").sum()) for v in verified)})
+                break
+            try:
+                ver = _with_designs(simulate(table), rnd, table, forward.x_cols)
+            except KeyboardInterrupt as exc:   # keep what this round simulated before Ctrl-C, with the rounds before
+                rows = getattr(exc, "rows", None)
+                if rows is not None and len(rows):
+                    verified.append(_with_designs(rows, rnd, table, forward.x_cols))
+                raise SearchInterrupted(verified) from None
+            verified.append(ver)
+            done |= set(design_keys(table, forward.x_cols))
+            records.append(record | {"n_simulated": sum(len(v) for v in verified),
+                                     "n_pass": int(ver["pass_all"].sum()),
                                      "n_failed_sims": sum(int((v["status"] != "ok").sum()) for v in verified)})
-            break
-        ver = simulate(table)
-        ver.insert(0, "round", rnd)
-        ver = pd.concat([ver, table[forward.x_cols].reset_index(drop=True)], axis=1)
-        verified.append(ver)
-        done |= set(design_keys(table, forward.x_cols))
-        records.append(record | {"n_simulated": sum(len(v) for v in verified), "n_pass": int(ver["pass_all"].sum()),
-                                 "n_failed_sims": sum(int((v["status"] != "ok").sum()) for v in verified)})
-        if rounds > 1:
-            log(f"[inverse] round {rnd}/{rounds} ({model.name}): {record['n_predicted_ok']}/{len(table)} predicted "
-                f"to meet the spec, {records[-1]['n_pass']} meet it in SPICE; {records[-1]['n_simulated']} "
-                f"simulations so far")
-        if ver["pass_all"].any() or rnd == rounds:
-            break
-        if (ver["status"] != "ok").all():
-            # nothing to correct the model with: the next round would search the same place and simulate the
-            # failed designs' neighbours (an 8-of-8 incomplete_step round was followed by another)
-            failed = ver["status"].value_counts().to_dict()
-            log(f"[inverse] round {rnd}: every simulated design failed ({failed}); a correction needs designs "
-                f"that simulate, so the search stops here instead of spending the next round beside them. "
-                f"Check the spec or the circuit's ranges (docs/USAGE.md, inverse design)")
-            break
-        x_new, y_new = observed(forward.preprocessing, table[forward.x_cols].to_numpy(float),
-                                ver[[f"sim_{c}" for c in spec.y_cols]].to_numpy(float), (ver["status"] == "ok").to_numpy())
-        obs_x.append(x_new)
-        obs_y.append(y_new)
-        if sum(len(x) for x in obs_x):
-            model = CorrectedForward(forward, np.concatenate(obs_x), np.concatenate(obs_y))
+            if rounds > 1:
+                log(f"[inverse] round {rnd}/{rounds} ({model.name}): {record['n_predicted_ok']}/{len(table)} predicted "
+                    f"to meet the spec, {records[-1]['n_pass']} meet it in SPICE; {records[-1]['n_simulated']} "
+                    f"simulations so far")
+            if ver["pass_all"].any() or rnd == rounds:
+                break
+            if (ver["status"] != "ok").all():
+                # nothing to correct the model with: the next round would search the same place and simulate the
+                # failed designs' neighbours (an 8-of-8 incomplete_step round was followed by another)
+                failed = ver["status"].value_counts().to_dict()
+                log(f"[inverse] round {rnd}: every simulated design failed ({failed}); a correction needs designs "
+                    f"that simulate, so the search stops here instead of spending the next round beside them. "
+                    f"Check the spec or the circuit's ranges (docs/USAGE.md, inverse design)")
+                break
+            x_new, y_new = observed(forward.preprocessing, table[forward.x_cols].to_numpy(float),
+                                    ver[[f"sim_{c}" for c in spec.y_cols]].to_numpy(float),
+                                    (ver["status"] == "ok").to_numpy())
+            obs_x.append(x_new)
+            obs_y.append(y_new)
+            if sum(len(x) for x in obs_x):
+                model = CorrectedForward(forward, np.concatenate(obs_x), np.concatenate(obs_y))
+    except SearchInterrupted:
+        raise
+    except KeyboardInterrupt:   # during an optimisation: the rounds simulated before it are kept
+        raise SearchInterrupted(verified) from None
     success = next((r["n_simulated"] for r in records if r["n_pass"]), None)
     return Search(prop, verified, records, success)

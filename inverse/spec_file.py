@@ -202,6 +202,7 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
     if weights.sum() <= 0:
         raise ToolkitError(f"{path}: [weights] are all 0; at least one goal must count")
     built = Spec.build(list(y_cols), goals, target, weights=weights, bands=bands, target_tol=target_tol, warn=warn)
+    built.units = {c: u for c, u in units.items() if c in y_cols and u}
     for note in notes:
         say(note)
     return built

@@ -116,7 +116,7 @@ def check_circuit_unchanged(path, meta: dict, meta_path: Path, *, refuse: bool) 
     """The circuit file the target data name, as it was when they were generated (the sha256 ``spice.generate``
     records in meta.json's recipe; data made before it are not checked).  Edited since: ``refuse`` (the active
     loop would add the edited circuit's rows to the old ones) or a warning (a verification simulates the edit)."""
-    from spice.generate import file_sha256
+    from core.freshness import file_sha256
     want = (meta.get("recipe") or {}).get("circuit_sha256")
     if not want or file_sha256(path) == want:
         return
@@ -200,13 +200,22 @@ def check_verifiable(spec: Spec) -> list:
     return missing
 
 
+class SimulationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``verify_designs``: ``rows`` are the designs simulated before it (its rows, maybe none)."""
+
+    def __init__(self, rows: pd.DataFrame):
+        super().__init__()
+        self.rows = rows
+
+
 def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B",
                    simulate=None, progress: bool = False, power: bool = False, conditions: dict | None = None
                    ) -> pd.DataFrame:
     """Simulate the designs of ``table`` (physical x columns + pred_*); one row per candidate with
     sim_*, pass_* per metric, status and pass_all.  ``progress``: a bar per design (on a terminal).
     ``power``: also the operating point's sim_supply_current (A) and sim_power (W).  ``conditions``: run
-    conditions as keywords of ``spice.simulate.simulate`` (temp, vdd, corner; spice/conditions.py)."""
+    conditions as keywords of ``spice.simulate.simulate`` (temp, vdd, corner; spice/conditions.py).
+    Ctrl-C raises ``SimulationInterrupted`` carrying the rows of the designs simulated before it."""
     if simulate is None:
         from spice.simulate import simulate
     from tqdm import tqdm
@@ -214,9 +223,21 @@ def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B"
     from spice.circuits import circuit
     x = table[circuit(opamp).features].reset_index(drop=True)
     kw = ({"op": True} if power else {}) | dict(conditions or {})
-    sim = pd.concat([simulate(opamp, x.iloc[i:i + 1], process, **kw) for i in tqdm(
-        range(len(x)), desc=f"verify {len(x)} in {process}", unit="sim", disable=None if progress else True,
-        leave=False)]) if len(x) else simulate(opamp, x, process, **kw)
+    if not len(x):
+        return verification_rows(table, simulate(opamp, x, process, **kw), spec, power)
+    sims = []
+    try:
+        for i in tqdm(range(len(x)), desc=f"verify {len(x)} in {process}", unit="sim",
+                      disable=None if progress else True, leave=False):
+            sims.append(simulate(opamp, x.iloc[i:i + 1], process, **kw))
+    except KeyboardInterrupt:   # what was simulated is kept: a simulation is the scarce thing
+        done = verification_rows(table.iloc[:len(sims)], pd.concat(sims), spec, power) if sims else None
+        raise SimulationInterrupted(done if done is not None else pd.DataFrame()) from None
+    return verification_rows(table, pd.concat(sims), spec, power)
+
+
+def verification_rows(table: pd.DataFrame, sim: pd.DataFrame, spec: Spec, power: bool) -> pd.DataFrame:
+    """``verify_designs``' rows from the candidates ``table`` and their simulator output ``sim`` (same order)."""
     # a metric the simulator does not measure (left free: check_verifiable) has no simulated value and passes
     y = sim.reindex(columns=spec.y_cols).to_numpy(float)
     ok = (sim["status"] == "ok").to_numpy()
@@ -240,16 +261,19 @@ def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B"
 
 
 def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
+    """One line per simulated design: each metric's pass interval with units, predicted and simulated value."""
     lines = []
     for _, r in ver.iterrows():
         parts = []
-        for j, (c, g) in enumerate(zip(spec.y_cols, spec.goals)):
+        for j, c in enumerate(spec.y_cols):
             mark = "ok" if r[f"pass_{c}"] else "FAIL"
-            free = not spec.bounded[j]
+            goal = spec.goal_text(c) if spec.bounded[j] else "free"
+            unit = spec.units.get(c, "")
             if r[f"pass_{c}"] and not np.isfinite(r[f"sim_{c}"]):   # a free metric the simulator does not give
-                parts.append(f"{c}[free] pred {r[f'pred_{c}']:.4g} not simulated")
+                parts.append(f"{c}[free] pred {r[f'pred_{c}']:.4g}{' ' + unit if unit else ''} not simulated")
                 continue
-            parts.append(f"{c}[{'free' if free else g}] pred {r[f'pred_{c}']:.4g} sim {r[f'sim_{c}']:.4g} {mark}")
+            parts.append(f"{c}[{goal}] pred {r[f'pred_{c}']:.4g} sim {r[f'sim_{c}']:.4g}{' ' + unit if unit else ''} "
+                         f"{mark}")
         lines.append(f"  #{int(r['rank'])} {'PASS' if r['pass_all'] else 'fail'} ({r['status']}): " + "; ".join(parts))
     n = int(ver["pass_all"].sum())
     lines.append(f"[verify] {n}/{len(ver)} candidates meet every goal in SPICE"

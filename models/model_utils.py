@@ -16,12 +16,14 @@ Checkpoint = one ``.pth`` dict, the same for every model (the MDN included) read
     split           dict of plain lists / ints, or None
     metrics         dict, or None
     parent          path string of the checkpoint this one started from, or None
+    parent_sha256   sha256 of that parent file when it was used (staleness by content), or None
     history         per-epoch lists, or None
     extra           plain dict (e.g. calibration temperatures), or None
     design_space    {variable: {unit, range, grid, sample}} of the target data (its meta.json), or None:
                     the box and grid inverse design searches (optional; older checkpoints lack it)
     code            {repo-relative path: sha256 prefix} of the source that made it (optional;
                     ``core.code_record``), so a stale checkpoint is not reused after a code change
+    data_sha256     {data file role: sha256} of the data it learned from (optional; ``core.freshness``)
     versions        torch, numpy, python, package
     created         ISO-8601 UTC timestamp
 
@@ -46,6 +48,7 @@ from torch import nn
 
 from core.atomic import atomic_paths
 from core.errors import ToolkitError
+from core.freshness import file_sha256
 from models.backbone import BackboneModel
 from models.mlp import MLP
 from models.registry import MODEL_CLASSES
@@ -191,7 +194,8 @@ def _write(path, model: nn.Module, meta: dict) -> dict:
 def save_checkpoint(path, model: nn.Module, *, stage: str, x_cols, y_cols, preprocessing: dict,
                     config: dict, seed: int | None, split: dict | None = None,
                     metrics: dict | None = None, parent=None, history=None,
-                    extra: dict | None = None, code: dict | None = None, design_space: dict | None = None) -> dict:
+                    extra: dict | None = None, code: dict | None = None, design_space: dict | None = None,
+                    data_sha256: dict | None = None) -> dict:
     """Write the toolkit checkpoint ``path`` (.pth) and its JSON sidecar; return the metadata.
 
     See the module docstring for the keys.  Metadata must be plain Python (numpy scalars,
@@ -224,12 +228,15 @@ def save_checkpoint(path, model: nn.Module, *, stage: str, x_cols, y_cols, prepr
         "split": _plain(split, "split"),
         "metrics": _plain(metrics, "metrics"),
         "parent": None if parent is None else str(parent),
+        "parent_sha256": file_sha256(parent) if parent is not None and Path(parent).is_file() else None,
         "history": _plain(history, "history"),
         "extra": _plain(extra, "extra"),
         "design_space": _plain(design_space, "design_space"),
     }
     if code is not None:
         meta["code"] = _plain(code, "code")
+    if data_sha256 is not None:
+        meta["data_sha256"] = _plain(data_sha256, "data_sha256")
     return _write(path, model, meta)
 
 
@@ -366,7 +373,7 @@ def save_model(model: nn.Module, path) -> dict:
     """
     meta = {"format_version": CHECKPOINT_FORMAT_VERSION, "stage": "save_model",
             "model_class": _registry_name(model),
-            "model_kwargs": _plain(model.constructor_kwargs(), "model_kwargs"), "design_space": None}
+            "model_kwargs": _plain(model.constructor_kwargs(), "model_kwargs"), "design_space": None, "parent_sha256": None}
     meta.update({k: v for k, v in _OPTIONAL_DEFAULTS.items() if k not in meta})
     return _write(path, model, meta)
 

@@ -23,7 +23,6 @@ what existed before it (a resumed run's chunks, a folder of yours) is never touc
 """
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -38,6 +37,7 @@ import pandas as pd
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
+from core.freshness import file_sha256
 from core.executor import check_backend, parallel
 from core.outputs import LOCK_NAME, check_writable_dir, results_lock
 from spice.batch import AC_CMD
@@ -281,11 +281,6 @@ def check_not_replacing(out_dir: Path, recipe: dict) -> None:
     diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in recipe.items() if old.get(k) != v)[:300] if old else ""
     raise ToolkitError(f"{out_dir} already holds {', '.join(data)}, made with {made}" + (f" ({diff})" if diff else "")
                        + f". Nothing was written. Fix: another --out, or --overwrite to replace them{resume}.")
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes: what meta.json's recipe and files_sha256 record (inverse.verify checks with it)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _existing(out_dir: Path) -> set[Path]:

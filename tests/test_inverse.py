@@ -278,7 +278,8 @@ def test_cli_unreachable_spec_exits_3_with_the_reason(trained, tmp_path):
                           "--goal", "min,min,range,range,min", *FAST_OPT, "--save-dir", str(tmp_path / "out")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 3, out.stderr
-    assert "infeasible in prediction" in out.stdout and "slewrate_pos (min)" in out.stdout
+    # the goals as a designer reads them, with units (was the goal word: "slewrate_pos (min)")
+    assert "infeasible in prediction" in out.stdout and "slewrate_pos (>= 1e+30 V/s)" in out.stdout
     record = json.loads((tmp_path / "out" / "result.json").read_text())
     assert record["feasible"] is False and "dc_gain" in record["feasibility"]["never_met"]
 
@@ -294,6 +295,11 @@ def test_end_to_end_mdn_sample_and_hybrid_optimisation(trained, tmp_path):
                       "--n", "16", "--out", str(npy)])
     xs, designs = np.load(npy), pd.read_csv(npy.with_suffix(".csv"))
     assert xs.shape == (16, 7) and list(designs.columns) == X_COLS
+    # another circuit named: one line, not that circuit's designs from this MDN
+    with pytest.raises(ToolkitError, match="trained for circuit '5t_opamp', not 'two_stage_opamp'"):
+        inverse_mdn.main(["--sample", "--opamp", "two_stage_opamp", "--model", str(res / "mdn_5t_opamp.pth"),
+                          "--y-target", "1e7,100,5e7,60,2000", "--n", "4", "--out", str(tmp_path / "other.npy")])
+    assert not (tmp_path / "other.npy").exists()
     lo, hi = np.array(meta["extra"]["x_lo"]), np.array(meta["extra"]["x_hi"])
     assert ((xs >= lo - 1e-5) & (xs <= hi + 1e-5)).all()
     assert (designs["w1"] >= 0.5 - 1e-9).all() and (designs["ibias"] <= 20e-6 * (1 + 1e-6)).all()
@@ -303,7 +309,8 @@ def test_end_to_end_mdn_sample_and_hybrid_optimisation(trained, tmp_path):
     assert 1 <= len(table) <= 3 and {"pred_ugf", "std_ugf", "meets_ugf", "meets_all"} <= set(table.columns)
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["command"].startswith("python -m inverse_opt") and "--init-mdn" in record["command"]
-    assert record["spec"]["ugf"] == {"goal": "range", "target": 5e7, "lo": 1e7, "hi": 1e8, "weight": 1.0}
+    assert record["spec"]["ugf"] == {"goal": "range", "target": 5e7, "lo": 1e7, "hi": 1e8, "weight": 1.0,
+                                     "unit": "Hz"}
     assert out["record"]["n_predicted_ok"] == int(table["meets_all"].sum())
     # MDN checkpoint as the hybrid start, and the dual-head forward model
     inverse_opt.main(_opt(common, "--init-mdn", str(res / "mdn_5t_opamp.pth"), "--model-type", "dualhead_b",
@@ -367,11 +374,13 @@ def test_cli_verify_on_two_candidates(trained, tmp_path):
 def test_verify_lines_call_a_metric_left_free_free():
     spec = Spec.build(Y_COLS, ["min", "range", "range", "range", "min"], [1, 1, 1e6, 60, 1],
                       bands={"dc_gain": (-np.inf, np.inf), "ugf": (5e5, 2e6)})
+    spec.units = {"ugf": "Hz", "phase_margin": "deg", "slewrate_pos": "V/s", "dc_gain": "V/V"}
     row = {"rank": 1, "pass_all": True, "status": "ok"}
     for c in Y_COLS:
         row.update({f"pass_{c}": True, f"pred_{c}": 1e6, f"sim_{c}": 1e6})
     text = verify_mod.format_verification(pd.DataFrame([row]), spec)
-    assert "dc_gain[free]" in text and "ugf[range]" in text and "phase_margin[range]" in text
+    assert "dc_gain[free]" in text and "ugf[5e+05 .. 2e+06 Hz] pred 1e+06 sim 1e+06 Hz ok" in text
+    assert "phase_margin[54 .. 66 deg]" in text and "slewrate_pos[>= 1 V/s]" in text
 
 
 @needs_ngspice

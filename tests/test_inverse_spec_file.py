@@ -133,7 +133,8 @@ def test_inverse_opt_takes_a_spec_file(trained, tmp_path):  # noqa: F811
     inverse_opt.main([*common, "--spec", str(f), *FAST_OPT, "--top-k", "2", "--save-dir", str(tmp_path / "run"),
                       "--quiet"])
     record = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert record["spec"]["ugf"] == {"goal": "range", "target": 5.5e7, "lo": 1e7, "hi": 1e8, "weight": 1.0}
+    assert record["spec"]["ugf"] == {"goal": "range", "target": 5.5e7, "lo": 1e7, "hi": 1e8, "weight": 1.0,
+                                     "unit": "Hz"}
     assert record["spec"]["cmrr"]["lo"] is None and record["spec"]["cmrr"]["hi"] is None
     with pytest.raises(ToolkitError, match="--spec holds the goals"):
         inverse_opt.main([*common, "--spec", str(f), "--goal", "min,min,min,min,min", *FAST_OPT])

@@ -41,6 +41,12 @@ def test_pipeline_dry_run_end_to_end_as_subprocess(ran):
     assert max(text.index(f"<== {name} done") for name in ("baseline", "align_hetero", "target_only", "dualhead",
                                                            "pooled", "gp_stack")) < text.index("==> 7/7 ensemble")
     assert "[align_hetero] wrote" in (res / "logs" / "5t_opamp_align_hetero.log").read_text()
+    # the ensemble record describes itself like a checkpoint: settings, split, code; a dry run as its members are
+    record = json.loads((res / "5t_opamp_ensemble_metrics.json").read_text())
+    baseline = json.loads((res / "5t_opamp_baseline_model.json").read_text())
+    assert record["dry_run"] is True and record["config"]["HIDDEN_DIM"] == 16
+    assert record["data_split"]["target_test_idx"] == baseline["split"]["target_test_idx"]
+    assert "inference/infer_ensemble.py" in record["code"]
 
 
 def _test_reports(folder: Path) -> dict:
@@ -113,12 +119,39 @@ def test_staleness_reasons(ran):
     assert pipeline.plan(other_split, force=False, dry_run=True)[0][3].startswith("settings changed")
     assert all(r == "--force" for *_, r in pipeline.plan(settings, force=True, dry_run=True))
     feats = data / "5t_opamp" / "target" / "features.csv"
-    st = feats.stat()
-    try:
+    st, text = feats.stat(), feats.read_text()
+    try:   # a touched file with the same bytes is the same data; edited bytes with the old time are not
         os.utime(feats, (st.st_atime, st.st_mtime + 3600))
-        assert "data newer" in pipeline.plan(settings, force=False, dry_run=True)[0][3]
-    finally:
+        assert all(r is None for *_, r in pipeline.plan(settings, force=False, dry_run=True))
+        lines = text.splitlines(keepends=True)
+        feats.write_text(lines[0] + lines[2] + lines[1] + "".join(lines[3:]))   # two rows swapped (cp -p, rsync -a)
         os.utime(feats, (st.st_atime, st.st_mtime))
+        assert "data changed since the checkpoint (target/features.csv)" in \
+            pipeline.plan(settings, force=False, dry_run=True)[0][3]
+    finally:
+        feats.write_text(text)
+        os.utime(feats, (st.st_atime, st.st_mtime))
+
+
+def test_a_copied_results_folder_compares_its_own_parent(ran, tmp_path):
+    """The members record their parent's path in the folder they were trained in; in a copy of that folder a
+    retrained baseline must make them stale (the recorded path points at the untouched original)."""
+    import torch
+    _, res, args, _ = ran
+    copy = tmp_path / "copy"
+    shutil.copytree(res, copy)
+    argv = list(args)
+    argv[argv.index("--results-dir") + 1] = str(copy)
+    _, settings = pipeline.parse_args(argv)
+    assert all(r is None for *_, r in pipeline.plan(settings, force=False, dry_run=True))
+    baseline = copy / "5t_opamp_baseline_model.pth"
+    raw = torch.load(baseline, weights_only=True)
+    raw["created"] = "retrained in the copy"
+    torch.save(raw, baseline)
+    reasons = dict((n, r) for n, *_, r in pipeline.plan(settings, force=False, dry_run=True))
+    assert reasons["baseline"] is None and reasons["target_only"] is None
+    for child in ("align_hetero", "dualhead", "gp_stack"):
+        assert reasons[child] == "parent 5t_opamp_baseline_model.pth changed", (child, reasons[child])
 
 
 def test_the_same_data_folder_spelled_another_way_leaves_checkpoints_up_to_date(ran, monkeypatch, tmp_path):

@@ -165,6 +165,31 @@ def test_worse_checkpoint_keeps_previous_best(dataset, tmp_path, capsys):
     assert "previous one is kept" in capsys.readouterr().out
 
 
+def _val(path):
+    return read_checkpoint_meta(path)["metrics"]["val"]["mse"]
+
+
+def test_previous_best_holds_the_best_seen(dataset, tmp_path, capsys):
+    """Good, worse, worse again: the good one stays in previous_best (the second run's must not replace it)."""
+    runs = [("20", "3e-3"), ("1", "1e-7"), ("1", "1e-8")]
+    for epochs, lr in runs:
+        train.main(_args(dataset, tmp_path, "--epochs", epochs, "--set", f"LEARNING_RATE={lr}"))
+    best = tmp_path / "5t_opamp_baseline_model.previous_best.pth"
+    values = [_val(best), _val(tmp_path / "5t_opamp_baseline_model.pth")]
+    assert values[0] < values[1]
+    assert read_checkpoint_meta(best)["config"]["LEARNING_RATE"] == 3e-3
+    assert "it stays there" in capsys.readouterr().out
+
+
+def test_checkpoint_with_other_preprocessing_is_kept_aside(dataset, tmp_path, capsys):
+    """Val errors in two model spaces cannot be ranked: the replaced checkpoint is kept, with a warning."""
+    train.main(_args(dataset, tmp_path, "--epochs", "3"))
+    train.main(_args(dataset, tmp_path, "--epochs", "3", "--set", "LOG_Y_COLS=[]"))
+    kept = read_checkpoint_meta(tmp_path / "5t_opamp_baseline_model.previous_best.pth")
+    assert kept["config"]["LOG_Y_COLS"] != []
+    assert "other preprocessing" in capsys.readouterr().out
+
+
 def _dual(seed=0, **kwargs):
     torch.manual_seed(seed)
     return DualHeadMLP(7, 5, hidden_dim=16, num_layers=2, dropout=0.0, **kwargs)

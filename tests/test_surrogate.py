@@ -108,3 +108,19 @@ def test_signs_of_a_ratio_metric_go_into_the_data_layout(tmp_path):
     assert set(tried) == {"signed", "log1p"}                      # SIGNED_RATIO='auto' saw the signs and tried both
     model.fit(xs, ys, xt, yt)                                      # refitted without: the old signs are gone
     assert not (tmp_path / "data" / "surrogate" / "target" / "metric_signs.csv").exists()
+
+
+def test_a_fit_into_a_busy_folder_writes_no_data(tmp_path):
+    """Another run holds the folder's lock: the refused fit must not have replaced that run's data first."""
+    from filelock import FileLock
+
+    from core.outputs import LOCK_NAME
+    xs, ys = make_domain(20, seed=0)
+    lock = FileLock(str(tmp_path / LOCK_NAME))
+    lock.acquire()                                   # as another process's run would hold it
+    try:
+        with pytest.raises(ToolkitError, match="Another run is writing"):
+            TransferSurrogate(results_dir=tmp_path, **TINY).fit(xs, ys, xs, ys)
+    finally:
+        lock.release()
+    assert not (tmp_path / "data").exists()

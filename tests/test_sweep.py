@@ -121,6 +121,9 @@ def test_random_draws_k_combinations(data, tmp_path):
     (["--stage", "target_only", "--grid", "ALPHA_R2=1", "--block", "two words"], "--block must be"),
     (["--stage", "target_only", "--grid", "OPAMP_TYPE=5t_opamp,two_stage_opamp"], "from --opamp"),   # was ignored
     (["--stage", "target_only", "--grid", "ALPHA_R2=1", "--set", "SEED=3"], "from --seeds"),
+    # a value only the stage itself checked: it stopped the sweep after the runs before it
+    (["--stage", "align_hetero", "--grid", "ALIGN_REINIT_LAYERS=auto,x"], "ALIGN_REINIT_LAYERS must be"),
+    (["--stage", "align_hetero", "--grid", "LAMBDA_CORAL=0.1", "--set", "BASELINE_VAL=bogus"], "BASELINE_VAL"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(data, tmp_path, extra, needle):
     with pytest.raises(ToolkitError, match=needle):
@@ -135,6 +138,26 @@ def test_unreachable_scheduler_is_a_clear_error(data, tmp_path, monkeypatch):
         sweep.main(_argv(data, tmp_path / "sw", "--stage", "target_only", "--grid", "ALPHA_R2=1",
                          "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9"))
     assert not (tmp_path / "sw").exists()
+
+
+def test_a_service_that_is_not_a_dask_scheduler_is_one_line_within_the_deadline():
+    """A port that accepts and never answers (a dashboard's HTTP port, a typo) hung Client's handshake forever."""
+    pytest.importorskip("distributed")
+    import socket
+    import threading
+    import time
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ToolkitError, match="Cannot reach the Dask scheduler"):
+            executor.connect(f"tcp://127.0.0.1:{server.getsockname()[1]}", timeout_s=1)
+    finally:
+        server.close()
+    assert time.perf_counter() - t0 < 1 + executor.HANDSHAKE_GRACE_S + 5
 
 
 def test_dask_local_cluster_gives_the_same_rows(data, tmp_path):
@@ -161,3 +184,29 @@ def test_worker_pools_start_multiprocessings_tracker_without_its_exit_warning(mo
         assert list(run(x for x in ())) == []
     executor.quiet_leak_warnings()
     assert sys.warnoptions == [executor.LEAK_WARNING]     # once, however many pools
+
+
+def test_a_run_that_cannot_train_is_recorded_and_the_sweep_goes_on(data, tmp_path):
+    """A learning rate that makes the loss diverge stopped the whole sweep, and every rerun stopped there again."""
+    root = tmp_path / "sw"
+    argv = _argv(data, root, "--stage", "target_only", "--grid", "LEARNING_RATE=1e-3,1e30,3e-4", "--n-target", "20")
+    out = sweep.main(argv)
+    rows = {r["combo"]["LEARNING_RATE"]: r for r in out["rows"]}
+    assert set(rows) == {1e-3, 1e30, 3e-4} and "loss" in rows[1e30]["failed"]
+    assert out["best"]["20"]["LEARNING_RATE"] in (1e-3, 3e-4)             # never the failed one
+    assert "failed in 1 of 1 runs" in (root / "sweep.md").read_text()
+    before = (root / "sweep.jsonl").read_text()
+    sweep.main(argv)                                                       # the rerun completes: nothing to do
+    assert (root / "sweep.jsonl").read_text() == before
+
+
+def test_repeated_seeds_and_sizes_and_respelled_settings_are_one_run(data, tmp_path):
+    root = tmp_path / "sw"
+    sweep.main(_argv(data, root, "--stage", "target_only", "--grid", "ALPHA_R2=1", "--seeds", "0", "0",
+                     "--n-target", "all", "0"))
+    assert len((root / "sweep.jsonl").read_text().splitlines()) == 1
+    argv = [a.replace("EPOCHS=3", "epochs=03") for a in _argv(data, root, "--stage", "target_only",
+                                                              "--grid", "ALPHA_R2=1")]
+    assert "epochs=03" in argv
+    sweep.main(argv)                                                       # the same settings: nothing trained again
+    assert len((root / "sweep.jsonl").read_text().splitlines()) == 1

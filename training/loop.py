@@ -144,7 +144,7 @@ def run_epoch(model, loader, optimizer, loss_fn, phase: str, pretrained_state=No
                 loss = loss + l2sp_lambda * reg
                 parts = {**parts, "l2sp": float(reg.detach())}
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"The {phase} loss became {float(loss)} (parts: "
+                raise TrainingDiverged(f"The {phase} loss became {float(loss.detach())} (parts: "
                                        f"{ {k: round(v, 4) for k, v in parts.items()} }). Nothing was saved. "
                                        f"Lower the learning rate or check the data for extreme values.")
             if training:

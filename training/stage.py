@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from core.atomic import atomic_write_text
+from core.atomic import atomic_paths, atomic_write_text
 from core.code_record import code_record
 from core.errors import ToolkitError
+from core.freshness import data_digests
 from core.runtime import start_run
 from core.stages import STAGES, checkpoint_path, command, metrics_path, rerun_command, stage as stage_of
 from data_loader import load_run_data
@@ -139,23 +140,60 @@ def load_warm_start(settings: dict, data: dict, kind: str, *, expect_class, devi
     return model, meta, path
 
 
-def _guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: dict) -> None:
-    """Never silently replace a better checkpoint made on the same split: keep it beside."""
+def previous_best_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".previous_best.pth")
+
+
+def _val_on_same_terms(meta: dict, monitor: str, split: dict, preprocessing: dict):
+    """A checkpoint's val ``monitor``, or None when it cannot be compared with this run's (another val split, or
+    other preprocessing: its val error is in another model space)."""
+    if (meta.get("split") or {}).get("target_val_idx") != split.get("target_val_idx"):
+        return None
+    if not same_preprocessing(meta.get("preprocessing") or {}, preprocessing):
+        return None
+    return (meta.get("metrics") or {}).get("val", {}).get(monitor)
+
+
+def _keep_aside(path: Path, keep: Path) -> None:
+    """Copy a checkpoint and its JSON sidecar to ``keep`` as one unit (atomic: never half a copy)."""
+    pairs = [(path, keep)] + ([(sidecar_path(path), sidecar_path(keep))] if sidecar_path(path).is_file() else [])
+    with atomic_paths(*[dst for _, dst in pairs]) as tmps:
+        for (src, _), tmp in zip(pairs, tmps if isinstance(tmps, list) else [tmps]):
+            shutil.copy2(src, tmp)
+
+
+def _guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: dict, preprocessing: dict) -> None:
+    """Never silently replace a better checkpoint: ``<name>.previous_best.pth`` holds the best one seen on this
+    val split and preprocessing (the one being replaced, or an earlier one kept there).  One made with other
+    preprocessing cannot be ranked (its val error is in another model space): it is kept aside all the same,
+    unless the file kept there already is comparable and better than the new one."""
     if not path.is_file():
         return
     try:
         old = read_checkpoint_meta(path)
     except ToolkitError:
         return
-    old_value = (old.get("metrics") or {}).get("val", {}).get(monitor)
-    same_split = (old.get("split") or {}).get("target_val_idx") == split.get("target_val_idx")
-    if old_value is not None and same_split and old_value < new_value:
-        keep = path.with_name(path.stem + ".previous_best.pth")
-        shutil.copy2(path, keep)
-        if sidecar_path(path).is_file():
-            shutil.copy2(sidecar_path(path), sidecar_path(keep))
+    keep = previous_best_path(path)
+    kept = None
+    if keep.is_file():
+        try:
+            kept = read_checkpoint_meta(keep)
+        except ToolkitError:
+            kept = None
+    old_value = _val_on_same_terms(old, monitor, split, preprocessing)
+    kept_value = _val_on_same_terms(kept, monitor, split, preprocessing) if kept is not None else None
+    if old_value is not None and old_value < new_value and (kept_value is None or old_value <= kept_value):
+        _keep_aside(path, keep)
         print(f"warning: the new val {monitor}={new_value:.5g} is worse than the previous checkpoint's "
               f"{old_value:.5g}; the previous one is kept at {keep}.")
+    elif kept_value is not None and kept_value < new_value:
+        print(f"warning: the new val {monitor}={new_value:.5g} is worse than {kept_value:.5g} of the checkpoint "
+              f"kept at {keep}; it stays there.")
+    elif old_value is None and (old.get("split") or {}).get("target_val_idx") == split.get("target_val_idx") \
+            and not is_dry_run(old) and kept_value is None:
+        _keep_aside(path, keep)
+        print(f"warning: the previous checkpoint was trained with other preprocessing, so its val {monitor} cannot "
+              f"be compared with this run's; it is kept at {keep}.")
 
 
 def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, device, fit_results: dict,
@@ -167,11 +205,12 @@ def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, de
     metrics = {"val": {monitor: float(val_value)}, "test": report, "wall_s": round(wall, 2),
                "dry_run": bool(dry_run)}
     history = {name: r.history for name, r in fit_results.items()}
-    _guard_better_checkpoint(path, monitor, float(val_value), data["split"])
+    _guard_better_checkpoint(path, monitor, float(val_value), data["split"], data["preprocessing"].to_dict())
     save_checkpoint(path, model.cpu(), stage=stage, x_cols=data["x_cols"], y_cols=data["y_cols"],
                     preprocessing=data["preprocessing"].to_dict(), config=settings, seed=settings["SEED"],
                     split=data["split"], metrics=metrics, parent=parent, history=history, extra=extra,
-                    code=code_record(stage_of(kind).module), design_space=data.get("design_space"))
+                    code=code_record(stage_of(kind).module), design_space=data.get("design_space"),
+                    data_sha256=data_digests(data["files"]))
     model.to(device)
     summary = {"stage": stage, "opamp": settings["OPAMP_TYPE"], "checkpoint": str(path), "seed": settings["SEED"],
                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metrics,

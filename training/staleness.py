@@ -3,16 +3,15 @@
 A checkpoint is up to date when it exists; it was made by today's code (the hashes of the stage's
 source files and every toolkit module they import, ``core.code_record``); its config snapshot
 equals this run's settings on every key the stage reads (``core.stages.Stage.reads``); its split
-equals this run's split; no data file and no parent checkpoint is newer than it; and it is not a
-dry-run checkpoint (unless this is a dry run).  A stage that learns from no target row under this run's
+equals this run's split; no data file and no parent checkpoint changed since it; and it is not a
+dry-run checkpoint (unless this is a dry run).  Data and parent compare by content where the checkpoint
+recorded their sha256 (``core.freshness``).  A stage that learns from no target row under this run's
 settings (``Stage.source_only_if``: the baseline early-stopped on source rows) is compared on its
 preprocessing and the source files instead of the target split and files.
 """
-from pathlib import Path
-
 from core.code_record import changed_files
 from core.errors import ToolkitError
-from core.freshness import file_label, modified_after
+from core.freshness import current_parent, data_changed, file_label, parent_changed
 from core.stages import checkpoint_path, differences, stage as stage_of
 from data_loader.preprocessing import same_preprocessing
 from models.model_utils import is_dry_run, read_checkpoint_meta
@@ -68,13 +67,14 @@ def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry
         if not same_preprocessing(meta.get("preprocessing") or {}, preprocessing):
             return "preprocessing changed"
         files = {k: f for k, f in files.items() if k.startswith("source")}
-    newer = modified_after(path, files)
-    if newer:
-        return f"data newer than checkpoint ({', '.join(file_label(f) for f in newer)})"
-    parent = meta.get("parent")
+    changed = data_changed(meta, path, files)
+    if changed:
+        return f"data changed since the checkpoint ({', '.join(file_label(f) for f in changed)})"
+    parent = current_parent(meta, name, path)
     if parent:
-        if not Path(parent).is_file():
+        if not parent.is_file():
             return f"parent {parent} is gone"
-        if modified_after(path, [parent]):
-            return f"parent {Path(parent).name} is newer"
+        if parent_changed(meta, path, parent):
+            return f"parent {parent.name} changed"
     return None
+
