@@ -31,7 +31,7 @@ from inverse.optimise import model_bounds
 from inverse.snap import grid_for
 from training.cli import epoch_printer
 from training.loop import TensorBatches, fit
-from training.stage import start_stage
+from training.stage import guard_better_checkpoint, start_stage
 
 
 def parse_args(argv=None):
@@ -67,7 +67,7 @@ def train(args, settings):
     for key in ("MDN_COMPONENTS", "MDN_HIDDEN", "MDN_LAYERS", "MDN_BATCH_SIZE", "MDN_EPOCHS"):
         if settings[key] < 1:
             raise ToolkitError(f"{key} must be >= 1, got {settings[key]}.")
-    device, data, t0 = start_stage(settings, "mdn", dry_run=args.dry_run)
+    device, data, t0 = start_stage(settings, "mdn", dry_run=args.dry_run, checkpoint=mdn_path(settings))
     pre = data["preprocessing"]
 
     def t(split):
@@ -100,6 +100,7 @@ def train(args, settings):
             metrics["test"] = {"nll": mdn_nll(*model(y_te), x_te).item(), "n": int(len(x_te))}
     lo, hi = model_bounds(pre, grid_for(settings["DATA_DIR"], settings["OPAMP_TYPE"])[0])
     path = mdn_path(settings)
+    guard_better_checkpoint(path, "nll", result.best_value, data["split"], pre.to_dict())
     save_mdn(path, model.cpu(), x_cols=data["x_cols"], y_cols=data["y_cols"], preprocessing=pre.to_dict(),
              config=settings, seed=settings["SEED"], x_lo=lo.tolist(), x_hi=hi.tolist(), metrics=metrics,
              history={"mdn": result.history}, split=data["split"], code=code_record("inverse_mdn"),
@@ -136,7 +137,8 @@ def sample(args, settings):
     with atomic_path(csv) as tmp:
         designs.to_csv(tmp, index=False)
     print(f"[mdn] {args.n} samples for y = {dict(zip(meta['y_cols'], y.tolist()))}")
-    print(f"[mdn] wrote {out} (x_scaled, shape {xs.shape}) and {csv} (physical units)")
+    print(f"[mdn] wrote {out} (x_scaled, shape {xs.shape}) and {csv} (physical units, off the buildable grid: "
+          f"starting points, which inverse_opt snaps)")
     return {"npy": str(out), "csv": str(csv), "n": args.n}
 
 

@@ -541,7 +541,7 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
     wall = time.perf_counter() - t0
     print("\n".join(lines) + f"\n[inverse] {prop.n_unique} unique {'snapped ' if grid else ''}designs from "
           f"{prop.n_starts} starts; "
-          f"optimisation {sum(r['optimise_s'] for r in rounds):.1f}s, total {wall:.1f}s")
+          f"optimisation {sum(r['optimise_s'] for r in rounds):.1f}s, total {wall:.1f}s after start-up (imports)")
     record = {
         "command": command_line(args.argv),
         "opamp": opamp, "model_type": args.model_type, "checkpoint": str(ckpt), "spec": spec.to_dict(),

@@ -36,7 +36,6 @@ import time
 import warnings
 from pathlib import Path
 
-import config
 from benchmarks.sizes import n_label, n_order, n_value
 from core.atomic import atomic_write_text
 from core.cli import run_main
@@ -44,9 +43,11 @@ from core.errors import ToolkitError
 from core.executor import BACKENDS, check_backend, parallel
 from core.outputs import check_writable_dir
 from core.markdown import replace_block
-from core.settings import parse_set_pairs, resolve, snapshot
+from core.settings import parse_set_pairs, resolve, snapshot, toolkit_config
 from core.stages import STAGES, canonical, checkpoint_path, command, metrics_path
 from models.model_utils import sidecar_path
+
+config = toolkit_config()   # the toolkit's config.py, never a same-named file of the user's
 
 SCORE = "r2_log"           # the selection score: mean log-space R^2 on target_val (higher is better)
 
@@ -351,7 +352,8 @@ def table(rows: list, keys: list) -> tuple:
         for c, rs in failed.items():
             reason = next(r["failed"] for r in rs if r.get("failed")).replace("|", "/")
             lines.append("| " + " | ".join(str(json.loads(c).get(k)) for k in keys)
-                         + f" | failed in {sum(bool(r.get('failed')) for r in rs)} of {len(rs)} runs: {reason} | – | – |")
+                         + f" | failed in {sum(bool(r.get('failed')) for r in rs)} of {len(rs)} runs: {reason}"
+                         + " | – | – |")
         for c, rs in sorted(groups.items(), key=lambda kv: -mean_val[kv[0]]):
             combo, vals = json.loads(c), [r["val_" + SCORE] for r in rs]
             # one seed has no spread to show (a "± 0.0000" read as a measured zero)

@@ -39,12 +39,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-import config
 from core.atomic import atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
 from core.outputs import check_writable_dir
-from core.settings import resolve
+from core.settings import resolve, toolkit_config
 from core.stages import checkpoint_path
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from data_loader.preprocessing import Preprocessing
@@ -58,6 +57,8 @@ from inverse.refine import observed, search
 from inverse.verify import verify_designs
 from spice.sampling import sample_designs as grid_designs
 from spice.simulate import simulate
+
+config = toolkit_config()   # the toolkit's config.py, never a same-named file of the user's
 
 GOALS = ["min", "min", "range", "range", "min"]
 METHODS = ("opt", "random", "mdn", "bo")

@@ -59,7 +59,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-import config  # noqa: E402
 from benchmarks import forward_report, schedule  # noqa: E402
 from benchmarks.sizes import n_label, n_order, n_value  # noqa: E402
 from benchmarks.peers import PEERS, peer_params  # noqa: E402
@@ -69,7 +68,7 @@ from core.executor import exit_with_parent  # noqa: E402
 from core.markdown import replace_block  # noqa: E402
 from core.outputs import check_writable_dir, results_lock, shared_results  # noqa: E402
 from core.runtime import set_threads  # noqa: E402
-from core.settings import parse_set_pairs, resolve  # noqa: E402
+from core.settings import parse_set_pairs, resolve, toolkit_config  # noqa: E402
 from core.stages import STAGES, canonical, checkpoint_path, differences, metrics_path  # noqa: E402
 from data_loader import data_kwargs_from_settings, get_data_and_scalers  # noqa: E402
 from data_loader.preprocessing import same_preprocessing  # noqa: E402
@@ -80,6 +79,8 @@ from inference.metrics import regression_report  # noqa: E402
 from models import MLP  # noqa: E402
 from models.model_utils import load_checkpoint, read_checkpoint_meta, sidecar_path  # noqa: E402
 from training.staleness import code_staleness, staleness  # noqa: E402
+
+config = toolkit_config()   # the toolkit's config.py, never a same-named file of the user's
 
 N_DEFAULT = ["50", "100", "200", "400", "all"]
 QUICK_SETS = ["EPOCHS=20", "PATIENCE=10", "HIDDEN_DIM=64", "NUM_LAYERS=3", "POOLED_HIDDEN_DIM=64", "POOLED_NUM_LAYERS=3"]  # ~1 min per circuit here
@@ -247,7 +248,7 @@ def run_task(opamp: str, seed: int, n: str, args, methods: list) -> list:
         settings_run = dict(settings, RESULTS_DIR=str(out))
         ckpt = checkpoint_path(settings_run, "baseline")
         def up_to_date(kind):
-            return not args.retrain and staleness(settings_run, kind, data["split"], data["files"].values(),
+            return not args.retrain and staleness(settings_run, kind, data["split"], data["files"],
                                                   dry_run=False) is None
         ens_members = parse_members(args.members or config.ENSEMBLE_MEMBERS) if "ensemble" in methods else []
         stage_s["baseline"] = 0.0

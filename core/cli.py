@@ -18,9 +18,11 @@ import signal
 import sys
 import threading
 
-import config
 from core.errors import ToolkitError
-from core.settings import coerce, parse_set_pairs, resolve, snapshot
+from core.interrupt import INTERRUPTED
+from core.settings import coerce, parse_set_pairs, resolve, snapshot, toolkit_config
+
+config = toolkit_config()   # the toolkit's config.py, never a same-named file of the user's
 
 
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d")   # "-1e7,100,..." or "-.5": a negative number (list), never a flag
@@ -133,7 +135,7 @@ def run_main(main, argv=None):
         sys.exit(2)
     except KeyboardInterrupt:
         interrupted = True   # exiting: Ctrl-C stays ignored through the interpreter's shutdown (worker joins)
-        print("interrupted: files already written are complete (writes are atomic).", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     finally:
         if main_thread and not interrupted:

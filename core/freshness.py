@@ -38,12 +38,15 @@ def modified_after(reference, files) -> list:
 
 
 def data_changed(meta: dict, checkpoint, files) -> list:
-    """The data ``files`` (by role) that changed since ``checkpoint`` (its metadata ``meta``) learned from them:
-    by content where it recorded ``data_sha256`` (a file it did not record counts as changed), else by time."""
+    """The data ``files`` (a dict by role, or paths) that changed since ``checkpoint`` (its metadata ``meta``)
+    learned from them: by content where it recorded ``data_sha256`` (a file it did not record counts as
+    changed), else by time."""
     recorded = meta.get("data_sha256")
-    files = _by_role(files)
     if not isinstance(recorded, dict):
         return modified_after(checkpoint, files)
+    if not isinstance(files, dict):   # paths without their roles: a file whose bytes it never learned from
+        known = set(recorded.values())
+        return [Path(f) for f in files if Path(f).is_file() and file_sha256(f) not in known]
     return [Path(f) for role, f in files.items() if Path(f).is_file() and recorded.get(role) != file_sha256(f)]
 
 

@@ -6,11 +6,42 @@ config.py.
 """
 import copy
 import difflib
+import importlib.util
 import json
 import math
+import sys
 import types
+from pathlib import Path
 
 from core.errors import ToolkitError
+
+
+CONFIG_FILE = Path(__file__).resolve().parents[1] / "config.py"   # the toolkit's own, beside its packages
+_SHADOWED_NAME = "_eda_for_transfer_learning_config"
+
+
+def toolkit_config() -> types.ModuleType:
+    """The toolkit's ``config.py`` as a module.  ``import config`` would take the first ``config.py`` on the path:
+    a notebook folder's own ``config.py`` (for the user's project) shadowed the toolkit's and every entry point
+    failed ("config.py has no OPAMP_TYPE").  The usual module when it is the toolkit's file (tests and users
+    edit that one), else the file loaded by its path under a name of its own."""
+    def ours(path) -> bool:
+        return bool(path) and Path(path).resolve() == CONFIG_FILE
+    module = sys.modules.get("config")
+    if module is not None and ours(getattr(module, "__file__", None)):
+        return module
+    if module is None:
+        found = importlib.util.find_spec("config")
+        if found is not None and ours(found.origin):
+            import config
+            return config
+    module = sys.modules.get(_SHADOWED_NAME)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(_SHADOWED_NAME, CONFIG_FILE)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[_SHADOWED_NAME] = module
+    return module
 
 
 def snapshot(module: types.ModuleType) -> dict:

@@ -46,6 +46,7 @@ UNITS = {
     "A": ("A", 1.0), "mA": ("A", 1e-3), "uA": ("A", 1e-6), "µA": ("A", 1e-6),
     "W": ("W", 1.0), "mW": ("W", 1e-3), "uW": ("W", 1e-6), "µW": ("W", 1e-6),
 }
+DB_LIKE_MAX = 120          # a bare number on a V/V metric up to this may be meant in dB: the note says how it is read
 # The data unit of each shipped metric (spice.measure, docs/SPICE.md); a spec's [units] table names others.
 METRIC_DATA_UNITS = {**METRIC_UNITS, **OP_METRIC_UNITS}
 _KIND = {"1": "a ratio (V/V)", "Hz": "a frequency (Hz)", "V/s": "a slew rate (V/s)", "deg": "an angle (deg)",
@@ -108,6 +109,13 @@ def _warn_bare_number(numbers: list, metric: str, data_unit, typical, where: str
         warn(f"warning: {where}: {off[0]} is read in {data_unit} (a bare number is in the data unit), "
              f"but the data's typical {metric} is {typical:.3g} {data_unit}; add the unit if you meant "
              f"another, e.g. {_EXAMPLE.get(UNITS[data_unit][0], '1 ' + data_unit)!r}")
+        return
+    # a gain is usually specified in dB: '>= 40' on a V/V column is 40 V/V (32 dB), within the data's range
+    db_like = [n for n in numbers if data_unit == "V/V" and 0 < float(n) <= DB_LIKE_MAX]
+    if db_like:
+        v = float(db_like[0])
+        warn(f"note: {where}: {db_like[0]} is read as {v:g} V/V ({20 * np.log10(v):.1f} dB), the data unit; if you "
+             f"meant {db_like[0]} dB, write '{db_like[0]} dB'")
 
 
 def data_units(table, y_cols, path, recorded=None, recorded_where=None) -> dict:

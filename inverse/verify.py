@@ -27,6 +27,8 @@ def ngspice_available() -> bool:
 
 
 def require_ngspice(needed_by: str = "--verify", otherwise: str = "Or run without --verify.") -> None:
+    from spice.shared_lib import check_loadable
+    check_loadable()   # a library that is named or found but does not load fails the first simulation
     if not ngspice_available():
         raise ToolkitError(f"{needed_by} needs ngspice, which is not installed; {INSTALL}. {otherwise}".rstrip())
 

@@ -373,7 +373,8 @@ def save_model(model: nn.Module, path) -> dict:
     """
     meta = {"format_version": CHECKPOINT_FORMAT_VERSION, "stage": "save_model",
             "model_class": _registry_name(model),
-            "model_kwargs": _plain(model.constructor_kwargs(), "model_kwargs"), "design_space": None, "parent_sha256": None}
+            "model_kwargs": _plain(model.constructor_kwargs(), "model_kwargs"), "design_space": None,
+            "parent_sha256": None}
     meta.update({k: v for k, v in _OPTIONAL_DEFAULTS.items() if k not in meta})
     return _write(path, model, meta)
 

@@ -127,6 +127,20 @@ _ENGINE: SharedNgspice | None = None
 _ENGINE_PID: int | None = None
 
 
+def check_loadable() -> None:
+    """The library ``find_library`` names loads, or one line saying it does not ($NGSPICE_LIBRARY pointing at a
+    missing file, a stale linker cache): checked before a run writes anything, instead of at its first
+    simulation."""
+    path = find_library()
+    if path is None:
+        return
+    try:
+        ctypes.CDLL(path)
+    except OSError as exc:
+        raise ToolkitError(f"could not load the ngspice shared library {path!r} ({exc}); fix or unset "
+                           f"NGSPICE_LIBRARY, or install libngspice0") from None
+
+
 def engine() -> SharedNgspice | None:
     """This process's ngspice instance (created on first use), or None if the library is absent."""
     global _ENGINE, _ENGINE_PID

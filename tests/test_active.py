@@ -291,6 +291,17 @@ def test_missing_ngspice_is_refused_before_anything_is_written(tiny_data, tmp_pa
     assert not (tmp_path / "r").exists()
 
 
+def test_an_ngspice_library_that_does_not_load_is_refused_before_anything_is_written(tiny_data, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """NGSPICE_LIBRARY at a missing file (or a stale linker cache) passed the check; the loop then wrote its state,
+    data and first batch, failed, and refused the corrected rerun as "other settings"."""
+    monkeypatch.setenv("NGSPICE_LIBRARY", str(tmp_path / "nowhere" / "libngspice.so"))
+    with pytest.raises(SystemExit) as exc:
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2 and "could not load the ngspice shared library" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_second_loop_on_a_folder_in_use_is_refused(tiny_data, tmp_path):
     import subprocess
     import sys

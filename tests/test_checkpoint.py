@@ -18,8 +18,8 @@ X_COLS = ["w1", "l1", "ibias", "cl"]
 Y_COLS = ["slewrate_pos", "dc_gain", "ugf"]
 TINY = dict(hidden_dim=8, num_layers=2)
 KEYS = {"format_version", "stage", "model_class", "model_kwargs", "state_dict", "x_cols", "y_cols",
-        "preprocessing", "config", "seed", "split", "metrics", "parent", "parent_sha256", "history", "extra", "design_space",
-        "versions", "created"}
+        "preprocessing", "config", "seed", "split", "metrics", "parent", "parent_sha256", "history", "extra",
+        "design_space", "versions", "created"}
 
 
 def _prep():

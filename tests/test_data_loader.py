@@ -447,6 +447,26 @@ def test_scaler_file_reused_then_refitted(root, tmp_path, capsys):
     assert "refitting" in capsys.readouterr().out
 
 
+class _RunsCode:
+    """A pickle that runs code when loaded: what a planted scalers file in a shared folder could do."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+def test_the_scalers_file_is_never_unpickled(root, tmp_path):
+    import joblib
+    results = tmp_path / "results"
+    _load(root, results_dir=results)
+    assert (results / f"{CIRCUIT}_scalers.json").is_file()               # what is read back: plain JSON
+    marker = tmp_path / "ran"
+    joblib.dump(_RunsCode(marker), results / f"{CIRCUIT}_scalers.joblib")
+    again = _load(root, results_dir=results)
+    assert not marker.exists() and again["preprocessing"] is not None
+
+
 # ---------------------------------------------------------------- bad inputs
 def _missing_dir(root):
     shutil.rmtree(root)

@@ -437,3 +437,57 @@ def test_inverse_mdn_says_a_forward_stage_key_does_nothing_there(capsys):
     out = capsys.readouterr().out
     assert "--set EPOCHS=... does nothing here: inverse_mdn reads MDN_EPOCHS" in out and "MDN_LR" not in out
     assert settings["MDN_LR"] == 1e-3
+
+
+def test_a_dry_run_or_a_worse_mdn_never_replaces_a_trained_one(trained, tmp_path, capsys):
+    """The MDN shares the checkpoint format: a dry run over a trained MDN, or a worse one, kept nothing."""
+    import shutil
+    common, res, _ = trained
+    folder = tmp_path / "res"
+    shutil.copytree(res, folder)
+    argv = [a if a != str(res) else str(folder) for a in common]
+    mdn = folder / "mdn_5t_opamp.pth"
+    before = mdn.read_bytes()
+    with pytest.raises(ToolkitError, match="--dry-run would replace .*mdn_5t_opamp.pth, a trained checkpoint"):
+        inverse_mdn.main([*argv, "--hidden", "16", "--layers", "2", "--dry-run", "--quiet"])
+    assert mdn.read_bytes() == before
+    inverse_mdn.main([*argv, "--hidden", "16", "--layers", "2", "--epochs", "1", "--set", "MDN_LR=1e-9", "--quiet"])
+    assert (folder / "mdn_5t_opamp.previous_best.pth").read_bytes() == before
+    assert "previous one is kept" in capsys.readouterr().out
+
+
+@needs_ngspice
+def test_ctrl_c_during_verify_keeps_the_designs_simulated_so_far(trained, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of the verification lost every simulation (the files were written only at the end)."""
+    import importlib
+    simulate_mod = importlib.import_module("spice.simulate")   # the module (the package exports the function)
+    common, _, _ = trained
+    real, calls = simulate_mod.simulate, []
+
+    def third_is_interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(simulate_mod, "simulate", third_is_interrupted)
+    out = tmp_path / "v"
+    with pytest.raises(KeyboardInterrupt):
+        inverse_opt.main(_opt(common, "--verify", "--top-k", "4", "--save-dir", str(out), "--quiet",
+                              "--y-target", "1,1,1,-1000,1", "--goal", "min,min,min,min,min"))
+    ver = pd.read_csv(out / "verify.csv")
+    assert len(ver) == 2 and list(ver["rank"]) == [1, 2] and set(ver["round"]) == {1}
+    assert len(pd.read_csv(out / "simulated_features.csv")) == len(pd.read_csv(out / "simulated_targets.csv")) == 2
+    record = json.loads((out / "result.json").read_text())
+    assert record["interrupted"] is True and len(record["verification"]["rows"]) == 2
+    assert not (out / "candidates.csv").exists()                      # nothing claims a finished search
+
+
+def test_round_names_and_the_spec_line(trained, tmp_path, capsys):
+    """The candidates say which round proposed them; the spec is printed as read, with units."""
+    common, _, _ = trained
+    out = inverse_opt.main(_opt(common, "--save-dir", str(tmp_path / "r"), "--quiet"))
+    assert list(out["table"]["round"].unique()) == [1]
+    assert "round" in pd.read_csv(tmp_path / "r" / "candidates.csv").columns
+    text = capsys.readouterr().out
+    assert "[spec] slewrate_pos >= 1e+07 V/s; dc_gain >= 100 V/V (40.0 dB); ugf 4.5e+07 .. 5.5e+07 Hz; " \
+           "phase_margin 54 .. 66 deg; cmrr >= 2000 V/V (66.0 dB)" in text

@@ -258,3 +258,18 @@ def test_cli_metric_objective_summary_says_the_value_is_pessimistic(trained, tmp
     top = out["table"].iloc[0]
     assert f"ugf = {top['objective']:.4g} (pessimistic prediction, mean - 1 std; mean {top['pred_ugf']:.4g})" in line
     assert top["objective"] < top["pred_ugf"]          # a maximised metric is ranked by mean - kappa std
+
+
+@pytest.mark.skipif(not __import__("inverse.verify", fromlist=["x"]).ngspice_available(), reason="ngspice not installed")
+def test_cli_the_simulated_front_is_in_verify_csv(trained, tmp_path):  # noqa: F811
+    """--pareto --verify simulated the front and left it out of verify.csv and the simulated_* files."""
+    common, _, _ = trained
+    (tmp_path / "s.toml").write_text('[goals]\nphase_margin = ">= 0 deg"\n')
+    inverse_opt.main([*common, "--spec", str(tmp_path / "s.toml"), *FAST_OPT, "--objective", "min:gate_area",
+                      "--pareto", "max:ugf", "--top-k", "2", "--save-dir", str(tmp_path / "o"), "--verify", "--quiet"])
+    ver = pd.read_csv(tmp_path / "o" / "verify.csv")
+    front = pd.read_csv(tmp_path / "o" / "pareto.csv")
+    keys = lambda frame: set(map(tuple, frame[X_COLS].round(12).to_numpy()))   # noqa: E731
+    assert keys(front) <= keys(ver) and not ver[X_COLS].duplicated().any()
+    assert set(ver["set"]) <= {"top-k", "pareto"}
+    assert len(pd.read_csv(tmp_path / "o" / "simulated_features.csv")) == len(ver)

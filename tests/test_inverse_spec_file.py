@@ -126,6 +126,21 @@ def test_a_bare_number_far_from_the_data_is_said_to_be_in_the_data_unit(tmp_path
         "typical slewrate_pos is 1e+07 V/s; add the unit if you meant another, e.g. '10 V/us'"]
 
 
+def test_a_bare_gain_that_looks_like_decibels_says_how_it_is_read(tmp_path):
+    """'>= 40' on dc_gain (V/V) is 40 V/V, 32 dB: within the data's range, so no far-off warning fired."""
+    f = tmp_path / "spec.toml"
+    f.write_text('[goals]\ndc_gain = ">= 40"\n')
+    said = []
+    spec = load_spec(f, Y, TYPICAL, warn=said.append)
+    assert spec.lo[Y.index("dc_gain")] == 40.0
+    assert f"note: {f}: goals.dc_gain: 40 is read as 40 V/V (32.0 dB), the data unit; if you meant 40 dB, write " \
+           "'40 dB'" in said
+    f.write_text('[goals]\ndc_gain = ">= 400"\n')                         # no dB figure is that large
+    said = []
+    load_spec(f, Y, TYPICAL, warn=said.append)
+    assert not [s for s in said if "dB" in s]
+
+
 def test_inverse_opt_takes_a_spec_file(trained, tmp_path):  # noqa: F811
     common, _, _ = trained
     f = tmp_path / "spec.toml"

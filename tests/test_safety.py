@@ -1,4 +1,4 @@
-"""Results-folder safety: orphaned workers, stale temporaries, locks, the better-checkpoint guard, staleness by content."""
+"""Results-folder safety: orphaned workers, stale temporaries, Ctrl-C during imports, a shadowing config.py."""
 import os
 import signal
 import subprocess
@@ -50,3 +50,29 @@ def test_lock_removes_a_killed_writers_temporaries(tmp_path):
     with results_lock(tmp_path):
         assert not stale.exists()
     assert all(f.read_text() == "mine" for f in kept)
+
+
+def test_ctrl_c_while_an_entry_point_still_imports_is_one_line():
+    """Before run_main installs its handler (the module's own imports), Ctrl-C printed a traceback through importlib."""
+    code = (f"import sys; sys.argv[0] = {str(ROOT / 'active.py')!r}; import core; "
+            "raise KeyboardInterrupt   # as if Ctrl-C arrived in the middle of the entry point's imports")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode in (130, -signal.SIGINT)
+    assert out.stderr.strip() == "interrupted: files already written are complete (writes are atomic)."
+    # a user's own script importing the toolkit keeps Python's handling (its traceback)
+    code = "import core; raise KeyboardInterrupt"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "Traceback" in out.stderr
+
+
+def test_a_notebook_folders_own_config_py_does_not_shadow_the_toolkits(tmp_path):
+    """A user's project folder with its own config.py: ``import config`` took theirs and every stage failed."""
+    (tmp_path / "config.py").write_text("PROJECT = 'mine'\n")
+    code = ("import config, core.cli, sweep; from core.settings import CONFIG_FILE; "
+            "assert config.PROJECT == 'mine'; "                                   # theirs, untouched
+            "assert core.cli.config.__file__ == str(CONFIG_FILE) and sweep.config is core.cli.config; "
+            "print(core.cli.config.OPAMP_TYPE)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "5t_opamp"

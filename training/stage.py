@@ -27,21 +27,22 @@ DRY_RUN_EPOCHS = 2       # --dry-run: epochs per stage / phase
 DRY_RUN_BATCHES = 2      # --dry-run: batches per epoch
 
 
-def start_stage(settings: dict, stage: str, *, dry_run: bool = False):
-    """Threads, seed, device, data.  Returns ``(device, data, t0)``."""
+def start_stage(settings: dict, stage: str, *, dry_run: bool = False, checkpoint=None):
+    """Threads, seed, device, data.  Returns ``(device, data, t0)``.  ``checkpoint``: the file a stage outside the
+    registry (the MDN) writes, for the dry-run refusal."""
     if dry_run:
-        refuse_dry_run_over_trained(settings, stage)
+        refuse_dry_run_over_trained(settings, stage, checkpoint)
     device, t0 = start_run(settings, stage, dry_run=dry_run)
     return device, load_run_data(settings, stage), t0
 
 
-def refuse_dry_run_over_trained(settings: dict, kind: str) -> None:
+def refuse_dry_run_over_trained(settings: dict, kind: str, path=None) -> None:
     """A --dry-run (a smoke test: DRY_RUN_EPOCHS of DRY_RUN_BATCHES batches) never replaces a trained checkpoint:
-    one line before anything is loaded or written.  Its own earlier dry-run checkpoints it may replace.  A stage
-    outside the registry (the MDN) keeps its own files."""
-    if kind not in STAGES:
+    one line before anything is loaded or written.  Its own earlier dry-run checkpoints it may replace.  ``path``:
+    the checkpoint of a stage outside the registry (the MDN); a registered stage's comes from the registry."""
+    if path is None and kind not in STAGES:
         return
-    path = checkpoint_path(settings, kind)
+    path = Path(path) if path is not None else checkpoint_path(settings, kind)
     if not path.is_file():
         return
     try:
@@ -162,7 +163,7 @@ def _keep_aside(path: Path, keep: Path) -> None:
             shutil.copy2(src, tmp)
 
 
-def _guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: dict, preprocessing: dict) -> None:
+def guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: dict, preprocessing: dict) -> None:
     """Never silently replace a better checkpoint: ``<name>.previous_best.pth`` holds the best one seen on this
     val split and preprocessing (the one being replaced, or an earlier one kept there).  One made with other
     preprocessing cannot be ranked (its val error is in another model space): it is kept aside all the same,
@@ -205,7 +206,7 @@ def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, de
     metrics = {"val": {monitor: float(val_value)}, "test": report, "wall_s": round(wall, 2),
                "dry_run": bool(dry_run)}
     history = {name: r.history for name, r in fit_results.items()}
-    _guard_better_checkpoint(path, monitor, float(val_value), data["split"], data["preprocessing"].to_dict())
+    guard_better_checkpoint(path, monitor, float(val_value), data["split"], data["preprocessing"].to_dict())
     save_checkpoint(path, model.cpu(), stage=stage, x_cols=data["x_cols"], y_cols=data["y_cols"],
                     preprocessing=data["preprocessing"].to_dict(), config=settings, seed=settings["SEED"],
                     split=data["split"], metrics=metrics, parent=parent, history=history, extra=extra,

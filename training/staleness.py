@@ -9,6 +9,8 @@ recorded their sha256 (``core.freshness``).  A stage that learns from no target 
 settings (``Stage.source_only_if``: the baseline early-stopped on source rows) is compared on its
 preprocessing and the source files instead of the target split and files.
 """
+from pathlib import Path
+
 from core.code_record import changed_files
 from core.errors import ToolkitError
 from core.freshness import current_parent, data_changed, file_label, parent_changed
@@ -56,7 +58,7 @@ def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry
     diff = differences(meta.get("config") or {}, settings, name)
     if diff:
         return f"settings changed: {', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}"
-    files = dict(data_files) if isinstance(data_files, dict) else {str(i): f for i, f in enumerate(data_files)}
+    files = dict(data_files) if isinstance(data_files, dict) else list(data_files)
     if learns_from_target(settings, name) or preprocessing is None:
         # the target split must match; keys a stage adds beside it (the baseline's source holdout) follow
         # from settings and seed, which were compared above
@@ -66,7 +68,8 @@ def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry
     else:
         if not same_preprocessing(meta.get("preprocessing") or {}, preprocessing):
             return "preprocessing changed"
-        files = {k: f for k, f in files.items() if k.startswith("source")}
+        files = ({k: f for k, f in files.items() if k.startswith("source")} if isinstance(files, dict)
+                 else [f for f in files if Path(f).parent.name == "source"])   # the layout: <circuit>/source/
     changed = data_changed(meta, path, files)
     if changed:
         return f"data changed since the checkpoint ({', '.join(file_label(f) for f in changed)})"
