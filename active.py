@@ -55,7 +55,7 @@ from core.errors import ToolkitError
 from core.executor import BACKENDS, check_backend, connect, parallel
 from core.markdown import markdown_table
 from core.outputs import check_writable_dir, results_lock
-from core.settings import parse_set_pairs
+from core.settings import parse_set_pairs, resolve, toolkit_config
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from data_loader.layout import read_domain
 from data_loader.split import MIN_TRAIN_ROWS, MIN_VAL_ROWS, split_target_rows
@@ -68,6 +68,8 @@ from inverse.verify import (POWER, check_circuit_columns, measured_metrics, reco
                             simulator_for, unmeasured_metrics)
 from spice.conditions import Conditions
 from spice.measure import SIGNED_METRICS
+
+config = toolkit_config()   # the toolkit's config.py, for resolving a resumed run's recorded --set values
 
 PREPROCESSING = "preprocessing.json"   # the run's one preprocessing (fitted on round 0's data)
 CHUNK = 5            # designs per simulation task: the ledger is saved after each, so Ctrl-C loses little
@@ -157,7 +159,8 @@ def run_key(args, settings, circuit: str, process: str, spec=None, conditions=No
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
             "set": set_key(args, settings),
             "init_from": None if args.init_from is None else str(Path(args.init_from).resolve()),
-            "spec": None if spec is None else spec.to_dict(),   # the goals, not the file's bytes (comments may change)
+            # the goals, not the file's bytes (comments may change); units are printing, not the run
+            "spec": None if spec is None else spec.to_dict(units=False),
             "warm_start": bool(settings["ACTIVE_WARM_START"]), "val_designs": settings["ACTIVE_VAL_DESIGNS"]}
 
 
@@ -172,6 +175,19 @@ def set_key(args, settings: dict) -> list:
     return sorted(f"{k}={settings[k]}" for k in user_set_keys(args) if k not in KEYED_SETTINGS and k in settings)
 
 
+def resolved_pairs(pairs: list) -> list:
+    """``KEY=VALUE`` texts as ``set_key`` writes them (a key config.py no longer has stays as written)."""
+    out = []
+    for key, value in parse_set_pairs(pairs).items():
+        if key in KEYED_SETTINGS:
+            continue
+        try:
+            out.append(f"{key}={resolve(config, {key: value})[key]}")
+        except ToolkitError:
+            out.append(f"{key}={value}")
+    return sorted(out)
+
+
 def check_same_run(out: Path, key: dict) -> None:
     path = out / "state.json"
     if not path.is_file():
@@ -181,6 +197,9 @@ def check_same_run(out: Path, key: dict) -> None:
     # one made before ACTIVE_VAL_DESIGNS validated on a share of the rule's picks
     old = {"warm_start": False, "conditions": {}, "data_dir": key.get("data_dir"), "val_designs": "picks",
            **json.loads(path.read_text(encoding="utf-8")).get("key", {})}
+    # a run made before the key resolved --set values recorded their text ("epochs=5", "LEARNING_RATE=1e-3")
+    if isinstance(old.get("set"), list):
+        old["set"] = resolved_pairs(old["set"])
     diff = [k for k in KEY_FIELDS if old.get(k) != key.get(k)]
     if diff:
         raise ToolkitError(f"{out} holds an active-learning run with other settings ({', '.join(diff)}: "

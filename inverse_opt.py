@@ -50,12 +50,12 @@ from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_
 from inverse.goals import RANGE_TOL, TARGET_TOL, Spec, parse_bands, parse_goals, parse_weights, parse_y_target
 from inverse.feasibility import INFEASIBLE_EXIT, describe
 from inverse.mdn import load_mdn, sample_designs
-from inverse.refine import SearchInterrupted, search
+from inverse.refine import SearchInterrupted, search, with_designs
 from inverse.optimise import DEFAULTS, design_keys, hybrid_starts, mdn_condition, model_bounds, propose
 from inverse.snap import check_data_against_space, check_space_inside_circuit, describe_grid, grid_for
 from inverse.objective import MARGIN, PLAIN_SLOTS, figure_circuit, figures_table, make_objective, parse_objective
 from inverse.plots import pareto_plot
-from inverse.spec_file import METRIC_DATA_UNITS, load_objective, load_spec, recorded_units
+from inverse.spec_file import load_objective, load_spec, metric_units, recorded_units
 from inverse.verify import (SimulationInterrupted, check_circuit_columns, check_verifiable, format_verification,
                             read_meta, recorded_conditions, require_ngspice, same_process, simulator_for,
                             verify_designs)
@@ -211,8 +211,7 @@ def build_spec(args, y_cols, preprocessing=None, data_dir=None, opamp=None, note
     weights = parse_weights(args.weights, y_cols)
     spec = Spec.build(y_cols, goals, y, weights=weights, bands=bands, target_tol=args.target_tol,
                       range_tol=args.range_tol, warn=say)
-    recorded = recorded_units(data_dir, opamp)[0] if data_dir is not None else {}
-    spec.units = {c: u for c, u in {**METRIC_DATA_UNITS, **recorded}.items() if c in y_cols and u}
+    spec.units = metric_units(y_cols, recorded_units(data_dir, opamp)[0] if data_dir is not None else {})
     return spec
 
 
@@ -332,17 +331,19 @@ def verify_conditions(data_dir, opamp: str, flags: Conditions, given_process, pr
     recorded_process = meta.get("process_file") or meta.get("process")
     other_process = given_process is not None and not (recorded_process and same_process(given_process,
                                                                                           recorded_process))
-    recorded = {} if other_process else recorded_conditions(data_dir, opamp)
+    data = recorded_conditions(data_dir, opamp)
+    recorded = {} if other_process else data
     merged = Conditions(**{**recorded, **flags.to_dict()})
-    data = Conditions(**recorded_conditions(data_dir, opamp))
     if recorded:
         print(f"[inverse] --verify simulates at {merged.describe()}: the conditions the target data were simulated "
               f"at (their meta.json){'; flags override' if not flags.nominal else ''}")
     elif not merged.nominal:
-        print(f"[inverse] --verify simulates at {merged.describe()} (flags)")
-    if not other_process and merged != data:
-        print(f"warning: the model learned from target data simulated at {data.describe()}, and --verify simulates "
-              f"at {merged.describe()}: a design that misses may miss for the conditions, not the model.")
+        print(f"[inverse] --verify simulates at {merged.describe()} (flags; the target data's meta.json records no "
+              f"conditions)")
+    if recorded and merged != Conditions(**recorded):   # only against conditions the data say they were made at
+        print(f"warning: the model learned from target data simulated at {Conditions(**recorded).describe()}, and "
+              f"--verify simulates at {merged.describe()}: a design that misses may miss for the conditions, not "
+              f"the model.")
     return merged
 
 
@@ -441,14 +442,15 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
 
     def interrupted(verified: list):
         """Ctrl-C: the designs simulated so far go to the usual files before the one "interrupted" line."""
-        ver_so_far = pd.concat(verified, ignore_index=True) if verified else None
-        if ver_so_far is not None and len(ver_so_far):
-            names = write_simulated(save_dir, ver_so_far, forward.x_cols, spec.y_cols)
+        ver_so_far = simulated_rows(verified)
+        if ver_so_far is not None:
+            names = write_simulated(save_dir, ver_so_far, forward.x_cols, spec.y_cols) + ["result.json"]
             atomic_write_text(save_dir / "result.json", json.dumps({
                 "command": command_line(args.argv), "opamp": opamp, "interrupted": True,
                 "spec": spec.to_dict(), "verification": verification_record(args, ver_so_far)}, indent=2) + "\n")
+            remove_others(save_dir, names)
             print(f"[inverse] interrupted after {len(ver_so_far)} simulations; they are kept in {save_dir}/"
-                  + ", ".join(names + ["result.json"]), flush=True)
+                  + ", ".join(names), flush=True)
 
     try:
         found = search(forward, spec, starts=lambda model, rnd: starts_for(args, model, spec,
@@ -467,12 +469,12 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     ver_all = pd.concat(found.verified, ignore_index=True) if found.verified else None
+    simulated_round = len(found.verified) or None   # rounds 1..k were simulated; a last one may not have been
     if ver is not None:
-        simulated_round = int(ver["round"].iloc[0])
         if several:
             print(f"[verify] round {simulated_round}'s designs, simulated:")
         print(format_verification(ver.drop(columns=forward.x_cols + ["round"]), spec))
-    unsimulated_last = ver is None or int(ver["round"].iloc[0]) != last_round
+    unsimulated_last = simulated_round != last_round
     lines = summary_lines(table, spec, args.top_k,
                           label=f"round {last_round}{' (not simulated)' if args.verify and unsimulated_last else ''}: "
                           if several else "")
@@ -503,10 +505,8 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
             try:
                 fv = simulate(front.assign(rank=np.arange(1, len(front) + 1)))
             except SimulationInterrupted as exc:
-                rows = [ver_all] if ver_all is not None else []
-                if len(exc.rows):
-                    rows.append(_front_rows(exc.rows, front, forward.x_cols, last_round))
-                interrupted(rows)
+                interrupted([ver_all] + ([_front_rows(exc.rows, front, forward.x_cols, last_round, ver_all)]
+                                         if len(exc.rows) else []))
                 raise
             front = pd.concat([front, fv[[c for c in fv.columns if c.startswith("sim_")] + ["status", "pass_all"]]],
                               axis=1)
@@ -516,12 +516,7 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
                          f"the spec in {args.process}")
             # every simulated design is in verify.csv and the simulated_* files (a front design the top-k
             # simulated already is there once)
-            front_rows = _front_rows(fv, front, forward.x_cols, last_round)
-            if ver_all is not None:
-                seen = set(design_keys(ver_all, forward.x_cols))
-                front_rows = front_rows[~design_keys(front_rows, forward.x_cols).isin(seen).to_numpy()]
-                ver_all = ver_all.assign(set="top-k")
-            ver_all = pd.concat([d for d in (ver_all, front_rows) if d is not None], ignore_index=True)
+            ver_all = simulated_rows([ver_all, _front_rows(fv, front, forward.x_cols, last_round, ver_all)])
         pareto_plot(save_dir / "pareto.png", front, objectives, verified=verified_points,
                     title=f"{opamp}: {objectives[0].describe()} vs {objectives[1].describe()}")
         spans = [f"{o.name} {front[f'objective_{o.name}'].min():.4g}..{front[f'objective_{o.name}'].max():.4g}"
@@ -558,7 +553,8 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
     }
     if best is not None:
         row = ver_all.loc[best[0]]
-        record["best_verified"] = {"round": int(row["round"]), "rank": int(row["rank"]), objectives[0].name: best[1]}
+        record["best_verified"] = {"round": int(row["round"]), "rank": int(row["rank"]), objectives[0].name: best[1],
+                                   "set": row.get("set", "top-k")}
     if ver_all is not None:
         record["verification"] = verification_record(args, ver_all)
     with atomic_path(save_dir / "candidates.csv") as tmp:
@@ -572,9 +568,7 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
         written += ["pareto.csv", "pareto.png"]
         record["pareto"] = json.loads(front.to_json(orient="records"))
     atomic_write_text(save_dir / "result.json", json.dumps(record, indent=2) + "\n")
-    for name in sorted(set(OUTPUTS) - set(written)):   # an earlier run's files this one did not write: not mixed in
-        with contextlib.suppress(FileNotFoundError):
-            (save_dir / name).unlink()
+    remove_others(save_dir, written)
     print(f"[inverse] wrote {save_dir}/" + ", ".join(written))
     if not feasible:
         what = ("no design met the spec in simulation" + (f" ({int(table['meets_all'].sum())} predicted to)"
@@ -584,13 +578,32 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
     return {"table": table, "verification": ver_all, "record": record, "save_dir": str(save_dir)}
 
 
-def _front_rows(fv: pd.DataFrame, front: pd.DataFrame, x_cols, rnd: int) -> pd.DataFrame:
-    """The simulated Pareto-front designs as verify.csv rows: ``set`` 'pareto', the round whose candidates they
-    are, their x columns."""
-    rows = fv.copy()
-    rows.insert(0, "round", rnd)
-    rows["set"] = "pareto"
-    return pd.concat([rows.reset_index(drop=True), front[x_cols].iloc[:len(rows)].reset_index(drop=True)], axis=1)
+def _front_rows(fv: pd.DataFrame, front: pd.DataFrame, x_cols, rnd: int, simulated=None) -> pd.DataFrame:
+    """The simulated Pareto-front designs as verify.csv rows: the round whose candidates they are, ``set``
+    'pareto', their x columns; a design among the ``simulated`` rows already (the top-k's) is left out."""
+    rows = with_designs(fv, rnd, front, x_cols).assign(set="pareto")
+    if simulated is not None:
+        seen = set(design_keys(simulated, x_cols))
+        rows = rows[~design_keys(rows, x_cols).isin(seen).to_numpy()]
+    return rows
+
+
+def simulated_rows(parts: list):
+    """verify.csv's rows from the simulated parts (each round's, the front's) in one frame, or None; the column
+    ``set`` ('top-k' / 'pareto') when the front is among them."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        return None
+    if any("set" in p for p in parts):
+        parts = [p if "set" in p else p.assign(set="top-k") for p in parts]
+    return pd.concat(parts, ignore_index=True)
+
+
+def remove_others(save_dir: Path, written: list) -> None:
+    """An earlier run's files in ``save_dir`` that this run did not write: removed, never mixed in."""
+    for name in sorted(set(OUTPUTS) - set(written)):
+        with contextlib.suppress(FileNotFoundError):
+            (save_dir / name).unlink()
 
 
 def command_line(argv) -> str:
@@ -599,8 +612,11 @@ def command_line(argv) -> str:
 
 def verification_record(args, ver_all: pd.DataFrame) -> dict:
     """result.json's ``verification``: where the designs were simulated and every simulated row."""
+    by_set = ({str(k): int(v) for k, v in ver_all.groupby("set")["pass_all"].sum().items()}
+              if "set" in ver_all else {})
     return {"circuit": str(args.circuit), "process": args.process, "conditions": args.conditions.to_dict(),
-            "n_pass": int(ver_all["pass_all"].sum()), "rows": json.loads(ver_all.to_json(orient="records"))}
+            "n_pass": int(ver_all["pass_all"].sum()), **({"n_pass_by_set": by_set} if by_set else {}),
+            "rows": json.loads(ver_all.to_json(orient="records"))}
 
 
 def write_simulated(save_dir: Path, ver_all: pd.DataFrame, x_cols, y_cols) -> list:

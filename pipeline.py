@@ -15,9 +15,9 @@ stage is skipped when its checkpoint is up to date:
 it exists; it was made by today's code (the hashes of the stage's source files and of every
 toolkit module they import, ``core.code_record``); its config snapshot equals this run's
 settings on every key it reads (``core.stages``: each stage declares them);
-its split equals this run's split; no data file and no parent checkpoint is newer than it; it
-is not a dry-run checkpoint (unless this is a dry run).  When the baseline reruns, the stages
-built on it (align, fine-tune) rerun too; target-only and pooled do not depend on it.
+its split equals this run's split; no data file and no parent checkpoint changed since it (by
+content: ``core.freshness``); it is not a dry-run checkpoint (unless this is a dry run).  When the
+baseline reruns, the stages built on it (align, fine-tune) rerun too; target-only and pooled do not depend on it.
 ``--force`` reruns everything.  The ensemble (seconds) always runs.  Ends with a
 one-screen summary: per-stage wall time, the ensemble's test R^2 / R^2_log and coverage, paths.
 

@@ -263,9 +263,11 @@ def run_one(spec: dict) -> dict:
         for f in (src, sidecar_path(src), metrics_path(src)):
             shutil.copy2(f, out / f.name)
     t0 = time.perf_counter()
+    from training.loop import TrainingDiverged
     try:
         summary = _train([spec["stage"]], argv, out)
-    except ToolkitError as exc:   # this setting cannot train (a diverged loss): recorded, the sweep goes on
+    except TrainingDiverged as exc:   # this setting cannot train: recorded, the sweep goes on (a rerun skips it;
+        # anything else, a locked folder or a full disk, stops the sweep and is retried by the rerun)
         return {**spec["row"], "failed": str(exc).splitlines()[0][:300], "val_" + SCORE: None, "test_" + SCORE: None,
                 "wall_s": round(time.perf_counter() - t0, 2), "dir": str(out)}
     wall = time.perf_counter() - t0
@@ -457,6 +459,9 @@ def main(argv=None):
                          *([f"--n-target {n}"] if n != "all" else []),
                          *(f"--set {k}={_text(v)}" for k, v in fixed.items())])
         print(f"[sweep] best on val at n={n}: {flags}   (e.g. {command(args.stage)} {same} {flags})")
+    failed = [r for r in rows if r.get("failed")]
+    if failed:
+        print(f"[sweep] {len(failed)} of {len(rows)} runs could not train (listed in sweep.md; never chosen)")
     print(f"[sweep] wrote {jsonl} and {args.results_root / 'sweep.md'} ({time.perf_counter() - t0:.0f} s)")
     return {"rows": rows, "best": best}
 

@@ -45,20 +45,28 @@ def connect(scheduler: str, timeout_s: float | None = None):
         from dask.distributed import Client
     except ImportError:
         raise ToolkitError("--backend dask needs dask[distributed]: pip install 'dask[distributed]'") from None
-    outcome = {}
+    outcome, lock, deadline = {}, threading.Lock(), timeout_s + HANDSHAKE_GRACE_S
 
     def attempt():
         try:
-            outcome["client"] = Client(scheduler, timeout=timeout_s)
-        except Exception as exc:   # refused, unreachable, malformed, or not a scheduler's protocol
+            client = Client(scheduler, timeout=timeout_s)
+        except Exception as exc:   # refused, unreachable, malformed, or not a scheduler's protocol (an HTTP port)
             outcome["error"] = exc
+            return
+        with lock:
+            late = outcome.get("gave_up", False)
+            outcome["client"] = client
+        if late:                   # answered after the caller gave up: never left behind as the default client
+            client.close()
     thread = threading.Thread(target=attempt, name="dask-connect", daemon=True)
     thread.start()
-    thread.join(timeout_s + HANDSHAKE_GRACE_S)
+    thread.join(deadline)
+    with lock:
+        outcome["gave_up"] = "client" not in outcome
     if "client" in outcome:
         return outcome["client"]
-    why = type(outcome["error"]).__name__ if "error" in outcome else f"no scheduler handshake in {timeout_s:g} s"
-    raise ToolkitError(f"Cannot reach the Dask scheduler at {scheduler!r} within {timeout_s:g} s ({why}). Fix: start "
+    why = type(outcome["error"]).__name__ if "error" in outcome else "no scheduler handshake"
+    raise ToolkitError(f"Cannot reach the Dask scheduler at {scheduler!r} within {deadline:g} s ({why}). Fix: start "
                        f"it (dask scheduler) and pass its address (its port, 8786 by default, not the dashboard's "
                        f"8787), e.g. --scheduler tcp://127.0.0.1:8786, or use --backend local.")
 
@@ -70,17 +78,24 @@ _WATCHING = False
 def exit_with_parent(poll_s: float = PARENT_POLL_S) -> None:
     """In a worker process: exit at once when the process that started it dies (``kill -9`` of the pipeline or the
     harness).  Their workers write under the parent's results lock; an orphan would go on writing checkpoints while
-    a new run takes the lock.  A daemon thread watches the parent's pid (portable: no prctl); files are written
-    atomically, so an exit between two writes leaves no half file.  Once per process (a pool worker runs many tasks)."""
+    a new run takes the lock.  A multiprocessing worker waits on its parent's sentinel (ready when the parent is
+    gone, on every platform); another child polls its parent's pid, taken now.  Files are written atomically, so
+    an exit between two writes leaves no half file.  Once per process (a pool worker runs many tasks)."""
     global _WATCHING
     if _WATCHING:
         return
     _WATCHING = True
+    import multiprocessing
+    from multiprocessing.connection import wait
+    parent_process = multiprocessing.parent_process()
     parent = os.getppid()
 
     def watch():
-        while os.getppid() == parent:
-            time.sleep(poll_s)
+        if parent_process is not None:
+            wait([parent_process.sentinel])
+        else:
+            while os.getppid() == parent:
+                time.sleep(poll_s)
         os._exit(1)
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 

@@ -18,7 +18,6 @@ on target_test, which nothing here fits on.  Writes, under RESULTS_DIR:
 ``{OPAMP}_ensemble_metrics.json``, ``{OPAMP}_ensemble_predictions.csv``, ``{OPAMP}_parity.png``,
 ``{OPAMP}_calibration.png``, ``{OPAMP}_training_curves.png`` and ``{OPAMP}_report.md``.
 """
-import json
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from inference.members import check_against_data, load_member, out_of_date, pars
 from inference.metrics import format_report
 from inference.predict import Ensemble, ensemble_json_path
 from inference.report import write_report
-from models.model_utils import is_dry_run, read_checkpoint_meta
+from models.model_utils import is_dry_run, plain, read_checkpoint_meta
 
 
 def parse_args(argv=None):
@@ -125,11 +124,6 @@ def plot(paths: dict, settings: dict, result) -> dict:
                                                      title=f"{opamp}: training curves")}
 
 
-def _json_safe(value):
-    """Plain JSON values (numpy numbers and arrays as Python ones, anything else as its text)."""
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
-
-
 def run(args, settings, names):
     opamp = settings["OPAMP_TYPE"]
     device, t0 = start_run(settings, "ensemble", dry_run=args.dry_run)
@@ -146,7 +140,7 @@ def run(args, settings, names):
     # self-describing like a checkpoint: the settings, the split and the code it was fused with; a dry run when a
     # member is one (the fusion itself trains nothing: --dry-run only quiets the warning above)
     info = {"opamp": opamp, "dry_run": any(is_dry_run(m.meta) for m in members), "seed": settings["SEED"],
-            "config": _json_safe(settings), "data_split": _json_safe(data["split"]),
+            "config": plain(settings, "config"), "data_split": plain(data["split"], "split"),
             "code": code_record("inference.infer_ensemble")}
     ens = Ensemble.fit(members, data, final=args.final_calibration, selection=settings["FUSION_SELECTION"], info=info)
     result = ens.evaluate()

@@ -105,7 +105,7 @@ def out_of_date(member: Member, settings: dict, data_files=()) -> list:
         why.append(f"the data changed after it was trained ({', '.join(changed)})")
     parent = current_parent(meta, member.name, member.path)
     if parent is not None and parent.is_file() and parent_changed(meta, member.path, parent):
-        why.append(f"its parent {parent} was retrained after it")
+        why.append(f"its parent {parent} changed since it was trained")
     trained_n = (meta.get("config") or {}).get("N_TARGET_TRAIN")
     if trained_n is not None and trained_n != settings.get("N_TARGET_TRAIN"):
         why.append(f"it learned from N_TARGET_TRAIN={trained_n}, this run uses {settings.get('N_TARGET_TRAIN')}")

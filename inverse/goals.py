@@ -193,11 +193,13 @@ class Spec:
         """One line: every metric's pass interval with units (what the search and the verification check)."""
         return "; ".join(f"{c} {self.goal_text(c)}" for c in self.y_cols)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, units: bool = True) -> dict:
+        """Per metric: goal, target, lo, hi, weight, and its unit where known (``units``; a run key that must
+        equal one written before units were recorded leaves them out)."""
         def num(v):
             return None if not np.isfinite(v) else float(v)
-        return {c: {"goal": g, "target": float(t), "lo": num(lo), "hi": num(hi), "weight": float(w),
-                    "unit": self.units.get(c)}
+        return {c: {"goal": g, "target": float(t), "lo": num(lo), "hi": num(hi), "weight": float(w)}
+                | ({"unit": self.units[c]} if units and c in self.units else {})
                 for c, g, t, lo, hi, w in zip(self.y_cols, self.goals, self.target, self.lo, self.hi,
                                               self.weights)}
 

@@ -134,7 +134,7 @@ class SearchInterrupted(KeyboardInterrupt):
         self.verified = verified
 
 
-def _with_designs(ver: pd.DataFrame, rnd: int, table: pd.DataFrame, x_cols) -> pd.DataFrame:
+def with_designs(ver: pd.DataFrame, rnd: int, table: pd.DataFrame, x_cols) -> pd.DataFrame:
     """``simulate``'s rows for the first ``len(ver)`` candidates of ``table``, tagged with the round and joined
     with their designs' x columns."""
     ver = ver.copy()
@@ -167,11 +167,11 @@ def search(forward: Forward, spec, *, starts, propose_round, simulate=None, roun
                                          "n_failed_sims": sum(int((v["status"] != "ok").sum()) for v in verified)})
                 break
             try:
-                ver = _with_designs(simulate(table), rnd, table, forward.x_cols)
+                ver = with_designs(simulate(table), rnd, table, forward.x_cols)
             except KeyboardInterrupt as exc:   # keep what this round simulated before Ctrl-C, with the rounds before
                 rows = getattr(exc, "rows", None)
                 if rows is not None and len(rows):
-                    verified.append(_with_designs(rows, rnd, table, forward.x_cols))
+                    verified.append(with_designs(rows, rnd, table, forward.x_cols))
                 raise SearchInterrupted(verified) from None
             verified.append(ver)
             done |= set(design_keys(table, forward.x_cols))

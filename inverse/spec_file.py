@@ -87,6 +87,11 @@ def quantity(text: str, metric: str, where: str, data_unit: str | None = None, *
     return 20 * math.log10(base)
 
 
+def metric_units(y_cols, recorded=None) -> dict:
+    """{metric: data unit} where known: the data's meta.json (``recorded``), else the shipped metric's."""
+    return {c: u for c, u in {**METRIC_DATA_UNITS, **(recorded or {})}.items() if c in y_cols and u}
+
+
 def recorded_units(data_dir, opamp: str) -> tuple:
     """({metric or variable: unit}, meta.json path) the data's ``meta.json`` records (``spice.generate`` writes
     ``units``; target wins over source), or ({}, None) for data without one."""
@@ -178,8 +183,7 @@ def load_spec(path, y_cols, typical, *, target_tol: float = TARGET_TOL, warn=pri
                            f"[objective] tables, got keys {sorted(spec)}")
     recorded = {k: v for k, v in (recorded or {}).items() if k in y_cols}
     # each metric's data unit, resolved once: the spec's [units], else meta.json's, else the simulator's name
-    units = {**{c: METRIC_DATA_UNITS[c] for c in y_cols if c in METRIC_DATA_UNITS}, **recorded,
-             **data_units(spec.get("units"), y_cols, path, recorded, recorded_where)}
+    units = {**metric_units(y_cols, recorded), **data_units(spec.get("units"), y_cols, path, recorded, recorded_where)}
     weights_in = spec.get("weights", {})
     for table, name in ((spec["goals"], "goals"), (weights_in, "weights")):
         bad = [k for k in table if k not in y_cols]

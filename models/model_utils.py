@@ -30,7 +30,7 @@ Checkpoint = one ``.pth`` dict, the same for every model (the MDN included) read
 Beside it, ``<path minus .pth>.json`` holds the same metadata without ``state_dict`` (for
 humans and for tools that only check columns or staleness).  Both files are written
 atomically: an interrupted save leaves the previous files intact.  Never pickle sklearn
-objects or numpy scalars into the checkpoint -- ``_plain`` converts or refuses them.
+objects or numpy scalars into the checkpoint -- ``plain`` converts or refuses them.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def sidecar_path(path) -> Path:
     return path.with_suffix(".json")
 
 
-def _plain(value, where: str = "value"):
+def plain(value, where: str = "value"):
     """Convert ``value`` to plain Python (dict/list/str/int/float/bool/None) or raise.
 
     numpy scalars and arrays, 0-d/1-d torch tensors, tuples and Paths are converted; anything
@@ -100,11 +100,11 @@ def _plain(value, where: str = "value"):
     if isinstance(value, float):
         return float(value)
     if isinstance(value, np.generic):
-        return _plain(value.item(), where)
+        return plain(value.item(), where)
     if isinstance(value, (np.ndarray, torch.Tensor)):
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu()
-        return _plain(value.tolist(), where)
+        return plain(value.tolist(), where)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, dict):
@@ -113,10 +113,10 @@ def _plain(value, where: str = "value"):
             if not isinstance(k, str):
                 raise ToolkitError(f"{where} has a non-string key {k!r} ({type(k).__name__}); "
                                    f"checkpoint metadata needs string keys (JSON). Fix: use str({k!r}).")
-            out[k] = _plain(v, f"{where}[{k!r}]")
+            out[k] = plain(v, f"{where}[{k!r}]")
         return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     raise ToolkitError(f"{where} is a {type(value).__module__}.{type(value).__name__}, which cannot "
                        f"be stored in a checkpoint (torch.load(weights_only=True) reads only plain "
                        f"types). Fix: convert it to lists/floats/strings, e.g. scaler.mean_.tolist().")
@@ -143,7 +143,7 @@ def _check_preprocessing(prep, x_cols, y_cols) -> dict:
     missing = [k for k in PREPROCESSING_KEYS if k not in prep]
     if missing:
         raise ToolkitError(f"preprocessing lacks {missing}; expected keys {list(PREPROCESSING_KEYS)}.")
-    prep = _plain(prep, "preprocessing")
+    prep = plain(prep, "preprocessing")
     for key, cols in (("x_cols", x_cols), ("y_cols", y_cols)):
         if list(prep[key]) != cols:
             raise ToolkitError(f"preprocessing[{key!r}] = {prep[key]} differs from {key} = {cols}; "
@@ -176,7 +176,7 @@ def _write(path, model: nn.Module, meta: dict) -> dict:
     path = Path(path)
     json_path = sidecar_path(path)
     meta = dict(meta)
-    meta["versions"] = _plain({"torch": torch.__version__, "numpy": np.__version__,
+    meta["versions"] = plain({"torch": torch.__version__, "numpy": np.__version__,
                                "python": platform.python_version(),
                                "package": _package_version()}, "versions")
     meta["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -219,24 +219,24 @@ def save_checkpoint(path, model: nn.Module, *, stage: str, x_cols, y_cols, prepr
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "stage": stage,
         "model_class": name,
-        "model_kwargs": _plain(model.constructor_kwargs(), "model_kwargs"),
+        "model_kwargs": plain(model.constructor_kwargs(), "model_kwargs"),
         "x_cols": x_cols,
         "y_cols": y_cols,
         "preprocessing": prep,
-        "config": _plain(config, "config"),
-        "seed": _plain(seed, "seed"),
-        "split": _plain(split, "split"),
-        "metrics": _plain(metrics, "metrics"),
+        "config": plain(config, "config"),
+        "seed": plain(seed, "seed"),
+        "split": plain(split, "split"),
+        "metrics": plain(metrics, "metrics"),
         "parent": None if parent is None else str(parent),
         "parent_sha256": file_sha256(parent) if parent is not None and Path(parent).is_file() else None,
-        "history": _plain(history, "history"),
-        "extra": _plain(extra, "extra"),
-        "design_space": _plain(design_space, "design_space"),
+        "history": plain(history, "history"),
+        "extra": plain(extra, "extra"),
+        "design_space": plain(design_space, "design_space"),
     }
     if code is not None:
-        meta["code"] = _plain(code, "code")
+        meta["code"] = plain(code, "code")
     if data_sha256 is not None:
-        meta["data_sha256"] = _plain(data_sha256, "data_sha256")
+        meta["data_sha256"] = plain(data_sha256, "data_sha256")
     return _write(path, model, meta)
 
 
@@ -373,7 +373,7 @@ def save_model(model: nn.Module, path) -> dict:
     """
     meta = {"format_version": CHECKPOINT_FORMAT_VERSION, "stage": "save_model",
             "model_class": _registry_name(model),
-            "model_kwargs": _plain(model.constructor_kwargs(), "model_kwargs"), "design_space": None,
+            "model_kwargs": plain(model.constructor_kwargs(), "model_kwargs"), "design_space": None,
             "parent_sha256": None}
     meta.update({k: v for k, v in _OPTIONAL_DEFAULTS.items() if k not in meta})
     return _write(path, model, meta)

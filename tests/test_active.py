@@ -297,7 +297,8 @@ def test_an_ngspice_library_that_does_not_load_is_refused_before_anything_is_wri
     data and first batch, failed, and refused the corrected rerun as "other settings"."""
     monkeypatch.setenv("NGSPICE_LIBRARY", str(tmp_path / "nowhere" / "libngspice.so"))
     with pytest.raises(SystemExit) as exc:
-        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data), "--out", str(tmp_path / "r")])
+        active.run_main(active.main, ["--opamp", "5t_opamp", "--data-dir", str(tiny_data),
+                                      "--out", str(tmp_path / "r")])
     assert exc.value.code == 2 and "could not load the ngspice shared library" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
@@ -979,6 +980,20 @@ def test_a_resume_on_another_data_folder_is_refused_and_an_older_run_without_one
     (out / "state.json").write_text(json.dumps({"key": key}))
     with pytest.raises(ToolkitError, match="data_dir"):
         active.check_same_run(out, {**key, "data_dir": str(tmp_path / "b")})
+
+
+def test_a_run_recorded_with_set_text_or_a_spec_without_units_resumes(tmp_path):
+    """Runs made before the key held resolved --set values (their text) and spec units resume as the same run."""
+    out = tmp_path / "run"
+    out.mkdir()
+    spec = {"dc_gain": {"goal": "min", "target": 100.0, "lo": 100.0, "hi": None, "weight": 1.0}}
+    key = {"opamp": "5t_opamp", "data_dir": str(tmp_path / "a"), "conditions": {}, "warm_start": True,
+           "val_designs": "picks", "set": ["EPOCHS=5", "LEARNING_RATE=0.001"], "spec": spec}
+    (out / "state.json").write_text(json.dumps({"key": {**key, "set": ["epochs=05", "LEARNING_RATE=1e-3",
+                                                                       "ACTIVE_RULE=integrated"]}}))
+    active.check_same_run(out, key)
+    with pytest.raises(ToolkitError, match="set"):
+        active.check_same_run(out, {**key, "set": ["EPOCHS=6", "LEARNING_RATE=0.001"]})
 
 
 def test_init_from_reads_status_as_the_data_loader_does(tiny_data, tmp_path):

@@ -289,7 +289,7 @@ def test_an_mdn_file_from_before_the_one_format_still_loads(tmp_path, seeded):
     from inverse.mdn import MDN, load_mdn
     model = MDN(y_dim=len(Y_COLS), x_dim=len(X_COLS), n_components=2, hidden=8, layers=1)
     old = {"format_version": 1, "stage": "mdn", "model_class": "MDN", "model_kwargs": model.constructor_kwargs(),
-           "x_cols": X_COLS, "y_cols": Y_COLS, "preprocessing": mu._plain(_prep()), "config": {}, "seed": 0, "split": None,
+           "x_cols": X_COLS, "y_cols": Y_COLS, "preprocessing": mu.plain(_prep()), "config": {}, "seed": 0, "split": None,
            "x_lo": [-2.0] * len(X_COLS), "x_hi": [2.0] * len(X_COLS), "metrics": None, "history": None,
            "versions": {}, "created": None, "state_dict": model.state_dict()}
     torch.save(old, tmp_path / "old.pth")
@@ -298,3 +298,28 @@ def test_an_mdn_file_from_before_the_one_format_still_loads(tmp_path, seeded):
     assert meta["extra"] == {"x_lo": [-2.0] * len(X_COLS), "x_hi": [2.0] * len(X_COLS)}
     y = torch.randn(3, len(Y_COLS))
     assert all(torch.equal(a, b) for a, b in zip(model.eval()(y), again(y)))
+
+
+def test_previous_best_keeps_the_best_of_each_kind_through_other_preprocessing(tmp_path):
+    """A (P1, val 1.0), B (P1, 2.0), C (P2, 5.0), D (P1, 1.5): A, the best P1 model, must survive C's save (it was
+    overwritten by B), and C, a trained P2 model, must not vanish without a word when D replaces it."""
+    from training.stage import guard_better_checkpoint, previous_best_path
+    path = tmp_path / "m.pth"
+    keep = previous_best_path(path)
+    split = {"target_val_idx": [1, 2, 3]}
+    p1, p2 = _prep(), {**_prep(), "log_y_cols": []}
+
+    def save(prep, val, capsys_out=None):
+        guard_better_checkpoint(path, "mse", val, split, mu.plain(prep, "p"))
+        _save(path, MLP(len(X_COLS), len(Y_COLS), **TINY), preprocessing=prep, split=split,
+              metrics={"val": {"mse": val}})
+
+    def kept_val():
+        return mu.read_checkpoint_meta(keep)["metrics"]["val"]["mse"]
+    save(p1, 1.0)
+    save(p1, 2.0)
+    assert kept_val() == 1.0
+    save(p2, 5.0)
+    assert kept_val() == 1.0                     # A stays: B is worse than A on their own terms
+    save(p1, 1.5)
+    assert kept_val() == 1.0                     # A is better than D; C (P2) is replaced, with a warning

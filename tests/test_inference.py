@@ -289,7 +289,7 @@ def test_a_member_trained_before_its_parent_or_on_other_rows_is_called_out_of_da
     member = Member("gp_stack", child, None, {"parent": str(parent), "config": {"N_TARGET_TRAIN": 0}})
     assert out_of_date(member, {"N_TARGET_TRAIN": 0}) == []
     os.utime(parent, (3_000, 3_000))                                   # the baseline retrained since (--force)
-    assert out_of_date(member, {"N_TARGET_TRAIN": 0}) == [f"its parent {parent} was retrained after it"]
+    assert out_of_date(member, {"N_TARGET_TRAIN": 0}) == [f"its parent {parent} changed since it was trained"]
     assert "N_TARGET_TRAIN=0, this run uses 50" in out_of_date(member, {"N_TARGET_TRAIN": 50})[-1]
     os.utime(parent, (1_000, 1_000))
     data = tmp_path / "target" / "targets.csv"                         # rows appended after the member trained

@@ -16,6 +16,7 @@ from inverse.objective import (figure_circuit, figure_values, figures_table, mak
                                parse_objective)
 from inverse.optimise import model_bounds, propose, random_starts
 from inverse.snap import GRID
+from inverse.verify import ngspice_available
 from spice.circuits import circuit
 from tests.test_inverse import FAST_OPT, REPO, _analytic, _opt, trained  # noqa: F401  (module fixture)
 from tests.synthetic import X_COLS, Y_COLS
@@ -175,7 +176,7 @@ def test_cli_bad_objective_is_one_line_exit_2(trained):  # noqa: F811
     assert json.dumps("speed") in out.stderr or "'speed'" in out.stderr
 
 
-@pytest.mark.skipif(not __import__("inverse.verify", fromlist=["x"]).ngspice_available(), reason="ngspice not installed")
+@pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 def test_verification_measures_supply_current_near_the_ideal_mirror_figure():
     from inverse.verify import verify_designs
     from spice.simulate import resolve_process
@@ -190,7 +191,7 @@ def test_verification_measures_supply_current_near_the_ideal_mirror_figure():
     assert np.all(np.abs(ver["sim_supply_current"] / ideal - 1) < 0.2)
 
 
-@pytest.mark.skipif(not __import__("inverse.verify", fromlist=["x"]).ngspice_available(), reason="ngspice not installed")
+@pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 def test_figure_check_compares_a_figure_with_the_simulator():
     from benchmarks import figure_check
     rows = figure_check.main(["--opamp", "5t_opamp", "--n", "12"])
@@ -260,7 +261,7 @@ def test_cli_metric_objective_summary_says_the_value_is_pessimistic(trained, tmp
     assert top["objective"] < top["pred_ugf"]          # a maximised metric is ranked by mean - kappa std
 
 
-@pytest.mark.skipif(not __import__("inverse.verify", fromlist=["x"]).ngspice_available(), reason="ngspice not installed")
+@pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 def test_cli_the_simulated_front_is_in_verify_csv(trained, tmp_path):  # noqa: F811
     """--pareto --verify simulated the front and left it out of verify.csv and the simulated_* files."""
     common, _, _ = trained

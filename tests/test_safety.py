@@ -38,6 +38,34 @@ def test_worker_exits_when_its_parent_is_killed(tmp_path):
     assert not _alive(child_pid)
 
 
+def _sleeping_worker(pid_file):
+    from core.executor import exit_with_parent
+    exit_with_parent()
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_a_spawned_worker_exits_when_its_parent_is_killed(tmp_path):
+    """The pipeline's and the harness's workers are multiprocessing spawn children: they wait on the parent's
+    sentinel (no pid polling, no race with a parent that dies first)."""
+    pid_file = tmp_path / "pid"
+    parent = ("import multiprocessing as mp, time; from tests.test_safety import _sleeping_worker; "
+              f"p = mp.get_context('spawn').Process(target=_sleeping_worker, args=({str(pid_file)!r},)); "
+              "p.start(); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT)
+    deadline = time.time() + 60
+    while not (pid_file.is_file() and pid_file.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while _alive(child_pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child_pid)
+
+
 def test_lock_removes_a_killed_writers_temporaries(tmp_path):
     """``kill -9`` mid-save leaves ``.<file>.<random>.tmp`` (its cleanup never ran); the next run holding the lock
     removes it and leaves everything else."""

@@ -164,10 +164,14 @@ def _keep_aside(path: Path, keep: Path) -> None:
 
 
 def guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: dict, preprocessing: dict) -> None:
-    """Never silently replace a better checkpoint: ``<name>.previous_best.pth`` holds the best one seen on this
-    val split and preprocessing (the one being replaced, or an earlier one kept there).  One made with other
-    preprocessing cannot be ranked (its val error is in another model space): it is kept aside all the same,
-    unless the file kept there already is comparable and better than the new one."""
+    """Never silently replace a better checkpoint.  ``<name>.previous_best.pth`` holds one slot:
+
+    * the one being replaced, when it is better on this run's terms (val split and preprocessing), unless the slot
+      already holds one at least as good on those terms;
+    * the one being replaced, when it cannot be ranked (other preprocessing: its val error is in another model
+      space) and is not a dry run, unless the slot holds one that must stay (better than the new one on this
+      run's terms, or better than the replaced one on its terms): then the replaced one is named as lost.
+    """
     if not path.is_file():
         return
     try:
@@ -183,18 +187,31 @@ def guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: d
             kept = None
     old_value = _val_on_same_terms(old, monitor, split, preprocessing)
     kept_value = _val_on_same_terms(kept, monitor, split, preprocessing) if kept is not None else None
-    if old_value is not None and old_value < new_value and (kept_value is None or old_value <= kept_value):
+    if old_value is not None:
+        if old_value >= new_value:
+            return
+        if kept_value is not None and kept_value <= old_value:
+            print(f"warning: the new val {monitor}={new_value:.5g} is worse than {kept_value:.5g} of the checkpoint "
+                  f"kept at {keep}; it stays there.")
+            return
         _keep_aside(path, keep)
         print(f"warning: the new val {monitor}={new_value:.5g} is worse than the previous checkpoint's "
               f"{old_value:.5g}; the previous one is kept at {keep}.")
-    elif kept_value is not None and kept_value < new_value:
-        print(f"warning: the new val {monitor}={new_value:.5g} is worse than {kept_value:.5g} of the checkpoint "
-              f"kept at {keep}; it stays there.")
-    elif old_value is None and (old.get("split") or {}).get("target_val_idx") == split.get("target_val_idx") \
-            and not is_dry_run(old) and kept_value is None:
-        _keep_aside(path, keep)
-        print(f"warning: the previous checkpoint was trained with other preprocessing, so its val {monitor} cannot "
-              f"be compared with this run's; it is kept at {keep}.")
+        return
+    same_split = (old.get("split") or {}).get("target_val_idx") == split.get("target_val_idx")
+    if not same_split or is_dry_run(old):
+        return
+    old_val = (old.get("metrics") or {}).get("val", {}).get(monitor)
+    kept_beats_old = (kept is not None and old_val is not None
+                      and _val_on_same_terms(kept, monitor, old.get("split") or {}, old.get("preprocessing") or {})
+                      is not None and kept["metrics"]["val"][monitor] <= old_val)
+    if (kept_value is not None and kept_value < new_value) or kept_beats_old:
+        print(f"warning: the previous checkpoint was trained with other preprocessing (val {monitor} not comparable "
+              f"with this run's) and is replaced; {keep} keeps a better one.")
+        return
+    _keep_aside(path, keep)
+    print(f"warning: the previous checkpoint was trained with other preprocessing, so its val {monitor} cannot "
+          f"be compared with this run's; it is kept at {keep}.")
 
 
 def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, device, fit_results: dict,
