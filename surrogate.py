@@ -4,7 +4,8 @@
     model = TransferSurrogate(results_dir="results/notebook", EPOCHS=100, HIDDEN_DIM=128, seed=0)
     model.fit(X_source, y_source, X_target, y_target)          # DataFrames; y columns are the metrics
     mean_df = model.predict(X_new)                              # physical units, columns = y columns
-    mean_df, std_df = model.predict(X_new, return_std=True)     # std of the calibrated ensemble
+    mean_df, std_df = model.predict(X_new, return_std=True)     # std of the calibrated ensemble (a 1σ spread)
+    lo_df, hi_df = model.predict_interval(X_new, 0.95)          # the calibrated interval: use this for intervals
 
 ``fit`` writes the four DataFrames into the standard data layout under
 ``<results_dir>/data/<name>/{source,target}/{features,targets}.csv`` and runs ``python -m pipeline``
@@ -174,3 +175,13 @@ class TransferSurrogate:
                                "y_target) first.")
         mean, std = self.ensemble_.predict(_frame(X, "X"), out_of_domain=self.out_of_domain)
         return (mean, std) if return_std else mean
+
+    def predict_interval(self, X, level: float = 0.95):
+        """Physical ``(lo, hi)`` DataFrames of the calibrated central interval holding ``level`` of new designs
+        (``Ensemble.predict_interval``: multipliers fitted on target_val).  Use these for intervals, not
+        mean ± z·std: the std is a model-space 1σ mapped to physical units, and the residuals' tails are heavier
+        than a Gaussian's."""
+        if not hasattr(self, "ensemble_"):
+            raise ToolkitError("This TransferSurrogate is not fitted yet: call fit(X_source, y_source, X_target, "
+                               "y_target) first.")
+        return self.ensemble_.predict_interval(_frame(X, "X"), level, out_of_domain=self.out_of_domain)

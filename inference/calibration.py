@@ -19,7 +19,8 @@ make their Gaussian assumption ``y ~ N(mean, var)``.
       fraction of i with |y - mean| / sqrt(var) <= z,   z = Phi^-1(0.5 + level/2)
   (68 % <-> z = 0.994, 95 % <-> z = 1.960).
 * Interval multipliers (split conformal on normalised residuals, ``fit_interval_z``): per
-  metric and level, z_L = the ceil((n+1)L)-th smallest |y - mean|/sqrt(var) on target_val.
+  metric and level (every level of the calibration curve), z_L = the ceil((n+1)L)-th smallest
+  |y - mean|/sqrt(var) on target_val; a level between two fitted ones interpolates linearly.
   The interval mean +- z_L*sqrt(var) then holds >= L of new exchangeable rows on average,
   whatever the tails of the residuals: one temperature cannot match 68 % and 95 % at once
   when the errors are heavier-tailed than a Gaussian, these multipliers can.
@@ -93,6 +94,23 @@ def fit_interval_z(y, mean, var, levels=LEVELS) -> dict:
     return out
 
 
+def interval_multiplier(interval_z: dict | None, level: float):
+    """Per-metric half-widths (in stds) for ``level`` from fitted multipliers ``{str(level): [z per metric]}``: the
+    fitted ones, linear in the level between the two fitted levels around it, or None (Gaussian ``z_of``) outside
+    the fitted levels or without any."""
+    if not interval_z:
+        return None
+    if str(level) in interval_z:
+        return np.asarray(interval_z[str(level)], float)
+    fitted = sorted((float(k), np.asarray(v, float)) for k, v in interval_z.items())
+    below = [(lv, z) for lv, z in fitted if lv < level]
+    above = [(lv, z) for lv, z in fitted if lv > level]
+    if not below or not above:
+        return None
+    (l0, z0), (l1, z1) = below[-1], above[0]
+    return z0 + (z1 - z0) * (level - l0) / (l1 - l0)
+
+
 def coverage(y, mean, var, level: float, z=None) -> np.ndarray:
     """Per-metric fraction (M,) of rows inside the central ``level`` interval.
 
@@ -125,7 +143,8 @@ def varying(y) -> np.ndarray:
     return keep if keep.any() else np.ones(y.shape[1], bool)
 
 
-def coverage_curve(y, mean, var, levels=CURVE_LEVELS) -> list:
-    """Observed coverage (pooled over the metrics that vary) at each expected level: for the calibration plot."""
+def coverage_curve(y, mean, var, levels=CURVE_LEVELS, interval_z: dict | None = None) -> list:
+    """Observed coverage (pooled over the metrics that vary) at each expected level: for the calibration plot.
+    With ``interval_z`` the intervals use those multipliers (``interval_multiplier``), as the ensemble's do."""
     keep = varying(y)
-    return [float(np.mean(coverage(y, mean, var, lv)[keep])) for lv in levels]
+    return [float(np.mean(coverage(y, mean, var, lv, interval_multiplier(interval_z, lv))[keep])) for lv in levels]

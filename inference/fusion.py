@@ -44,7 +44,8 @@ import torch
 
 from core.errors import ToolkitError
 from data_loader.split import fold_ids
-from inference.calibration import VAR_FLOOR, fit_coverage_temperature, fit_interval_z, fit_temperature
+from inference.calibration import (CURVE_LEVELS, VAR_FLOOR, fit_coverage_temperature, fit_interval_z,
+                                   fit_temperature)
 
 BETA_GRID = (1.0, 0.0)                     # exponent of the precision weight 1/v (first = default)
 GAMMA_GRID = (1.0, 0.0, 2.0, 4.0, 8.0)      # exponent of the per-metric MSE weight 1/e (first = default)
@@ -65,7 +66,7 @@ class FusionParams:
     gamma: list            # (M,)
     final_temperature: list  # (M,) T_fj applied to the fused variance
     final_method: str = "coverage"  # how T_f was fitted: coverage | nll | none
-    interval_z: dict = None  # {"0.68": (M,), "0.95": (M,)} conformal half-widths in fused stds; None = Gaussian
+    interval_z: dict = None  # {"0.68": (M,), ...} conformal half-widths in fused stds per level; None = Gaussian
     selection: str = "val"   # how beta/gamma were scored: cv (out-of-fold on target_val) | val (in-sample)
 
     def to_dict(self) -> dict:
@@ -174,7 +175,9 @@ def fit_fusion(members, means_val, vars_val, y_val, *, final: str = "coverage", 
     temps, val_mse = _member_fit(means_val, vars_val, y_val)
     return FusionParams(members=list(members), val_mse=val_mse.tolist(), temperatures=temps.tolist(),
                         beta=beta.tolist(), gamma=gamma.tolist(), final_temperature=final_t.tolist(),
-                        final_method=final, interval_z=fit_interval_z(y_val, mean, var * final_t ** 2),
+                        final_method=final,
+                        # every level of the calibration curve: predict_interval(level) covers what it says there too
+                        interval_z=fit_interval_z(y_val, mean, var * final_t ** 2, levels=CURVE_LEVELS),
                         selection=selection)
 
 

@@ -63,8 +63,8 @@ def out_paths(settings: dict) -> dict:
             "training_curves": root / f"{opamp}_training_curves.png", "report": root / f"{opamp}_report.md"}
 
 
-def _calibration_table(rows: dict) -> str:
-    lines = ["=== calibration on test (model space; NLL incl. 0.5*log(2*pi)) ===",
+def _calibration_table(rows: dict, split: str) -> str:
+    lines = [f"=== calibration on {split} (model space; NLL incl. 0.5*log(2*pi)) ===",
              f"{'model':<14} {'NLL before':>10} {'after':>8} {'cov68 before':>13} {'after':>7} "
              f"{'cov95 before':>13} {'after':>7}"]
     for name, cal in rows.items():
@@ -115,10 +115,13 @@ def plot(paths: dict, settings: dict, result) -> dict:
     opamp, truth = settings["OPAMP_TYPE"], result.truth
     histories = {name: read_checkpoint_meta(checkpoint_path(settings, name)).get("history") or {}
                  for name in STAGES if checkpoint_path(settings, name).is_file()}
-    return {"Parity (test)": plots.parity_plot(paths["parity"], truth, result.mean, result.record["y_cols"],
+    from spice.measure import METRIC_UNITS, OP_METRIC_UNITS   # the axis units of the simulator's metrics
+    where = "test" if result.split == "target_test" else result.split   # no test rows: say which rows
+    return {f"Parity ({where})": plots.parity_plot(paths["parity"], truth, result.mean, result.record["y_cols"],
                                                std=result.std, members=result.members,
+                                               units={**METRIC_UNITS, **OP_METRIC_UNITS},
                                                title=f"{opamp}: {result.split} (n={len(truth)})"),
-            "Calibration (test)": plots.calibration_plot(paths["calibration"], list(CURVE_LEVELS), result.curves,
+            f"Calibration ({where})": plots.calibration_plot(paths["calibration"], list(CURVE_LEVELS), result.curves,
                                                          title=f"{opamp}: interval coverage on {result.split}"),
             "Training curves": plots.training_curves(paths["training_curves"], histories,
                                                      title=f"{opamp}: training curves")}
@@ -171,7 +174,7 @@ def run(args, settings, names):
     print(format_report(record["ensemble"]["metrics"], cols, f"Ensemble on {result.split} (n={n}, physical units)"))
     print()
     print(_calibration_table({**{n: record["members"][n]["calibration"] for n in names},
-                              "ensemble": record["ensemble"]["calibration"]}))
+                              "ensemble": record["ensemble"]["calibration"]}, result.split))
     print("temperatures: " + "; ".join(f"{n}: " + " ".join(f"{t:.2f}" for t in ts)
                                        for n, ts in zip(names, ens.params.temperatures))
           + "; final: " + " ".join(f"{t:.2f}" for t in ens.params.final_temperature))

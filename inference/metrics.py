@@ -8,7 +8,9 @@
   metric that can be <= 0 keeps its physical R^2 in this column.  Predictions of a positive
   metric are floored at ``floor`` (a positive value from the training data) before the log.
 * MAPE = 100 * mean(|y - y_hat| / |y|) in percent (rows with y = 0 are skipped).
-* ``mean``: over the metrics whose R^2 is defined (a metric with one value in every scored row has none).
+* ``mean``: over the metrics whose R^2 is defined (a metric with one value in every scored row has none); the mean
+  MAPE also leaves out a metric that is not strictly positive (a phase margin crossing 0: its percentage errors
+  near 0 run to thousands of percent and would make the mean say nothing about the others).
 """
 import numpy as np
 
@@ -40,7 +42,9 @@ def regression_report(y_true, y_pred, cols, *, floor=None) -> dict:
         row["r2_log"] = (r2_score_1d(np.log10(y), np.log10(np.maximum(p, floor[j]))) if positive else row["r2"])
         out[col] = row
     defined = [c for c, keep in zip(cols, varying(y_true)) if keep]   # a constant metric: R^2 undefined, left out
-    out["mean"] = {k: float(np.nanmean([out[c][k] for c in defined])) for k in ("r2", "r2_log", "mape")}
+    out["mean"] = {k: float(np.nanmean([out[c][k] for c in defined])) for k in ("r2", "r2_log")}
+    positive = [c for c in defined if out[c]["log_space"]]
+    out["mean"]["mape"] = float(np.nanmean([out[c]["mape"] for c in positive])) if positive else float("nan")
     return out
 
 

@@ -19,6 +19,7 @@ LOG_SPAN = 100.0   # max/min above which a positive metric gets log axes
 
 
 def _save(fig, path):
+    fig.tight_layout(rect=(0, 0, 1, 0.96))   # subplot titles clear of the x labels above; room for the suptitle
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -30,8 +31,10 @@ def _grid(n):
     return math.ceil(n / cols), cols
 
 
-def parity_plot(path, truth, pred, cols, *, std=None, title="", members=None):
-    """``truth``/``pred``/``std`` (N, M) physical; ``members`` {name: pred (N, M)} drawn faintly."""
+def parity_plot(path, truth, pred, cols, *, std=None, title="", members=None, units=None):
+    """``truth``/``pred``/``std`` (N, M) physical; ``members`` {name: pred (N, M)} drawn faintly; ``units``
+    {metric: unit} for the axis labels where known."""
+    units = units or {}
     rows, ncols = _grid(len(cols))
     fig, axes = plt.subplots(rows, ncols, figsize=(4.2 * ncols, 4.0 * rows), squeeze=False)
     for j, col in enumerate(cols):
@@ -40,7 +43,8 @@ def parity_plot(path, truth, pred, cols, *, std=None, title="", members=None):
         for name, mp in (members or {}).items():
             ax.scatter(y, mp[:, j], s=6, alpha=0.25, label=name)
         if std is not None:
-            ax.errorbar(y, p, yerr=std[:, j], fmt="none", ecolor="0.6", alpha=0.3, lw=0.6)
+            ax.errorbar(y, p, yerr=std[:, j], fmt="none", ecolor="0.6", alpha=0.3, lw=0.6,
+                        label="±1 std of the ensemble\n(calibrated in model space,\nmapped to physical units)")
         ax.scatter(y, p, s=8, color="k", label="ensemble")
         finite = np.concatenate([y, p])
         lo, hi = np.nanmin(finite), np.nanmax(finite)
@@ -50,12 +54,17 @@ def parity_plot(path, truth, pred, cols, *, std=None, title="", members=None):
             lo = max(lo, y.min() / 10)
         ax.plot([lo, hi], [lo, hi], "r--", lw=1)
         ax.set_title(col)
-        ax.set_xlabel("true")
-        ax.set_ylabel("predicted")
-        if j == 0:
-            ax.legend(fontsize=7)
-    for j in range(len(cols), rows * ncols):
-        axes[j // ncols][j % ncols].axis("off")
+        unit = f" ({units[col]})" if units.get(col) else ""
+        ax.set_xlabel(f"true{unit}")
+        ax.set_ylabel(f"predicted{unit}")
+    spare = [axes[j // ncols][j % ncols] for j in range(len(cols), rows * ncols)]
+    for ax in spare:
+        ax.axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if spare:                  # the legend in an empty panel, clear of the points
+        spare[0].legend(handles, labels, fontsize=8, loc="center")
+    else:
+        axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -65,7 +74,12 @@ def calibration_plot(path, levels, curves: dict, *, title=""):
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
     for label, obs in curves.items():
-        ax.plot(levels, obs, marker="o", ms=3, label=label, ls="-" if "after" in label else ":")
+        if label.startswith("ensemble"):   # the headline: its own colour, drawn over the members'
+            ax.plot(levels, obs, marker="o", ms=4, lw=2.2, color="black", zorder=5,
+                    label=label + (" (conformal multipliers)" if "after" in label else ""),
+                    ls="-" if "after" in label else ":")
+            continue
+        ax.plot(levels, obs, marker="o", ms=3, lw=1, alpha=0.7, label=label, ls="-" if "after" in label else ":")
     ax.set_xlabel("expected coverage (central interval)")
     ax.set_ylabel("observed coverage")
     ax.set_xlim(0, 1)
@@ -77,7 +91,8 @@ def calibration_plot(path, levels, curves: dict, *, title=""):
 
 def training_curves(path, histories: dict, *, title=""):
     """``histories`` {stage: {phase: [ {epoch, train_loss, val_*}, ... ]}}; one subplot per stage."""
-    stages = [s for s, h in histories.items() if h]
+    # a stage with one recorded point (the GP's single fit) has no curve to draw
+    stages = [s for s, h in histories.items() if h and sum(len(rows_ or []) for rows_ in h.values()) > 1]
     if not stages:
         return None
     rows, ncols = _grid(len(stages))
@@ -97,6 +112,7 @@ def training_curves(path, histories: dict, *, title=""):
             offset = ep[-1]
         ax.set_title(stage)
         ax.set_xlabel("epoch")
+        ax.set_ylabel("loss / val metric (model space)")
         ax.legend(fontsize=7)
     for i in range(len(stages), rows * ncols):
         axes[i // ncols][i % ncols].axis("off")

@@ -31,7 +31,8 @@ from core.atomic import atomic_write_text
 from core.errors import ToolkitError
 from core.freshness import file_sha256
 from data_loader.preprocessing import Preprocessing
-from inference.calibration import CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve, z_of
+from inference.calibration import (CURVE_LEVELS, LEVELS, calibration_summary, coverage_curve, interval_multiplier,
+                                   z_of)
 from inference.evaluate import eval_split, positive_floor
 from inference.fusion import FusionParams, apply_fusion, fit_fusion, fuse
 from inference.members import (DEFAULT_MEMBERS, Member, check_agreement,  # noqa: F401
@@ -194,7 +195,7 @@ class Ensemble:
                             "after": calibration_summary(y, ens_mean, ens_var, cols, p.interval_z),
                             "after_gaussian_z": calibration_summary(y, ens_mean, ens_var, cols)}}
         curves["ensemble before"] = coverage_curve(y, ens_mean, ens_var_before)
-        curves["ensemble after"] = coverage_curve(y, ens_mean, ens_var)
+        curves["ensemble after"] = coverage_curve(y, ens_mean, ens_var, interval_z=p.interval_z)   # as reported
         record["coverage_curves"] = curves
         idx = data["split"].get(f"{split}_idx", list(range(len(truth))))
         flags = pre.out_of_domain(data["raw"][split][0])
@@ -326,8 +327,9 @@ class Ensemble:
     def predict_interval(self, designs: pd.DataFrame, level: float = 0.95, *, out_of_domain: str = "warn"):
         """Physical ``(lo_df, hi_df)`` of the calibrated central interval holding ``level``.
 
-        Uses the split-conformal multipliers fitted on target_val for 0.68 and 0.95 (see
-        inference.calibration.fit_interval_z); other levels use the Gaussian z of the fused std.  The same input
+        Uses the split-conformal multipliers fitted on target_val for each level of the calibration curve (0.1 ..
+        0.99; inference.calibration.fit_interval_z), linear in the level between two of them; outside them (or for
+        an ensemble fitted before they were) the Gaussian z of the fused std.  The same input
         checks and ``out_of_domain`` handling as :meth:`predict` (flags in ``lo_df.attrs["out_of_domain"]``); a
         log-scaled metric that was never negative in the fitting data gets no negative lower bound (expm1 of the
         model-space bound reaches below 0 near the clip range's edge).
@@ -335,8 +337,8 @@ class Ensemble:
         if not (isinstance(level, (int, float)) and 0 < level < 1):
             raise ToolkitError(f"level must be a coverage in (0, 1), e.g. 0.95, got {level!r}.")
         mean, std, flags = self._model_space(designs, out_of_domain, "predict_interval")
-        z = (self.params.interval_z or {}).get(str(level))
-        half = std * (np.asarray(z, float) if z is not None else z_of(level))
+        z = interval_multiplier(self.params.interval_z, level)
+        half = std * (z if z is not None else z_of(level))
         lo, hi = self.preprocessing.inverse_y(mean - half), self.preprocessing.inverse_y(mean + half)
         lo = np.where(self.preprocessing.log_y_never_negative(), np.maximum(lo, 0.0), lo)
         lo_df = pd.DataFrame(lo, columns=self.y_cols, index=designs.index)

@@ -13,10 +13,20 @@ def write_report(path, record: dict, images: dict) -> Path:
     path = Path(path)
     cols = record["y_cols"]
     rows = {**{n: m for n, m in record["members"].items()}, "ensemble": record["ensemble"]}
+    split = record["split"]
+    sizes = {k: len(v) for k, v in (record.get("data_split") or {}).items() if k.endswith("_idx")}
+    config = record.get("config") or {}
     lines = [f"# {record['opamp']}: ensemble evaluation", "",
-             f"Split `{record['split']}` (n = {record['n']}), physical units; R²_log on log10 values. "
-             f"Calibration fitted on `target_val` only; coverage of central Gaussian intervals in model space."
-             + (" **Dry run: numbers are meaningless.**" if record.get("dry_run") else ""), "",
+             f"Split `{split}` (n = {record['n']}), physical units; R²_log on log10 values (on the physical values "
+             f"for a metric that is not log-scaled). Calibration fitted on `target_val` only. Coverage: the members' "
+             f"central Gaussian intervals in model space; the ensemble's use split-conformal multipliers fitted on "
+             f"`target_val` (its `predict_interval`)."
+             + (" **Dry run: numbers are meaningless.**" if record.get("dry_run") else "")
+             + (" **No target_test rows: these are the rows every member early-stopped on and the fusion and "
+                "calibration were fitted on, so the numbers are optimistic.**" if split == "target_val" else ""), "",
+             "Rows: " + (", ".join(f"{k[:-4]} {v}" for k, v in sizes.items()) or "not recorded")
+             + "".join(f"; {k} {config[k]}" for k in ("N_TARGET_TRAIN", "VAL_SPLIT", "TEST_SPLIT", "SEED")
+                       if k in config) + ".", "",
              "| model | mean R² | mean R²_log | mean MAPE | NLL before → after | 68 % cover (before → after) "
              "| 95 % cover (before → after) |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -29,7 +39,8 @@ def write_report(path, record: dict, images: dict) -> Path:
     ens = record["ensemble"]
     for c in cols:
         r, cal = ens["metrics"][c], ens["calibration"]["after"][c]
-        lines.append(f"| {c} | {r['mse']:.4g} | {r['mae']:.4g} | {r['r2']:.4f} | {r['r2_log']:.4f} | "
+        r2_log = f"{r['r2_log']:.4f}" + ("" if r.get("log_space", True) else " (physical: not > 0)")
+        lines.append(f"| {c} | {r['mse']:.4g} | {r['mae']:.4g} | {r['r2']:.4f} | {r2_log} | "
                      f"{r['mape']:.2f} % | {ens['final_temperature'][c]:.3f} | {_pct(cal['cov68'])} | "
                      f"{_pct(cal['cov95'])} |")
     lines += ["", "Member temperatures (T² = mean((y−μ)²/σ²) on target_val):", ""]

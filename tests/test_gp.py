@@ -265,3 +265,24 @@ def test_missing_baseline_is_refused_before_anything_is_written(tiny_data, tmp_p
     with pytest.raises(ToolkitError, match="python -m training.train"):
         train_gp.main(["--data-dir", str(tiny_data(200, 120)), "--results-dir", str(res), "--quiet"])
     assert not res.exists()          # no scalers, no lock file: the check runs before the stage starts
+
+
+def test_without_test_rows_the_stage_reports_its_out_of_sample_val_score(tiny_data, tmp_path):
+    """--test-split 0: the GP stage's own report (metrics JSON, runs.jsonl) was its in-sample fit of the val rows
+    (R^2 = 1.0000 for four metrics)."""
+    import json
+    from data_loader import get_data_and_scalers
+    from inference.evaluate import positive_floor
+    from inference.metrics import regression_report
+    data, res = tiny_data(200, 120), tmp_path / "res"
+    common = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", "--quiet", *TINY,
+              "--test-split", "0"]
+    train.main([*common, "--epochs", "2"])
+    train_gp.main([*common, "--set", "GP_RESTARTS=0"])
+    report = json.loads((res / "5t_opamp_gp_stack_metrics.json").read_text())["test"]
+    meta = json.loads((res / "5t_opamp_gp_stack.json").read_text())
+    d = get_data_and_scalers("5t_opamp", data, seed=42, test_split=0.0)
+    honest = regression_report(d["raw"]["target_val"][1].to_numpy(float),
+                               d["preprocessing"].inverse_y(np.asarray(meta["extra"]["oof_val"]["mean"])),
+                               d["y_cols"], floor=positive_floor(d))["mean"]["r2_log"]
+    assert report["split"] == "target_val" and np.isclose(report["mean"]["r2_log"], honest)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from inference import infer_ensemble
-from inference.calibration import (calibration_summary, coverage, fit_coverage_temperature, fit_temperature,
-                                   gaussian_nll, z_of)
+from inference.calibration import (CURVE_LEVELS, calibration_summary, coverage, fit_coverage_temperature,
+                                   fit_temperature, gaussian_nll, z_of)
 from inference.fusion import apply_fusion, fit_fusion, fuse
 from inference.predict import Ensemble, Member, check_agreement
 from fine_tune import fine_tune
@@ -128,7 +128,7 @@ def test_report_files_written(trained):
     preds = pd.read_csv(res / "5t_opamp_ensemble_predictions.csv")
     assert len(preds) == saved["n"] and "ugf_mean" in preds and "ugf_std" in preds and (preds["ugf_std"] > 0).all()
     assert (preds["ugf_lo95"] <= preds["ugf_lo68"]).all() and (preds["ugf_hi68"] <= preds["ugf_hi95"]).all()
-    assert set(saved["ensemble"]["interval_z"]) == {"0.68", "0.95"}
+    assert set(saved["ensemble"]["interval_z"]) == {str(lv) for lv in CURVE_LEVELS}   # every level of the curve
     report = (res / "5t_opamp_report.md").read_text()
     assert "![Parity (test)](5t_opamp_parity.png)" in report and "| ensemble |" in report
 
@@ -211,6 +211,18 @@ def test_conformal_interval_z_hits_both_levels_on_heavy_tails():
     t = fit_coverage_temperature(y_fit, mean, var)                   # control: a single scale misses one level
     miss = [np.abs(coverage(y_new, mean, var * t ** 2, lv) - lv).max() for lv in (0.68, 0.95)]
     assert max(miss) > 0.02
+
+
+def test_multipliers_at_every_curve_level_and_between_them_cover_what_they_claim():
+    """predict_interval(level=0.9) used the Gaussian z of a std calibrated for 68/95 %: 0.82-0.905 on 5t test."""
+    from inference.calibration import coverage, fit_interval_z, interval_multiplier
+    rng = np.random.default_rng(1)
+    y_fit, y_new = rng.standard_t(2.5, size=(4000, 2)), rng.standard_t(2.5, size=(4000, 2))
+    mean, var = np.zeros((4000, 2)), np.ones((4000, 2))
+    z = fit_interval_z(y_fit, mean, var, levels=CURVE_LEVELS)
+    for lv in (0.3, 0.8, 0.9, 0.85, 0.97):                          # fitted, and between two fitted levels
+        assert np.all(np.abs(coverage(y_new, mean, var, lv, interval_multiplier(z, lv)) - lv) < 0.025), lv
+    assert interval_multiplier(z, 0.995) is None and interval_multiplier(None, 0.9) is None   # Gaussian there
 
 
 def test_the_python_api_is_the_script(trained, tmp_path):
@@ -308,6 +320,18 @@ def test_an_empty_member_list_is_one_line(tmp_path):
     with pytest.raises(ToolkitError, match="--members is empty"):
         infer_ensemble.main(["--members", "", "--results-dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_metric_crossing_zero_is_left_out_of_the_mean_mape():
+    """A phase margin crossing 0 (two-stage: 44 % of test rows negative): one row at 0.5 predicted -8.5 is 1752 %
+    and the mean MAPE said nothing about the other metrics."""
+    from inference.metrics import regression_report
+    rng = np.random.default_rng(0)
+    y = np.c_[rng.uniform(1, 2, 40), rng.uniform(-5, 5, 40)]
+    pred = np.c_[y[:, 0] * 1.1, y[:, 1] + 1.0]
+    report = regression_report(y, pred, ["a", "pm"])
+    assert report["pm"]["mape"] > 50 and not report["pm"]["log_space"]
+    assert report["mean"]["mape"] == pytest.approx(report["a"]["mape"])
 
 
 def test_a_constant_metric_is_left_out_of_every_mean_over_metrics():

@@ -34,6 +34,11 @@ def test_fit_runs_the_stages_into_the_results_folder_and_predicts_by_column_name
     # the same object the Python API gives
     ens_mean, _ = model.ensemble_.predict(xt.head(5))
     pd.testing.assert_frame_equal(ens_mean, mean)
+    lo, hi = model.predict_interval(designs, 0.9)                         # the calibrated interval, as the ensemble's
+    want_lo, want_hi = model.ensemble_.predict_interval(designs, 0.9)
+    pd.testing.assert_frame_equal(lo, want_lo)
+    pd.testing.assert_frame_equal(hi, want_hi)
+    assert (lo.to_numpy() <= mean.to_numpy() + 1e-9).all() and (mean.to_numpy() <= hi.to_numpy() + 1e-9).all()
 
 
 def test_refit_on_the_same_data_skips_up_to_date_stages(fitted):

@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.atomic import atomic_paths, atomic_write_text
@@ -19,7 +20,7 @@ from core.runtime import start_run
 from core.stages import STAGES, checkpoint_path, command, metrics_path, rerun_command, stage as stage_of
 from data_loader import load_run_data
 from data_loader.preprocessing import same_preprocessing
-from inference.evaluate import evaluate_physical
+from inference.evaluate import eval_split, evaluate_physical
 from inference.metrics import format_report
 from models.model_utils import is_dry_run, load_checkpoint, read_checkpoint_meta, save_checkpoint, sidecar_path
 
@@ -216,8 +217,12 @@ def guard_better_checkpoint(path: Path, monitor: str, new_value: float, split: d
 
 def finish_stage(settings: dict, data: dict, model, *, stage: str, kind: str, device, fit_results: dict,
                  monitor: str, val_value: float, t0: float, parent=None, extra=None, dry_run=False) -> dict:
-    """Evaluate, save checkpoint + metrics JSON, append the run log, print the summary."""
-    report = evaluate_physical(model, data, device)
+    """Evaluate, save checkpoint + metrics JSON, append the run log, print the summary.  Without target_test rows
+    the report is on target_val; a stage that learned from those rows too (the GP) is scored on the
+    out-of-sample val predictions it keeps (``extra["oof_val"]``), not its in-sample fit (R^2 = 1)."""
+    oof = (extra or {}).get("oof_val") if eval_split(data) == "target_val" else None
+    report = evaluate_physical(model, data, device,
+                               mean_scaled=None if oof is None else np.asarray(oof["mean"], float))
     path = checkpoint_path(settings, kind)
     wall = time.perf_counter() - t0
     metrics = {"val": {monitor: float(val_value)}, "test": report, "wall_s": round(wall, 2),
