@@ -20,6 +20,16 @@ def _alive(pid: int) -> bool:
         return f.read().split()[2] != "Z"
 
 
+def _gone_after_killing(parent: subprocess.Popen, child_pid: int, within_s: float = 10) -> bool:
+    """``kill -9`` the parent; whether its child is gone within ``within_s``."""
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + within_s
+    while _alive(child_pid) and time.time() < deadline:
+        time.sleep(0.1)
+    return not _alive(child_pid)
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_worker_exits_when_its_parent_is_killed(tmp_path):
     """A pipeline/harness worker writes under its parent's lock: after ``kill -9`` of the parent it must not go on."""
@@ -30,12 +40,7 @@ def test_worker_exits_when_its_parent_is_killed(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     child_pid = int(proc.stdout.readline())
     assert _alive(child_pid)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 10
-    while _alive(child_pid) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(child_pid)
+    assert _gone_after_killing(proc, child_pid)
 
 
 def _sleeping_worker(pid_file):
@@ -57,13 +62,7 @@ def test_a_spawned_worker_exits_when_its_parent_is_killed(tmp_path):
     deadline = time.time() + 60
     while not (pid_file.is_file() and pid_file.read_text().strip()) and time.time() < deadline:
         time.sleep(0.1)
-    child_pid = int(pid_file.read_text())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 10
-    while _alive(child_pid) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(child_pid)
+    assert _gone_after_killing(proc, int(pid_file.read_text()))
 
 
 def test_lock_removes_a_killed_writers_temporaries(tmp_path):
