@@ -239,12 +239,18 @@ def parents_up_to_date(spec: dict) -> bool:
                for p in spec["parents"])
 
 
-def train_parents(spec: dict) -> str:
-    """Phase 1 task: the parent chain for one (seed, n, parent settings), unless it is there and up to date."""
+def train_parents(spec: dict) -> tuple:
+    """Phase 1 task: the parent chain for one (seed, n, parent settings), unless it is there and up to date.
+    ``(dir, None)``, or ``(dir, reason)`` when a parent's loss diverged (a swept parent setting that cannot
+    train): its runs are recorded as failed instead of stopping the sweep."""
+    from training.loop import TrainingDiverged
     if not parents_up_to_date(spec):
-        _train(spec["parents"], _argv(spec["opamp"], spec["data_dir"], spec["dir"], spec["seed"], spec["n"],
-                                      spec["overrides"]), Path(spec["dir"]))
-    return spec["dir"]
+        try:
+            _train(spec["parents"], _argv(spec["opamp"], spec["data_dir"], spec["dir"], spec["seed"], spec["n"],
+                                          spec["overrides"]), Path(spec["dir"]))
+        except TrainingDiverged as exc:
+            return spec["dir"], f"parent {'/'.join(spec['parents'])}: {str(exc).splitlines()[0][:260]}"
+    return spec["dir"], None
 
 
 def run_one(spec: dict) -> dict:
@@ -430,14 +436,24 @@ def main(argv=None):
               f"{len(args.n_target)} size(s); {len(runs)} run(s) to do, {len(parent_tasks)} parent chain(s) first "
               f"({' -> '.join(chain(args.stage)[:-1]) or 'none'}); {args.backend} backend; {args.results_root}")
         args.results_root.mkdir(parents=True, exist_ok=True)
-        for done in run(delayed(train_parents)(t) for t in parent_tasks):
-            print(f"[sweep] parents ready: {done} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        for k, row in enumerate(run(delayed(run_one)(r) for r in runs), 1):
+        parents_failed = {}
+        for done, failed in run(delayed(train_parents)(t) for t in parent_tasks):
+            if failed:
+                parents_failed[done] = failed
+            print(f"[sweep] parents {'FAILED (' + failed + ')' if failed else 'ready'}: {done} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        # a run whose parents could not train is recorded as failed, with their reason, without training
+        doomed = [{**r["row"], "failed": parents_failed[r["parent_dir"]], "val_" + SCORE: None,
+                   "test_" + SCORE: None, "wall_s": 0.0, "dir": r["dir"]}
+                  for r in runs if r["parent_dir"] in parents_failed]
+        total, runs = len(runs), [r for r in runs if r["parent_dir"] not in parents_failed]
+        finished = itertools.chain(doomed, run(delayed(run_one)(r) for r in runs))
+        for k, row in enumerate(finished, 1):
             with open(jsonl, "a", encoding="utf-8") as f:      # one line per finished run: a resume point
                 f.write(json.dumps(row) + "\n")
             what = (f"FAILED ({row['failed']})" if row.get("failed") else
                     f"val R2_log {row['val_' + SCORE]:.4f}, test {row['test_' + SCORE]:.4f}")
-            print(f"[sweep] {k}/{len(runs)} {row['combo']} seed {row['seed']} n={row['n']}: {what} "
+            print(f"[sweep] {k}/{total} {row['combo']} seed {row['seed']} n={row['n']}: {what} "
                   f"({row['wall_s']:.0f} s)", flush=True)
     fp = fingerprint(args, fixed)
     wanted = {json.dumps(c, sort_keys=True) for c in combos}

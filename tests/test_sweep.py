@@ -210,3 +210,13 @@ def test_repeated_seeds_and_sizes_and_respelled_settings_are_one_run(data, tmp_p
     assert "epochs=03" in argv
     sweep.main(argv)                                                       # the same settings: nothing trained again
     assert len((root / "sweep.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_parent_setting_that_cannot_train_fails_its_runs_not_the_sweep(data, tmp_path):
+    """A grid over a key the baseline reads: the diverging value's runs are recorded as failed, the others run."""
+    root = tmp_path / "sw"
+    out = sweep.main(_argv(data, root, "--stage", "align_hetero", "--grid", "LEARNING_RATE=1e-3,1e30",
+                           "--set", "ALIGN_REINIT_LAYERS=0", "--n-target", "20"))
+    rows = {r["combo"]["LEARNING_RATE"]: r for r in out["rows"]}
+    assert rows[1e30]["failed"].startswith("parent baseline") and rows[1e-3].get("failed") is None
+    assert out["best"]["20"] == {"LEARNING_RATE": 1e-3}
