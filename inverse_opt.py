@@ -443,7 +443,9 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
     def interrupted(verified: list):
         """Ctrl-C: the designs simulated so far go to the usual files before the one "interrupted" line."""
         ver_so_far = simulated_rows(verified)
-        if ver_so_far is not None:
+        if ver_so_far is None:
+            print(f"[inverse] interrupted before any design was simulated: nothing written in {save_dir}", flush=True)
+        else:
             names = write_simulated(save_dir, ver_so_far, forward.x_cols, spec.y_cols) + ["result.json"]
             atomic_write_text(save_dir / "result.json", json.dumps({
                 "command": command_line(args.argv), "opamp": opamp, "interrupted": True,
@@ -521,7 +523,8 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
                     title=f"{opamp}: {objectives[0].describe()} vs {objectives[1].describe()}")
         spans = [f"{o.name} {front[f'objective_{o.name}'].min():.4g}..{front[f'objective_{o.name}'].max():.4g}"
                  for o in objectives]
-        lines.append(f"[pareto] {len(front)} non-dominated designs predicted to meet the spec: {', '.join(spans)}")
+        lines.append(f"[pareto] {len(front)} non-dominated designs predicted to meet the spec: {', '.join(spans)} "
+                     f"(ranking values: a metric's is its pessimistic prediction, mean ∓ {args.kappa:g} std)")
     if objectives and ver_all is not None:
         best = best_verified(ver_all, objectives[0], circuit)
         if best is not None:

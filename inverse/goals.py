@@ -194,12 +194,14 @@ class Spec:
         return "; ".join(f"{c} {self.goal_text(c)}" for c in self.y_cols)
 
     def to_dict(self, units: bool = True) -> dict:
-        """Per metric: goal, target, lo, hi, weight, and its unit where known (``units``; a run key that must
-        equal one written before units were recorded leaves them out)."""
+        """Per metric: goal, target, lo, hi, weight, and for a reader (``units``) its unit where known and
+        ``free: true`` for a metric no goal bounds (its target is only the MDN's condition); a run key that must equal
+        one written before those were recorded leaves them out."""
         def num(v):
             return None if not np.isfinite(v) else float(v)
         return {c: {"goal": g, "target": float(t), "lo": num(lo), "hi": num(hi), "weight": float(w)}
                 | ({"unit": self.units[c]} if units and c in self.units else {})
+                | ({"free": True} if units and lo == -np.inf and hi == np.inf else {})   # 'any': no bound
                 for c, g, t, lo, hi, w in zip(self.y_cols, self.goals, self.target, self.lo, self.hi,
                                               self.weights)}
 

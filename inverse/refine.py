@@ -122,7 +122,8 @@ def observed(preprocessing, x_phys: np.ndarray, y_phys: np.ndarray, ok: np.ndarr
 class Search:
     proposal: object          # the last round's inverse.optimise.Proposal (its table: the last candidates)
     verified: list            # per simulated round: verify_designs rows + round + the designs' x columns
-    rounds: list              # per round: model, n_predicted_ok, n_simulated, n_failed_sims, n_pass, optimise_s
+    rounds: list              # per round: model, n_predicted_ok, n_simulated (so far), simulated_this_round,
+    #                           n_failed_sims, n_pass (None: not simulated), optimise_s
     success_at: int | None    # simulations spent when a design first met the spec in SPICE (None: none did)
 
 
@@ -163,7 +164,7 @@ def search(forward: Forward, spec, *, starts, propose_round, simulate=None, roun
                 if simulate is not None:
                     log(f"[inverse] round {rnd}: corrected with {len(done)} simulated designs, the model predicts no "
                         f"candidate meets the spec; stopping before simulating more")
-                records.append(record | {"n_simulated": len(done), "n_pass": None,
+                records.append(record | {"n_simulated": len(done), "simulated_this_round": 0, "n_pass": None,
                                          "n_failed_sims": sum(int((v["status"] != "ok").sum()) for v in verified)})
                 break
             try:
@@ -175,7 +176,8 @@ def search(forward: Forward, spec, *, starts, propose_round, simulate=None, roun
                 raise SearchInterrupted(verified) from None
             verified.append(ver)
             done |= set(design_keys(table, forward.x_cols))
-            records.append(record | {"n_simulated": sum(len(v) for v in verified),
+            records.append(record | {"n_simulated": sum(len(v) for v in verified),   # so far, every round
+                                     "simulated_this_round": int(len(ver)),
                                      "n_pass": int(ver["pass_all"].sum()),
                                      "n_failed_sims": sum(int((v["status"] != "ok").sum()) for v in verified)})
             if rounds > 1:

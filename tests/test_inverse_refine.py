@@ -132,6 +132,12 @@ def test_refinement_stops_before_simulating_when_the_corrected_model_sees_no_way
     found = _run(fwd, spec, _simulator(pre, truth, spec, calls), rounds=5)
     assert found.success_at is None and len(calls) < 5 and found.rounds[-1]["n_pass"] is None
     assert found.rounds[-1]["n_predicted_ok"] == 0 and found.rounds[-1]["n_simulated"] == 4 * len(calls)
+    # n_simulated counts every round so far; the round that stopped before simulating says it simulated none
+    assert found.rounds[-1]["simulated_this_round"] == 0
+    assert [r["simulated_this_round"] for r in found.rounds[:-1]] == [4] * len(calls)
+    # a metric no goal bounds is marked free for a reader (its target is only the MDN's condition), not in a key
+    assert spec.to_dict()["dc_gain"]["free"] is True and "free" not in spec.to_dict()["slewrate_pos"]
+    assert "free" not in spec.to_dict(units=False)["dc_gain"]
 
 
 def test_benchmark_hard_specs_are_met_by_some_simulated_design_and_infeasible_by_none():
