@@ -157,7 +157,7 @@ def run_key(args, settings, circuit: str, process: str, spec=None, conditions=No
             "data_dir": str(Path(settings["DATA_DIR"]).resolve()), "rule": settings["ACTIVE_RULE"],
             "seed": settings["SEED"], "init": settings["ACTIVE_INIT"], "batch": settings["ACTIVE_BATCH"],
             "pool": settings["ACTIVE_POOL"], "members": parse_members(settings["ACTIVE_MEMBERS"]),
-            "set": set_key(args, settings),
+            "set": resolved_pairs(args.set),
             "init_from": None if args.init_from is None else str(Path(args.init_from).resolve()),
             # the goals, not the file's bytes (comments may change); units are printing, not the run
             "spec": None if spec is None else spec.to_dict(units=False),
@@ -169,14 +169,10 @@ KEYED_SETTINGS = {"ACTIVE_BUDGET", "PIPELINE_JOBS", "ACTIVE_RULE", "SEED", "ACTI
                   "ACTIVE_MEMBERS", "ACTIVE_WARM_START", "ACTIVE_VAL_DESIGNS", "OPAMP_TYPE", "DATA_DIR"}
 
 
-def set_key(args, settings: dict) -> list:
-    """The user's --set pairs as resolved values (``epochs=05`` and ``EPOCHS=5`` are one setting), without the
-    ones another field of the run key holds (``--set ACTIVE_RULE=integrated`` is the rule)."""
-    return sorted(f"{k}={settings[k]}" for k in user_set_keys(args) if k not in KEYED_SETTINGS and k in settings)
-
-
 def resolved_pairs(pairs: list) -> list:
-    """``KEY=VALUE`` texts as ``set_key`` writes them (a key config.py no longer has stays as written)."""
+    """The run key's ``set``: ``--set`` pairs as resolved values (``epochs=05`` and ``EPOCHS=5`` are one setting),
+    without the ones another field of the run key holds (``--set ACTIVE_RULE=integrated`` is the rule).  Also reads
+    a run recorded before the key resolved them (its raw text); a key config.py no longer has stays as written."""
     out = []
     for key, value in parse_set_pairs(pairs).items():
         if key in KEYED_SETTINGS:

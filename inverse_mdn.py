@@ -29,6 +29,7 @@ from inverse.goals import parse_y_target
 from inverse.mdn import MDN, load_mdn, mdn_nll, mdn_sidecar, sample_designs, save_mdn  # noqa: F401
 from inverse.optimise import model_bounds
 from inverse.snap import grid_for
+from models.model_utils import check_trained_for
 from training.cli import epoch_printer
 from training.loop import TensorBatches, fit
 from training.stage import guard_better_checkpoint, start_stage
@@ -120,10 +121,7 @@ def sample(args, settings):
         raise ToolkitError(f"--n must be >= 1, got {args.n}.")
     path = Path(args.model) if args.model else mdn_path(settings)
     model, meta = load_mdn(path)
-    made_for = (meta.get("config") or {}).get("OPAMP_TYPE")
-    if made_for is not None and made_for != settings["OPAMP_TYPE"]:   # its designs would be another circuit's
-        raise ToolkitError(f"{path} was trained for circuit {made_for!r}, not {settings['OPAMP_TYPE']!r}. Pass "
-                           f"--opamp {made_for}, or the MDN of {settings['OPAMP_TYPE']}.")
+    check_trained_for(meta, path, settings["OPAMP_TYPE"], "the MDN")   # its designs would be another circuit's
     y = parse_y_target(args.y_target, meta["y_cols"])
     out = Path(args.out) if args.out else Path(settings["RESULTS_DIR"]) / "inverse" / f"init_{args.n}.npy"
     if out.suffix != ".npy":

@@ -331,8 +331,7 @@ def verify_conditions(data_dir, opamp: str, flags: Conditions, given_process, pr
     recorded_process = meta.get("process_file") or meta.get("process")
     other_process = given_process is not None and not (recorded_process and same_process(given_process,
                                                                                           recorded_process))
-    data = recorded_conditions(data_dir, opamp)
-    recorded = {} if other_process else data
+    recorded = {} if other_process else recorded_conditions(data_dir, opamp)
     merged = Conditions(**{**recorded, **flags.to_dict()})
     if recorded:
         print(f"[inverse] --verify simulates at {merged.describe()}: the conditions the target data were simulated "
@@ -340,8 +339,9 @@ def verify_conditions(data_dir, opamp: str, flags: Conditions, given_process, pr
     elif not merged.nominal:
         print(f"[inverse] --verify simulates at {merged.describe()} (flags; the target data's meta.json records no "
               f"conditions)")
-    if recorded and merged != Conditions(**recorded):   # only against conditions the data say they were made at
-        print(f"warning: the model learned from target data simulated at {Conditions(**recorded).describe()}, and "
+    made_at = Conditions(**recorded)
+    if recorded and merged != made_at:   # only against conditions the data say they were made at
+        print(f"warning: the model learned from target data simulated at {made_at.describe()}, and "
               f"--verify simulates at {merged.describe()}: a design that misses may miss for the conditions, not "
               f"the model.")
     return merged

@@ -43,7 +43,7 @@ from core.cli import StageCLI, run_main
 from core import scheduling
 from core.executor import exit_with_parent, quiet_leak_warnings
 from core.outputs import results_lock, shared_results
-from core.stages import STAGES, checkpoint_path, command, metrics_path
+from core.stages import STAGES, checkpoint_path, command, metrics_path, preflight as stage_checks
 from data_loader import data_kwargs_from_settings, get_data_and_scalers, new_run
 from inference import infer_ensemble
 from inference.members import DEFAULT_MEMBERS, parse_members
@@ -129,11 +129,7 @@ def preflight(settings: dict, members) -> None:
     """Every stage's own settings checks (``preflight`` in its module), for every stage this run may train,
     before the results folder is touched and before hours of training."""
     wanted = set(parse_members(members or DEFAULT_MEMBERS))
-    for stage in STAGES.values():
-        check = None if stage.optional and stage.name not in wanted else \
-            getattr(importlib.import_module(stage.module), "preflight", None)
-        if check is not None:
-            check(settings)
+    stage_checks(settings, [s.name for s in STAGES.values() if not s.optional or s.name in wanted])
 
 
 def run(args, settings):

@@ -44,7 +44,7 @@ from core.executor import BACKENDS, check_backend, parallel
 from core.outputs import check_writable_dir
 from core.markdown import replace_block
 from core.settings import parse_set_pairs, resolve, snapshot, toolkit_config
-from core.stages import STAGES, canonical, checkpoint_path, command, metrics_path
+from core.stages import STAGES, canonical, checkpoint_path, command, metrics_path, preflight as stage_checks
 from models.model_utils import sidecar_path
 
 config = toolkit_config()   # the toolkit's config.py, never a same-named file of the user's
@@ -253,6 +253,12 @@ def train_parents(spec: dict) -> tuple:
     return spec["dir"], None
 
 
+def failed_row(spec: dict, reason: str, wall_s: float) -> dict:
+    """The JSONL row of a run that could not train: its reason, no scores (never chosen; a rerun skips it)."""
+    return {**spec["row"], "failed": reason, "val_" + SCORE: None, "test_" + SCORE: None, "wall_s": wall_s,
+            "dir": str(spec["dir"])}
+
+
 def run_one(spec: dict) -> dict:
     """Phase 2 task: copy the trained parents in, train the stage, score it on target_val and target_test."""
     import torch
@@ -274,8 +280,7 @@ def run_one(spec: dict) -> dict:
         summary = _train([spec["stage"]], argv, out)
     except TrainingDiverged as exc:   # this setting cannot train: recorded, the sweep goes on (a rerun skips it;
         # anything else, a locked folder or a full disk, stops the sweep and is retried by the rerun)
-        return {**spec["row"], "failed": str(exc).splitlines()[0][:300], "val_" + SCORE: None, "test_" + SCORE: None,
-                "wall_s": round(time.perf_counter() - t0, 2), "dir": str(out)}
+        return failed_row(spec, str(exc).splitlines()[0][:300], round(time.perf_counter() - t0, 2))
     wall = time.perf_counter() - t0
     data = _quiet_data(data_kwargs_from_settings(settings))   # for scoring: the stage printed its warnings
     path = checkpoint_path(settings, spec["stage"])
@@ -377,15 +382,11 @@ def table(rows: list, keys: list) -> tuple:
 def check_run_settings(settings: dict, stages: list, combo: dict) -> None:
     """The checks each stage of the chain runs on its settings at its start (its ``preflight``), for one
     combination, so a bad value is one line before any run instead of a stop halfway through the sweep."""
-    for name in stages:
-        check = getattr(importlib.import_module(STAGES[name].module), "preflight", None)
-        if check is None:
-            continue
-        try:
-            check(settings)
-        except ToolkitError as exc:
-            raise ToolkitError(f"--grid/--set {combo or 'fixed settings'}: {exc} (in a sweep: --grid KEY=V1,V2 or "
-                               f"--set KEY=VALUE)") from None
+    try:
+        stage_checks(settings, stages)
+    except ToolkitError as exc:
+        raise ToolkitError(f"--grid/--set {combo or 'fixed settings'}: {exc} (in a sweep: --grid KEY=V1,V2 or "
+                           f"--set KEY=VALUE)") from None
 
 
 def check_sizes(args, combos: list, fixed: dict) -> None:
@@ -443,8 +444,7 @@ def main(argv=None):
             print(f"[sweep] parents {'FAILED (' + failed + ')' if failed else 'ready'}: {done} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         # a run whose parents could not train is recorded as failed, with their reason, without training
-        doomed = [{**r["row"], "failed": parents_failed[r["parent_dir"]], "val_" + SCORE: None,
-                   "test_" + SCORE: None, "wall_s": 0.0, "dir": r["dir"]}
+        doomed = [failed_row(r, parents_failed[r["parent_dir"]], 0.0)
                   for r in runs if r["parent_dir"] in parents_failed]
         total, runs = len(runs), [r for r in runs if r["parent_dir"] not in parents_failed]
         finished = itertools.chain(doomed, run(delayed(run_one)(r) for r in runs))

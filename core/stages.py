@@ -18,6 +18,7 @@ module plus one ``register(Stage(...))`` (tests/test_registry.py does it with a 
 Imports nothing heavy (no torch): ``--help`` and the staleness check stay fast.
 """
 import difflib
+import importlib
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,3 +192,12 @@ for _s in (
           label="GP on x + source prediction (ARD Matérn)", aliases=("gp", "train_gp"), cost_s=160.0),
 ):
     register(_s)
+
+
+def preflight(settings: dict, names) -> None:
+    """The named stages' own settings checks (``preflight`` in each stage's module), before any work: a bad value
+    is one line before the results folder is touched and before hours of training."""
+    for name in names:
+        check = getattr(importlib.import_module(STAGES[name].module), "preflight", None)
+        if check is not None:
+            check(settings)

@@ -74,12 +74,12 @@ def calibration_plot(path, levels, curves: dict, *, title=""):
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
     for label, obs in curves.items():
+        ls = "-" if "after" in label else ":"
         if label.startswith("ensemble"):   # the headline: its own colour, drawn over the members'
-            ax.plot(levels, obs, marker="o", ms=4, lw=2.2, color="black", zorder=5,
-                    label=label + (" (conformal multipliers)" if "after" in label else ""),
-                    ls="-" if "after" in label else ":")
+            ax.plot(levels, obs, marker="o", ms=4, lw=2.2, color="black", zorder=5, ls=ls,
+                    label=label + (" (conformal multipliers)" if "after" in label else ""))
             continue
-        ax.plot(levels, obs, marker="o", ms=3, lw=1, alpha=0.7, label=label, ls="-" if "after" in label else ":")
+        ax.plot(levels, obs, marker="o", ms=3, lw=1, alpha=0.7, label=label, ls=ls)
     ax.set_xlabel("expected coverage (central interval)")
     ax.set_ylabel("observed coverage")
     ax.set_xlim(0, 1)

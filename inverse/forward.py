@@ -19,7 +19,7 @@ from core.errors import ToolkitError
 from core.stages import canonical, command, members, stage as stage_of
 from data_loader.preprocessing import Preprocessing
 from inference.predict import Ensemble, ensemble_json_path
-from models.model_utils import is_dry_run, load_checkpoint
+from models.model_utils import check_trained_for, is_dry_run, load_checkpoint
 
 ENSEMBLE = "ensemble"
 
@@ -124,10 +124,7 @@ def load_forward(model_type: str, ckpt, *, opamp: str, results_dir, device="cpu"
         raise ToolkitError(f"Forward checkpoint not found: {ckpt}. Make it with: {make} "
                            f"--opamp {opamp} --results-dir {ckpt.parent}")
     model, meta = load_checkpoint(ckpt, expect_class=stage_of(model_type).model_class, map_location=device)
-    made_for = (meta.get("config") or {}).get("OPAMP_TYPE")
-    if made_for is not None and made_for != opamp:
-        raise ToolkitError(f"{ckpt} was trained for circuit {made_for!r}, not {opamp!r}. Pass --opamp {made_for} "
-                           f"or the checkpoint of {opamp}.")
+    check_trained_for(meta, ckpt, opamp, "the checkpoint")
     if meta.get("preprocessing") is None:
         raise ToolkitError(f"{ckpt} records no preprocessing; re-create it with {make}.")
     if is_dry_run(meta):

@@ -201,9 +201,9 @@ class Spec:
             return None if not np.isfinite(v) else float(v)
         return {c: {"goal": g, "target": float(t), "lo": num(lo), "hi": num(hi), "weight": float(w)}
                 | ({"unit": self.units[c]} if units and c in self.units else {})
-                | ({"free": True} if units and lo == -np.inf and hi == np.inf else {})   # 'any': no bound
-                for c, g, t, lo, hi, w in zip(self.y_cols, self.goals, self.target, self.lo, self.hi,
-                                              self.weights)}
+                | ({"free": True} if units and not bounded else {})   # 'any': no bound
+                for c, g, t, lo, hi, w, bounded in zip(self.y_cols, self.goals, self.target, self.lo, self.hi,
+                                                       self.weights, self.bounded)}
 
     def model_space(self, pre) -> "ModelSpec":
         """Bounds and targets through the (increasing) metric transform of ``pre``."""

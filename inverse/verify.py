@@ -233,8 +233,8 @@ def verify_designs(opamp, table: pd.DataFrame, spec: Spec, *, process: str = "B"
                       disable=None if progress else True, leave=False):
             sims.append(simulate(opamp, x.iloc[i:i + 1], process, **kw))
     except KeyboardInterrupt:   # what was simulated is kept: a simulation is the scarce thing
-        done = verification_rows(table.iloc[:len(sims)], pd.concat(sims), spec, power) if sims else None
-        raise SimulationInterrupted(done if done is not None else pd.DataFrame()) from None
+        raise SimulationInterrupted(verification_rows(table.iloc[:len(sims)], pd.concat(sims), spec, power)
+                                    if sims else pd.DataFrame()) from None
     return verification_rows(table, pd.concat(sims), spec, power)
 
 
@@ -270,12 +270,11 @@ def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
         for j, c in enumerate(spec.y_cols):
             mark = "ok" if r[f"pass_{c}"] else "FAIL"
             goal = spec.goal_text(c) if spec.bounded[j] else "free"
-            unit = spec.units.get(c, "")
+            unit = f" {spec.units[c]}" if spec.units.get(c) else ""
             if r[f"pass_{c}"] and not np.isfinite(r[f"sim_{c}"]):   # a free metric the simulator does not give
-                parts.append(f"{c}[free] pred {r[f'pred_{c}']:.4g}{' ' + unit if unit else ''} not simulated")
+                parts.append(f"{c}[free] pred {r[f'pred_{c}']:.4g}{unit} not simulated")
                 continue
-            parts.append(f"{c}[{goal}] pred {r[f'pred_{c}']:.4g} sim {r[f'sim_{c}']:.4g}{' ' + unit if unit else ''} "
-                         f"{mark}")
+            parts.append(f"{c}[{goal}] pred {r[f'pred_{c}']:.4g} sim {r[f'sim_{c}']:.4g}{unit} {mark}")
         lines.append(f"  #{int(r['rank'])} {'PASS' if r['pass_all'] else 'fail'} ({r['status']}): " + "; ".join(parts))
     n = int(ver["pass_all"].sum())
     lines.append(f"[verify] {n}/{len(ver)} candidates meet every goal in SPICE"

@@ -317,6 +317,16 @@ def is_dry_run(meta: dict) -> bool:
     return bool((meta.get("metrics") or {}).get("dry_run"))
 
 
+def check_trained_for(meta: dict, path, opamp: str, what: str) -> None:
+    """One line when the checkpoint at ``path`` (metadata ``meta``) was trained for another circuit than ``opamp``:
+    its predictions or samples would be that circuit's.  ``what`` names the right file in the fix ("the checkpoint",
+    "the MDN").  A snapshot without the circuit (older writers) passes."""
+    made_for = (meta.get("config") or {}).get("OPAMP_TYPE")
+    if made_for is not None and made_for != opamp:
+        raise ToolkitError(f"{path} was trained for circuit {made_for!r}, not {opamp!r}. Pass --opamp {made_for} "
+                           f"or {what} of {opamp}.")
+
+
 def read_checkpoint_meta(path) -> dict:
     """The checkpoint's metadata (everything but ``state_dict``) without building the model."""
     raw = _load_raw(path, mmap=True)   # mmap: the weights are not read into memory

@@ -137,8 +137,12 @@ def check_loadable() -> None:
     try:
         ctypes.CDLL(path)
     except OSError as exc:
-        raise ToolkitError(f"could not load the ngspice shared library {path!r} ({exc}); fix or unset "
-                           f"NGSPICE_LIBRARY, or install libngspice0") from None
+        raise _unloadable(path, exc) from None
+
+
+def _unloadable(path: str, exc: OSError) -> ToolkitError:
+    return ToolkitError(f"could not load the ngspice shared library {path!r} ({exc}); fix or unset NGSPICE_LIBRARY, "
+                        f"or install libngspice0")
 
 
 def engine() -> SharedNgspice | None:
@@ -154,6 +158,5 @@ def engine() -> SharedNgspice | None:
     try:
         _ENGINE, _ENGINE_PID = SharedNgspice(path), os.getpid()
     except OSError as exc:
-        raise ToolkitError(f"could not load the ngspice shared library {path!r} ({exc}); fix or unset "
-                           f"NGSPICE_LIBRARY, or install libngspice0") from None
+        raise _unloadable(path, exc) from None
     return _ENGINE

@@ -80,4 +80,3 @@ def staleness(settings: dict, name: str, current_split: dict, data_files, *, dry
         if parent_changed(meta, path, parent):
             return f"parent {parent.name} changed"
     return None
-
