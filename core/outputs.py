@@ -41,6 +41,11 @@ def check_writable_dir(path, flag: str) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ToolkitError(f"{flag} {path}: {probe} is not writable by this user. Pass a folder you can write to "
                            f"(or fix its permissions).")
+    try:                       # permissions can pass where a file still cannot be made (/proc, as root)
+        tempfile.NamedTemporaryFile(dir=probe, prefix=".probe.").close()
+    except OSError as exc:
+        raise ToolkitError(f"{flag} {path}: no file can be written in {probe} ({exc.strerror}). Pass a folder you "
+                           f"can write to.") from None
     return path
 
 
@@ -55,13 +60,7 @@ def check_writable_file(path, flag: str) -> Path:
     if not probe.is_dir():
         raise ToolkitError(f"{flag} {path} lies under {probe}, which is a file, so it cannot be written. "
                            f"Pass a path under a folder.")
-    check_writable_dir(path.parent, flag)
-    if path.parent.is_dir():   # permissions can pass where a file still cannot be made (/proc, a read-only mount)
-        try:
-            tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe.").close()
-        except OSError as exc:
-            raise ToolkitError(f"{flag} {path}: no file can be written in {path.parent} ({exc.strerror}). Pass a "
-                               f"path in a folder you can write to.") from None
+    check_writable_dir(path.parent, flag)     # its folder, or the nearest one that exists, takes a file
     return path
 
 

@@ -220,3 +220,11 @@ def test_a_parent_setting_that_cannot_train_fails_its_runs_not_the_sweep(data, t
     rows = {r["combo"]["LEARNING_RATE"]: r for r in out["rows"]}
     assert rows[1e30]["failed"].startswith("parent baseline") and rows[1e-3].get("failed") is None
     assert out["best"]["20"] == {"LEARNING_RATE": 1e-3}
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_results_root_where_no_folder_can_be_made_is_one_line(data):
+    """Permission bits can pass where nothing can be created (/proc, as root): a traceback from mkdir before."""
+    with pytest.raises(ToolkitError, match=r"--results-root /proc/x: (no file can be written in /proc|/proc is not "
+                                           r"writable by this user)"):
+        sweep.main(_argv(data, "/proc/x", "--stage", "target_only", "--grid", "ALPHA_R2=1"))
