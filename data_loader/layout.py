@@ -190,6 +190,32 @@ def read_folder(folder) -> DomainData:
                       signs, signs_file, split)
 
 
+def read_designs(path, x_cols, *, flag: str = "--designs") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A CSV of designs to predict: ``(every column as written, as text; the design variables x_cols as numbers)``.
+
+    The same checks as a data file (header, separators, row lengths); other columns (an id, notes) are kept as
+    text, in their order.  A missing design variable, or a cell of one that is empty or not a finite number, is
+    one line naming the column and the row: a design with an unknown size cannot be predicted."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"{flag} {path} {'is a folder' if path.is_dir() else 'not found'}: pass a CSV file with a "
+                           f"header row naming the design variables {list(x_cols)}, one row per design.")
+    text = _read_numeric(path)
+    missing = [c for c in x_cols if c not in text.columns]
+    if missing:
+        raise ToolkitError(f"{path} lacks design variable(s) {missing}: the model needs {list(x_cols)} (any order, "
+                           f"other columns are kept as they are); got {list(text.columns)}.")
+    x = pd.DataFrame({c: pd.to_numeric(text[c].str.strip(), errors="coerce").astype(float) for c in x_cols},
+                     index=text.index)
+    bad = ~np.isfinite(x.to_numpy(float))   # empty, text, nan or inf
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        raise ToolkitError(f"{path}: design variable {x_cols[col]!r} is {text[x_cols[col]].iloc[row]!r} on line "
+                           f"{row + 2} (data row {row + 1}; rows with such a cell: {int(bad.any(axis=1).sum())}). Every design "
+                           f"needs a finite number for every variable: fill it in or delete the row.")
+    return text, x
+
+
 def read_split(column: pd.Series, targets_file: Path) -> pd.Series:
     """A targets file's ``split`` column, case and surrounding spaces ignored; one line naming the first bad row."""
     split = column.fillna("").astype(str).str.strip().str.lower()

@@ -318,11 +318,9 @@ class Ensemble:
         are in ``mean_df.attrs["out_of_domain"]`` (a Series, "" = inside).
         """
         mean, std, flags = self._model_space(designs, out_of_domain, "predict")
-        phys_mean = self.preprocessing.inverse_y(mean)
-        phys_std = self.preprocessing.y_std_to_physical(mean, std)
-        mean_df = pd.DataFrame(phys_mean, columns=self.y_cols, index=designs.index)
+        mean_df, std_df = self._physical(mean, std, designs.index)
         mean_df.attrs["out_of_domain"] = flags
-        return mean_df, pd.DataFrame(phys_std, columns=self.y_cols, index=designs.index)
+        return mean_df, std_df
 
     def predict_interval(self, designs: pd.DataFrame, level: float = 0.95, *, out_of_domain: str = "warn"):
         """Physical ``(lo_df, hi_df)`` of the calibrated central interval holding ``level``.
@@ -334,16 +332,34 @@ class Ensemble:
         log-scaled metric that was never negative in the fitting data gets no negative lower bound (expm1 of the
         model-space bound reaches below 0 near the clip range's edge).
         """
-        if not (isinstance(level, (int, float)) and 0 < level < 1):
-            raise ToolkitError(f"level must be a coverage in (0, 1), e.g. 0.95, got {level!r}.")
+        _check_level(level)
         mean, std, flags = self._model_space(designs, out_of_domain, "predict_interval")
+        lo_df, hi_df = self._interval(mean, std, level, designs.index)
+        lo_df.attrs["out_of_domain"] = flags
+        return lo_df, hi_df
+
+    def predict_with_intervals(self, designs: pd.DataFrame, levels=(0.68, 0.95), *, out_of_domain: str = "warn"):
+        """``(mean_df, std_df, {level: (lo_df, hi_df)})``: :meth:`predict` and :meth:`predict_interval` at each of
+        ``levels`` from one pass through the members (the same numbers; flags in ``mean_df.attrs``)."""
+        for level in levels:
+            _check_level(level)
+        mean, std, flags = self._model_space(designs, out_of_domain, "predict_with_intervals")
+        mean_df, std_df = self._physical(mean, std, designs.index)
+        mean_df.attrs["out_of_domain"] = flags
+        return mean_df, std_df, {level: self._interval(mean, std, level, designs.index) for level in levels}
+
+    def _physical(self, mean, std, index):
+        """Physical ``(mean_df, std_df)`` of model-space ``mean``/``std``."""
+        return (pd.DataFrame(self.preprocessing.inverse_y(mean), columns=self.y_cols, index=index),
+                pd.DataFrame(self.preprocessing.y_std_to_physical(mean, std), columns=self.y_cols, index=index))
+
+    def _interval(self, mean, std, level: float, index):
+        """Physical ``(lo_df, hi_df)`` of the calibrated central interval holding ``level`` (see predict_interval)."""
         z = interval_multiplier(self.params.interval_z, level)
         half = std * (z if z is not None else z_of(level))
         lo, hi = self.preprocessing.inverse_y(mean - half), self.preprocessing.inverse_y(mean + half)
         lo = np.where(self.preprocessing.log_y_never_negative(), np.maximum(lo, 0.0), lo)
-        lo_df = pd.DataFrame(lo, columns=self.y_cols, index=designs.index)
-        lo_df.attrs["out_of_domain"] = flags
-        return lo_df, pd.DataFrame(hi, columns=self.y_cols, index=designs.index)
+        return pd.DataFrame(lo, columns=self.y_cols, index=index), pd.DataFrame(hi, columns=self.y_cols, index=index)
 
     def _model_space(self, designs, out_of_domain: str, what: str):
         """``(mean, std, flags)``: model-space fused prediction (float64 arrays) of a DataFrame of physical designs,
@@ -357,6 +373,11 @@ class Ensemble:
         with torch.no_grad():
             mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
         return mean.double().cpu().numpy(), std.double().cpu().numpy(), flags
+
+
+def _check_level(level) -> None:
+    if isinstance(level, bool) or not (isinstance(level, (int, float)) and 0 < level < 1):
+        raise ToolkitError(f"level must be a coverage in (0, 1), e.g. 0.95, got {level!r}.")
 
 
 def refit_command(results_dir, opamp: str, members, checkpoint) -> str:

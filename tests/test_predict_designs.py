@@ -1,0 +1,161 @@
+"""python -m inference.predict_designs: a CSV of designs in, the ensemble's predictions and intervals out."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import ToolkitError
+from inference import infer_ensemble, predict_designs
+from inference.predict import Ensemble
+from training import train_pooled, train_target_only
+
+TINY = ["--set", "HIDDEN_DIM=16", "--set", "NUM_LAYERS=2", "--set", "POOLED_HIDDEN_DIM=16", "--set",
+        "POOLED_NUM_LAYERS=2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, tiny_data):
+    """A dry-run two-member ensemble on the tiny data, and designs to predict: the target features in another
+    column order behind an id column, the last one far outside the data."""
+    data = tiny_data(200, 120)
+    res = tmp_path_factory.mktemp("pred") / "res"
+    args = ["--data-dir", str(data), "--results-dir", str(res), "--device", "cpu", *TINY, "--dry-run"]
+    for stage in (train_target_only, train_pooled):
+        stage.main(args)
+    infer_ensemble.main(args + ["--members", "target_only,pooled", "--no-plots"])
+    x = pd.read_csv(data / "5t_opamp" / "target" / "features.csv").head(12)
+    x.loc[len(x) - 1, "w1"] = 5000.0                      # 100x the data's largest w1
+    designs = x[list(reversed(x.columns))]
+    designs.insert(0, "id", [f"d{i}" for i in range(len(designs))])
+    return data, res, designs
+
+
+def write(tmp_path, frame, name="designs.csv"):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def run(res, designs_path, *extra):
+    return predict_designs.main(["--results-dir", str(res), "--designs", str(designs_path), *extra])
+
+
+def test_writes_the_ensembles_predictions_and_intervals(fitted, tmp_path, capsys):
+    _, res, designs = fitted
+    out = tmp_path / "pred.csv"
+    summary = run(res, write(tmp_path, designs), "--out", str(out))
+    table = pd.read_csv(out, keep_default_na=False)
+    ens = Ensemble.load(res, "5t_opamp")
+    x = designs.drop(columns="id")
+    mean, std = ens.predict(x, out_of_domain="off")
+    assert list(table.columns[:len(designs.columns)]) == list(designs.columns)   # the designs as given, id first
+    assert table["id"].tolist() == designs["id"].tolist()
+    for c in ens.y_cols:
+        np.testing.assert_allclose(table[f"{c}_mean"], mean[c], rtol=1e-6)
+        np.testing.assert_allclose(table[f"{c}_std"], std[c], rtol=1e-6)
+        for level in (0.68, 0.95):
+            lo, hi = ens.predict_interval(x, level, out_of_domain="off")
+            tag = f"{round(100 * level)}"
+            np.testing.assert_allclose(table[f"{c}_lo{tag}"], lo[c], rtol=1e-6)
+            np.testing.assert_allclose(table[f"{c}_hi{tag}"], hi[c], rtol=1e-6)
+            assert (table[f"{c}_lo{tag}"] <= table[f"{c}_mean"]).all() and (table[f"{c}_mean"] <= table[f"{c}_hi{tag}"]).all()
+    assert table["out_of_domain"].iloc[:-1].eq("").all() and "w1=5000" in table["out_of_domain"].iloc[-1]
+    assert summary["outside"] == 1
+    shown = capsys.readouterr().out
+    assert "1 of 12 designs lie outside the training data" in shown and "dry-run" in shown
+    assert "on target_test" in shown and str(out) in shown
+
+
+def test_levels_name_their_columns(fitted, tmp_path):
+    _, res, designs = fitted
+    out = tmp_path / "pred.csv"
+    run(res, write(tmp_path, designs), "--out", str(out), "--levels", "0.975,0.5,0.5")
+    cols = pd.read_csv(out, nrows=1).columns
+    assert {"cmrr_lo97.5", "cmrr_hi97.5", "cmrr_lo50", "cmrr_hi50"} <= set(cols)
+    assert "cmrr_lo95" not in cols
+
+
+def test_predict_with_intervals_is_predict_and_predict_interval(fitted):
+    _, res, designs = fitted
+    ens = Ensemble.load(res, "5t_opamp")
+    x = designs.drop(columns="id").iloc[:-1]
+    mean, std, bounds = ens.predict_with_intervals(x, (0.9,))
+    m2, s2 = ens.predict(x)
+    lo, hi = ens.predict_interval(x, 0.9)
+    pd.testing.assert_frame_equal(mean, m2)
+    pd.testing.assert_frame_equal(std, s2)
+    pd.testing.assert_frame_equal(bounds[0.9][0], lo)
+    pd.testing.assert_frame_equal(bounds[0.9][1], hi)
+
+
+def test_an_existing_output_is_kept_without_overwrite(fitted, tmp_path):
+    _, res, designs = fitted
+    out = tmp_path / "pred.csv"
+    out.write_text("mine\n")
+    path = write(tmp_path, designs)
+    with pytest.raises(ToolkitError, match="exists.*--overwrite"):
+        run(res, path, "--out", str(out))
+    assert out.read_text() == "mine\n"
+    run(res, path, "--out", str(out), "--overwrite")
+    assert "cmrr_mean" in out.read_text()
+
+
+def test_default_output_in_the_results_folder(fitted, tmp_path):
+    _, res, designs = fitted
+    summary = run(res, write(tmp_path, designs, "my designs.csv"))
+    assert summary["out"] == str(res / "5t_opamp_predicted_my designs.csv")
+
+
+def test_a_column_the_prediction_writes_is_replaced(fitted, tmp_path, capsys):
+    _, res, designs = fitted
+    out = tmp_path / "pred.csv"
+    run(res, write(tmp_path, designs.assign(cmrr_mean="old")), "--out", str(out))
+    table = pd.read_csv(out)
+    assert list(table.columns).count("cmrr_mean") == 1 and table["cmrr_mean"].dtype == float
+    assert "['cmrr_mean'] are replaced" in capsys.readouterr().out
+
+
+def _edit(designs, row, col, value):
+    frame = designs.astype(str)
+    frame.loc[row, col] = value
+    return frame
+
+
+@pytest.mark.parametrize("make, extra, expected", [
+    (lambda d: d.drop(columns=["w2", "l3"]), [], r"lacks design variable\(s\) \['w2', 'l3'\]"),
+    (lambda d: _edit(d, 3, "w2", ""), [], r"'w2' is '' on line 5 \(data row 4"),
+    (lambda d: _edit(d, 2, "l1", "1.5um"), [], r"'l1' is '1.5um' on line 4"),
+    (lambda d: _edit(d, 1, "ibias", "inf"), [], r"'ibias' is 'inf'"),
+    (lambda d: _edit(d, 5, "w3", "0"), [], r"'w3' is 0 in data row 6.*log space, so it must be > 0"),
+    (lambda d: d, ["--levels", "0.9,95"], r"--levels: '95' is not a coverage in \(0, 1\)"),
+    (lambda d: d, ["--levels", "0.9,"], r"--levels: '' is not a coverage"),
+    (lambda d: d, ["--out-of-domain", "refuse"], r"1 of 12 designs lie outside.*data row 12: w1=5000"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(fitted, tmp_path, make, extra, expected):
+    _, res, designs = fitted
+    out = tmp_path / "pred.csv"
+    with pytest.raises(ToolkitError, match=expected):
+        run(res, write(tmp_path, make(designs)), "--out", str(out), *extra)
+    assert not out.exists()
+
+
+def test_missing_inputs_are_named(fitted, tmp_path):
+    _, res, designs = fitted
+    path = write(tmp_path, designs)
+    with pytest.raises(ToolkitError, match="nope.csv not found"):
+        run(res, tmp_path / "nope.csv", "--out", str(tmp_path / "p.csv"))
+    with pytest.raises(ToolkitError, match="No ensemble for '5t_opamp'.*python -m pipeline"):
+        run(tmp_path / "empty", path, "--out", str(tmp_path / "p.csv"))
+    with pytest.raises(ToolkitError, match="is the --designs file itself"):
+        run(res, path, "--out", str(path))
+
+
+def test_command_line_exit_status_and_one_line(tmp_path):
+    designs = tmp_path / "d.csv"
+    designs.write_text("w1\n1\n")
+    done = subprocess.run([sys.executable, "-m", "inference.predict_designs", "--results-dir", str(tmp_path / "none"),
+                           "--designs", str(designs)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error: No ensemble")
