@@ -5,6 +5,7 @@
     python -m spice.generate --opamp 5t_opamp --domain target --process sky130 --n 200 --out /tmp/d
     python -m spice.generate ... --backend dask --scheduler tcp://head:8786    # an existing cluster
     python -m spice.generate ... --process sky130 --corner ss --temp 85 --vdd 1.62  # run conditions (spice/conditions.py)
+    python -m spice.generate --opamp 5t_opamp --domain target --designs my_designs.csv --out /tmp/mine  # your designs
 
 --opamp is a shipped circuit name or a circuit file (.toml, docs/SPICE.md 'Your own circuit'),
 whose ``name`` is the output folder.  Writes <out>/<name>/<domain>/features.csv, targets.csv, metric_signs.csv
@@ -14,6 +15,9 @@ so the result is the same for any --workers, --chunk or backend.  Failed designs
 (meta.json counts them by status); --keep-failed writes every drawn design with a status column.
 --domain source uses process A and target process B unless --process says otherwise; run conditions
 (--temp, --vdd, --corner) are recorded in meta.json under ``conditions``.
+--designs FILE simulates the designs of a CSV (a header naming the circuit's variables, in its units; other
+columns such as an id are left out of the data files) instead of --n random ones: every design, in the file's
+order, failed ones kept with their status (as --keep-failed), so row i of the output is row i of the file.
 
 Resumable: each finished chunk is saved under <out>/<opamp>/<domain>/.partial/ at once; running
 the same command again skips the chunks already there.  The partial folder is removed after the
@@ -47,7 +51,9 @@ from spice.measure import (METRIC_UNITS, METRICS, OK, OP_METRIC_UNITS, SIGN_COLU
 from spice.processes import DOMAIN_PROCESS, library_path
 from spice.sampling import sample_designs
 from spice.conditions import Conditions, apply as apply_conditions
-from spice.simulate import check_design_space, netlist_errors, ngspice_version, resolve_process, simulate
+from spice.simulate import (check_design_space, check_designs, netlist_errors, ngspice_version, resolve_process,
+                            simulate)
+from data_loader.layout import read_designs
 
 FLOAT_FORMAT = "%.7g"   # inverse.optimise.KEY_DIGITS (what "the same design" means) is this precision
 PROGRESS_EVERY_S = 10   # redirected output: a plain progress line per finished chunk, at most this often
@@ -67,7 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--vdd", type=float, help="run condition: supply in V [the process's]")
     p.add_argument("--corner", help="run condition: a .lib section of the process's library, e.g. ss with sky130 "
                                     "[its typical]")
-    p.add_argument("--n", type=int, required=True, help="number of OK designs to write")
+    p.add_argument("--n", type=int, help="number of OK designs to write (random designs; or --designs)")
+    p.add_argument("--designs", help="CSV of designs to simulate instead of --n random ones (a header naming the "
+                                     "circuit's variables; every row is written, in order, with its status)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (local backend)")
     p.add_argument("--chunk", type=int, default=25, help="designs per task (the unit of resume)")
@@ -86,9 +94,17 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true",
                    help="replace data already in <out>/<opamp>/<domain>/ that another command made (or yours)")
     args = p.parse_args(argv)
-    if args.n < 1 or args.chunk < 1 or args.workers < 1:
+    if (args.n is None) == (args.designs is None):
+        raise ToolkitError("give --n N (that many random designs that simulate OK) or --designs FILE (the designs of "
+                           "a CSV)" + (", not both" if args.designs else ""))
+    if (args.n is not None and args.n < 1) or args.chunk < 1 or args.workers < 1:
         raise ToolkitError(f"--n, --chunk and --workers must be >= 1, got {args.n}, {args.chunk}, {args.workers}")
     args.circuit = circuit(args.opamp)  # a bad name or file is one line, before any simulation
+    args.rows = None
+    if args.designs is not None:   # every design of the file, in order, failed ones with their status
+        _, rows = read_designs(args.designs, args.circuit.features)
+        args.rows = rows.rename_axis("index")
+        args.n, args.keep_failed = len(rows), True
     args.conditions = Conditions(args.temp, args.vdd, args.corner)
     if args.opamp not in BUILTINS:
         args.opamp = str(Path(args.opamp).resolve())  # workers load the same file from any folder
@@ -97,11 +113,12 @@ def parse_args(argv=None):
 
 
 def simulate_chunk(opamp, process, pdk_path, seed, start, stop, sim_backend, conditions=None,
-                   power: bool = False) -> pd.DataFrame:
+                   power: bool = False, designs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Designs start..stop-1: features, metrics and status, indexed by design index (runs in a worker);
     ``conditions``: the run conditions as keywords of ``simulate`` (temp, vdd, corner); ``power``: the
-    operating point's supply power (W) as one more metric column."""
-    x = sample_designs(opamp, seed, start, stop)
+    operating point's supply power (W) as one more metric column; ``designs``: those designs (a --designs
+    file's rows start..stop-1) instead of the random ones of ``seed``."""
+    x = sample_designs(opamp, seed, start, stop) if designs is None else designs
     y = simulate(opamp, x, process, backend=sim_backend, pdk_path=pdk_path, op=power, **(conditions or {}))
     return pd.concat([x, y[METRICS + (["power"] if power else []) + SIGN_COLUMNS + ["status"]]], axis=1)
 
@@ -115,7 +132,8 @@ def _chunk_path(partial: Path, start: int) -> Path:
     return partial / f"chunk_{start:09d}.csv"
 
 
-def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
+def _load_done(partial: Path, chunk: int, total: int | None = None) -> dict[int, pd.DataFrame]:
+    """The finished chunks of ``partial``; ``total``: the designs of a --designs file (its last chunk is shorter)."""
     done = {}
     for f in sorted(partial.glob("chunk_*.csv")):
         start = int(f.stem.split("_")[1])
@@ -127,7 +145,8 @@ def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
         except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             df, why = None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         else:
-            why = f"{len(df)} of {chunk} rows" if len(df) < chunk else None
+            size = chunk if total is None else min(chunk, total - start)
+            why = f"{len(df)} of {size} rows" if len(df) < size else None
         if why or len(df) > chunk or "status" not in df.columns:
             raise ToolkitError(f"{f} is damaged ({why or 'not a chunk of this run'}: truncated by a full disk or a "
                                f"cut copy?). Delete that file and rerun the same command: its designs are simulated "
@@ -137,14 +156,15 @@ def _load_done(partial: Path, chunk: int) -> dict[int, pd.DataFrame]:
 
 
 def run_key(circuit, process: str, seed: int, chunk: int, pdk_path, conditions: dict | None = None,
-            power: bool = False) -> dict:
+            power: bool = False, designs_sha256: str | None = None) -> dict:
     """What must match for a rerun to resume an interrupted run's chunks (the circuit file's, a
     process file's and its model library's bytes included: an edited netlist, supply or model card must not mix
     with designs simulated before the edit).  The shipped processes are named, not hashed, so their keys are as
     before."""
-    return {"opamp": circuit.name, "process": process, "seed": seed, "chunk": chunk, "pdk_path": pdk_path,
-            "circuit_sha256": file_sha256(circuit.path), **process_digests(process),
-            **({"conditions": conditions} if conditions else {}), **({"power": True} if power else {})}
+    return {"opamp": circuit.name, "process": process, "seed": None if designs_sha256 else seed, "chunk": chunk,
+            "pdk_path": pdk_path, "circuit_sha256": file_sha256(circuit.path), **process_digests(process),
+            **({"conditions": conditions} if conditions else {}), **({"power": True} if power else {}),
+            **({"designs_sha256": designs_sha256} if designs_sha256 else {})}
 
 
 def process_digests(process: str) -> dict:
@@ -176,6 +196,11 @@ def _remove_partial(partial: Path) -> None:
     for f in [*partial.glob("chunk_*.csv"), partial / "run.json"]:
         f.unlink()
     partial.rmdir()
+
+
+def _all_simulated(done: dict[int, pd.DataFrame], total: int, chunk: int) -> int | None:
+    """``total`` when every chunk of a --designs file is done, else None."""
+    return total if all(s in done for s in range(0, total, chunk)) else None
 
 
 def _first_ok_enough(done: dict[int, pd.DataFrame], n: int) -> int | None:
@@ -217,7 +242,9 @@ def main(argv=None):
         raise ToolkitError("ngspice is not installed; sudo apt-get install ngspice libngspice0 (docs/SPICE.md)")
     # A netlist ngspice rejects fails here, in ngspice's words, before anything is written.  It is the
     # circuit with the process: a model name or library the process file gets wrong fails the same way.
-    first = sample_designs(args.opamp, args.seed, 0, 1).iloc[0].to_dict()
+    if args.rows is not None:   # the file's sizes against the declared space and the process, before any simulation
+        check_designs(args.opamp, args.rows, proc)
+    first = (sample_designs(args.opamp, args.seed, 0, 1) if args.rows is None else args.rows.iloc[:1]).iloc[0].to_dict()
     errors = netlist_errors(args.opamp, first, process, pdk_path=args.pdk_path, conditions=args.conditions)
     if errors:
         who, fix = _blame(args.circuit, process, args.conditions)
@@ -250,10 +277,15 @@ def _recipe(args, process: str) -> dict:
     """What decides the rows a run writes (run_key without the chunking, plus n and keep_failed): the same
     recipe writes the same files again, so rerunning it over its own output replaces nothing."""
     key = run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path,
-                  None if args.conditions.nominal else args.conditions.to_dict(), args.power)
+                  None if args.conditions.nominal else args.conditions.to_dict(), args.power, _designs_digest(args))
     del key["chunk"]
     return {**key, "domain": args.domain, "n": args.n, "keep_failed": bool(args.keep_failed),
             "bench_version": BENCH_VERSION}
+
+
+def _designs_digest(args) -> str | None:
+    """sha256 of the --designs file (what a resumed or repeated run must simulate again), None for random designs."""
+    return None if args.designs is None else file_sha256(Path(args.designs))
 
 
 def check_not_replacing(out_dir: Path, recipe: dict) -> None:
@@ -323,11 +355,13 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
     resumed = partial.is_dir()
     partial.mkdir(parents=True, exist_ok=True)
     _check_same_run(partial, run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path,
-                                     args.conditions.to_dict(), args.power))
-    done = _load_done(partial, args.chunk)
+                                     args.conditions.to_dict(), args.power, _designs_digest(args)))
+    rows_given = args.rows is not None
+    done = _load_done(partial, args.chunk, args.n if rows_given else None)
     reused = len(done)
-    print(f"generate {args.circuit.name} {args.domain}: process {process} ({proc.description}), n={args.n} OK, "
-          f"seed={args.seed}, {args.backend} x{args.workers}, ngspice {version}; {reused} chunks already done")
+    what = f"the {args.n} designs of {args.designs}" if rows_given else f"n={args.n} OK, seed={args.seed}"
+    print(f"generate {args.circuit.name} {args.domain}: process {process} ({proc.description}), {what}, "
+          f"{args.backend} x{args.workers}, ngspice {version}; {reused} chunks already done")
 
     # a bar on a terminal; redirected, plain lines (per batch of chunks, and per chunk every PROGRESS_EVERY_S)
     # instead of carriage-return fragments
@@ -338,12 +372,15 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
     def say(n_ok: int, n_sim: int) -> None:
         nonlocal said
         said = time.time()
-        print(f"{args.circuit.name}/{args.domain}: {n_ok}/{args.n} OK designs ({n_sim} simulated, {said - t0:.0f} s)",
-              flush=True)
-    bar = tqdm(total=args.n, unit="ok", disable=args.no_progress or not terminal, desc=f"{args.circuit.name}/{args.domain}")
+        done_text = f"{n_sim}/{args.n} designs simulated ({n_ok} OK" if rows_given else \
+            f"{n_ok}/{args.n} OK designs ({n_sim} simulated"
+        print(f"{args.circuit.name}/{args.domain}: {done_text}, {said - t0:.0f} s)", flush=True)
+    bar = tqdm(total=args.n, unit="design" if rows_given else "ok", disable=args.no_progress or not terminal,
+               desc=f"{args.circuit.name}/{args.domain}")
     try:
         with parallel(args.backend, args.workers, args.scheduler) as run:
-            while (requested := _first_ok_enough(done, args.n)) is None:
+            while (requested := (_all_simulated(done, args.n, args.chunk) if rows_given
+                                 else _first_ok_enough(done, args.n))) is None:
                 n_ok, n_sim = _counts(done)
                 if n_ok == 0 and n_sim >= MAX_FAILED_START * args.chunk:
                     counts = pd.concat(done.values())["status"].value_counts().to_dict()
@@ -353,7 +390,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
                     # main removes this run's .partial (no design was OK); an earlier run's is never deleted
                     raise ToolkitError(f"{who}: none of the first {n_sim} designs simulated OK ({counts}); "
                                        f"{fix}{kept}")
-                bar.n = n_ok
+                bar.n = n_sim if rows_given else n_ok
                 bar.refresh()
                 if plain:
                     say(n_ok, n_sim)
@@ -361,17 +398,18 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
                 # design has simulated OK, only the chunks that decide a dead circuit (one per worker at least), so
                 # a circuit or process where nothing simulates stops after those, not after --n designs
                 rate = (n_ok + 1) / (n_sim + 1)
-                want = math.ceil((args.n - n_ok) / max(rate, 0.05) * 1.05) + args.chunk
+                want = args.n - n_sim if rows_given else math.ceil((args.n - n_ok) / max(rate, 0.05) * 1.05) + args.chunk
                 if n_ok == 0:
                     want = min(want, max(MAX_FAILED_START, args.workers) * args.chunk)
                 starts, s = [], 0
-                while len(starts) * args.chunk < want:
+                while len(starts) * args.chunk < want and not (rows_given and s >= args.n):
                     if s not in done:
                         starts.append(s)
                     s += args.chunk
+                stop = (lambda st: min(st + args.chunk, args.n)) if rows_given else (lambda st: st + args.chunk)
                 tasks = (delayed(simulate_chunk)(args.opamp, process, args.pdk_path, args.seed,
-                                                 st, st + args.chunk, args.sim_backend, args.conditions.to_dict(),
-                                                 args.power)
+                                                 st, stop(st), args.sim_backend, args.conditions.to_dict(),
+                                                 args.power, args.rows.iloc[st:stop(st)] if rows_given else None)
                          for st in starts)
                 for df in run(tasks):
                     st = int(df.index[0])
@@ -380,7 +418,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
                     done[st] = df
                     if run_state is not None:
                         run_state["ok"] += int((df["status"] == OK).sum())
-                    bar.update(min(int((df["status"] == OK).sum()), args.n - bar.n))
+                    bar.update(min(len(df) if rows_given else int((df["status"] == OK).sum()), args.n - bar.n))
                     if plain and time.time() - said >= PROGRESS_EVERY_S:
                         say(*_counts(done))
     finally:
@@ -418,7 +456,9 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
         "buffer_step_V": list(proc.step), "vcm_V": proc.vcm,
         **({"conditions": args.conditions.to_dict()} if not args.conditions.nominal else {}),
         "ngspice_version": version, "bench_version": BENCH_VERSION, "ac_sweep": AC_CMD,
-        "seed": args.seed,
+        "seed": None if rows_given else args.seed,
+        **({"designs_file": str(Path(args.designs).resolve()), "designs_sha256": _designs_digest(args)}
+           if rows_given else {}),
         "command": "python -m spice.generate " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "circuit_file": args.circuit.name if args.opamp in BUILTINS else args.opamp,
         "design_space": args.circuit.design_space(),

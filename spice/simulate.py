@@ -114,6 +114,14 @@ def check_sizes(opamp, x: pd.DataFrame, proc) -> None:
                                    f"the process file")
 
 
+def check_designs(opamp, designs: pd.DataFrame, proc) -> pd.DataFrame:
+    """What ``simulate`` refuses, checked for a whole set of designs before any is simulated: the circuit's
+    variables present and finite, inside its declared ranges, transistor sizes inside the process's ranges."""
+    x = _designs_frame(opamp, designs)
+    check_sizes(opamp, x, proc)
+    return x
+
+
 SLEW_CHECK_DESIGNS = 16   # designs of the space the circuit file's slew_time is evaluated on before any simulation
 
 

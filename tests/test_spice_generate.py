@@ -1,5 +1,6 @@
 """The dataset generator: layout, determinism, resume, --keep-failed, Dask, loader round trip."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -188,3 +189,77 @@ def test_keep_failed_still_writes_the_signs_file_with_failed_rows_empty(tmp_path
     assert len(signs) == len(y) and signs["cmrr"].isna().tolist() == (y["status"] != "ok").tolist()
     from data_loader.layout import read_folder
     assert read_folder(folder).signs is not None
+
+
+def _designs_file(path, features: pd.DataFrame) -> Path:
+    """The designs as a user writes them: an id column first, the variables in another order."""
+    frame = features[list(reversed(features.columns))]
+    frame.insert(0, "id", [f"d{i}" for i in range(len(frame))])
+    frame.to_csv(path, index=False)
+    return path
+
+
+DESIGNS_ARGS = ["--opamp", "5t_opamp", "--domain", "target", "--chunk", "5", "--no-progress", "--workers", "1"]
+
+
+@needs_ngspice
+def test_a_designs_file_is_simulated_row_for_row(tmp_path):
+    """--designs: the designs of a CSV instead of random ones; the shipped generator's own rows come back exactly."""
+    generate.main(ARGS + ["--workers", "1", "--out", str(tmp_path / "ref")])
+    x_ref, y_ref, _ = _read(tmp_path / "ref")
+    designs = _designs_file(tmp_path / "mine.csv", x_ref)          # 12 designs: chunks of 5, 5 and 2
+    meta = generate.main(DESIGNS_ARGS + ["--designs", str(designs), "--out", str(tmp_path / "d")])
+    x, y, saved = _read(tmp_path / "d")
+    pd.testing.assert_frame_equal(x, x_ref)                        # the circuit's columns, the file's order of rows
+    assert list(y.columns) == METRICS + ["status"] and (y["status"] == "ok").all()
+    pd.testing.assert_frame_equal(y[METRICS], y_ref)
+    assert saved == meta and meta["seed"] is None and meta["requested"] == meta["rows_written"] == 12
+    assert len(meta["designs_sha256"]) == 64 and meta["designs_file"].endswith("mine.csv")
+    again = generate.main(DESIGNS_ARGS + ["--designs", str(designs), "--out", str(tmp_path / "d")])   # same rows
+    assert again["recipe"] == meta["recipe"]
+    x_ref.iloc[:3].to_csv(designs, index=False)                    # the file edited: other rows, refused
+    with pytest.raises(ToolkitError, match=r"already holds.*designs_sha256.*n: 12 -> 3.*--overwrite"):
+        generate.main(DESIGNS_ARGS + ["--designs", str(designs), "--out", str(tmp_path / "d")])
+
+
+@needs_ngspice
+def test_an_interrupted_designs_run_resumes_its_file_only(tmp_path, monkeypatch):
+    x_ref = generate.sample_designs("5t_opamp", 3, 0, 12).reset_index(drop=True)
+    designs = _designs_file(tmp_path / "mine.csv", x_ref)
+    real, calls = generate.simulate_chunk, []
+
+    def flaky(*a):
+        calls.append((a[4], a[5]))
+        if len(calls) == 3:
+            raise _Interrupt
+        return real(*a)
+
+    monkeypatch.setattr(generate, "simulate_chunk", flaky)
+    out = tmp_path / "r"
+    with pytest.raises(_Interrupt):
+        generate.main(DESIGNS_ARGS + ["--designs", str(designs), "--out", str(out)])
+    assert calls == [(0, 5), (5, 10), (10, 12)]                    # the last chunk holds the file's last 2 rows
+    other = _designs_file(tmp_path / "other.csv", x_ref.iloc[:11])
+    with pytest.raises(ToolkitError, match="other settings.*designs_sha256"):
+        generate.main(DESIGNS_ARGS + ["--designs", str(other), "--out", str(out)])
+    calls.clear()
+    monkeypatch.setattr(generate, "simulate_chunk", lambda *a: (calls.append((a[4], a[5])), real(*a))[1])
+    meta = generate.main(DESIGNS_ARGS + ["--designs", str(designs), "--out", str(out)])
+    assert calls == [(10, 12)] and meta["resumed_chunks"] == 2
+    pd.testing.assert_frame_equal(_read(out)[0], x_ref)
+
+
+@pytest.mark.parametrize("edit, extra, msg", [
+    (None, ["--n", "5"], "--n N .* or --designs FILE .*, not both"),
+    (lambda f: f.assign(w1=f["w1"].where(f.index != 4, 5000.0)), [], r"w1 outside its declared range.*w1 = 5000"),
+    (lambda f: f.drop(columns="l3"), [], r"lacks design variable\(s\) \['l3'\]"),
+    (lambda f: f.astype(str).assign(l2=lambda d: d["l2"].where(d.index != 2, "")), [], r"'l2' is '' on line 4"),
+])
+def test_a_bad_designs_file_is_one_line_and_writes_nothing(tmp_path, edit, extra, msg):
+    features = generate.sample_designs("5t_opamp", 3, 0, 6).reset_index(drop=True)
+    designs = tmp_path / "mine.csv"
+    (edit(features) if edit else features).to_csv(designs, index=False)
+    out = tmp_path / "out"
+    with pytest.raises(ToolkitError, match=msg):
+        generate.main(DESIGNS_ARGS + ["--designs", str(designs), "--out", str(out)] + extra)
+    assert not out.exists()
