@@ -132,6 +132,25 @@ def _raw_header(path: Path) -> list[str]:
         return [c.strip() for c in next(csv.reader(f), [])]
 
 
+def _line_of(path: Path, row: int) -> str:
+    """Where data row ``row`` (0-based, as pandas reads it) starts in the file: "line L (data row row+1)", the line
+    counted as an editor does (blank lines, which pandas skips, and quoted cells over several lines included)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            reader, seen, start = csv.reader(f), -1, 1
+            next(reader, None)                                   # the header
+            start = reader.line_num + 1
+            for record in reader:
+                if record:                                       # pandas skips empty lines
+                    seen += 1
+                    if seen == row:
+                        return f"line {start} (data row {row + 1})"
+                start = reader.line_num + 1
+    except (OSError, csv.Error):
+        pass
+    return f"data row {row + 1}"
+
+
 def _to_numbers(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Strings -> float; empty/'nan'/'inf' are kept as NaN/inf (failed simulations), text is an error."""
     out = {}
@@ -143,7 +162,7 @@ def _to_numbers(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise ToolkitError(f"{path}: column {col!r} has a non-numeric value {frame[col].iloc[row]!r} "
-                               f"on line {row + 2} (data row {row + 1}). Every cell must be a number "
+                               f"on {_line_of(path, row)}. Every cell must be a number "
                                f"(leave it empty or write nan for a failed simulation).")
         out[col] = values.astype(float)
     return pd.DataFrame(out, index=frame.index)
@@ -210,8 +229,8 @@ def read_designs(path, x_cols, *, flag: str = "--designs") -> tuple[pd.DataFrame
     bad = ~np.isfinite(x.to_numpy(float))   # empty, text, nan or inf
     if bad.any():
         row, col = (int(v) for v in np.argwhere(bad)[0])
-        raise ToolkitError(f"{path}: design variable {x_cols[col]!r} is {text[x_cols[col]].iloc[row]!r} on line "
-                           f"{row + 2} (data row {row + 1}; rows with such a cell: {int(bad.any(axis=1).sum())}). Every design "
+        raise ToolkitError(f"{path}: design variable {x_cols[col]!r} is {text[x_cols[col]].iloc[row]!r} on "
+                           f"{_line_of(path, row)}; rows with such a cell: {int(bad.any(axis=1).sum())}. Every design "
                            f"needs a finite number for every variable: fill it in or delete the row.")
     return text, x
 
@@ -252,7 +271,7 @@ def read_signs(path: Path, targets: pd.DataFrame, targets_file: Path) -> pd.Data
         bad = ~np.isin(v, (-1.0, 1.0)) & (known | np.isfinite(v))   # empty is allowed only where the metric is
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise ToolkitError(f"{path}: column {col!r} has {v[row]:g} on line {row + 2} (data row {row + 1}); a "
+            raise ToolkitError(f"{path}: column {col!r} has {v[row]:g} on {_line_of(path, row)}; a "
                                f"sign is +1 or -1 (empty only where the metric is). Fix the file or delete it.")
     return frame
 

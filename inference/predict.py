@@ -57,7 +57,7 @@ def member_outputs(member: Member, x: torch.Tensor):
 def interval_bounds(pre, mean, var, z):
     """Physical (lo, hi) of mean +- z*sqrt(var) in model space (monotone transforms keep the order)."""
     half = np.sqrt(var) * np.asarray(z, float)
-    return pre.inverse_y(mean - half), pre.inverse_y(mean + half)
+    return never_negative(pre, pre.inverse_y(mean - half)), pre.inverse_y(mean + half)
 
 
 def oof_val(member: Member, data: dict):
@@ -184,7 +184,7 @@ class Ensemble:
             curves[f"{name} before"] = coverage_curve(y, mt, vt)
             curves[f"{name} after"] = coverage_curve(y, mt, cal_vt)
             record["mean_weights"][name] = dict(zip(cols, map(float, weights[k].mean(axis=0))))
-        pred = pre.inverse_y(ens_mean)
+        pred = never_negative(pre, pre.inverse_y(ens_mean))   # as predict() reports it
         std = pre.y_std_to_physical(ens_mean, np.sqrt(ens_var))
         p = self.params
         record["ensemble"] = {
@@ -346,19 +346,30 @@ class Ensemble:
         mean, std, flags = self._model_space(designs, out_of_domain, "predict_with_intervals")
         mean_df, std_df = self._physical(mean, std, designs.index)
         mean_df.attrs["out_of_domain"] = flags
+        mean_df.attrs["clipped"] = self.clipped(mean, designs.index)
         return mean_df, std_df, {level: self._interval(mean, std, level, designs.index) for level in levels}
 
+    def clipped(self, mean_scaled, index) -> pd.Series:
+        """Per design, the metrics whose fused model-space mean lay outside the clip range (the fitting data's range
+        widened by its margin), comma-separated: their prediction is that range's edge, the models extrapolated."""
+        pre = self.preprocessing
+        out = (np.asarray(mean_scaled) < np.asarray(pre.y_clip_lo)) | (np.asarray(mean_scaled) > np.asarray(pre.y_clip_hi))
+        return pd.Series([",".join(c for c, o in zip(self.y_cols, row) if o) for row in out], index=index,
+                         name="clipped", dtype=object)
+
     def _physical(self, mean, std, index):
-        """Physical ``(mean_df, std_df)`` of model-space ``mean``/``std``."""
-        return (pd.DataFrame(self.preprocessing.inverse_y(mean), columns=self.y_cols, index=index),
+        """Physical ``(mean_df, std_df)`` of model-space ``mean``/``std``; a log-scaled metric never negative in the
+        fitting data gets no negative mean (expm1 of a clipped mean can reach below 0, as a lower bound can)."""
+        phys = never_negative(self.preprocessing, self.preprocessing.inverse_y(mean))
+        return (pd.DataFrame(phys, columns=self.y_cols, index=index),
                 pd.DataFrame(self.preprocessing.y_std_to_physical(mean, std), columns=self.y_cols, index=index))
 
     def _interval(self, mean, std, level: float, index):
         """Physical ``(lo_df, hi_df)`` of the calibrated central interval holding ``level`` (see predict_interval)."""
         z = interval_multiplier(self.params.interval_z, level)
         half = std * (z if z is not None else z_of(level))
-        lo, hi = self.preprocessing.inverse_y(mean - half), self.preprocessing.inverse_y(mean + half)
-        lo = np.where(self.preprocessing.log_y_never_negative(), np.maximum(lo, 0.0), lo)
+        lo = never_negative(self.preprocessing, self.preprocessing.inverse_y(mean - half))
+        hi = self.preprocessing.inverse_y(mean + half)
         return pd.DataFrame(lo, columns=self.y_cols, index=index), pd.DataFrame(hi, columns=self.y_cols, index=index)
 
     def _model_space(self, designs, out_of_domain: str, what: str):
@@ -373,6 +384,12 @@ class Ensemble:
         with torch.no_grad():
             mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
         return mean.double().cpu().numpy(), std.double().cpu().numpy(), flags
+
+
+def never_negative(pre: Preprocessing, phys: np.ndarray) -> np.ndarray:
+    """Physical values (N, M) with a log-scaled metric never negative in the fitting data held at >= 0: expm1 of a
+    model-space value near the clip range's lower edge reaches below 0, which none of its values does."""
+    return np.where(pre.log_y_never_negative(), np.maximum(phys, 0.0), phys)
 
 
 def _check_level(level) -> None:

@@ -8,11 +8,14 @@ order; other columns such as an id are kept as they are), loads the ensemble tha
 ``python -m inference.infer_ensemble`` (or the pipeline) fitted in --results-dir, and writes the designs
 with, per metric, the predicted ``<metric>_mean``, its ``<metric>_std`` (the model-space 1-sigma mapped to
 physical units: docs/USAGE.md) and the calibrated central interval ``<metric>_lo<L>`` .. ``<metric>_hi<L>``
-for each --levels L (the ensemble's split-conformal multipliers, as ``Ensemble.predict_interval``), plus
-``out_of_domain``: the design variables outside the ranges the models were trained on (extrapolations).
-Default output: <results-dir>/<opamp>_predicted_<designs file name>.csv; an existing file is replaced
-only with --overwrite.
+for each --levels L (the ensemble's split-conformal multipliers, fitted on target_val for levels 0.1 .. 0.99,
+as ``Ensemble.predict_interval``), plus ``out_of_domain`` (the design variables outside the ranges the models
+were trained on: extrapolations) and ``clipped`` (the metrics whose prediction was held at the edge of the
+training data's range: the models extrapolated past it).
+Default output: <results-dir>/<opamp>_predicted_<designs file name>.csv (--out FOLDER/ puts that name in
+FOLDER); an existing file is replaced only with --overwrite.
 """
+import re
 import time
 from pathlib import Path
 
@@ -26,11 +29,13 @@ from core.errors import ToolkitError
 from core.outputs import check_writable_file
 from core.runtime import resolve_device
 from data_loader.layout import read_designs
+from inference.calibration import CURVE_LEVELS
 from inference.predict import Ensemble, ensemble_json_path
 from models.model_utils import is_dry_run
 
 DEFAULT_LEVELS = (0.68, 0.95)   # the levels the ensemble's report states coverage for
 BATCH = 4096                    # designs per forward pass (the GP member holds a batch x its training rows)
+FLAG_COLUMNS = ("out_of_domain", "clipped")
 
 
 def parse_args(argv=None):
@@ -41,18 +46,27 @@ def parse_args(argv=None):
     cli.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config.py constant")
     cli.add_argument("--designs", required=True, help="CSV of designs: a header naming the design variables, one "
                                                       "row per design (physical units, as in the data)")
-    cli.add_argument("--out", default=None, help="output CSV [<results-dir>/<opamp>_predicted_<designs name>.csv]")
+    cli.add_argument("--out", default=None, help="output CSV, or a folder ending in / for the default name there "
+                                                 "[<results-dir>/<opamp>_predicted_<designs name>.csv]")
     cli.add_argument("--levels", default=",".join(f"{lv:g}" for lv in DEFAULT_LEVELS),
-                     help="comma-separated coverages of the calibrated intervals, each in (0, 1) [%(default)s]")
+                     help=f"comma-separated coverages of the calibrated intervals, each in {min(CURVE_LEVELS):g} .. "
+                          f"{max(CURVE_LEVELS):g} (the levels they were calibrated for) [%(default)s]")
     cli.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     cli.flag("--out-of-domain", "OUT_OF_DOMAIN", "designs outside the training inputs' ranges: warn (predict and "
-                                                 "mark them) | refuse (exit 2) | off (predict, no warning)")
+                                                 "mark them) | refuse (exit 2) | off (predict and mark, no warning)")
     return cli.parse(argv)
 
 
+def level_tag(level: float) -> str:
+    """Column suffix of a level: 0.95 -> '95', 0.975 -> '97.5' (the ensemble predictions CSV's lo95/hi95)."""
+    return f"{round(100 * level, 4):g}"
+
+
 def parse_levels(text: str) -> list:
-    """``"0.68,0.95"`` -> [0.68, 0.95]: each a coverage in (0, 1), in the order given, repeats dropped."""
-    levels = []
+    """``"0.68,0.95"`` -> [0.68, 0.95]: each a coverage the intervals were calibrated for (``CURVE_LEVELS``' span),
+    in the order given; levels with the same column name (``level_tag``) are one level."""
+    lo, hi = min(CURVE_LEVELS), max(CURVE_LEVELS)
+    levels = {}
     for part in str(text).split(","):
         part = part.strip()
         try:
@@ -61,42 +75,75 @@ def parse_levels(text: str) -> list:
             level = float("nan")
         if not 0 < level < 1:
             raise ToolkitError(f"--levels: {part!r} is not a coverage in (0, 1); expected e.g. --levels 0.68,0.95.")
-        if level not in levels:
-            levels.append(level)
-    return levels
+        if not lo <= level <= hi:
+            raise ToolkitError(f"--levels: {part} lies outside {lo:g} .. {hi:g}, the levels the ensemble's intervals "
+                               f"were calibrated for on target_val (beyond them an interval would rest on a Gaussian "
+                               f"guess); pick a level in that range.")
+        levels.setdefault(level_tag(level), round(level, 6))
+    return list(levels.values())
 
 
-def level_tag(level: float) -> str:
-    """Column suffix of a level: 0.95 -> '95', 0.975 -> '97.5' (the ensemble predictions CSV's lo95/hi95)."""
-    return f"{round(100 * level, 6):g}"
+def default_name(settings: dict, designs: Path) -> str:
+    return f"{settings['OPAMP_TYPE']}_predicted_{designs.stem}.csv"
 
 
-def default_out(settings: dict, designs: Path) -> Path:
-    return Path(settings["RESULTS_DIR"]) / f"{settings['OPAMP_TYPE']}_predicted_{designs.stem}.csv"
+def out_path(raw, settings: dict, designs: Path) -> Path:
+    """--out as given; a folder (existing, or written with a trailing /) gets the default file name inside it."""
+    if raw is None:
+        return Path(settings["RESULTS_DIR"]) / default_name(settings, designs)
+    path = Path(raw)
+    if str(raw).endswith(("/", "\\")) or path.is_dir():
+        return path / default_name(settings, designs)
+    return path
+
+
+def missing_ensemble(results: Path, opamp: str) -> ToolkitError:
+    """The error for a results folder without ``opamp``'s ensemble: the circuits it has one for, else how to fit it."""
+    found = sorted(p.name[: -len("_ensemble_metrics.json")] for p in results.glob("*_ensemble_metrics.json")) \
+        if results.is_dir() else []
+    if found:
+        return ToolkitError(f"No ensemble for {opamp!r} in {results}; it holds one for {', '.join(found)}. Fix: "
+                            f"--opamp {found[0]}, or fit {opamp}'s with python -m pipeline --opamp {opamp} "
+                            f"--results-dir {results}")
+    return ToolkitError(f"No ensemble for {opamp!r} in {results} ({ensemble_json_path(results, opamp)} is missing). "
+                        f"Make it with: python -m pipeline --opamp {opamp} --results-dir {results}, or pass the "
+                        f"--results-dir that holds it")
 
 
 def main(argv=None):
+    t0 = time.perf_counter()
     args, settings = parse_args(argv)
     levels = parse_levels(args.levels)
+    if not str(args.designs).strip():
+        raise ToolkitError("--designs is empty: pass the CSV file of designs to predict.")
     designs_path = Path(args.designs)
-    out = Path(args.out) if args.out else default_out(settings, designs_path)
+    out = out_path(args.out, settings, designs_path)
     if out.resolve() == designs_path.resolve():
         raise ToolkitError(f"--out {out} is the --designs file itself; pass another --out (the designs are kept).")
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise ToolkitError(f"--out {out} is a {'link' if out.is_symlink() else 'special file'}, not a regular file: "
+                           f"it would be replaced, not written through. Pass a file path.")
     check_writable_file(out, "--out")
     if out.exists() and not args.overwrite:
         raise ToolkitError(f"{out} exists (an earlier prediction?). Pass --overwrite to replace it, or --out "
                            f"another file.")
     opamp, results = settings["OPAMP_TYPE"], Path(settings["RESULTS_DIR"])
     if not ensemble_json_path(results, opamp).is_file():
-        raise ToolkitError(f"No ensemble for {opamp!r} in {results} ({ensemble_json_path(results, opamp)} is "
-                           f"missing). Make it with: python -m pipeline --opamp {opamp} --results-dir {results}")
+        raise missing_ensemble(results, opamp)
     ens = Ensemble.load(results, opamp, device=resolve_device(settings["DEVICE"], verbose=False))
     text, x = read_designs(designs_path, ens.x_cols)   # before any prediction: one line for a bad file
-    return run(args, settings, ens, text, x, levels, out)
+    return run(settings, ens, text, x, levels, out, t0)
 
 
-def run(args, settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: list, out: Path) -> dict:
-    t0 = time.perf_counter()
+def written_by_us(columns, y_cols) -> list:
+    """The columns of a designs file that this command writes (an earlier prediction fed back): replaced, not kept
+    beside the new ones."""
+    metric = "|".join(re.escape(c) for c in y_cols)
+    pattern = re.compile(rf"^(?:{metric})_(?:mean|std|lo[0-9.]+|hi[0-9.]+)$")
+    return [c for c in columns if c in FLAG_COLUMNS or pattern.match(c)]
+
+
+def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: list, out: Path, t0: float) -> dict:
     if ens.record.get("dry_run") or any(is_dry_run(m.meta) for m in ens.members):
         print(f"warning: the ensemble in {settings['RESULTS_DIR']} was fitted on dry-run members (--dry-run: 2 epochs "
               f"of 2 batches, a smoke test): its predictions mean nothing. Fix: python -m pipeline without --dry-run.")
@@ -115,10 +162,11 @@ def run(args, settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, leve
                            f"{outside.index[0] + 1}: {outside.iloc[0]}); --out-of-domain refuse. Their predictions "
                            f"would be extrapolations. Fix: designs inside the data's ranges (units as in the data), "
                            f"or --out-of-domain warn to predict and mark them.")
-    columns = {}
+    columns, clipped = {}, []
     for start in tqdm(range(0, len(x), BATCH), desc="predict", unit="batch", disable=None, leave=False):
         part = x.iloc[start:start + BATCH]
         mean, std, bounds = ens.predict_with_intervals(part, levels, out_of_domain="off")
+        clipped.append(mean.attrs["clipped"])
         for c in ens.y_cols:
             columns.setdefault(f"{c}_mean", []).append(mean[c].to_numpy())
             columns.setdefault(f"{c}_std", []).append(std[c].to_numpy())
@@ -126,40 +174,56 @@ def run(args, settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, leve
                 columns.setdefault(f"{c}_lo{level_tag(lv)}", []).append(lo[c].to_numpy())
                 columns.setdefault(f"{c}_hi{level_tag(lv)}", []).append(hi[c].to_numpy())
     predicted = pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()}, index=x.index)
+    predicted.insert(0, "clipped", pd.concat(clipped))
     predicted.insert(0, "out_of_domain", flags)
-    replaced = [c for c in text.columns if c in predicted.columns]
+    replaced = written_by_us(text.columns, ens.y_cols)
     table = pd.concat([text.drop(columns=replaced), predicted], axis=1)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
-    summary = {"designs": len(x), "outside": len(outside), "replaced": replaced, "out": str(out), "levels": levels,
+    kept = [c for c in text.columns if c not in ens.x_cols and c not in replaced]
+    summary = {"designs": len(x), "outside": len(outside), "clipped": int((predicted["clipped"] != "").sum()),
+               "replaced": replaced, "kept": kept, "out": str(out), "levels": levels,
                "wall_s": round(time.perf_counter() - t0, 2)}
-    print_summary(settings, ens, table, summary)
+    print_summary(settings, ens, table, summary, outside if mode != "off" else outside.iloc[:0])
     return summary
 
 
-def print_summary(settings: dict, ens: Ensemble, table: pd.DataFrame, summary: dict) -> None:
-    """One screen: what predicted what, the spread of the predictions, the intervals' tested coverage, the file."""
+def print_summary(settings: dict, ens: Ensemble, table: pd.DataFrame, summary: dict, outside: pd.Series) -> None:
+    """One screen: what predicted what, each metric's predictions and typical interval, how the intervals covered
+    target_test per metric, the flags, the file."""
     rec = ens.record
     print(f"[predict] {settings['OPAMP_TYPE']}: {summary['designs']} designs, ensemble of "
           f"{', '.join(ens.params.members)} (fitted {rec.get('time', '?')})")
-    wide = max(levels := summary["levels"])
-    tag = level_tag(wide)
-    print(f"{'metric':16s} {'median mean':>12s} {'min mean':>12s} {'max mean':>12s}  median {tag} % interval")
+    tag = level_tag(max(summary["levels"]))
+    cal = ((rec.get("ensemble") or {}).get("calibration") or {}).get("after", {})
+    split = rec.get("split", "?")
+    print(f"{'metric':16s} {'median mean':>12s} {'min mean':>12s} {'max mean':>12s}  {'median ' + tag + ' % interval':>24s}"
+          f"  {'on ' + split + ': 68 % / 95 % covered':>28s}")
     for c in ens.y_cols:
         m = table[f"{c}_mean"]
-        print(f"{c:16s} {m.median():12.4g} {m.min():12.4g} {m.max():12.4g}  "
-              f"{table[f'{c}_lo{tag}'].median():.4g} .. {table[f'{c}_hi{tag}'].median():.4g}")
-    cal = ((rec.get("ensemble") or {}).get("calibration") or {}).get("after", {}).get("mean", {})
-    if cal and rec.get("split"):
-        print(f"intervals calibrated on target_val; on {rec['split']} ({rec.get('n', '?')} rows) the 68 % interval "
-              f"covered {100 * cal['cov68']:.1f} % and the 95 % one {100 * cal['cov95']:.1f} % (levels asked: "
-              f"{', '.join(f'{lv:g}' for lv in levels)})")
-    if summary["outside"]:
-        print(f"warning: {summary['outside']} of {summary['designs']} designs lie outside the training data: their "
-              f"predictions are extrapolations (column out_of_domain names the variables)")
+        with np.errstate(divide="ignore", invalid="ignore"):   # the interval relative to each design's own mean
+            lo = np.nanmedian((table[f"{c}_lo{tag}"] - m) / m.abs())
+            hi = np.nanmedian((table[f"{c}_hi{tag}"] - m) / m.abs())
+        cov = cal.get(c, {})
+        covered = f"{100 * cov['cov68']:.1f} % / {100 * cov['cov95']:.1f} %" if "cov95" in cov else "not recorded"
+        print(f"{c:16s} {m.median():12.4g} {m.min():12.4g} {m.max():12.4g}  {100 * lo:+10.1f} % .. {100 * hi:+.1f} %"
+              f"  {covered:>28s}")
+    print(f"(interval: median over the designs of its bounds relative to the design's mean; the intervals are "
+          f"calibrated on target_val, the coverage is theirs on {split}, {rec.get('n', '?')} rows)")
+    if len(outside):
+        print(f"warning: {summary['outside']} of {summary['designs']} designs lie outside the training data (first: "
+              f"data row {outside.index[0] + 1}: {outside.iloc[0]}); their predictions are extrapolations (column "
+              f"out_of_domain)")
+    if summary["clipped"]:
+        print(f"warning: for {summary['clipped']} designs a metric's prediction is held at the edge of the training "
+              f"data's range (column clipped): the models extrapolated past it; treat those values as bounds")
+    if summary["kept"]:
+        print(f"note: column(s) {summary['kept']} are not design variables of the model: kept as they are")
     if summary["replaced"]:
-        print(f"note: the designs file's column(s) {summary['replaced']} are replaced by this prediction's")
-    print(f"[predict] wall {summary['wall_s']:.1f}s; wrote {summary['out']}")
+        shown = ", ".join(summary["replaced"][:3]) + (", ..." if len(summary["replaced"]) > 3 else "")
+        print(f"note: {len(summary['replaced'])} column(s) of the designs file ({shown}) are an earlier prediction's: "
+              f"replaced by this one's")
+    print(f"[predict] {summary['wall_s']:.1f}s; wrote {summary['out']}")
 
 
 if __name__ == "__main__":

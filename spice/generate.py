@@ -76,7 +76,7 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, help="number of OK designs to write (random designs; or --designs)")
     p.add_argument("--designs", help="CSV of designs to simulate instead of --n random ones (a header naming the "
                                      "circuit's variables; every row is written, in order, with its status)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="random designs: design i depends only on (seed, i) [0]")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (local backend)")
     p.add_argument("--chunk", type=int, default=25, help="designs per task (the unit of resume)")
     p.add_argument("--backend", choices=["local", "dask"], default="local",
@@ -97,14 +97,25 @@ def parse_args(argv=None):
     if (args.n is None) == (args.designs is None):
         raise ToolkitError("give --n N (that many random designs that simulate OK) or --designs FILE (the designs of "
                            "a CSV)" + (", not both" if args.designs else ""))
-    if (args.n is not None and args.n < 1) or args.chunk < 1 or args.workers < 1:
-        raise ToolkitError(f"--n, --chunk and --workers must be >= 1, got {args.n}, {args.chunk}, {args.workers}")
+    if args.designs is not None and args.seed is not None:
+        raise ToolkitError("--seed draws random designs; --designs simulates the file's. Drop --seed (or --designs).")
+    args.seed = 0 if args.seed is None else args.seed
+    counts = {"--n": args.n, "--chunk": args.chunk, "--workers": args.workers}
+    low = {k: v for k, v in counts.items() if v is not None and v < 1}
+    if low:
+        raise ToolkitError(f"{', '.join(low)} must be >= 1, got {', '.join(f'{k} {v}' for k, v in low.items())}")
+    if args.designs is not None and not args.designs.strip():
+        raise ToolkitError("--designs is empty: pass the CSV file of designs to simulate.")
     args.circuit = circuit(args.opamp)  # a bad name or file is one line, before any simulation
     args.rows = None
     if args.designs is not None:   # every design of the file, in order, failed ones with their status
-        _, rows = read_designs(args.designs, args.circuit.features)
+        text, rows = read_designs(args.designs, args.circuit.features)
         args.rows = rows.rename_axis("index")
         args.n, args.keep_failed = len(rows), True
+        left = [c for c in text.columns if c not in args.circuit.features]
+        if left:   # an id, notes -- or another circuit's variables: said before anything is simulated
+            print(f"note: column(s) {left} of {args.designs} are not variables of {args.circuit.name} "
+                  f"{args.circuit.features}: left out of the data files (rows stay in the file's order)")
     args.conditions = Conditions(args.temp, args.vdd, args.corner)
     if args.opamp not in BUILTINS:
         args.opamp = str(Path(args.opamp).resolve())  # workers load the same file from any folder
@@ -180,6 +191,8 @@ def process_digests(process: str) -> dict:
 def _check_same_run(partial: Path, key: dict) -> None:
     """Refuse to resume chunks that an interrupted run with other settings left behind."""
     stamp = partial / "run.json"
+    if stamp.exists() and not any(partial.glob("chunk_*.csv")):
+        stamp.unlink()          # an interrupted run that finished no chunk: nothing of it to keep or to mix
     if stamp.exists():
         old = json.loads(stamp.read_text())
         if old != key:

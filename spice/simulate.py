@@ -70,16 +70,19 @@ def _designs_frame(opamp, designs) -> pd.DataFrame:
         v = df[col].iloc[i]
         shown = repr(v) if isinstance(v, str) else str(v)     # 'abc' quoted; nan, inf, None bare
         raise ToolkitError(f"{c.name}: {int(bad.sum())} design(s) have missing, non-numeric or infinite values "
-                           f"(first: row {i}, {col} = {shown}); expected a finite number for every "
+                           f"(first: design {i + 1}, {col} = {shown}); expected a finite number for every "
                            f"feature {cols}; fix or drop those rows")
-    for k, v in c.variables.items():
-        # Outside the declared space is refused, never clamped: it is most often a unit slip.
-        out = _outside(x[k], (v.lo, v.hi))
-        if out.any():
-            i = int(np.argmax(out.to_numpy()))
-            raise ToolkitError(f"{c.name}: {int(out.sum())} design(s) have {k} outside its declared range "
-                               f"[{v.lo:g}, {v.hi:g}] {v.unit} (first: row {i}, {k} = {x[k].iloc[i]:g}); "
-                               f"check the units, or widen the range in {c.path}")
+    # Outside the declared space is refused, never clamped: it is most often a unit slip.  Every variable that is
+    # named at once, so a file with several slips is fixed in one go.
+    outside = {k: _outside(x[k], (v.lo, v.hi)).to_numpy() for k, v in c.variables.items()}
+    slips = [(k, out) for k, out in outside.items() if out.any()]
+    if slips:
+        rows = np.any([out for _, out in slips], axis=0)
+        what = "; ".join(f"{k} in {int(out.sum())} (declared [{c.variables[k].lo:g}, {c.variables[k].hi:g}] "
+                         f"{c.variables[k].unit}; first: design {int(np.argmax(out)) + 1}, {k} = "
+                         f"{x[k].iloc[int(np.argmax(out))]:g})" for k, out in slips)
+        raise ToolkitError(f"{c.name}: {int(rows.sum())} of {len(x)} design(s) lie outside the declared ranges: "
+                           f"{what}; check the units, or widen the range in {c.path}")
     return x
 
 
@@ -110,7 +113,7 @@ def check_sizes(opamp, x: pd.DataFrame, proc) -> None:
                 what = f"{{{size}}}" if isinstance(size, str) else "fixed in the netlist"
                 raise ToolkitError(f"{proc.path or proc.name}: {key} [{rng[0]:g}, {rng[1]:g}] um refuses "
                                    f"{int(out.sum())} design(s) of {c.name}: device {m.name} {dim} = {v[i]:g} um "
-                                   f"({what}; first: row {i}); give sizes inside {key}, or widen it in "
+                                   f"({what}; first: design {i + 1}); give sizes inside {key}, or widen it in "
                                    f"the process file")
 
 

@@ -71,10 +71,48 @@ def test_writes_the_ensembles_predictions_and_intervals(fitted, tmp_path, capsys
 def test_levels_name_their_columns(fitted, tmp_path):
     _, res, designs = fitted
     out = tmp_path / "pred.csv"
-    run(res, write(tmp_path, designs), "--out", str(out), "--levels", "0.975,0.5,0.5")
+    run(res, write(tmp_path, designs), "--out", str(out), "--levels", "0.975,0.5,0.5,0.50000001")
     cols = pd.read_csv(out, nrows=1).columns
     assert {"cmrr_lo97.5", "cmrr_hi97.5", "cmrr_lo50", "cmrr_hi50"} <= set(cols)
-    assert "cmrr_lo95" not in cols
+    assert "cmrr_lo95" not in cols and list(cols).count("cmrr_lo50") == 1
+
+
+def test_flags_without_a_warning_when_off(fitted, tmp_path, capsys):
+    _, res, designs = fitted
+    out = tmp_path / "pred.csv"
+    run(res, write(tmp_path, designs), "--out", str(out), "--out-of-domain", "off")
+    assert "outside the training data" not in capsys.readouterr().out
+    assert "w1=5000" in pd.read_csv(out, keep_default_na=False)["out_of_domain"].iloc[-1]
+
+
+def test_an_earlier_prediction_fed_back_is_replaced_whole(fitted, tmp_path, capsys):
+    _, res, designs = fitted
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    run(res, write(tmp_path, designs), "--out", str(first))
+    run(res, first, "--out", str(second), "--levels", "0.9")
+    cols = list(pd.read_csv(second, nrows=1).columns)
+    assert cols[:len(designs.columns)] == list(designs.columns)
+    assert "cmrr_lo90" in cols and "cmrr_lo95" not in cols and cols.count("cmrr_mean") == 1
+    assert "an earlier prediction's: replaced" in capsys.readouterr().out
+
+
+def test_a_mean_beyond_the_data_is_clipped_marked_and_never_negative(fitted):
+    _, res, _ = fitted
+    ens = Ensemble.load(res, "5t_opamp")
+    far = np.full((2, len(ens.y_cols)), -50.0)          # model space, far below every metric's data
+    far[1] = 0.0
+    assert ens.clipped(far, pd.RangeIndex(2)).tolist() == [",".join(ens.y_cols), ""]
+    mean, _ = ens._physical(far, np.ones_like(far), pd.RangeIndex(2))
+    never_negative = ens.preprocessing.log_y_never_negative()
+    assert never_negative.any() and (mean.to_numpy()[:, never_negative] >= 0).all()
+
+
+def test_out_may_be_a_folder(fitted, tmp_path):
+    _, res, designs = fitted
+    path = write(tmp_path, designs, "mine.csv")
+    summary = run(res, path, "--out", f"{tmp_path / 'new'}/")
+    assert summary["out"] == str(tmp_path / "new" / "5t_opamp_predicted_mine.csv")
+    assert (tmp_path / "new" / "5t_opamp_predicted_mine.csv").is_file()
 
 
 def test_predict_with_intervals_is_predict_and_predict_interval(fitted):
@@ -114,7 +152,7 @@ def test_a_column_the_prediction_writes_is_replaced(fitted, tmp_path, capsys):
     run(res, write(tmp_path, designs.assign(cmrr_mean="old")), "--out", str(out))
     table = pd.read_csv(out)
     assert list(table.columns).count("cmrr_mean") == 1 and table["cmrr_mean"].dtype == float
-    assert "['cmrr_mean'] are replaced" in capsys.readouterr().out
+    assert "1 column(s) of the designs file (cmrr_mean) are an earlier prediction's" in capsys.readouterr().out
 
 
 def _edit(designs, row, col, value):
@@ -131,6 +169,7 @@ def _edit(designs, row, col, value):
     (lambda d: _edit(d, 5, "w3", "0"), [], r"'w3' is 0 in data row 6.*log space, so it must be > 0"),
     (lambda d: d, ["--levels", "0.9,95"], r"--levels: '95' is not a coverage in \(0, 1\)"),
     (lambda d: d, ["--levels", "0.9,"], r"--levels: '' is not a coverage"),
+    (lambda d: d, ["--levels", "0.999"], r"--levels: 0.999 lies outside 0.1 .. 0.99, the levels .* calibrated for"),
     (lambda d: d, ["--out-of-domain", "refuse"], r"1 of 12 designs lie outside.*data row 12: w1=5000"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(fitted, tmp_path, make, extra, expected):
@@ -150,6 +189,15 @@ def test_missing_inputs_are_named(fitted, tmp_path):
         run(tmp_path / "empty", path, "--out", str(tmp_path / "p.csv"))
     with pytest.raises(ToolkitError, match="is the --designs file itself"):
         run(res, path, "--out", str(path))
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    with pytest.raises(ToolkitError, match="is a link, not a regular file"):
+        run(res, path, "--out", str(link), "--overwrite")
+    assert not (tmp_path / "elsewhere.csv").exists()
+    with pytest.raises(ToolkitError, match=r"No ensemble for 'two_stage_opamp' .* holds one for 5t_opamp. Fix: "
+                                           r"--opamp 5t_opamp"):
+        predict_designs.main(["--opamp", "two_stage_opamp", "--results-dir", str(res), "--designs", str(path),
+                              "--out", str(tmp_path / "p.csv")])
 
 
 def test_command_line_exit_status_and_one_line(tmp_path):

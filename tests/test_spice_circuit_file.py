@@ -170,7 +170,7 @@ def test_unknown_circuit_and_out_of_space_designs_are_refused(tmp_path):
         circuit(tmp_path / "nope.toml")
     # metres instead of um: refused with the range and the file, never clamped
     d = dict(w1=10e-6, w2=10.0, w3=10.0, l1=1.0, l2=1.0, l3=1.0, ibias=1e-5)
-    with pytest.raises(ToolkitError, match=r"w1 outside its declared range \[0.5, 50\] um .*5t_opamp.toml"):
+    with pytest.raises(ToolkitError, match=r"w1 in 1 \(declared \[0.5, 50\] um; .*5t_opamp.toml"):
         simulate("5t_opamp", d, "A")
 
 

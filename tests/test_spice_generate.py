@@ -251,9 +251,11 @@ def test_an_interrupted_designs_run_resumes_its_file_only(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("edit, extra, msg", [
     (None, ["--n", "5"], "--n N .* or --designs FILE .*, not both"),
-    (lambda f: f.assign(w1=f["w1"].where(f.index != 4, 5000.0)), [], r"w1 outside its declared range.*w1 = 5000"),
+    (None, ["--seed", "3"], "--seed draws random designs; --designs simulates the file's"),
+    (None, ["--chunk", "0"], "--chunk must be >= 1, got --chunk 0$"),
+    (lambda f: f.assign(w1=f["w1"].where(f.index != 4, 5000.0)), [], r"1 of 6 design\(s\) lie outside the declared ranges: w1 in 1 .*first: design 5, w1 = 5000"),
     (lambda f: f.drop(columns="l3"), [], r"lacks design variable\(s\) \['l3'\]"),
-    (lambda f: f.astype(str).assign(l2=lambda d: d["l2"].where(d.index != 2, "")), [], r"'l2' is '' on line 4"),
+    (lambda f: f.astype(str).assign(l2=lambda d: d["l2"].where(d.index != 2, "")), [], r"'l2' is '' on line 4 \(data row 3\)"),
 ])
 def test_a_bad_designs_file_is_one_line_and_writes_nothing(tmp_path, edit, extra, msg):
     features = generate.sample_designs("5t_opamp", 3, 0, 6).reset_index(drop=True)
@@ -263,3 +265,20 @@ def test_a_bad_designs_file_is_one_line_and_writes_nothing(tmp_path, edit, extra
     with pytest.raises(ToolkitError, match=msg):
         generate.main(DESIGNS_ARGS + ["--designs", str(designs), "--out", str(out)] + extra)
     assert not out.exists()
+
+
+@needs_ngspice
+def test_a_designs_run_stopped_before_its_first_chunk_leaves_no_claim(tmp_path, monkeypatch, capsys):
+    """Ctrl-C before any chunk finished left a run stamp that refused every other designs file in that folder."""
+    features = generate.sample_designs("5t_opamp", 3, 0, 6).reset_index(drop=True)
+    first = _designs_file(tmp_path / "first.csv", features)
+    monkeypatch.setattr(generate, "simulate_chunk", lambda *a: (_ for _ in ()).throw(_Interrupt()))
+    out = tmp_path / "out"
+    with pytest.raises(_Interrupt):
+        generate.main(DESIGNS_ARGS + ["--designs", str(first), "--out", str(out)])
+    shown = capsys.readouterr().out
+    assert "note: column(s) ['id'] of" in shown and "are not variables of 5t_opamp" in shown
+    monkeypatch.undo()
+    other = _designs_file(tmp_path / "other.csv", features.iloc[:4])
+    meta = generate.main(DESIGNS_ARGS + ["--designs", str(other), "--out", str(out)])
+    assert meta["rows_written"] == 4

@@ -81,7 +81,7 @@ def test_failed_design_gets_a_status_and_nan_metrics():
 @pytest.mark.parametrize("opamp, design, process, msg", [
     ("6t_opamp", D5, "A", "unknown opamp"),
     ("5t_opamp", {k: v for k, v in D5.items() if k != "ibias"}, "A", "lack columns ['ibias']"),
-    ("5t_opamp", dict(D5, w1=-1.0), "A", "outside its declared range"),
+    ("5t_opamp", dict(D5, w1=-1.0), "A", "lie outside the declared ranges: w1 in 1"),
     ("5t_opamp", dict(D5, w1="abc"), "A", "non-numeric"),
     ("5t_opamp", D5, "C", "unknown process"),
 ])

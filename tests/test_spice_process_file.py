@@ -150,7 +150,7 @@ def test_size_limits_refuse_designs_naming_file_key_device_and_size(tmp_path):
     f = tmp_path / "p.toml"
     f.write_text(B_TEXT.replace("w_range = [0.15, 1000]", "w_range = [1, 100]"))
     with pytest.raises(ToolkitError, match=r"w_range \[1, 100\] um refuses 1 design\(s\) of 5t_opamp: device m1 "
-                                           r"w = 0.5 um \(\{w1\}; first: row 1\)") as e:
+                                           r"w = 0.5 um \(\{w1\}; first: design 2\)") as e:
         simulate("5t_opamp", [D5, dict(D5, w1=0.5)], str(f))
     _one_line(e, f)
     assert simulate("5t_opamp", [D5], str(f)).loc[0, "status"] == "ok"        # control: inside the limits
@@ -185,10 +185,10 @@ def test_a_signed_variable_simulates_and_only_non_finite_values_are_refused(tmp_
     y = simulate(str(c), designs, "B", op=True)
     assert (y["status"] == "ok").all()
     assert np.all(np.diff(y["m1_vgs"].to_numpy()) > 0)     # the offset reaches m1's gate with its sign
-    with pytest.raises(ToolkitError, match=r"vos outside its declared range \[-0.01, 0.01\] V .*vos = -0.02"):
+    with pytest.raises(ToolkitError, match=r"vos in 1 \(declared \[-0.01, 0.01\] V; first: design 1, vos = -0.02"):
         simulate(str(c), [dict(w1=10, vos=-0.02, ibias=1e-5)], "B")
     for bad, shown in ((float("nan"), "nan"), (float("inf"), "inf"), ("abc", "'abc'")):
-        with pytest.raises(ToolkitError, match=rf"missing, non-numeric or infinite values \(first: row 1, vos = {shown}\)"):
+        with pytest.raises(ToolkitError, match=rf"missing, non-numeric or infinite values \(first: design 2, vos = {shown}\)"):
             simulate(str(c), [designs[0], dict(designs[0], vos=bad)], "B")
     meta = generate.main(["--opamp", str(c), "--domain", "target", "--n", "4", "--chunk", "5", "--workers", "1",
                           "--out", str(tmp_path / "d"), "--no-progress"])
