@@ -235,6 +235,29 @@ def read_designs(path, x_cols, *, flag: str = "--designs") -> tuple[pd.DataFrame
     return text, x
 
 
+def read_metrics(path, y_cols, n_rows: int, *, flag: str = "--truth") -> pd.DataFrame:
+    """Simulated metrics of a set of designs (a targets file: rows matched by position, ``n_rows`` of them):
+    ``y_cols`` as numbers (empty or nan where a simulation failed), NaN in every metric of a row whose optional
+    ``status`` column is not ok.  Other columns are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"{flag} {path} {'is a folder' if path.is_dir() else 'not found'}: pass a CSV of the "
+                           f"simulated metrics {list(y_cols)}, one row per design in the designs file's order (e.g. "
+                           f"the targets.csv that spice.generate --designs wrote).")
+    text = _read_numeric(path)
+    missing = [c for c in y_cols if c not in text.columns]
+    if missing:
+        raise ToolkitError(f"{path} lacks metric(s) {missing}: expected {list(y_cols)} (any order); got "
+                           f"{list(text.columns)}.")
+    if len(text) != n_rows:
+        raise ToolkitError(f"{path} has {len(text)} rows but the designs file {n_rows}: rows are matched by position, "
+                           f"so both need one row per design, in the same order.")
+    y = _to_numbers(text[list(y_cols)], path)
+    if STATUS_COL in text.columns:
+        y.loc[text[STATUS_COL].str.strip().str.lower() != "ok", :] = np.nan
+    return y
+
+
 def read_split(column: pd.Series, targets_file: Path) -> pd.Series:
     """A targets file's ``split`` column, case and surrounding spaces ignored; one line naming the first bad row."""
     split = column.fillna("").astype(str).str.strip().str.lower()

@@ -12,6 +12,9 @@ for each --levels L (the ensemble's split-conformal multipliers, fitted on targe
 as ``Ensemble.predict_interval``), plus ``out_of_domain`` (the design variables outside the ranges the models
 were trained on: extrapolations) and ``clipped`` (the metrics whose prediction was held at the edge of the
 training data's range: the models extrapolated past it).
+With --truth FILE (the designs' simulated metrics, rows in the same order: e.g. the targets.csv that
+``python -m spice.generate --designs`` wrote) it adds ``<metric>_true`` and scores the predictions on the designs
+that simulated OK: R², R² in log space, MAPE and the share inside each interval, per metric.
 Default output: <results-dir>/<opamp>_predicted_<designs file name>.csv (--out FOLDER/ puts that name in
 FOLDER); an existing file is replaced only with --overwrite.
 """
@@ -28,8 +31,10 @@ from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from core.outputs import check_writable_file
 from core.runtime import resolve_device
-from data_loader.layout import read_designs
+from data_loader.layout import read_designs, read_metrics
 from inference.calibration import CURVE_LEVELS
+from inference.evaluate import half_min_positive
+from inference.metrics import regression_report
 from inference.predict import Ensemble, ensemble_json_path
 from models.model_utils import is_dry_run
 
@@ -52,6 +57,9 @@ def parse_args(argv=None):
                      help=f"comma-separated coverages of the calibrated intervals, each in {min(CURVE_LEVELS):g} .. "
                           f"{max(CURVE_LEVELS):g} (the levels they were calibrated for) [%(default)s]")
     cli.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    cli.add_argument("--truth", default=None, help="CSV of the designs' simulated metrics, rows in the designs "
+                                                   "file's order (a status column is honoured): score the "
+                                                   "predictions against it")
     cli.flag("--out-of-domain", "OUT_OF_DOMAIN", "designs outside the training inputs' ranges: warn (predict and "
                                                  "mark them) | refuse (exit 2) | off (predict and mark, no warning)")
     return cli.parse(argv)
@@ -132,7 +140,8 @@ def main(argv=None):
         raise missing_ensemble(results, opamp)
     ens = Ensemble.load(results, opamp, device=resolve_device(settings["DEVICE"], verbose=False))
     text, x = read_designs(designs_path, ens.x_cols)   # before any prediction: one line for a bad file
-    return run(settings, ens, text, x, levels, out, t0)
+    truth = None if args.truth is None else read_metrics(args.truth, ens.y_cols, len(x))
+    return run(settings, ens, text, x, levels, out, t0, truth)
 
 
 def written_by_us(columns, y_cols) -> list:
@@ -143,7 +152,8 @@ def written_by_us(columns, y_cols) -> list:
     return [c for c in columns if c in FLAG_COLUMNS or pattern.match(c)]
 
 
-def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: list, out: Path, t0: float) -> dict:
+def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: list, out: Path, t0: float,
+        truth: pd.DataFrame | None = None) -> dict:
     if ens.record.get("dry_run") or any(is_dry_run(m.meta) for m in ens.members):
         print(f"warning: the ensemble in {settings['RESULTS_DIR']} was fitted on dry-run members (--dry-run: 2 epochs "
               f"of 2 batches, a smoke test): its predictions mean nothing. Fix: python -m pipeline without --dry-run.")
@@ -168,6 +178,8 @@ def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: li
         mean, std, bounds = ens.predict_with_intervals(part, levels, out_of_domain="off")
         clipped.append(mean.attrs["clipped"])
         for c in ens.y_cols:
+            if truth is not None:
+                columns.setdefault(f"{c}_true", []).append(truth[c].to_numpy()[start:start + BATCH])
             columns.setdefault(f"{c}_mean", []).append(mean[c].to_numpy())
             columns.setdefault(f"{c}_std", []).append(std[c].to_numpy())
             for lv, (lo, hi) in bounds.items():
@@ -181,11 +193,48 @@ def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: li
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     kept = [c for c in text.columns if c not in ens.x_cols and c not in replaced]
+    scores = None if truth is None else score(table, ens.y_cols, levels)
     summary = {"designs": len(x), "outside": len(outside), "clipped": int((predicted["clipped"] != "").sum()),
-               "replaced": replaced, "kept": kept, "out": str(out), "levels": levels,
+               "replaced": replaced, "kept": kept, "out": str(out), "levels": levels, "scores": scores,
                "wall_s": round(time.perf_counter() - t0, 2)}
     print_summary(settings, ens, table, summary, outside if mode != "off" else outside.iloc[:0])
     return summary
+
+
+def score(table: pd.DataFrame, y_cols, levels) -> dict:
+    """The predictions against the ``<metric>_true`` columns, on the designs whose every metric is known (those that
+    simulated OK): ``{"n", "failed", "metrics": regression_report (R², log-space R² with the truth's half smallest
+    positive value as floor, MAPE), "covered": {level: {metric: share inside}}}``."""
+    truth = table[[f"{c}_true" for c in y_cols]].to_numpy(float)
+    ok = np.isfinite(truth).all(axis=1)
+    out = {"n": int(ok.sum()), "failed": int((~ok).sum()), "metrics": None, "covered": {}}
+    if ok.sum() < 2:
+        return out
+    truth, pred = truth[ok], table.loc[ok, [f"{c}_mean" for c in y_cols]].to_numpy(float)
+    out["metrics"] = regression_report(truth, pred, list(y_cols), floor=half_min_positive(truth))
+    for lv in levels:
+        tag = level_tag(lv)
+        lo = table.loc[ok, [f"{c}_lo{tag}" for c in y_cols]].to_numpy(float)
+        hi = table.loc[ok, [f"{c}_hi{tag}" for c in y_cols]].to_numpy(float)
+        out["covered"][lv] = dict(zip(y_cols, map(float, ((truth >= lo) & (truth <= hi)).mean(axis=0))))
+    return out
+
+
+def print_scores(scores: dict, y_cols, levels) -> None:
+    if scores["metrics"] is None:
+        print(f"--truth: {scores['n']} designs simulated OK ({scores['failed']} failed): too few to score")
+        return
+    rep = scores["metrics"]
+    head = "".join(f"  {level_tag(lv) + ' % covered':>13s}" for lv in levels)
+    print(f"against --truth, on the {scores['n']} designs that simulated OK ({scores['failed']} failed, left out):")
+    print(f"{'metric':16s} {'R2':>8s} {'R2 log':>8s} {'MAPE %':>8s}{head}")
+    for c in y_cols:
+        r = rep[c]
+        cov = "".join(f"  {100 * scores['covered'][lv][c]:12.1f}%" for lv in levels)
+        print(f"{c:16s} {r['r2']:8.4f} {r['r2_log']:8.4f} {r['mape']:8.2f}{cov}")
+    m = rep["mean"]
+    print(f"{'mean':16s} {m['r2']:8.4f} {m['r2_log']:8.4f} {m['mape']:8.2f}  (R2 log: the metrics > 0 in log10, "
+          f"the others as R2; the mean MAPE over the metrics > 0)")
 
 
 def print_summary(settings: dict, ens: Ensemble, table: pd.DataFrame, summary: dict, outside: pd.Series) -> None:
@@ -217,6 +266,8 @@ def print_summary(settings: dict, ens: Ensemble, table: pd.DataFrame, summary: d
     if summary["clipped"]:
         print(f"warning: for {summary['clipped']} designs a metric's prediction is held at the edge of the training "
               f"data's range (column clipped): the models extrapolated past it; treat those values as bounds")
+    if summary["scores"] is not None:
+        print_scores(summary["scores"], ens.y_cols, summary["levels"])
     if summary["kept"]:
         print(f"note: column(s) {summary['kept']} are not design variables of the model: kept as they are")
     if summary["replaced"]:

@@ -8,6 +8,8 @@ import pytest
 
 from core.errors import ToolkitError
 from inference import infer_ensemble, predict_designs
+from inference.evaluate import half_min_positive
+from inference.metrics import regression_report
 from inference.predict import Ensemble
 from training import train_pooled, train_target_only
 
@@ -207,3 +209,43 @@ def test_command_line_exit_status_and_one_line(tmp_path):
                            "--designs", str(designs)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error: No ensemble")
+
+
+def test_truth_is_scored_on_the_designs_that_simulated(fitted, tmp_path, capsys):
+    data, res, designs = fitted
+    truth = pd.read_csv(data / "5t_opamp" / "target" / "targets.csv").head(len(designs))
+    truth["status"] = "ok"
+    truth.loc[2, "status"] = "no_ugf"                      # a failed simulation: left out of the scores
+    truth_path = tmp_path / "truth.csv"
+    truth.to_csv(truth_path, index=False)
+    out = tmp_path / "pred.csv"
+    summary = run(res, write(tmp_path, designs), "--out", str(out), "--truth", str(truth_path))
+    table = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    cols = list(truth.columns[:-1])
+    assert np.isnan(table.loc[2, "cmrr_true"]) and table.loc[3, "cmrr_true"] == pytest.approx(truth.loc[3, "cmrr"])
+    ok = truth["status"] == "ok"
+    y, p = truth.loc[ok, cols].to_numpy(float), table.loc[ok, [f"{c}_mean" for c in cols]].to_numpy(float)
+    expected = regression_report(y, p, cols, floor=half_min_positive(y))
+    scores = summary["scores"]
+    assert scores["n"] == 11 and scores["failed"] == 1
+    for c in cols:
+        assert scores["metrics"][c]["r2"] == pytest.approx(expected[c]["r2"])
+        inside = ((y[:, cols.index(c)] >= table.loc[ok, f"{c}_lo95"]) & (y[:, cols.index(c)] <= table.loc[ok, f"{c}_hi95"]))
+        assert scores["covered"][0.95][c] == pytest.approx(inside.mean())
+    assert "against --truth, on the 11 designs that simulated OK (1 failed, left out)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit, msg", [
+    (lambda t: t.head(5), r"has 5 rows but the designs file 12"),
+    (lambda t: t.drop(columns="ugf"), r"lacks metric\(s\) \['ugf'\]"),
+    (lambda t: t.astype(str).assign(ugf="fast"), r"column 'ugf' has a non-numeric value 'fast' on line 2"),
+])
+def test_bad_truth_is_one_line(fitted, tmp_path, edit, msg):
+    data, res, designs = fitted
+    truth = pd.read_csv(data / "5t_opamp" / "target" / "targets.csv").head(len(designs))
+    path = tmp_path / "truth.csv"
+    edit(truth).to_csv(path, index=False)
+    out = tmp_path / "pred.csv"
+    with pytest.raises(ToolkitError, match=msg):
+        run(res, write(tmp_path, designs), "--out", str(out), "--truth", str(path))
+    assert not out.exists()
