@@ -132,7 +132,7 @@ def _raw_header(path: Path) -> list[str]:
         return [c.strip() for c in next(csv.reader(f), [])]
 
 
-def _line_of(path: Path, row: int) -> str:
+def line_of(path: Path, row: int) -> str:
     """Where data row ``row`` (0-based, as pandas reads it) starts in the file: "line L (data row row+1)", the line
     counted as an editor does (blank lines, which pandas skips, and quoted cells over several lines included)."""
     try:
@@ -162,7 +162,7 @@ def _to_numbers(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise ToolkitError(f"{path}: column {col!r} has a non-numeric value {frame[col].iloc[row]!r} "
-                               f"on {_line_of(path, row)}. Every cell must be a number "
+                               f"on {line_of(path, row)}. Every cell must be a number "
                                f"(leave it empty or write nan for a failed simulation).")
         out[col] = values.astype(float)
     return pd.DataFrame(out, index=frame.index)
@@ -222,15 +222,15 @@ def read_designs(path, x_cols, *, flag: str = "--designs") -> tuple[pd.DataFrame
     text = _read_numeric(path)
     missing = [c for c in x_cols if c not in text.columns]
     if missing:
-        raise ToolkitError(f"{path} lacks design variable(s) {missing}: the model needs {list(x_cols)} (any order, "
-                           f"other columns are kept as they are); got {list(text.columns)}.")
+        raise ToolkitError(f"{path} lacks design variable(s) {missing}: expected {list(x_cols)} (any order; other "
+                           f"columns are not design variables); got {list(text.columns)}.")
     x = pd.DataFrame({c: pd.to_numeric(text[c].str.strip(), errors="coerce").astype(float) for c in x_cols},
                      index=text.index)
     bad = ~np.isfinite(x.to_numpy(float))   # empty, text, nan or inf
     if bad.any():
         row, col = (int(v) for v in np.argwhere(bad)[0])
         raise ToolkitError(f"{path}: design variable {x_cols[col]!r} is {text[x_cols[col]].iloc[row]!r} on "
-                           f"{_line_of(path, row)}; rows with such a cell: {int(bad.any(axis=1).sum())}. Every design "
+                           f"{line_of(path, row)}; rows with such a cell: {int(bad.any(axis=1).sum())}. Every design "
                            f"needs a finite number for every variable: fill it in or delete the row.")
     return text, x
 
@@ -294,7 +294,7 @@ def read_signs(path: Path, targets: pd.DataFrame, targets_file: Path) -> pd.Data
         bad = ~np.isin(v, (-1.0, 1.0)) & (known | np.isfinite(v))   # empty is allowed only where the metric is
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise ToolkitError(f"{path}: column {col!r} has {v[row]:g} on {_line_of(path, row)}; a "
+            raise ToolkitError(f"{path}: column {col!r} has {v[row]:g} on {line_of(path, row)}; a "
                                f"sign is +1 or -1 (empty only where the metric is). Fix the file or delete it.")
     return frame
 

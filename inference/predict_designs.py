@@ -31,7 +31,7 @@ from core.cli import StageCLI, run_main
 from core.errors import ToolkitError
 from core.outputs import check_writable_file
 from core.runtime import resolve_device
-from data_loader.layout import read_designs, read_metrics
+from data_loader.layout import line_of, read_designs, read_metrics
 from inference.calibration import CURVE_LEVELS
 from inference.evaluate import half_min_positive
 from inference.metrics import regression_report
@@ -122,12 +122,14 @@ def main(argv=None):
     t0 = time.perf_counter()
     args, settings = parse_args(argv)
     levels = parse_levels(args.levels)
-    if not str(args.designs).strip():
-        raise ToolkitError("--designs is empty: pass the CSV file of designs to predict.")
+    for flag, value in (("--designs", args.designs), ("--out", args.out), ("--truth", args.truth)):
+        if value is not None and not str(value).strip():
+            raise ToolkitError(f"{flag} is empty: pass a file path (or leave the flag out).")
     designs_path = Path(args.designs)
     out = out_path(args.out, settings, designs_path)
-    if out.resolve() == designs_path.resolve():
-        raise ToolkitError(f"--out {out} is the --designs file itself; pass another --out (the designs are kept).")
+    for flag, given in (("--designs", designs_path), ("--truth", args.truth)):
+        if given is not None and out.resolve() == Path(given).resolve():
+            raise ToolkitError(f"--out {out} is the {flag} file itself; pass another --out (that file is kept).")
     if out.is_symlink() or (out.exists() and not out.is_file()):
         raise ToolkitError(f"--out {out} is a {'link' if out.is_symlink() else 'special file'}, not a regular file: "
                            f"it would be replaced, not written through. Pass a file path.")
@@ -141,19 +143,20 @@ def main(argv=None):
     ens = Ensemble.load(results, opamp, device=resolve_device(settings["DEVICE"], verbose=False))
     text, x = read_designs(designs_path, ens.x_cols)   # before any prediction: one line for a bad file
     truth = None if args.truth is None else read_metrics(args.truth, ens.y_cols, len(x))
-    return run(settings, ens, text, x, levels, out, t0, truth)
+    return run(settings, ens, text, x, levels, out, t0, truth, designs_path)
 
 
-def written_by_us(columns, y_cols) -> list:
+def written_by_us(columns, y_cols, truth: bool = False) -> list:
     """The columns of a designs file that this command writes (an earlier prediction fed back): replaced, not kept
-    beside the new ones."""
+    beside the new ones; with ``truth`` the ``<metric>_true`` ones too (without, they still hold those rows' truth)."""
     metric = "|".join(re.escape(c) for c in y_cols)
-    pattern = re.compile(rf"^(?:{metric})_(?:mean|std|lo[0-9.]+|hi[0-9.]+)$")
+    kinds = "mean|std|lo[0-9.]+|hi[0-9.]+" + ("|true" if truth else "")
+    pattern = re.compile(rf"^(?:{metric})_(?:{kinds})$")
     return [c for c in columns if c in FLAG_COLUMNS or pattern.match(c)]
 
 
 def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: list, out: Path, t0: float,
-        truth: pd.DataFrame | None = None) -> dict:
+        truth: pd.DataFrame | None = None, designs_path: Path | None = None) -> dict:
     if ens.record.get("dry_run") or any(is_dry_run(m.meta) for m in ens.members):
         print(f"warning: the ensemble in {settings['RESULTS_DIR']} was fitted on dry-run members (--dry-run: 2 epochs "
               f"of 2 batches, a smoke test): its predictions mean nothing. Fix: python -m pipeline without --dry-run.")
@@ -161,7 +164,8 @@ def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: li
     nonpositive = (x[logged] <= 0).to_numpy()
     if nonpositive.any():   # the models read these features in log space: no prediction exists for them
         row, col = (int(v) for v in np.argwhere(nonpositive)[0])
-        raise ToolkitError(f"design variable {logged[col]!r} is {x[logged[col]].iloc[row]:g} in data row {row + 1} "
+        where = line_of(designs_path, row) if designs_path is not None else f"data row {row + 1}"
+        raise ToolkitError(f"design variable {logged[col]!r} is {x[logged[col]].iloc[row]:g} on {where} "
                            f"(rows like it: {int(nonpositive.any(axis=1).sum())}); the models read it in log space, "
                            f"so it must be > 0 (a size in the data's units). Fix that cell or delete the row.")
     flags = ens.domain_flags(x)
@@ -188,12 +192,12 @@ def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: li
     predicted = pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()}, index=x.index)
     predicted.insert(0, "clipped", pd.concat(clipped))
     predicted.insert(0, "out_of_domain", flags)
-    replaced = written_by_us(text.columns, ens.y_cols)
+    replaced = written_by_us(text.columns, ens.y_cols, truth is not None)
     table = pd.concat([text.drop(columns=replaced), predicted], axis=1)
+    scores = None if truth is None else score(table, ens.y_cols, levels)   # before writing: a failure writes nothing
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     kept = [c for c in text.columns if c not in ens.x_cols and c not in replaced]
-    scores = None if truth is None else score(table, ens.y_cols, levels)
     summary = {"designs": len(x), "outside": len(outside), "clipped": int((predicted["clipped"] != "").sum()),
                "replaced": replaced, "kept": kept, "out": str(out), "levels": levels, "scores": scores,
                "wall_s": round(time.perf_counter() - t0, 2)}
@@ -207,7 +211,7 @@ def score(table: pd.DataFrame, y_cols, levels) -> dict:
     positive value as floor, MAPE), "covered": {level: {metric: share inside}}}``."""
     truth = table[[f"{c}_true" for c in y_cols]].to_numpy(float)
     ok = np.isfinite(truth).all(axis=1)
-    out = {"n": int(ok.sum()), "failed": int((~ok).sum()), "metrics": None, "covered": {}}
+    out = {"n": int(ok.sum()), "left_out": int((~ok).sum()), "metrics": None, "covered": {}}
     if ok.sum() < 2:
         return out
     truth, pred = truth[ok], table.loc[ok, [f"{c}_mean" for c in y_cols]].to_numpy(float)
@@ -222,19 +226,24 @@ def score(table: pd.DataFrame, y_cols, levels) -> dict:
 
 def print_scores(scores: dict, y_cols, levels) -> None:
     if scores["metrics"] is None:
-        print(f"--truth: {scores['n']} designs simulated OK ({scores['failed']} failed): too few to score")
+        print(f"warning: --truth: {scores['n']} designs with every metric known ({scores['left_out']} failed or "
+              f"missing a metric): too few to score")
         return
     rep = scores["metrics"]
     head = "".join(f"  {level_tag(lv) + ' % covered':>13s}" for lv in levels)
-    print(f"against --truth, on the {scores['n']} designs that simulated OK ({scores['failed']} failed, left out):")
+    print(f"against --truth, on the {scores['n']} designs with every metric known ({scores['left_out']} left out: "
+          f"failed or missing a metric):")
     print(f"{'metric':16s} {'R2':>8s} {'R2 log':>8s} {'MAPE %':>8s}{head}")
     for c in y_cols:
         r = rep[c]
         cov = "".join(f"  {100 * scores['covered'][lv][c]:12.1f}%" for lv in levels)
-        print(f"{c:16s} {r['r2']:8.4f} {r['r2_log']:8.4f} {r['mape']:8.2f}{cov}")
+        mark = " " if r["log_space"] else "*"
+        print(f"{c:15s}{mark} {r['r2']:8.4f} {r['r2_log']:8.4f} {r['mape']:8.2f}{cov}")
     m = rep["mean"]
-    print(f"{'mean':16s} {m['r2']:8.4f} {m['r2_log']:8.4f} {m['mape']:8.2f}  (R2 log: the metrics > 0 in log10, "
-          f"the others as R2; the mean MAPE over the metrics > 0)")
+    print(f"{'mean':16s} {m['r2']:8.4f} {m['r2_log']:8.4f} {m['mape']:8.2f}")
+    if any(not rep[c]["log_space"] for c in y_cols):
+        print("* not every true value > 0: its 'R2 log' is its R2, its MAPE is left out of the mean (it crosses or "
+              "touches 0)")
 
 
 def print_summary(settings: dict, ens: Ensemble, table: pd.DataFrame, summary: dict, outside: pd.Series) -> None:
@@ -274,7 +283,7 @@ def print_summary(settings: dict, ens: Ensemble, table: pd.DataFrame, summary: d
         shown = ", ".join(summary["replaced"][:3]) + (", ..." if len(summary["replaced"]) > 3 else "")
         print(f"note: {len(summary['replaced'])} column(s) of the designs file ({shown}) are an earlier prediction's: "
               f"replaced by this one's")
-    print(f"[predict] {summary['wall_s']:.1f}s; wrote {summary['out']}")
+    print(f"[predict] {summary['wall_s']:.1f}s from loading the ensemble to writing; wrote {summary['out']}")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def _edit(designs, row, col, value):
     (lambda d: _edit(d, 3, "w2", ""), [], r"'w2' is '' on line 5 \(data row 4"),
     (lambda d: _edit(d, 2, "l1", "1.5um"), [], r"'l1' is '1.5um' on line 4"),
     (lambda d: _edit(d, 1, "ibias", "inf"), [], r"'ibias' is 'inf'"),
-    (lambda d: _edit(d, 5, "w3", "0"), [], r"'w3' is 0 in data row 6.*log space, so it must be > 0"),
+    (lambda d: _edit(d, 5, "w3", "0"), [], r"'w3' is 0 on line 7 \(data row 6\).*log space, so it must be > 0"),
     (lambda d: d, ["--levels", "0.9,95"], r"--levels: '95' is not a coverage in \(0, 1\)"),
     (lambda d: d, ["--levels", "0.9,"], r"--levels: '' is not a coverage"),
     (lambda d: d, ["--levels", "0.999"], r"--levels: 0.999 lies outside 0.1 .. 0.99, the levels .* calibrated for"),
@@ -227,12 +227,21 @@ def test_truth_is_scored_on_the_designs_that_simulated(fitted, tmp_path, capsys)
     y, p = truth.loc[ok, cols].to_numpy(float), table.loc[ok, [f"{c}_mean" for c in cols]].to_numpy(float)
     expected = regression_report(y, p, cols, floor=half_min_positive(y))
     scores = summary["scores"]
-    assert scores["n"] == 11 and scores["failed"] == 1
+    assert scores["n"] == 11 and scores["left_out"] == 1
     for c in cols:
         assert scores["metrics"][c]["r2"] == pytest.approx(expected[c]["r2"])
         inside = ((y[:, cols.index(c)] >= table.loc[ok, f"{c}_lo95"]) & (y[:, cols.index(c)] <= table.loc[ok, f"{c}_hi95"]))
         assert scores["covered"][0.95][c] == pytest.approx(inside.mean())
-    assert "against --truth, on the 11 designs that simulated OK (1 failed, left out)" in capsys.readouterr().out
+    assert "against --truth, on the 11 designs with every metric known (1 left out" in capsys.readouterr().out
+    again = tmp_path / "again.csv"                         # the output fed back with its truth: replaced, not doubled
+    summary = run(res, out, "--out", str(again), "--truth", str(truth_path))
+    cols_again = list(pd.read_csv(again, nrows=1).columns)
+    assert cols_again.count("cmrr_true") == 1 and summary["scores"]["n"] == 11
+    with pytest.raises(ToolkitError, match="is the --truth file itself"):
+        run(res, out, "--out", str(truth_path), "--truth", str(truth_path), "--overwrite")
+    for flag in ("--truth", "--out"):
+        with pytest.raises(ToolkitError, match=f"{flag} is empty"):
+            run(res, out, flag, "")
 
 
 @pytest.mark.parametrize("edit, msg", [
