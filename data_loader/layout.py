@@ -209,6 +209,18 @@ def read_folder(folder) -> DomainData:
                       signs, signs_file, split)
 
 
+def _read_with(path: Path, cols, flag: str, what: str, expected: str) -> pd.DataFrame:
+    """A CSV given by ``flag`` (a data file's checks) that must hold ``cols`` (any order, others allowed), as text."""
+    if not path.is_file():
+        raise ToolkitError(f"{flag} {path} {'is a folder' if path.is_dir() else 'not found'}: pass {expected}.")
+    text = _read_numeric(path)
+    missing = [c for c in cols if c not in text.columns]
+    if missing:
+        raise ToolkitError(f"{path} lacks {what} {missing}: expected {list(cols)} (any order; other columns are "
+                           f"left as they are); got {list(text.columns)}.")
+    return text
+
+
 def read_designs(path, x_cols, *, flag: str = "--designs") -> tuple[pd.DataFrame, pd.DataFrame]:
     """A CSV of designs to predict: ``(every column as written, as text; the design variables x_cols as numbers)``.
 
@@ -216,14 +228,8 @@ def read_designs(path, x_cols, *, flag: str = "--designs") -> tuple[pd.DataFrame
     text, in their order.  A missing design variable, or a cell of one that is empty or not a finite number, is
     one line naming the column and the row: a design with an unknown size cannot be predicted."""
     path = Path(path)
-    if not path.is_file():
-        raise ToolkitError(f"{flag} {path} {'is a folder' if path.is_dir() else 'not found'}: pass a CSV file with a "
-                           f"header row naming the design variables {list(x_cols)}, one row per design.")
-    text = _read_numeric(path)
-    missing = [c for c in x_cols if c not in text.columns]
-    if missing:
-        raise ToolkitError(f"{path} lacks design variable(s) {missing}: expected {list(x_cols)} (any order; other "
-                           f"columns are not design variables); got {list(text.columns)}.")
+    text = _read_with(path, x_cols, flag, "design variable(s)",
+                      f"a CSV file with a header row naming the design variables {list(x_cols)}, one row per design")
     x = pd.DataFrame({c: pd.to_numeric(text[c].str.strip(), errors="coerce").astype(float) for c in x_cols},
                      index=text.index)
     bad = ~np.isfinite(x.to_numpy(float))   # empty, text, nan or inf
@@ -240,15 +246,9 @@ def read_metrics(path, y_cols, n_rows: int, *, flag: str = "--truth") -> pd.Data
     ``y_cols`` as numbers (empty or nan where a simulation failed), NaN in every metric of a row whose optional
     ``status`` column is not ok.  Other columns are ignored."""
     path = Path(path)
-    if not path.is_file():
-        raise ToolkitError(f"{flag} {path} {'is a folder' if path.is_dir() else 'not found'}: pass a CSV of the "
-                           f"simulated metrics {list(y_cols)}, one row per design in the designs file's order (e.g. "
-                           f"the targets.csv that spice.generate --designs wrote).")
-    text = _read_numeric(path)
-    missing = [c for c in y_cols if c not in text.columns]
-    if missing:
-        raise ToolkitError(f"{path} lacks metric(s) {missing}: expected {list(y_cols)} (any order); got "
-                           f"{list(text.columns)}.")
+    text = _read_with(path, y_cols, flag, "metric(s)",
+                      f"a CSV of the simulated metrics {list(y_cols)}, one row per design in the designs file's order "
+                      f"(e.g. the targets.csv that spice.generate --designs wrote)")
     if len(text) != n_rows:
         raise ToolkitError(f"{path} has {len(text)} rows but the designs file {n_rows}: rows are matched by position, "
                            f"so both need one row per design, in the same order.")
