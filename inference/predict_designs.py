@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from core.atomic import atomic_path
 from core.cli import StageCLI, run_main
-from core.errors import ToolkitError
+from core.errors import ToolkitError, name_list
 from core.outputs import check_writable_file
 from core.runtime import resolve_device
 from data_loader.layout import line_of, read_designs, read_metrics
@@ -41,6 +41,8 @@ from models.model_utils import is_dry_run
 DEFAULT_LEVELS = (0.68, 0.95)   # the levels the ensemble's report states coverage for
 BATCH = 4096                    # designs per forward pass (the GP member holds a batch x its training rows)
 FLAG_COLUMNS = ("out_of_domain", "clipped")
+FEW_FOR_R2 = 30                 # --truth on fewer designs: a note that R² rests on their spread
+
 
 
 def parse_args(argv=None):
@@ -241,6 +243,9 @@ def print_scores(scores: dict, y_cols, levels) -> None:
         print(f"{c:15s}{mark} {r['r2']:8.4f} {r['r2_log']:8.4f} {r['mape']:8.2f}{cov}")
     m = rep["mean"]
     print(f"{'mean':16s} {m['r2']:8.4f} {m['r2_log']:8.4f} {m['mape']:8.2f}")
+    if scores["n"] < FEW_FOR_R2:
+        print(f"note: R² weighs the errors against the spread of the true values over these {scores['n']} designs; "
+              f"for a few similar designs (an inverse design's candidates) read MAPE and the coverage instead")
     if any(not rep[c]["log_space"] for c in y_cols):
         print("* not every true value > 0: its 'R2 log' is its R2, its MAPE is left out of the mean (it crosses or "
               "touches 0)")
@@ -278,11 +283,11 @@ def print_summary(settings: dict, ens: Ensemble, table: pd.DataFrame, summary: d
     if summary["scores"] is not None:
         print_scores(summary["scores"], ens.y_cols, summary["levels"])
     if summary["kept"]:
-        print(f"note: column(s) {summary['kept']} are not design variables of the model: kept as they are")
+        print(f"note: {len(summary['kept'])} column(s) ({name_list(summary['kept'])}) are not design variables of the model: "
+              f"kept as they are")
     if summary["replaced"]:
-        shown = ", ".join(summary["replaced"][:3]) + (", ..." if len(summary["replaced"]) > 3 else "")
-        print(f"note: {len(summary['replaced'])} column(s) of the designs file ({shown}) are an earlier prediction's: "
-              f"replaced by this one's")
+        print(f"note: {len(summary['replaced'])} column(s) of the designs file ({name_list(summary['replaced'])}) are an "
+              f"earlier prediction's: replaced by this one's")
     print(f"[predict] {summary['wall_s']:.1f}s from loading the ensemble to writing; wrote {summary['out']}")
 
 

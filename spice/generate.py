@@ -40,7 +40,7 @@ import pandas as pd
 
 from core.atomic import atomic_path, atomic_write_text
 from core.cli import run_main
-from core.errors import ToolkitError
+from core.errors import ToolkitError, name_list
 from core.freshness import file_sha256
 from core.executor import check_backend, parallel
 from core.outputs import LOCK_NAME, check_writable_dir, results_lock
@@ -114,7 +114,7 @@ def parse_args(argv=None):
         args.n, args.keep_failed = len(rows), True
         left = [c for c in text.columns if c not in args.circuit.features]
         if left:   # an id, notes -- or another circuit's variables: said before anything is simulated
-            print(f"note: column(s) {left} of {args.designs} are not variables of {args.circuit.name} "
+            print(f"note: {len(left)} column(s) of {args.designs} ({name_list(left)}) are not variables of {args.circuit.name} "
                   f"{args.circuit.features}: left out of the data files (rows stay in the file's order)")
     args.conditions = Conditions(args.temp, args.vdd, args.corner)
     if args.opamp not in BUILTINS:

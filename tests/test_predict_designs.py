@@ -232,7 +232,9 @@ def test_truth_is_scored_on_the_designs_that_simulated(fitted, tmp_path, capsys)
         assert scores["metrics"][c]["r2"] == pytest.approx(expected[c]["r2"])
         inside = ((y[:, cols.index(c)] >= table.loc[ok, f"{c}_lo95"]) & (y[:, cols.index(c)] <= table.loc[ok, f"{c}_hi95"]))
         assert scores["covered"][0.95][c] == pytest.approx(inside.mean())
-    assert "against --truth, on the 11 designs with every metric known (1 left out" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "against --truth, on the 11 designs with every metric known (1 left out" in shown
+    assert "R² weighs the errors against the spread of the true values over these 11 designs" in shown
     again = tmp_path / "again.csv"                         # the output fed back with its truth: replaced, not doubled
     summary = run(res, out, "--out", str(again), "--truth", str(truth_path))
     cols_again = list(pd.read_csv(again, nrows=1).columns)
@@ -258,3 +260,9 @@ def test_bad_truth_is_one_line(fitted, tmp_path, edit, msg):
     with pytest.raises(ToolkitError, match=msg):
         run(res, write(tmp_path, designs), "--out", str(out), "--truth", str(path))
     assert not out.exists()
+
+
+def test_name_list_keeps_a_message_to_one_line():
+    from core.errors import name_list
+    assert name_list(["a", "b"]) == "a, b"
+    assert name_list([f"c{i}" for i in range(8)], limit=3) == "c0, c1, c2, ... (+5 more)"

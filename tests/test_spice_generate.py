@@ -277,7 +277,7 @@ def test_a_designs_run_stopped_before_its_first_chunk_leaves_no_claim(tmp_path, 
     with pytest.raises(_Interrupt):
         generate.main(DESIGNS_ARGS + ["--designs", str(first), "--out", str(out)])
     shown = capsys.readouterr().out
-    assert "note: column(s) ['id'] of" in shown and "are not variables of 5t_opamp" in shown
+    assert "note: 1 column(s) of" in shown and "(id) are not variables of 5t_opamp" in shown
     monkeypatch.undo()
     other = _designs_file(tmp_path / "other.csv", features.iloc[:4])
     meta = generate.main(DESIGNS_ARGS + ["--designs", str(other), "--out", str(out)])
