@@ -50,8 +50,12 @@ def check_writable_dir(path, flag: str) -> Path:
 
 
 def check_writable_file(path, flag: str) -> Path:
-    """An output file: its folder must be writable and the path itself must not be a folder."""
+    """An output file: its folder must be writable and the path itself must not be a folder, nor a link or a special
+    file (a device, a fifo): the atomic write would replace it rather than write through it."""
     path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir()):
+        raise ToolkitError(f"{flag} {path} is a {'link' if path.is_symlink() else 'special file'}, not a regular file: "
+                           f"it would be replaced, not written through. Pass a file path.")
     if path.is_dir():
         raise ToolkitError(f"{flag} {path} is a folder; pass a file path.")
     probe = path.parent

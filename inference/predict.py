@@ -227,8 +227,7 @@ class Ensemble:
         """Load from ``results_dir``; ``members`` (default: those the ensemble was fitted with) must match it."""
         path = ensemble_json_path(results_dir, opamp)
         if not path.is_file():
-            raise ToolkitError(f"No ensemble for {opamp!r} in {results_dir}: {path} is missing. Make it with: "
-                               f"python -m inference.infer_ensemble --opamp {opamp} --results-dir {results_dir}")
+            raise missing_ensemble(results_dir, opamp)
         rerun = f"Rerun python -m inference.infer_ensemble --opamp {opamp} --results-dir {results_dir}"
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -367,9 +366,7 @@ class Ensemble:
     def _interval(self, mean, std, level: float, index):
         """Physical ``(lo_df, hi_df)`` of the calibrated central interval holding ``level`` (see predict_interval)."""
         z = interval_multiplier(self.params.interval_z, level)
-        half = std * (z if z is not None else z_of(level))
-        lo = never_negative(self.preprocessing, self.preprocessing.inverse_y(mean - half))
-        hi = self.preprocessing.inverse_y(mean + half)
+        lo, hi = interval_bounds(self.preprocessing, mean, std ** 2, z if z is not None else z_of(level))
         return pd.DataFrame(lo, columns=self.y_cols, index=index), pd.DataFrame(hi, columns=self.y_cols, index=index)
 
     def _model_space(self, designs, out_of_domain: str, what: str):
@@ -384,6 +381,21 @@ class Ensemble:
         with torch.no_grad():
             mean, std = self.predict_scaled(torch.as_tensor(x, device=device))
         return mean.double().cpu().numpy(), std.double().cpu().numpy(), flags
+
+
+def missing_ensemble(results_dir, opamp: str) -> ToolkitError:
+    """The error for a results folder without ``opamp``'s ensemble: the circuits it holds one for, else how to fit
+    it."""
+    results = Path(results_dir)
+    found = sorted(p.name[: -len("_ensemble_metrics.json")] for p in results.glob("*_ensemble_metrics.json")) \
+        if results.is_dir() else []
+    if found:
+        return ToolkitError(f"No ensemble for {opamp!r} in {results}; it holds one for {', '.join(found)}. Fix: "
+                            f"--opamp {found[0]}, or fit {opamp}'s with python -m pipeline --opamp {opamp} "
+                            f"--results-dir {results}")
+    return ToolkitError(f"No ensemble for {opamp!r} in {results} ({ensemble_json_path(results, opamp)} is missing). "
+                        f"Make it with: python -m pipeline --opamp {opamp} --results-dir {results} (python -m "
+                        f"inference.infer_ensemble when its members are trained), or pass the folder that holds it")
 
 
 def never_negative(pre: Preprocessing, phys: np.ndarray) -> np.ndarray:

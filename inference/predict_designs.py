@@ -35,7 +35,7 @@ from data_loader.layout import line_of, read_designs, read_metrics
 from inference.calibration import CURVE_LEVELS
 from inference.evaluate import half_min_positive
 from inference.metrics import regression_report
-from inference.predict import Ensemble, ensemble_json_path
+from inference.predict import Ensemble
 from models.model_utils import is_dry_run
 
 DEFAULT_LEVELS = (0.68, 0.95)   # the levels the ensemble's report states coverage for
@@ -107,19 +107,6 @@ def out_path(raw, settings: dict, designs: Path) -> Path:
     return path
 
 
-def missing_ensemble(results: Path, opamp: str) -> ToolkitError:
-    """The error for a results folder without ``opamp``'s ensemble: the circuits it has one for, else how to fit it."""
-    found = sorted(p.name[: -len("_ensemble_metrics.json")] for p in results.glob("*_ensemble_metrics.json")) \
-        if results.is_dir() else []
-    if found:
-        return ToolkitError(f"No ensemble for {opamp!r} in {results}; it holds one for {', '.join(found)}. Fix: "
-                            f"--opamp {found[0]}, or fit {opamp}'s with python -m pipeline --opamp {opamp} "
-                            f"--results-dir {results}")
-    return ToolkitError(f"No ensemble for {opamp!r} in {results} ({ensemble_json_path(results, opamp)} is missing). "
-                        f"Make it with: python -m pipeline --opamp {opamp} --results-dir {results}, or pass the "
-                        f"--results-dir that holds it")
-
-
 def main(argv=None):
     t0 = time.perf_counter()
     args, settings = parse_args(argv)
@@ -132,17 +119,12 @@ def main(argv=None):
     for flag, given in (("--designs", designs_path), ("--truth", args.truth)):
         if given is not None and out.resolve() == Path(given).resolve():
             raise ToolkitError(f"--out {out} is the {flag} file itself; pass another --out (that file is kept).")
-    if out.is_symlink() or (out.exists() and not out.is_file()):
-        raise ToolkitError(f"--out {out} is a {'link' if out.is_symlink() else 'special file'}, not a regular file: "
-                           f"it would be replaced, not written through. Pass a file path.")
     check_writable_file(out, "--out")
     if out.exists() and not args.overwrite:
         raise ToolkitError(f"{out} exists (an earlier prediction?). Pass --overwrite to replace it, or --out "
                            f"another file.")
-    opamp, results = settings["OPAMP_TYPE"], Path(settings["RESULTS_DIR"])
-    if not ensemble_json_path(results, opamp).is_file():
-        raise missing_ensemble(results, opamp)
-    ens = Ensemble.load(results, opamp, device=resolve_device(settings["DEVICE"], verbose=False))
+    ens = Ensemble.load(settings["RESULTS_DIR"], settings["OPAMP_TYPE"],
+                        device=resolve_device(settings["DEVICE"], verbose=False))
     text, x = read_designs(designs_path, ens.x_cols)   # before any prediction: one line for a bad file
     truth = None if args.truth is None else read_metrics(args.truth, ens.y_cols, len(x))
     return run(settings, ens, text, x, levels, out, t0, truth, designs_path)
@@ -209,7 +191,7 @@ def run(settings, ens: Ensemble, text: pd.DataFrame, x: pd.DataFrame, levels: li
 
 def score(table: pd.DataFrame, y_cols, levels) -> dict:
     """The predictions against the ``<metric>_true`` columns, on the designs whose every metric is known (those that
-    simulated OK): ``{"n", "failed", "metrics": regression_report (R², log-space R² with the truth's half smallest
+    simulated OK): ``{"n", "left_out", "metrics": regression_report (R², log-space R² with the truth's half smallest
     positive value as floor, MAPE), "covered": {level: {metric: share inside}}}``."""
     truth = table[[f"{c}_true" for c in y_cols]].to_numpy(float)
     ok = np.isfinite(truth).all(axis=1)

@@ -107,11 +107,12 @@ def parse_args(argv=None):
     if args.designs is not None and not args.designs.strip():
         raise ToolkitError("--designs is empty: pass the CSV file of designs to simulate.")
     args.circuit = circuit(args.opamp)  # a bad name or file is one line, before any simulation
-    args.rows = None
+    args.rows = args.designs_sha256 = None
     if args.designs is not None:   # every design of the file, in order, failed ones with their status
         text, rows = read_designs(args.designs, args.circuit.features)
         args.rows = rows.rename_axis("index")
         args.n, args.keep_failed = len(rows), True
+        args.designs_sha256 = file_sha256(Path(args.designs))   # the rows read: what a rerun must simulate again
         left = [c for c in text.columns if c not in args.circuit.features]
         if left:   # an id, notes -- or another circuit's variables: said before anything is simulated
             print(f"note: {len(left)} column(s) of {args.designs} ({name_list(left)}) are not variables of {args.circuit.name} "
@@ -290,15 +291,10 @@ def _recipe(args, process: str) -> dict:
     """What decides the rows a run writes (run_key without the chunking, plus n and keep_failed): the same
     recipe writes the same files again, so rerunning it over its own output replaces nothing."""
     key = run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path,
-                  None if args.conditions.nominal else args.conditions.to_dict(), args.power, _designs_digest(args))
+                  None if args.conditions.nominal else args.conditions.to_dict(), args.power, args.designs_sha256)
     del key["chunk"]
     return {**key, "domain": args.domain, "n": args.n, "keep_failed": bool(args.keep_failed),
             "bench_version": BENCH_VERSION}
-
-
-def _designs_digest(args) -> str | None:
-    """sha256 of the --designs file (what a resumed or repeated run must simulate again), None for random designs."""
-    return None if args.designs is None else file_sha256(Path(args.designs))
 
 
 def check_not_replacing(out_dir: Path, recipe: dict) -> None:
@@ -368,7 +364,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
     resumed = partial.is_dir()
     partial.mkdir(parents=True, exist_ok=True)
     _check_same_run(partial, run_key(args.circuit, process, args.seed, args.chunk, args.pdk_path,
-                                     args.conditions.to_dict(), args.power, _designs_digest(args)))
+                                     args.conditions.to_dict(), args.power, args.designs_sha256))
     rows_given = args.rows is not None
     done = _load_done(partial, args.chunk, args.n if rows_given else None)
     reused = len(done)
@@ -470,7 +466,7 @@ def _generate(args, argv, out_dir, process, proc, version, t0, recipe: dict, run
         **({"conditions": args.conditions.to_dict()} if not args.conditions.nominal else {}),
         "ngspice_version": version, "bench_version": BENCH_VERSION, "ac_sweep": AC_CMD,
         "seed": None if rows_given else args.seed,
-        **({"designs_file": str(Path(args.designs).resolve()), "designs_sha256": _designs_digest(args)}
+        **({"designs_file": str(Path(args.designs).resolve()), "designs_sha256": args.designs_sha256}
            if rows_given else {}),
         "command": "python -m spice.generate " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "circuit_file": args.circuit.name if args.opamp in BUILTINS else args.opamp,

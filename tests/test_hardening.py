@@ -643,3 +643,20 @@ def test_early_stop_whatif_refuses_what_is_not_a_sidecar(chain, tmp_path, capsys
 def test_spice_throughput_bad_counts(tmp_path, capsys, flags, phrase):
     from benchmarks import spice_throughput
     refused(spice_throughput.main, flags, capsys, phrase)
+
+
+def test_an_output_file_that_is_a_link_or_special_file_is_refused(tmp_path):
+    """An atomic write renames a temporary file onto the path: a link or a device there would be replaced (as root,
+    --out /dev/null once turned the device into a regular file)."""
+    import os
+    from core.errors import ToolkitError
+    from core.outputs import check_writable_file
+    link, fifo, plain = tmp_path / "link.csv", tmp_path / "fifo", tmp_path / "plain.csv"
+    link.symlink_to(tmp_path / "target.csv")
+    os.mkfifo(fifo)
+    with pytest.raises(ToolkitError, match="is a link, not a regular file"):
+        check_writable_file(link, "--out")
+    with pytest.raises(ToolkitError, match="is a special file, not a regular file"):
+        check_writable_file(fifo, "--out")
+    plain.write_text("x")
+    assert check_writable_file(plain, "--out") == plain
