@@ -12,7 +12,7 @@ are not all in a task dir is skipped there (and counted).
 
 Per variant and n: mean log-space R^2 over seeds, the worst per-seed gap to that cell's best
 member (log-space R^2 of the best single member minus the ensemble's; <= 0 means the ensemble is
-at least as good), and the range of per-seed 95 % interval coverage; with ``--metric cmrr`` also that
+at least as good), and the range of per-seed 68 % and 95 % interval coverage; with ``--metric cmrr`` also that
 metric's log-space R^2, the ensemble's and the best member's on it.  ``--docs-path`` replaces
 the block ``<!-- benchmarks.run:fusion_whatif:<opamp> start/end -->`` in that Markdown file.
 """
@@ -108,7 +108,7 @@ def load_cell(task: Path, members, data_dir=None):
 
 
 def score_cell(task: Path, members: tuple, selections, data_dir=None, metric=None) -> dict | None:
-    """``{selection: {r2_log, cov95, best_member, best_r2_log[, metric_r2_log, metric_best_r2_log]}}`` for one task
+    """``{selection: {r2_log, cov68, cov95, best_member, best_r2_log[, metric_r2_log, metric_best_r2_log]}}`` for one task
     dir; None if a member is missing.  ``metric``: a metric column whose log-space R^2 is kept too."""
     cell = load_cell(task, members, data_dir)
     if cell is None:
@@ -122,6 +122,7 @@ def score_cell(task: Path, members: tuple, selections, data_dir=None, metric=Non
         r2 = {n: record["members"][n]["metrics"]["mean"]["r2_log"] for n in members}
         best = max(r2, key=r2.get)
         out[selection] = {"r2_log": record["ensemble"]["metrics"]["mean"]["r2_log"],
+                          "cov68": record["ensemble"]["calibration"]["after"]["mean"]["cov68"],
                           "cov95": record["ensemble"]["calibration"]["after"]["mean"]["cov95"],
                           "best_member": best, "best_r2_log": r2[best]}
         if metric is not None:
@@ -132,7 +133,7 @@ def score_cell(task: Path, members: tuple, selections, data_dir=None, metric=Non
 
 
 def table(rows: list, metric=None) -> str:
-    """rows: dicts with root, members, selection, seed, n, r2_log, best_r2_log, cov95 (and with ``metric`` the
+    """rows: dicts with root, members, selection, seed, n, r2_log, best_r2_log, cov68, cov95 (and with ``metric`` the
     metric_ keys) -> one Markdown table (a results-root column when the rows come from more than one)."""
     roots = list(dict.fromkeys(r["root"] for r in rows))
     groups = {}
@@ -143,15 +144,16 @@ def table(rows: list, metric=None) -> str:
             groups.items(), key=lambda kv: (kv[0][1], kv[0][2], n_order(kv[0][3]), roots.index(kv[0][0]))):
         gaps = [r["best_r2_log"] - r["r2_log"] for r in rs]
         covs = [100 * r["cov95"] for r in rs]
+        covs68 = [100 * r["cov68"] for r in rs]
         out.append(([root] if len(roots) > 1 else [])
                    + [members.replace(",", " + "), selection, n, str(len(rs)),
                       f"{statistics.mean(r['r2_log'] for r in rs):.3f}",
                       f"{statistics.mean(r['best_r2_log'] for r in rs):.3f}", f"{max(gaps):+.3f}",
-                      f"{min(covs):.1f}–{max(covs):.1f}"]
+                      f"{min(covs68):.1f}–{max(covs68):.1f}", f"{min(covs):.1f}–{max(covs):.1f}"]
                    + ([f"{statistics.mean(r['metric_r2_log'] for r in rs):.3f}",
                        f"{statistics.mean(r['metric_best_r2_log'] for r in rs):.3f}"] if metric else []))
     columns = ["members", "selection", "n", "seeds", "mean R²_log (test)", "best member's", "worst gap to best member",
-               "95 % coverage per seed"]
+               "68 % coverage per seed", "95 % coverage per seed"]
     columns += [f"{metric} R²_log", f"{metric}: best member's"] if metric else []
     return markdown_table(pd.DataFrame(out, columns=(["results root"] if len(roots) > 1 else []) + columns))
 
@@ -170,7 +172,8 @@ def main(argv=None):
                 rows.append({"root": root, "members": ",".join(members), "selection": selection, "seed": seed,
                              "n": n, **s})
                 print(f"{root} seed {seed} n={n:<4} {'+'.join(members):<40} {selection:<4} R2_log {s['r2_log']:.4f} "
-                      f"(best member {s['best_member']} {s['best_r2_log']:.4f}) cov95 {100 * s['cov95']:.1f}%",
+                      f"(best member {s['best_member']} {s['best_r2_log']:.4f}) cov68 {100 * s['cov68']:.1f}% "
+                      f"cov95 {100 * s['cov95']:.1f}%",
                       flush=True)
     if not rows:
         raise ToolkitError(f"No task dir under {', '.join(args.results_root)} (/{args.opamp}) holds every checkpoint of "
