@@ -58,7 +58,7 @@ from inverse.plots import pareto_plot
 from inverse.spec_file import load_objective, load_spec, metric_units, recorded_units
 from inverse.verify import (SimulationInterrupted, check_circuit_columns, check_verifiable, format_verification,
                             read_meta, recorded_conditions, require_ngspice, same_process, simulator_for,
-                            verify_designs)
+                            verify_designs, within_std)
 from spice.conditions import Conditions, apply as apply_conditions
 from spice.measure import SIGNED_METRICS, sign_column
 
@@ -449,7 +449,7 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
             names = write_simulated(save_dir, ver_so_far, forward.x_cols, spec.y_cols) + ["result.json"]
             atomic_write_text(save_dir / "result.json", json.dumps({
                 "command": command_line(args.argv), "opamp": opamp, "interrupted": True,
-                "spec": spec.to_dict(), "verification": verification_record(args, ver_so_far)}, indent=2) + "\n")
+                "spec": spec.to_dict(), "verification": verification_record(args, ver_so_far, spec)}, indent=2) + "\n")
             remove_others(save_dir, names)
             print(f"[inverse] interrupted after {len(ver_so_far)} simulations; they are kept in {save_dir}/"
                   + ", ".join(names), flush=True)
@@ -559,7 +559,7 @@ def _search_and_write(args, settings, save_dir: Path, t0: float, opamp: str) -> 
         record["best_verified"] = {"round": int(row["round"]), "rank": int(row["rank"]), objectives[0].name: best[1],
                                    "set": row.get("set", "top-k")}
     if ver_all is not None:
-        record["verification"] = verification_record(args, ver_all)
+        record["verification"] = verification_record(args, ver_all, spec)
     with atomic_path(save_dir / "candidates.csv") as tmp:
         table.to_csv(tmp, index=False)
     written = ["candidates.csv", "result.json"]
@@ -613,13 +613,14 @@ def command_line(argv) -> str:
     return "python -m inverse_opt " + " ".join(shlex.quote(a) for a in argv)
 
 
-def verification_record(args, ver_all: pd.DataFrame) -> dict:
-    """result.json's ``verification``: where the designs were simulated and every simulated row."""
+def verification_record(args, ver_all: pd.DataFrame, spec) -> dict:
+    """result.json's ``verification``: where the designs were simulated, every simulated row, and how many sat
+    inside the predicted mean +- 1 and 2 std (``inverse.verify.within_std``)."""
     by_set = ({str(k): int(v) for k, v in ver_all.groupby("set")["pass_all"].sum().items()}
               if "set" in ver_all else {})
     return {"circuit": str(args.circuit), "process": args.process, "conditions": args.conditions.to_dict(),
             "n_pass": int(ver_all["pass_all"].sum()), **({"n_pass_by_set": by_set} if by_set else {}),
-            "rows": json.loads(ver_all.to_json(orient="records"))}
+            "within_std": within_std(ver_all, spec), "rows": json.loads(ver_all.to_json(orient="records"))}
 
 
 def write_simulated(save_dir: Path, ver_all: pd.DataFrame, x_cols, y_cols) -> list:

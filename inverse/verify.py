@@ -248,6 +248,8 @@ def verification_rows(table: pd.DataFrame, sim: pd.DataFrame, spec: Spec, power:
     out = pd.DataFrame({"rank": table["rank"].to_numpy()})
     for j, c in enumerate(spec.y_cols):
         out[f"pred_{c}"] = table[f"pred_{c}"].to_numpy()
+        if f"std_{c}" in table:   # the model's std at the candidate (inverse.optimise.propose writes it)
+            out[f"std_{c}"] = table[f"std_{c}"].to_numpy()
         out[f"sim_{c}"] = y[:, j]
         out[f"pass_{c}"] = passed[:, j]
     from spice.measure import SIGNED_METRICS, sign_column
@@ -279,7 +281,35 @@ def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
     n = int(ver["pass_all"].sum())
     lines.append(f"[verify] {n}/{len(ver)} candidates meet every goal in SPICE"
                  + ("" if n else " -- no verified design: the closest ones are listed above"))
+    within = within_std(ver, spec)
+    if within is not None:
+        counts = ", ".join(f"{c} {within['within_1_std'][c]}/{within['n'][c]} / {within['within_2_std'][c]}/"
+                           f"{within['n'][c]}" for c in within["n"])
+        lines.append(f"[verify] simulated inside the predicted mean +- 1 / 2 std: {counts}")
+        lines.append("         (a calibrated model holds about 68 % / 95 % of random designs; optimised designs sit where "
+                     "its error favours the spec, so fewer is usual: the simulation decides, and --kappa's margin is "
+                     "in these stds)")
     return "\n".join(lines)
+
+
+def within_std(ver: pd.DataFrame, spec: Spec) -> dict | None:
+    """How the simulated values sat against each candidate's predicted mean +- std (``std_*``: the model's std in
+    physical units, as ``inverse.optimise.propose`` writes it): per metric with a simulated value and a std > 0 on
+    some design that simulated OK, ``{"n": {metric: designs}, "within_1_std": {metric: count}, "within_2_std":
+    {...}}``; None when there is no such metric (a table without stds, every simulation failed)."""
+    ok = (ver["status"] == "ok").to_numpy() if "status" in ver else np.ones(len(ver), bool)
+    out = {"n": {}, "within_1_std": {}, "within_2_std": {}}
+    for c in spec.y_cols:
+        if f"std_{c}" not in ver or f"sim_{c}" not in ver:
+            continue
+        sim, pred, std = (ver[f"{k}_{c}"].to_numpy(float) for k in ("sim", "pred", "std"))
+        usable = ok & np.isfinite(sim) & np.isfinite(pred) & np.isfinite(std) & (std > 0)
+        if not usable.any():
+            continue
+        z = np.abs(sim[usable] - pred[usable]) / std[usable]
+        out["n"][c], out["within_1_std"][c], out["within_2_std"][c] = int(usable.sum()), int((z <= 1).sum()), int(
+            (z <= 2).sum())
+    return out if out["n"] else None
 
 
 def first_pass_rank(ver: pd.DataFrame):

@@ -362,6 +362,10 @@ def test_cli_verify_on_two_candidates(trained, tmp_path):
     assert out["record"]["verification"]["n_pass"] == int(ver["pass_all"].sum())
     assert out["record"]["feasible"] == bool(ver["pass_all"].any())
     assert out["record"]["verification"]["circuit"] == "5t_opamp"       # which circuit the simulations used
+    within = out["record"]["verification"]["within_std"]                 # the candidates' stds went with them
+    assert "std_ugf" in ver.columns
+    assert (within is not None) == bool(((ver["std_ugf"] > 0) & (ver["status"] == "ok")).any())
+    assert within is None or within["n"]["ugf"] == int(((ver["std_ugf"] > 0) & (ver["status"] == "ok")).sum())
     # a rerun into the folder (another spec) would replace these simulations: refused before the search ...
     with pytest.raises(ToolkitError, match="holds the simulated designs of an earlier run.*--overwrite"):
         inverse_opt.main(_opt(common, "--top-k", "2", "--save-dir", str(tmp_path / "v"), "--quiet"))
@@ -381,6 +385,31 @@ def test_verify_lines_call_a_metric_left_free_free():
     text = verify_mod.format_verification(pd.DataFrame([row]), spec)
     assert "dc_gain[free]" in text and "ugf[5e+05 .. 2e+06 Hz] pred 1e+06 sim 1e+06 Hz ok" in text
     assert "phase_margin[54 .. 66 deg]" in text and "slewrate_pos[>= 1 V/s]" in text
+
+
+def test_verify_counts_simulated_values_inside_the_predicted_mean_plus_minus_one_and_two_std():
+    """A calibrated model holds ~68 % / 95 % of random designs inside mean +- 1 / 2 std; on optimised designs the
+    realised share is what tells a designer how far --kappa's margin can be trusted."""
+    spec = Spec.build(Y_COLS, ["min", "min", "range", "range", "min"], [1, 1, 1e6, 60, 1],
+                      bands={"ugf": (5e5, 2e6), "phase_margin": (50, 70)})
+    rows = []
+    for k, (sim_gain, status) in enumerate([(100.5, "ok"), (101.5, "ok"), (103.0, "ok"), (0.0, "failed")]):
+        row = {"rank": k + 1, "pass_all": True, "status": status}
+        for c in Y_COLS:
+            row.update({f"pass_{c}": True, f"pred_{c}": 100.0, f"std_{c}": 1.0, f"sim_{c}": 100.0})
+        row["sim_dc_gain"] = sim_gain
+        row["std_ugf"] = 0.0                                   # no std (a point model): left out
+        rows.append(row)
+    ver = pd.DataFrame(rows)
+    got = verify_mod.within_std(ver, spec)
+    assert got["n"]["dc_gain"] == 3 and "ugf" not in got["n"]               # the failed design is not counted
+    assert (got["within_1_std"]["dc_gain"], got["within_2_std"]["dc_gain"]) == (1, 2)   # |z| = 0.5, 1.5, 3
+    assert got["within_1_std"]["phase_margin"] == got["within_2_std"]["phase_margin"] == 3
+    text = verify_mod.format_verification(ver, spec)
+    assert "dc_gain 1/3 / 2/3" in text and "68 % / 95 %" in text
+    assert verify_mod.within_std(ver.drop(columns=[c for c in ver if c.startswith("std_")]), spec) is None
+    assert "std" not in verify_mod.format_verification(ver.drop(columns=[c for c in ver if c.startswith("std_")]),
+                                                       spec)
 
 
 @needs_ngspice
