@@ -108,8 +108,8 @@ def load_cell(task: Path, members, data_dir=None):
 
 
 def score_cell(task: Path, members: tuple, selections, data_dir=None, metric=None) -> dict | None:
-    """``{selection: {r2_log, cov68, cov95, best_member, best_r2_log[, metric_r2_log, metric_best_r2_log]}}`` for one task
-    dir; None if a member is missing.  ``metric``: a metric column whose log-space R^2 is kept too."""
+    """``{selection: {r2_log, cov68, cov95, best_member, best_r2_log[, metric_r2_log, metric_best_r2_log]}}`` for one
+    task dir; None if a member is missing.  ``metric``: a metric column whose log-space R^2 is kept too."""
     cell = load_cell(task, members, data_dir)
     if cell is None:
         return None

@@ -286,9 +286,9 @@ def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
         counts = ", ".join(f"{c} {within['within_1_std'][c]}/{within['n'][c]} / {within['within_2_std'][c]}/"
                            f"{within['n'][c]}" for c in within["n"])
         lines.append(f"[verify] simulated inside the predicted mean +- 1 / 2 std: {counts}")
-        lines.append("         (a calibrated model holds about 68 % / 95 % of random designs; optimised designs sit where "
-                     "its error favours the spec, so fewer is usual: the simulation decides, and --kappa's margin is "
-                     "in these stds)")
+        lines.append("         (a calibrated model holds about 68 % / 95 % of random designs; optimised designs sit "
+                     "where its error favours the spec, so fewer is usual: the simulation decides, and --kappa's "
+                     "margin is in these stds)")
     return "\n".join(lines)
 
 
