@@ -143,13 +143,14 @@ def table(rows: list, metric=None) -> str:
     for (root, members, selection, n), rs in sorted(
             groups.items(), key=lambda kv: (kv[0][1], kv[0][2], n_order(kv[0][3]), roots.index(kv[0][0]))):
         gaps = [r["best_r2_log"] - r["r2_log"] for r in rs]
-        covs = [100 * r["cov95"] for r in rs]
-        covs68 = [100 * r["cov68"] for r in rs]
+
+        def spread(key):   # a coverage's range over the seeds, in %
+            return f"{100 * min(r[key] for r in rs):.1f}–{100 * max(r[key] for r in rs):.1f}"
         out.append(([root] if len(roots) > 1 else [])
                    + [members.replace(",", " + "), selection, n, str(len(rs)),
                       f"{statistics.mean(r['r2_log'] for r in rs):.3f}",
                       f"{statistics.mean(r['best_r2_log'] for r in rs):.3f}", f"{max(gaps):+.3f}",
-                      f"{min(covs68):.1f}–{max(covs68):.1f}", f"{min(covs):.1f}–{max(covs):.1f}"]
+                      spread("cov68"), spread("cov95")]
                    + ([f"{statistics.mean(r['metric_r2_log'] for r in rs):.3f}",
                        f"{statistics.mean(r['metric_best_r2_log'] for r in rs):.3f}"] if metric else []))
     columns = ["members", "selection", "n", "seeds", "mean R²_log (test)", "best member's", "worst gap to best member",

@@ -297,7 +297,7 @@ def within_std(ver: pd.DataFrame, spec: Spec) -> dict | None:
     physical units, as ``inverse.optimise.propose`` writes it): per metric with a simulated value and a std > 0 on
     some design that simulated OK, ``{"n": {metric: designs}, "within_1_std": {metric: count}, "within_2_std":
     {...}}``; None when there is no such metric (a table without stds, every simulation failed)."""
-    ok = (ver["status"] == "ok").to_numpy() if "status" in ver else np.ones(len(ver), bool)
+    ok = (ver["status"] == "ok").to_numpy()
     out = {"n": {}, "within_1_std": {}, "within_2_std": {}}
     for c in spec.y_cols:
         if f"std_{c}" not in ver or f"sim_{c}" not in ver:
