@@ -286,9 +286,12 @@ def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
         counts = ", ".join(f"{c} {within['within_1_std'][c]}/{within['n'][c]} / {within['within_2_std'][c]}/"
                            f"{within['n'][c]}" for c in within["n"])
         lines.append(f"[verify] simulated inside the predicted mean +- 1 / 2 std: {counts}")
+        if within["short"]:
+            short = ", ".join(f"{c} {k}/{within['n'][c]}" for c, k in within["short"].items())
+            lines.append(f"[verify] simulated on the failing side of the prediction (one-sided goals): {short}")
         lines.append("         (a calibrated model holds about 68 % / 95 % of random designs; optimised designs sit "
-                     "where its error favours the spec, so fewer is usual: the simulation decides, and --kappa's "
-                     "margin is in these stds)")
+                     "where its error favours the spec, so fewer is usual, and more than half on the failing "
+                     "side: the simulation decides, and --kappa's margin is in these stds)")
     return "\n".join(lines)
 
 
@@ -296,19 +299,25 @@ def within_std(ver: pd.DataFrame, spec: Spec) -> dict | None:
     """How the simulated values sat against each candidate's predicted mean +- std (``std_*``: the model's std in
     physical units, as ``inverse.optimise.propose`` writes it): per metric with a simulated value and a std > 0 on
     some design that simulated OK, ``{"n": {metric: designs}, "within_1_std": {metric: count}, "within_2_std":
-    {...}}``; None when there is no such metric (a table without stds, every simulation failed)."""
+    {...}, "short": {...}}``; None when there is no such metric (a table without stds, every simulation failed).
+    ``short`` (metrics with a one-sided goal only): designs whose simulated value fell on the failing side of the
+    prediction (below it for a ``min`` bound, above for a ``max``): about half for a model whose errors do not
+    depend on how the designs were chosen; more says the optimiser picked where the model flatters the spec."""
     ok = (ver["status"] == "ok").to_numpy()
-    out = {"n": {}, "within_1_std": {}, "within_2_std": {}}
-    for c in spec.y_cols:
+    out = {"n": {}, "within_1_std": {}, "within_2_std": {}, "short": {}}
+    for j, c in enumerate(spec.y_cols):
         if f"std_{c}" not in ver or f"sim_{c}" not in ver:
             continue
         sim, pred, std = (ver[f"{k}_{c}"].to_numpy(float) for k in ("sim", "pred", "std"))
         usable = ok & np.isfinite(sim) & np.isfinite(pred) & np.isfinite(std) & (std > 0)
         if not usable.any():
             continue
-        z = np.abs(sim[usable] - pred[usable]) / std[usable]
-        out["n"][c], out["within_1_std"][c], out["within_2_std"][c] = int(usable.sum()), int((z <= 1).sum()), int(
-            (z <= 2).sum())
+        z = (sim[usable] - pred[usable]) / std[usable]
+        out["n"][c], out["within_1_std"][c], out["within_2_std"][c] = int(usable.sum()), int((abs(z) <= 1).sum()), \
+            int((abs(z) <= 2).sum())
+        lower, upper = np.isfinite(spec.lo[j]), np.isfinite(spec.hi[j])
+        if lower != upper:   # one-sided: the side of the prediction that fails the bound
+            out["short"][c] = int((z < 0).sum() if lower else (z > 0).sum())
     return out if out["n"] else None
 
 

@@ -390,7 +390,7 @@ def test_verify_lines_call_a_metric_left_free_free():
 def test_verify_counts_simulated_values_inside_the_predicted_mean_plus_minus_one_and_two_std():
     """A calibrated model holds ~68 % / 95 % of random designs inside mean +- 1 / 2 std; on optimised designs the
     realised share is what tells a designer how far --kappa's margin can be trusted."""
-    spec = Spec.build(Y_COLS, ["min", "min", "range", "range", "min"], [1, 1, 1e6, 60, 1],
+    spec = Spec.build(Y_COLS, ["min", "min", "range", "range", "max"], [1, 1, 1e6, 60, 200],
                       bands={"ugf": (5e5, 2e6), "phase_margin": (50, 70)})
     rows = []
     for k, (sim_gain, status) in enumerate([(100.5, "ok"), (101.5, "ok"), (103.0, "ok"), (0.0, "failed")]):
@@ -398,6 +398,8 @@ def test_verify_counts_simulated_values_inside_the_predicted_mean_plus_minus_one
         for c in Y_COLS:
             row.update({f"pass_{c}": True, f"pred_{c}": 100.0, f"std_{c}": 1.0, f"sim_{c}": 100.0})
         row["sim_dc_gain"] = sim_gain
+        row["sim_slewrate_pos"] = 99.0 if k == 0 else 100.0    # below a min bound's prediction: short
+        row["sim_cmrr"] = 100.5 if k < 2 else 99.5             # above a max bound's prediction: short
         row["std_ugf"] = 0.0                                   # no std (a point model): left out
         rows.append(row)
     ver = pd.DataFrame(rows)
@@ -406,7 +408,10 @@ def test_verify_counts_simulated_values_inside_the_predicted_mean_plus_minus_one
     assert (got["within_1_std"]["dc_gain"], got["within_2_std"]["dc_gain"]) == (1, 2)   # |z| = 0.5, 1.5, 3
     assert got["within_1_std"]["phase_margin"] == got["within_2_std"]["phase_margin"] == 3
     text = verify_mod.format_verification(ver, spec)
+    # one-sided goals only: how many fell on the side of the prediction that fails the bound
+    assert got["short"] == {"slewrate_pos": 1, "dc_gain": 0, "cmrr": 2}
     assert "dc_gain 1/3 / 2/3" in text and "68 % / 95 %" in text
+    assert "failing side of the prediction (one-sided goals): slewrate_pos 1/3, dc_gain 0/3, cmrr 2/3" in text
     assert verify_mod.within_std(ver.drop(columns=[c for c in ver if c.startswith("std_")]), spec) is None
     assert "std" not in verify_mod.format_verification(ver.drop(columns=[c for c in ver if c.startswith("std_")]),
                                                        spec)
