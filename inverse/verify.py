@@ -295,30 +295,41 @@ def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
     return "\n".join(lines)
 
 
-def within_std(ver: pd.DataFrame, spec: Spec) -> dict | None:
-    """How the simulated values sat against each candidate's predicted mean +- std (``std_*``: the model's std in
-    physical units, as ``inverse.optimise.propose`` writes it): per metric with a simulated value and a std > 0 on
-    some design that simulated OK, ``{"n": {metric: designs}, "within_1_std": {metric: count}, "within_2_std":
-    {...}, "short": {...}}``; None when there is no such metric (a table without stds, every simulation failed).
-    ``short`` (metrics with a one-sided goal only): designs whose simulated value fell on the failing side of the
-    prediction (below it for a ``min`` bound, above for a ``max``): about half for a model whose errors do not
-    depend on how the designs were chosen; more says the optimiser picked where the model flatters the spec."""
+def standardised_errors(ver: pd.DataFrame, spec: Spec) -> dict:
+    """{metric: (z, side)}: z = (simulated - predicted) / std over the candidates that simulated OK with finite
+    values and a std > 0 (``std_*``: the model's std in physical units, as ``inverse.optimise.propose`` writes it);
+    ``side`` the sign of z that fails a one-sided goal (-1 below a ``min`` bound, +1 above a ``max``; 0 for a range
+    or a free metric).  Metrics without a simulated value or a std on any such candidate are left out."""
     ok = (ver["status"] == "ok").to_numpy()
-    out = {"n": {}, "within_1_std": {}, "within_2_std": {}, "short": {}}
+    out = {}
     for j, c in enumerate(spec.y_cols):
         if f"std_{c}" not in ver or f"sim_{c}" not in ver:
             continue
         sim, pred, std = (ver[f"{k}_{c}"].to_numpy(float) for k in ("sim", "pred", "std"))
         usable = ok & np.isfinite(sim) & np.isfinite(pred) & np.isfinite(std) & (std > 0)
-        if not usable.any():
-            continue
-        z = (sim[usable] - pred[usable]) / std[usable]
-        out["n"][c], out["within_1_std"][c], out["within_2_std"][c] = int(usable.sum()), int((abs(z) <= 1).sum()), \
-            int((abs(z) <= 2).sum())
-        lower, upper = np.isfinite(spec.lo[j]), np.isfinite(spec.hi[j])
-        if lower != upper:   # one-sided: the side of the prediction that fails the bound
-            out["short"][c] = int((z < 0).sum() if lower else (z > 0).sum())
-    return out if out["n"] else None
+        if usable.any():
+            lower, upper = np.isfinite(spec.lo[j]), np.isfinite(spec.hi[j])
+            out[c] = ((sim[usable] - pred[usable]) / std[usable], 0 if lower == upper else (-1 if lower else 1))
+    return out
+
+
+def within_std(ver: pd.DataFrame, spec: Spec) -> dict | None:
+    """How the simulated values sat against each candidate's predicted mean +- std (``standardised_errors``): per
+    metric ``{"n": {metric: designs}, "within_1_std": {metric: count}, "within_2_std": {...}, "short": {...}}``;
+    None when no metric has a simulated value and a std (a table without stds, every simulation failed).
+    ``short`` (metrics with a one-sided goal only): designs whose simulated value fell on the failing side of the
+    prediction (below it for a ``min`` bound, above for a ``max``): about half for a model whose errors do not
+    depend on how the designs were chosen; more says the optimiser picked where the model flatters the spec."""
+    errors = standardised_errors(ver, spec)
+    if not errors:
+        return None
+    out = {"n": {}, "within_1_std": {}, "within_2_std": {}, "short": {}}
+    for c, (z, side) in errors.items():
+        out["n"][c], out["within_1_std"][c], out["within_2_std"][c] = len(z), int((abs(z) <= 1).sum()), int(
+            (abs(z) <= 2).sum())
+        if side:
+            out["short"][c] = int((side * z > 0).sum())
+    return out
 
 
 def first_pass_rank(ver: pd.DataFrame):

@@ -19,14 +19,17 @@ def test_infeasible_specs_are_distinct_and_beyond_the_data():
         assert len(beyond) == 1
 
 
-def test_within_std_records_of_many_specs_pool_per_metric():
-    """The benchmark's honesty line for opt's candidates: counts summed over specs, then shares; a spec without a
-    record (no simulation OK) adds nothing, and the failing-side share counts one-sided goals only."""
-    from benchmarks.inverse_benchmark import pooled_within_std
-    a = {"n": {"dc_gain": 8, "ugf": 8}, "within_1_std": {"dc_gain": 2, "ugf": 6}, "within_2_std": {"dc_gain": 4, "ugf": 8},
-         "short": {"dc_gain": 7}}
-    b = {"n": {"dc_gain": 2}, "within_1_std": {"dc_gain": 2}, "within_2_std": {"dc_gain": 2}, "short": {"dc_gain": 1}}
-    got = pooled_within_std([a, None, b])
-    assert got["dc_gain"] == {"n": 10, "within_1_std": 0.4, "within_2_std": 0.6, "n_one_sided": 10, "short": 0.8}
-    assert got["ugf"] == {"n": 8, "within_1_std": 0.75, "within_2_std": 1.0, "n_one_sided": 0, "short": None}
-    assert pooled_within_std([None]) == {}
+def test_standardised_errors_of_many_specs_pool_per_metric():
+    """The benchmark's honesty table for opt's candidates: z pooled over specs; a spec with no usable simulation
+    adds nothing; the failing side and the margin quantiles exist for one-sided goals only, oriented by the goal."""
+    from benchmarks.inverse_benchmark import pooled_std_errors
+    a = {"dc_gain": {"side": -1, "z": [-3.0, -1.5, -0.5, 0.5]}, "ugf": {"side": 0, "z": [0.5, -2.5]}}
+    b = {"dc_gain": {"side": -1, "z": [-2.5]}, "cmrr": {"side": 1, "z": [1.0, -1.0]}}
+    got = pooled_std_errors([a, None, b])
+    g = got["dc_gain"]
+    assert (g["n"], g["within_1_std"], g["within_2_std"], g["short"]) == (5, 0.4, 0.6, 0.8)
+    assert g["kappa_95"] == np.quantile([3.0, 1.5, 0.5, -0.5, 2.5], 0.95) and g["kappa_90"] < g["kappa_95"]
+    assert got["ugf"] == {"n": 2, "within_1_std": 0.5, "within_2_std": 0.5, "short": None, "kappa_90": None,
+                          "kappa_95": None}
+    assert got["cmrr"]["short"] == 0.5 and got["cmrr"]["kappa_95"] == np.quantile([1.0, -1.0], 0.95)
+    assert pooled_std_errors([None]) == {}
