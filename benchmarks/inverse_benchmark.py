@@ -42,11 +42,13 @@ import torch
 from core.atomic import atomic_write_text
 from core.cli import run_main
 from core.errors import ToolkitError
+from core.freshness import file_sha256
 from core.outputs import check_writable_dir
 from core.settings import resolve, toolkit_config
 from core.stages import checkpoint_path
 from data_loader import data_kwargs_from_settings, get_data_and_scalers
 from data_loader.preprocessing import Preprocessing
+from inference.predict import ensemble_json_path
 from inverse.forward import ENSEMBLE, canonical_model_type, load_forward, model_types
 from inverse.goals import Spec
 from inverse.mdn import load_mdn, mdn_log_prob, sample_designs
@@ -216,9 +218,24 @@ def pooled_std_errors(records: list) -> dict:
         one = {"short": float(np.mean(side * z > 0)), "kappa_90": float(np.quantile(side * z, 0.90)),
                "kappa_95": float(np.quantile(side * z, 0.95))} if side else dict.fromkeys(("short", "kappa_90",
                                                                                           "kappa_95"))
-        out[c] = {"n": len(z), "within_1_std": float(np.mean(abs(z) <= 1)),
+        out[c] = {"n": len(z), "side": side, "within_1_std": float(np.mean(abs(z) <= 1)),
                   "within_2_std": float(np.mean(abs(z) <= 2)), **one}
     return out
+
+
+def random_design_errors(fwd, x_test: pd.DataFrame, y_test: pd.DataFrame, sides: dict) -> dict:
+    """``pooled_std_errors`` of the forward model on the target_test designs (drawn at random; never used to fit or
+    select it), each metric oriented by ``sides`` as the candidates were: what the candidates' numbers compare to."""
+    pre = fwd.preprocessing
+    mean, std = fwd.predict_np(pre.transform_x(x_test[pre.x_cols]))
+    y_mean, y_std = pre.inverse_y(mean), pre.y_std_to_physical(mean, std)
+    y = y_test[pre.y_cols].to_numpy(float)
+    record = {}
+    for j, c in enumerate(pre.y_cols):
+        if c in sides:
+            z = (y[:, j] - y_mean[:, j]) / y_std[:, j]
+            record[c] = {"side": sides[c], "z": z[np.isfinite(z) & (y_std[:, j] > 0)].tolist()}
+    return pooled_std_errors([record])
 
 
 def run_bo(args, bo, pre, spec, seed):
@@ -268,9 +285,19 @@ def partial_path(path: Path) -> Path:
 
 
 def resumed_specs(path: Path, run_args: dict) -> list:
-    """The per-spec rows an interrupted run with the same arguments left (the run resumes after them), else []."""
+    """The per-spec rows an interrupted run with the same arguments left (the run resumes after them), or those of
+    a finished run with the same arguments (summarised again, nothing simulated), else []."""
     part = partial_path(path)
     if not part.is_file():
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return []
+            if saved.get("args") == json.loads(json.dumps(run_args)) and "per_spec" in saved:
+                print(f"[resume] {path} is this run, finished: summarising its {len(saved['per_spec'])} specs "
+                      f"again without simulating (delete the file to rerun them)", flush=True)
+                return saved["per_spec"]
         return []
     try:
         saved = json.loads(part.read_text())
@@ -281,6 +308,13 @@ def resumed_specs(path: Path, run_args: dict) -> list:
         return []
     print(f"[resume] {len(saved['per_spec'])} specs done in an earlier run: continuing after them", flush=True)
     return saved["per_spec"]
+
+
+def model_fingerprint(model_type: str, ckpt, results_dir, opamp: str) -> dict:
+    """sha256 of the files the forward model and the MDN are read from (an ensemble: its record, which holds its
+    members' sha256): part of a run's arguments, so a run is resumed or reused only with the same models."""
+    forward = ensemble_json_path(results_dir, opamp) if model_type == ENSEMBLE else Path(ckpt)
+    return {"forward": file_sha256(forward), "mdn": file_sha256(Path(results_dir) / f"mdn_{opamp}.pth")}
 
 
 def check_not_replacing(path: Path, run_args: dict) -> None:
@@ -330,7 +364,8 @@ def main(argv=None):
         + (f"_margin{args.objective_margin:g}" if objectives and args.objective_margin != OBJECTIVE_MARGIN else "") \
         + (f"_plain{args.plain_slots}" if objectives and args.plain_slots != PLAIN_SLOTS else "")
     path = Path(args.results_dir) / f"inverse_benchmark_{args.opamp}{tag}.json"
-    run_args = {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")}
+    run_args = {k: v for k, v in vars(args).items() if k not in ("grid", "circuit")} | {
+        "models": model_fingerprint(args.model_type, ckpt, args.results_dir, args.opamp)}
     check_not_replacing(path, run_args)
     per_spec = resumed_specs(path, run_args)
     bo = None
@@ -403,10 +438,13 @@ def main(argv=None):
                 [r[m]["objective_best"] / r["opt"]["objective_best"] for r in both])) if both and "opt" in methods else None
     if "opt" in methods:   # flagged infeasible = no candidate predicted to meet the spec before any simulation
         summary["opt"]["flagged_infeasible"] = float(np.mean([r["opt"]["flagged_infeasible"] for r in per_spec]))
+    sides = {}
     for m in (m for m in methods if m in ("opt", OBJ_METHOD)):
         summary[m]["std_errors"] = pooled_std_errors([r[m].get("std_errors") for r in per_spec])
+        sides |= {c: e["side"] for c, e in summary[m]["std_errors"].items()}
+    test_errors = random_design_errors(fwd, x_test, y_test, sides) if sides else {}
     out = {"opamp": args.opamp, "n_specs": len(rows), "difficulty": args.difficulty, "rounds": args.rounds,
-           "args": run_args, "summary": summary, "per_spec": per_spec}
+           "args": run_args, "summary": summary, "target_test_std_errors": test_errors, "per_spec": per_spec}
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     partial_path(path).unlink(missing_ok=True)
     budgets = list(next(iter(summary.values()))["success_within"])
@@ -429,14 +467,15 @@ def main(argv=None):
     for m, s in summary.items():
         if s.get("std_errors"):
             print(f"\n{m}: its first round's candidates that simulated OK, all specs pooled, against the model's "
-                  f"mean +- std (a calibrated model on random designs: 68 %, 95 %, 50 %, 1.28, 1.64)\n"
-                  f"| metric | candidates | inside +- 1 std | inside +- 2 std | on the failing side | margin (std) "
+                  f"mean +- std; beside each, the same model on the {len(y_test)} target_test designs (random)\n"
+                  f"| metric | designs | inside +- 1 std | inside +- 2 std | on the failing side | margin (std) "
                   f"cleared by 90 % | by 95 % |\n|---|---|---|---|---|---|---|")
             for c, w in s["std_errors"].items():
-                one = ["–"] * 3 if w["short"] is None else [f"{100 * w['short']:.0f} %", f"{w['kappa_90']:.2f}",
-                                                             f"{w['kappa_95']:.2f}"]
-                print(f"| {c} | {w['n']} | {100 * w['within_1_std']:.0f} % | {100 * w['within_2_std']:.0f} % | "
-                      + " | ".join(one) + " |")
+                for name, e in ((f"{c}: candidates", w), (f"{c}: target_test", test_errors[c])):
+                    one = ["–"] * 3 if e["short"] is None else [f"{100 * e['short']:.0f} %", f"{e['kappa_90']:.2f}",
+                                                                 f"{e['kappa_95']:.2f}"]
+                    print(f"| {name} | {e['n']} | {100 * e['within_1_std']:.0f} % | {100 * e['within_2_std']:.0f} % | "
+                          + " | ".join(one) + " |")
     print(f"wrote {path}")
     return out
 

@@ -16,6 +16,27 @@ def test_resume_only_with_the_same_arguments(tmp_path, capsys):
     assert "other arguments" in capsys.readouterr().out
     partial_path(path).write_text("{truncated")
     assert resumed_specs(path, {"n_specs": 50, "seed": 42}) == []
+    # a finished run with the same arguments (models included) is summarised again, not simulated again
+    partial_path(path).unlink()
+    path.write_text(json.dumps({"args": {"n_specs": 50, "seed": 42}, "summary": {}, "per_spec": rows}))
+    assert resumed_specs(path, {"n_specs": 50, "seed": 42}) == rows
+    assert "without simulating" in capsys.readouterr().out
+    assert resumed_specs(path, {"n_specs": 50, "seed": 42, "models": {"forward": "0" * 64}}) == []
+
+
+def test_the_models_are_part_of_a_runs_arguments(tmp_path):
+    """Retrained forward models or MDN in the folder make another run: never resumed from the old models' rows."""
+    from benchmarks.inverse_benchmark import model_fingerprint
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "5t_opamp_ensemble_metrics.json").write_text("{}")
+    (res / "mdn_5t_opamp.pth").write_bytes(b"mdn")
+    (res / "5t_opamp_target_only.pth").write_bytes(b"net")
+    ens = model_fingerprint("ensemble", res, res, "5t_opamp")
+    one = model_fingerprint("target_only", res / "5t_opamp_target_only.pth", res, "5t_opamp")
+    assert ens["mdn"] == one["mdn"] and ens["forward"] != one["forward"]
+    (res / "mdn_5t_opamp.pth").write_bytes(b"retrained")
+    assert model_fingerprint("ensemble", res, res, "5t_opamp")["mdn"] != ens["mdn"]
 
 
 def test_a_finished_benchmark_with_other_arguments_is_not_replaced(tmp_path):

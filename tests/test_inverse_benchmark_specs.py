@@ -29,7 +29,7 @@ def test_standardised_errors_of_many_specs_pool_per_metric():
     g = got["dc_gain"]
     assert (g["n"], g["within_1_std"], g["within_2_std"], g["short"]) == (5, 0.4, 0.6, 0.8)
     assert g["kappa_95"] == np.quantile([3.0, 1.5, 0.5, -0.5, 2.5], 0.95) and g["kappa_90"] < g["kappa_95"]
-    assert got["ugf"] == {"n": 2, "within_1_std": 0.5, "within_2_std": 0.5, "short": None, "kappa_90": None,
+    assert got["ugf"] == {"n": 2, "side": 0, "within_1_std": 0.5, "within_2_std": 0.5, "short": None, "kappa_90": None,
                           "kappa_95": None}
     assert got["cmrr"]["short"] == 0.5 and got["cmrr"]["kappa_95"] == np.quantile([1.0, -1.0], 0.95)
     assert pooled_std_errors([None]) == {}
