@@ -289,9 +289,9 @@ def format_verification(ver: pd.DataFrame, spec: Spec) -> str:
         if within["short"]:
             short = ", ".join(f"{c} {k}/{within['n'][c]}" for c, k in within["short"].items())
             lines.append(f"[verify] simulated on the failing side of the prediction (one-sided goals): {short}")
-        lines.append("         (a calibrated model holds about 68 % / 95 % of random designs; optimised designs sit "
-                     "where its error favours the spec, so fewer is usual, and more than half on the failing "
-                     "side: the simulation decides, and --kappa's margin is in these stds)")
+        lines.append("         (a calibrated model holds about 68 % / 95 % of random designs, half on either side; one "
+                     "spec's candidates are often near-twins that share one error, so their counts move together: "
+                     "the simulation decides, and --kappa's margin is in these stds)")
     return "\n".join(lines)
 
 
