@@ -204,22 +204,27 @@ def run_opt(args, fwd, mdn, mdn_meta, spec, seed, objectives=()):
 
 def pooled_std_errors(records: list) -> dict:
     """Per-spec ``std_errors`` ({metric: {"side", "z"}}, from ``inverse.verify.standardised_errors``; None for a spec
-    with none) pooled per metric -> {metric: {"n", "within_1_std", "within_2_std" (shares), "short" (share on the
-    failing side), "kappa_90", "kappa_95"}}.  ``kappa_q``: the margin in stds, mean - kappa * std for a ``min`` goal,
-    that the simulated value cleared on a share q of the candidates (the q-quantile of side * z): 1.28 / 1.64 for
-    a calibrated normal model on designs chosen without it.  The last three are None for a range or free metric."""
+    with none) pooled per metric -> {metric: {"n", "within_1_std", "within_2_std" (shares of n), "n_one_sided",
+    "side", "short" (share on the failing side), "kappa_90", "kappa_95"}}.  The last four come from the specs in
+    which the metric had a one-sided goal (a spec may leave it free): ``side`` that goal's failing side (0 when
+    there is none, or the specs disagree), ``kappa_q`` the margin in stds, mean - kappa * std for a ``min`` goal,
+    that the simulated value cleared on a share q of those candidates (the q-quantile of side * z): 1.28 / 1.64
+    for a calibrated normal model on designs chosen without it.  None where no spec had a one-sided goal."""
     pooled = {}
     for rec in filter(None, records):
         for c, e in rec.items():
-            pooled.setdefault(c, (e["side"], []))[1].extend(e["z"])
+            p = pooled.setdefault(c, {"z": [], "oriented": [], "sides": set()})
+            p["z"].extend(e["z"])
+            if e["side"]:
+                p["oriented"].extend(e["side"] * np.asarray(e["z"], float))
+                p["sides"].add(e["side"])
     out = {}
-    for c, (side, z) in pooled.items():
-        z = np.asarray(z, float)
-        one = {"short": float(np.mean(side * z > 0)), "kappa_90": float(np.quantile(side * z, 0.90)),
-               "kappa_95": float(np.quantile(side * z, 0.95))} if side else dict.fromkeys(("short", "kappa_90",
-                                                                                          "kappa_95"))
-        out[c] = {"n": len(z), "side": side, "within_1_std": float(np.mean(abs(z) <= 1)),
-                  "within_2_std": float(np.mean(abs(z) <= 2)), **one}
+    for c, p in pooled.items():
+        z, o = np.asarray(p["z"], float), np.asarray(p["oriented"], float)
+        one = {"short": float(np.mean(o > 0)), "kappa_90": float(np.quantile(o, 0.90)),
+               "kappa_95": float(np.quantile(o, 0.95))} if len(o) else dict.fromkeys(("short", "kappa_90", "kappa_95"))
+        out[c] = {"n": len(z), "within_1_std": float(np.mean(abs(z) <= 1)), "within_2_std": float(np.mean(abs(z) <= 2)),
+                  "n_one_sided": len(o), "side": p["sides"].pop() if len(p["sides"]) == 1 else 0, **one}
     return out
 
 
@@ -472,8 +477,8 @@ def main(argv=None):
                   f"cleared by 90 % | by 95 % |\n|---|---|---|---|---|---|---|")
             for c, w in s["std_errors"].items():
                 for name, e in ((f"{c}: candidates", w), (f"{c}: target_test", test_errors[c])):
-                    one = ["–"] * 3 if e["short"] is None else [f"{100 * e['short']:.0f} %", f"{e['kappa_90']:.2f}",
-                                                                 f"{e['kappa_95']:.2f}"]
+                    one = ["–"] * 3 if e["short"] is None else [f"{100 * e['short']:.0f} % of {e['n_one_sided']}",
+                                                                 f"{e['kappa_90']:.2f}", f"{e['kappa_95']:.2f}"]
                     print(f"| {name} | {e['n']} | {100 * e['within_1_std']:.0f} % | {100 * e['within_2_std']:.0f} % | "
                           + " | ".join(one) + " |")
     print(f"wrote {path}")
