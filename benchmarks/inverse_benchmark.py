@@ -27,8 +27,12 @@ simulations; flagged infeasible = opt predicts, before any simulation, that no c
 spec.  Wall time per spec = proposal + simulations (1 process, 1 torch thread).
 ``--objective min:gate_area`` adds ``opt-obj`` (opt with that objective) and, per method, the best figure among
 its simulated designs that met the spec (median over the specs both it and opt met, and the median ratio to opt).
+How honest the model's std is where opt searched: its first round's simulated candidates' z = (simulated -
+predicted) / std, pooled over the specs (inside +- 1 / 2 std, share on a one-sided goal's failing side, the margin
+in stds 90 / 95 % of them cleared), printed beside the same model on the target_test designs.
 Writes ``<results-dir>/inverse_benchmark_<opamp>[_<difficulty>][_r<rounds>][_<min|max>-<figure>].json``; after
-each spec the rows so far go to ``<that name>.partial.json``, and a rerun with the same arguments resumes after them.
+each spec the rows so far go to ``<that name>.partial.json``, and a rerun with the same arguments (the forward
+model's and MDN's sha256 among them) resumes after them, or summarises a finished run again without simulating.
 """
 import argparse
 import json
