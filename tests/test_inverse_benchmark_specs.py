@@ -26,12 +26,16 @@ def test_standardised_errors_of_many_specs_pool_per_metric():
     from benchmarks.inverse_benchmark import pooled_std_errors
     a = {"dc_gain": {"side": -1, "z": [-3.0, -1.5, -0.5, 0.5]}, "ugf": {"side": 0, "z": [0.5, -2.5]}}
     b = {"dc_gain": {"side": 0, "z": [-2.5]}, "cmrr": {"side": 1, "z": [1.0, -1.0]}}
-    got = pooled_std_errors([a, None, b])
+    c = {"dc_gain": {"side": -1, "z": [0.5, 1.0, -0.2]}}
+    got = pooled_std_errors([a, None, b, c])
     g = got["dc_gain"]
-    assert (g["n"], g["within_1_std"], g["within_2_std"]) == (5, 0.4, 0.6)                 # every spec
-    assert (g["n_one_sided"], g["side"], g["short"]) == (4, -1, 0.75)                        # spec a only
-    assert g["kappa_95"] == np.quantile([3.0, 1.5, 0.5, -0.5], 0.95) and g["kappa_90"] < g["kappa_95"]
+    assert (g["n"], g["within_1_std"], g["within_2_std"]) == (8, 0.625, 0.75)               # every spec
+    oriented = [3.0, 1.5, 0.5, -0.5, -0.5, -1.0, 0.2]                                       # specs a and c
+    assert (g["n_one_sided"], g["side"], g["short"]) == (7, -1, 4 / 7)
+    assert g["kappa_95"] == np.quantile(oriented, 0.95) and g["kappa_90"] < g["kappa_95"]
+    assert g["specs_mostly_short"] == 0.5                    # a: 3 of 4 short, c: 1 of 3 (near-twins count once)
     assert got["ugf"] == {"n": 2, "within_1_std": 0.5, "within_2_std": 0.5, "n_one_sided": 0, "side": 0,
-                          "short": None, "kappa_90": None, "kappa_95": None}
+                          "short": None, "kappa_90": None, "kappa_95": None, "specs_mostly_short": None}
     assert got["cmrr"]["short"] == 0.5 and got["cmrr"]["side"] == 1
+    assert got["cmrr"]["specs_mostly_short"] is None          # one spec: no share of specs
     assert pooled_std_errors([None]) == {}
