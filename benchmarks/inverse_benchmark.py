@@ -210,7 +210,7 @@ def pooled_std_errors(records: list) -> dict:
     """Per-spec ``std_errors`` ({metric: {"side", "z"}}, from ``inverse.verify.standardised_errors``; None for a spec
     with none) pooled per metric -> {metric: {"n", "within_1_std", "within_2_std" (shares of n), "n_one_sided",
     "side", "short" (share on the failing side), "kappa_90", "kappa_95", "specs_mostly_short" (share of specs with
-        more than half their candidates on the failing side; None from fewer than 2 specs)}}.  The last five come from
+    more than half their candidates on the failing side; None from fewer than 2 specs)}}.  The last five come from
     the specs in which the metric had a one-sided goal (a spec may leave it free): ``side`` that goal's failing
     side (0 when there is none, or the specs disagree), ``kappa_q`` the margin in stds, mean - kappa * std for a
     ``min`` goal, that the simulated value cleared on a share q of those candidates (the q-quantile of side * z):
@@ -298,30 +298,33 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.stem + ".partial.json")
 
 
+def saved_run(path: Path) -> dict | None:
+    """A benchmark file's (finished or partial) content; None when it is missing or unreadable (truncated, not ours)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def resumed_specs(path: Path, run_args: dict) -> list:
     """The per-spec rows an interrupted run with the same arguments left (the run resumes after them), or those of
     a finished run with the same arguments (summarised again, nothing simulated), else []."""
+    args = json.loads(json.dumps(run_args))     # as the file holds them (tuples as lists)
     part = partial_path(path)
-    if not part.is_file():
-        if path.is_file():
-            try:
-                saved = json.loads(path.read_text())
-            except (OSError, ValueError):
-                return []
-            if saved.get("args") == json.loads(json.dumps(run_args)) and "per_spec" in saved:
-                print(f"[resume] {path} is this run, finished: summarising its {len(saved['per_spec'])} specs "
-                      f"again without simulating (delete the file to rerun them)", flush=True)
-                return saved["per_spec"]
-        return []
-    try:
-        saved = json.loads(part.read_text())
-    except (OSError, ValueError):
-        saved = {}
-    if saved.get("args") != json.loads(json.dumps(run_args)):
-        print(f"[resume] {part} was written with other arguments: starting over", flush=True)
-        return []
-    print(f"[resume] {len(saved['per_spec'])} specs done in an earlier run: continuing after them", flush=True)
-    return saved["per_spec"]
+    if part.is_file():
+        saved = saved_run(part) or {}
+        if saved.get("args") != args:
+            print(f"[resume] {part} was written with other arguments: starting over", flush=True)
+            return []
+        print(f"[resume] {len(saved['per_spec'])} specs done in an earlier run: continuing after them", flush=True)
+        return saved["per_spec"]
+    saved = saved_run(path) or {}
+    if saved.get("args") == args and "per_spec" in saved:
+        print(f"[resume] {path} is this run, finished: summarising its {len(saved['per_spec'])} specs again without "
+              f"simulating (delete the file to rerun them)", flush=True)
+        return saved["per_spec"]
+    return []
 
 
 def model_fingerprint(model_type: str, ckpt, results_dir, opamp: str) -> dict:
@@ -334,12 +337,10 @@ def model_fingerprint(model_type: str, ckpt, results_dir, opamp: str) -> dict:
 def check_not_replacing(path: Path, run_args: dict) -> None:
     """A finished benchmark in ``path`` made with other arguments (another --model-type, --seed, --n-specs,
     --methods ...) is refused, not silently replaced by this run's."""
-    if not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text()).get("args") or {}
-    except (OSError, ValueError):
-        return                                     # not ours to judge: replaced as before
+    saved = saved_run(path)
+    if saved is None:
+        return                                     # nothing there, or not ours to judge: replaced as before
+    old = saved.get("args") or {}
     new = json.loads(json.dumps(run_args))
     diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     if diff:
